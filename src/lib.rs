@@ -1,0 +1,34 @@
+//! tgmx: a Telegram <-> Matrix bridge (Matrix appservice) built for moving a team's command
+//! channel from Telegram to Matrix without losing a message.
+//!
+//! # Layout
+//!
+//! - [`config`]: the operator's YAML config and the appservice registration, validated on load.
+//! - [`storage`]: SQLite (sqlx, `migrations/`): portals, puppets, message map, inboxes, offset.
+//! - [`matrix`]: the appservice HTTP API (axum), a client-server client, HTML conversion.
+//! - [`telegram`]: long polling into the durable inbox, entity conversion.
+//! - [`bridge`]: the core that decides: portals, puppets, echo suppression, id mapping, and
+//!   the ordered workers that drain the inboxes.
+//! - [`app`]: `App::build(config)` / `port()` / `run_until_stopped(shutdown)`.
+//! - [`cli`]: the command line.
+//!
+//! # Delivery guarantees
+//!
+//! Inbound work is persisted before it is acknowledged (appservice transactions before the 200,
+//! Telegram updates before their offset is confirmed). Matrix sends use transaction ids derived
+//! from Telegram ids, so a retry cannot double-post. A Telegram send has no idempotency key: the
+//! window in which a crash can repeat a message is between `sendMessage` returning and the message
+//! map row being written, one message per worker.
+
+pub mod app;
+pub mod bridge;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod matrix;
+pub mod storage;
+pub mod telegram;
+
+pub use app::App;
+pub use config::Config;
+pub use error::{Error, Result};

@@ -1,0 +1,136 @@
+//! Matrix -> Telegram: one stored appservice event at a time.
+
+use ruma::{OwnedRoomId, OwnedUserId};
+use serde_json::Value;
+use teloxide::prelude::*;
+use teloxide::types::{MessageId, ParseMode, ReplyParameters};
+
+use super::{Bridge, SOURCE_KEY};
+use crate::error::Result;
+use crate::matrix::html::{matrix_html_to_telegram, plain_to_telegram};
+use crate::storage::Direction;
+use crate::telegram::format::escape_html;
+
+impl Bridge {
+    pub async fn handle_mx_event(&self, json: &str) -> Result<()> {
+        let ev: Value = serde_json::from_str(json)?;
+        let (Some(kind), Some(sender), Some(room)) = (
+            ev["type"].as_str(),
+            ev["sender"].as_str().and_then(|s| OwnedUserId::try_from(s).ok()),
+            ev["room_id"].as_str().and_then(|r| OwnedRoomId::try_from(r).ok()),
+        ) else {
+            tracing::debug!("event without type/sender/room ignored");
+            return Ok(());
+        };
+        if kind == "m.room.member" {
+            return self.mx_member(&ev, &room, &sender).await;
+        }
+        let Some(chat) = self.chat_for_room(room.as_str()) else {
+            tracing::debug!(%room, "event from an unbridged room ignored");
+            return Ok(());
+        };
+        if self.is_bridge_user(sender.as_str()) || ev["content"].get(SOURCE_KEY).is_some() {
+            return Ok(()); // our own echo
+        }
+        match kind {
+            "m.room.message" => self.mx_message(&ev, &room, &sender, chat).await,
+            "m.room.redaction" => self.mx_redaction(&ev, chat).await,
+            _ => Ok(()),
+        }
+    }
+
+    async fn mx_member(&self, ev: &Value, room: &OwnedRoomId, sender: &OwnedUserId) -> Result<()> {
+        let Some(target) = ev["state_key"].as_str().and_then(|s| OwnedUserId::try_from(s).ok()) else { return Ok(()) };
+        let membership = ev["content"]["membership"].as_str().unwrap_or_default();
+        if target == self.bot_mxid {
+            if membership == "invite" && self.chat_for_room(room.as_str()).is_none() && !self.accept_invite(room.as_str()).await? {
+                tracing::info!(%room, %sender, "declining invite to a room that is not configured");
+                let _ = self.mx.leave(room.as_str(), &self.bot_mxid).await;
+            }
+            return Ok(());
+        }
+        match membership {
+            "join" => self.remember_name(room, &target, ev["content"]["displayname"].as_str()),
+            "leave" | "ban" => {
+                self.remember_name(room, &target, None);
+                if self.is_bridge_user(target.as_str()) || self.cfg.identities.iter().any(|i| i.matrix == target) {
+                    self.store.set_member(target.as_str(), room.as_str(), false).await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Telegram HTML for a Matrix message body, without the sender prefix.
+    fn mx_body_html(content: &Value) -> String {
+        let formatted = (content["format"].as_str() == Some("org.matrix.custom.html"))
+            .then(|| content["formatted_body"].as_str())
+            .flatten();
+        match formatted {
+            Some(html) => matrix_html_to_telegram(html),
+            None => plain_to_telegram(content["body"].as_str().unwrap_or_default()),
+        }
+    }
+
+    async fn relay_text(&self, room: &OwnedRoomId, sender: &OwnedUserId, content: &Value) -> String {
+        let name = escape_html(&self.matrix_name(room, sender).await);
+        let body = Self::mx_body_html(content);
+        match content["msgtype"].as_str() {
+            Some("m.emote") => format!("* <b>{name}</b> {body}"),
+            Some("m.text" | "m.notice") | None => format!("<b>{name}</b>: {body}"),
+            Some(_) => format!("<b>{name}</b>: [file] {body}"),
+        }
+    }
+
+    async fn mx_message(&self, ev: &Value, room: &OwnedRoomId, sender: &OwnedUserId, chat: i64) -> Result<()> {
+        let Some(event_id) = ev["event_id"].as_str() else { return Ok(()) };
+        let content = &ev["content"];
+        let relates = &content["m.relates_to"];
+        if relates["rel_type"].as_str() == Some("m.replace") {
+            let Some(target) = relates["event_id"].as_str() else { return Ok(()) };
+            let Some(link) = self.store.link_by_event(target).await? else { return Ok(()) };
+            if link.direction != Direction::MxToTg.as_str() || link.sender != sender.as_str() {
+                return Ok(());
+            }
+            let new_content = if content["m.new_content"].is_object() { &content["m.new_content"] } else { content };
+            let text = self.relay_text(room, sender, new_content).await;
+            match self.tg.edit_message_text(ChatId(link.tg_chat_id), MessageId(link.tg_msg_id), text).parse_mode(ParseMode::Html).await {
+                Ok(_) => {}
+                Err(e) if e.to_string().contains("message is not modified") => {}
+                Err(e) => return Err(e.into()),
+            }
+            return Ok(());
+        }
+        if self.store.link_by_event(event_id).await?.is_some() {
+            return Ok(()); // already relayed before a restart
+        }
+        let text = self.relay_text(room, sender, content).await;
+        let mut req = self.tg.send_message(ChatId(chat), text).parse_mode(ParseMode::Html);
+        if let Some(target) = relates["m.in_reply_to"]["event_id"].as_str() {
+            if let Some(link) = self.store.link_by_event(target).await? {
+                req = req.reply_parameters(ReplyParameters::new(MessageId(link.tg_msg_id)).allow_sending_without_reply());
+            }
+        }
+        let sent = req.await?;
+        let ts = ev["origin_server_ts"].as_i64().unwrap_or_default();
+        self.store.link_message(chat, sent.id.0, room.as_str(), event_id, Direction::MxToTg, sender.as_str(), ts).await?;
+        tracing::debug!(%event_id, chat, msg = sent.id.0, "matrix -> telegram");
+        Ok(())
+    }
+
+    async fn mx_redaction(&self, ev: &Value, chat: i64) -> Result<()> {
+        // Room v11+ carries `redacts` in content; older rooms at the top level.
+        let Some(target) = ev["content"]["redacts"].as_str().or(ev["redacts"].as_str()) else { return Ok(()) };
+        let Some(link) = self.store.link_by_event(target).await? else { return Ok(()) };
+        if link.tg_chat_id != chat {
+            return Ok(());
+        }
+        match self.tg.delete_message(ChatId(chat), MessageId(link.tg_msg_id)).await {
+            Ok(_) => tracing::debug!(chat, msg = link.tg_msg_id, "redaction -> deleteMessage"),
+            // A Telegram user's message can only be deleted by an admin bot; not fatal.
+            Err(e) => tracing::warn!(chat, msg = link.tg_msg_id, "deleteMessage failed: {}", crate::error::Error::from(e)),
+        }
+        Ok(())
+    }
+}

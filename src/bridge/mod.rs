@@ -1,0 +1,243 @@
+//! The bridge core: it decides. The Matrix and Telegram modules only convert and transport.
+//!
+//! Work flows through two durable inboxes (SQLite): Telegram updates and appservice events are
+//! stored first and bridged afterwards by one worker per direction, in arrival order. A worker
+//! retries a transient failure (with backoff, honouring `retry_after`) without moving on, so order
+//! is kept and nothing is skipped; a permanent failure is recorded in `failures` and skipped.
+
+pub mod matrix_in;
+pub mod telegram_in;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use ruma::{OwnedRoomId, OwnedUserId, UserId};
+use teloxide::Bot;
+use tokio::sync::{watch, Notify};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::matrix::client::MatrixClient;
+use crate::storage::{Direction, InboxItem, Store};
+
+/// Key in event content marking events the bridge itself sent (echo suppression for double
+/// puppets, whose events come back to us under a real user's id).
+pub const SOURCE_KEY: &str = "fi.tgmx.source";
+
+/// Shared state of the bridge core.
+pub struct Bridge {
+    pub cfg: Config,
+    pub store: Store,
+    pub mx: MatrixClient,
+    pub tg: Bot,
+    pub bot_mxid: OwnedUserId,
+    /// Telegram chat id <-> Matrix room id, filled as configured rooms are resolved.
+    portals: RwLock<HashMap<i64, OwnedRoomId>>,
+    /// Display names of Matrix senders per room, from member events.
+    names: Mutex<HashMap<(OwnedRoomId, OwnedUserId), String>>,
+}
+
+impl Bridge {
+    pub fn new(cfg: Config, store: Store, mx: MatrixClient, tg: Bot) -> Bridge {
+        let bot_mxid = cfg.bot_user_id();
+        Bridge { cfg, store, mx, tg, bot_mxid, portals: RwLock::default(), names: Mutex::default() }
+    }
+
+    pub fn room_for_chat(&self, chat: i64) -> Option<OwnedRoomId> {
+        self.portals.read().expect("lock").get(&chat).cloned()
+    }
+
+    pub fn chat_for_room(&self, room: &str) -> Option<i64> {
+        self.portals.read().expect("lock").iter().find(|(_, r)| r.as_str() == room).map(|(c, _)| *c)
+    }
+
+    /// Whether the chat is configured (even if its room is not resolved yet).
+    pub fn chat_is_configured(&self, chat: i64) -> bool {
+        self.cfg.rooms.iter().any(|r| r.telegram == chat)
+    }
+
+    pub fn puppet_mxid(&self, tg_user: i64) -> OwnedUserId {
+        OwnedUserId::try_from(format!(
+            "@{}{}:{}",
+            self.cfg.appservice.puppet_prefix, tg_user, self.cfg.homeserver.server_name
+        ))
+        .expect("valid puppet id")
+    }
+
+    /// A user the bridge acts as: the bot or a puppet. Their events are never relayed back.
+    pub fn is_bridge_user(&self, user: &str) -> bool {
+        if user == self.bot_mxid.as_str() {
+            return true;
+        }
+        let Some(rest) = user.strip_prefix('@').and_then(|u| u.strip_prefix(self.cfg.appservice.puppet_prefix.as_str())) else {
+            return false;
+        };
+        let server_suffix = format!(":{}", self.cfg.homeserver.server_name);
+        rest.strip_suffix(server_suffix.as_str()).is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+    }
+
+    /// The Matrix account a mapped person (double puppet) uses, for a Telegram user id.
+    pub fn identity_for_tg(&self, tg_user: i64) -> Option<OwnedUserId> {
+        self.cfg.identities.iter().find(|i| i.telegram == tg_user).map(|i| i.matrix.clone())
+    }
+
+    /// Ensure the bot exists and every configured room is resolved and joined. Rooms that fail
+    /// are retried by the caller.
+    pub async fn setup(&self) -> Result<Vec<String>> {
+        self.mx.register(&self.cfg.appservice.bot_localpart).await?;
+        if self.mx.displayname(&self.bot_mxid).await?.as_deref() != Some(&self.cfg.appservice.bot_displayname) {
+            self.mx.set_displayname(&self.bot_mxid, &self.cfg.appservice.bot_displayname).await?;
+        }
+        let mut pending = Vec::new();
+        for r in &self.cfg.rooms {
+            if self.room_for_chat(r.telegram).is_some() {
+                continue;
+            }
+            match self.mx.join(r.matrix.as_str(), &self.bot_mxid).await {
+                Ok(room_id) => {
+                    let alias = r.matrix.is_room_alias_id().then(|| r.matrix.as_str());
+                    self.store.upsert_portal(r.telegram, room_id.as_str(), alias).await?;
+                    tracing::info!(room = %r.matrix, %room_id, chat = r.telegram, "portal ready");
+                    self.portals.write().expect("lock").insert(r.telegram, room_id);
+                }
+                Err(e) => {
+                    tracing::warn!(room = %r.matrix, "cannot join bridged room yet (invite the bot {}): {e}", self.bot_mxid);
+                    pending.push(r.matrix.to_string());
+                }
+            }
+        }
+        Ok(pending)
+    }
+
+    /// An invite for the bot to a configured room arrived: join and link it.
+    pub async fn accept_invite(&self, room: &str) -> Result<bool> {
+        for r in &self.cfg.rooms {
+            let matches = if r.matrix.is_room_id() {
+                r.matrix.as_str() == room
+            } else {
+                self.mx.resolve_alias(r.matrix.as_str()).await.ok().is_some_and(|id| id.as_str() == room)
+            };
+            if matches {
+                let room_id = self.mx.join(room, &self.bot_mxid).await?;
+                let alias = r.matrix.is_room_alias_id().then(|| r.matrix.as_str());
+                self.store.upsert_portal(r.telegram, room_id.as_str(), alias).await?;
+                self.portals.write().expect("lock").insert(r.telegram, room_id);
+                tracing::info!(%room, chat = r.telegram, "joined bridged room after invite");
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Make `user` (puppet or double puppet) a member of `room`: invite by the bot, then join.
+    pub async fn ensure_joined(&self, user: &UserId, room: &OwnedRoomId) -> Result<()> {
+        if self.store.is_member(user.as_str(), room.as_str()).await? {
+            return Ok(());
+        }
+        if let Err(first) = self.mx.join(room.as_str(), user).await {
+            tracing::debug!(%user, %room, "join failed ({first}), inviting first");
+            if let Err(e) = self.mx.invite(room.as_str(), &self.bot_mxid, user).await {
+                tracing::debug!(%user, %room, "invite failed: {e}");
+            }
+            self.mx.join(room.as_str(), user).await?;
+        }
+        self.store.set_member(user.as_str(), room.as_str(), true).await
+    }
+
+    /// Display name of a Matrix user in a room, cached; falls back to the localpart.
+    pub async fn matrix_name(&self, room: &OwnedRoomId, user: &UserId) -> String {
+        let key = (room.clone(), user.to_owned());
+        if let Some(n) = self.names.lock().expect("lock").get(&key) {
+            return n.clone();
+        }
+        let name = match self.mx.member_displayname(room.as_str(), user, &self.bot_mxid).await {
+            Ok(Some(n)) => n,
+            _ => user.localpart().to_owned(),
+        };
+        self.names.lock().expect("lock").insert(key, name.clone());
+        name
+    }
+
+    pub fn remember_name(&self, room: &OwnedRoomId, user: &UserId, name: Option<&str>) {
+        let mut names = self.names.lock().expect("lock");
+        match name.filter(|n| !n.is_empty()) {
+            Some(n) => names.insert((room.clone(), user.to_owned()), n.to_owned()),
+            None => names.remove(&(room.clone(), user.to_owned())),
+        };
+    }
+}
+
+/// Drain an inbox in order: `next` fetches a batch, `handle` bridges one item, `done` removes it.
+/// Transient failures are retried in place with backoff; permanent ones are recorded and skipped.
+pub async fn run_worker<N, H, D, F1, F2, F3>(
+    name: &'static str,
+    direction: Direction,
+    store: Store,
+    wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+    next: N,
+    handle: H,
+    done: D,
+) where
+    N: Fn() -> F1,
+    F1: std::future::Future<Output = Result<Vec<InboxItem>>>,
+    H: Fn(InboxItem) -> F2,
+    F2: std::future::Future<Output = Result<()>>,
+    D: Fn(i64) -> F3,
+    F3: std::future::Future<Output = Result<()>>,
+{
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let batch = match next().await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(worker = name, "cannot read inbox: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            tokio::select! {
+                _ = wake.notified() => {},
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {},
+                _ = shutdown.changed() => return,
+            }
+            continue;
+        }
+        for item in batch {
+            let key = item.key;
+            let mut backoff = Duration::from_millis(250);
+            loop {
+                match handle(item.clone()).await {
+                    Ok(()) => break,
+                    Err(e) if e.is_transient() => {
+                        let wait = match &e {
+                            Error::Telegram { retry_after: Some(d), .. } => *d,
+                            _ => backoff,
+                        };
+                        tracing::warn!(worker = name, key, "transient failure, retrying in {wait:?}: {e}");
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {},
+                            _ = shutdown.changed() => return,
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(60));
+                    }
+                    Err(e) => {
+                        tracing::error!(worker = name, key, "cannot bridge, skipping: {e}");
+                        let _ = store.record_failure(direction, &format!("{name}:{key}"), &e.to_string()).await;
+                        break;
+                    }
+                }
+            }
+            if let Err(e) = done(key).await {
+                tracing::error!(worker = name, key, "cannot mark done: {e}");
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+}

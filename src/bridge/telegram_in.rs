@@ -1,0 +1,164 @@
+//! Telegram -> Matrix: one stored update at a time.
+
+use ruma::{OwnedRoomId, OwnedUserId};
+use serde_json::{json, Value};
+use teloxide::types::{Message, Update, UpdateKind, User};
+
+use super::{Bridge, SOURCE_KEY};
+use crate::error::{Error, Result};
+use crate::storage::Direction;
+use crate::telegram::format::{entities_to_html, has_formatting};
+
+impl Bridge {
+    /// Bridge one stored Telegram update (JSON as stored by the poller).
+    pub async fn handle_tg_update(&self, json: &str) -> Result<()> {
+        let update: Update = serde_json::from_str(json)?;
+        match update.kind {
+            UpdateKind::Message(m) => self.tg_message(&m).await,
+            UpdateKind::EditedMessage(m) => self.tg_edit(&m).await,
+            other => {
+                tracing::debug!(kind = ?std::mem::discriminant(&other), "ignoring telegram update");
+                Ok(())
+            }
+        }
+    }
+
+    /// The portal for a chat; `None` when the chat is not bridged (ignored), an error when it is
+    /// configured but not resolved yet (retried).
+    fn portal_of(&self, chat: i64) -> Result<Option<OwnedRoomId>> {
+        match self.room_for_chat(chat) {
+            Some(r) => Ok(Some(r)),
+            None if self.chat_is_configured(chat) => Err(Error::NotReady(format!("room for chat {chat} not joined yet"))),
+            None => Ok(None),
+        }
+    }
+
+    /// The Matrix account that speaks for a Telegram user in `room`: their own (double puppet)
+    /// or their puppet, registered, named and joined on first use.
+    pub async fn sender_for(&self, user: &User, room: &OwnedRoomId) -> Result<OwnedUserId> {
+        let tg_id = user.id.0 as i64;
+        if let Some(real) = self.identity_for_tg(tg_id) {
+            self.ensure_joined(&real, room).await?;
+            return Ok(real);
+        }
+        let mxid = self.puppet_mxid(tg_id);
+        let name = user.full_name();
+        match self.store.puppet(tg_id).await? {
+            Some((_, stored)) if stored.as_deref() == Some(name.as_str()) => {}
+            known => {
+                if known.is_none() {
+                    self.mx.register(mxid.localpart()).await?;
+                }
+                // Always set explicitly: Conduit appends " ⚡️" to new users' names otherwise.
+                self.mx.set_displayname(&mxid, &name).await?;
+                self.store.save_puppet(tg_id, mxid.as_str(), &name).await?;
+                tracing::info!(%mxid, tg_user = tg_id, "puppet ready");
+            }
+        }
+        self.ensure_joined(&mxid, room).await?;
+        Ok(mxid)
+    }
+
+    /// Matrix `m.room.message` content for a Telegram message (text, or a readable placeholder).
+    fn tg_content(&self, m: &Message) -> Value {
+        let (text, entities) = match (m.text(), m.caption()) {
+            (Some(t), _) => (t.to_owned(), m.entities().unwrap_or_default()),
+            (None, Some(c)) => (c.to_owned(), m.caption_entities().unwrap_or_default()),
+            (None, None) => (describe(m), &[][..]),
+        };
+        let mut content = json!({"msgtype": "m.text", "body": text});
+        if has_formatting(entities) {
+            let html = entities_to_html(&text, entities, &|id| self.identity_for_tg(id).unwrap_or_else(|| self.puppet_mxid(id)).to_string());
+            content["format"] = json!("org.matrix.custom.html");
+            content["formatted_body"] = json!(html);
+        }
+        content
+    }
+
+    async fn tg_message(&self, m: &Message) -> Result<()> {
+        let chat = m.chat.id.0;
+        let Some(room) = self.portal_of(chat)? else {
+            tracing::debug!(chat, "message from an unbridged chat ignored");
+            return Ok(());
+        };
+        if self.store.link_by_tg(chat, m.id.0).await?.is_some() {
+            return Ok(()); // already bridged before a restart
+        }
+        let Some(from) = m.from.as_ref() else { return Ok(()) };
+        let sender = self.sender_for(from, &room).await?;
+        let mut content = self.tg_content(m);
+        if let Some(reply) = m.reply_to_message() {
+            if let Some(link) = self.store.link_by_tg(chat, reply.id.0).await? {
+                content["m.relates_to"] = json!({"m.in_reply_to": {"event_id": link.mx_event_id}});
+            }
+        }
+        content[SOURCE_KEY] = json!({"chat": chat, "message": m.id.0});
+        // Derived from the Telegram ids: a retry after a crash reuses it and cannot double-post.
+        let txn = format!("tg{chat}_{}", m.id.0);
+        let event = self.mx.send(room.as_str(), &sender, "m.room.message", &txn, &content).await?;
+        self.store
+            .link_message(chat, m.id.0, room.as_str(), event.as_str(), Direction::TgToMx, sender.as_str(), m.date.timestamp_millis())
+            .await?;
+        tracing::debug!(chat, msg = m.id.0, %event, "telegram -> matrix");
+        Ok(())
+    }
+
+    async fn tg_edit(&self, m: &Message) -> Result<()> {
+        let chat = m.chat.id.0;
+        let Some(room) = self.portal_of(chat)? else { return Ok(()) };
+        let Some(link) = self.store.link_by_tg(chat, m.id.0).await? else {
+            tracing::debug!(chat, msg = m.id.0, "edit of a message that was never bridged");
+            return Ok(());
+        };
+        if link.direction != Direction::TgToMx.as_str() {
+            return Ok(());
+        }
+        let sender = OwnedUserId::try_from(link.sender.as_str()).map_err(|e| Error::Matrix {
+            status: 0,
+            errcode: "M_INVALID_PARAM".into(),
+            message: e.to_string(),
+        })?;
+        let new_content = self.tg_content(m);
+        let mut content = json!({
+            "msgtype": new_content["msgtype"],
+            "body": format!("* {}", new_content["body"].as_str().unwrap_or_default()),
+            "m.new_content": new_content,
+            "m.relates_to": {"rel_type": "m.replace", "event_id": link.mx_event_id},
+        });
+        if let Some(f) = content["m.new_content"].get("formatted_body").and_then(Value::as_str).map(str::to_owned) {
+            content["format"] = json!("org.matrix.custom.html");
+            content["formatted_body"] = json!(format!("* {f}"));
+        }
+        content[SOURCE_KEY] = json!({"chat": chat, "message": m.id.0});
+        let edit_ts = m.edit_date().map(|d| d.timestamp()).unwrap_or_default();
+        let txn = format!("tg{chat}_{}_e{edit_ts}", m.id.0);
+        self.mx.send(room.as_str(), &sender, "m.room.message", &txn, &content).await?;
+        Ok(())
+    }
+}
+
+/// A readable stand-in for message kinds without text (media arrives with issue 4).
+fn describe(m: &Message) -> String {
+    let what = if m.photo().is_some() {
+        "a photo"
+    } else if m.voice().is_some() {
+        "a voice message"
+    } else if m.document().is_some() {
+        "a file"
+    } else if m.sticker().is_some() {
+        "a sticker"
+    } else if m.video().is_some() {
+        "a video"
+    } else if m.audio().is_some() {
+        "an audio file"
+    } else if m.location().is_some() {
+        "a location"
+    } else if m.contact().is_some() {
+        "a contact"
+    } else if m.poll().is_some() {
+        "a poll"
+    } else {
+        "a message of a kind the bridge does not carry"
+    };
+    format!("[sent {what}]")
+}

@@ -1,0 +1,480 @@
+//! Configuration: the YAML file the operator edits, plus the appservice registration it points to.
+//!
+//! Loading validates everything up front so that a broken file is rejected with a message naming
+//! the key and the problem, and (on reload) the old configuration stays in force.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ruma::{OwnedRoomOrAliasId, OwnedServerName, OwnedUserId};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The default configuration compiled into the binary (`tgmx run` without `-c`).
+pub const EMBEDDED_DEFAULT: &str = include_str!("../config.example.yaml");
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub homeserver: HomeserverConfig,
+    pub appservice: AppserviceConfig,
+    #[serde(default = "default_database")]
+    pub database: String,
+    pub gateway: GatewayConfig,
+    #[serde(default)]
+    pub rooms: Vec<RoomMapping>,
+    #[serde(default)]
+    pub identities: Vec<IdentityMapping>,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HomeserverConfig {
+    /// Client-server API base URL of the homeserver, e.g. `http://127.0.0.1:8008`.
+    pub url: String,
+    /// The server name in user ids (`@user:<server_name>`).
+    pub server_name: OwnedServerName,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AppserviceConfig {
+    /// Address the appservice HTTP server binds to.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// URL the homeserver uses to reach us (written into the registration). Default: from `listen`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Path of the registration file holding the tokens (relative to the config file).
+    #[serde(default = "default_registration")]
+    pub registration: PathBuf,
+    /// Appservice id in the registration.
+    #[serde(default = "default_as_id")]
+    pub id: String,
+    /// Localpart of the bridge bot user.
+    #[serde(default = "default_bot_localpart")]
+    pub bot_localpart: String,
+    /// Localpart prefix of Telegram puppets: `@<prefix><telegram id>:server`.
+    #[serde(default = "default_puppet_prefix")]
+    pub puppet_prefix: String,
+    /// Display name of the bridge bot.
+    #[serde(default = "default_bot_displayname")]
+    pub bot_displayname: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Telegram,
+    Matrix,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    #[serde(default = "default_primary")]
+    pub primary_platform: Platform,
+    #[serde(default = "default_fallback")]
+    pub fallback_platform: Platform,
+    #[serde(default)]
+    pub matrix: MatrixGateway,
+    pub telegram: TelegramGateway,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MatrixGateway {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl Default for MatrixGateway {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramGateway {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Bot token; prefer the environment variable `TGMX_TELEGRAM_TOKEN`.
+    #[serde(default)]
+    pub bot_token: Option<String>,
+    /// Bot API base URL (a self-hosted Bot API server, or a test server).
+    #[serde(default = "default_api_url")]
+    pub api_url: String,
+    /// Long-polling timeout in seconds.
+    #[serde(default = "default_poll_timeout")]
+    pub poll_timeout: u32,
+}
+
+impl std::fmt::Debug for TelegramGateway {
+    // Hand-written so that the token never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelegramGateway")
+            .field("enabled", &self.enabled)
+            .field("bot_token", &self.bot_token.as_ref().map(|_| "<redacted>"))
+            .field("api_url", &self.api_url)
+            .field("poll_timeout", &self.poll_timeout)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RoomMapping {
+    /// Room alias (`#fleet-ops:server`) or room id (`!abc:server`).
+    pub matrix: OwnedRoomOrAliasId,
+    /// Telegram chat id (negative for groups and supergroups).
+    pub telegram: i64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityMapping {
+    /// The person's own Matrix account (must be in the appservice's user namespace, non-exclusive).
+    pub matrix: OwnedUserId,
+    /// The person's Telegram user id.
+    pub telegram: i64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// `tracing` filter, e.g. `info,tgmx=debug`. `RUST_LOG` overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self { level: default_log_level() }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_database() -> String {
+    "sqlite://tgmx.db".into()
+}
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:29317".parse().expect("valid literal")
+}
+fn default_registration() -> PathBuf {
+    "registration.yaml".into()
+}
+fn default_as_id() -> String {
+    "telegram".into()
+}
+fn default_bot_localpart() -> String {
+    "telegrambot".into()
+}
+fn default_puppet_prefix() -> String {
+    "telegram_".into()
+}
+fn default_bot_displayname() -> String {
+    "Telegram bridge".into()
+}
+fn default_primary() -> Platform {
+    Platform::Telegram
+}
+fn default_fallback() -> Platform {
+    Platform::Matrix
+}
+fn default_api_url() -> String {
+    "https://api.telegram.org".into()
+}
+fn default_poll_timeout() -> u32 {
+    30
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+fn invalid(key: &str, problem: impl std::fmt::Display) -> Error {
+    Error::Config(format!("`{key}`: {problem}"))
+}
+
+impl Config {
+    /// Parse and validate YAML text. `base_dir` resolves relative paths (registration, database).
+    pub fn parse(text: &str, base_dir: &Path) -> Result<Config> {
+        let mut cfg: Config = serde_saphyr::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        if cfg.appservice.registration.is_relative() {
+            cfg.appservice.registration = base_dir.join(&cfg.appservice.registration);
+        }
+        if let Some(rest) = cfg.database.strip_prefix("sqlite://") {
+            let p = Path::new(rest.split('?').next().unwrap_or(rest));
+            if p.is_relative() && rest != ":memory:" {
+                cfg.database = format!("sqlite://{}", base_dir.join(rest).display());
+            }
+        }
+        if cfg.gateway.telegram.bot_token.as_deref().is_none_or(str::is_empty) {
+            cfg.gateway.telegram.bot_token = std::env::var("TGMX_TELEGRAM_TOKEN").ok().filter(|t| !t.is_empty());
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Self::parse(&text, base)
+    }
+
+    /// Checks that serde cannot express. Every message names the key.
+    pub fn validate(&self) -> Result<()> {
+        let url = url::Url::parse(&self.homeserver.url).map_err(|e| invalid("homeserver.url", e))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid("homeserver.url", "must be an http(s) URL"));
+        }
+        for (key, lp) in [("appservice.bot_localpart", &self.appservice.bot_localpart)] {
+            if lp.is_empty() || !lp.chars().all(is_localpart_char) {
+                return Err(invalid(key, format!("{lp:?} is not a valid Matrix localpart")));
+            }
+        }
+        let prefix = &self.appservice.puppet_prefix;
+        if prefix.is_empty() || !prefix.chars().all(is_localpart_char) {
+            return Err(invalid("appservice.puppet_prefix", format!("{prefix:?} is not a valid localpart prefix")));
+        }
+        if self.appservice.bot_localpart.starts_with(prefix.as_str()) {
+            return Err(invalid("appservice.bot_localpart", "must not start with the puppet prefix"));
+        }
+        if !self.database.starts_with("sqlite:") {
+            return Err(invalid("database", "only sqlite:// URLs are supported"));
+        }
+        url::Url::parse(&self.gateway.telegram.api_url).map_err(|e| invalid("gateway.telegram.api_url", e))?;
+        if self.gateway.primary_platform == Platform::None {
+            return Err(invalid("gateway.primary_platform", "must be `telegram` or `matrix`"));
+        }
+        if self.gateway.primary_platform == self.gateway.fallback_platform {
+            return Err(invalid("gateway.fallback_platform", "must differ from primary_platform (or be `none`)"));
+        }
+        let mut chats = std::collections::HashSet::new();
+        let mut rooms = std::collections::HashSet::new();
+        for (i, r) in self.rooms.iter().enumerate() {
+            if !chats.insert(r.telegram) {
+                return Err(invalid(&format!("rooms[{i}].telegram"), format!("chat {} is mapped twice", r.telegram)));
+            }
+            if !rooms.insert(r.matrix.clone()) {
+                return Err(invalid(&format!("rooms[{i}].matrix"), format!("{} is mapped twice", r.matrix)));
+            }
+        }
+        let mut tg_ids = std::collections::HashSet::new();
+        for (i, id) in self.identities.iter().enumerate() {
+            if id.matrix.server_name() != self.homeserver.server_name {
+                return Err(invalid(
+                    &format!("identities[{i}].matrix"),
+                    format!("{} is not on {}", id.matrix, self.homeserver.server_name),
+                ));
+            }
+            if !tg_ids.insert(id.telegram) {
+                return Err(invalid(&format!("identities[{i}].telegram"), "mapped twice"));
+            }
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.logging.level).map_err(|e| invalid("logging.level", e))?;
+        Ok(())
+    }
+
+    /// The bot token, required to run with Telegram enabled.
+    pub fn telegram_token(&self) -> Result<&str> {
+        self.gateway.telegram.bot_token.as_deref().ok_or_else(|| {
+            invalid(
+                "gateway.telegram.bot_token",
+                "missing: set it or the environment variable TGMX_TELEGRAM_TOKEN (or gateway.telegram.enabled: false)",
+            )
+        })
+    }
+
+    /// The URL the homeserver should use to reach the appservice.
+    pub fn appservice_url(&self) -> String {
+        self.appservice.url.clone().unwrap_or_else(|| format!("http://{}", self.appservice.listen))
+    }
+
+    pub fn bot_user_id(&self) -> OwnedUserId {
+        OwnedUserId::try_from(format!("@{}:{}", self.appservice.bot_localpart, self.homeserver.server_name))
+            .expect("validated localpart")
+    }
+}
+
+fn is_localpart_char(c: char) -> bool {
+    matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '=' | '-' | '/')
+}
+
+/// The appservice registration file (the same YAML the homeserver reads).
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
+pub struct Registration {
+    pub id: String,
+    pub url: Option<String>,
+    pub as_token: String,
+    pub hs_token: String,
+    pub sender_localpart: String,
+    #[serde(default)]
+    pub rate_limited: bool,
+    pub namespaces: Namespaces,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receive_ephemeral: Option<bool>,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration").field("id", &self.id).field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct Namespaces {
+    #[serde(default)]
+    pub users: Vec<Namespace>,
+    #[serde(default)]
+    pub aliases: Vec<Namespace>,
+    #[serde(default)]
+    pub rooms: Vec<Namespace>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Namespace {
+    pub exclusive: bool,
+    pub regex: String,
+}
+
+impl Registration {
+    pub fn load(path: &Path) -> Result<Registration> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!(
+                "`appservice.registration`: cannot read {}: {e} (run `tgmx generate-registration`)",
+                path.display()
+            ))
+        })?;
+        let reg: Registration = serde_saphyr::from_str(&text)
+            .map_err(|e| Error::Config(format!("registration {}: {e}", path.display())))?;
+        if reg.as_token.len() < 16 || reg.hs_token.len() < 16 {
+            return Err(Error::Config(format!("registration {}: tokens must be at least 16 characters", path.display())));
+        }
+        Ok(reg)
+    }
+
+    /// A fresh registration for `cfg`, with new random tokens.
+    pub fn generate(cfg: &Config) -> Registration {
+        let server = regex_escape(cfg.homeserver.server_name.as_str());
+        let mut users = vec![
+            Namespace { exclusive: true, regex: format!("^@{}[0-9]+:{server}$", regex_escape(&cfg.appservice.puppet_prefix)) },
+            Namespace { exclusive: true, regex: format!("^@{}:{server}$", regex_escape(&cfg.appservice.bot_localpart)) },
+        ];
+        // Double puppeting: the operator's own account, shared (non-exclusive).
+        for id in &cfg.identities {
+            users.push(Namespace { exclusive: false, regex: format!("^{}$", regex_escape(id.matrix.as_str())) });
+        }
+        Registration {
+            id: cfg.appservice.id.clone(),
+            url: Some(cfg.appservice_url()),
+            as_token: random_token(),
+            hs_token: random_token(),
+            sender_localpart: cfg.appservice.bot_localpart.clone(),
+            rate_limited: false,
+            namespaces: Namespaces {
+                users,
+                aliases: vec![Namespace {
+                    exclusive: true,
+                    regex: format!("^#{}.+:{server}$", regex_escape(&cfg.appservice.puppet_prefix)),
+                }],
+                rooms: vec![],
+            },
+            receive_ephemeral: None,
+        }
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(self).expect("registration serialises")
+    }
+}
+
+/// 64 hex characters from the OS RNG.
+pub fn random_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r##"
+homeserver: {url: "http://127.0.0.1:8008", server_name: localhost}
+appservice: {listen: "127.0.0.1:29317"}
+gateway:
+  telegram: {bot_token: "123:abc"}
+rooms:
+  - {matrix: "#fleet-ops:localhost", telegram: -100123}
+identities:
+  - {matrix: "@alexander:localhost", telegram: 42}
+"##;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(MIN, Path::new("/etc/tgmx")).unwrap();
+        assert_eq!(c.appservice.puppet_prefix, "telegram_");
+        assert_eq!(c.database, "sqlite:///etc/tgmx/tgmx.db");
+        assert_eq!(c.appservice.registration, Path::new("/etc/tgmx/registration.yaml"));
+        assert_eq!(c.gateway.primary_platform, Platform::Telegram);
+        assert_eq!(c.rooms[0].telegram, -100123);
+        assert_eq!(c.bot_user_id().as_str(), "@telegrambot:localhost");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let bad = MIN.replace("-100123}", "-100123}\n  - {matrix: \"#b:localhost\", telegram: -100123}");
+        let e = Config::parse(&bad, Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("rooms[1].telegram"), "{e}");
+        let bad = MIN.replace("@alexander:localhost", "@alexander:elsewhere");
+        let e = Config::parse(&bad, Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("identities[0].matrix"), "{e}");
+        let bad = MIN.replace("url: \"http://127.0.0.1:8008\"", "url: \"nope\"");
+        let e = Config::parse(&bad, Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("homeserver.url"), "{e}");
+        let bad = MIN.replace("gateway:", "gateway:\n  primary_platform: matrix\n  fallback_platform: matrix");
+        let e = Config::parse(&bad, Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("fallback_platform"), "{e}");
+        let bad = MIN.replace("gateway:", "gatway: 1\ngateway:");
+        let e = Config::parse(&bad, Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("gatway"), "{e}");
+    }
+
+    #[test]
+    fn token_is_not_in_debug_output() {
+        let c = Config::parse(MIN, Path::new(".")).unwrap();
+        assert!(!format!("{c:?}").contains("123:abc"));
+    }
+
+    #[test]
+    fn generated_registration_is_anchored_and_roundtrips() {
+        let c = Config::parse(MIN, Path::new(".")).unwrap();
+        let r = Registration::generate(&c);
+        assert_eq!(r.namespaces.users[0].regex, "^@telegram_[0-9]+:localhost$");
+        assert!(r.namespaces.users.iter().all(|n| n.regex.starts_with('^') && n.regex.ends_with('$')));
+        assert_ne!(r.as_token, r.hs_token);
+        let back: Registration = serde_saphyr::from_str(&r.to_yaml()).unwrap();
+        assert_eq!(back, r);
+    }
+}

@@ -1,0 +1,100 @@
+//! Library error type. The binary wraps it in `anyhow` at the top.
+
+use thiserror::Error;
+
+/// Everything that can go wrong inside the bridge.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The configuration file is missing, unreadable or invalid; the message names the key.
+    #[error("config: {0}")]
+    Config(String),
+    /// A SQLite error.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Migrations could not be applied.
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The homeserver answered with a Matrix error.
+    #[error("matrix: {status} {errcode}: {message}")]
+    Matrix { status: u16, errcode: String, message: String },
+    /// The homeserver could not be reached (network, timeout, 5xx).
+    #[error("matrix transport: {0}")]
+    MatrixTransport(String),
+    /// The Telegram Bot API answered with an error, or could not be reached.
+    #[error("telegram: {message}")]
+    Telegram {
+        message: String,
+        /// Worth retrying (network trouble, 5xx, 429).
+        transient: bool,
+        /// The server asked us to wait this long (`parameters.retry_after`).
+        retry_after: Option<std::time::Duration>,
+    },
+    /// Work that cannot be done yet (e.g. a room not resolved); retried later.
+    #[error("not ready: {0}")]
+    NotReady(String),
+    /// I/O.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// JSON (de)serialisation of stored or received data.
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl Error {
+    /// Whether retrying the same operation later can succeed (network trouble, 5xx, rate limits).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::MatrixTransport(_) => true,
+            Error::Matrix { status, errcode, .. } => *status >= 500 || *status == 429 || errcode == "M_LIMIT_EXCEEDED",
+            Error::Db(_) => true,
+            Error::Telegram { transient, .. } => *transient,
+            Error::NotReady(_) => true,
+            _ => false,
+        }
+    }
+}
+
+impl From<teloxide::RequestError> for Error {
+    fn from(e: teloxide::RequestError) -> Self {
+        use teloxide::RequestError as R;
+        let (transient, retry_after) = match &e {
+            R::RetryAfter(secs) => (true, Some(secs.duration())),
+            R::Network(_) | R::Io(_) => (true, None),
+            R::InvalidJson { .. } => (true, None),
+            R::Api(api) => (matches!(api, teloxide::ApiError::Unknown(m) if m.contains("Internal Server Error") || m.contains("Bad Gateway")), None),
+            _ => (false, None),
+        };
+        // The request URL (which holds the token) is never part of the message.
+        let message = redact_bot_token(&e.to_string());
+        Error::Telegram { message, transient, retry_after }
+    }
+}
+
+/// Replace the token in any `/bot<token>/` URL path inside `s` (reqwest errors quote the URL).
+pub fn redact_bot_token(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("/bot") {
+        out.push_str(&rest[..i + 4]);
+        rest = &rest[i + 4..];
+        let end = rest.find(['/', ' ', ')', '"']).unwrap_or(rest.len());
+        if rest[..end].contains(':') {
+            out.push_str("<redacted>");
+            rest = &rest[end..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bot_tokens_are_redacted() {
+        let s = "error sending request for url (https://api.telegram.org/bot123:AAxx-yy/getUpdates)";
+        assert_eq!(super::redact_bot_token(s), "error sending request for url (https://api.telegram.org/bot<redacted>/getUpdates)");
+        assert_eq!(super::redact_bot_token("robots/bother"), "robots/bother");
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,185 @@
+//! The appservice HTTP API the homeserver calls (axum).
+//!
+//! A transaction is stored in SQLite (its id and every event) before it is answered with 200, so
+//! a crash after the answer loses nothing; a repeated transaction id is answered 200 and ignored.
+//! Bridging happens later, in the Matrix inbox worker.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+use tokio::sync::Notify;
+
+use crate::storage::Store;
+
+/// Largest transaction body accepted.
+pub const MAX_TRANSACTION_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct AsState {
+    pub store: Store,
+    /// Token the homeserver presents; compared in constant time, never logged.
+    pub hs_token: Arc<str>,
+    /// Wakes the Matrix inbox worker after a transaction is stored.
+    pub wake: Arc<Notify>,
+    /// Decides whether a user id in our namespace exists (user query).
+    pub user_exists: Arc<dyn Fn(&str) -> futures::future::BoxFuture<'static, bool> + Send + Sync>,
+}
+
+pub fn router(state: AsState) -> Router {
+    Router::new()
+        .route("/_matrix/app/v1/transactions/{txn_id}", put(transaction))
+        .route("/transactions/{txn_id}", put(transaction))
+        .route("/_matrix/app/v1/ping", post(ping))
+        .route("/_matrix/app/v1/users/{user_id}", get(query_user))
+        .route("/users/{user_id}", get(query_user))
+        .route("/_matrix/app/v1/rooms/{alias}", get(query_room))
+        .route("/rooms/{alias}", get(query_room))
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .fallback(|| async { matrix_error(StatusCode::NOT_FOUND, "M_UNRECOGNIZED", "Unrecognized request") })
+        .with_state(state)
+}
+
+pub fn matrix_error(status: StatusCode, errcode: &str, message: &str) -> Response {
+    (status, Json(json!({"errcode": errcode, "error": message}))).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct TokenQuery {
+    access_token: Option<String>,
+}
+
+/// Check the hs_token from the Authorization header or the legacy `access_token` query parameter.
+fn authorize(state: &AsState, req_headers: &axum::http::HeaderMap, query: &TokenQuery) -> Result<(), Response> {
+    let bearer = req_headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(token) = bearer.or(query.access_token.as_deref()) else {
+        return Err(matrix_error(StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN", "Missing access token"));
+    };
+    if bool::from(token.as_bytes().ct_eq(state.hs_token.as_bytes())) {
+        Ok(())
+    } else {
+        tracing::warn!("rejected appservice request with a wrong hs_token");
+        Err(matrix_error(StatusCode::FORBIDDEN, "M_FORBIDDEN", "Invalid hs_token"))
+    }
+}
+
+async fn transaction(
+    State(state): State<AsState>,
+    Path(txn_id): Path<String>,
+    Query(query): Query<TokenQuery>,
+    req: Request,
+) -> Response {
+    if let Err(r) = authorize(&state, req.headers(), &query) {
+        return r;
+    }
+    let bytes = match axum::body::to_bytes(req.into_body(), MAX_TRANSACTION_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            tracing::warn!(%txn_id, "transaction body too large");
+            return matrix_error(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", "Transaction too large");
+        }
+    };
+    let events = match parse_transaction(&bytes) {
+        Ok(ev) => ev,
+        Err(msg) => {
+            tracing::warn!(%txn_id, "malformed transaction: {msg}");
+            return matrix_error(StatusCode::BAD_REQUEST, "M_BAD_JSON", &msg);
+        }
+    };
+    let n = events.len();
+    match state.store.accept_transaction(&txn_id, &events).await {
+        Ok(true) => {
+            tracing::debug!(%txn_id, events = n, "transaction stored");
+            state.wake.notify_one();
+            Json(json!({})).into_response()
+        }
+        Ok(false) => {
+            tracing::debug!(%txn_id, "duplicate transaction ignored");
+            Json(json!({})).into_response()
+        }
+        Err(e) => {
+            tracing::error!(%txn_id, "cannot store transaction: {e}");
+            // Not acknowledged: the homeserver retries it.
+            matrix_error(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", "Storage failure")
+        }
+    }
+}
+
+/// Validate a transaction body and return its events re-serialised one by one.
+pub fn parse_transaction(bytes: &[u8]) -> Result<Vec<String>, String> {
+    let body: Value = serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
+    let obj = body.as_object().ok_or("transaction must be a JSON object")?;
+    let events = match obj.get("events") {
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err("`events` must be an array".into()),
+        None => return Err("missing `events`".into()),
+    };
+    let mut out = Vec::with_capacity(events.len());
+    for (i, ev) in events.iter().enumerate() {
+        let o = ev.as_object().ok_or_else(|| format!("events[{i}] is not an object"))?;
+        for key in ["type", "sender"] {
+            if !o.get(key).is_some_and(Value::is_string) {
+                return Err(format!("events[{i}].{key} missing or not a string"));
+            }
+        }
+        out.push(ev.to_string());
+    }
+    Ok(out)
+}
+
+async fn ping(State(state): State<AsState>, Query(query): Query<TokenQuery>, req: Request<Body>) -> Response {
+    if let Err(r) = authorize(&state, req.headers(), &query) {
+        return r;
+    }
+    Json(json!({})).into_response()
+}
+
+async fn query_user(
+    State(state): State<AsState>,
+    Path(user_id): Path<String>,
+    Query(query): Query<TokenQuery>,
+    req: Request<Body>,
+) -> Response {
+    if let Err(r) = authorize(&state, req.headers(), &query) {
+        return r;
+    }
+    if (state.user_exists)(&user_id).await {
+        Json(json!({})).into_response()
+    } else {
+        matrix_error(StatusCode::NOT_FOUND, "M_NOT_FOUND", "No such user")
+    }
+}
+
+async fn query_room(State(state): State<AsState>, Query(query): Query<TokenQuery>, req: Request<Body>) -> Response {
+    if let Err(r) = authorize(&state, req.headers(), &query) {
+        return r;
+    }
+    // Portals are configured, never created on demand from an alias.
+    matrix_error(StatusCode::NOT_FOUND, "M_NOT_FOUND", "No such room")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_transaction;
+
+    #[test]
+    fn transaction_parser_accepts_events_and_rejects_junk() {
+        let ok = br#"{"events":[{"type":"m.room.message","sender":"@a:b","content":{}}],"ephemeral":[]}"#;
+        assert_eq!(parse_transaction(ok).unwrap().len(), 1);
+        assert!(parse_transaction(b"{").unwrap_err().contains("invalid JSON"));
+        assert!(parse_transaction(b"[]").unwrap_err().contains("object"));
+        assert!(parse_transaction(br#"{"events":{}}"#).unwrap_err().contains("array"));
+        assert!(parse_transaction(br#"{"events":[1]}"#).unwrap_err().contains("events[0]"));
+        assert!(parse_transaction(br#"{"events":[{"type":"x"}]}"#).unwrap_err().contains("sender"));
+    }
+}

@@ -1,0 +1,141 @@
+//! A small client-server API client acting as the appservice (as_token), optionally masquerading
+//! as a user in its namespace (`?user_id=`). It only transports; the bridge core decides.
+
+use std::time::Duration;
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use reqwest::Method;
+use ruma::{OwnedEventId, OwnedRoomId, UserId};
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+
+/// Characters left as-is in a path segment.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+fn seg(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+#[derive(Clone)]
+pub struct MatrixClient {
+    http: reqwest::Client,
+    /// Homeserver base URL without a trailing slash.
+    base: String,
+    /// The appservice token; never logged.
+    as_token: String,
+}
+
+impl MatrixClient {
+    pub fn new(base: &str, as_token: &str) -> MatrixClient {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .expect("reqwest client");
+        MatrixClient { http, base: base.trim_end_matches('/').to_owned(), as_token: as_token.to_owned() }
+    }
+
+    /// Send a request; `as_user` masquerades. Matrix errors become `Error::Matrix`.
+    pub async fn request(&self, method: Method, path: &str, as_user: Option<&UserId>, body: Option<&Value>) -> Result<Value> {
+        let mut url = url::Url::parse(&format!("{}{}", self.base, path)).map_err(|e| Error::MatrixTransport(e.to_string()))?;
+        if let Some(u) = as_user {
+            url.query_pairs_mut().append_pair("user_id", u.as_str());
+        }
+        let mut req = self.http.request(method.clone(), url).bearer_auth(&self.as_token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| Error::MatrixTransport(e.without_url().to_string()))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| Error::MatrixTransport(e.without_url().to_string()))?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(value);
+        }
+        let errcode = value["errcode"].as_str().unwrap_or("M_UNKNOWN").to_owned();
+        let message = value["error"].as_str().map(str::to_owned).unwrap_or_else(|| text.chars().take(200).collect());
+        tracing::debug!(%method, path, status = status.as_u16(), %errcode, "matrix request failed");
+        Err(Error::Matrix { status: status.as_u16(), errcode, message })
+    }
+
+    pub async fn versions(&self) -> Result<Value> {
+        self.request(Method::GET, "/_matrix/client/versions", None, None).await
+    }
+
+    /// Register a user in the appservice namespace; an existing user is fine (Conduit does not
+    /// create the bot, Synapse does).
+    pub async fn register(&self, localpart: &str) -> Result<()> {
+        let body = json!({"type": "m.login.application_service", "username": localpart, "inhibit_login": true});
+        match self.request(Method::POST, "/_matrix/client/v3/register", None, Some(&body)).await {
+            Ok(_) => Ok(()),
+            Err(Error::Matrix { errcode, .. }) if errcode == "M_USER_IN_USE" => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn set_displayname(&self, user: &UserId, name: &str) -> Result<()> {
+        let path = format!("/_matrix/client/v3/profile/{}/displayname", seg(user.as_str()));
+        self.request(Method::PUT, &path, Some(user), Some(&json!({"displayname": name}))).await?;
+        Ok(())
+    }
+
+    pub async fn displayname(&self, user: &UserId) -> Result<Option<String>> {
+        let path = format!("/_matrix/client/v3/profile/{}/displayname", seg(user.as_str()));
+        match self.request(Method::GET, &path, None, None).await {
+            Ok(v) => Ok(v["displayname"].as_str().map(str::to_owned)),
+            Err(Error::Matrix { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn resolve_alias(&self, alias: &str) -> Result<OwnedRoomId> {
+        let v = self.request(Method::GET, &format!("/_matrix/client/v3/directory/room/{}", seg(alias)), None, None).await?;
+        parse_room_id(&v)
+    }
+
+    /// Join a room (id or alias) as `user`.
+    pub async fn join(&self, room: &str, user: &UserId) -> Result<OwnedRoomId> {
+        let v = self.request(Method::POST, &format!("/_matrix/client/v3/join/{}", seg(room)), Some(user), Some(&json!({}))).await?;
+        parse_room_id(&v)
+    }
+
+    pub async fn leave(&self, room: &str, user: &UserId) -> Result<()> {
+        self.request(Method::POST, &format!("/_matrix/client/v3/rooms/{}/leave", seg(room)), Some(user), Some(&json!({}))).await?;
+        Ok(())
+    }
+
+    pub async fn invite(&self, room: &str, by: &UserId, invitee: &UserId) -> Result<()> {
+        let path = format!("/_matrix/client/v3/rooms/{}/invite", seg(room));
+        self.request(Method::POST, &path, Some(by), Some(&json!({"user_id": invitee}))).await?;
+        Ok(())
+    }
+
+    /// Send an event with a transaction id; the same txn id from the same user is deduplicated
+    /// by the homeserver, which makes retries after a crash safe.
+    pub async fn send(&self, room: &str, user: &UserId, event_type: &str, txn_id: &str, content: &Value) -> Result<OwnedEventId> {
+        let path = format!("/_matrix/client/v3/rooms/{}/send/{}/{}", seg(room), seg(event_type), seg(txn_id));
+        let v = self.request(Method::PUT, &path, Some(user), Some(content)).await?;
+        v["event_id"]
+            .as_str()
+            .and_then(|e| OwnedEventId::try_from(e).ok())
+            .ok_or_else(|| Error::MatrixTransport("send: no event_id in response".into()))
+    }
+
+    /// The display name a user has in a room (member state), if any.
+    pub async fn member_displayname(&self, room: &str, user: &UserId, as_user: &UserId) -> Result<Option<String>> {
+        let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", seg(room), seg(user.as_str()));
+        match self.request(Method::GET, &path, Some(as_user), None).await {
+            Ok(v) => Ok(v["displayname"].as_str().filter(|s| !s.is_empty()).map(str::to_owned)),
+            Err(Error::Matrix { status: 404 | 403, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn parse_room_id(v: &Value) -> Result<OwnedRoomId> {
+    v["room_id"]
+        .as_str()
+        .and_then(|r| OwnedRoomId::try_from(r).ok())
+        .ok_or_else(|| Error::MatrixTransport("response without room_id".into()))
+}

@@ -1,0 +1,373 @@
+//! SQLite storage (sqlx). Everything the bridge must not forget across a restart lives here:
+//! portals, puppets, the message map, accepted appservice transactions, inboxes of work not yet
+//! bridged, and the Telegram update offset.
+
+use std::str::FromStr;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::error::Result;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    TgToMx,
+    MxToTg,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::TgToMx => "tg_to_mx",
+            Direction::MxToTg => "mx_to_tg",
+        }
+    }
+}
+
+/// One row of the message map.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageLink {
+    pub tg_chat_id: i64,
+    pub tg_msg_id: i32,
+    pub mx_room_id: String,
+    pub mx_event_id: String,
+    pub direction: String,
+    pub sender: String,
+}
+
+/// A stored, not yet bridged inbox item.
+#[derive(Debug, Clone)]
+pub struct InboxItem {
+    pub key: i64,
+    pub json: String,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Open (creating if missing, mode 0600) and migrate.
+    pub async fn open(url: &str) -> Result<Store> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let path = opts.get_filename().to_path_buf();
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        #[cfg(unix)]
+        if path.exists() {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        }
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    // ---- key/value ----
+
+    pub async fn get_kv(&self, key: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM kv WHERE key = ?").bind(key).fetch_optional(&self.pool).await?)
+    }
+
+    pub async fn set_kv(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- portals ----
+
+    pub async fn upsert_portal(&self, tg_chat_id: i64, mx_room_id: &str, alias: Option<&str>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO portals (tg_chat_id, mx_room_id, mx_alias, created_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT(tg_chat_id) DO UPDATE SET mx_room_id = excluded.mx_room_id, mx_alias = excluded.mx_alias",
+        )
+        .bind(tg_chat_id)
+        .bind(mx_room_id)
+        .bind(alias)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn portal_room(&self, tg_chat_id: i64) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT mx_room_id FROM portals WHERE tg_chat_id = ?")
+            .bind(tg_chat_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    // ---- puppets ----
+
+    /// The stored display name of a puppet, if it was registered.
+    pub async fn puppet(&self, tg_user_id: i64) -> Result<Option<(String, Option<String>)>> {
+        let row = sqlx::query("SELECT mxid, displayname FROM puppets WHERE tg_user_id = ? AND registered = 1")
+            .bind(tg_user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    pub async fn save_puppet(&self, tg_user_id: i64, mxid: &str, displayname: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO puppets (tg_user_id, mxid, displayname, registered, updated_at) VALUES (?, ?, ?, 1, ?)
+             ON CONFLICT(tg_user_id) DO UPDATE SET displayname = excluded.displayname, registered = 1,
+             updated_at = excluded.updated_at",
+        )
+        .bind(tg_user_id)
+        .bind(mxid)
+        .bind(displayname)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn is_member(&self, mxid: &str, room: &str) -> Result<bool> {
+        Ok(sqlx::query_scalar::<_, i64>("SELECT 1 FROM memberships WHERE mxid = ? AND mx_room_id = ?")
+            .bind(mxid)
+            .bind(room)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
+    pub async fn set_member(&self, mxid: &str, room: &str, member: bool) -> Result<()> {
+        let q = if member {
+            "INSERT OR IGNORE INTO memberships (mxid, mx_room_id) VALUES (?, ?)"
+        } else {
+            "DELETE FROM memberships WHERE mxid = ? AND mx_room_id = ?"
+        };
+        sqlx::query(q).bind(mxid).bind(room).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // ---- message map ----
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn link_message(
+        &self,
+        tg_chat_id: i64,
+        tg_msg_id: i32,
+        mx_room_id: &str,
+        mx_event_id: &str,
+        direction: Direction,
+        sender: &str,
+        sent_at: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO messages
+             (tg_chat_id, tg_msg_id, mx_room_id, mx_event_id, direction, sender, sent_at, bridged_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(tg_chat_id)
+        .bind(tg_msg_id)
+        .bind(mx_room_id)
+        .bind(mx_event_id)
+        .bind(direction.as_str())
+        .bind(sender)
+        .bind(sent_at)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    fn link_from_row(r: sqlx::sqlite::SqliteRow) -> MessageLink {
+        MessageLink {
+            tg_chat_id: r.get(0),
+            tg_msg_id: r.get(1),
+            mx_room_id: r.get(2),
+            mx_event_id: r.get(3),
+            direction: r.get(4),
+            sender: r.get(5),
+        }
+    }
+
+    pub async fn link_by_tg(&self, tg_chat_id: i64, tg_msg_id: i32) -> Result<Option<MessageLink>> {
+        let row = sqlx::query(
+            "SELECT tg_chat_id, tg_msg_id, mx_room_id, mx_event_id, direction, sender FROM messages
+             WHERE tg_chat_id = ? AND tg_msg_id = ?",
+        )
+        .bind(tg_chat_id)
+        .bind(tg_msg_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(Self::link_from_row))
+    }
+
+    pub async fn link_by_event(&self, mx_event_id: &str) -> Result<Option<MessageLink>> {
+        let row = sqlx::query(
+            "SELECT tg_chat_id, tg_msg_id, mx_room_id, mx_event_id, direction, sender FROM messages
+             WHERE mx_event_id = ?",
+        )
+        .bind(mx_event_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(Self::link_from_row))
+    }
+
+    pub async fn count_links(&self, direction: Direction) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE direction = ?")
+            .bind(direction.as_str())
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    // ---- appservice transactions and the Matrix inbox ----
+
+    /// Store a transaction's events unless the transaction id was seen before.
+    /// Returns false for a duplicate. Atomic: either the id and all events are stored, or nothing.
+    pub async fn accept_transaction(&self, txn_id: &str, events: &[String]) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        let inserted = sqlx::query("INSERT OR IGNORE INTO mx_transactions (txn_id, received_at) VALUES (?, ?)")
+            .bind(txn_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if inserted == 0 {
+            return Ok(false);
+        }
+        for ev in events {
+            sqlx::query("INSERT INTO mx_inbox (txn_id, event_json, received_at) VALUES (?, ?, ?)")
+                .bind(txn_id)
+                .bind(ev)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn next_mx_inbox(&self, limit: i64) -> Result<Vec<InboxItem>> {
+        let rows = sqlx::query("SELECT seq, event_json FROM mx_inbox ORDER BY seq LIMIT ?")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| InboxItem { key: r.get(0), json: r.get(1) }).collect())
+    }
+
+    pub async fn done_mx_inbox(&self, seq: i64) -> Result<()> {
+        sqlx::query("DELETE FROM mx_inbox WHERE seq = ?").bind(seq).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // ---- Telegram inbox and offset ----
+
+    /// Store fetched updates and advance the stored offset in one transaction. Only after this
+    /// returns may the offset be confirmed to Telegram (by the next getUpdates call).
+    pub async fn accept_updates(&self, updates: &[(i64, String)]) -> Result<()> {
+        let Some(max) = updates.iter().map(|(id, _)| *id).max() else { return Ok(()) };
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        for (id, json) in updates {
+            sqlx::query("INSERT OR IGNORE INTO tg_inbox (update_id, update_json, received_at) VALUES (?, ?, ?)")
+                .bind(id)
+                .bind(json)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO kv (key, value) VALUES ('tg_offset', ?)
+             ON CONFLICT(key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+        )
+        .bind((max + 1).to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn tg_offset(&self) -> Result<i64> {
+        Ok(self.get_kv("tg_offset").await?.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    pub async fn next_tg_inbox(&self, limit: i64) -> Result<Vec<InboxItem>> {
+        let rows = sqlx::query("SELECT update_id, update_json FROM tg_inbox ORDER BY update_id LIMIT ?")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| InboxItem { key: r.get(0), json: r.get(1) }).collect())
+    }
+
+    pub async fn done_tg_inbox(&self, update_id: i64) -> Result<()> {
+        sqlx::query("DELETE FROM tg_inbox WHERE update_id = ?").bind(update_id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // ---- failures ----
+
+    pub async fn record_failure(&self, direction: Direction, source_ref: &str, reason: &str) -> Result<()> {
+        sqlx::query("INSERT INTO failures (direction, source_ref, reason, at) VALUES (?, ?, ?, ?)")
+            .bind(direction.as_str())
+            .bind(source_ref)
+            .bind(reason)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        (Store::open(&url).await.unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn duplicate_transactions_are_noops() {
+        let (s, _d) = store().await;
+        assert!(s.accept_transaction("t1", &["{\"a\":1}".into(), "{\"a\":2}".into()]).await.unwrap());
+        assert!(!s.accept_transaction("t1", &["{\"a\":3}".into()]).await.unwrap());
+        let items = s.next_mx_inbox(10).await.unwrap();
+        assert_eq!(items.iter().map(|i| i.json.as_str()).collect::<Vec<_>>(), ["{\"a\":1}", "{\"a\":2}"]);
+    }
+
+    #[tokio::test]
+    async fn offset_only_moves_forward_and_inbox_keeps_order() {
+        let (s, _d) = store().await;
+        assert_eq!(s.tg_offset().await.unwrap(), 0);
+        s.accept_updates(&[(11, "b".into()), (10, "a".into())]).await.unwrap();
+        assert_eq!(s.tg_offset().await.unwrap(), 12);
+        s.accept_updates(&[(5, "old".into())]).await.unwrap();
+        assert_eq!(s.tg_offset().await.unwrap(), 12);
+        let items = s.next_tg_inbox(10).await.unwrap();
+        assert_eq!(items.iter().map(|i| i.key).collect::<Vec<_>>(), [5, 10, 11]);
+        s.done_tg_inbox(10).await.unwrap();
+        assert_eq!(s.next_tg_inbox(10).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn message_links_both_ways() {
+        let (s, _d) = store().await;
+        s.link_message(-100, 7, "!r:x", "$e", Direction::TgToMx, "u", 1).await.unwrap();
+        assert_eq!(s.link_by_event("$e").await.unwrap().unwrap().tg_msg_id, 7);
+        assert_eq!(s.link_by_tg(-100, 7).await.unwrap().unwrap().mx_event_id, "$e");
+        assert!(s.link_by_tg(-100, 8).await.unwrap().is_none());
+    }
+}

@@ -1,0 +1,3 @@
+//! Telegram side: long polling into the durable inbox, and entity conversion.
+pub mod format;
+pub mod poller;
