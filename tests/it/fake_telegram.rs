@@ -1,0 +1,1431 @@
+//! An in-process fake of the Telegram Bot API for integration tests.
+//!
+//! [`FakeTelegram::start`] binds an HTTP server on `127.0.0.1:0` that answers
+//! `GET`/`POST {api_url}/bot{token}/{method}` the way `api.telegram.org` does
+//! (<https://core.telegram.org/bots/api>), so the daemon can be pointed at it
+//! with teloxide's `Bot::set_api_url`. Tests drive the "human" side through
+//! plain Rust methods on the cloneable [`FakeTelegram`] handle (register chats
+//! and users, inject messages and edits) and inspect what the bot did (sent,
+//! edited, deleted messages, per-method call counts, raw request parameters).
+//!
+//! # Bot API behaviours reproduced
+//!
+//! * **Transport.** Parameters are read from the query string and from an
+//!   `application/json` or `application/x-www-form-urlencoded` body (body
+//!   wins). In form/query encoding, structured parameters (`entities`,
+//!   `reply_parameters`, `allowed_updates`, ...) are JSON strings, as in the
+//!   real API. `multipart/form-data` bodies are answered with a 400 error:
+//!   this fake does not implement file uploads.
+//! * **Envelope.** Every answer is `{"ok":true,"result":...}` or
+//!   `{"ok":false,"error_code":N,"description":"...","parameters":{...}?}`
+//!   with HTTP status `N`. Descriptions are the real server's strings, so
+//!   teloxide maps them to the right `ApiError` variants.
+//! * **Authentication / routing.** A wrong token answers 401 `Unauthorized`;
+//!   an unknown method (or a path not of the form `/bot{token}/{method}`)
+//!   answers 404 `Not Found`. Method names are case-insensitive.
+//! * **Updates.** Update ids increase globally; message ids increase per chat
+//!   and are shared between injected user messages and bot messages.
+//!   `getUpdates` honours `offset` (calling with `offset = N` confirms and
+//!   forgets every update with `update_id < N`; a negative offset keeps only
+//!   the last `-offset` updates), `limit` (1..=100, default 100), `timeout`
+//!   (long polling: waits until an update is available or the timeout elapses,
+//!   waking as soon as one is injected) and `allowed_updates` (persisted
+//!   between calls; like the real server it applies to updates created
+//!   *after* the call, an empty list meaning "all except `chat_member`,
+//!   `message_reaction` and `message_reaction_count`").
+//! * **Concurrent polling.** While a `getUpdates` call is in flight, another
+//!   one answers 409 `Conflict: terminated by other getUpdates request; make
+//!   sure that only one bot instance is running`. (The real server instead
+//!   terminates the *earlier* request with that error; for tests the
+//!   difference only matters in who sees the error.)
+//! * **Messages.** `sendMessage` validates the chat, renders `parse_mode=HTML`
+//!   (Telegram's tag subset: unsupported or unbalanced tags are rejected with
+//!   `Bad Request: can't parse entities: ...`, entity offsets are in UTF-16
+//!   code units), or takes explicit `entities` (which win over `parse_mode`),
+//!   trims surrounding whitespace, rejects empty and over-long (4096) texts,
+//!   resolves `reply_parameters` / legacy `reply_to_message_id` (with
+//!   `allow_sending_without_reply`) and returns a full `Message` including
+//!   `reply_to_message` (which, as in the real API, never nests further).
+//!   `Markdown`/`MarkdownV2` are accepted but not rendered: the text is kept
+//!   verbatim without entities.
+//!   `editMessageText` only edits the bot's own messages, rejects unchanged
+//!   content with `message is not modified`, and sets `edit_date`.
+//!   `deleteMessage` / `deleteMessages` forget messages; deleting an unknown
+//!   or already deleted message is `message to delete not found`.
+//! * **Chats and members.** `getChat` returns a `ChatFullInfo` for registered
+//!   chats (`chat not found` otherwise). `getChatMember` reports the bot as an
+//!   administrator and known users as members; `getChatAdministrators`,
+//!   `getChatMemberCount`, `getUserProfilePhotos` give plausible answers.
+//! * **Bookkeeping no-ops.** `setMyCommands`/`getMyCommands`/
+//!   `deleteMyCommands` (scope ignored), `deleteWebhook`, `getWebhookInfo`,
+//!   `pinChatMessage`, `unpinChatMessage`, `unpinAllChatMessages`,
+//!   `setMessageReaction`, `sendChatAction`.
+//! * **Fault injection.** [`FakeTelegram::fail_next`] makes the next calls of
+//!   a method fail with a given status (429 carries `parameters.retry_after`,
+//!   which teloxide turns into `RequestError::RetryAfter`). A failed call has
+//!   no side effect but is counted by [`FakeTelegram::calls`].
+#![allow(dead_code)]
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::{Json, Router};
+use serde_json::{Map, Value, json};
+use tokio::sync::Notify;
+
+/// Maximum length of a message text, in UTF-16 code units, after entity parsing.
+const MAX_TEXT_LEN: usize = 4096;
+/// First update id handed out; real servers never start at 0 or 1.
+const FIRST_UPDATE_ID: i64 = 100_000_001;
+/// Description the real server uses when two `getUpdates` calls overlap.
+const CONFLICT: &str = "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running";
+/// Description the real server uses for an edit that changes nothing.
+const NOT_MODIFIED: &str = "Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message";
+
+/// A Telegram user, as registered with [`FakeTelegram::add_user`] (or the bot itself).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TgUser {
+    pub id: i64,
+    pub first_name: String,
+    pub last_name: Option<String>,
+    pub username: Option<String>,
+    pub is_bot: bool,
+}
+
+impl TgUser {
+    /// The Bot API `User` object.
+    fn to_json(&self) -> Value {
+        let mut user = json!({ "id": self.id, "is_bot": self.is_bot, "first_name": self.first_name });
+        if let Some(last_name) = &self.last_name {
+            user["last_name"] = json!(last_name);
+        }
+        if let Some(username) = &self.username {
+            user["username"] = json!(username);
+        }
+        user
+    }
+}
+
+/// One message the bot sent, as recorded by the fake.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SentMessage {
+    pub message_id: i32,
+    pub chat_id: i64,
+    /// The `text` parameter exactly as sent (HTML markup kept).
+    pub text: String,
+    pub parse_mode: Option<String>,
+    /// The message this one replies to, if the reply target was found.
+    pub reply_to: Option<i32>,
+    /// Whether the bot deleted this message afterwards.
+    pub deleted: bool,
+    /// The Bot API method that produced it (`"sendMessage"`).
+    pub method: String,
+    /// The text as Telegram shows it (HTML tags stripped, entities decoded, trimmed).
+    pub rendered_text: String,
+    /// The entities Telegram attached (parsed from HTML or passed explicitly).
+    pub entities: Vec<Value>,
+    pub disable_notification: bool,
+    pub link_preview_options: Option<Value>,
+}
+
+/// Handle on a running fake Bot API server. Cheap to clone; all clones share state.
+#[derive(Clone)]
+pub struct FakeTelegram {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    token: String,
+    addr: SocketAddr,
+    state: Mutex<FakeState>,
+    /// Woken whenever an update is queued (wakes long polls).
+    updates_changed: Notify,
+    /// Woken on every request handled and every test-side mutation (wakes `wait_*`).
+    activity: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, FakeState> {
+        // A panicking test must not turn every later request into a poison error.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ChatType {
+    Private,
+    Group,
+    Supergroup,
+}
+
+impl ChatType {
+    fn as_str(self) -> &'static str {
+        match self {
+            ChatType::Private => "private",
+            ChatType::Group => "group",
+            ChatType::Supergroup => "supergroup",
+        }
+    }
+}
+
+struct StoredMessage {
+    from: TgUser,
+    date: i64,
+    text: String,
+    entities: Vec<Value>,
+    reply_to: Option<i32>,
+    edit_date: Option<i64>,
+    link_preview_options: Option<Value>,
+    deleted: bool,
+}
+
+struct Chat {
+    id: i64,
+    kind: ChatType,
+    title: Option<String>,
+    /// The other party of a private chat.
+    peer: Option<TgUser>,
+    next_message_id: i32,
+    messages: BTreeMap<i32, StoredMessage>,
+    pinned: Vec<i32>,
+}
+
+impl Chat {
+    fn new(id: i64, kind: ChatType, title: Option<String>, peer: Option<TgUser>) -> Chat {
+        Chat { id, kind, title, peer, next_message_id: 1, messages: BTreeMap::new(), pinned: Vec::new() }
+    }
+
+    /// The Bot API `Chat` object embedded in messages.
+    fn to_json(&self) -> Value {
+        let mut chat = json!({ "id": self.id, "type": self.kind.as_str() });
+        if let Some(title) = &self.title {
+            chat["title"] = json!(title);
+        }
+        if let Some(peer) = &self.peer {
+            chat["first_name"] = json!(peer.first_name);
+            if let Some(last_name) = &peer.last_name {
+                chat["last_name"] = json!(last_name);
+            }
+            if let Some(username) = &peer.username {
+                chat["username"] = json!(username);
+            }
+        }
+        chat
+    }
+
+    /// The Bot API `ChatFullInfo` object returned by `getChat`.
+    fn full_info_json(&self) -> Value {
+        let mut chat = self.to_json();
+        chat["accent_color_id"] = json!(0);
+        chat["max_reaction_count"] = json!(11);
+        chat["accepted_gift_types"] = json!({
+            "unlimited_gifts": false,
+            "limited_gifts": false,
+            "unique_gifts": false,
+            "premium_subscription": false,
+        });
+        if let Some(&pinned) = self.pinned.last() {
+            if let Some(message) = self.message_json(pinned, false) {
+                chat["pinned_message"] = message;
+            }
+        }
+        chat
+    }
+
+    fn alloc_message_id(&mut self) -> i32 {
+        let id = self.next_message_id;
+        self.next_message_id += 1;
+        id
+    }
+
+    fn live(&self, message_id: i32) -> Option<&StoredMessage> {
+        self.messages.get(&message_id).filter(|m| !m.deleted)
+    }
+
+    /// The Bot API `Message` object; `reply_to_message` is included (one level
+    /// deep, as Telegram does) when `with_reply` is set and the target still exists.
+    fn message_json(&self, message_id: i32, with_reply: bool) -> Option<Value> {
+        let message = self.live(message_id)?;
+        let mut json = json!({
+            "message_id": message_id,
+            "from": message.from.to_json(),
+            "chat": self.to_json(),
+            "date": message.date,
+            "text": message.text,
+        });
+        if !message.entities.is_empty() {
+            json["entities"] = Value::Array(message.entities.clone());
+        }
+        if let Some(edit_date) = message.edit_date {
+            json["edit_date"] = json!(edit_date);
+        }
+        if let Some(options) = &message.link_preview_options {
+            json["link_preview_options"] = options.clone();
+        }
+        if with_reply {
+            if let Some(reply) = message.reply_to.and_then(|id| self.message_json(id, false)) {
+                json["reply_to_message"] = reply;
+            }
+        }
+        Some(json)
+    }
+}
+
+/// An error answer, with the real server's status code and description.
+#[derive(Clone, Debug)]
+struct ApiError {
+    code: u16,
+    description: String,
+    retry_after: Option<u32>,
+}
+
+impl ApiError {
+    fn new(code: u16, description: impl Into<String>) -> ApiError {
+        ApiError { code, description: description.into(), retry_after: None }
+    }
+
+    fn bad_request(what: impl AsRef<str>) -> ApiError {
+        ApiError::new(400, format!("Bad Request: {}", what.as_ref()))
+    }
+
+    fn not_found() -> ApiError {
+        ApiError::new(404, "Not Found")
+    }
+
+    fn chat_not_found() -> ApiError {
+        ApiError::bad_request("chat not found")
+    }
+
+    /// The error an injected fault produces (see [`FakeTelegram::fail_next`]).
+    fn injected(code: u16, retry_after: Option<u32>) -> ApiError {
+        let description = match (code, retry_after) {
+            (429, Some(secs)) => format!("Too Many Requests: retry after {secs}"),
+            (429, None) => "Too Many Requests".to_owned(),
+            (400, _) => "Bad Request: injected failure".to_owned(),
+            (401, _) => "Unauthorized".to_owned(),
+            (403, _) => "Forbidden: bot was kicked from the supergroup chat".to_owned(),
+            (404, _) => "Not Found".to_owned(),
+            (409, _) => CONFLICT.to_owned(),
+            (500, _) => "Internal Server Error".to_owned(),
+            (502, _) => "Bad Gateway".to_owned(),
+            (code, _) => format!("Injected error {code}"),
+        };
+        ApiError { code, description, retry_after }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "ok": false, "error_code": self.code, "description": self.description });
+        if let Some(secs) = self.retry_after {
+            body["parameters"] = json!({ "retry_after": secs });
+        }
+        let status = StatusCode::from_u16(self.code).unwrap_or(StatusCode::BAD_REQUEST);
+        (status, Json(body)).into_response()
+    }
+}
+
+type ApiResult = Result<Value, ApiError>;
+
+/// Request parameters merged from the query string and the body. Values from
+/// query strings and form bodies are strings; JSON bodies keep their types.
+struct Params(Map<String, Value>);
+
+impl Params {
+    fn parse(headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> Result<Params, ApiError> {
+        let mut params = Map::new();
+        if let Some(query) = query {
+            for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+                params.insert(key.into_owned(), Value::String(value.into_owned()));
+            }
+        }
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if content_type.starts_with("multipart/form-data") {
+            return Err(ApiError::bad_request(
+                "multipart/form-data requests are not supported by this fake Bot API",
+            ));
+        }
+        if content_type.starts_with("application/json") {
+            if !body.is_empty() {
+                match serde_json::from_slice::<Value>(body) {
+                    Ok(Value::Object(fields)) => params.extend(fields),
+                    _ => return Err(ApiError::bad_request("can't parse JSON object")),
+                }
+            }
+        } else if content_type.starts_with("application/x-www-form-urlencoded") {
+            for (key, value) in url::form_urlencoded::parse(body) {
+                params.insert(key.into_owned(), Value::String(value.into_owned()));
+            }
+        } else if !body.is_empty() {
+            return Err(ApiError::bad_request(format!("unsupported Content-Type \"{content_type}\"")));
+        }
+        Ok(Params(params))
+    }
+
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.0.get(key).filter(|v| !v.is_null())
+    }
+
+    fn int(&self, key: &str) -> Result<Option<i64>, ApiError> {
+        let invalid = || ApiError::bad_request(format!("invalid {key} specified"));
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(invalid),
+            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| invalid()),
+            Some(_) => Err(invalid()),
+        }
+    }
+
+    fn string(&self, key: &str) -> Option<String> {
+        match self.get(key)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+
+    fn flag(&self, key: &str) -> bool {
+        match self.get(key) {
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) => matches!(s.to_ascii_lowercase().as_str(), "true" | "1"),
+            Some(Value::Number(n)) => n.as_i64() != Some(0),
+            _ => false,
+        }
+    }
+
+    /// A JSON-serialized parameter: a JSON string in form encoding, a value in JSON bodies.
+    fn structured(&self, key: &str) -> Result<Option<Value>, ApiError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => serde_json::from_str(s)
+                .map(Some)
+                .map_err(|_| ApiError::bad_request(format!("can't parse {key} JSON object"))),
+            Some(other) => Ok(Some(other.clone())),
+        }
+    }
+
+    fn chat_id(&self) -> Result<i64, ApiError> {
+        match self.get("chat_id") {
+            None => Err(ApiError::bad_request("chat_id is empty")),
+            // `@username` targets: no registered chat has a public username.
+            Some(Value::String(s)) if s.starts_with('@') => Err(ApiError::chat_not_found()),
+            Some(_) => self.int("chat_id")?.ok_or_else(|| ApiError::bad_request("chat_id is empty")),
+        }
+    }
+
+    fn message_id(&self) -> Result<i32, ApiError> {
+        let id = self.int("message_id")?.ok_or_else(|| ApiError::bad_request("message identifier is not specified"))?;
+        i32::try_from(id).map_err(|_| ApiError::bad_request("MESSAGE_ID_INVALID"))
+    }
+
+    fn user_id(&self) -> Result<i64, ApiError> {
+        self.int("user_id")?.ok_or_else(|| ApiError::bad_request("user_id is empty"))
+    }
+}
+
+struct FakeState {
+    bot: TgUser,
+    chats: BTreeMap<i64, Chat>,
+    users: HashMap<i64, TgUser>,
+    next_update_id: i64,
+    /// Unconfirmed updates, oldest first.
+    updates: VecDeque<Value>,
+    /// The persisted `allowed_updates` setting; `None` or empty means the default set.
+    allowed_updates: Option<Vec<String>>,
+    poll_in_flight: bool,
+    /// Calls per lower-cased method name, including failed ones.
+    calls: HashMap<String, usize>,
+    /// (lower-cased method, parameters) of every call, in order.
+    requests: Vec<(String, Value)>,
+    /// Pending injected faults per lower-cased method name.
+    faults: HashMap<String, VecDeque<ApiError>>,
+    sent: Vec<SentMessage>,
+    /// (chat_id, message_id, raw new text) of every successful `editMessageText`.
+    edits: Vec<(i64, i32, String)>,
+    /// (chat_id, message_id) of every message the bot deleted.
+    deletions: Vec<(i64, i32)>,
+    /// (chat_id, message_id, reaction list) of every `setMessageReaction`.
+    reactions: Vec<(i64, i32, Value)>,
+    commands: Value,
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+impl FakeState {
+    fn chat(&self, chat_id: i64) -> Result<&Chat, ApiError> {
+        self.chats.get(&chat_id).ok_or_else(ApiError::chat_not_found)
+    }
+
+    fn chat_mut(&mut self, chat_id: i64) -> Result<&mut Chat, ApiError> {
+        self.chats.get_mut(&chat_id).ok_or_else(ApiError::chat_not_found)
+    }
+
+    /// Whether an update of `kind` is created under the current `allowed_updates`.
+    fn allows(&self, kind: &str) -> bool {
+        match &self.allowed_updates {
+            Some(list) if !list.is_empty() => list.iter().any(|k| k == kind),
+            _ => !matches!(kind, "chat_member" | "message_reaction" | "message_reaction_count"),
+        }
+    }
+
+    /// Queues an update unless `allowed_updates` filters it out; returns its id.
+    fn push_update(&mut self, kind: &str, payload: Value) -> Option<i64> {
+        if !self.allows(kind) {
+            return None;
+        }
+        let update_id = self.next_update_id;
+        self.next_update_id += 1;
+        let mut update = json!({ "update_id": update_id });
+        update[kind] = payload;
+        self.updates.push_back(update);
+        Some(update_id)
+    }
+
+    /// Forgets confirmed updates, per `getUpdates`'s `offset` semantics.
+    fn confirm(&mut self, offset: i64) {
+        if offset > 0 {
+            self.updates.retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
+        } else if offset < 0 {
+            let keep = offset.unsigned_abs() as usize;
+            while self.updates.len() > keep {
+                self.updates.pop_front();
+            }
+        }
+    }
+
+    fn dispatch(&mut self, method: &str, p: &Params) -> ApiResult {
+        match method {
+            "getme" => Ok(self.get_me()),
+            "sendmessage" => self.send_message(p),
+            "editmessagetext" => self.edit_message_text(p),
+            "deletemessage" => self.delete_message(p),
+            "deletemessages" => self.delete_messages(p),
+            "getchat" => Ok(self.chat(p.chat_id()?)?.full_info_json()),
+            "getchatmember" => self.get_chat_member(p),
+            "getchatadministrators" => {
+                self.chat(p.chat_id()?)?;
+                Ok(json!([self.member_json(&self.bot.clone())]))
+            }
+            "getchatmembercount" => {
+                let chat = self.chat(p.chat_id()?)?;
+                let count = if chat.kind == ChatType::Private { 2 } else { self.users.len() + 1 };
+                Ok(json!(count))
+            }
+            "getuserprofilephotos" => {
+                p.user_id()?;
+                Ok(json!({ "total_count": 0, "photos": [] }))
+            }
+            "setmycommands" => {
+                let commands = p
+                    .structured("commands")?
+                    .filter(Value::is_array)
+                    .ok_or_else(|| ApiError::bad_request("parameter \"commands\" is required"))?;
+                self.commands = commands;
+                Ok(json!(true))
+            }
+            "getmycommands" => Ok(self.commands.clone()),
+            "deletemycommands" => {
+                self.commands = json!([]);
+                Ok(json!(true))
+            }
+            "deletewebhook" => Ok(json!(true)),
+            "getwebhookinfo" => Ok(json!({
+                "url": "",
+                "has_custom_certificate": false,
+                "pending_update_count": self.updates.len(),
+            })),
+            "pinchatmessage" => {
+                let message_id = p.message_id()?;
+                let chat = self.chat_mut(p.chat_id()?)?;
+                if chat.live(message_id).is_none() {
+                    return Err(ApiError::bad_request("message to pin not found"));
+                }
+                chat.pinned.retain(|&id| id != message_id);
+                chat.pinned.push(message_id);
+                Ok(json!(true))
+            }
+            "unpinchatmessage" => {
+                let chat = self.chat_mut(p.chat_id()?)?;
+                match p.int("message_id")? {
+                    Some(id) => chat.pinned.retain(|&pinned| i64::from(pinned) != id),
+                    None => {
+                        chat.pinned.pop();
+                    }
+                }
+                Ok(json!(true))
+            }
+            "unpinallchatmessages" => {
+                self.chat_mut(p.chat_id()?)?.pinned.clear();
+                Ok(json!(true))
+            }
+            "setmessagereaction" => {
+                let chat_id = p.chat_id()?;
+                let message_id = p.message_id()?;
+                if self.chat(chat_id)?.live(message_id).is_none() {
+                    return Err(ApiError::bad_request("MESSAGE_ID_INVALID"));
+                }
+                let reaction = p.structured("reaction")?.unwrap_or_else(|| json!([]));
+                self.reactions.push((chat_id, message_id, reaction));
+                Ok(json!(true))
+            }
+            "sendchataction" => {
+                self.chat(p.chat_id()?)?;
+                Ok(json!(true))
+            }
+            _ => Err(ApiError::not_found()),
+        }
+    }
+
+    fn get_me(&self) -> Value {
+        let mut me = self.bot.to_json();
+        me["can_join_groups"] = json!(true);
+        me["can_read_all_group_messages"] = json!(true);
+        me["supports_inline_queries"] = json!(false);
+        me["can_connect_to_business"] = json!(false);
+        me["has_main_web_app"] = json!(false);
+        me
+    }
+
+    fn member_json(&self, user: &TgUser) -> Value {
+        if user.id == self.bot.id {
+            json!({
+                "user": user.to_json(),
+                "status": "administrator",
+                "can_be_edited": false,
+                "is_anonymous": false,
+                "can_manage_chat": true,
+                "can_delete_messages": true,
+                "can_manage_video_chats": false,
+                "can_restrict_members": false,
+                "can_promote_members": false,
+                "can_change_info": false,
+                "can_invite_users": true,
+                "can_post_stories": false,
+                "can_edit_stories": false,
+                "can_delete_stories": false,
+                "can_pin_messages": true,
+                "can_manage_topics": false,
+            })
+        } else {
+            json!({ "user": user.to_json(), "status": "member" })
+        }
+    }
+
+    fn get_chat_member(&self, p: &Params) -> ApiResult {
+        self.chat(p.chat_id()?)?;
+        let user_id = p.user_id()?;
+        let user = if user_id == self.bot.id {
+            self.bot.clone()
+        } else {
+            self.users.get(&user_id).cloned().ok_or_else(|| ApiError::bad_request("user not found"))?
+        };
+        Ok(self.member_json(&user))
+    }
+
+    /// Resolves the reply target of a send: `Ok(None)` when there is none or
+    /// it is missing and `allow_sending_without_reply` is set.
+    fn reply_target(&self, chat: &Chat, p: &Params) -> Result<Option<i32>, ApiError> {
+        let (target, allow_missing) = if let Some(rp) = p.structured("reply_parameters")? {
+            let id = rp.get("message_id").and_then(Value::as_i64).ok_or_else(|| {
+                ApiError::bad_request("can't parse reply parameters: message_id is missing")
+            })?;
+            if let Some(other) = rp.get("chat_id").filter(|c| !c.is_null()) {
+                if other.as_i64() != Some(chat.id) {
+                    return Err(ApiError::bad_request("replies to other chats are not supported by this fake"));
+                }
+            }
+            let allow = rp.get("allow_sending_without_reply").and_then(Value::as_bool).unwrap_or(false);
+            (id, allow)
+        } else if let Some(id) = p.int("reply_to_message_id")? {
+            (id, p.flag("allow_sending_without_reply"))
+        } else {
+            return Ok(None);
+        };
+        let found = i32::try_from(target).ok().filter(|&id| chat.live(id).is_some());
+        match found {
+            Some(id) => Ok(Some(id)),
+            None if allow_missing => Ok(None),
+            None => Err(ApiError::bad_request("message to be replied not found")),
+        }
+    }
+
+    fn send_message(&mut self, p: &Params) -> ApiResult {
+        let chat_id = p.chat_id()?;
+        let raw = p.string("text").unwrap_or_default();
+        let parse_mode = p.string("parse_mode").filter(|m| !m.is_empty());
+        let explicit_entities = p.structured("entities")?;
+        let (text, entities) = render(&raw, parse_mode.as_deref(), explicit_entities)?;
+        if text.is_empty() {
+            return Err(ApiError::bad_request("message text is empty"));
+        }
+        if text.encode_utf16().count() > MAX_TEXT_LEN {
+            return Err(ApiError::bad_request("message is too long"));
+        }
+        let link_preview_options = p.structured("link_preview_options")?;
+        let reply_to = self.reply_target(self.chat(chat_id)?, p)?;
+        let bot = self.bot.clone();
+        let chat = self.chat_mut(chat_id)?;
+        let message_id = chat.alloc_message_id();
+        chat.messages.insert(
+            message_id,
+            StoredMessage {
+                from: bot,
+                date: now(),
+                text: text.clone(),
+                entities: entities.clone(),
+                reply_to,
+                edit_date: None,
+                link_preview_options: link_preview_options.clone(),
+                deleted: false,
+            },
+        );
+        let result = chat.message_json(message_id, true).expect("message just stored");
+        self.sent.push(SentMessage {
+            message_id,
+            chat_id,
+            text: raw,
+            parse_mode,
+            reply_to,
+            deleted: false,
+            method: "sendMessage".to_owned(),
+            rendered_text: text,
+            entities,
+            disable_notification: p.flag("disable_notification"),
+            link_preview_options,
+        });
+        Ok(result)
+    }
+
+    fn edit_message_text(&mut self, p: &Params) -> ApiResult {
+        if p.get("inline_message_id").is_some() {
+            return Err(ApiError::bad_request("inline messages are not supported by this fake"));
+        }
+        let chat_id = p.chat_id()?;
+        let message_id = p.message_id()?;
+        let raw = p.string("text").unwrap_or_default();
+        let parse_mode = p.string("parse_mode").filter(|m| !m.is_empty());
+        let (text, entities) = render(&raw, parse_mode.as_deref(), p.structured("entities")?)?;
+        let link_preview_options = p.structured("link_preview_options")?;
+        let bot_id = self.bot.id;
+        let chat = self.chat_mut(chat_id)?;
+        let message = chat
+            .messages
+            .get_mut(&message_id)
+            .filter(|m| !m.deleted)
+            .ok_or_else(|| ApiError::bad_request("message to edit not found"))?;
+        if message.from.id != bot_id {
+            return Err(ApiError::bad_request("message can't be edited"));
+        }
+        if text.is_empty() {
+            return Err(ApiError::bad_request("message text is empty"));
+        }
+        if text.encode_utf16().count() > MAX_TEXT_LEN {
+            return Err(ApiError::bad_request("MESSAGE_TOO_LONG"));
+        }
+        if message.text == text && message.entities == entities {
+            return Err(ApiError::new(400, NOT_MODIFIED));
+        }
+        message.text = text;
+        message.entities = entities;
+        message.edit_date = Some(now().max(message.date));
+        if link_preview_options.is_some() {
+            message.link_preview_options = link_preview_options;
+        }
+        let result = chat.message_json(message_id, true).expect("message just edited");
+        self.edits.push((chat_id, message_id, raw));
+        Ok(result)
+    }
+
+    /// Deletes one message, recording it; `false` if it was unknown or already deleted.
+    fn delete_one(&mut self, chat_id: i64, message_id: i32) -> bool {
+        let Some(message) = self.chats.get_mut(&chat_id).and_then(|c| c.messages.get_mut(&message_id)) else {
+            return false;
+        };
+        if message.deleted {
+            return false;
+        }
+        message.deleted = true;
+        self.deletions.push((chat_id, message_id));
+        for sent in self.sent.iter_mut().filter(|s| s.chat_id == chat_id && s.message_id == message_id) {
+            sent.deleted = true;
+        }
+        true
+    }
+
+    fn delete_message(&mut self, p: &Params) -> ApiResult {
+        let chat_id = p.chat_id()?;
+        let message_id = p.message_id()?;
+        self.chat(chat_id)?;
+        if self.delete_one(chat_id, message_id) {
+            Ok(json!(true))
+        } else {
+            Err(ApiError::bad_request("message to delete not found"))
+        }
+    }
+
+    fn delete_messages(&mut self, p: &Params) -> ApiResult {
+        let chat_id = p.chat_id()?;
+        self.chat(chat_id)?;
+        let ids = p
+            .structured("message_ids")?
+            .and_then(|v| v.as_array().cloned())
+            .filter(|ids| !ids.is_empty())
+            .ok_or_else(|| ApiError::bad_request("message identifiers are not specified"))?;
+        // Like the real method, missing messages are skipped silently.
+        for id in ids.iter().filter_map(Value::as_i64).filter_map(|id| i32::try_from(id).ok()) {
+            self.delete_one(chat_id, id);
+        }
+        Ok(json!(true))
+    }
+}
+
+/// Clears the "a getUpdates call is in flight" flag when the call ends,
+/// including when the client disconnects and the handler future is dropped.
+struct PollGuard(Arc<Shared>);
+
+impl Drop for PollGuard {
+    fn drop(&mut self) {
+        self.0.lock().poll_in_flight = false;
+    }
+}
+
+async fn get_updates(shared: &Arc<Shared>, p: &Params) -> ApiResult {
+    let offset = p.int("offset")?.unwrap_or(0);
+    let limit = p.int("limit")?.unwrap_or(100).clamp(1, 100) as usize;
+    let timeout = p.int("timeout")?.unwrap_or(0).max(0) as u64;
+    let allowed = match p.structured("allowed_updates")? {
+        None => None,
+        Some(Value::Array(kinds)) => Some(kinds.iter().filter_map(|k| k.as_str().map(str::to_owned)).collect()),
+        Some(_) => return Err(ApiError::bad_request("can't parse allowed_updates JSON object")),
+    };
+    let _guard = {
+        let mut st = shared.lock();
+        if st.poll_in_flight {
+            return Err(ApiError::new(409, CONFLICT));
+        }
+        st.poll_in_flight = true;
+        st.confirm(offset);
+        if allowed.is_some() {
+            st.allowed_updates = allowed;
+        }
+        PollGuard(shared.clone())
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    loop {
+        let notified = shared.updates_changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        {
+            let st = shared.lock();
+            if !st.updates.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(Value::Array(st.updates.iter().take(limit).cloned().collect()));
+            }
+        }
+        // Either an update arrived or the deadline passed; the loop re-checks.
+        let _ = tokio::time::timeout_at(deadline, notified).await;
+    }
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    Path((bot_segment, method)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    match bot_segment.strip_prefix("bot") {
+        Some(token) if token == shared.token => {}
+        Some(_) => return ApiError::new(401, "Unauthorized").into_response(),
+        None => return ApiError::not_found().into_response(),
+    }
+    let method = method.to_ascii_lowercase();
+    let result = handle_method(&shared, &method, &headers, query.as_deref(), &body).await;
+    shared.activity.notify_waiters();
+    match result {
+        Ok(result) => Json(json!({ "ok": true, "result": result })).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn handle_method(
+    shared: &Arc<Shared>,
+    method: &str,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &[u8],
+) -> ApiResult {
+    let params = Params::parse(headers, query, body);
+    let fault = {
+        let mut st = shared.lock();
+        *st.calls.entry(method.to_owned()).or_default() += 1;
+        let recorded = params.as_ref().map(|p| Value::Object(p.0.clone())).unwrap_or(Value::Null);
+        st.requests.push((method.to_owned(), recorded));
+        st.faults.get_mut(method).and_then(VecDeque::pop_front)
+    };
+    shared.activity.notify_waiters();
+    if let Some(fault) = fault {
+        return Err(fault);
+    }
+    let params = params?;
+    if method == "getupdates" {
+        get_updates(shared, &params).await
+    } else {
+        shared.lock().dispatch(method, &params)
+    }
+}
+
+async fn fallback() -> Response {
+    ApiError::not_found().into_response()
+}
+
+/// Applies `entities` or `parse_mode` to a raw text and trims it, giving the
+/// `(text, entities)` Telegram stores.
+fn render(raw: &str, parse_mode: Option<&str>, entities: Option<Value>) -> Result<(String, Vec<Value>), ApiError> {
+    let (text, entities) = match (entities, parse_mode) {
+        (Some(Value::Array(entities)), _) => (raw.to_owned(), entities),
+        (Some(_), _) => return Err(ApiError::bad_request("can't parse entities JSON object")),
+        (None, None) => (raw.to_owned(), Vec::new()),
+        (None, Some(mode)) => match mode.to_ascii_lowercase().as_str() {
+            "html" => parse_html(raw).map_err(|e| ApiError::bad_request(format!("can't parse entities: {e}")))?,
+            "markdown" | "markdownv2" => (raw.to_owned(), Vec::new()),
+            _ => return Err(ApiError::bad_request("unsupported parse_mode")),
+        },
+    };
+    Ok(trim_message(&text, entities))
+}
+
+/// Strips leading/trailing whitespace like Telegram does, shifting and
+/// clipping entities (UTF-16 offsets) and dropping those left empty.
+fn trim_message(text: &str, entities: Vec<Value>) -> (String, Vec<Value>) {
+    let trimmed_start = text.trim_start();
+    let lead = text[..text.len() - trimmed_start.len()].encode_utf16().count() as i64;
+    let trimmed = trimmed_start.trim_end();
+    let end = lead + trimmed.encode_utf16().count() as i64;
+    let entities = entities
+        .into_iter()
+        .filter_map(|mut entity| {
+            let offset = entity.get("offset")?.as_i64()?;
+            let length = entity.get("length")?.as_i64()?;
+            let (start, stop) = (offset.max(lead), (offset + length).min(end));
+            (stop > start).then(|| {
+                entity["offset"] = json!(start - lead);
+                entity["length"] = json!(stop - start);
+                entity
+            })
+        })
+        .collect();
+    (trimmed.to_owned(), entities)
+}
+
+/// Parses Telegram's HTML subset into plain text plus entities (offsets in
+/// UTF-16 code units). Errors are the text after "can't parse entities: ".
+fn parse_html(src: &str) -> Result<(String, Vec<Value>), String> {
+    struct Open {
+        tag: String,
+        start: usize,
+        entity: Option<Value>,
+    }
+    let mut out = String::with_capacity(src.len());
+    let mut pos = 0usize;
+    let mut stack: Vec<Open> = Vec::new();
+    let mut entities = Vec::new();
+    let mut i = 0usize;
+    while i < src.len() {
+        let rest = &src[i..];
+        if let Some(after) = rest.strip_prefix("</") {
+            let close = after.find('>').ok_or_else(|| format!("Unclosed end tag at byte offset {i}"))?;
+            let name = after[..close].trim().to_ascii_lowercase();
+            let open = stack.pop().ok_or_else(|| format!("Unexpected end tag at byte offset {i}"))?;
+            if open.tag != name {
+                return Err(format!(
+                    "Unmatched end tag at byte offset {i}, expected \"</{}>\", found \"</{name}>\"",
+                    open.tag
+                ));
+            }
+            if let Some(mut entity) = open.entity.filter(|_| pos > open.start) {
+                entity["offset"] = json!(open.start);
+                entity["length"] = json!(pos - open.start);
+                entities.push(entity);
+            }
+            i += 2 + close + 1;
+        } else if let Some(after) = rest.strip_prefix('<') {
+            let (name, attrs, consumed) = parse_start_tag(after, i)?;
+            let attr = |key: &str| attrs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+            let entity = match name.as_str() {
+                "b" | "strong" => Some(json!({ "type": "bold" })),
+                "i" | "em" => Some(json!({ "type": "italic" })),
+                "u" | "ins" => Some(json!({ "type": "underline" })),
+                "s" | "strike" | "del" => Some(json!({ "type": "strikethrough" })),
+                "tg-spoiler" => Some(json!({ "type": "spoiler" })),
+                "span" if attr("class") == Some("tg-spoiler") => Some(json!({ "type": "spoiler" })),
+                "span" => return Err(format!("Tag \"span\" must have class \"tg-spoiler\" at byte offset {i}")),
+                "a" => attr("href").and_then(normalize_url).map(|url| json!({ "type": "text_link", "url": url })),
+                "code" => match stack.last_mut().filter(|open| open.tag == "pre") {
+                    // <pre><code class="language-x"> is one `pre` entity with a language.
+                    Some(pre) => {
+                        let language = attr("class").and_then(|c| c.strip_prefix("language-"));
+                        if let (Some(language), Some(entity)) = (language, pre.entity.as_mut()) {
+                            entity["language"] = json!(language);
+                        }
+                        None
+                    }
+                    None => Some(json!({ "type": "code" })),
+                },
+                "pre" => Some(json!({ "type": "pre" })),
+                "blockquote" if attr("expandable").is_some() => Some(json!({ "type": "expandable_blockquote" })),
+                "blockquote" => Some(json!({ "type": "blockquote" })),
+                "tg-emoji" => attr("emoji-id").map(|id| json!({ "type": "custom_emoji", "custom_emoji_id": id })),
+                other => return Err(format!("Unsupported start tag \"{other}\" at byte offset {i}")),
+            };
+            stack.push(Open { tag: name, start: pos, entity });
+            i += 1 + consumed;
+        } else {
+            let (ch, consumed) = decode_entity(rest);
+            out.push(ch);
+            pos += ch.len_utf16();
+            i += consumed;
+        }
+    }
+    if let Some(open) = stack.last() {
+        return Err(format!("Can't find end tag corresponding to start tag \"{}\"", open.tag));
+    }
+    entities.sort_by_key(|e| {
+        (e["offset"].as_u64().unwrap_or(0), Reverse(e["length"].as_u64().unwrap_or(0)))
+    });
+    Ok((out, entities))
+}
+
+/// Parses `name attr="v" ...>` (the text after `<`), returning the lower-cased
+/// tag name, its attributes and the number of bytes consumed (including `>`).
+fn parse_start_tag(after: &str, at: usize) -> Result<(String, Vec<(String, String)>, usize), String> {
+    let bytes = after.as_bytes();
+    let is_name = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    let mut j = 0;
+    while j < bytes.len() && is_name(bytes[j]) {
+        j += 1;
+    }
+    if j == 0 {
+        return Err(format!("Unsupported start tag \"\" at byte offset {at}"));
+    }
+    let name = after[..j].to_ascii_lowercase();
+    let unclosed = || format!("Unclosed start tag at byte offset {at}");
+    let skip_ws = |j: &mut usize| {
+        while *j < bytes.len() && bytes[*j].is_ascii_whitespace() {
+            *j += 1;
+        }
+    };
+    let mut attrs = Vec::new();
+    loop {
+        skip_ws(&mut j);
+        match bytes.get(j) {
+            None => return Err(unclosed()),
+            Some(b'>') => return Ok((name, attrs, j + 1)),
+            Some(_) => {}
+        }
+        let start = j;
+        while j < bytes.len() && !bytes[j].is_ascii_whitespace() && bytes[j] != b'=' && bytes[j] != b'>' {
+            j += 1;
+        }
+        if start == j {
+            return Err(format!("Empty attribute name in the tag \"{name}\" at byte offset {at}"));
+        }
+        let key = after[start..j].to_ascii_lowercase();
+        skip_ws(&mut j);
+        let mut value = String::new();
+        if bytes.get(j) == Some(&b'=') {
+            j += 1;
+            skip_ws(&mut j);
+            match bytes.get(j) {
+                None => return Err(unclosed()),
+                Some(&quote @ (b'"' | b'\'')) => {
+                    let len = after[j + 1..].find(quote as char).ok_or_else(unclosed)?;
+                    value = decode_entities(&after[j + 1..j + 1 + len]);
+                    j += len + 2;
+                }
+                Some(_) => {
+                    let start = j;
+                    while j < bytes.len() && !bytes[j].is_ascii_whitespace() && bytes[j] != b'>' {
+                        j += 1;
+                    }
+                    value = decode_entities(&after[start..j]);
+                }
+            }
+        }
+        attrs.push((key, value));
+    }
+}
+
+/// Decodes one character at the start of `s`: an HTML entity (`&lt;`, `&gt;`,
+/// `&amp;`, `&quot;`, `&#N;`, `&#xN;`) or a literal character. Returns the
+/// character and the number of bytes consumed.
+fn decode_entity(s: &str) -> (char, usize) {
+    for (name, ch) in [("&lt;", '<'), ("&gt;", '>'), ("&amp;", '&'), ("&quot;", '"')] {
+        if s.starts_with(name) {
+            return (ch, name.len());
+        }
+    }
+    if let Some(num) = s.strip_prefix("&#") {
+        let (digits, radix, prefix) = match num.strip_prefix(['x', 'X']) {
+            Some(hex) => (hex, 16, 3),
+            None => (num, 10, 2),
+        };
+        if let Some(end) = digits.find(';') {
+            if let Some(ch) = u32::from_str_radix(&digits[..end], radix).ok().and_then(char::from_u32) {
+                return (ch, prefix + end + 1);
+            }
+        }
+    }
+    let ch = s.chars().next().expect("decode_entity called on empty input");
+    (ch, ch.len_utf8())
+}
+
+fn decode_entities(mut s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    while !s.is_empty() {
+        let (ch, consumed) = decode_entity(s);
+        out.push(ch);
+        s = &s[consumed..];
+    }
+    out
+}
+
+/// Telegram accepts `href`s without a scheme (prefixing `http://`) and drops
+/// links it cannot parse.
+fn normalize_url(href: &str) -> Option<String> {
+    let href = href.trim();
+    if href.is_empty() {
+        return None;
+    }
+    if url::Url::parse(href).is_ok() {
+        return Some(href.to_owned());
+    }
+    let prefixed = format!("http://{href}");
+    url::Url::parse(&prefixed).ok().map(|_| prefixed)
+}
+
+impl FakeTelegram {
+    /// Starts a fake Bot API server for `token` on `127.0.0.1:0`.
+    ///
+    /// The bot's user id is the numeric part of the token before `:` (as with
+    /// real tokens), or 1000 if there is none; its username is `tgmx_test_bot`.
+    pub async fn start(token: &str) -> FakeTelegram {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("fake Telegram: bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("fake Telegram: local_addr");
+        let bot_id = token.split(':').next().and_then(|id| id.parse().ok()).unwrap_or(1000);
+        let bot = TgUser {
+            id: bot_id,
+            first_name: "tgmx test bot".to_owned(),
+            last_name: None,
+            username: Some("tgmx_test_bot".to_owned()),
+            is_bot: true,
+        };
+        let state = FakeState {
+            bot,
+            chats: BTreeMap::new(),
+            users: HashMap::new(),
+            next_update_id: FIRST_UPDATE_ID,
+            updates: VecDeque::new(),
+            allowed_updates: None,
+            poll_in_flight: false,
+            calls: HashMap::new(),
+            requests: Vec::new(),
+            faults: HashMap::new(),
+            sent: Vec::new(),
+            edits: Vec::new(),
+            deletions: Vec::new(),
+            reactions: Vec::new(),
+            commands: json!([]),
+        };
+        let shared = Arc::new(Shared {
+            token: token.to_owned(),
+            addr,
+            state: Mutex::new(state),
+            updates_changed: Notify::new(),
+            activity: Notify::new(),
+        });
+        let app = Router::new()
+            .route("/{bot}/{method}", any(handle))
+            .fallback(fallback)
+            .with_state(shared.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeTelegram { shared }
+    }
+
+    /// Base URL for teloxide's `set_api_url`, e.g. `http://127.0.0.1:PORT`.
+    /// Requests go to `{api_url}/bot{token}/{method}`.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.shared.addr)
+    }
+
+    /// The bot's own user, as returned by `getMe` and used as `from` of its messages.
+    pub fn bot_user(&self) -> TgUser {
+        self.shared.lock().bot.clone()
+    }
+
+    /// Registers a supergroup (or renames an existing chat, keeping its history).
+    pub fn add_chat(&self, chat_id: i64, title: &str) {
+        self.register_chat(chat_id, ChatType::Supergroup, title);
+    }
+
+    /// Registers a basic group (or renames an existing chat, keeping its history).
+    pub fn add_group(&self, chat_id: i64, title: &str) {
+        self.register_chat(chat_id, ChatType::Group, title);
+    }
+
+    fn register_chat(&self, chat_id: i64, kind: ChatType, title: &str) {
+        let mut st = self.shared.lock();
+        st.chats
+            .entry(chat_id)
+            .and_modify(|chat| chat.title = Some(title.to_owned()))
+            .or_insert_with(|| Chat::new(chat_id, kind, Some(title.to_owned()), None));
+    }
+
+    /// Registers a (human) user. Like on Telegram, the private chat with the
+    /// bot has the user's id as chat id; it is registered too.
+    pub fn add_user(&self, id: i64, first_name: &str, last_name: Option<&str>, username: Option<&str>) -> TgUser {
+        let user = TgUser {
+            id,
+            first_name: first_name.to_owned(),
+            last_name: last_name.map(str::to_owned),
+            username: username.map(str::to_owned),
+            is_bot: false,
+        };
+        let mut st = self.shared.lock();
+        st.users.insert(id, user.clone());
+        st.chats.entry(id).or_insert_with(|| Chat::new(id, ChatType::Private, None, Some(user.clone())));
+        user
+    }
+
+    /// A user posts `text` in `chat_id`; queues a `message` update and returns the message id.
+    pub fn inject_text(&self, chat_id: i64, from: &TgUser, text: &str) -> i32 {
+        self.inject_message(chat_id, from, text, Value::Null, None)
+    }
+
+    /// A user posts `text` with `entities` (a JSON array of `MessageEntity`, or
+    /// `null`), optionally replying to `reply_to`; queues a `message` update
+    /// (with a full `reply_to_message`) and returns the message id.
+    ///
+    /// Panics if the chat is not registered or the reply target does not exist.
+    pub fn inject_message(
+        &self,
+        chat_id: i64,
+        from: &TgUser,
+        text: &str,
+        entities: Value,
+        reply_to: Option<i32>,
+    ) -> i32 {
+        let entities = match entities {
+            Value::Null => Vec::new(),
+            Value::Array(entities) => entities,
+            other => panic!("fake Telegram: entities must be a JSON array or null, got {other}"),
+        };
+        let mut st = self.shared.lock();
+        st.users.entry(from.id).or_insert_with(|| from.clone());
+        let chat = st
+            .chats
+            .get_mut(&chat_id)
+            .unwrap_or_else(|| panic!("fake Telegram: inject into unknown chat {chat_id}; call add_chat first"));
+        if let Some(target) = reply_to {
+            assert!(
+                chat.live(target).is_some(),
+                "fake Telegram: reply target {target} does not exist in chat {chat_id}"
+            );
+        }
+        let message_id = chat.alloc_message_id();
+        chat.messages.insert(
+            message_id,
+            StoredMessage {
+                from: from.clone(),
+                date: now(),
+                text: text.to_owned(),
+                entities,
+                reply_to,
+                edit_date: None,
+                link_preview_options: None,
+                deleted: false,
+            },
+        );
+        let payload = chat.message_json(message_id, true).expect("message just stored");
+        st.push_update("message", payload);
+        drop(st);
+        self.notify_update();
+        message_id
+    }
+
+    /// The author of `message_id` edits it to `new_text` (entities cleared);
+    /// queues an `edited_message` update carrying `edit_date`.
+    ///
+    /// Panics if the message does not exist.
+    pub fn inject_edit(&self, chat_id: i64, message_id: i32, new_text: &str) {
+        let mut st = self.shared.lock();
+        let chat = st.chats.get_mut(&chat_id).unwrap_or_else(|| panic!("fake Telegram: unknown chat {chat_id}"));
+        let message = chat
+            .messages
+            .get_mut(&message_id)
+            .filter(|m| !m.deleted)
+            .unwrap_or_else(|| panic!("fake Telegram: no message {message_id} in chat {chat_id} to edit"));
+        message.text = new_text.to_owned();
+        message.entities.clear();
+        message.edit_date = Some(now().max(message.date));
+        let payload = chat.message_json(message_id, true).expect("message just edited");
+        st.push_update("edited_message", payload);
+        drop(st);
+        self.notify_update();
+    }
+
+    /// Queues an arbitrary update `{"update_id": .., kind: payload}` (e.g.
+    /// `"callback_query"`). Returns its update id, or `None` if the current
+    /// `allowed_updates` setting filters it out.
+    pub fn inject_update(&self, kind: &str, payload: Value) -> Option<i64> {
+        let id = self.shared.lock().push_update(kind, payload);
+        self.notify_update();
+        id
+    }
+
+    fn notify_update(&self) {
+        self.shared.updates_changed.notify_waiters();
+        self.shared.activity.notify_waiters();
+    }
+
+    /// The current Bot API `Message` JSON of a stored message (`None` if unknown or deleted).
+    pub fn message(&self, chat_id: i64, message_id: i32) -> Option<Value> {
+        self.shared.lock().chats.get(&chat_id)?.message_json(message_id, true)
+    }
+
+    /// Every message the bot sent to `chat_id`, in order, deleted ones included (`deleted: true`).
+    pub fn sent(&self, chat_id: i64) -> Vec<SentMessage> {
+        self.shared.lock().sent.iter().filter(|s| s.chat_id == chat_id).cloned().collect()
+    }
+
+    /// `(message_id, raw new text)` of every successful `editMessageText` in `chat_id`, in order.
+    pub fn edits(&self, chat_id: i64) -> Vec<(i32, String)> {
+        let st = self.shared.lock();
+        st.edits.iter().filter(|e| e.0 == chat_id).map(|(_, id, text)| (*id, text.clone())).collect()
+    }
+
+    /// Ids of the messages the bot deleted in `chat_id`, in order.
+    pub fn deleted(&self, chat_id: i64) -> Vec<i32> {
+        let st = self.shared.lock();
+        st.deletions.iter().filter(|d| d.0 == chat_id).map(|d| d.1).collect()
+    }
+
+    /// `(message_id, reaction array)` of every `setMessageReaction` in `chat_id`, in order.
+    pub fn reactions(&self, chat_id: i64) -> Vec<(i32, Value)> {
+        let st = self.shared.lock();
+        st.reactions.iter().filter(|r| r.0 == chat_id).map(|(_, id, r)| (*id, r.clone())).collect()
+    }
+
+    /// Message ids currently pinned in `chat_id`, oldest pin first.
+    pub fn pinned(&self, chat_id: i64) -> Vec<i32> {
+        self.shared.lock().chats.get(&chat_id).map(|c| c.pinned.clone()).unwrap_or_default()
+    }
+
+    /// The command list last set with `setMyCommands` (a JSON array).
+    pub fn commands(&self) -> Value {
+        self.shared.lock().commands.clone()
+    }
+
+    /// Number of queued updates not yet confirmed through `getUpdates`'s `offset`.
+    pub fn pending_updates(&self) -> usize {
+        self.shared.lock().updates.len()
+    }
+
+    /// How many times `method` was called (case-insensitive), failed calls included.
+    pub fn calls(&self, method: &str) -> usize {
+        self.shared.lock().calls.get(&method.to_ascii_lowercase()).copied().unwrap_or(0)
+    }
+
+    /// The parameters (a JSON object; `null` if unparsable) of every call of
+    /// `method`, in order. Form and query values appear as strings.
+    pub fn requests(&self, method: &str) -> Vec<Value> {
+        let method = method.to_ascii_lowercase();
+        let st = self.shared.lock();
+        st.requests.iter().filter(|(m, _)| *m == method).map(|(_, p)| p.clone()).collect()
+    }
+
+    /// Fault injection: the next `times` calls of `method` fail with HTTP
+    /// `status` and the matching Bot API error, without side effects. With
+    /// 429 the description is `Too Many Requests: retry after N` and
+    /// `retry_after: Some(N)` is sent as `parameters.retry_after`. Successive
+    /// calls queue up. Note teloxide sleeps 10 s on any 5xx answer.
+    pub fn fail_next(&self, method: &str, status: u16, retry_after: Option<u32>, times: usize) {
+        let mut st = self.shared.lock();
+        let queue = st.faults.entry(method.to_ascii_lowercase()).or_default();
+        queue.extend(std::iter::repeat_n(ApiError::injected(status, retry_after), times));
+    }
+
+    /// Waits until at least `count` messages were sent to `chat_id` and returns
+    /// them all; panics with what was sent so far if `timeout` elapses first.
+    pub async fn wait_sent(&self, chat_id: i64, count: usize, timeout: Duration) -> Vec<SentMessage> {
+        self.wait_for(
+            timeout,
+            |fake| {
+                let sent = fake.sent(chat_id);
+                (sent.len() >= count).then_some(sent)
+            },
+            |fake| {
+                let texts: Vec<String> = fake.sent(chat_id).into_iter().map(|s| s.text).collect();
+                format!("{count} message(s) sent to chat {chat_id}; got {}: {texts:?}", texts.len())
+            },
+        )
+        .await
+    }
+
+    /// Waits until `method` was called at least `count` times; panics on timeout.
+    pub async fn wait_calls(&self, method: &str, count: usize, timeout: Duration) {
+        self.wait_for(
+            timeout,
+            |fake| (fake.calls(method) >= count).then_some(()),
+            |fake| format!("{count} call(s) of {method}; got {}", fake.calls(method)),
+        )
+        .await
+    }
+
+    /// Waits until `condition` holds; panics mentioning `what` on timeout.
+    pub async fn wait_until(&self, what: &str, timeout: Duration, mut condition: impl FnMut(&FakeTelegram) -> bool) {
+        self.wait_for(timeout, |fake| condition(fake).then_some(()), |_| what.to_owned()).await
+    }
+
+    /// Re-evaluates `check` after every request and test-side mutation until it
+    /// yields a value; on timeout panics with `describe`'s account of the state.
+    async fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        mut check: impl FnMut(&FakeTelegram) -> Option<T>,
+        describe: impl FnOnce(&FakeTelegram) -> String,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.shared.activity.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(value) = check(self) {
+                return value;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                if let Some(value) = check(self) {
+                    return value;
+                }
+                panic!("fake Telegram: timed out after {timeout:?} waiting for {}", describe(self));
+            }
+        }
+    }
+}
