@@ -62,7 +62,7 @@ async fn auth_transactions_and_queries() {
     assert!(!log.contains(TG_TOKEN) && !log.contains(&app.hs_token), "a token leaked into the log");
 }
 
-async fn sqlite_count(app: &TestApp, sql: &str) -> i64 {
+async fn sqlite_count(app: &TestApp, sql: &'static str) -> i64 {
     let url = format!("sqlite://{}", app.db_path().display());
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
     let n: i64 = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();

@@ -19,7 +19,6 @@ pub const TG_TOKEN: &str = "123456:TEST-token-ABCdef_0123456789";
 
 pub struct Synapse {
     pub url: String,
-    pub root: PathBuf,
     slots: Vec<Slot>,
 }
 
@@ -113,7 +112,7 @@ impl Synapse {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        Synapse { url, root, slots }
+        Synapse { url, slots }
     }
 
     fn take_slot(&self) -> (usize, Slot) {

@@ -11,7 +11,7 @@ async fn telegram_message_reaches_matrix_as_named_puppet_with_formatting() {
     let app = TestApp::spawn().await;
     let user = app.tg.add_user(1001, "Rook", Some("Sentinel"), Some("rook"));
     app.tg.inject_text(app.chat, &user, "status green");
-    let bold = json!([{"type": "bold", "offset": 0, "length": 4}, {"type": "code", "offset": 5, "length": 5}]);
+    let bold = json!([{"type": "bold", "offset": 0, "length": 5}, {"type": "code", "offset": 6, "length": 4}]);
     app.tg.inject_message(app.chat, &user, "ALERT x<y>z", bold, None);
 
     let puppet = app.puppet(1001);
