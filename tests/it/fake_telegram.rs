@@ -103,7 +103,8 @@ pub struct TgUser {
 impl TgUser {
     /// The Bot API `User` object.
     fn to_json(&self) -> Value {
-        let mut user = json!({ "id": self.id, "is_bot": self.is_bot, "first_name": self.first_name });
+        let mut user =
+            json!({ "id": self.id, "is_bot": self.is_bot, "first_name": self.first_name });
         if let Some(last_name) = &self.last_name {
             user["last_name"] = json!(last_name);
         }
@@ -155,7 +156,9 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, FakeState> {
         // A panicking test must not turn every later request into a poison error.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -200,7 +203,15 @@ struct Chat {
 
 impl Chat {
     fn new(id: i64, kind: ChatType, title: Option<String>, peer: Option<TgUser>) -> Chat {
-        Chat { id, kind, title, peer, next_message_id: 1, messages: BTreeMap::new(), pinned: Vec::new() }
+        Chat {
+            id,
+            kind,
+            title,
+            peer,
+            next_message_id: 1,
+            messages: BTreeMap::new(),
+            pinned: Vec::new(),
+        }
     }
 
     /// The Bot API `Chat` object embedded in messages.
@@ -232,10 +243,10 @@ impl Chat {
             "unique_gifts": false,
             "premium_subscription": false,
         });
-        if let Some(&pinned) = self.pinned.last() {
-            if let Some(message) = self.message_json(pinned, false) {
-                chat["pinned_message"] = message;
-            }
+        if let Some(&pinned) = self.pinned.last()
+            && let Some(message) = self.message_json(pinned, false)
+        {
+            chat["pinned_message"] = message;
         }
         chat
     }
@@ -270,10 +281,10 @@ impl Chat {
         if let Some(options) = &message.link_preview_options {
             json["link_preview_options"] = options.clone();
         }
-        if with_reply {
-            if let Some(reply) = message.reply_to.and_then(|id| self.message_json(id, false)) {
-                json["reply_to_message"] = reply;
-            }
+        if with_reply
+            && let Some(reply) = message.reply_to.and_then(|id| self.message_json(id, false))
+        {
+            json["reply_to_message"] = reply;
         }
         Some(json)
     }
@@ -289,7 +300,11 @@ struct ApiError {
 
 impl ApiError {
     fn new(code: u16, description: impl Into<String>) -> ApiError {
-        ApiError { code, description: description.into(), retry_after: None }
+        ApiError {
+            code,
+            description: description.into(),
+            retry_after: None,
+        }
     }
 
     fn bad_request(what: impl AsRef<str>) -> ApiError {
@@ -318,13 +333,18 @@ impl ApiError {
             (502, _) => "Bad Gateway".to_owned(),
             (code, _) => format!("Injected error {code}"),
         };
-        ApiError { code, description, retry_after }
+        ApiError {
+            code,
+            description,
+            retry_after,
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "ok": false, "error_code": self.code, "description": self.description });
+        let mut body =
+            json!({ "ok": false, "error_code": self.code, "description": self.description });
         if let Some(secs) = self.retry_after {
             body["parameters"] = json!({ "retry_after": secs });
         }
@@ -369,7 +389,9 @@ impl Params {
                 params.insert(key.into_owned(), Value::String(value.into_owned()));
             }
         } else if !body.is_empty() {
-            return Err(ApiError::bad_request(format!("unsupported Content-Type \"{content_type}\"")));
+            return Err(ApiError::bad_request(format!(
+                "unsupported Content-Type \"{content_type}\""
+            )));
         }
         Ok(Params(params))
     }
@@ -423,17 +445,22 @@ impl Params {
             None => Err(ApiError::bad_request("chat_id is empty")),
             // `@username` targets: no registered chat has a public username.
             Some(Value::String(s)) if s.starts_with('@') => Err(ApiError::chat_not_found()),
-            Some(_) => self.int("chat_id")?.ok_or_else(|| ApiError::bad_request("chat_id is empty")),
+            Some(_) => self
+                .int("chat_id")?
+                .ok_or_else(|| ApiError::bad_request("chat_id is empty")),
         }
     }
 
     fn message_id(&self) -> Result<i32, ApiError> {
-        let id = self.int("message_id")?.ok_or_else(|| ApiError::bad_request("message identifier is not specified"))?;
+        let id = self
+            .int("message_id")?
+            .ok_or_else(|| ApiError::bad_request("message identifier is not specified"))?;
         i32::try_from(id).map_err(|_| ApiError::bad_request("MESSAGE_ID_INVALID"))
     }
 
     fn user_id(&self) -> Result<i64, ApiError> {
-        self.int("user_id")?.ok_or_else(|| ApiError::bad_request("user_id is empty"))
+        self.int("user_id")?
+            .ok_or_else(|| ApiError::bad_request("user_id is empty"))
     }
 }
 
@@ -464,23 +491,33 @@ struct FakeState {
 }
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 impl FakeState {
     fn chat(&self, chat_id: i64) -> Result<&Chat, ApiError> {
-        self.chats.get(&chat_id).ok_or_else(ApiError::chat_not_found)
+        self.chats
+            .get(&chat_id)
+            .ok_or_else(ApiError::chat_not_found)
     }
 
     fn chat_mut(&mut self, chat_id: i64) -> Result<&mut Chat, ApiError> {
-        self.chats.get_mut(&chat_id).ok_or_else(ApiError::chat_not_found)
+        self.chats
+            .get_mut(&chat_id)
+            .ok_or_else(ApiError::chat_not_found)
     }
 
     /// Whether an update of `kind` is created under the current `allowed_updates`.
     fn allows(&self, kind: &str) -> bool {
         match &self.allowed_updates {
             Some(list) if !list.is_empty() => list.iter().any(|k| k == kind),
-            _ => !matches!(kind, "chat_member" | "message_reaction" | "message_reaction_count"),
+            _ => !matches!(
+                kind,
+                "chat_member" | "message_reaction" | "message_reaction_count"
+            ),
         }
     }
 
@@ -500,7 +537,8 @@ impl FakeState {
     /// Forgets confirmed updates, per `getUpdates`'s `offset` semantics.
     fn confirm(&mut self, offset: i64) {
         if offset > 0 {
-            self.updates.retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
+            self.updates
+                .retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
         } else if offset < 0 {
             let keep = offset.unsigned_abs() as usize;
             while self.updates.len() > keep {
@@ -524,7 +562,11 @@ impl FakeState {
             }
             "getchatmembercount" => {
                 let chat = self.chat(p.chat_id()?)?;
-                let count = if chat.kind == ChatType::Private { 2 } else { self.users.len() + 1 };
+                let count = if chat.kind == ChatType::Private {
+                    2
+                } else {
+                    self.users.len() + 1
+                };
                 Ok(json!(count))
             }
             "getuserprofilephotos" => {
@@ -633,7 +675,10 @@ impl FakeState {
         let user = if user_id == self.bot.id {
             self.bot.clone()
         } else {
-            self.users.get(&user_id).cloned().ok_or_else(|| ApiError::bad_request("user not found"))?
+            self.users
+                .get(&user_id)
+                .cloned()
+                .ok_or_else(|| ApiError::bad_request("user not found"))?
         };
         Ok(self.member_json(&user))
     }
@@ -642,22 +687,37 @@ impl FakeState {
     /// it is missing and `allow_sending_without_reply` is set.
     fn reply_target(&self, chat: &Chat, p: &Params) -> Result<Option<i32>, ApiError> {
         let (target, allow_missing) = if let Some(rp) = p.structured("reply_parameters")? {
-            let id = rp.get("message_id").and_then(Value::as_i64).ok_or_else(|| {
-                ApiError::bad_request("can't parse reply parameters: message_id is missing")
-            })?;
-            if let Some(other) = rp.get("chat_id").filter(|c| !c.is_null()) {
-                if other.as_i64() != Some(chat.id) {
-                    return Err(ApiError::bad_request("replies to other chats are not supported by this fake"));
-                }
+            let id = rp
+                .get("message_id")
+                .and_then(Value::as_i64)
+                .ok_or_else(|| {
+                    ApiError::bad_request("can't parse reply parameters: message_id is missing")
+                })?;
+            let other_chat = match rp.get("chat_id") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.trim().parse::<i64>().ok()),
+                Some(other) => Some(other.as_i64()),
+            };
+            if let Some(other_chat) = other_chat
+                && other_chat != Some(chat.id)
+            {
+                return Err(ApiError::bad_request(
+                    "replies to other chats are not supported by this fake",
+                ));
             }
-            let allow = rp.get("allow_sending_without_reply").and_then(Value::as_bool).unwrap_or(false);
+            let allow = rp
+                .get("allow_sending_without_reply")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             (id, allow)
         } else if let Some(id) = p.int("reply_to_message_id")? {
             (id, p.flag("allow_sending_without_reply"))
         } else {
             return Ok(None);
         };
-        let found = i32::try_from(target).ok().filter(|&id| chat.live(id).is_some());
+        let found = i32::try_from(target)
+            .ok()
+            .filter(|&id| chat.live(id).is_some());
         match found {
             Some(id) => Ok(Some(id)),
             None if allow_missing => Ok(None),
@@ -695,7 +755,9 @@ impl FakeState {
                 deleted: false,
             },
         );
-        let result = chat.message_json(message_id, true).expect("message just stored");
+        let result = chat
+            .message_json(message_id, true)
+            .expect("message just stored");
         self.sent.push(SentMessage {
             message_id,
             chat_id,
@@ -714,7 +776,9 @@ impl FakeState {
 
     fn edit_message_text(&mut self, p: &Params) -> ApiResult {
         if p.get("inline_message_id").is_some() {
-            return Err(ApiError::bad_request("inline messages are not supported by this fake"));
+            return Err(ApiError::bad_request(
+                "inline messages are not supported by this fake",
+            ));
         }
         let chat_id = p.chat_id()?;
         let message_id = p.message_id()?;
@@ -747,14 +811,20 @@ impl FakeState {
         if link_preview_options.is_some() {
             message.link_preview_options = link_preview_options;
         }
-        let result = chat.message_json(message_id, true).expect("message just edited");
+        let result = chat
+            .message_json(message_id, true)
+            .expect("message just edited");
         self.edits.push((chat_id, message_id, raw));
         Ok(result)
     }
 
     /// Deletes one message, recording it; `false` if it was unknown or already deleted.
     fn delete_one(&mut self, chat_id: i64, message_id: i32) -> bool {
-        let Some(message) = self.chats.get_mut(&chat_id).and_then(|c| c.messages.get_mut(&message_id)) else {
+        let Some(message) = self
+            .chats
+            .get_mut(&chat_id)
+            .and_then(|c| c.messages.get_mut(&message_id))
+        else {
             return false;
         };
         if message.deleted {
@@ -762,7 +832,11 @@ impl FakeState {
         }
         message.deleted = true;
         self.deletions.push((chat_id, message_id));
-        for sent in self.sent.iter_mut().filter(|s| s.chat_id == chat_id && s.message_id == message_id) {
+        for sent in self
+            .sent
+            .iter_mut()
+            .filter(|s| s.chat_id == chat_id && s.message_id == message_id)
+        {
             sent.deleted = true;
         }
         true
@@ -788,7 +862,11 @@ impl FakeState {
             .filter(|ids| !ids.is_empty())
             .ok_or_else(|| ApiError::bad_request("message identifiers are not specified"))?;
         // Like the real method, missing messages are skipped silently.
-        for id in ids.iter().filter_map(Value::as_i64).filter_map(|id| i32::try_from(id).ok()) {
+        for id in ids
+            .iter()
+            .filter_map(Value::as_i64)
+            .filter_map(|id| i32::try_from(id).ok())
+        {
             self.delete_one(chat_id, id);
         }
         Ok(json!(true))
@@ -811,8 +889,17 @@ async fn get_updates(shared: &Arc<Shared>, p: &Params) -> ApiResult {
     let timeout = p.int("timeout")?.unwrap_or(0).max(0) as u64;
     let allowed = match p.structured("allowed_updates")? {
         None => None,
-        Some(Value::Array(kinds)) => Some(kinds.iter().filter_map(|k| k.as_str().map(str::to_owned)).collect()),
-        Some(_) => return Err(ApiError::bad_request("can't parse allowed_updates JSON object")),
+        Some(Value::Array(kinds)) => Some(
+            kinds
+                .iter()
+                .filter_map(|k| k.as_str().map(str::to_owned))
+                .collect(),
+        ),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "can't parse allowed_updates JSON object",
+            ));
+        }
     };
     let _guard = {
         let mut st = shared.lock();
@@ -834,7 +921,9 @@ async fn get_updates(shared: &Arc<Shared>, p: &Params) -> ApiResult {
         {
             let st = shared.lock();
             if !st.updates.is_empty() || tokio::time::Instant::now() >= deadline {
-                return Ok(Value::Array(st.updates.iter().take(limit).cloned().collect()));
+                return Ok(Value::Array(
+                    st.updates.iter().take(limit).cloned().collect(),
+                ));
             }
         }
         // Either an update arrived or the deadline passed; the loop re-checks.
@@ -874,7 +963,10 @@ async fn handle_method(
     let fault = {
         let mut st = shared.lock();
         *st.calls.entry(method.to_owned()).or_default() += 1;
-        let recorded = params.as_ref().map(|p| Value::Object(p.0.clone())).unwrap_or(Value::Null);
+        let recorded = params
+            .as_ref()
+            .map(|p| Value::Object(p.0.clone()))
+            .unwrap_or(Value::Null);
         st.requests.push((method.to_owned(), recorded));
         st.faults.get_mut(method).and_then(VecDeque::pop_front)
     };
@@ -896,13 +988,18 @@ async fn fallback() -> Response {
 
 /// Applies `entities` or `parse_mode` to a raw text and trims it, giving the
 /// `(text, entities)` Telegram stores.
-fn render(raw: &str, parse_mode: Option<&str>, entities: Option<Value>) -> Result<(String, Vec<Value>), ApiError> {
+fn render(
+    raw: &str,
+    parse_mode: Option<&str>,
+    entities: Option<Value>,
+) -> Result<(String, Vec<Value>), ApiError> {
     let (text, entities) = match (entities, parse_mode) {
         (Some(Value::Array(entities)), _) => (raw.to_owned(), entities),
         (Some(_), _) => return Err(ApiError::bad_request("can't parse entities JSON object")),
         (None, None) => (raw.to_owned(), Vec::new()),
         (None, Some(mode)) => match mode.to_ascii_lowercase().as_str() {
-            "html" => parse_html(raw).map_err(|e| ApiError::bad_request(format!("can't parse entities: {e}")))?,
+            "html" => parse_html(raw)
+                .map_err(|e| ApiError::bad_request(format!("can't parse entities: {e}")))?,
             "markdown" | "markdownv2" => (raw.to_owned(), Vec::new()),
             _ => return Err(ApiError::bad_request("unsupported parse_mode")),
         },
@@ -914,7 +1011,9 @@ fn render(raw: &str, parse_mode: Option<&str>, entities: Option<Value>) -> Resul
 /// clipping entities (UTF-16 offsets) and dropping those left empty.
 fn trim_message(text: &str, entities: Vec<Value>) -> (String, Vec<Value>) {
     let trimmed_start = text.trim_start();
-    let lead = text[..text.len() - trimmed_start.len()].encode_utf16().count() as i64;
+    let lead = text[..text.len() - trimmed_start.len()]
+        .encode_utf16()
+        .count() as i64;
     let trimmed = trimmed_start.trim_end();
     let end = lead + trimmed.encode_utf16().count() as i64;
     let entities = entities
@@ -949,9 +1048,13 @@ fn parse_html(src: &str) -> Result<(String, Vec<Value>), String> {
     while i < src.len() {
         let rest = &src[i..];
         if let Some(after) = rest.strip_prefix("</") {
-            let close = after.find('>').ok_or_else(|| format!("Unclosed end tag at byte offset {i}"))?;
+            let close = after
+                .find('>')
+                .ok_or_else(|| format!("Unclosed end tag at byte offset {i}"))?;
             let name = after[..close].trim().to_ascii_lowercase();
-            let open = stack.pop().ok_or_else(|| format!("Unexpected end tag at byte offset {i}"))?;
+            let open = stack
+                .pop()
+                .ok_or_else(|| format!("Unexpected end tag at byte offset {i}"))?;
             if open.tag != name {
                 return Err(format!(
                     "Unmatched end tag at byte offset {i}, expected \"</{}>\", found \"</{name}>\"",
@@ -966,7 +1069,12 @@ fn parse_html(src: &str) -> Result<(String, Vec<Value>), String> {
             i += 2 + close + 1;
         } else if let Some(after) = rest.strip_prefix('<') {
             let (name, attrs, consumed) = parse_start_tag(after, i)?;
-            let attr = |key: &str| attrs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+            let attr = |key: &str| {
+                attrs
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.as_str())
+            };
             let entity = match name.as_str() {
                 "b" | "strong" => Some(json!({ "type": "bold" })),
                 "i" | "em" => Some(json!({ "type": "italic" })),
@@ -974,8 +1082,14 @@ fn parse_html(src: &str) -> Result<(String, Vec<Value>), String> {
                 "s" | "strike" | "del" => Some(json!({ "type": "strikethrough" })),
                 "tg-spoiler" => Some(json!({ "type": "spoiler" })),
                 "span" if attr("class") == Some("tg-spoiler") => Some(json!({ "type": "spoiler" })),
-                "span" => return Err(format!("Tag \"span\" must have class \"tg-spoiler\" at byte offset {i}")),
-                "a" => attr("href").and_then(normalize_url).map(|url| json!({ "type": "text_link", "url": url })),
+                "span" => {
+                    return Err(format!(
+                        "Tag \"span\" must have class \"tg-spoiler\" at byte offset {i}"
+                    ));
+                }
+                "a" => attr("href")
+                    .and_then(normalize_url)
+                    .map(|url| json!({ "type": "text_link", "url": url })),
                 "code" => match stack.last_mut().filter(|open| open.tag == "pre") {
                     // <pre><code class="language-x"> is one `pre` entity with a language.
                     Some(pre) => {
@@ -988,12 +1102,23 @@ fn parse_html(src: &str) -> Result<(String, Vec<Value>), String> {
                     None => Some(json!({ "type": "code" })),
                 },
                 "pre" => Some(json!({ "type": "pre" })),
-                "blockquote" if attr("expandable").is_some() => Some(json!({ "type": "expandable_blockquote" })),
+                "blockquote" if attr("expandable").is_some() => {
+                    Some(json!({ "type": "expandable_blockquote" }))
+                }
                 "blockquote" => Some(json!({ "type": "blockquote" })),
-                "tg-emoji" => attr("emoji-id").map(|id| json!({ "type": "custom_emoji", "custom_emoji_id": id })),
-                other => return Err(format!("Unsupported start tag \"{other}\" at byte offset {i}")),
+                "tg-emoji" => attr("emoji-id")
+                    .map(|id| json!({ "type": "custom_emoji", "custom_emoji_id": id })),
+                other => {
+                    return Err(format!(
+                        "Unsupported start tag \"{other}\" at byte offset {i}"
+                    ));
+                }
             };
-            stack.push(Open { tag: name, start: pos, entity });
+            stack.push(Open {
+                tag: name,
+                start: pos,
+                entity,
+            });
             i += 1 + consumed;
         } else {
             let (ch, consumed) = decode_entity(rest);
@@ -1003,17 +1128,26 @@ fn parse_html(src: &str) -> Result<(String, Vec<Value>), String> {
         }
     }
     if let Some(open) = stack.last() {
-        return Err(format!("Can't find end tag corresponding to start tag \"{}\"", open.tag));
+        return Err(format!(
+            "Can't find end tag corresponding to start tag \"{}\"",
+            open.tag
+        ));
     }
     entities.sort_by_key(|e| {
-        (e["offset"].as_u64().unwrap_or(0), Reverse(e["length"].as_u64().unwrap_or(0)))
+        (
+            e["offset"].as_u64().unwrap_or(0),
+            Reverse(e["length"].as_u64().unwrap_or(0)),
+        )
     });
     Ok((out, entities))
 }
 
+/// A parsed start tag: lower-cased name, `(attribute, value)` pairs, bytes consumed.
+type StartTag = (String, Vec<(String, String)>, usize);
+
 /// Parses `name attr="v" ...>` (the text after `<`), returning the lower-cased
 /// tag name, its attributes and the number of bytes consumed (including `>`).
-fn parse_start_tag(after: &str, at: usize) -> Result<(String, Vec<(String, String)>, usize), String> {
+fn parse_start_tag(after: &str, at: usize) -> Result<StartTag, String> {
     let bytes = after.as_bytes();
     let is_name = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
     let mut j = 0;
@@ -1039,11 +1173,17 @@ fn parse_start_tag(after: &str, at: usize) -> Result<(String, Vec<(String, Strin
             Some(_) => {}
         }
         let start = j;
-        while j < bytes.len() && !bytes[j].is_ascii_whitespace() && bytes[j] != b'=' && bytes[j] != b'>' {
+        while j < bytes.len()
+            && !bytes[j].is_ascii_whitespace()
+            && bytes[j] != b'='
+            && bytes[j] != b'>'
+        {
             j += 1;
         }
         if start == j {
-            return Err(format!("Empty attribute name in the tag \"{name}\" at byte offset {at}"));
+            return Err(format!(
+                "Empty attribute name in the tag \"{name}\" at byte offset {at}"
+            ));
         }
         let key = after[start..j].to_ascii_lowercase();
         skip_ws(&mut j);
@@ -1075,7 +1215,12 @@ fn parse_start_tag(after: &str, at: usize) -> Result<(String, Vec<(String, Strin
 /// `&amp;`, `&quot;`, `&#N;`, `&#xN;`) or a literal character. Returns the
 /// character and the number of bytes consumed.
 fn decode_entity(s: &str) -> (char, usize) {
-    for (name, ch) in [("&lt;", '<'), ("&gt;", '>'), ("&amp;", '&'), ("&quot;", '"')] {
+    for (name, ch) in [
+        ("&lt;", '<'),
+        ("&gt;", '>'),
+        ("&amp;", '&'),
+        ("&quot;", '"'),
+    ] {
         if s.starts_with(name) {
             return (ch, name.len());
         }
@@ -1085,13 +1230,18 @@ fn decode_entity(s: &str) -> (char, usize) {
             Some(hex) => (hex, 16, 3),
             None => (num, 10, 2),
         };
-        if let Some(end) = digits.find(';') {
-            if let Some(ch) = u32::from_str_radix(&digits[..end], radix).ok().and_then(char::from_u32) {
-                return (ch, prefix + end + 1);
-            }
+        if let Some(end) = digits.find(';')
+            && let Some(ch) = u32::from_str_radix(&digits[..end], radix)
+                .ok()
+                .and_then(char::from_u32)
+        {
+            return (ch, prefix + end + 1);
         }
     }
-    let ch = s.chars().next().expect("decode_entity called on empty input");
+    let ch = s
+        .chars()
+        .next()
+        .expect("decode_entity called on empty input");
     (ch, ch.len_utf8())
 }
 
@@ -1125,9 +1275,15 @@ impl FakeTelegram {
     /// The bot's user id is the numeric part of the token before `:` (as with
     /// real tokens), or 1000 if there is none; its username is `tgmx_test_bot`.
     pub async fn start(token: &str) -> FakeTelegram {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("fake Telegram: bind 127.0.0.1:0");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("fake Telegram: bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("fake Telegram: local_addr");
-        let bot_id = token.split(':').next().and_then(|id| id.parse().ok()).unwrap_or(1000);
+        let bot_id = token
+            .split(':')
+            .next()
+            .and_then(|id| id.parse().ok())
+            .unwrap_or(1000);
         let bot = TgUser {
             id: bot_id,
             first_name: "tgmx test bot".to_owned(),
@@ -1200,7 +1356,13 @@ impl FakeTelegram {
 
     /// Registers a (human) user. Like on Telegram, the private chat with the
     /// bot has the user's id as chat id; it is registered too.
-    pub fn add_user(&self, id: i64, first_name: &str, last_name: Option<&str>, username: Option<&str>) -> TgUser {
+    pub fn add_user(
+        &self,
+        id: i64,
+        first_name: &str,
+        last_name: Option<&str>,
+        username: Option<&str>,
+    ) -> TgUser {
         let user = TgUser {
             id,
             first_name: first_name.to_owned(),
@@ -1210,7 +1372,9 @@ impl FakeTelegram {
         };
         let mut st = self.shared.lock();
         st.users.insert(id, user.clone());
-        st.chats.entry(id).or_insert_with(|| Chat::new(id, ChatType::Private, None, Some(user.clone())));
+        st.chats
+            .entry(id)
+            .or_insert_with(|| Chat::new(id, ChatType::Private, None, Some(user.clone())));
         user
     }
 
@@ -1239,10 +1403,9 @@ impl FakeTelegram {
         };
         let mut st = self.shared.lock();
         st.users.entry(from.id).or_insert_with(|| from.clone());
-        let chat = st
-            .chats
-            .get_mut(&chat_id)
-            .unwrap_or_else(|| panic!("fake Telegram: inject into unknown chat {chat_id}; call add_chat first"));
+        let chat = st.chats.get_mut(&chat_id).unwrap_or_else(|| {
+            panic!("fake Telegram: inject into unknown chat {chat_id}; call add_chat first")
+        });
         if let Some(target) = reply_to {
             assert!(
                 chat.live(target).is_some(),
@@ -1263,7 +1426,9 @@ impl FakeTelegram {
                 deleted: false,
             },
         );
-        let payload = chat.message_json(message_id, true).expect("message just stored");
+        let payload = chat
+            .message_json(message_id, true)
+            .expect("message just stored");
         st.push_update("message", payload);
         drop(st);
         self.notify_update();
@@ -1276,16 +1441,23 @@ impl FakeTelegram {
     /// Panics if the message does not exist.
     pub fn inject_edit(&self, chat_id: i64, message_id: i32, new_text: &str) {
         let mut st = self.shared.lock();
-        let chat = st.chats.get_mut(&chat_id).unwrap_or_else(|| panic!("fake Telegram: unknown chat {chat_id}"));
+        let chat = st
+            .chats
+            .get_mut(&chat_id)
+            .unwrap_or_else(|| panic!("fake Telegram: unknown chat {chat_id}"));
         let message = chat
             .messages
             .get_mut(&message_id)
             .filter(|m| !m.deleted)
-            .unwrap_or_else(|| panic!("fake Telegram: no message {message_id} in chat {chat_id} to edit"));
+            .unwrap_or_else(|| {
+                panic!("fake Telegram: no message {message_id} in chat {chat_id} to edit")
+            });
         message.text = new_text.to_owned();
         message.entities.clear();
         message.edit_date = Some(now().max(message.date));
-        let payload = chat.message_json(message_id, true).expect("message just edited");
+        let payload = chat
+            .message_json(message_id, true)
+            .expect("message just edited");
         st.push_update("edited_message", payload);
         drop(st);
         self.notify_update();
@@ -1307,35 +1479,62 @@ impl FakeTelegram {
 
     /// The current Bot API `Message` JSON of a stored message (`None` if unknown or deleted).
     pub fn message(&self, chat_id: i64, message_id: i32) -> Option<Value> {
-        self.shared.lock().chats.get(&chat_id)?.message_json(message_id, true)
+        self.shared
+            .lock()
+            .chats
+            .get(&chat_id)?
+            .message_json(message_id, true)
     }
 
     /// Every message the bot sent to `chat_id`, in order, deleted ones included (`deleted: true`).
     pub fn sent(&self, chat_id: i64) -> Vec<SentMessage> {
-        self.shared.lock().sent.iter().filter(|s| s.chat_id == chat_id).cloned().collect()
+        self.shared
+            .lock()
+            .sent
+            .iter()
+            .filter(|s| s.chat_id == chat_id)
+            .cloned()
+            .collect()
     }
 
     /// `(message_id, raw new text)` of every successful `editMessageText` in `chat_id`, in order.
     pub fn edits(&self, chat_id: i64) -> Vec<(i32, String)> {
         let st = self.shared.lock();
-        st.edits.iter().filter(|e| e.0 == chat_id).map(|(_, id, text)| (*id, text.clone())).collect()
+        st.edits
+            .iter()
+            .filter(|e| e.0 == chat_id)
+            .map(|(_, id, text)| (*id, text.clone()))
+            .collect()
     }
 
     /// Ids of the messages the bot deleted in `chat_id`, in order.
     pub fn deleted(&self, chat_id: i64) -> Vec<i32> {
         let st = self.shared.lock();
-        st.deletions.iter().filter(|d| d.0 == chat_id).map(|d| d.1).collect()
+        st.deletions
+            .iter()
+            .filter(|d| d.0 == chat_id)
+            .map(|d| d.1)
+            .collect()
     }
 
     /// `(message_id, reaction array)` of every `setMessageReaction` in `chat_id`, in order.
     pub fn reactions(&self, chat_id: i64) -> Vec<(i32, Value)> {
         let st = self.shared.lock();
-        st.reactions.iter().filter(|r| r.0 == chat_id).map(|(_, id, r)| (*id, r.clone())).collect()
+        st.reactions
+            .iter()
+            .filter(|r| r.0 == chat_id)
+            .map(|(_, id, r)| (*id, r.clone()))
+            .collect()
     }
 
     /// Message ids currently pinned in `chat_id`, oldest pin first.
     pub fn pinned(&self, chat_id: i64) -> Vec<i32> {
-        self.shared.lock().chats.get(&chat_id).map(|c| c.pinned.clone()).unwrap_or_default()
+        self.shared
+            .lock()
+            .chats
+            .get(&chat_id)
+            .map(|c| c.pinned.clone())
+            .unwrap_or_default()
     }
 
     /// The command list last set with `setMyCommands` (a JSON array).
@@ -1350,7 +1549,12 @@ impl FakeTelegram {
 
     /// How many times `method` was called (case-insensitive), failed calls included.
     pub fn calls(&self, method: &str) -> usize {
-        self.shared.lock().calls.get(&method.to_ascii_lowercase()).copied().unwrap_or(0)
+        self.shared
+            .lock()
+            .calls
+            .get(&method.to_ascii_lowercase())
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The parameters (a JSON object; `null` if unparsable) of every call of
@@ -1358,7 +1562,11 @@ impl FakeTelegram {
     pub fn requests(&self, method: &str) -> Vec<Value> {
         let method = method.to_ascii_lowercase();
         let st = self.shared.lock();
-        st.requests.iter().filter(|(m, _)| *m == method).map(|(_, p)| p.clone()).collect()
+        st.requests
+            .iter()
+            .filter(|(m, _)| *m == method)
+            .map(|(_, p)| p.clone())
+            .collect()
     }
 
     /// Fault injection: the next `times` calls of `method` fail with HTTP
@@ -1369,12 +1577,20 @@ impl FakeTelegram {
     pub fn fail_next(&self, method: &str, status: u16, retry_after: Option<u32>, times: usize) {
         let mut st = self.shared.lock();
         let queue = st.faults.entry(method.to_ascii_lowercase()).or_default();
-        queue.extend(std::iter::repeat_n(ApiError::injected(status, retry_after), times));
+        queue.extend(std::iter::repeat_n(
+            ApiError::injected(status, retry_after),
+            times,
+        ));
     }
 
     /// Waits until at least `count` messages were sent to `chat_id` and returns
     /// them all; panics with what was sent so far if `timeout` elapses first.
-    pub async fn wait_sent(&self, chat_id: i64, count: usize, timeout: Duration) -> Vec<SentMessage> {
+    pub async fn wait_sent(
+        &self,
+        chat_id: i64,
+        count: usize,
+        timeout: Duration,
+    ) -> Vec<SentMessage> {
         self.wait_for(
             timeout,
             |fake| {
@@ -1383,7 +1599,10 @@ impl FakeTelegram {
             },
             |fake| {
                 let texts: Vec<String> = fake.sent(chat_id).into_iter().map(|s| s.text).collect();
-                format!("{count} message(s) sent to chat {chat_id}; got {}: {texts:?}", texts.len())
+                format!(
+                    "{count} message(s) sent to chat {chat_id}; got {}: {texts:?}",
+                    texts.len()
+                )
             },
         )
         .await
@@ -1400,8 +1619,18 @@ impl FakeTelegram {
     }
 
     /// Waits until `condition` holds; panics mentioning `what` on timeout.
-    pub async fn wait_until(&self, what: &str, timeout: Duration, mut condition: impl FnMut(&FakeTelegram) -> bool) {
-        self.wait_for(timeout, |fake| condition(fake).then_some(()), |_| what.to_owned()).await
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut condition: impl FnMut(&FakeTelegram) -> bool,
+    ) {
+        self.wait_for(
+            timeout,
+            |fake| condition(fake).then_some(()),
+            |_| what.to_owned(),
+        )
+        .await
     }
 
     /// Re-evaluates `check` after every request and test-side mutation until it
@@ -1424,7 +1653,10 @@ impl FakeTelegram {
                 if let Some(value) = check(self) {
                     return value;
                 }
-                panic!("fake Telegram: timed out after {timeout:?} waiting for {}", describe(self));
+                panic!(
+                    "fake Telegram: timed out after {timeout:?} waiting for {}",
+                    describe(self)
+                );
             }
         }
     }

@@ -7,8 +7,8 @@ use reqwest::Url;
 use serde_json::{Value, json};
 use teloxide::prelude::*;
 use teloxide::types::{
-    AllowedUpdate, BotCommand, MessageEntityKind, MessageId, ParseMode, ReactionType, ReplyParameters, Update,
-    UpdateKind, UserId,
+    AllowedUpdate, BotCommand, MessageEntityKind, MessageId, ParseMode, ReactionType,
+    ReplyParameters, Update, UpdateKind, UserId,
 };
 use teloxide::{ApiError, RequestError};
 
@@ -26,7 +26,11 @@ async fn setup() -> (FakeTelegram, Bot) {
 
 /// Polls without waiting and returns the updates.
 async fn poll(bot: &Bot, offset: i32) -> Vec<Update> {
-    bot.get_updates().offset(offset).timeout(0).await.expect("getUpdates")
+    bot.get_updates()
+        .offset(offset)
+        .timeout(0)
+        .await
+        .expect("getUpdates")
 }
 
 fn message(update: &Update) -> &Message {
@@ -54,7 +58,12 @@ async fn fake_telegram_injected_text_arrives_as_message() {
     let alice = fake.add_user(42, "Alice", Some("Liddell"), Some("alice"));
     let id = fake.inject_text(CHAT, &alice, "hello bridge");
 
-    let updates = bot.get_updates().offset(0).timeout(1).await.expect("getUpdates");
+    let updates = bot
+        .get_updates()
+        .offset(0)
+        .timeout(1)
+        .await
+        .expect("getUpdates");
     assert_eq!(updates.len(), 1);
     let m = message(&updates[0]);
     assert_eq!(m.id, MessageId(id));
@@ -125,7 +134,11 @@ async fn fake_telegram_long_poll_waits_and_wakes_on_injection() {
     let started = Instant::now();
     let updates = bot.get_updates().timeout(1).await.expect("getUpdates");
     assert!(updates.is_empty());
-    assert!(started.elapsed() >= Duration::from_millis(900), "returned after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "returned after {:?}",
+        started.elapsed()
+    );
 
     let injector = fake.clone();
     tokio::spawn(async move {
@@ -137,8 +150,14 @@ async fn fake_telegram_long_poll_waits_and_wakes_on_injection() {
     let elapsed = started.elapsed();
     assert_eq!(updates.len(), 1);
     assert_eq!(message(&updates[0]).text(), Some("wake up"));
-    assert!(elapsed >= Duration::from_millis(250), "returned before the injection: {elapsed:?}");
-    assert!(elapsed < Duration::from_secs(2), "did not wake promptly: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(250),
+        "returned before the injection: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "did not wake promptly: {elapsed:?}"
+    );
 }
 
 #[tokio::test]
@@ -160,7 +179,13 @@ async fn fake_telegram_offset_confirms_updates() {
     assert_eq!(fake.pending_updates(), 2);
 
     // `limit` caps the batch.
-    let limited = bot.get_updates().offset(second).limit(1).timeout(0).await.expect("getUpdates");
+    let limited = bot
+        .get_updates()
+        .offset(second)
+        .limit(1)
+        .timeout(0)
+        .await
+        .expect("getUpdates");
     assert_eq!(limited.len(), 1);
 
     let last = updates[2].id.0 as i32;
@@ -173,11 +198,19 @@ async fn fake_telegram_offset_confirms_updates() {
 async fn fake_telegram_allowed_updates_filters_new_updates() {
     let (fake, bot) = setup().await;
     let alice = fake.add_user(42, "Alice", None, None);
-    bot.get_updates().allowed_updates([AllowedUpdate::EditedMessage]).timeout(0).await.expect("getUpdates");
+    bot.get_updates()
+        .allowed_updates([AllowedUpdate::EditedMessage])
+        .timeout(0)
+        .await
+        .expect("getUpdates");
     let id = fake.inject_text(CHAT, &alice, "filtered out");
     assert_eq!(fake.pending_updates(), 0);
     fake.inject_edit(CHAT, id, "edited");
-    assert_eq!(fake.pending_updates(), 1, "the setting persists across calls");
+    assert_eq!(
+        fake.pending_updates(),
+        1,
+        "the setting persists across calls"
+    );
     let requests = fake.requests("getUpdates");
     assert_eq!(requests[0]["allowed_updates"], json!(["edited_message"]));
 }
@@ -190,9 +223,20 @@ async fn fake_telegram_concurrent_get_updates_conflict() {
         let bot = bot.clone();
         async move { bot.get_updates().timeout(10).await }
     });
-    fake.wait_calls("getUpdates", 1, Duration::from_secs(5)).await;
-    let err = bot.get_updates().timeout(0).await.expect_err("second poll must conflict");
-    assert!(matches!(err, RequestError::Api(ApiError::TerminatedByOtherGetUpdates)), "{err:?}");
+    fake.wait_calls("getUpdates", 1, Duration::from_secs(5))
+        .await;
+    let err = bot
+        .get_updates()
+        .timeout(0)
+        .await
+        .expect_err("second poll must conflict");
+    assert!(
+        matches!(
+            err,
+            RequestError::Api(ApiError::TerminatedByOtherGetUpdates)
+        ),
+        "{err:?}"
+    );
 
     fake.inject_text(CHAT, &alice, "release");
     let updates = long_poll.await.unwrap().expect("first poll");
@@ -214,16 +258,31 @@ async fn fake_telegram_send_message_html_is_recorded_raw() {
         .reply_parameters(ReplyParameters::new(MessageId(target)))
         .await
         .expect("sendMessage");
-    assert_eq!(sent.id, MessageId(target + 1), "ids are shared with user messages");
+    assert_eq!(
+        sent.id,
+        MessageId(target + 1),
+        "ids are shared with user messages"
+    );
     assert_eq!(sent.text(), Some("Alice: 1 < 2 & link ok"));
     assert_eq!(sent.from.as_ref().unwrap().id, UserId(123456));
     assert_eq!(sent.reply_to_message().unwrap().id, MessageId(target));
-    let kinds: Vec<_> = sent.entities().unwrap().iter().map(|e| (e.kind.clone(), e.offset, e.length)).collect();
+    let kinds: Vec<_> = sent
+        .entities()
+        .unwrap()
+        .iter()
+        .map(|e| (e.kind.clone(), e.offset, e.length))
+        .collect();
     assert_eq!(
         kinds,
         vec![
             (MessageEntityKind::Bold, 0, 5),
-            (MessageEntityKind::TextLink { url: Url::parse("https://example.org/").unwrap() }, 15, 4),
+            (
+                MessageEntityKind::TextLink {
+                    url: Url::parse("https://example.org/").unwrap()
+                },
+                15,
+                4
+            ),
             (MessageEntityKind::Italic, 20, 2),
         ]
     );
@@ -244,22 +303,51 @@ async fn fake_telegram_send_message_html_is_recorded_raw() {
 #[tokio::test]
 async fn fake_telegram_send_message_errors_match_telegram() {
     let (fake, bot) = setup().await;
-    let err = bot.send_message(ChatId(CHAT), "a<br>b").parse_mode(ParseMode::Html).await.unwrap_err();
-    assert!(matches!(&err, RequestError::Api(ApiError::CantParseEntities(d)) if d.contains("\"br\"")), "{err:?}");
-    let err = bot.send_message(ChatId(CHAT), "<b>open").parse_mode(ParseMode::Html).await.unwrap_err();
-    assert!(matches!(err, RequestError::Api(ApiError::CantParseEntities(_))), "{err:?}");
+    let err = bot
+        .send_message(ChatId(CHAT), "a<br>b")
+        .parse_mode(ParseMode::Html)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RequestError::Api(ApiError::CantParseEntities(d)) if d.contains("\"br\"")),
+        "{err:?}"
+    );
+    let err = bot
+        .send_message(ChatId(CHAT), "<b>open")
+        .parse_mode(ParseMode::Html)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RequestError::Api(ApiError::CantParseEntities(_))),
+        "{err:?}"
+    );
     let err = bot.send_message(ChatId(CHAT), "  \n ").await.unwrap_err();
-    assert!(matches!(err, RequestError::Api(ApiError::MessageTextIsEmpty)), "{err:?}");
+    assert!(
+        matches!(err, RequestError::Api(ApiError::MessageTextIsEmpty)),
+        "{err:?}"
+    );
     let err = bot.send_message(ChatId(-1), "hi").await.unwrap_err();
-    assert!(matches!(err, RequestError::Api(ApiError::ChatNotFound)), "{err:?}");
-    let err = bot.send_message(ChatId(CHAT), "x".repeat(4097)).await.unwrap_err();
-    assert!(matches!(err, RequestError::Api(ApiError::MessageIsTooLong)), "{err:?}");
+    assert!(
+        matches!(err, RequestError::Api(ApiError::ChatNotFound)),
+        "{err:?}"
+    );
+    let err = bot
+        .send_message(ChatId(CHAT), "x".repeat(4097))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RequestError::Api(ApiError::MessageIsTooLong)),
+        "{err:?}"
+    );
     let err = bot
         .send_message(ChatId(CHAT), "hi")
         .reply_parameters(ReplyParameters::new(MessageId(999)))
         .await
         .unwrap_err();
-    assert!(matches!(err, RequestError::Api(ApiError::MessageToReplyNotFound)), "{err:?}");
+    assert!(
+        matches!(err, RequestError::Api(ApiError::MessageToReplyNotFound)),
+        "{err:?}"
+    );
     assert!(fake.sent(CHAT).is_empty(), "failed sends are not recorded");
     assert_eq!(fake.calls("sendMessage"), 6);
 }
@@ -278,30 +366,58 @@ async fn fake_telegram_edit_and_delete_are_recorded() {
         .expect("editMessageText");
     assert_eq!(edited.text(), Some("final"));
     assert!(edited.edit_date().is_some());
-    assert_eq!(fake.edits(CHAT), vec![(sent.id.0, "<i>final</i>".to_owned())]);
+    assert_eq!(
+        fake.edits(CHAT),
+        vec![(sent.id.0, "<i>final</i>".to_owned())]
+    );
 
     let err = bot
         .edit_message_text(ChatId(CHAT), sent.id, "<i>final</i>")
         .parse_mode(ParseMode::Html)
         .await
         .unwrap_err();
-    assert!(matches!(err, RequestError::Api(ApiError::MessageNotModified)), "{err:?}");
-    let err = bot.edit_message_text(ChatId(CHAT), MessageId(theirs), "hijack").await.unwrap_err();
-    assert!(matches!(err, RequestError::Api(ApiError::MessageCantBeEdited)), "{err:?}");
+    assert!(
+        matches!(err, RequestError::Api(ApiError::MessageNotModified)),
+        "{err:?}"
+    );
+    let err = bot
+        .edit_message_text(ChatId(CHAT), MessageId(theirs), "hijack")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RequestError::Api(ApiError::MessageCantBeEdited)),
+        "{err:?}"
+    );
 
-    bot.delete_message(ChatId(CHAT), sent.id).await.expect("deleteMessage");
-    bot.delete_message(ChatId(CHAT), MessageId(theirs)).await.expect("delete a user's message");
+    bot.delete_message(ChatId(CHAT), sent.id)
+        .await
+        .expect("deleteMessage");
+    bot.delete_message(ChatId(CHAT), MessageId(theirs))
+        .await
+        .expect("delete a user's message");
     assert_eq!(fake.deleted(CHAT), vec![sent.id.0, theirs]);
     let record = fake.sent(CHAT);
     assert_eq!(record.len(), 1);
     assert!(record[0].deleted);
-    assert_eq!(record[0].text, "draft", "the record keeps the text as first sent");
+    assert_eq!(
+        record[0].text, "draft",
+        "the record keeps the text as first sent"
+    );
     assert!(fake.message(CHAT, sent.id.0).is_none());
 
     let err = bot.delete_message(ChatId(CHAT), sent.id).await.unwrap_err();
-    assert!(matches!(err, RequestError::Api(ApiError::MessageToDeleteNotFound)), "{err:?}");
-    let err = bot.edit_message_text(ChatId(CHAT), sent.id, "gone").await.unwrap_err();
-    assert!(matches!(err, RequestError::Api(ApiError::MessageToEditNotFound)), "{err:?}");
+    assert!(
+        matches!(err, RequestError::Api(ApiError::MessageToDeleteNotFound)),
+        "{err:?}"
+    );
+    let err = bot
+        .edit_message_text(ChatId(CHAT), sent.id, "gone")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RequestError::Api(ApiError::MessageToEditNotFound)),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -313,15 +429,23 @@ async fn fake_telegram_fail_next_retry_after() {
         RequestError::RetryAfter(secs) => assert_eq!(secs.seconds(), 2),
         other => panic!("expected RetryAfter, got {other:?}"),
     }
-    assert!(fake.sent(CHAT).is_empty(), "a rate-limited call has no effect");
-    bot.send_message(ChatId(CHAT), "hi").await.expect("second attempt succeeds");
+    assert!(
+        fake.sent(CHAT).is_empty(),
+        "a rate-limited call has no effect"
+    );
+    bot.send_message(ChatId(CHAT), "hi")
+        .await
+        .expect("second attempt succeeds");
     assert_eq!(fake.calls("sendmessage"), 2);
     assert_eq!(fake.sent(CHAT).len(), 1);
 
     fake.fail_next("getMe", 403, None, 2);
     for _ in 0..2 {
         let err = bot.get_me().await.unwrap_err();
-        assert!(matches!(err, RequestError::Api(ApiError::BotKickedFromSupergroup)), "{err:?}");
+        assert!(
+            matches!(err, RequestError::Api(ApiError::BotKickedFromSupergroup)),
+            "{err:?}"
+        );
     }
     bot.get_me().await.expect("faults are used up");
 }
@@ -331,19 +455,36 @@ async fn fake_telegram_wrong_token_and_unknown_method() {
     let (fake, _bot) = setup().await;
     let wrong = Bot::new("123456:WRONG").set_api_url(Url::parse(&fake.api_url()).unwrap());
     let err = wrong.get_me().await.unwrap_err();
-    assert!(matches!(err, RequestError::Api(ApiError::InvalidToken)), "{err:?}");
+    assert!(
+        matches!(err, RequestError::Api(ApiError::InvalidToken)),
+        "{err:?}"
+    );
     assert_eq!(fake.calls("getMe"), 0, "unauthorized calls are not counted");
 
     let http = reqwest::Client::new();
-    let response = http.post(format!("{}/bot{TOKEN}/noSuchMethod", fake.api_url())).send().await.unwrap();
+    let response = http
+        .post(format!("{}/bot{TOKEN}/noSuchMethod", fake.api_url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 404);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body, json!({ "ok": false, "error_code": 404, "description": "Not Found" }));
+    assert_eq!(
+        body,
+        json!({ "ok": false, "error_code": 404, "description": "Not Found" })
+    );
 
-    let response = http.get(format!("{}/bot123456:WRONG/getMe", fake.api_url())).send().await.unwrap();
+    let response = http
+        .get(format!("{}/bot123456:WRONG/getMe", fake.api_url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 401);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body, json!({ "ok": false, "error_code": 401, "description": "Unauthorized" }));
+    assert_eq!(
+        body,
+        json!({ "ok": false, "error_code": 401, "description": "Unauthorized" })
+    );
 }
 
 #[tokio::test]
@@ -352,7 +493,14 @@ async fn fake_telegram_accepts_query_and_form_encodings() {
     let http = reqwest::Client::new();
     let base = format!("{}/bot{TOKEN}", fake.api_url());
 
-    let body: Value = http.get(format!("{base}/GETME")).send().await.unwrap().json().await.unwrap();
+    let body: Value = http
+        .get(format!("{base}/GETME"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body["ok"], json!(true));
     assert_eq!(body["result"]["username"], json!("tgmx_test_bot"));
 
@@ -366,7 +514,10 @@ async fn fake_telegram_accepts_query_and_form_encodings() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["ok"], json!(true), "{body}");
     assert_eq!(body["result"]["text"], json!("hi"));
-    assert_eq!(body["result"]["entities"], json!([{ "type": "bold", "offset": 0, "length": 2 }]));
+    assert_eq!(
+        body["result"]["entities"],
+        json!([{ "type": "bold", "offset": 0, "length": 2 }])
+    );
     assert!(body["result"].get("reply_to_message").is_none());
     assert_eq!(fake.sent(CHAT)[0].text, "<b>hi</b>");
 
@@ -393,9 +544,14 @@ async fn fake_telegram_chat_and_bookkeeping_methods_parse() {
     assert!(private.is_private());
     assert_eq!(private.username(), Some("alice"));
     let err = bot.get_chat(ChatId(-5)).await.unwrap_err();
-    assert!(matches!(err, RequestError::Api(ApiError::ChatNotFound)), "{err:?}");
+    assert!(
+        matches!(err, RequestError::Api(ApiError::ChatNotFound)),
+        "{err:?}"
+    );
 
-    bot.set_my_commands([BotCommand::new("status", "Show bridge status")]).await.expect("setMyCommands");
+    bot.set_my_commands([BotCommand::new("status", "Show bridge status")])
+        .await
+        .expect("setMyCommands");
     assert_eq!(fake.commands()[0]["command"], json!("status"));
     assert_eq!(bot.get_my_commands().await.unwrap().len(), 1);
     bot.delete_webhook().await.expect("deleteWebhook");
@@ -403,24 +559,45 @@ async fn fake_telegram_chat_and_bookkeeping_methods_parse() {
     assert!(info.url.is_none());
     assert_eq!(info.pending_update_count, 1);
 
-    bot.pin_chat_message(ChatId(CHAT), MessageId(id)).await.expect("pinChatMessage");
+    bot.pin_chat_message(ChatId(CHAT), MessageId(id))
+        .await
+        .expect("pinChatMessage");
     assert_eq!(fake.pinned(CHAT), vec![id]);
-    bot.unpin_chat_message(ChatId(CHAT)).await.expect("unpinChatMessage");
+    bot.unpin_chat_message(ChatId(CHAT))
+        .await
+        .expect("unpinChatMessage");
     assert!(fake.pinned(CHAT).is_empty());
     bot.set_message_reaction(ChatId(CHAT), MessageId(id))
-        .reaction([ReactionType::Emoji { emoji: "👍".to_owned() }])
+        .reaction([ReactionType::Emoji {
+            emoji: "👍".to_owned(),
+        }])
         .await
         .expect("setMessageReaction");
-    assert_eq!(fake.reactions(CHAT), vec![(id, json!([{ "type": "emoji", "emoji": "👍" }]))]);
+    assert_eq!(
+        fake.reactions(CHAT),
+        vec![(id, json!([{ "type": "emoji", "emoji": "👍" }]))]
+    );
 
-    let me = bot.get_chat_member(ChatId(CHAT), UserId(123456)).await.expect("getChatMember bot");
+    let me = bot
+        .get_chat_member(ChatId(CHAT), UserId(123456))
+        .await
+        .expect("getChatMember bot");
     assert!(me.kind.is_administrator());
-    let member = bot.get_chat_member(ChatId(CHAT), UserId(42)).await.expect("getChatMember user");
+    let member = bot
+        .get_chat_member(ChatId(CHAT), UserId(42))
+        .await
+        .expect("getChatMember user");
     assert!(member.kind.is_member());
     assert_eq!(member.user.username.as_deref(), Some("alice"));
-    let admins = bot.get_chat_administrators(ChatId(CHAT)).await.expect("getChatAdministrators");
+    let admins = bot
+        .get_chat_administrators(ChatId(CHAT))
+        .await
+        .expect("getChatAdministrators");
     assert_eq!(admins.len(), 1);
-    let photos = bot.get_user_profile_photos(UserId(42)).await.expect("getUserProfilePhotos");
+    let photos = bot
+        .get_user_profile_photos(UserId(42))
+        .await
+        .expect("getUserProfilePhotos");
     assert_eq!(photos.total_count, 0);
 }
 
@@ -429,4 +606,30 @@ async fn fake_telegram_chat_and_bookkeeping_methods_parse() {
 async fn fake_telegram_wait_sent_times_out_clearly() {
     let (fake, _bot) = setup().await;
     fake.wait_sent(CHAT, 1, Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn fake_telegram_abandoned_long_poll_frees_the_slot() {
+    let (fake, bot) = setup().await;
+    // A client that gives up on its long poll (daemon stopped, timeout) must
+    // not leave the fake answering 409 to the next poller.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let url = format!("{}/bot{TOKEN}/getUpdates?timeout=30", fake.api_url());
+    assert!(impatient.get(url).send().await.is_err());
+    // The server notices the disconnect asynchronously: allow a short grace period.
+    let started = Instant::now();
+    loop {
+        match bot.get_updates().timeout(0).await {
+            Ok(updates) => break assert!(updates.is_empty()),
+            Err(RequestError::Api(ApiError::TerminatedByOtherGetUpdates))
+                if started.elapsed() < Duration::from_secs(2) =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(err) => panic!("poll slot not freed: {err:?}"),
+        }
+    }
 }
