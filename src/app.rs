@@ -1,8 +1,9 @@
 //! Wiring: `App::build(config)` binds the appservice port and opens the database;
-//! `run_until_stopped(shutdown)` runs the HTTP server, the Telegram poller and the two bridge
-//! workers until `shutdown` resolves, then stops them in order.
+//! `run_until_stopped(shutdown)` runs the HTTP server, the Telegram poller, the two bridge
+//! workers, the announcer and the config watcher until `shutdown` resolves, then stops them.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,8 @@ pub struct App {
     listener: TcpListener,
     bridge: Arc<Bridge>,
     registration: Registration,
+    /// The file to re-read on SIGHUP or when it changes; `None` for the embedded default.
+    config_path: Option<PathBuf>,
 }
 
 impl App {
@@ -30,13 +33,23 @@ impl App {
         let mx = MatrixClient::new(&cfg.homeserver.url, &registration.as_token);
         let api_url = url::Url::parse(&cfg.gateway.telegram.api_url)
             .map_err(|e| Error::Config(format!("`gateway.telegram.api_url`: {e}")))?;
-        let token = if cfg.gateway.telegram.enabled { cfg.telegram_token()?.to_owned() } else { String::new() };
+        let token = match cfg.telegram_token() {
+            Ok(t) => t.to_owned(),
+            Err(e) if cfg.gateway.telegram.enabled => return Err(e),
+            Err(_) => String::new(),
+        };
         let tg = Bot::new(token).set_api_url(api_url);
         let listener = TcpListener::bind(cfg.appservice.listen)
             .await
             .map_err(|e| Error::Config(format!("`appservice.listen`: cannot bind {}: {e}", cfg.appservice.listen)))?;
         let bridge = Arc::new(Bridge::new(cfg, store, mx, tg));
-        Ok(App { listener, bridge, registration })
+        Ok(App { listener, bridge, registration, config_path: None })
+    }
+
+    /// Watch this file for live reloads (SIGHUP or a change of its content).
+    pub fn with_config_path(mut self, path: PathBuf) -> App {
+        self.config_path = Some(path);
+        self
     }
 
     pub fn port(&self) -> u16 {
@@ -48,10 +61,12 @@ impl App {
     }
 
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-        let App { listener, bridge, registration } = self;
+        let App { listener, bridge, registration, config_path } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mx_wake = Arc::new(Notify::new());
         let tg_wake = Arc::new(Notify::new());
+        bridge.store.set_kv("daemon_pid", &std::process::id().to_string()).await?;
+        bridge.init_mode().await?;
 
         let user_bridge = bridge.clone();
         let state = AsState {
@@ -61,20 +76,7 @@ impl App {
             user_exists: Arc::new(move |user: &str| {
                 let b = user_bridge.clone();
                 let user = user.to_owned();
-                Box::pin(async move {
-                    if user == b.bot_mxid.as_str() {
-                        return true;
-                    }
-                    let Some(id) = user
-                        .strip_prefix('@')
-                        .and_then(|u| u.strip_prefix(b.cfg.appservice.puppet_prefix.as_str()))
-                        .and_then(|u| u.split(':').next())
-                        .and_then(|id| id.parse::<i64>().ok())
-                    else {
-                        return false;
-                    };
-                    b.is_bridge_user(&user) && matches!(b.store.puppet(id).await, Ok(Some(_)))
-                })
+                Box::pin(async move { b.user_exists(&user).await })
             }),
         };
         tracing::info!(addr = %listener.local_addr()?, "appservice listening");
@@ -87,39 +89,24 @@ impl App {
                 .await
         });
 
-        // Bot user and rooms: retried until every configured room is joined.
-        let setup_bridge = bridge.clone();
-        let mut setup_stop = stop_rx.clone();
-        let setup = tokio::spawn(async move {
-            let mut wait = Duration::from_millis(500);
-            loop {
-                match setup_bridge.setup().await {
-                    Ok(pending) if pending.is_empty() => return,
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("setup failed (homeserver down?): {e}"),
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {},
-                    _ = setup_stop.wait_for(|s| *s) => return,
-                }
-                wait = (wait * 2).min(Duration::from_secs(30));
-            }
-        });
-
-        let mut tasks = vec![setup];
-        let tg_cfg = &bridge.cfg.gateway.telegram;
-        if tg_cfg.enabled {
+        let mut tasks = vec![
+            tokio::spawn(setup_loop(bridge.clone(), stop_rx.clone())),
+            tokio::spawn(bridge.clone().run_announcer(stop_rx.clone())),
+        ];
+        if let Some(path) = config_path {
+            tasks.push(tokio::spawn(watch_config(bridge.clone(), path, stop_rx.clone())));
+        }
+        if bridge.cfg().telegram_token().is_ok() {
             tasks.push(tokio::spawn(crate::telegram::poller::run(
                 bridge.tg.clone(),
                 bridge.store.clone(),
                 tg_wake.clone(),
-                tg_cfg.poll_timeout,
+                bridge.cfg().gateway.telegram.poll_timeout,
+                bridge.mode_watch(),
                 stop_rx.clone(),
             )));
         }
-        let b = bridge.clone();
-        let b2 = bridge.clone();
-        let b3 = bridge.clone();
+        let (b, b2, b3) = (bridge.clone(), bridge.clone(), bridge.clone());
         tasks.push(tokio::spawn(run_worker(
             "telegram->matrix",
             Direction::TgToMx,
@@ -169,6 +156,69 @@ impl App {
         match tokio::time::timeout(Duration::from_secs(10), http).await {
             Ok(Ok(Err(e))) => Err(Error::Io(e)),
             _ => Ok(()),
+        }
+    }
+}
+
+/// Bot user and rooms: retried until every configured room is joined, again after a reload.
+async fn setup_loop(bridge: Arc<Bridge>, mut stop: watch::Receiver<bool>) {
+    let mut wait = Duration::from_millis(500);
+    loop {
+        let done = match bridge.setup().await {
+            Ok(pending) => pending.is_empty(),
+            Err(e) => {
+                tracing::warn!("setup failed (homeserver down?): {e}");
+                false
+            }
+        };
+        if done {
+            wait = Duration::from_millis(500);
+            tokio::select! {
+                _ = bridge.setup_wake.notified() => {},
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {},
+                _ = bridge.setup_wake.notified() => {},
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            wait = (wait * 2).min(Duration::from_secs(30));
+        }
+    }
+}
+
+/// Live reload on SIGHUP and on a change of the file's content. An invalid file is rejected
+/// with a log line and the configuration in force stays.
+async fn watch_config(bridge: Arc<Bridge>, path: PathBuf, mut stop: watch::Receiver<bool>) {
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).expect("SIGHUP handler");
+    let mut last = std::fs::read(&path).ok();
+    loop {
+        #[cfg(unix)]
+        let why = tokio::select! {
+            _ = hup.recv() => "SIGHUP",
+            _ = tokio::time::sleep(Duration::from_secs(1)) => "file change",
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        #[cfg(not(unix))]
+        let why = tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => "file change",
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let now = std::fs::read(&path).ok();
+        if why == "file change" && now == last {
+            continue;
+        }
+        last = now;
+        match Config::load(&path) {
+            Ok(cfg) => {
+                tracing::info!(trigger = why, path = %path.display(), "reloading config");
+                if let Err(e) = bridge.reload(cfg).await {
+                    tracing::error!("config reload failed: {e}");
+                }
+            }
+            Err(e) => tracing::error!(trigger = why, "config reload rejected, the previous configuration stays in force: {e}"),
         }
     }
 }

@@ -32,6 +32,23 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Switch the primary surface: rewrites `gateway.primary_platform` (and the fallback) in the
+    /// config file, keeping its comments and layout, then signals the running daemon (SIGHUP).
+    Primary {
+        /// `matrix` (cutover) or `telegram` (parallel run / rollback).
+        #[arg(value_parser = ["matrix", "telegram"])]
+        platform: String,
+        /// With `matrix`: put Telegram in standby (fallback `none`: the bot stops reading it).
+        #[arg(long)]
+        standby: bool,
+        #[arg(short, long, env = "TGMX_CONFIG", default_value = "config.yaml")]
+        config: PathBuf,
+    },
+    /// Show the current mode and the history of switches.
+    Status {
+        #[arg(short, long, env = "TGMX_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Validate the config file and print the effective settings (no secrets).
     CheckConfig {
         #[arg(short, long, env = "TGMX_CONFIG")]

@@ -83,6 +83,57 @@ pub struct GatewayConfig {
     #[serde(default)]
     pub matrix: MatrixGateway,
     pub telegram: TelegramGateway,
+    /// Cross-side duplicate suppression for mapped identities.
+    #[serde(default)]
+    pub dedupe: DedupeConfig,
+    /// Texts posted (and pinned in Telegram) when the primary surface changes.
+    #[serde(default)]
+    pub announcements: Announcements,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DedupeConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// A copy posted on the other platform within this many seconds is not mirrored again.
+    #[serde(default = "default_dedupe_window")]
+    pub window_secs: u64,
+}
+
+impl Default for DedupeConfig {
+    fn default() -> Self {
+        Self { enabled: true, window_secs: default_dedupe_window() }
+    }
+}
+
+fn default_dedupe_window() -> u64 {
+    120
+}
+
+/// Announcement texts. `{link}` becomes the matrix.to link of the room.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Announcements {
+    pub cutover_telegram: String,
+    pub cutover_matrix: String,
+    pub standby_telegram: String,
+    pub standby_matrix: String,
+    pub rollback_telegram: String,
+    pub rollback_matrix: String,
+}
+
+impl Default for Announcements {
+    fn default() -> Self {
+        Self {
+            cutover_telegram: "PRIMARY SURFACE CHANGE: Matrix is now the command channel. Telegram remains as fallback for 48 hours. Join: {link}".into(),
+            cutover_matrix: "PRIMARY SURFACE CHANGE: Matrix is now the command channel. Telegram stays mirrored as fallback for 48 hours.".into(),
+            standby_telegram: "Fallback mode only. Active surface is Matrix. Join: {link}".into(),
+            standby_matrix: "Telegram is in standby: the bridge no longer reads from or relays to Telegram.".into(),
+            rollback_telegram: "PRIMARY SURFACE CHANGE (rollback): Telegram is the command channel again. Matrix stays mirrored.".into(),
+            rollback_matrix: "PRIMARY SURFACE CHANGE (rollback): Telegram is the command channel again. Messages sent on Telegram meanwhile are bridged below, in order.".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -257,6 +308,12 @@ impl Config {
         }
         if self.gateway.primary_platform == self.gateway.fallback_platform {
             return Err(invalid("gateway.fallback_platform", "must differ from primary_platform (or be `none`)"));
+        }
+        if !self.gateway.telegram.enabled && self.gateway.primary_platform == Platform::Telegram {
+            return Err(invalid("gateway.telegram.enabled", "cannot be false while primary_platform is telegram"));
+        }
+        if self.gateway.dedupe.window_secs > 24 * 3600 {
+            return Err(invalid("gateway.dedupe.window_secs", "at most 86400"));
         }
         let mut chats = std::collections::HashSet::new();
         let mut rooms = std::collections::HashSet::new();

@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - [`config`]: the operator's YAML config and the appservice registration, validated on load.
+//! - [`config_edit`]: layout-preserving edits of the config file (`tgmx primary`).
 //! - [`storage`]: SQLite (sqlx, `migrations/`): portals, puppets, message map, inboxes, offset.
 //! - [`matrix`]: the appservice HTTP API (axum), a client-server client, HTML conversion.
 //! - [`telegram`]: long polling into the durable inbox, entity conversion.
@@ -24,6 +25,7 @@ pub mod app;
 pub mod bridge;
 pub mod cli;
 pub mod config;
+pub mod config_edit;
 pub mod error;
 pub mod matrix;
 pub mod storage;

@@ -39,7 +39,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Run { config } => {
             let cfg = load(config.as_ref())?;
             init_tracing(&cfg.logging.level);
-            let app = tgmx::App::build(cfg).await.context("cannot start")?;
+            let mut app = tgmx::App::build(cfg).await.context("cannot start")?;
+            if let Some(path) = config {
+                app = app.with_config_path(path);
+            }
             app.run_until_stopped(shutdown_signal()).await?;
         }
         Command::GenerateRegistration { config, output, force } => {
@@ -52,6 +55,23 @@ async fn main() -> anyhow::Result<()> {
             write_private(&out, &reg.to_yaml())?;
             println!("wrote {} (appservice id {:?}, url {})", out.display(), reg.id, reg.url.as_deref().unwrap_or("-"));
         }
+        Command::Primary { platform, standby, config } => primary(&platform, standby, &config).await?,
+        Command::Status { config } => {
+            let cfg = load(config.as_ref())?;
+            let store = tgmx::storage::Store::open(&cfg.database).await?;
+            let configured = tgmx::bridge::cutover::Mode::of(&cfg);
+            let current = store.current_mode().await?.unwrap_or_else(|| "never started".into());
+            println!("mode: {current} (config says {})", configured.as_str());
+            println!("switch history:");
+            for (from, to, at, reason) in store.switches().await? {
+                println!("  {}  {} -> {}  ({reason})", fmt_ms(at), from.as_deref().unwrap_or("-"), to);
+            }
+            let pending = store.pending_announcements().await?.len();
+            println!("announcements pending: {pending}");
+            for d in [tgmx::storage::Direction::TgToMx, tgmx::storage::Direction::MxToTg] {
+                println!("messages {}: {}", d.as_str(), store.count_links(d).await?);
+            }
+        }
         Command::CheckConfig { config } => {
             let cfg = load(config.as_ref())?;
             println!("config ok: homeserver {} ({}), {} room(s), {} identity mapping(s), primary {:?}",
@@ -59,6 +79,75 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn fmt_ms(ms: i64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// `tgmx primary`: edit the config file in place (validated first), then SIGHUP the daemon.
+async fn primary(platform: &str, standby: bool, path: &Path) -> anyhow::Result<()> {
+    use tgmx::config_edit::set_scalar;
+    if standby && platform != "matrix" {
+        bail!("--standby only goes with `matrix`");
+    }
+    let original = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let fallback = match (platform, standby) {
+        ("matrix", true) => "none",
+        ("matrix", false) => "telegram",
+        _ => "matrix",
+    };
+    let mut text = set_scalar(&original, &["gateway", "primary_platform"], platform)?;
+    text = set_scalar(&text, &["gateway", "fallback_platform"], fallback)?;
+    let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let cfg = match Config::parse(&text, base) {
+        Ok(c) if c.gateway.telegram.enabled || platform == "matrix" => c,
+        _ => {
+            // Rolling back from a standby that was made with `telegram.enabled: false`.
+            text = set_scalar(&text, &["gateway", "telegram", "enabled"], "true")?;
+            Config::parse(&text, base).context("the edited config would be invalid; file left unchanged")?
+        }
+    };
+    let mode = tgmx::bridge::cutover::Mode::of(&cfg);
+    let tmp = path.with_extension("yaml.tgmx-tmp");
+    std::fs::write(&tmp, &text)?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        std::fs::set_permissions(&tmp, meta.permissions())?;
+    }
+    std::fs::rename(&tmp, path)?;
+    println!("{}: primary_platform {platform}, fallback_platform {fallback} (mode {})", path.display(), mode.as_str());
+    let store = tgmx::storage::Store::open(&cfg.database).await?;
+    match store.get_kv("daemon_pid").await?.and_then(|p| p.parse::<i32>().ok()) {
+        Some(pid) if pid > 0 && is_tgmx_process(pid) => {
+            // SAFETY: plain kill(2) on a pid; no memory is involved.
+            unsafe { libc::kill(pid, libc::SIGHUP) };
+            println!("signalled the running daemon (pid {pid}) to reload");
+        }
+        _ => println!("no running daemon found; the change applies when it starts (it also watches the file)"),
+    }
+    Ok(())
+}
+
+/// Whether `pid` is a live tgmx process (a stale pid may belong to something else by now).
+fn is_tgmx_process(pid: i32) -> bool {
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmd) => cmd.split(|b| *b == 0).next().is_some_and(|argv0| String::from_utf8_lossy(argv0).contains("tgmx")),
+        // No procfs: fall back to "the pid exists".
+        // SAFETY: kill(2) with signal 0 only checks for existence.
+        Err(_) => std::path::Path::new("/proc/self").exists().then_some(false).unwrap_or(unsafe { libc::kill(pid, 0) } == 0),
+    }
 }
 
 /// Write a file readable only by its owner (it holds tokens).

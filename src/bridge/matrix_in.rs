@@ -32,6 +32,10 @@ impl Bridge {
         if self.is_bridge_user(sender.as_str()) || ev["content"].get(SOURCE_KEY).is_some() {
             return Ok(()); // our own echo
         }
+        if !self.mode().relays_to_telegram() {
+            tracing::debug!(%room, kind, "standby: not relayed to telegram");
+            return Ok(());
+        }
         match kind {
             "m.room.message" => self.mx_message(&ev, &room, &sender, chat).await,
             "m.room.redaction" => self.mx_redaction(&ev, chat).await,
@@ -53,7 +57,7 @@ impl Bridge {
             "join" => self.remember_name(room, &target, ev["content"]["displayname"].as_str()),
             "leave" | "ban" => {
                 self.remember_name(room, &target, None);
-                if self.is_bridge_user(target.as_str()) || self.cfg.identities.iter().any(|i| i.matrix == target) {
+                if self.is_bridge_user(target.as_str()) || self.identity_for_mx(&target).is_some() {
                     self.store.set_member(target.as_str(), room.as_str(), false).await?;
                 }
             }
@@ -105,6 +109,16 @@ impl Bridge {
         if self.store.link_by_event(event_id).await?.is_some() {
             return Ok(()); // already relayed before a restart
         }
+        let ts = ev["origin_server_ts"].as_i64().unwrap_or_default();
+        let is_text = matches!(content["msgtype"].as_str(), Some("m.text" | "m.notice" | "m.emote"));
+        if let (Some(tg_user), true) = (self.identity_for_mx(sender), is_text) {
+            let body = content["body"].as_str().unwrap_or_default();
+            if let Some(twin) = self.telegram_twin(sender, tg_user, chat, event_id, body, ts).await? {
+                // The Telegram post is the original; on Matrix it is its bridged copy, if any.
+                let mx_copy = self.store.link_by_tg(chat, twin).await?.map_or(event_id.to_owned(), |l| l.mx_event_id);
+                return self.mark_original(room, &mx_copy, chat, twin).await;
+            }
+        }
         let text = self.relay_text(room, sender, content).await;
         let mut req = self.tg.send_message(ChatId(chat), text).parse_mode(ParseMode::Html);
         if let Some(target) = relates["m.in_reply_to"]["event_id"].as_str() {
@@ -113,7 +127,6 @@ impl Bridge {
             }
         }
         let sent = req.await?;
-        let ts = ev["origin_server_ts"].as_i64().unwrap_or_default();
         self.store.link_message(chat, sent.id.0, room.as_str(), event_id, Direction::MxToTg, sender.as_str(), ts).await?;
         tracing::debug!(%event_id, chat, msg = sent.id.0, "matrix -> telegram");
         Ok(())

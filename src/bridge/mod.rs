@@ -5,6 +5,8 @@
 //! retries a transient failure (with backoff, honouring `retry_after`) without moving on, so order
 //! is kept and nothing is skipped; a permanent failure is recorded in `failures` and skipped.
 
+pub mod cutover;
+pub mod dedupe;
 pub mod matrix_in;
 pub mod telegram_in;
 
@@ -27,7 +29,8 @@ pub const SOURCE_KEY: &str = "fi.tgmx.source";
 
 /// Shared state of the bridge core.
 pub struct Bridge {
-    pub cfg: Config,
+    /// The configuration in force; replaced as a whole on reload.
+    cfg: RwLock<Arc<Config>>,
     pub store: Store,
     pub mx: MatrixClient,
     pub tg: Bot,
@@ -36,12 +39,47 @@ pub struct Bridge {
     portals: RwLock<HashMap<i64, OwnedRoomId>>,
     /// Display names of Matrix senders per room, from member events.
     names: Mutex<HashMap<(OwnedRoomId, OwnedUserId), String>>,
+    /// Current mode; the poller and the workers watch it.
+    mode_tx: watch::Sender<cutover::Mode>,
+    /// Wakes the announcer after a switch is recorded.
+    announce_wake: Notify,
+    /// Wakes the room setup loop after the room list changed.
+    pub setup_wake: Notify,
 }
 
 impl Bridge {
     pub fn new(cfg: Config, store: Store, mx: MatrixClient, tg: Bot) -> Bridge {
         let bot_mxid = cfg.bot_user_id();
-        Bridge { cfg, store, mx, tg, bot_mxid, portals: RwLock::default(), names: Mutex::default() }
+        let mode = cutover::Mode::of(&cfg);
+        Bridge {
+            cfg: RwLock::new(Arc::new(cfg)),
+            store,
+            mx,
+            tg,
+            bot_mxid,
+            portals: RwLock::default(),
+            names: Mutex::default(),
+            mode_tx: watch::Sender::new(mode),
+            announce_wake: Notify::new(),
+            setup_wake: Notify::new(),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn cfg(&self) -> Arc<Config> {
+        self.cfg.read().expect("lock").clone()
+    }
+
+    fn set_cfg(&self, cfg: Config) {
+        *self.cfg.write().expect("lock") = Arc::new(cfg);
+    }
+
+    /// Forget portals whose chat is no longer configured.
+    fn retain_configured_portals(&self) {
+        let cfg = self.cfg();
+        self.portals.write().expect("lock").retain(|chat, room| {
+            cfg.rooms.iter().any(|r| r.telegram == *chat && (r.matrix.is_room_alias_id() || r.matrix.as_str() == room.as_str()))
+        });
     }
 
     pub fn room_for_chat(&self, chat: i64) -> Option<OwnedRoomId> {
@@ -54,14 +92,12 @@ impl Bridge {
 
     /// Whether the chat is configured (even if its room is not resolved yet).
     pub fn chat_is_configured(&self, chat: i64) -> bool {
-        self.cfg.rooms.iter().any(|r| r.telegram == chat)
+        self.cfg().rooms.iter().any(|r| r.telegram == chat)
     }
 
     pub fn puppet_mxid(&self, tg_user: i64) -> OwnedUserId {
-        OwnedUserId::try_from(format!(
-            "@{}{}:{}",
-            self.cfg.appservice.puppet_prefix, tg_user, self.cfg.homeserver.server_name
-        ))
+        let cfg = self.cfg();
+        OwnedUserId::try_from(format!("@{}{}:{}", cfg.appservice.puppet_prefix, tg_user, cfg.homeserver.server_name))
         .expect("valid puppet id")
     }
 
@@ -70,27 +106,34 @@ impl Bridge {
         if user == self.bot_mxid.as_str() {
             return true;
         }
-        let Some(rest) = user.strip_prefix('@').and_then(|u| u.strip_prefix(self.cfg.appservice.puppet_prefix.as_str())) else {
+        let cfg = self.cfg();
+        let Some(rest) = user.strip_prefix('@').and_then(|u| u.strip_prefix(cfg.appservice.puppet_prefix.as_str())) else {
             return false;
         };
-        let server_suffix = format!(":{}", self.cfg.homeserver.server_name);
+        let server_suffix = format!(":{}", cfg.homeserver.server_name);
         rest.strip_suffix(server_suffix.as_str()).is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
     }
 
     /// The Matrix account a mapped person (double puppet) uses, for a Telegram user id.
     pub fn identity_for_tg(&self, tg_user: i64) -> Option<OwnedUserId> {
-        self.cfg.identities.iter().find(|i| i.telegram == tg_user).map(|i| i.matrix.clone())
+        self.cfg().identities.iter().find(|i| i.telegram == tg_user).map(|i| i.matrix.clone())
+    }
+
+    /// The Telegram user id of a mapped Matrix account.
+    pub fn identity_for_mx(&self, user: &UserId) -> Option<i64> {
+        self.cfg().identities.iter().find(|i| i.matrix == user).map(|i| i.telegram)
     }
 
     /// Ensure the bot exists and every configured room is resolved and joined. Rooms that fail
     /// are retried by the caller.
     pub async fn setup(&self) -> Result<Vec<String>> {
-        self.mx.register(&self.cfg.appservice.bot_localpart).await?;
-        if self.mx.displayname(&self.bot_mxid).await?.as_deref() != Some(&self.cfg.appservice.bot_displayname) {
-            self.mx.set_displayname(&self.bot_mxid, &self.cfg.appservice.bot_displayname).await?;
+        let cfg = self.cfg();
+        self.mx.register(&cfg.appservice.bot_localpart).await?;
+        if self.mx.displayname(&self.bot_mxid).await?.as_deref() != Some(&cfg.appservice.bot_displayname) {
+            self.mx.set_displayname(&self.bot_mxid, &cfg.appservice.bot_displayname).await?;
         }
         let mut pending = Vec::new();
-        for r in &self.cfg.rooms {
+        for r in &cfg.rooms {
             if self.room_for_chat(r.telegram).is_some() {
                 continue;
             }
@@ -112,7 +155,8 @@ impl Bridge {
 
     /// An invite for the bot to a configured room arrived: join and link it.
     pub async fn accept_invite(&self, room: &str) -> Result<bool> {
-        for r in &self.cfg.rooms {
+        let cfg = self.cfg();
+        for r in &cfg.rooms {
             let matches = if r.matrix.is_room_id() {
                 r.matrix.as_str() == room
             } else {
@@ -143,6 +187,22 @@ impl Bridge {
             self.mx.join(room.as_str(), user).await?;
         }
         self.store.set_member(user.as_str(), room.as_str(), true).await
+    }
+
+    /// Appservice user query: the bot and puppets of Telegram users we have seen exist.
+    pub async fn user_exists(&self, user: &str) -> bool {
+        if user == self.bot_mxid.as_str() {
+            return true;
+        }
+        if !self.is_bridge_user(user) {
+            return false;
+        }
+        let prefix_len = 1 + self.cfg().appservice.puppet_prefix.len();
+        let id = user.get(prefix_len..).and_then(|u| u.split(':').next()).and_then(|id| id.parse::<i64>().ok());
+        match id {
+            Some(id) => matches!(self.store.puppet(id).await, Ok(Some(_))),
+            None => false,
+        }
     }
 
     /// Display name of a Matrix user in a room, cached; falls back to the localpart.

@@ -315,6 +315,119 @@ impl Store {
         Ok(())
     }
 
+    // ---- modes and announcements ----
+
+    /// The mode of the newest switch, if any was recorded.
+    pub async fn current_mode(&self) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT to_mode FROM mode_switches ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Record a switch and the announcements it owes, atomically. Returns the switch id.
+    pub async fn record_switch(&self, from: Option<&str>, to: &str, reason: &str, announcements: &[(String, String)]) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let id = sqlx::query("INSERT INTO mode_switches (from_mode, to_mode, at, reason) VALUES (?, ?, ?, ?)")
+            .bind(from)
+            .bind(to)
+            .bind(now_ms())
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?
+            .last_insert_rowid();
+        for (target, kind) in announcements {
+            sqlx::query("INSERT INTO announcements (switch_id, target, kind) VALUES (?, ?, ?)")
+                .bind(id)
+                .bind(target)
+                .bind(kind)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Switch history, oldest first: (from, to, at ms, reason).
+    pub async fn switches(&self) -> Result<Vec<(Option<String>, String, i64, String)>> {
+        let rows = sqlx::query("SELECT from_mode, to_mode, at, reason FROM mode_switches ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
+    }
+
+    /// Announcements not yet posted: (switch id, target, kind), oldest first.
+    pub async fn pending_announcements(&self) -> Result<Vec<(i64, String, String)>> {
+        let rows = sqlx::query("SELECT switch_id, target, kind FROM announcements WHERE done_at IS NULL ORDER BY switch_id, target")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+
+    pub async fn announcement_done(&self, switch_id: i64, target: &str, tg_msg_id: Option<i32>) -> Result<()> {
+        sqlx::query("UPDATE announcements SET done_at = ?, tg_msg_id = ? WHERE switch_id = ? AND target = ?")
+            .bind(now_ms())
+            .bind(tg_msg_id)
+            .bind(switch_id)
+            .bind(target)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Telegram messages of earlier posted announcements in a chat (to unpin on rollback).
+    pub async fn pinned_announcements(&self, target: &str, before_switch: i64) -> Result<Vec<i32>> {
+        Ok(sqlx::query_scalar(
+            "SELECT tg_msg_id FROM announcements WHERE target = ? AND switch_id < ? AND tg_msg_id IS NOT NULL",
+        )
+        .bind(target)
+        .bind(before_switch)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    // ---- cross-side duplicate watch ----
+
+    /// Remember a post of a mapped identity (platform `telegram` or `matrix`).
+    pub async fn watch_post(&self, platform: &str, reference: &str, identity: &str, chat: i64, norm: &str, ts: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO echo_watch (platform, ref, identity, tg_chat_id, norm, ts) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(platform)
+        .bind(reference)
+        .bind(identity)
+        .bind(chat)
+        .bind(norm)
+        .bind(ts)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query("DELETE FROM echo_watch WHERE ts < ?").bind(now_ms() - 86_400_000).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// A post of the same identity and text on `platform` within `window_ms` of `ts`.
+    pub async fn find_watched(&self, platform: &str, identity: &str, chat: i64, norm: &str, ts: i64, window_ms: i64) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT ref FROM echo_watch WHERE platform = ? AND identity = ? AND tg_chat_id = ? AND norm = ?
+             AND ts BETWEEN ? AND ? ORDER BY ts LIMIT 1",
+        )
+        .bind(platform)
+        .bind(identity)
+        .bind(chat)
+        .bind(norm)
+        .bind(ts - window_ms)
+        .bind(ts + window_ms)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn all_mx_inbox(&self) -> Result<Vec<InboxItem>> {
+        self.next_mx_inbox(i64::MAX).await
+    }
+
+    pub async fn all_tg_inbox(&self) -> Result<Vec<InboxItem>> {
+        self.next_tg_inbox(i64::MAX).await
+    }
+
     // ---- failures ----
 
     pub async fn record_failure(&self, direction: Direction, source_ref: &str, reason: &str) -> Result<()> {

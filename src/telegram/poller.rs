@@ -11,6 +11,7 @@ use teloxide::prelude::*;
 use teloxide::types::AllowedUpdate;
 use tokio::sync::{watch, Notify};
 
+use crate::bridge::cutover::Mode;
 use crate::error::Error;
 use crate::storage::Store;
 
@@ -19,7 +20,16 @@ pub fn allowed_updates() -> Vec<AllowedUpdate> {
     vec![AllowedUpdate::Message, AllowedUpdate::EditedMessage, AllowedUpdate::MessageReaction]
 }
 
-pub async fn run(bot: Bot, store: Store, wake: Arc<Notify>, timeout_secs: u32, mut shutdown: watch::Receiver<bool>) {
+/// Poll while the mode reads Telegram; in standby, make no request at all (updates wait on
+/// Telegram's side for 24 hours and are fetched on rollback).
+pub async fn run(
+    bot: Bot,
+    store: Store,
+    wake: Arc<Notify>,
+    timeout_secs: u32,
+    mut mode: watch::Receiver<Mode>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     // A webhook and getUpdates exclude each other; the bridge polls.
     if let Err(e) = bot.delete_webhook().await {
         tracing::warn!("deleteWebhook failed: {}", Error::from(e));
@@ -28,6 +38,15 @@ pub async fn run(bot: Bot, store: Store, wake: Arc<Notify>, timeout_secs: u32, m
     loop {
         if *shutdown.borrow() {
             return;
+        }
+        if !mode.borrow_and_update().reads_telegram() {
+            tracing::info!("standby: not reading telegram");
+            tokio::select! {
+                _ = mode.wait_for(|m| m.reads_telegram()) => {},
+                _ = shutdown.changed() => return,
+            }
+            tracing::info!("reading telegram again");
+            continue;
         }
         let offset = match store.tg_offset().await {
             Ok(o) => o,
@@ -44,6 +63,7 @@ pub async fn run(bot: Bot, store: Store, wake: Arc<Notify>, timeout_secs: u32, m
             .allowed_updates(allowed_updates());
         let res = tokio::select! {
             r = req.send() => r,
+            _ = mode.changed() => continue,
             _ = shutdown.changed() => return,
         };
         match res {

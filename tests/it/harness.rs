@@ -44,10 +44,12 @@ pub fn tgmx_bin() -> &'static str {
 }
 
 /// Config for slot `i` (written again per test with the real Telegram URL and room).
-pub fn slot_config(i: usize, port: u16, hs_url: &str, api_url: &str, rooms: &[(String, i64)], extra: &str) -> String {
+/// `gateway_extra` holds more lines for the `gateway:` block, indented by two spaces.
+pub fn slot_config(i: usize, port: u16, hs_url: &str, api_url: &str, rooms: &[(String, i64)], gateway_extra: &str) -> String {
     let rooms_yaml: String = rooms.iter().map(|(r, c)| format!("  - {{matrix: \"{r}\", telegram: {c}}}\n")).collect();
     format!(
-        r#"homeserver: {{url: "{hs_url}", server_name: localhost}}
+        r#"# tgmx test config, slot {i}
+homeserver: {{url: "{hs_url}", server_name: localhost}}
 appservice:
   listen: "127.0.0.1:{port}"
   registration: registration.yaml
@@ -57,14 +59,19 @@ appservice:
   puppet_prefix: tg{i}_
 database: "sqlite://tgmx.db"
 gateway:
+  # the mode under test
   primary_platform: telegram
   fallback_platform: matrix
-  telegram: {{enabled: true, api_url: "{api_url}", poll_timeout: 2}}
+  telegram:
+    enabled: true
+    api_url: "{api_url}"
+    poll_timeout: 2
+{gateway_extra}
 rooms:
 {rooms_yaml}identities:
   - {{matrix: "@op{i}_alex:localhost", telegram: 4242}}
 logging: {{level: "info,tgmx=debug"}}
-{extra}"#
+"#
     )
 }
 
@@ -199,16 +206,30 @@ impl MxUser {
             .unwrap();
     }
 
-    /// All `m.room.message` events of the room, oldest first.
-    pub async fn messages(&self, room: &str) -> Vec<Value> {
+    /// All timeline events of the room, oldest first.
+    pub async fn events(&self, room: &str) -> Vec<Value> {
         let v = self
             .call("GET", &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=1000", enc(room)), None)
             .await
             .unwrap();
-        let mut evs: Vec<Value> =
-            v["chunk"].as_array().unwrap().iter().filter(|e| e["type"] == "m.room.message").cloned().collect();
+        let mut evs: Vec<Value> = v["chunk"].as_array().unwrap().clone();
         evs.reverse();
         evs
+    }
+
+    /// All `m.room.message` events of the room, oldest first.
+    pub async fn messages(&self, room: &str) -> Vec<Value> {
+        self.events(room).await.into_iter().filter(|e| e["type"] == "m.room.message").collect()
+    }
+
+    /// `m.reaction` keys on `event`, with their senders.
+    pub async fn reactions(&self, room: &str, event: &str) -> Vec<(String, String)> {
+        self.events(room)
+            .await
+            .into_iter()
+            .filter(|e| e["type"] == "m.reaction" && e["content"]["m.relates_to"]["event_id"] == event)
+            .map(|e| (e["sender"].as_str().unwrap_or_default().to_owned(), e["content"]["m.relates_to"]["key"].as_str().unwrap_or_default().to_owned()))
+            .collect()
     }
 
     /// Wait until at least `n` messages match `pred`; returns the matching ones.
@@ -289,9 +310,42 @@ impl TestApp {
         self.dir.join("config.yaml")
     }
 
-    pub fn write_config(&self, extra: &str) {
-        let cfg = slot_config(self.slot, self.port, &Synapse::get().url, &self.tg.api_url(), &[(self.room.clone(), self.chat)], extra);
+    pub fn write_config(&self, gateway_extra: &str) {
+        let cfg = slot_config(self.slot, self.port, &Synapse::get().url, &self.tg.api_url(), &[(self.room.clone(), self.chat)], gateway_extra);
         std::fs::write(self.config_path(), cfg).unwrap();
+    }
+
+    /// Rewrite the config file through `f`.
+    pub fn edit_config(&self, f: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(self.config_path()).unwrap();
+        std::fs::write(self.config_path(), f(text)).unwrap();
+    }
+
+    /// Send SIGHUP to the daemon.
+    pub fn hup(&self) {
+        let pid = self.child.as_ref().expect("running").id();
+        assert!(Command::new("kill").arg("-HUP").arg(pid.to_string()).status().unwrap().success());
+    }
+
+    /// Run a `tgmx` subcommand against this app's config; returns (success, stdout + stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(tgmx_bin())
+            .args(args)
+            .arg("-c")
+            .arg(self.config_path())
+            .env("TGMX_TELEGRAM_TOKEN", TG_TOKEN)
+            .output()
+            .unwrap();
+        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+
+    /// Wait until the daemon log contains `needle`.
+    pub async fn wait_log(&self, needle: &str) {
+        let start = Instant::now();
+        while !self.log().contains(needle) {
+            assert!(start.elapsed() < Duration::from_secs(30), "log never said {needle:?}:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub fn log_path(&self) -> PathBuf {

@@ -1,0 +1,327 @@
+//! The cutover state machine: which surface is primary, whether Telegram is read at all, the
+//! announcements owed when that changes, and live reload of the configuration.
+//!
+//! The mode is a function of the config (`Mode::of`); the bridge persists every change in
+//! `mode_switches` so that a restart neither re-announces nor forgets a switch made while it was
+//! down, and the announcements a switch owes are stored with it and posted until done.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use teloxide::prelude::*;
+use teloxide::types::MessageId;
+use tokio::sync::watch;
+
+use super::Bridge;
+use crate::config::{Config, Platform};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Telegram is primary; both sides mirrored.
+    Parallel,
+    /// Matrix is primary; Telegram is still mirrored as fallback.
+    Cutover,
+    /// Matrix only; the bot neither reads Telegram nor relays to it (it is not deleted).
+    Standby,
+}
+
+impl Mode {
+    pub fn of(cfg: &Config) -> Mode {
+        let g = &cfg.gateway;
+        match g.primary_platform {
+            Platform::Matrix if !g.telegram.enabled || g.fallback_platform == Platform::None => Mode::Standby,
+            Platform::Matrix => Mode::Cutover,
+            Platform::Telegram | Platform::None => Mode::Parallel,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Parallel => "parallel",
+            Mode::Cutover => "cutover",
+            Mode::Standby => "standby",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "parallel" => Some(Mode::Parallel),
+            "cutover" => Some(Mode::Cutover),
+            "standby" => Some(Mode::Standby),
+            _ => None,
+        }
+    }
+
+    /// Whether Telegram updates are fetched.
+    pub fn reads_telegram(self) -> bool {
+        self != Mode::Standby
+    }
+
+    /// Whether Matrix messages are relayed to Telegram.
+    pub fn relays_to_telegram(self) -> bool {
+        self != Mode::Standby
+    }
+}
+
+/// The announcement a transition owes, if any.
+pub fn announcement_for(from: Mode, to: Mode) -> Option<&'static str> {
+    match (from, to) {
+        (a, b) if a == b => None,
+        (_, Mode::Parallel) => Some("rollback"),
+        (_, Mode::Cutover) => Some("cutover"),
+        (_, Mode::Standby) => Some("standby"),
+    }
+}
+
+/// Keys that only take effect after a restart, and whether they differ.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    if old.homeserver != new.homeserver {
+        keys.push("homeserver");
+    }
+    if old.appservice != new.appservice {
+        keys.push("appservice");
+    }
+    if old.database != new.database {
+        keys.push("database");
+    }
+    if old.gateway.telegram.bot_token != new.gateway.telegram.bot_token {
+        keys.push("gateway.telegram.bot_token");
+    }
+    if old.gateway.telegram.api_url != new.gateway.telegram.api_url {
+        keys.push("gateway.telegram.api_url");
+    }
+    if old.gateway.telegram.poll_timeout != new.gateway.telegram.poll_timeout {
+        keys.push("gateway.telegram.poll_timeout");
+    }
+    if old.logging != new.logging {
+        keys.push("logging");
+    }
+    keys
+}
+
+/// The config that takes effect: the new live keys on top of the old restart-only ones.
+pub fn merge_live(old: &Config, new: &Config) -> (Config, Vec<&'static str>) {
+    let ignored = restart_only_changes(old, new);
+    let mut merged = new.clone();
+    merged.homeserver = old.homeserver.clone();
+    merged.appservice = old.appservice.clone();
+    merged.database = old.database.clone();
+    merged.logging = old.logging.clone();
+    merged.gateway.telegram.bot_token = old.gateway.telegram.bot_token.clone();
+    merged.gateway.telegram.api_url = old.gateway.telegram.api_url.clone();
+    merged.gateway.telegram.poll_timeout = old.gateway.telegram.poll_timeout;
+    (merged, ignored)
+}
+
+impl Bridge {
+    pub fn mode(&self) -> Mode {
+        *self.mode_tx.borrow()
+    }
+
+    pub fn mode_watch(&self) -> watch::Receiver<Mode> {
+        self.mode_tx.subscribe()
+    }
+
+    /// At start: compare the configured mode with the last recorded one. A change made while the
+    /// daemon was down is a switch like any other (announced once); the first run only records.
+    pub async fn init_mode(&self) -> Result<()> {
+        let mode = Mode::of(&self.cfg());
+        match self.store.current_mode().await?.as_deref().and_then(Mode::parse) {
+            None => {
+                self.store.record_switch(None, mode.as_str(), "first start", &[]).await?;
+                tracing::info!(mode = mode.as_str(), "bridge mode (first start)");
+            }
+            Some(prev) if prev != mode => self.switch(prev, mode, "config changed while stopped").await?,
+            Some(_) => tracing::info!(mode = mode.as_str(), "bridge mode"),
+        }
+        self.mode_tx.send_replace(mode);
+        Ok(())
+    }
+
+    async fn switch(&self, from: Mode, to: Mode, reason: &str) -> Result<()> {
+        let mut targets = Vec::new();
+        if let Some(kind) = announcement_for(from, to) {
+            let cfg = self.cfg();
+            for r in &cfg.rooms {
+                targets.push((format!("tg:{}", r.telegram), kind.to_owned()));
+                if let Some(room) = self.room_for_chat(r.telegram) {
+                    targets.push((format!("mx:{room}"), kind.to_owned()));
+                }
+            }
+        }
+        self.store.record_switch(Some(from.as_str()), to.as_str(), reason, &targets).await?;
+        tracing::info!(from = from.as_str(), to = to.as_str(), reason, "MODE SWITCH {} -> {}", from.as_str(), to.as_str());
+        self.announce_wake.notify_one();
+        Ok(())
+    }
+
+    /// Apply a new, already validated config. Restart-only keys keep their old values (and are
+    /// named in the log); everything else takes effect now.
+    pub async fn reload(&self, new: Config) -> Result<()> {
+        let old = self.cfg();
+        let (merged, ignored) = merge_live(&old, &new);
+        for key in &ignored {
+            tracing::warn!(key, "config key changed but can only change with a restart; keeping the running value");
+        }
+        if merged == *old {
+            tracing::info!("config reloaded: no change");
+            return Ok(());
+        }
+        let (from, to) = (Mode::of(&old), Mode::of(&merged));
+        tracing::info!(
+            "config reloaded: mode {} -> {}, rooms {} -> {}, identities {} -> {}",
+            from.as_str(),
+            to.as_str(),
+            old.rooms.len(),
+            merged.rooms.len(),
+            old.identities.len(),
+            merged.identities.len()
+        );
+        let rooms_changed = old.rooms != merged.rooms;
+        self.set_cfg(merged);
+        if rooms_changed {
+            self.retain_configured_portals();
+            self.setup_wake.notify_one();
+        }
+        if from != to {
+            self.switch(from, to, "config reload").await?;
+            self.mode_tx.send_replace(to);
+        }
+        Ok(())
+    }
+
+    fn announcement_text(&self, kind: &str, telegram: bool, room_link: &str) -> String {
+        let cfg = self.cfg();
+        let a = &cfg.gateway.announcements;
+        let t = match (kind, telegram) {
+            ("cutover", true) => &a.cutover_telegram,
+            ("cutover", false) => &a.cutover_matrix,
+            ("standby", true) => &a.standby_telegram,
+            ("standby", false) => &a.standby_matrix,
+            ("rollback", true) => &a.rollback_telegram,
+            _ => &a.rollback_matrix,
+        };
+        t.replace("{link}", room_link)
+    }
+
+    fn matrix_link(&self, chat: i64) -> String {
+        let cfg = self.cfg();
+        let target = cfg
+            .rooms
+            .iter()
+            .find(|r| r.telegram == chat)
+            .map(|r| r.matrix.to_string())
+            .or_else(|| self.room_for_chat(chat).map(|r| r.to_string()))
+            .unwrap_or_default();
+        format!("https://matrix.to/#/{target}")
+    }
+
+    async fn post_announcement(&self, switch_id: i64, target: &str, kind: &str) -> Result<Option<i32>> {
+        if let Some(chat) = target.strip_prefix("tg:").and_then(|c| c.parse::<i64>().ok()) {
+            let text = self.announcement_text(kind, true, &self.matrix_link(chat));
+            let sent = self.tg.send_message(ChatId(chat), text).await?;
+            if let Err(e) = self.tg.pin_chat_message(ChatId(chat), sent.id).await {
+                tracing::warn!(chat, "cannot pin the announcement (is the bot an admin?): {}", Error::from(e));
+            }
+            if kind == "rollback" {
+                for old in self.store.pinned_announcements(target, switch_id).await? {
+                    let _ = self.tg.unpin_chat_message(ChatId(chat)).message_id(MessageId(old)).await;
+                }
+            }
+            return Ok(Some(sent.id.0));
+        }
+        if let Some(room) = target.strip_prefix("mx:") {
+            let chat = self.chat_for_room(room).unwrap_or_default();
+            let body = self.announcement_text(kind, false, &self.matrix_link(chat));
+            let content = json!({"msgtype": "m.notice", "body": body});
+            self.mx.send(room, &self.bot_mxid, "m.room.message", &format!("announce{switch_id}"), &content).await?;
+        }
+        Ok(None)
+    }
+
+    /// Post owed announcements until none is left; retried with backoff, never repeated.
+    pub async fn run_announcer(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let pending = self.store.pending_announcements().await.unwrap_or_default();
+            let mut failed = false;
+            for (switch_id, target, kind) in pending {
+                match self.post_announcement(switch_id, &target, &kind).await {
+                    Ok(msg) => {
+                        tracing::info!(%target, kind, "announcement posted");
+                        if let Err(e) = self.store.announcement_done(switch_id, &target, msg).await {
+                            tracing::error!("cannot record announcement: {e}");
+                        }
+                    }
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!(%target, "announcement failed, will retry: {e}");
+                        failed = true;
+                    }
+                    Err(e) => {
+                        tracing::error!(%target, "announcement cannot be posted: {e}");
+                        let _ = self.store.record_failure(crate::storage::Direction::MxToTg, &format!("announce:{target}"), &e.to_string()).await;
+                        let _ = self.store.announcement_done(switch_id, &target, None).await;
+                    }
+                }
+            }
+            let wait = if failed { backoff } else { Duration::from_secs(3600) };
+            backoff = if failed { (backoff * 2).min(Duration::from_secs(30)) } else { Duration::from_millis(500) };
+            tokio::select! {
+                _ = self.announce_wake.notified() => {},
+                _ = tokio::time::sleep(wait) => {},
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn cfg(gateway: &str) -> Config {
+        let text = format!(
+            "homeserver: {{url: \"http://h\", server_name: hs}}\nappservice: {{}}\ngateway:\n{gateway}\n  telegram: {{bot_token: \"1:a\"}}\n"
+        );
+        Config::parse(&text, Path::new(".")).unwrap()
+    }
+
+    #[test]
+    fn modes_follow_the_gateway_block() {
+        assert_eq!(Mode::of(&cfg("  primary_platform: telegram")), Mode::Parallel);
+        assert_eq!(Mode::of(&cfg("  primary_platform: matrix\n  fallback_platform: telegram")), Mode::Cutover);
+        assert_eq!(Mode::of(&cfg("  primary_platform: matrix\n  fallback_platform: none")), Mode::Standby);
+        let mut c = cfg("  primary_platform: matrix\n  fallback_platform: telegram");
+        c.gateway.telegram.enabled = false;
+        assert_eq!(Mode::of(&c), Mode::Standby);
+        assert!(!Mode::Standby.reads_telegram() && Mode::Cutover.reads_telegram() && Mode::Parallel.relays_to_telegram());
+    }
+
+    #[test]
+    fn transitions_owe_the_right_announcement() {
+        use Mode::*;
+        assert_eq!(announcement_for(Parallel, Cutover), Some("cutover"));
+        assert_eq!(announcement_for(Cutover, Standby), Some("standby"));
+        assert_eq!(announcement_for(Parallel, Standby), Some("standby"));
+        assert_eq!(announcement_for(Standby, Parallel), Some("rollback"));
+        assert_eq!(announcement_for(Cutover, Parallel), Some("rollback"));
+        assert_eq!(announcement_for(Standby, Cutover), Some("cutover"));
+        assert_eq!(announcement_for(Cutover, Cutover), None);
+    }
+
+    #[test]
+    fn restart_only_keys_are_kept_and_named() {
+        let old = cfg("  primary_platform: telegram");
+        let mut new = cfg("  primary_platform: matrix");
+        new.gateway.fallback_platform = Platform::Telegram;
+        new.database = "sqlite://other.db".into();
+        let (merged, ignored) = merge_live(&old, &new);
+        assert_eq!(ignored, vec!["database"]);
+        assert_eq!(merged.database, old.database);
+        assert_eq!(Mode::of(&merged), Mode::Cutover);
+    }
+}
