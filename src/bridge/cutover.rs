@@ -316,8 +316,7 @@ mod tests {
     #[test]
     fn restart_only_keys_are_kept_and_named() {
         let old = cfg("  primary_platform: telegram");
-        let mut new = cfg("  primary_platform: matrix");
-        new.gateway.fallback_platform = Platform::Telegram;
+        let mut new = cfg("  primary_platform: matrix\n  fallback_platform: telegram");
         new.database = "sqlite://other.db".into();
         let (merged, ignored) = merge_live(&old, &new);
         assert_eq!(ignored, vec!["database"]);
