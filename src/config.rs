@@ -163,6 +163,25 @@ pub struct TelegramGateway {
     /// Long-polling timeout in seconds.
     #[serde(default = "default_poll_timeout")]
     pub poll_timeout: u32,
+    /// Largest file the bot may download (cloud Bot API: 20 MB; a self-hosted server: up to 2000 MB).
+    #[serde(default = "default_max_download")]
+    pub max_download_bytes: u64,
+    /// Largest file the bot may upload (cloud Bot API: 50 MB).
+    #[serde(default = "default_max_upload")]
+    pub max_upload_bytes: u64,
+    /// Largest image sent as a photo; bigger images go as documents (cloud Bot API: 10 MB).
+    #[serde(default = "default_max_photo")]
+    pub max_photo_bytes: u64,
+}
+
+fn default_max_download() -> u64 {
+    20 * 1024 * 1024
+}
+fn default_max_upload() -> u64 {
+    50 * 1024 * 1024
+}
+fn default_max_photo() -> u64 {
+    10 * 1024 * 1024
 }
 
 impl std::fmt::Debug for TelegramGateway {
@@ -173,6 +192,8 @@ impl std::fmt::Debug for TelegramGateway {
             .field("bot_token", &self.bot_token.as_ref().map(|_| "<redacted>"))
             .field("api_url", &self.api_url)
             .field("poll_timeout", &self.poll_timeout)
+            .field("max_download_bytes", &self.max_download_bytes)
+            .field("max_upload_bytes", &self.max_upload_bytes)
             .finish()
     }
 }

@@ -29,6 +29,9 @@ pub enum Error {
         /// The server asked us to wait this long (`parameters.retry_after`).
         retry_after: Option<std::time::Duration>,
     },
+    /// A file exceeds a limit on the way (bytes).
+    #[error("file too large to bridge: {} > {}", human_size(*size), human_size(*limit))]
+    TooLarge { size: u64, limit: u64 },
     /// Work that cannot be done yet (e.g. a room not resolved); retried later.
     #[error("not ready: {0}")]
     NotReady(String),
@@ -70,6 +73,19 @@ impl From<teloxide::RequestError> for Error {
     }
 }
 
+/// "23 MB", "512 KB", "12 B" (decimal-ish, as Telegram states its limits).
+pub fn human_size(bytes: u64) -> String {
+    const MB: u64 = 1024 * 1024;
+    if bytes >= MB {
+        let tenths = (bytes * 10 + MB / 2) / MB;
+        if tenths % 10 == 0 { format!("{} MB", tenths / 10) } else { format!("{}.{} MB", tenths / 10, tenths % 10) }
+    } else if bytes >= 1024 {
+        format!("{} KB", bytes.div_ceil(1024))
+    } else {
+        format!("{bytes} B")
+    }
+}
+
 /// Replace the token in any `/bot<token>/` URL path inside `s` (reqwest errors quote the URL).
 pub fn redact_bot_token(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -89,6 +105,14 @@ pub fn redact_bot_token(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sizes_read_like_telegram_limits() {
+        assert_eq!(super::human_size(20 * 1024 * 1024), "20 MB");
+        assert_eq!(super::human_size(23 * 1024 * 1024 + 300_000), "23.3 MB");
+        assert_eq!(super::human_size(1500), "2 KB");
+        assert_eq!(super::human_size(12), "12 B");
+    }
+
     #[test]
     fn bot_tokens_are_redacted() {
         let s = "error sending request for url (https://api.telegram.org/bot123:AAxx-yy/getUpdates)";

@@ -39,6 +39,7 @@ impl Bridge {
         match kind {
             "m.room.message" => self.mx_message(&ev, &room, &sender, chat).await,
             "m.room.redaction" => self.mx_redaction(&ev, chat).await,
+            "m.reaction" => self.mx_reaction(&ev, &sender, chat).await,
             _ => Ok(()),
         }
     }
@@ -119,22 +120,34 @@ impl Bridge {
                 return self.mark_original(room, &mx_copy, chat, twin).await;
             }
         }
-        let text = self.relay_text(room, sender, content).await;
-        let mut req = self.tg.send_message(ChatId(chat), text).parse_mode(ParseMode::Html);
-        if let Some(target) = relates["m.in_reply_to"]["event_id"].as_str() {
-            if let Some(link) = self.store.link_by_event(target).await? {
-                req = req.reply_parameters(ReplyParameters::new(MessageId(link.tg_msg_id)).allow_sending_without_reply());
+        let reply_to = match relates["m.in_reply_to"]["event_id"].as_str() {
+            Some(target) => self.store.link_by_event(target).await?.map(|l| l.tg_msg_id),
+            None => None,
+        };
+        let sent = if matches!(content["msgtype"].as_str(), Some("m.image" | "m.file" | "m.audio" | "m.video")) {
+            self.mx_media_to_tg(ev, room, sender, chat, reply_to).await?
+        } else {
+            let text = self.relay_text(room, sender, content).await;
+            let mut req = self.tg.send_message(ChatId(chat), text).parse_mode(ParseMode::Html);
+            if let Some(id) = reply_to {
+                req = req.reply_parameters(ReplyParameters::new(MessageId(id)).allow_sending_without_reply());
             }
-        }
-        let sent = req.await?;
-        self.store.link_message(chat, sent.id.0, room.as_str(), event_id, Direction::MxToTg, sender.as_str(), ts).await?;
-        tracing::debug!(%event_id, chat, msg = sent.id.0, "matrix -> telegram");
+            req.await?.id.0
+        };
+        self.store.link_message(chat, sent, room.as_str(), event_id, Direction::MxToTg, sender.as_str(), ts).await?;
+        tracing::debug!(%event_id, chat, msg = sent, "matrix -> telegram");
         Ok(())
     }
 
     async fn mx_redaction(&self, ev: &Value, chat: i64) -> Result<()> {
         // Room v11+ carries `redacts` in content; older rooms at the top level.
         let Some(target) = ev["content"]["redacts"].as_str().or(ev["redacts"].as_str()) else { return Ok(()) };
+        if let Some((r_chat, r_msg, direction)) = self.store.delete_reaction(target).await? {
+            if direction == Direction::MxToTg.as_str() {
+                self.sync_bot_reaction(r_chat, r_msg).await?;
+            }
+            return Ok(());
+        }
         let Some(link) = self.store.link_by_event(target).await? else { return Ok(()) };
         if link.tg_chat_id != chat {
             return Ok(());

@@ -8,6 +8,7 @@
 pub mod cutover;
 pub mod dedupe;
 pub mod matrix_in;
+pub mod media;
 pub mod telegram_in;
 
 use std::collections::HashMap;
@@ -45,6 +46,10 @@ pub struct Bridge {
     announce_wake: Notify,
     /// Wakes the room setup loop after the room list changed.
     pub setup_wake: Notify,
+    /// The homeserver's upload limit once asked (`Some(None)`: it states none).
+    hs_upload_limit: Mutex<Option<Option<u64>>>,
+    /// When each Telegram user's avatar was last checked.
+    avatar_checked: Mutex<HashMap<i64, std::time::Instant>>,
 }
 
 impl Bridge {
@@ -62,6 +67,8 @@ impl Bridge {
             mode_tx: watch::Sender::new(mode),
             announce_wake: Notify::new(),
             setup_wake: Notify::new(),
+            hs_upload_limit: Mutex::default(),
+            avatar_checked: Mutex::default(),
         }
     }
 

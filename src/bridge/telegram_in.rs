@@ -16,6 +16,7 @@ impl Bridge {
         match update.kind {
             UpdateKind::Message(m) => self.tg_message(&m).await,
             UpdateKind::EditedMessage(m) => self.tg_edit(&m).await,
+            UpdateKind::MessageReaction(r) => self.tg_reaction(&r).await,
             other => {
                 tracing::debug!(kind = ?std::mem::discriminant(&other), "ignoring telegram update");
                 Ok(())
@@ -56,6 +57,7 @@ impl Bridge {
             }
         }
         self.ensure_joined(&mxid, room).await?;
+        self.sync_avatar(tg_id, &mxid).await;
         Ok(mxid)
     }
 
@@ -64,7 +66,13 @@ impl Bridge {
         let (text, entities) = match (m.text(), m.caption()) {
             (Some(t), _) => (t.to_owned(), m.entities().unwrap_or_default()),
             (None, Some(c)) => (c.to_owned(), m.caption_entities().unwrap_or_default()),
-            (None, None) => (describe(m), &[][..]),
+            (None, None) => {
+                if let Some(l) = m.location() {
+                    let body = format!("Location: {:.6}, {:.6}", l.latitude, l.longitude);
+                    return json!({"msgtype": "m.location", "body": body, "geo_uri": format!("geo:{},{}", l.latitude, l.longitude)});
+                }
+                (describe(m), &[][..])
+            }
         };
         let mut content = json!({"msgtype": "m.text", "body": text});
         if has_formatting(entities) {
@@ -93,7 +101,10 @@ impl Bridge {
             }
         }
         let sender = self.sender_for(from, &room).await?;
-        let mut content = self.tg_content(m);
+        let mut content = match self.tg_media_content(m, &sender).await? {
+            Some(c) => c,
+            None => self.tg_content(m),
+        };
         if let Some(reply) = m.reply_to_message() {
             if let Some(link) = self.store.link_by_tg(chat, reply.id.0).await? {
                 content["m.relates_to"] = json!({"m.in_reply_to": {"event_id": link.mx_event_id}});
@@ -144,28 +155,18 @@ impl Bridge {
     }
 }
 
-/// A readable stand-in for message kinds without text (media arrives with issue 4).
+/// Readable text for message kinds that have no Matrix equivalent.
 fn describe(m: &Message) -> String {
-    let what = if m.photo().is_some() {
-        "a photo"
-    } else if m.voice().is_some() {
-        "a voice message"
-    } else if m.document().is_some() {
-        "a file"
-    } else if m.sticker().is_some() {
-        "a sticker"
-    } else if m.video().is_some() {
-        "a video"
-    } else if m.audio().is_some() {
-        "an audio file"
-    } else if m.location().is_some() {
-        "a location"
-    } else if m.contact().is_some() {
-        "a contact"
-    } else if m.poll().is_some() {
-        "a poll"
-    } else {
-        "a message of a kind the bridge does not carry"
-    };
-    format!("[sent {what}]")
+    if let Some(c) = m.contact() {
+        let name = [c.first_name.as_str(), c.last_name.as_deref().unwrap_or_default()].join(" ");
+        return format!("Contact: {} {}", name.trim(), c.phone_number);
+    }
+    if let Some(p) = m.poll() {
+        let options: Vec<String> = p.options.iter().map(|o| format!("• {}", o.text)).collect();
+        return format!("Poll: {}\n{}", p.question, options.join("\n"));
+    }
+    if let Some(d) = m.dice() {
+        return format!("rolled a {}", d.value);
+    }
+    "[a message of a kind the bridge does not carry]".to_owned()
 }

@@ -133,6 +133,89 @@ impl MatrixClient {
     }
 }
 
+impl MatrixClient {
+    /// The homeserver's upload limit (`m.upload.size`), if it states one.
+    pub async fn upload_limit(&self) -> Result<Option<u64>> {
+        let v = match self.request(Method::GET, "/_matrix/client/v1/media/config", None, None).await {
+            Ok(v) => v,
+            // Older servers only have the legacy endpoint.
+            Err(Error::Matrix { status: 404, .. }) => self.request(Method::GET, "/_matrix/media/v3/config", None, None).await?,
+            Err(e) => return Err(e),
+        };
+        Ok(v["m.upload.size"].as_u64())
+    }
+
+    /// Upload bytes to the media repository as `user`; returns the `mxc://` URI.
+    pub async fn upload(&self, user: &UserId, bytes: Vec<u8>, mime: &str, filename: &str) -> Result<String> {
+        let mut url = url::Url::parse(&format!("{}/_matrix/media/v3/upload", self.base)).map_err(|e| Error::MatrixTransport(e.to_string()))?;
+        url.query_pairs_mut().append_pair("filename", filename).append_pair("user_id", user.as_str());
+        let resp = self
+            .http
+            .post(url)
+            .bearer_auth(&self.as_token)
+            .header(reqwest::header::CONTENT_TYPE, mime)
+            .body(bytes)
+            .send()
+            .await
+            .map_err(|e| Error::MatrixTransport(e.without_url().to_string()))?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(Error::Matrix {
+                status: status.as_u16(),
+                errcode: v["errcode"].as_str().unwrap_or("M_UNKNOWN").into(),
+                message: v["error"].as_str().unwrap_or_default().into(),
+            });
+        }
+        v["content_uri"].as_str().map(str::to_owned).ok_or_else(|| Error::MatrixTransport("upload: no content_uri".into()))
+    }
+
+    /// Download an `mxc://` URI through the authenticated media API (Synapse 404s the legacy
+    /// path). Refuses bodies larger than `max` bytes; returns (bytes, content type).
+    pub async fn download(&self, mxc: &str, max: u64) -> Result<(Vec<u8>, Option<String>)> {
+        let rest = mxc.strip_prefix("mxc://").ok_or_else(|| Error::Matrix {
+            status: 400,
+            errcode: "M_INVALID_PARAM".into(),
+            message: format!("not an mxc URI: {mxc}"),
+        })?;
+        let (server, media) = rest.split_once('/').unwrap_or((rest, ""));
+        let url = format!("{}/_matrix/client/v1/media/download/{}/{}", self.base, seg(server), seg(media));
+        let mut resp = self
+            .http
+            .get(url)
+            .bearer_auth(&self.as_token)
+            .send()
+            .await
+            .map_err(|e| Error::MatrixTransport(e.without_url().to_string()))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(Error::Matrix { status: status.as_u16(), errcode: "M_UNKNOWN".into(), message: format!("media download failed ({status})") });
+        }
+        let mime = resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| Error::MatrixTransport(e.without_url().to_string()))? {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() as u64 > max {
+                return Err(Error::TooLarge { size: bytes.len() as u64, limit: max });
+            }
+        }
+        Ok((bytes, mime))
+    }
+
+    pub async fn set_avatar_url(&self, user: &UserId, mxc: &str) -> Result<()> {
+        let path = format!("/_matrix/client/v3/profile/{}/avatar_url", seg(user.as_str()));
+        self.request(Method::PUT, &path, Some(user), Some(&json!({"avatar_url": mxc}))).await?;
+        Ok(())
+    }
+
+    /// Redact an event as `user`, idempotently (txn id).
+    pub async fn redact(&self, room: &str, user: &UserId, event_id: &str, txn_id: &str) -> Result<()> {
+        let path = format!("/_matrix/client/v3/rooms/{}/redact/{}/{}", seg(room), seg(event_id), seg(txn_id));
+        self.request(Method::PUT, &path, Some(user), Some(&json!({}))).await?;
+        Ok(())
+    }
+}
+
 fn parse_room_id(v: &Value) -> Result<OwnedRoomId> {
     v["room_id"]
         .as_str()

@@ -428,6 +428,68 @@ impl Store {
         self.next_tg_inbox(i64::MAX).await
     }
 
+    // ---- reactions and avatars ----
+
+    pub async fn reaction(&self, chat: i64, msg: i32, reactor: &str, emoji: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT mx_event_id FROM reactions WHERE tg_chat_id = ? AND tg_msg_id = ? AND reactor = ? AND emoji = ?",
+        )
+        .bind(chat)
+        .bind(msg)
+        .bind(reactor)
+        .bind(emoji)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn save_reaction(&self, chat: i64, msg: i32, reactor: &str, emoji: &str, mx_event: &str, direction: Direction) -> Result<()> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO reactions (tg_chat_id, tg_msg_id, reactor, emoji, mx_event_id, direction) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(chat)
+        .bind(msg)
+        .bind(reactor)
+        .bind(emoji)
+        .bind(mx_event)
+        .bind(direction.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Forget a reaction by its Matrix event; returns (chat, message, direction) if it was known.
+    pub async fn delete_reaction(&self, mx_event: &str) -> Result<Option<(i64, i32, String)>> {
+        let row = sqlx::query("DELETE FROM reactions WHERE mx_event_id = ? RETURNING tg_chat_id, tg_msg_id, direction")
+            .bind(mx_event)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+    }
+
+    /// The newest Matrix-side reaction still standing on a Telegram message.
+    pub async fn latest_mx_reaction(&self, chat: i64, msg: i32) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT emoji FROM reactions WHERE tg_chat_id = ? AND tg_msg_id = ? AND direction = 'mx_to_tg' ORDER BY rowid DESC LIMIT 1",
+        )
+        .bind(chat)
+        .bind(msg)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn puppet_avatar(&self, tg_user_id: i64) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar::<_, Option<String>>("SELECT avatar_id FROM puppets WHERE tg_user_id = ?")
+            .bind(tg_user_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .flatten())
+    }
+
+    pub async fn set_puppet_avatar(&self, tg_user_id: i64, avatar_id: &str) -> Result<()> {
+        sqlx::query("UPDATE puppets SET avatar_id = ? WHERE tg_user_id = ?").bind(avatar_id).bind(tg_user_id).execute(&self.pool).await?;
+        Ok(())
+    }
+
     // ---- failures ----
 
     pub async fn record_failure(&self, direction: Direction, source_ref: &str, reason: &str) -> Result<()> {

@@ -182,6 +182,33 @@ impl MxUser {
         v["room_id"].as_str().unwrap().to_owned()
     }
 
+    /// Upload to the media repository; returns the mxc URI.
+    pub async fn upload(&self, bytes: Vec<u8>, mime: &str, name: &str) -> String {
+        let r = http()
+            .post(format!("{}/_matrix/media/v3/upload?filename={}", self.hs, enc(name)))
+            .bearer_auth(&self.token)
+            .header("content-type", mime)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "upload failed: {}", r.status());
+        r.json::<Value>().await.unwrap()["content_uri"].as_str().unwrap().to_owned()
+    }
+
+    /// Download through the authenticated media API.
+    pub async fn download(&self, mxc: &str) -> Vec<u8> {
+        let rest = mxc.strip_prefix("mxc://").expect("mxc uri");
+        let r = http()
+            .get(format!("{}/_matrix/client/v1/media/download/{rest}", self.hs))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "download of {mxc} failed: {}", r.status());
+        r.bytes().await.unwrap().to_vec()
+    }
+
     pub async fn join(&self, room: &str) {
         self.call("POST", &format!("/_matrix/client/v3/join/{}", enc(room)), Some(json!({}))).await.unwrap();
     }
