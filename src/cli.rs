@@ -44,6 +44,15 @@ pub enum Command {
         #[arg(short, long, env = "TGMX_CONFIG", default_value = "config.yaml")]
         config: PathBuf,
     },
+    /// List every message that was not delivered (with the reason), per-direction counts and
+    /// p50/p99 bridge latency; exits non-zero when anything was lost or is stuck.
+    Audit {
+        /// Window to look at: e.g. `24h`, `90m`, `7d`.
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        since: std::time::Duration,
+        #[arg(short, long, env = "TGMX_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Show the current mode and the history of switches.
     Status {
         #[arg(short, long, env = "TGMX_CONFIG")]
@@ -54,4 +63,43 @@ pub enum Command {
         #[arg(short, long, env = "TGMX_CONFIG")]
         config: Option<PathBuf>,
     },
+}
+
+/// `90s`, `15m`, `24h`, `7d`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("{s:?}: expected a number with a unit, like 24h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" | "" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{s:?}: unit must be s, m, h or d")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+/// The value at quantile `q` (0..=1) of sorted `v`.
+pub fn quantile(sorted: &[i64], q: f64) -> Option<i64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    Some(sorted[idx.min(sorted.len() - 1)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_quantiles() {
+        assert_eq!(parse_duration("24h").unwrap().as_secs(), 86_400);
+        assert_eq!(parse_duration("90m").unwrap().as_secs(), 5_400);
+        assert!(parse_duration("1y").is_err());
+        let v: Vec<i64> = (1..=100).collect();
+        assert_eq!(quantile(&v, 0.5), Some(51));
+        assert_eq!(quantile(&v, 0.99), Some(99));
+        assert_eq!(quantile(&[], 0.5), None);
+    }
 }

@@ -169,11 +169,18 @@ pub struct TelegramGateway {
     /// Largest file the bot may upload (cloud Bot API: 50 MB).
     #[serde(default = "default_max_upload")]
     pub max_upload_bytes: u64,
+    /// Messages per minute the bot sends into one chat (Telegram allows about 20 in groups).
+    /// Sends beyond it wait; 0 disables pacing.
+    #[serde(default = "default_group_rate")]
+    pub per_chat_per_minute: u32,
     /// Largest image sent as a photo; bigger images go as documents (cloud Bot API: 10 MB).
     #[serde(default = "default_max_photo")]
     pub max_photo_bytes: u64,
 }
 
+fn default_group_rate() -> u32 {
+    20
+}
 fn default_max_download() -> u64 {
     20 * 1024 * 1024
 }

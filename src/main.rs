@@ -56,6 +56,31 @@ async fn main() -> anyhow::Result<()> {
             println!("wrote {} (appservice id {:?}, url {})", out.display(), reg.id, reg.url.as_deref().unwrap_or("-"));
         }
         Command::Primary { platform, standby, config } => primary(&platform, standby, &config).await?,
+        Command::Audit { since, config } => {
+            let cfg = load(config.as_ref())?;
+            let store = tgmx::storage::Store::open(&cfg.database).await?;
+            let since_ms = tgmx::storage::now_ms() - since.as_millis() as i64;
+            let mut lost = 0;
+            println!("audit since {}", fmt_ms(since_ms));
+            for d in [tgmx::storage::Direction::TgToMx, tgmx::storage::Direction::MxToTg] {
+                let mut lat = store.latencies_since(d, since_ms).await?;
+                lat.sort_unstable();
+                let q = |p| tgmx::cli::quantile(&lat, p).map_or("-".to_owned(), |v| format!("{v} ms"));
+                println!("{}: {} delivered, latency p50 {} p99 {}", d.as_str(), lat.len(), q(0.5), q(0.99));
+            }
+            for (direction, source, reason, at) in store.failures_since(since_ms).await? {
+                println!("NOT DELIVERED {} {direction} {source}: {reason}", fmt_ms(at));
+                lost += 1;
+            }
+            let (tg, mx, oldest) = store.pending().await?;
+            let stuck = oldest.is_some_and(|o| tgmx::storage::now_ms() - o > 300_000);
+            println!("waiting: {tg} from telegram, {mx} from matrix{}", if stuck { " (stuck for over 5 minutes)" } else { "" });
+            if lost > 0 || stuck {
+                println!("verdict: {lost} message(s) not delivered{}", if stuck { ", queue stuck" } else { "" });
+                std::process::exit(1);
+            }
+            println!("verdict: nothing lost");
+        }
         Command::Status { config } => {
             let cfg = load(config.as_ref())?;
             let store = tgmx::storage::Store::open(&cfg.database).await?;

@@ -181,6 +181,7 @@ impl Bridge {
             merged.identities.len()
         );
         let rooms_changed = old.rooms != merged.rooms;
+        self.pacer.set_rate(merged.gateway.telegram.per_chat_per_minute);
         self.set_cfg(merged);
         if rooms_changed {
             self.retain_configured_portals();
@@ -222,6 +223,7 @@ impl Bridge {
     async fn post_announcement(&self, switch_id: i64, target: &str, kind: &str) -> Result<Option<i32>> {
         if let Some(chat) = target.strip_prefix("tg:").and_then(|c| c.parse::<i64>().ok()) {
             let text = self.announcement_text(kind, true, &self.matrix_link(chat));
+            self.pacer.wait(chat).await;
             let sent = self.tg.send_message(ChatId(chat), text).await?;
             if let Err(e) = self.tg.pin_chat_message(ChatId(chat), sent.id).await {
                 tracing::warn!(chat, "cannot pin the announcement (is the bot an admin?): {}", Error::from(e));

@@ -90,6 +90,7 @@ impl Bridge {
 
     async fn mx_message(&self, ev: &Value, room: &OwnedRoomId, sender: &OwnedUserId, chat: i64) -> Result<()> {
         let Some(event_id) = ev["event_id"].as_str() else { return Ok(()) };
+        self.pacer.wait(chat).await;
         let content = &ev["content"];
         let relates = &content["m.relates_to"];
         if relates["rel_type"].as_str() == Some("m.replace") {

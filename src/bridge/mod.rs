@@ -35,6 +35,8 @@ pub struct Bridge {
     pub store: Store,
     pub mx: MatrixClient,
     pub tg: Bot,
+    /// Paces sends per Telegram chat (group rate limit).
+    pub pacer: crate::telegram::pacer::Pacer,
     pub bot_mxid: OwnedUserId,
     /// Telegram chat id <-> Matrix room id, filled as configured rooms are resolved.
     portals: RwLock<HashMap<i64, OwnedRoomId>>,
@@ -56,7 +58,9 @@ impl Bridge {
     pub fn new(cfg: Config, store: Store, mx: MatrixClient, tg: Bot) -> Bridge {
         let bot_mxid = cfg.bot_user_id();
         let mode = cutover::Mode::of(&cfg);
+        let pacer = crate::telegram::pacer::Pacer::new(cfg.gateway.telegram.per_chat_per_minute);
         Bridge {
+            pacer,
             cfg: RwLock::new(Arc::new(cfg)),
             store,
             mx,

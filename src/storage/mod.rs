@@ -490,6 +490,39 @@ impl Store {
         Ok(())
     }
 
+    // ---- audit ----
+
+    /// Failures recorded since `since_ms`: (direction, source, reason, at).
+    pub async fn failures_since(&self, since_ms: i64) -> Result<Vec<(String, String, String, i64)>> {
+        let rows = sqlx::query("SELECT direction, source_ref, reason, at FROM failures WHERE at >= ? ORDER BY id")
+            .bind(since_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
+    }
+
+    /// Bridge latencies (ms, bridged_at - sent_at) of messages bridged since `since_ms`.
+    pub async fn latencies_since(&self, direction: Direction, since_ms: i64) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar("SELECT MAX(bridged_at - sent_at, 0) FROM messages WHERE direction = ? AND bridged_at >= ?")
+            .bind(direction.as_str())
+            .bind(since_ms)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Items waiting in the inboxes: (telegram count, matrix count, oldest received_at).
+    pub async fn pending(&self) -> Result<(i64, i64, Option<i64>)> {
+        let (tg, tg_oldest): (i64, Option<i64>) =
+            sqlx::query_as("SELECT COUNT(*), MIN(received_at) FROM tg_inbox").fetch_one(&self.pool).await?;
+        let (mx, mx_oldest): (i64, Option<i64>) =
+            sqlx::query_as("SELECT COUNT(*), MIN(received_at) FROM mx_inbox").fetch_one(&self.pool).await?;
+        let oldest = match (tg_oldest, mx_oldest) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok((tg, mx, oldest))
+    }
+
     // ---- failures ----
 
     pub async fn record_failure(&self, direction: Direction, source_ref: &str, reason: &str) -> Result<()> {

@@ -66,6 +66,7 @@ gateway:
     enabled: true
     api_url: "{api_url}"
     poll_timeout: 2
+    per_chat_per_minute: 0
 {gateway_extra}
 rooms:
 {rooms_yaml}identities:
