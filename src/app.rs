@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use teloxide::Bot;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{Notify, watch};
 
-use crate::bridge::{run_worker, Bridge};
+use crate::bridge::{Bridge, run_worker};
 use crate::config::{Config, Registration};
 use crate::error::{Error, Result};
-use crate::matrix::appservice::{router, AsState};
+use crate::matrix::appservice::{AsState, router};
 use crate::matrix::client::MatrixClient;
 use crate::storage::{Direction, Store};
 
@@ -41,9 +41,19 @@ impl App {
         let tg = Bot::new(token).set_api_url(api_url);
         let listener = TcpListener::bind(cfg.appservice.listen)
             .await
-            .map_err(|e| Error::Config(format!("`appservice.listen`: cannot bind {}: {e}", cfg.appservice.listen)))?;
+            .map_err(|e| {
+                Error::Config(format!(
+                    "`appservice.listen`: cannot bind {}: {e}",
+                    cfg.appservice.listen
+                ))
+            })?;
         let bridge = Arc::new(Bridge::new(cfg, store, mx, tg));
-        Ok(App { listener, bridge, registration, config_path: None })
+        Ok(App {
+            listener,
+            bridge,
+            registration,
+            config_path: None,
+        })
     }
 
     /// Watch this file for live reloads (SIGHUP or a change of its content).
@@ -53,19 +63,33 @@ impl App {
     }
 
     pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
     }
 
     pub fn bridge(&self) -> &Arc<Bridge> {
         &self.bridge
     }
 
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-        let App { listener, bridge, registration, config_path } = self;
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let App {
+            listener,
+            bridge,
+            registration,
+            config_path,
+        } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mx_wake = Arc::new(Notify::new());
         let tg_wake = Arc::new(Notify::new());
-        bridge.store.set_kv("daemon_pid", &std::process::id().to_string()).await?;
+        bridge
+            .store
+            .set_kv("daemon_pid", &std::process::id().to_string())
+            .await?;
         bridge.init_mode().await?;
 
         let user_bridge = bridge.clone();
@@ -94,7 +118,11 @@ impl App {
             tokio::spawn(bridge.clone().run_announcer(stop_rx.clone())),
         ];
         if let Some(path) = config_path {
-            tasks.push(tokio::spawn(watch_config(bridge.clone(), path, stop_rx.clone())));
+            tasks.push(tokio::spawn(watch_config(
+                bridge.clone(),
+                path,
+                stop_rx.clone(),
+            )));
         }
         if bridge.cfg().telegram_token().is_ok() {
             tasks.push(tokio::spawn(crate::telegram::poller::run(
@@ -192,7 +220,8 @@ async fn setup_loop(bridge: Arc<Bridge>, mut stop: watch::Receiver<bool>) {
 /// with a log line and the configuration in force stays.
 async fn watch_config(bridge: Arc<Bridge>, path: PathBuf, mut stop: watch::Receiver<bool>) {
     #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).expect("SIGHUP handler");
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .expect("SIGHUP handler");
     let mut last = std::fs::read(&path).ok();
     loop {
         #[cfg(unix)]
@@ -218,7 +247,10 @@ async fn watch_config(bridge: Arc<Bridge>, path: PathBuf, mut stop: watch::Recei
                     tracing::error!("config reload failed: {e}");
                 }
             }
-            Err(e) => tracing::error!(trigger = why, "config reload rejected, the previous configuration stays in force: {e}"),
+            Err(e) => tracing::error!(
+                trigger = why,
+                "config reload rejected, the previous configuration stays in force: {e}"
+            ),
         }
     }
 }

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "tgmx", version, about = "Telegram <-> Matrix bridge for moving a command channel from Telegram to Matrix")]
+#[command(
+    name = "tgmx",
+    version,
+    about = "Telegram <-> Matrix bridge for moving a command channel from Telegram to Matrix"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -68,7 +72,9 @@ pub enum Command {
 /// `90s`, `15m`, `24h`, `7d`.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("{s:?}: expected a number with a unit, like 24h"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number with a unit, like 24h"))?;
     let secs = match unit {
         "s" => n,
         "m" => n * 60,

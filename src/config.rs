@@ -103,7 +103,10 @@ pub struct DedupeConfig {
 
 impl Default for DedupeConfig {
     fn default() -> Self {
-        Self { enabled: true, window_secs: default_dedupe_window() }
+        Self {
+            enabled: true,
+            window_secs: default_dedupe_window(),
+        }
     }
 }
 
@@ -233,7 +236,9 @@ pub struct LoggingConfig {
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        Self { level: default_log_level() }
+        Self {
+            level: default_log_level(),
+        }
     }
 }
 
@@ -284,7 +289,8 @@ fn invalid(key: &str, problem: impl std::fmt::Display) -> Error {
 impl Config {
     /// Parse and validate YAML text. `base_dir` resolves relative paths (registration, database).
     pub fn parse(text: &str, base_dir: &Path) -> Result<Config> {
-        let mut cfg: Config = serde_saphyr::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        let mut cfg: Config =
+            serde_saphyr::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
         if cfg.appservice.registration.is_relative() {
             cfg.appservice.registration = base_dir.join(&cfg.appservice.registration);
         }
@@ -294,8 +300,16 @@ impl Config {
                 cfg.database = format!("sqlite://{}", base_dir.join(rest).display());
             }
         }
-        if cfg.gateway.telegram.bot_token.as_deref().is_none_or(str::is_empty) {
-            cfg.gateway.telegram.bot_token = std::env::var("TGMX_TELEGRAM_TOKEN").ok().filter(|t| !t.is_empty());
+        if cfg
+            .gateway
+            .telegram
+            .bot_token
+            .as_deref()
+            .is_none_or(str::is_empty)
+        {
+            cfg.gateway.telegram.bot_token = std::env::var("TGMX_TELEGRAM_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty());
         }
         cfg.validate()?;
         Ok(cfg)
@@ -305,40 +319,63 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         Self::parse(&text, base)
     }
 
     /// Checks that serde cannot express. Every message names the key.
     pub fn validate(&self) -> Result<()> {
-        let url = url::Url::parse(&self.homeserver.url).map_err(|e| invalid("homeserver.url", e))?;
+        let url =
+            url::Url::parse(&self.homeserver.url).map_err(|e| invalid("homeserver.url", e))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(invalid("homeserver.url", "must be an http(s) URL"));
         }
         for (key, lp) in [("appservice.bot_localpart", &self.appservice.bot_localpart)] {
             if lp.is_empty() || !lp.chars().all(is_localpart_char) {
-                return Err(invalid(key, format!("{lp:?} is not a valid Matrix localpart")));
+                return Err(invalid(
+                    key,
+                    format!("{lp:?} is not a valid Matrix localpart"),
+                ));
             }
         }
         let prefix = &self.appservice.puppet_prefix;
         if prefix.is_empty() || !prefix.chars().all(is_localpart_char) {
-            return Err(invalid("appservice.puppet_prefix", format!("{prefix:?} is not a valid localpart prefix")));
+            return Err(invalid(
+                "appservice.puppet_prefix",
+                format!("{prefix:?} is not a valid localpart prefix"),
+            ));
         }
         if self.appservice.bot_localpart.starts_with(prefix.as_str()) {
-            return Err(invalid("appservice.bot_localpart", "must not start with the puppet prefix"));
+            return Err(invalid(
+                "appservice.bot_localpart",
+                "must not start with the puppet prefix",
+            ));
         }
         if !self.database.starts_with("sqlite:") {
             return Err(invalid("database", "only sqlite:// URLs are supported"));
         }
-        url::Url::parse(&self.gateway.telegram.api_url).map_err(|e| invalid("gateway.telegram.api_url", e))?;
+        url::Url::parse(&self.gateway.telegram.api_url)
+            .map_err(|e| invalid("gateway.telegram.api_url", e))?;
         if self.gateway.primary_platform == Platform::None {
-            return Err(invalid("gateway.primary_platform", "must be `telegram` or `matrix`"));
+            return Err(invalid(
+                "gateway.primary_platform",
+                "must be `telegram` or `matrix`",
+            ));
         }
         if self.gateway.primary_platform == self.gateway.fallback_platform {
-            return Err(invalid("gateway.fallback_platform", "must differ from primary_platform (or be `none`)"));
+            return Err(invalid(
+                "gateway.fallback_platform",
+                "must differ from primary_platform (or be `none`)",
+            ));
         }
         if !self.gateway.telegram.enabled && self.gateway.primary_platform == Platform::Telegram {
-            return Err(invalid("gateway.telegram.enabled", "cannot be false while primary_platform is telegram"));
+            return Err(invalid(
+                "gateway.telegram.enabled",
+                "cannot be false while primary_platform is telegram",
+            ));
         }
         if self.gateway.dedupe.window_secs > 24 * 3600 {
             return Err(invalid("gateway.dedupe.window_secs", "at most 86400"));
@@ -347,10 +384,16 @@ impl Config {
         let mut rooms = std::collections::HashSet::new();
         for (i, r) in self.rooms.iter().enumerate() {
             if !chats.insert(r.telegram) {
-                return Err(invalid(&format!("rooms[{i}].telegram"), format!("chat {} is mapped twice", r.telegram)));
+                return Err(invalid(
+                    &format!("rooms[{i}].telegram"),
+                    format!("chat {} is mapped twice", r.telegram),
+                ));
             }
             if !rooms.insert(r.matrix.clone()) {
-                return Err(invalid(&format!("rooms[{i}].matrix"), format!("{} is mapped twice", r.matrix)));
+                return Err(invalid(
+                    &format!("rooms[{i}].matrix"),
+                    format!("{} is mapped twice", r.matrix),
+                ));
             }
         }
         let mut tg_ids = std::collections::HashSet::new();
@@ -362,10 +405,14 @@ impl Config {
                 ));
             }
             if !tg_ids.insert(id.telegram) {
-                return Err(invalid(&format!("identities[{i}].telegram"), "mapped twice"));
+                return Err(invalid(
+                    &format!("identities[{i}].telegram"),
+                    "mapped twice",
+                ));
             }
         }
-        tracing_subscriber::EnvFilter::try_new(&self.logging.level).map_err(|e| invalid("logging.level", e))?;
+        tracing_subscriber::EnvFilter::try_new(&self.logging.level)
+            .map_err(|e| invalid("logging.level", e))?;
         Ok(())
     }
 
@@ -381,12 +428,18 @@ impl Config {
 
     /// The URL the homeserver should use to reach the appservice.
     pub fn appservice_url(&self) -> String {
-        self.appservice.url.clone().unwrap_or_else(|| format!("http://{}", self.appservice.listen))
+        self.appservice
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.appservice.listen))
     }
 
     pub fn bot_user_id(&self) -> OwnedUserId {
-        OwnedUserId::try_from(format!("@{}:{}", self.appservice.bot_localpart, self.homeserver.server_name))
-            .expect("validated localpart")
+        OwnedUserId::try_from(format!(
+            "@{}:{}",
+            self.appservice.bot_localpart, self.homeserver.server_name
+        ))
+        .expect("validated localpart")
     }
 }
 
@@ -411,7 +464,10 @@ pub struct Registration {
 
 impl std::fmt::Debug for Registration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registration").field("id", &self.id).field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("Registration")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -442,7 +498,10 @@ impl Registration {
         let reg: Registration = serde_saphyr::from_str(&text)
             .map_err(|e| Error::Config(format!("registration {}: {e}", path.display())))?;
         if reg.as_token.len() < 16 || reg.hs_token.len() < 16 {
-            return Err(Error::Config(format!("registration {}: tokens must be at least 16 characters", path.display())));
+            return Err(Error::Config(format!(
+                "registration {}: tokens must be at least 16 characters",
+                path.display()
+            )));
         }
         Ok(reg)
     }
@@ -451,12 +510,27 @@ impl Registration {
     pub fn generate(cfg: &Config) -> Registration {
         let server = regex_escape(cfg.homeserver.server_name.as_str());
         let mut users = vec![
-            Namespace { exclusive: true, regex: format!("^@{}[0-9]+:{server}$", regex_escape(&cfg.appservice.puppet_prefix)) },
-            Namespace { exclusive: true, regex: format!("^@{}:{server}$", regex_escape(&cfg.appservice.bot_localpart)) },
+            Namespace {
+                exclusive: true,
+                regex: format!(
+                    "^@{}[0-9]+:{server}$",
+                    regex_escape(&cfg.appservice.puppet_prefix)
+                ),
+            },
+            Namespace {
+                exclusive: true,
+                regex: format!(
+                    "^@{}:{server}$",
+                    regex_escape(&cfg.appservice.bot_localpart)
+                ),
+            },
         ];
         // Double puppeting: the operator's own account, shared (non-exclusive).
         for id in &cfg.identities {
-            users.push(Namespace { exclusive: false, regex: format!("^{}$", regex_escape(id.matrix.as_str())) });
+            users.push(Namespace {
+                exclusive: false,
+                regex: format!("^{}$", regex_escape(id.matrix.as_str())),
+            });
         }
         Registration {
             id: cfg.appservice.id.clone(),
@@ -469,7 +543,10 @@ impl Registration {
                 users,
                 aliases: vec![Namespace {
                     exclusive: true,
-                    regex: format!("^#{}.+:{server}$", regex_escape(&cfg.appservice.puppet_prefix)),
+                    regex: format!(
+                        "^#{}.+:{server}$",
+                        regex_escape(&cfg.appservice.puppet_prefix)
+                    ),
                 }],
                 rooms: vec![],
             },
@@ -521,7 +598,10 @@ identities:
         let c = Config::parse(MIN, Path::new("/etc/tgmx")).unwrap();
         assert_eq!(c.appservice.puppet_prefix, "telegram_");
         assert_eq!(c.database, "sqlite:///etc/tgmx/tgmx.db");
-        assert_eq!(c.appservice.registration, Path::new("/etc/tgmx/registration.yaml"));
+        assert_eq!(
+            c.appservice.registration,
+            Path::new("/etc/tgmx/registration.yaml")
+        );
         assert_eq!(c.gateway.primary_platform, Platform::Telegram);
         assert_eq!(c.rooms[0].telegram, -100123);
         assert_eq!(c.bot_user_id().as_str(), "@telegrambot:localhost");
@@ -529,7 +609,10 @@ identities:
 
     #[test]
     fn errors_name_the_key() {
-        let bad = MIN.replace("-100123}", "-100123}\n  - {matrix: \"#b:localhost\", telegram: -100123}");
+        let bad = MIN.replace(
+            "-100123}",
+            "-100123}\n  - {matrix: \"#b:localhost\", telegram: -100123}",
+        );
         let e = Config::parse(&bad, Path::new(".")).unwrap_err().to_string();
         assert!(e.contains("rooms[1].telegram"), "{e}");
         let bad = MIN.replace("@alexander:localhost", "@alexander:elsewhere");
@@ -538,7 +621,10 @@ identities:
         let bad = MIN.replace("url: \"http://127.0.0.1:8008\"", "url: \"nope\"");
         let e = Config::parse(&bad, Path::new(".")).unwrap_err().to_string();
         assert!(e.contains("homeserver.url"), "{e}");
-        let bad = MIN.replace("gateway:", "gateway:\n  primary_platform: matrix\n  fallback_platform: matrix");
+        let bad = MIN.replace(
+            "gateway:",
+            "gateway:\n  primary_platform: matrix\n  fallback_platform: matrix",
+        );
         let e = Config::parse(&bad, Path::new(".")).unwrap_err().to_string();
         assert!(e.contains("fallback_platform"), "{e}");
         let bad = MIN.replace("gateway:", "gatway: 1\ngateway:");
@@ -557,7 +643,12 @@ identities:
         let c = Config::parse(MIN, Path::new(".")).unwrap();
         let r = Registration::generate(&c);
         assert_eq!(r.namespaces.users[0].regex, "^@telegram_[0-9]+:localhost$");
-        assert!(r.namespaces.users.iter().all(|n| n.regex.starts_with('^') && n.regex.ends_with('$')));
+        assert!(
+            r.namespaces
+                .users
+                .iter()
+                .all(|n| n.regex.starts_with('^') && n.regex.ends_with('$'))
+        );
         assert_ne!(r.as_token, r.hs_token);
         let back: Registration = serde_saphyr::from_str(&r.to_yaml()).unwrap();
         assert_eq!(back, r);

@@ -20,7 +20,11 @@ fn parse_key_line(line: &str) -> Option<KeyLine> {
     }
     let colon = rest.find(':')?;
     let key = &rest[..colon];
-    if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if key.is_empty()
+        || !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         return None;
     }
     let after = indent + colon + 1;
@@ -69,7 +73,11 @@ pub fn set_scalar(text: &str, path: &[&str], value: &str) -> Result<String> {
         while stack.last().is_some_and(|(ind, _)| *ind >= kl.indent) {
             stack.pop();
         }
-        let here: Vec<&str> = stack.iter().map(|(_, k)| k.as_str()).chain([kl.key.as_str()]).collect();
+        let here: Vec<&str> = stack
+            .iter()
+            .map(|(_, k)| k.as_str())
+            .chain([kl.key.as_str()])
+            .collect();
         if here == path {
             let mut out = String::with_capacity(text.len() + value.len());
             for (j, l) in lines.iter().enumerate() {
@@ -105,7 +113,10 @@ pub fn set_scalar(text: &str, path: &[&str], value: &str) -> Result<String> {
         }
     }
     let Some((pi, pind)) = parent_line else {
-        return Err(Error::Config(format!("cannot find `{}` in the config file", path[..path.len() - 1].join("."))));
+        return Err(Error::Config(format!(
+            "cannot find `{}` in the config file",
+            path[..path.len() - 1].join(".")
+        )));
     };
     // The parent's block: the lines after it indented deeper (blank and comment lines included).
     let mut indent = None;
@@ -131,7 +142,12 @@ pub fn set_scalar(text: &str, path: &[&str], value: &str) -> Result<String> {
             if !l.ends_with('\n') {
                 out.push('\n');
             }
-            out.push_str(&format!("{}{}: {}\n", " ".repeat(indent), path[path.len() - 1], value));
+            out.push_str(&format!(
+                "{}{}: {}\n",
+                " ".repeat(indent),
+                path[path.len() - 1],
+                value
+            ));
         }
     }
     Ok(out)
@@ -146,7 +162,13 @@ mod tests {
     #[test]
     fn replaces_value_and_keeps_comments() {
         let out = set_scalar(DOC, &["gateway", "primary_platform"], "matrix").unwrap();
-        assert_eq!(out, DOC.replace("primary_platform: telegram   # edit me", "primary_platform: matrix # edit me"));
+        assert_eq!(
+            out,
+            DOC.replace(
+                "primary_platform: telegram   # edit me",
+                "primary_platform: matrix # edit me"
+            )
+        );
         let out = set_scalar(DOC, &["gateway", "telegram", "enabled"], "false").unwrap();
         assert_eq!(out, DOC.replace("    enabled: true", "    enabled: false"));
         let out = set_scalar(DOC, &["gateway", "telegram", "api_url"], "\"http://c\"").unwrap();
@@ -157,7 +179,10 @@ mod tests {
     fn inserts_missing_keys_under_their_parent() {
         let doc = "gateway:\n  telegram:\n    enabled: true\nrooms: []\n";
         let out = set_scalar(doc, &["gateway", "primary_platform"], "matrix").unwrap();
-        assert_eq!(out, "gateway:\n  telegram:\n    enabled: true\n  primary_platform: matrix\nrooms: []\n");
+        assert_eq!(
+            out,
+            "gateway:\n  telegram:\n    enabled: true\n  primary_platform: matrix\nrooms: []\n"
+        );
         let doc = "gateway:\nrooms: []\n";
         let out = set_scalar(doc, &["gateway", "primary_platform"], "matrix").unwrap();
         assert_eq!(out, "gateway:\n  primary_platform: matrix\nrooms: []\n");
@@ -166,6 +191,13 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_edit_safely() {
         assert!(set_scalar("rooms: []\n", &["gateway", "primary_platform"], "m").is_err());
-        assert!(set_scalar("gateway: {telegram: {}}\n", &["gateway", "primary_platform"], "m").is_err());
+        assert!(
+            set_scalar(
+                "gateway: {telegram: {}}\n",
+                &["gateway", "primary_platform"],
+                "m"
+            )
+            .is_err()
+        );
     }
 }

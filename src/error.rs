@@ -16,7 +16,11 @@ pub enum Error {
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// The homeserver answered with a Matrix error.
     #[error("matrix: {status} {errcode}: {message}")]
-    Matrix { status: u16, errcode: String, message: String },
+    Matrix {
+        status: u16,
+        errcode: String,
+        message: String,
+    },
     /// The homeserver could not be reached (network, timeout, 5xx).
     #[error("matrix transport: {0}")]
     MatrixTransport(String),
@@ -48,7 +52,9 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::MatrixTransport(_) => true,
-            Error::Matrix { status, errcode, .. } => *status >= 500 || *status == 429 || errcode == "M_LIMIT_EXCEEDED",
+            Error::Matrix {
+                status, errcode, ..
+            } => *status >= 500 || *status == 429 || errcode == "M_LIMIT_EXCEEDED",
             Error::Db(_) => true,
             Error::Telegram { transient, .. } => *transient,
             Error::NotReady(_) => true,
@@ -64,12 +70,19 @@ impl From<teloxide::RequestError> for Error {
             R::RetryAfter(secs) => (true, Some(secs.duration())),
             R::Network(_) | R::Io(_) => (true, None),
             R::InvalidJson { .. } => (true, None),
-            R::Api(api) => (matches!(api, teloxide::ApiError::Unknown(m) if m.contains("Internal Server Error") || m.contains("Bad Gateway")), None),
+            R::Api(api) => (
+                matches!(api, teloxide::ApiError::Unknown(m) if m.contains("Internal Server Error") || m.contains("Bad Gateway")),
+                None,
+            ),
             _ => (false, None),
         };
         // The request URL (which holds the token) is never part of the message.
         let message = redact_bot_token(&e.to_string());
-        Error::Telegram { message, transient, retry_after }
+        Error::Telegram {
+            message,
+            transient,
+            retry_after,
+        }
     }
 }
 
@@ -78,7 +91,11 @@ pub fn human_size(bytes: u64) -> String {
     const MB: u64 = 1024 * 1024;
     if bytes >= MB {
         let tenths = (bytes * 10 + MB / 2) / MB;
-        if tenths % 10 == 0 { format!("{} MB", tenths / 10) } else { format!("{}.{} MB", tenths / 10, tenths % 10) }
+        if tenths % 10 == 0 {
+            format!("{} MB", tenths / 10)
+        } else {
+            format!("{}.{} MB", tenths / 10, tenths % 10)
+        }
     } else if bytes >= 1024 {
         format!("{} KB", bytes.div_ceil(1024))
     } else {
@@ -115,8 +132,12 @@ mod tests {
 
     #[test]
     fn bot_tokens_are_redacted() {
-        let s = "error sending request for url (https://api.telegram.org/bot123:AAxx-yy/getUpdates)";
-        assert_eq!(super::redact_bot_token(s), "error sending request for url (https://api.telegram.org/bot<redacted>/getUpdates)");
+        let s =
+            "error sending request for url (https://api.telegram.org/bot123:AAxx-yy/getUpdates)";
+        assert_eq!(
+            super::redact_bot_token(s),
+            "error sending request for url (https://api.telegram.org/bot<redacted>/getUpdates)"
+        );
         assert_eq!(super::redact_bot_token("robots/bother"), "robots/bother");
     }
 }

@@ -27,6 +27,8 @@ pub mod cli;
 pub mod config;
 pub mod config_edit;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod matrix;
 pub mod storage;
 pub mod telegram;

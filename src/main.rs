@@ -1,9 +1,9 @@
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::Parser;
 use tgmx::cli::{Cli, Command};
-use tgmx::config::{Config, Registration, EMBEDDED_DEFAULT};
+use tgmx::config::{Config, EMBEDDED_DEFAULT, Registration};
 
 fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     Ok(match path {
@@ -15,14 +15,18 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
 fn init_tracing(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -45,38 +49,77 @@ async fn main() -> anyhow::Result<()> {
             }
             app.run_until_stopped(shutdown_signal()).await?;
         }
-        Command::GenerateRegistration { config, output, force } => {
+        Command::GenerateRegistration {
+            config,
+            output,
+            force,
+        } => {
             let cfg = load(config.as_ref())?;
             let out = output.unwrap_or_else(|| cfg.appservice.registration.clone());
             if out.exists() && !force {
-                bail!("{} exists; pass --force to replace it (the homeserver must then load the new one)", out.display());
+                bail!(
+                    "{} exists; pass --force to replace it (the homeserver must then load the new one)",
+                    out.display()
+                );
             }
             let reg = Registration::generate(&cfg);
             write_private(&out, &reg.to_yaml())?;
-            println!("wrote {} (appservice id {:?}, url {})", out.display(), reg.id, reg.url.as_deref().unwrap_or("-"));
+            println!(
+                "wrote {} (appservice id {:?}, url {})",
+                out.display(),
+                reg.id,
+                reg.url.as_deref().unwrap_or("-")
+            );
         }
-        Command::Primary { platform, standby, config } => primary(&platform, standby, &config).await?,
+        Command::Primary {
+            platform,
+            standby,
+            config,
+        } => primary(&platform, standby, &config).await?,
         Command::Audit { since, config } => {
             let cfg = load(config.as_ref())?;
             let store = tgmx::storage::Store::open(&cfg.database).await?;
             let since_ms = tgmx::storage::now_ms() - since.as_millis() as i64;
             let mut lost = 0;
             println!("audit since {}", fmt_ms(since_ms));
-            for d in [tgmx::storage::Direction::TgToMx, tgmx::storage::Direction::MxToTg] {
+            for d in [
+                tgmx::storage::Direction::TgToMx,
+                tgmx::storage::Direction::MxToTg,
+            ] {
                 let mut lat = store.latencies_since(d, since_ms).await?;
                 lat.sort_unstable();
-                let q = |p| tgmx::cli::quantile(&lat, p).map_or("-".to_owned(), |v| format!("{v} ms"));
-                println!("{}: {} delivered, latency p50 {} p99 {}", d.as_str(), lat.len(), q(0.5), q(0.99));
+                let q =
+                    |p| tgmx::cli::quantile(&lat, p).map_or("-".to_owned(), |v| format!("{v} ms"));
+                println!(
+                    "{}: {} delivered, latency p50 {} p99 {}",
+                    d.as_str(),
+                    lat.len(),
+                    q(0.5),
+                    q(0.99)
+                );
             }
             for (direction, source, reason, at) in store.failures_since(since_ms).await? {
-                println!("NOT DELIVERED {} {direction} {source}: {reason}", fmt_ms(at));
+                println!(
+                    "NOT DELIVERED {} {direction} {source}: {reason}",
+                    fmt_ms(at)
+                );
                 lost += 1;
             }
             let (tg, mx, oldest) = store.pending().await?;
             let stuck = oldest.is_some_and(|o| tgmx::storage::now_ms() - o > 300_000);
-            println!("waiting: {tg} from telegram, {mx} from matrix{}", if stuck { " (stuck for over 5 minutes)" } else { "" });
+            println!(
+                "waiting: {tg} from telegram, {mx} from matrix{}",
+                if stuck {
+                    " (stuck for over 5 minutes)"
+                } else {
+                    ""
+                }
+            );
             if lost > 0 || stuck {
-                println!("verdict: {lost} message(s) not delivered{}", if stuck { ", queue stuck" } else { "" });
+                println!(
+                    "verdict: {lost} message(s) not delivered{}",
+                    if stuck { ", queue stuck" } else { "" }
+                );
                 std::process::exit(1);
             }
             println!("verdict: nothing lost");
@@ -85,22 +128,39 @@ async fn main() -> anyhow::Result<()> {
             let cfg = load(config.as_ref())?;
             let store = tgmx::storage::Store::open(&cfg.database).await?;
             let configured = tgmx::bridge::cutover::Mode::of(&cfg);
-            let current = store.current_mode().await?.unwrap_or_else(|| "never started".into());
+            let current = store
+                .current_mode()
+                .await?
+                .unwrap_or_else(|| "never started".into());
             println!("mode: {current} (config says {})", configured.as_str());
             println!("switch history:");
             for (from, to, at, reason) in store.switches().await? {
-                println!("  {}  {} -> {}  ({reason})", fmt_ms(at), from.as_deref().unwrap_or("-"), to);
+                println!(
+                    "  {}  {} -> {}  ({reason})",
+                    fmt_ms(at),
+                    from.as_deref().unwrap_or("-"),
+                    to
+                );
             }
             let pending = store.pending_announcements().await?.len();
             println!("announcements pending: {pending}");
-            for d in [tgmx::storage::Direction::TgToMx, tgmx::storage::Direction::MxToTg] {
+            for d in [
+                tgmx::storage::Direction::TgToMx,
+                tgmx::storage::Direction::MxToTg,
+            ] {
                 println!("messages {}: {}", d.as_str(), store.count_links(d).await?);
             }
         }
         Command::CheckConfig { config } => {
             let cfg = load(config.as_ref())?;
-            println!("config ok: homeserver {} ({}), {} room(s), {} identity mapping(s), primary {:?}",
-                cfg.homeserver.url, cfg.homeserver.server_name, cfg.rooms.len(), cfg.identities.len(), cfg.gateway.primary_platform);
+            println!(
+                "config ok: homeserver {} ({}), {} room(s), {} identity mapping(s), primary {:?}",
+                cfg.homeserver.url,
+                cfg.homeserver.server_name,
+                cfg.rooms.len(),
+                cfg.identities.len(),
+                cfg.gateway.primary_platform
+            );
         }
     }
     Ok(())
@@ -119,7 +179,12 @@ fn fmt_ms(ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// `tgmx primary`: edit the config file in place (validated first), then SIGHUP the daemon.
@@ -128,7 +193,8 @@ async fn primary(platform: &str, standby: bool, path: &Path) -> anyhow::Result<(
     if standby && platform != "matrix" {
         bail!("--standby only goes with `matrix`");
     }
-    let original = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let original =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let fallback = match (platform, standby) {
         ("matrix", true) => "none",
         ("matrix", false) => "telegram",
@@ -136,13 +202,17 @@ async fn primary(platform: &str, standby: bool, path: &Path) -> anyhow::Result<(
     };
     let mut text = set_scalar(&original, &["gateway", "primary_platform"], platform)?;
     text = set_scalar(&text, &["gateway", "fallback_platform"], fallback)?;
-    let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let cfg = match Config::parse(&text, base) {
         Ok(c) if c.gateway.telegram.enabled || platform == "matrix" => c,
         _ => {
             // Rolling back from a standby that was made with `telegram.enabled: false`.
             text = set_scalar(&text, &["gateway", "telegram", "enabled"], "true")?;
-            Config::parse(&text, base).context("the edited config would be invalid; file left unchanged")?
+            Config::parse(&text, base)
+                .context("the edited config would be invalid; file left unchanged")?
         }
     };
     let mode = tgmx::bridge::cutover::Mode::of(&cfg);
@@ -152,15 +222,25 @@ async fn primary(platform: &str, standby: bool, path: &Path) -> anyhow::Result<(
         std::fs::set_permissions(&tmp, meta.permissions())?;
     }
     std::fs::rename(&tmp, path)?;
-    println!("{}: primary_platform {platform}, fallback_platform {fallback} (mode {})", path.display(), mode.as_str());
+    println!(
+        "{}: primary_platform {platform}, fallback_platform {fallback} (mode {})",
+        path.display(),
+        mode.as_str()
+    );
     let store = tgmx::storage::Store::open(&cfg.database).await?;
-    match store.get_kv("daemon_pid").await?.and_then(|p| p.parse::<i32>().ok()) {
+    match store
+        .get_kv("daemon_pid")
+        .await?
+        .and_then(|p| p.parse::<i32>().ok())
+    {
         Some(pid) if pid > 0 && is_tgmx_process(pid) => {
             // SAFETY: plain kill(2) on a pid; no memory is involved.
             unsafe { libc::kill(pid, libc::SIGHUP) };
             println!("signalled the running daemon (pid {pid}) to reload");
         }
-        _ => println!("no running daemon found; the change applies when it starts (it also watches the file)"),
+        _ => println!(
+            "no running daemon found; the change applies when it starts (it also watches the file)"
+        ),
     }
     Ok(())
 }
@@ -168,10 +248,16 @@ async fn primary(platform: &str, standby: bool, path: &Path) -> anyhow::Result<(
 /// Whether `pid` is a live tgmx process (a stale pid may belong to something else by now).
 fn is_tgmx_process(pid: i32) -> bool {
     match std::fs::read(format!("/proc/{pid}/cmdline")) {
-        Ok(cmd) => cmd.split(|b| *b == 0).next().is_some_and(|argv0| String::from_utf8_lossy(argv0).contains("tgmx")),
+        Ok(cmd) => cmd
+            .split(|b| *b == 0)
+            .next()
+            .is_some_and(|argv0| String::from_utf8_lossy(argv0).contains("tgmx")),
         // No procfs: fall back to "the pid exists".
         // SAFETY: kill(2) with signal 0 only checks for existence.
-        Err(_) => std::path::Path::new("/proc/self").exists().then_some(false).unwrap_or(unsafe { libc::kill(pid, 0) } == 0),
+        Err(_) => std::path::Path::new("/proc/self")
+            .exists()
+            .then_some(false)
+            .unwrap_or(unsafe { libc::kill(pid, 0) } == 0),
     }
 }
 
@@ -182,7 +268,9 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     f.write_all(text.as_bytes())?;
     Ok(())
 }

@@ -31,7 +31,9 @@ impl Mode {
     pub fn of(cfg: &Config) -> Mode {
         let g = &cfg.gateway;
         match g.primary_platform {
-            Platform::Matrix if !g.telegram.enabled || g.fallback_platform == Platform::None => Mode::Standby,
+            Platform::Matrix if !g.telegram.enabled || g.fallback_platform == Platform::None => {
+                Mode::Standby
+            }
             Platform::Matrix => Mode::Cutover,
             Platform::Telegram | Platform::None => Mode::Parallel,
         }
@@ -129,12 +131,23 @@ impl Bridge {
     /// daemon was down is a switch like any other (announced once); the first run only records.
     pub async fn init_mode(&self) -> Result<()> {
         let mode = Mode::of(&self.cfg());
-        match self.store.current_mode().await?.as_deref().and_then(Mode::parse) {
+        match self
+            .store
+            .current_mode()
+            .await?
+            .as_deref()
+            .and_then(Mode::parse)
+        {
             None => {
-                self.store.record_switch(None, mode.as_str(), "first start", &[]).await?;
+                self.store
+                    .record_switch(None, mode.as_str(), "first start", &[])
+                    .await?;
                 tracing::info!(mode = mode.as_str(), "bridge mode (first start)");
             }
-            Some(prev) if prev != mode => self.switch(prev, mode, "config changed while stopped").await?,
+            Some(prev) if prev != mode => {
+                self.switch(prev, mode, "config changed while stopped")
+                    .await?
+            }
             Some(_) => tracing::info!(mode = mode.as_str(), "bridge mode"),
         }
         self.mode_tx.send_replace(mode);
@@ -152,8 +165,17 @@ impl Bridge {
                 }
             }
         }
-        self.store.record_switch(Some(from.as_str()), to.as_str(), reason, &targets).await?;
-        tracing::info!(from = from.as_str(), to = to.as_str(), reason, "MODE SWITCH {} -> {}", from.as_str(), to.as_str());
+        self.store
+            .record_switch(Some(from.as_str()), to.as_str(), reason, &targets)
+            .await?;
+        tracing::info!(
+            from = from.as_str(),
+            to = to.as_str(),
+            reason,
+            "MODE SWITCH {} -> {}",
+            from.as_str(),
+            to.as_str()
+        );
         self.announce_wake.notify_one();
         Ok(())
     }
@@ -164,7 +186,10 @@ impl Bridge {
         let old = self.cfg();
         let (merged, ignored) = merge_live(&old, &new);
         for key in &ignored {
-            tracing::warn!(key, "config key changed but can only change with a restart; keeping the running value");
+            tracing::warn!(
+                key,
+                "config key changed but can only change with a restart; keeping the running value"
+            );
         }
         if merged == *old {
             tracing::info!("config reloaded: no change");
@@ -181,7 +206,8 @@ impl Bridge {
             merged.identities.len()
         );
         let rooms_changed = old.rooms != merged.rooms;
-        self.pacer.set_rate(merged.gateway.telegram.per_chat_per_minute);
+        self.pacer
+            .set_rate(merged.gateway.telegram.per_chat_per_minute);
         self.set_cfg(merged);
         if rooms_changed {
             self.retain_configured_portals();
@@ -220,17 +246,33 @@ impl Bridge {
         format!("https://matrix.to/#/{target}")
     }
 
-    async fn post_announcement(&self, switch_id: i64, target: &str, kind: &str) -> Result<Option<i32>> {
-        if let Some(chat) = target.strip_prefix("tg:").and_then(|c| c.parse::<i64>().ok()) {
+    async fn post_announcement(
+        &self,
+        switch_id: i64,
+        target: &str,
+        kind: &str,
+    ) -> Result<Option<i32>> {
+        if let Some(chat) = target
+            .strip_prefix("tg:")
+            .and_then(|c| c.parse::<i64>().ok())
+        {
             let text = self.announcement_text(kind, true, &self.matrix_link(chat));
             self.pacer.wait(chat).await;
             let sent = self.tg.send_message(ChatId(chat), text).await?;
             if let Err(e) = self.tg.pin_chat_message(ChatId(chat), sent.id).await {
-                tracing::warn!(chat, "cannot pin the announcement (is the bot an admin?): {}", Error::from(e));
+                tracing::warn!(
+                    chat,
+                    "cannot pin the announcement (is the bot an admin?): {}",
+                    Error::from(e)
+                );
             }
             if kind == "rollback" {
                 for old in self.store.pinned_announcements(target, switch_id).await? {
-                    let _ = self.tg.unpin_chat_message(ChatId(chat)).message_id(MessageId(old)).await;
+                    let _ = self
+                        .tg
+                        .unpin_chat_message(ChatId(chat))
+                        .message_id(MessageId(old))
+                        .await;
                 }
             }
             return Ok(Some(sent.id.0));
@@ -239,7 +281,15 @@ impl Bridge {
             let chat = self.chat_for_room(room).unwrap_or_default();
             let body = self.announcement_text(kind, false, &self.matrix_link(chat));
             let content = json!({"msgtype": "m.notice", "body": body});
-            self.mx.send(room, &self.bot_mxid, "m.room.message", &format!("announce{switch_id}"), &content).await?;
+            self.mx
+                .send(
+                    room,
+                    &self.bot_mxid,
+                    "m.room.message",
+                    &format!("announce{switch_id}"),
+                    &content,
+                )
+                .await?;
         }
         Ok(None)
     }
@@ -254,7 +304,8 @@ impl Bridge {
                 match self.post_announcement(switch_id, &target, &kind).await {
                     Ok(msg) => {
                         tracing::info!(%target, kind, "announcement posted");
-                        if let Err(e) = self.store.announcement_done(switch_id, &target, msg).await {
+                        if let Err(e) = self.store.announcement_done(switch_id, &target, msg).await
+                        {
                             tracing::error!("cannot record announcement: {e}");
                         }
                     }
@@ -264,13 +315,28 @@ impl Bridge {
                     }
                     Err(e) => {
                         tracing::error!(%target, "announcement cannot be posted: {e}");
-                        let _ = self.store.record_failure(crate::storage::Direction::MxToTg, &format!("announce:{target}"), &e.to_string()).await;
+                        let _ = self
+                            .store
+                            .record_failure(
+                                crate::storage::Direction::MxToTg,
+                                &format!("announce:{target}"),
+                                &e.to_string(),
+                            )
+                            .await;
                         let _ = self.store.announcement_done(switch_id, &target, None).await;
                     }
                 }
             }
-            let wait = if failed { backoff } else { Duration::from_secs(3600) };
-            backoff = if failed { (backoff * 2).min(Duration::from_secs(30)) } else { Duration::from_millis(500) };
+            let wait = if failed {
+                backoff
+            } else {
+                Duration::from_secs(3600)
+            };
+            backoff = if failed {
+                (backoff * 2).min(Duration::from_secs(30))
+            } else {
+                Duration::from_millis(500)
+            };
             tokio::select! {
                 _ = self.announce_wake.notified() => {},
                 _ = tokio::time::sleep(wait) => {},
@@ -294,13 +360,30 @@ mod tests {
 
     #[test]
     fn modes_follow_the_gateway_block() {
-        assert_eq!(Mode::of(&cfg("  primary_platform: telegram")), Mode::Parallel);
-        assert_eq!(Mode::of(&cfg("  primary_platform: matrix\n  fallback_platform: telegram")), Mode::Cutover);
-        assert_eq!(Mode::of(&cfg("  primary_platform: matrix\n  fallback_platform: none")), Mode::Standby);
+        assert_eq!(
+            Mode::of(&cfg("  primary_platform: telegram")),
+            Mode::Parallel
+        );
+        assert_eq!(
+            Mode::of(&cfg(
+                "  primary_platform: matrix\n  fallback_platform: telegram"
+            )),
+            Mode::Cutover
+        );
+        assert_eq!(
+            Mode::of(&cfg(
+                "  primary_platform: matrix\n  fallback_platform: none"
+            )),
+            Mode::Standby
+        );
         let mut c = cfg("  primary_platform: matrix\n  fallback_platform: telegram");
         c.gateway.telegram.enabled = false;
         assert_eq!(Mode::of(&c), Mode::Standby);
-        assert!(!Mode::Standby.reads_telegram() && Mode::Cutover.reads_telegram() && Mode::Parallel.relays_to_telegram());
+        assert!(
+            !Mode::Standby.reads_telegram()
+                && Mode::Cutover.reads_telegram()
+                && Mode::Parallel.relays_to_telegram()
+        );
     }
 
     #[test]

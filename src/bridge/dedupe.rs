@@ -8,7 +8,7 @@
 //! leaves the inbox). So of two twins, at least the one processed second finds the first.
 
 use ruma::{OwnedRoomId, UserId};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use teloxide::prelude::*;
 use teloxide::types::{MessageId, ReactionType, Update, UpdateKind};
 
@@ -18,31 +18,64 @@ use crate::matrix::html::strip_reply_fallback;
 
 /// Case-folded, whitespace-collapsed text.
 pub fn normalize(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
 }
 
 impl Bridge {
     fn dedupe_window_ms(&self) -> Option<i64> {
         let cfg = self.cfg();
-        cfg.gateway.dedupe.enabled.then(|| cfg.gateway.dedupe.window_secs as i64 * 1000)
+        cfg.gateway
+            .dedupe
+            .enabled
+            .then(|| cfg.gateway.dedupe.window_secs as i64 * 1000)
     }
 
     /// For a Telegram post of a mapped identity: the native Matrix twin's event id, if any.
-    pub(super) async fn matrix_twin(&self, identity: &UserId, chat: i64, room: &OwnedRoomId, msg_id: i32, text: &str, ts: i64) -> Result<Option<String>> {
-        let Some(window) = self.dedupe_window_ms() else { return Ok(None) };
+    pub(super) async fn matrix_twin(
+        &self,
+        identity: &UserId,
+        chat: i64,
+        room: &OwnedRoomId,
+        msg_id: i32,
+        text: &str,
+        ts: i64,
+    ) -> Result<Option<String>> {
+        let Some(window) = self.dedupe_window_ms() else {
+            return Ok(None);
+        };
         let norm = normalize(text);
-        self.store.watch_post("telegram", &msg_id.to_string(), identity.as_str(), chat, &norm, ts).await?;
-        if let Some(ev) = self.store.find_watched("matrix", identity.as_str(), chat, &norm, ts, window).await? {
+        self.store
+            .watch_post(
+                "telegram",
+                &msg_id.to_string(),
+                identity.as_str(),
+                chat,
+                &norm,
+                ts,
+            )
+            .await?;
+        if let Some(ev) = self
+            .store
+            .find_watched("matrix", identity.as_str(), chat, &norm, ts, window)
+            .await?
+        {
             return Ok(Some(ev));
         }
         for item in self.store.all_mx_inbox().await? {
-            let Ok(ev) = serde_json::from_str::<Value>(&item.json) else { continue };
+            let Ok(ev) = serde_json::from_str::<Value>(&item.json) else {
+                continue;
+            };
             if ev["type"] == "m.room.message"
                 && ev["sender"] == identity.as_str()
                 && ev["room_id"] == room.as_str()
                 && ev["content"]["m.relates_to"]["rel_type"] != "m.replace"
                 && (ev["origin_server_ts"].as_i64().unwrap_or_default() - ts).abs() <= window
-                && normalize(&strip_reply_fallback(ev["content"]["body"].as_str().unwrap_or_default())) == norm
+                && normalize(&strip_reply_fallback(
+                    ev["content"]["body"].as_str().unwrap_or_default(),
+                )) == norm
             {
                 return Ok(ev["event_id"].as_str().map(str::to_owned));
             }
@@ -51,19 +84,43 @@ impl Bridge {
     }
 
     /// For a Matrix post of a mapped identity: the native Telegram twin's message id, if any.
-    pub(super) async fn telegram_twin(&self, identity: &UserId, tg_user: i64, chat: i64, event_id: &str, body: &str, ts: i64) -> Result<Option<i32>> {
-        let Some(window) = self.dedupe_window_ms() else { return Ok(None) };
+    pub(super) async fn telegram_twin(
+        &self,
+        identity: &UserId,
+        tg_user: i64,
+        chat: i64,
+        event_id: &str,
+        body: &str,
+        ts: i64,
+    ) -> Result<Option<i32>> {
+        let Some(window) = self.dedupe_window_ms() else {
+            return Ok(None);
+        };
         let norm = normalize(&strip_reply_fallback(body));
-        self.store.watch_post("matrix", event_id, identity.as_str(), chat, &norm, ts).await?;
-        if let Some(m) = self.store.find_watched("telegram", identity.as_str(), chat, &norm, ts, window).await? {
+        self.store
+            .watch_post("matrix", event_id, identity.as_str(), chat, &norm, ts)
+            .await?;
+        if let Some(m) = self
+            .store
+            .find_watched("telegram", identity.as_str(), chat, &norm, ts, window)
+            .await?
+        {
             return Ok(m.parse().ok());
         }
         for item in self.store.all_tg_inbox().await? {
-            let Ok(Update { kind: UpdateKind::Message(m), .. }) = serde_json::from_str::<Update>(&item.json) else { continue };
+            let Ok(Update {
+                kind: UpdateKind::Message(m),
+                ..
+            }) = serde_json::from_str::<Update>(&item.json)
+            else {
+                continue;
+            };
             if m.chat.id.0 == chat
                 && m.from.as_ref().is_some_and(|f| f.id.0 as i64 == tg_user)
                 && (m.date.timestamp_millis() - ts).abs() <= window
-                && m.text().or(m.caption()).is_some_and(|t| normalize(t) == norm)
+                && m.text()
+                    .or(m.caption())
+                    .is_some_and(|t| normalize(t) == norm)
             {
                 return Ok(Some(m.id.0));
             }
@@ -73,13 +130,40 @@ impl Bridge {
 
     /// Mark the original of a pair of twins: ✓ on its Matrix copy, 👌 on its Telegram copy.
     /// The ✓ is required (retried on failure); the Telegram reaction is best effort.
-    pub(super) async fn mark_original(&self, room: &OwnedRoomId, mx_event: &str, chat: i64, tg_msg: i32) -> Result<()> {
-        let content = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": mx_event, "key": "✓"}});
+    pub(super) async fn mark_original(
+        &self,
+        room: &OwnedRoomId,
+        mx_event: &str,
+        chat: i64,
+        tg_msg: i32,
+    ) -> Result<()> {
+        let content =
+            json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": mx_event, "key": "✓"}});
         // Both workers may mark the same pair: the txn id makes the second a no-op.
-        self.mx.send(room.as_str(), &self.bot_mxid, "m.reaction", &format!("twin{mx_event}"), &content).await?;
-        let reaction = vec![ReactionType::Emoji { emoji: "👌".into() }];
-        if let Err(e) = self.tg.set_message_reaction(ChatId(chat), MessageId(tg_msg)).reaction(reaction).await {
-            tracing::debug!(chat, tg_msg, "cannot react on telegram: {}", crate::error::Error::from(e));
+        self.mx
+            .send(
+                room.as_str(),
+                &self.bot_mxid,
+                "m.reaction",
+                &format!("twin{mx_event}"),
+                &content,
+            )
+            .await?;
+        let reaction = vec![ReactionType::Emoji {
+            emoji: "👌".into()
+        }];
+        if let Err(e) = self
+            .tg
+            .set_message_reaction(ChatId(chat), MessageId(tg_msg))
+            .reaction(reaction)
+            .await
+        {
+            tracing::debug!(
+                chat,
+                tg_msg,
+                "cannot react on telegram: {}",
+                crate::error::Error::from(e)
+            );
         }
         tracing::info!(%room, mx_event, chat, tg_msg, "same post on both platforms: second copy not mirrored");
         Ok(())

@@ -16,8 +16,12 @@ impl Bridge {
         let ev: Value = serde_json::from_str(json)?;
         let (Some(kind), Some(sender), Some(room)) = (
             ev["type"].as_str(),
-            ev["sender"].as_str().and_then(|s| OwnedUserId::try_from(s).ok()),
-            ev["room_id"].as_str().and_then(|r| OwnedRoomId::try_from(r).ok()),
+            ev["sender"]
+                .as_str()
+                .and_then(|s| OwnedUserId::try_from(s).ok()),
+            ev["room_id"]
+                .as_str()
+                .and_then(|r| OwnedRoomId::try_from(r).ok()),
         ) else {
             tracing::debug!("event without type/sender/room ignored");
             return Ok(());
@@ -45,10 +49,18 @@ impl Bridge {
     }
 
     async fn mx_member(&self, ev: &Value, room: &OwnedRoomId, sender: &OwnedUserId) -> Result<()> {
-        let Some(target) = ev["state_key"].as_str().and_then(|s| OwnedUserId::try_from(s).ok()) else { return Ok(()) };
+        let Some(target) = ev["state_key"]
+            .as_str()
+            .and_then(|s| OwnedUserId::try_from(s).ok())
+        else {
+            return Ok(());
+        };
         let membership = ev["content"]["membership"].as_str().unwrap_or_default();
         if target == self.bot_mxid {
-            if membership == "invite" && self.chat_for_room(room.as_str()).is_none() && !self.accept_invite(room.as_str()).await? {
+            if membership == "invite"
+                && self.chat_for_room(room.as_str()).is_none()
+                && !self.accept_invite(room.as_str()).await?
+            {
                 tracing::info!(%room, %sender, "declining invite to a room that is not configured");
                 let _ = self.mx.leave(room.as_str(), &self.bot_mxid).await;
             }
@@ -59,7 +71,9 @@ impl Bridge {
             "leave" | "ban" => {
                 self.remember_name(room, &target, None);
                 if self.is_bridge_user(target.as_str()) || self.identity_for_mx(&target).is_some() {
-                    self.store.set_member(target.as_str(), room.as_str(), false).await?;
+                    self.store
+                        .set_member(target.as_str(), room.as_str(), false)
+                        .await?;
                 }
             }
             _ => {}
@@ -78,7 +92,12 @@ impl Bridge {
         }
     }
 
-    async fn relay_text(&self, room: &OwnedRoomId, sender: &OwnedUserId, content: &Value) -> String {
+    async fn relay_text(
+        &self,
+        room: &OwnedRoomId,
+        sender: &OwnedUserId,
+        content: &Value,
+    ) -> String {
         let name = escape_html(&self.matrix_name(room, sender).await);
         let body = Self::mx_body_html(content);
         match content["msgtype"].as_str() {
@@ -88,20 +107,41 @@ impl Bridge {
         }
     }
 
-    async fn mx_message(&self, ev: &Value, room: &OwnedRoomId, sender: &OwnedUserId, chat: i64) -> Result<()> {
-        let Some(event_id) = ev["event_id"].as_str() else { return Ok(()) };
+    async fn mx_message(
+        &self,
+        ev: &Value,
+        room: &OwnedRoomId,
+        sender: &OwnedUserId,
+        chat: i64,
+    ) -> Result<()> {
+        let Some(event_id) = ev["event_id"].as_str() else {
+            return Ok(());
+        };
         self.pacer.wait(chat).await;
         let content = &ev["content"];
         let relates = &content["m.relates_to"];
         if relates["rel_type"].as_str() == Some("m.replace") {
-            let Some(target) = relates["event_id"].as_str() else { return Ok(()) };
-            let Some(link) = self.store.link_by_event(target).await? else { return Ok(()) };
+            let Some(target) = relates["event_id"].as_str() else {
+                return Ok(());
+            };
+            let Some(link) = self.store.link_by_event(target).await? else {
+                return Ok(());
+            };
             if link.direction != Direction::MxToTg.as_str() || link.sender != sender.as_str() {
                 return Ok(());
             }
-            let new_content = if content["m.new_content"].is_object() { &content["m.new_content"] } else { content };
+            let new_content = if content["m.new_content"].is_object() {
+                &content["m.new_content"]
+            } else {
+                content
+            };
             let text = self.relay_text(room, sender, new_content).await;
-            match self.tg.edit_message_text(ChatId(link.tg_chat_id), MessageId(link.tg_msg_id), text).parse_mode(ParseMode::Html).await {
+            match self
+                .tg
+                .edit_message_text(ChatId(link.tg_chat_id), MessageId(link.tg_msg_id), text)
+                .parse_mode(ParseMode::Html)
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if e.to_string().contains("message is not modified") => {}
                 Err(e) => return Err(e.into()),
@@ -112,12 +152,22 @@ impl Bridge {
             return Ok(()); // already relayed before a restart
         }
         let ts = ev["origin_server_ts"].as_i64().unwrap_or_default();
-        let is_text = matches!(content["msgtype"].as_str(), Some("m.text" | "m.notice" | "m.emote"));
+        let is_text = matches!(
+            content["msgtype"].as_str(),
+            Some("m.text" | "m.notice" | "m.emote")
+        );
         if let (Some(tg_user), true) = (self.identity_for_mx(sender), is_text) {
             let body = content["body"].as_str().unwrap_or_default();
-            if let Some(twin) = self.telegram_twin(sender, tg_user, chat, event_id, body, ts).await? {
+            if let Some(twin) = self
+                .telegram_twin(sender, tg_user, chat, event_id, body, ts)
+                .await?
+            {
                 // The Telegram post is the original; on Matrix it is its bridged copy, if any.
-                let mx_copy = self.store.link_by_tg(chat, twin).await?.map_or(event_id.to_owned(), |l| l.mx_event_id);
+                let mx_copy = self
+                    .store
+                    .link_by_tg(chat, twin)
+                    .await?
+                    .map_or(event_id.to_owned(), |l| l.mx_event_id);
                 return self.mark_original(room, &mx_copy, chat, twin).await;
             }
         }
@@ -125,38 +175,70 @@ impl Bridge {
             Some(target) => self.store.link_by_event(target).await?.map(|l| l.tg_msg_id),
             None => None,
         };
-        let sent = if matches!(content["msgtype"].as_str(), Some("m.image" | "m.file" | "m.audio" | "m.video")) {
-            self.mx_media_to_tg(ev, room, sender, chat, reply_to).await?
+        let sent = if matches!(
+            content["msgtype"].as_str(),
+            Some("m.image" | "m.file" | "m.audio" | "m.video")
+        ) {
+            self.mx_media_to_tg(ev, room, sender, chat, reply_to)
+                .await?
         } else {
             let text = self.relay_text(room, sender, content).await;
-            let mut req = self.tg.send_message(ChatId(chat), text).parse_mode(ParseMode::Html);
+            let mut req = self
+                .tg
+                .send_message(ChatId(chat), text)
+                .parse_mode(ParseMode::Html);
             if let Some(id) = reply_to {
-                req = req.reply_parameters(ReplyParameters::new(MessageId(id)).allow_sending_without_reply());
+                req = req.reply_parameters(
+                    ReplyParameters::new(MessageId(id)).allow_sending_without_reply(),
+                );
             }
             req.await?.id.0
         };
-        self.store.link_message(chat, sent, room.as_str(), event_id, Direction::MxToTg, sender.as_str(), ts).await?;
+        self.store
+            .link_message(
+                chat,
+                sent,
+                room.as_str(),
+                event_id,
+                Direction::MxToTg,
+                sender.as_str(),
+                ts,
+            )
+            .await?;
         tracing::debug!(%event_id, chat, msg = sent, "matrix -> telegram");
         Ok(())
     }
 
     async fn mx_redaction(&self, ev: &Value, chat: i64) -> Result<()> {
         // Room v11+ carries `redacts` in content; older rooms at the top level.
-        let Some(target) = ev["content"]["redacts"].as_str().or(ev["redacts"].as_str()) else { return Ok(()) };
+        let Some(target) = ev["content"]["redacts"].as_str().or(ev["redacts"].as_str()) else {
+            return Ok(());
+        };
         if let Some((r_chat, r_msg, direction)) = self.store.delete_reaction(target).await? {
             if direction == Direction::MxToTg.as_str() {
                 self.sync_bot_reaction(r_chat, r_msg).await?;
             }
             return Ok(());
         }
-        let Some(link) = self.store.link_by_event(target).await? else { return Ok(()) };
+        let Some(link) = self.store.link_by_event(target).await? else {
+            return Ok(());
+        };
         if link.tg_chat_id != chat {
             return Ok(());
         }
-        match self.tg.delete_message(ChatId(chat), MessageId(link.tg_msg_id)).await {
+        match self
+            .tg
+            .delete_message(ChatId(chat), MessageId(link.tg_msg_id))
+            .await
+        {
             Ok(_) => tracing::debug!(chat, msg = link.tg_msg_id, "redaction -> deleteMessage"),
             // A Telegram user's message can only be deleted by an admin bot; not fatal.
-            Err(e) => tracing::warn!(chat, msg = link.tg_msg_id, "deleteMessage failed: {}", crate::error::Error::from(e)),
+            Err(e) => tracing::warn!(
+                chat,
+                msg = link.tg_msg_id,
+                "deleteMessage failed: {}",
+                crate::error::Error::from(e)
+            ),
         }
         Ok(())
     }

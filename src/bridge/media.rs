@@ -6,10 +6,13 @@
 use std::time::{Duration, Instant};
 
 use ruma::{OwnedRoomId, OwnedUserId, UserId};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use teloxide::net::Download;
 use teloxide::prelude::*;
-use teloxide::types::{FileMeta, InputFile, Message, MessageId, MessageReactionUpdated, ParseMode, ReactionType, ReplyParameters};
+use teloxide::types::{
+    FileMeta, InputFile, Message, MessageId, MessageReactionUpdated, ParseMode, ReactionType,
+    ReplyParameters,
+};
 
 use super::Bridge;
 use crate::error::{Error, Result};
@@ -30,50 +33,129 @@ struct TgFile<'a> {
 }
 
 fn mime_of(m: Option<&impl std::fmt::Display>, default: &str) -> String {
-    m.map(|m| m.to_string()).unwrap_or_else(|| default.to_owned())
+    m.map(|m| m.to_string())
+        .unwrap_or_else(|| default.to_owned())
 }
 
 fn tg_file(m: &Message) -> Option<TgFile<'_>> {
-    let f = |meta, what, msgtype, name: String, mime: String, info: Value| TgFile { meta, what, msgtype, name, mime, info, voice: false, thumb: None };
+    let f = |meta, what, msgtype, name: String, mime: String, info: Value| TgFile {
+        meta,
+        what,
+        msgtype,
+        name,
+        mime,
+        info,
+        voice: false,
+        thumb: None,
+    };
     if let Some(sizes) = m.photo() {
         let big = sizes.iter().max_by_key(|p| p.width * p.height)?;
-        let small = sizes.iter().min_by_key(|p| p.width * p.height).filter(|s| s.file.unique_id != big.file.unique_id);
-        let mut tf = f(&big.file, "photo", "m.image", "photo.jpg".into(), "image/jpeg".into(), json!({"w": big.width, "h": big.height}));
+        let small = sizes
+            .iter()
+            .min_by_key(|p| p.width * p.height)
+            .filter(|s| s.file.unique_id != big.file.unique_id);
+        let mut tf = f(
+            &big.file,
+            "photo",
+            "m.image",
+            "photo.jpg".into(),
+            "image/jpeg".into(),
+            json!({"w": big.width, "h": big.height}),
+        );
         tf.thumb = small.map(|s| (&s.file, s.width, s.height));
         return Some(tf);
     }
     if let Some(v) = m.voice() {
         let secs = v.duration.seconds();
-        let mut tf = f(&v.file, "voice message", "m.audio", "voice.ogg".into(), mime_of(v.mime_type.as_ref(), "audio/ogg"), json!({"duration": secs * 1000}));
+        let mut tf = f(
+            &v.file,
+            "voice message",
+            "m.audio",
+            "voice.ogg".into(),
+            mime_of(v.mime_type.as_ref(), "audio/ogg"),
+            json!({"duration": secs * 1000}),
+        );
         tf.voice = true;
         return Some(tf);
     }
     if let Some(a) = m.audio() {
         let name = a.file_name.clone().unwrap_or_else(|| "audio.mp3".into());
-        return Some(f(&a.file, "audio file", "m.audio", name, mime_of(a.mime_type.as_ref(), "audio/mpeg"), json!({"duration": a.duration.seconds() * 1000})));
+        return Some(f(
+            &a.file,
+            "audio file",
+            "m.audio",
+            name,
+            mime_of(a.mime_type.as_ref(), "audio/mpeg"),
+            json!({"duration": a.duration.seconds() * 1000}),
+        ));
     }
     if let Some(v) = m.video() {
         let name = v.file_name.clone().unwrap_or_else(|| "video.mp4".into());
         let info = json!({"w": v.width, "h": v.height, "duration": v.duration.seconds() * 1000});
-        return Some(f(&v.file, "video", "m.video", name, mime_of(v.mime_type.as_ref(), "video/mp4"), info));
+        return Some(f(
+            &v.file,
+            "video",
+            "m.video",
+            name,
+            mime_of(v.mime_type.as_ref(), "video/mp4"),
+            info,
+        ));
     }
     if let Some(a) = m.animation() {
-        let name = a.file_name.clone().unwrap_or_else(|| "animation.mp4".into());
+        let name = a
+            .file_name
+            .clone()
+            .unwrap_or_else(|| "animation.mp4".into());
         let info = json!({"w": a.width, "h": a.height, "duration": a.duration.seconds() * 1000});
-        return Some(f(&a.file, "animation", "m.video", name, mime_of(a.mime_type.as_ref(), "video/mp4"), info));
+        return Some(f(
+            &a.file,
+            "animation",
+            "m.video",
+            name,
+            mime_of(a.mime_type.as_ref(), "video/mp4"),
+            info,
+        ));
     }
     if let Some(d) = m.document() {
         let name = d.file_name.clone().unwrap_or_else(|| "file".into());
-        return Some(f(&d.file, "file", "m.file", name, mime_of(d.mime_type.as_ref(), "application/octet-stream"), json!({})));
+        return Some(f(
+            &d.file,
+            "file",
+            "m.file",
+            name,
+            mime_of(d.mime_type.as_ref(), "application/octet-stream"),
+            json!({}),
+        ));
     }
     if let Some(s) = m.sticker() {
         let info = json!({"w": s.width, "h": s.height});
         return Some(if s.flags.is_animated {
-            f(&s.file, "sticker", "m.file", "sticker.tgs".into(), "application/x-tgsticker".into(), info)
+            f(
+                &s.file,
+                "sticker",
+                "m.file",
+                "sticker.tgs".into(),
+                "application/x-tgsticker".into(),
+                info,
+            )
         } else if s.flags.is_video {
-            f(&s.file, "sticker", "m.video", "sticker.webm".into(), "video/webm".into(), info)
+            f(
+                &s.file,
+                "sticker",
+                "m.video",
+                "sticker.webm".into(),
+                "video/webm".into(),
+                info,
+            )
         } else {
-            f(&s.file, "sticker", "m.image", "sticker.webp".into(), "image/webp".into(), info)
+            f(
+                &s.file,
+                "sticker",
+                "m.image",
+                "sticker.webp".into(),
+                "image/webp".into(),
+                info,
+            )
         });
     }
     None
@@ -84,19 +166,30 @@ impl Bridge {
     async fn tg_download(&self, meta: &FileMeta) -> Result<Vec<u8>> {
         let limit = self.cfg().gateway.telegram.max_download_bytes;
         if meta.size != u32::MAX && u64::from(meta.size) > limit {
-            return Err(Error::TooLarge { size: meta.size.into(), limit });
+            return Err(Error::TooLarge {
+                size: meta.size.into(),
+                limit,
+            });
         }
         let file = match self.tg.get_file(meta.id.clone()).await {
             Ok(f) => f,
-            Err(e) if e.to_string().contains("too big") => return Err(Error::TooLarge { size: meta.size.into(), limit }),
+            Err(e) if e.to_string().contains("too big") => {
+                return Err(Error::TooLarge {
+                    size: meta.size.into(),
+                    limit,
+                });
+            }
             Err(e) => return Err(e.into()),
         };
         let mut bytes = Vec::with_capacity(meta.size.min(64 << 20) as usize);
-        self.tg.download_file(&file.path, &mut bytes).await.map_err(|e| Error::Telegram {
-            message: crate::error::redact_bot_token(&e.to_string()),
-            transient: true,
-            retry_after: None,
-        })?;
+        self.tg
+            .download_file(&file.path, &mut bytes)
+            .await
+            .map_err(|e| Error::Telegram {
+                message: crate::error::redact_bot_token(&e.to_string()),
+                transient: true,
+                retry_after: None,
+            })?;
         Ok(bytes)
     }
 
@@ -112,8 +205,14 @@ impl Bridge {
 
     /// Matrix content for a Telegram message with a file, or `None` when it has none.
     /// A file over a limit yields a notice instead (and a recorded failure).
-    pub(super) async fn tg_media_content(&self, m: &Message, sender: &UserId) -> Result<Option<Value>> {
-        let Some(tf) = tg_file(m) else { return Ok(None) };
+    pub(super) async fn tg_media_content(
+        &self,
+        m: &Message,
+        sender: &UserId,
+    ) -> Result<Option<Value>> {
+        let Some(tf) = tg_file(m) else {
+            return Ok(None);
+        };
         let caption = m.caption().unwrap_or_default();
         match self.tg_upload_to_matrix(&tf, sender).await {
             Ok((url, size, thumb)) => {
@@ -128,7 +227,11 @@ impl Bridge {
                     "filename": tf.name, "url": url, "info": info});
                 let entities = m.caption_entities().unwrap_or_default();
                 if !caption.is_empty() && has_formatting(entities) {
-                    let puppet = |id| self.identity_for_tg(id).unwrap_or_else(|| self.puppet_mxid(id)).to_string();
+                    let puppet = |id| {
+                        self.identity_for_tg(id)
+                            .unwrap_or_else(|| self.puppet_mxid(id))
+                            .to_string()
+                    };
                     content["format"] = json!("org.matrix.custom.html");
                     content["formatted_body"] = json!(entities_to_html(caption, entities, &puppet));
                 }
@@ -141,9 +244,15 @@ impl Bridge {
             Err(e @ Error::TooLarge { .. }) => {
                 let reason = format!("{} not bridged: {e}", tf.what);
                 let source = format!("tg:{}:{}", m.chat.id.0, m.id.0);
-                self.store.record_failure(Direction::TgToMx, &source, &reason).await?;
+                self.store
+                    .record_failure(Direction::TgToMx, &source, &reason)
+                    .await?;
                 tracing::warn!(%source, "{reason}");
-                let body = if caption.is_empty() { format!("[{reason}]") } else { format!("{caption}\n[{reason}]") };
+                let body = if caption.is_empty() {
+                    format!("[{reason}]")
+                } else {
+                    format!("{caption}\n[{reason}]")
+                };
                 Ok(Some(json!({"msgtype": "m.notice", "body": body})))
             }
             Err(e) => Err(e),
@@ -151,19 +260,33 @@ impl Bridge {
     }
 
     /// Download from Telegram, check the homeserver limit, upload as `sender`.
-    async fn tg_upload_to_matrix(&self, tf: &TgFile<'_>, sender: &UserId) -> Result<(String, usize, Option<(String, Value)>)> {
+    async fn tg_upload_to_matrix(
+        &self,
+        tf: &TgFile<'_>,
+        sender: &UserId,
+    ) -> Result<(String, usize, Option<(String, Value)>)> {
         let bytes = self.tg_download(tf.meta).await?;
         let size = bytes.len();
         if let Some(limit) = self.hs_upload_limit().await.filter(|l| size as u64 > *l) {
-            return Err(Error::TooLarge { size: size as u64, limit });
+            return Err(Error::TooLarge {
+                size: size as u64,
+                limit,
+            });
         }
         let url = self.mx.upload(sender, bytes, &tf.mime, &tf.name).await?;
         let mut thumb = None;
         if let Some((meta, w, h)) = tf.thumb {
             if let Ok(tb) = self.tg_download(meta).await {
                 let tsize = tb.len();
-                if let Ok(turl) = self.mx.upload(sender, tb, "image/jpeg", "thumbnail.jpg").await {
-                    thumb = Some((turl, json!({"w": w, "h": h, "mimetype": "image/jpeg", "size": tsize})));
+                if let Ok(turl) = self
+                    .mx
+                    .upload(sender, tb, "image/jpeg", "thumbnail.jpg")
+                    .await
+                {
+                    thumb = Some((
+                        turl,
+                        json!({"w": w, "h": h, "mimetype": "image/jpeg", "size": tsize}),
+                    ));
                 }
             }
         }
@@ -172,13 +295,26 @@ impl Bridge {
 
     /// Matrix file message -> Telegram (sendPhoto / sendDocument / sendVoice / sendAudio /
     /// sendVideo). Returns the Telegram message id of what was sent (the file or a notice).
-    pub(super) async fn mx_media_to_tg(&self, ev: &Value, room: &OwnedRoomId, sender: &OwnedUserId, chat: i64, reply_to: Option<i32>) -> Result<i32> {
+    pub(super) async fn mx_media_to_tg(
+        &self,
+        ev: &Value,
+        room: &OwnedRoomId,
+        sender: &OwnedUserId,
+        chat: i64,
+        reply_to: Option<i32>,
+    ) -> Result<i32> {
         let content = &ev["content"];
         let msgtype = content["msgtype"].as_str().unwrap_or_default();
-        let name_html = format!("<b>{}</b>", escape_html(&self.matrix_name(room, sender).await));
+        let name_html = format!(
+            "<b>{}</b>",
+            escape_html(&self.matrix_name(room, sender).await)
+        );
         let body = content["body"].as_str().unwrap_or_default();
         let filename = content["filename"].as_str().unwrap_or(body).to_owned();
-        let caption_text = content["filename"].as_str().filter(|f| *f != body).map(|_| body);
+        let caption_text = content["filename"]
+            .as_str()
+            .filter(|f| *f != body)
+            .map(|_| body);
         let mut caption = match caption_text {
             Some(c) => format!("{name_html}: {}", escape_html(c)),
             None => name_html.clone(),
@@ -187,59 +323,130 @@ impl Bridge {
             caption = caption.chars().take(1000).collect::<String>() + "…";
         }
         let tcfg = self.cfg().gateway.telegram.clone();
-        let reply = |r: Option<i32>| r.map(|id| ReplyParameters::new(MessageId(id)).allow_sending_without_reply());
+        let reply = |r: Option<i32>| {
+            r.map(|id| ReplyParameters::new(MessageId(id)).allow_sending_without_reply())
+        };
         let Some(url) = content["url"].as_str() else {
             // Encrypted attachments (`file`) arrive with the encryption work.
-            let text = format!("{name_html} sent a file the bridge cannot carry: {}", escape_html(&filename));
-            let sent = self.tg.send_message(ChatId(chat), text).parse_mode(ParseMode::Html).await?;
+            let text = format!(
+                "{name_html} sent a file the bridge cannot carry: {}",
+                escape_html(&filename)
+            );
+            let sent = self
+                .tg
+                .send_message(ChatId(chat), text)
+                .parse_mode(ParseMode::Html)
+                .await?;
             return Ok(sent.id.0);
         };
         let declared = content["info"]["size"].as_u64().unwrap_or(0);
         let fetched = if declared > tcfg.max_upload_bytes {
-            Err(Error::TooLarge { size: declared, limit: tcfg.max_upload_bytes })
+            Err(Error::TooLarge {
+                size: declared,
+                limit: tcfg.max_upload_bytes,
+            })
         } else {
             self.mx.download(url, tcfg.max_upload_bytes).await
         };
         let (bytes, mime) = match fetched {
             Ok(b) => b,
-            Err(e @ Error::TooLarge { .. }) => return self.tg_too_large_notice(ev, chat, &name_html, &filename, &e).await,
+            Err(e @ Error::TooLarge { .. }) => {
+                return self
+                    .tg_too_large_notice(ev, chat, &name_html, &filename, &e)
+                    .await;
+            }
             Err(e) => return Err(e),
         };
-        let mime = content["info"]["mimetype"].as_str().map(str::to_owned).or(mime).unwrap_or_default();
+        let mime = content["info"]["mimetype"]
+            .as_str()
+            .map(str::to_owned)
+            .or(mime)
+            .unwrap_or_default();
         let file = InputFile::memory(bytes.clone()).file_name(filename.clone());
         let chat_id = ChatId(chat);
         let is_voice = content.get("org.matrix.msc3245.voice").is_some();
         let sent = match msgtype {
             "m.image" if (bytes.len() as u64) <= tcfg.max_photo_bytes && mime != "image/gif" => {
-                self.tg.send_photo(chat_id, file).caption(caption).parse_mode(ParseMode::Html).reply_parameters_opt(reply(reply_to)).await
+                self.tg
+                    .send_photo(chat_id, file)
+                    .caption(caption)
+                    .parse_mode(ParseMode::Html)
+                    .reply_parameters_opt(reply(reply_to))
+                    .await
             }
             "m.audio" if is_voice => {
-                let mut req = self.tg.send_voice(chat_id, file).caption(caption).parse_mode(ParseMode::Html);
+                let mut req = self
+                    .tg
+                    .send_voice(chat_id, file)
+                    .caption(caption)
+                    .parse_mode(ParseMode::Html);
                 if let Some(ms) = content["info"]["duration"].as_u64() {
                     req = req.duration(((ms + 999) / 1000) as u32);
                 }
                 req.reply_parameters_opt(reply(reply_to)).await
             }
-            "m.audio" => self.tg.send_audio(chat_id, file).caption(caption).parse_mode(ParseMode::Html).reply_parameters_opt(reply(reply_to)).await,
-            "m.video" => self.tg.send_video(chat_id, file).caption(caption).parse_mode(ParseMode::Html).reply_parameters_opt(reply(reply_to)).await,
-            _ => self.tg.send_document(chat_id, file).caption(caption).parse_mode(ParseMode::Html).reply_parameters_opt(reply(reply_to)).await,
+            "m.audio" => {
+                self.tg
+                    .send_audio(chat_id, file)
+                    .caption(caption)
+                    .parse_mode(ParseMode::Html)
+                    .reply_parameters_opt(reply(reply_to))
+                    .await
+            }
+            "m.video" => {
+                self.tg
+                    .send_video(chat_id, file)
+                    .caption(caption)
+                    .parse_mode(ParseMode::Html)
+                    .reply_parameters_opt(reply(reply_to))
+                    .await
+            }
+            _ => {
+                self.tg
+                    .send_document(chat_id, file)
+                    .caption(caption)
+                    .parse_mode(ParseMode::Html)
+                    .reply_parameters_opt(reply(reply_to))
+                    .await
+            }
         };
         match sent {
             Ok(m) => Ok(m.id.0),
             Err(e) if e.to_string().contains("Too Large") || e.to_string().contains("too big") => {
-                let e = Error::TooLarge { size: bytes.len() as u64, limit: tcfg.max_upload_bytes };
-                self.tg_too_large_notice(ev, chat, &name_html, &filename, &e).await
+                let e = Error::TooLarge {
+                    size: bytes.len() as u64,
+                    limit: tcfg.max_upload_bytes,
+                };
+                self.tg_too_large_notice(ev, chat, &name_html, &filename, &e)
+                    .await
             }
             Err(e) => Err(e.into()),
         }
     }
 
-    async fn tg_too_large_notice(&self, ev: &Value, chat: i64, name_html: &str, filename: &str, e: &Error) -> Result<i32> {
+    async fn tg_too_large_notice(
+        &self,
+        ev: &Value,
+        chat: i64,
+        name_html: &str,
+        filename: &str,
+        e: &Error,
+    ) -> Result<i32> {
         let source = format!("mx:{}", ev["event_id"].as_str().unwrap_or_default());
-        self.store.record_failure(Direction::MxToTg, &source, &format!("{filename}: {e}")).await?;
+        self.store
+            .record_failure(Direction::MxToTg, &source, &format!("{filename}: {e}"))
+            .await?;
         tracing::warn!(%source, "{filename}: {e}");
-        let text = format!("{name_html} sent {}: {}", escape_html(filename), escape_html(&e.to_string()));
-        let sent = self.tg.send_message(ChatId(chat), text).parse_mode(ParseMode::Html).await?;
+        let text = format!(
+            "{name_html} sent {}: {}",
+            escape_html(filename),
+            escape_html(&e.to_string())
+        );
+        let sent = self
+            .tg
+            .send_message(ChatId(chat), text)
+            .parse_mode(ParseMode::Html)
+            .await?;
         Ok(sent.id.0)
     }
 
@@ -248,30 +455,59 @@ impl Bridge {
     /// Telegram reaction change -> m.reaction events (added) and redactions (removed).
     pub(super) async fn tg_reaction(&self, r: &MessageReactionUpdated) -> Result<()> {
         let chat = r.chat.id.0;
-        let Some(room) = self.room_for_chat(chat) else { return Ok(()) };
+        let Some(room) = self.room_for_chat(chat) else {
+            return Ok(());
+        };
         let Some(user) = r.user() else { return Ok(()) };
-        let Some(link) = self.store.link_by_tg(chat, r.message_id.0).await? else { return Ok(()) };
+        let Some(link) = self.store.link_by_tg(chat, r.message_id.0).await? else {
+            return Ok(());
+        };
         let emojis = |v: &[ReactionType]| -> Vec<String> {
-            v.iter().filter_map(|t| match t {
-                ReactionType::Emoji { emoji } => Some(emoji.clone()),
-                _ => None,
-            }).collect()
+            v.iter()
+                .filter_map(|t| match t {
+                    ReactionType::Emoji { emoji } => Some(emoji.clone()),
+                    _ => None,
+                })
+                .collect()
         };
         let (old, new) = (emojis(&r.old_reaction), emojis(&r.new_reaction));
         let sender = self.sender_for(user, &room).await?;
         let reactor = user.id.0.to_string();
         for e in new.iter().filter(|e| !old.contains(e)) {
-            if self.store.reaction(chat, link.tg_msg_id, &reactor, e).await?.is_some() {
+            if self
+                .store
+                .reaction(chat, link.tg_msg_id, &reactor, e)
+                .await?
+                .is_some()
+            {
                 continue;
             }
             let content = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": link.mx_event_id, "key": e}});
             let txn = format!("tgr{chat}_{}_{reactor}_{}", link.tg_msg_id, hex(e));
-            let ev = self.mx.send(room.as_str(), &sender, "m.reaction", &txn, &content).await?;
-            self.store.save_reaction(chat, link.tg_msg_id, &reactor, e, ev.as_str(), Direction::TgToMx).await?;
+            let ev = self
+                .mx
+                .send(room.as_str(), &sender, "m.reaction", &txn, &content)
+                .await?;
+            self.store
+                .save_reaction(
+                    chat,
+                    link.tg_msg_id,
+                    &reactor,
+                    e,
+                    ev.as_str(),
+                    Direction::TgToMx,
+                )
+                .await?;
         }
         for e in old.iter().filter(|e| !new.contains(e)) {
-            if let Some(ev) = self.store.reaction(chat, link.tg_msg_id, &reactor, e).await? {
-                self.mx.redact(room.as_str(), &sender, &ev, &format!("unreact{}", hex(&ev))).await?;
+            if let Some(ev) = self
+                .store
+                .reaction(chat, link.tg_msg_id, &reactor, e)
+                .await?
+            {
+                self.mx
+                    .redact(room.as_str(), &sender, &ev, &format!("unreact{}", hex(&ev)))
+                    .await?;
                 self.store.delete_reaction(&ev).await?;
             }
         }
@@ -279,21 +515,49 @@ impl Bridge {
     }
 
     /// Matrix m.reaction on a bridged message -> the bot's reaction on Telegram.
-    pub(super) async fn mx_reaction(&self, ev: &Value, sender: &OwnedUserId, chat: i64) -> Result<()> {
+    pub(super) async fn mx_reaction(
+        &self,
+        ev: &Value,
+        sender: &OwnedUserId,
+        chat: i64,
+    ) -> Result<()> {
         let rel = &ev["content"]["m.relates_to"];
-        let (Some(target), Some(key), Some(event_id)) = (rel["event_id"].as_str(), rel["key"].as_str(), ev["event_id"].as_str()) else {
+        let (Some(target), Some(key), Some(event_id)) = (
+            rel["event_id"].as_str(),
+            rel["key"].as_str(),
+            ev["event_id"].as_str(),
+        ) else {
             return Ok(());
         };
-        let Some(link) = self.store.link_by_event(target).await? else { return Ok(()) };
-        self.store.save_reaction(chat, link.tg_msg_id, sender.as_str(), key, event_id, Direction::MxToTg).await?;
+        let Some(link) = self.store.link_by_event(target).await? else {
+            return Ok(());
+        };
+        self.store
+            .save_reaction(
+                chat,
+                link.tg_msg_id,
+                sender.as_str(),
+                key,
+                event_id,
+                Direction::MxToTg,
+            )
+            .await?;
         self.sync_bot_reaction(chat, link.tg_msg_id).await
     }
 
     /// The bot has one reaction per message: the newest Matrix reaction still standing.
     pub(super) async fn sync_bot_reaction(&self, chat: i64, msg: i32) -> Result<()> {
         let current = self.store.latest_mx_reaction(chat, msg).await?;
-        let reaction: Vec<ReactionType> = current.into_iter().map(|emoji| ReactionType::Emoji { emoji }).collect();
-        if let Err(e) = self.tg.set_message_reaction(ChatId(chat), MessageId(msg)).reaction(reaction).await {
+        let reaction: Vec<ReactionType> = current
+            .into_iter()
+            .map(|emoji| ReactionType::Emoji { emoji })
+            .collect();
+        if let Err(e) = self
+            .tg
+            .set_message_reaction(ChatId(chat), MessageId(msg))
+            .reaction(reaction)
+            .await
+        {
             // Telegram allows a fixed set of emoji; others cannot be mirrored.
             tracing::debug!(chat, msg, "setMessageReaction failed: {}", Error::from(e));
         }
@@ -307,23 +571,41 @@ impl Bridge {
     pub(super) async fn sync_avatar(&self, tg_user: i64, mxid: &UserId) {
         {
             let mut seen = self.avatar_checked.lock().expect("lock");
-            if seen.get(&tg_user).is_some_and(|t| t.elapsed() < Duration::from_secs(3600)) {
+            if seen
+                .get(&tg_user)
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(3600))
+            {
                 return;
             }
             seen.insert(tg_user, Instant::now());
         }
         let result: Result<()> = async {
-            let photos = self.tg.get_user_profile_photos(teloxide::types::UserId(tg_user as u64)).limit(1).await?;
-            let Some(best) = photos.photos.first().and_then(|sizes| sizes.iter().max_by_key(|p| p.width * p.height)) else {
+            let photos = self
+                .tg
+                .get_user_profile_photos(teloxide::types::UserId(tg_user as u64))
+                .limit(1)
+                .await?;
+            let Some(best) = photos
+                .photos
+                .first()
+                .and_then(|sizes| sizes.iter().max_by_key(|p| p.width * p.height))
+            else {
                 return Ok(());
             };
-            if self.store.puppet_avatar(tg_user).await?.as_deref() == Some(best.file.unique_id.0.as_str()) {
+            if self.store.puppet_avatar(tg_user).await?.as_deref()
+                == Some(best.file.unique_id.0.as_str())
+            {
                 return Ok(());
             }
             let bytes = self.tg_download(&best.file).await?;
-            let url = self.mx.upload(mxid, bytes, "image/jpeg", "avatar.jpg").await?;
+            let url = self
+                .mx
+                .upload(mxid, bytes, "image/jpeg", "avatar.jpg")
+                .await?;
             self.mx.set_avatar_url(mxid, &url).await?;
-            self.store.set_puppet_avatar(tg_user, &best.file.unique_id.0).await?;
+            self.store
+                .set_puppet_avatar(tg_user, &best.file.unique_id.0)
+                .await?;
             tracing::info!(%mxid, "puppet avatar updated");
             Ok(())
         }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use teloxide::Bot;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -89,7 +89,10 @@ impl Bridge {
     fn retain_configured_portals(&self) {
         let cfg = self.cfg();
         self.portals.write().expect("lock").retain(|chat, room| {
-            cfg.rooms.iter().any(|r| r.telegram == *chat && (r.matrix.is_room_alias_id() || r.matrix.as_str() == room.as_str()))
+            cfg.rooms.iter().any(|r| {
+                r.telegram == *chat
+                    && (r.matrix.is_room_alias_id() || r.matrix.as_str() == room.as_str())
+            })
         });
     }
 
@@ -98,7 +101,12 @@ impl Bridge {
     }
 
     pub fn chat_for_room(&self, room: &str) -> Option<i64> {
-        self.portals.read().expect("lock").iter().find(|(_, r)| r.as_str() == room).map(|(c, _)| *c)
+        self.portals
+            .read()
+            .expect("lock")
+            .iter()
+            .find(|(_, r)| r.as_str() == room)
+            .map(|(c, _)| *c)
     }
 
     /// Whether the chat is configured (even if its room is not resolved yet).
@@ -108,7 +116,10 @@ impl Bridge {
 
     pub fn puppet_mxid(&self, tg_user: i64) -> OwnedUserId {
         let cfg = self.cfg();
-        OwnedUserId::try_from(format!("@{}{}:{}", cfg.appservice.puppet_prefix, tg_user, cfg.homeserver.server_name))
+        OwnedUserId::try_from(format!(
+            "@{}{}:{}",
+            cfg.appservice.puppet_prefix, tg_user, cfg.homeserver.server_name
+        ))
         .expect("valid puppet id")
     }
 
@@ -118,21 +129,33 @@ impl Bridge {
             return true;
         }
         let cfg = self.cfg();
-        let Some(rest) = user.strip_prefix('@').and_then(|u| u.strip_prefix(cfg.appservice.puppet_prefix.as_str())) else {
+        let Some(rest) = user
+            .strip_prefix('@')
+            .and_then(|u| u.strip_prefix(cfg.appservice.puppet_prefix.as_str()))
+        else {
             return false;
         };
         let server_suffix = format!(":{}", cfg.homeserver.server_name);
-        rest.strip_suffix(server_suffix.as_str()).is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+        rest.strip_suffix(server_suffix.as_str())
+            .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
     }
 
     /// The Matrix account a mapped person (double puppet) uses, for a Telegram user id.
     pub fn identity_for_tg(&self, tg_user: i64) -> Option<OwnedUserId> {
-        self.cfg().identities.iter().find(|i| i.telegram == tg_user).map(|i| i.matrix.clone())
+        self.cfg()
+            .identities
+            .iter()
+            .find(|i| i.telegram == tg_user)
+            .map(|i| i.matrix.clone())
     }
 
     /// The Telegram user id of a mapped Matrix account.
     pub fn identity_for_mx(&self, user: &UserId) -> Option<i64> {
-        self.cfg().identities.iter().find(|i| i.matrix == user).map(|i| i.telegram)
+        self.cfg()
+            .identities
+            .iter()
+            .find(|i| i.matrix == user)
+            .map(|i| i.telegram)
     }
 
     /// Ensure the bot exists and every configured room is resolved and joined. Rooms that fail
@@ -140,8 +163,12 @@ impl Bridge {
     pub async fn setup(&self) -> Result<Vec<String>> {
         let cfg = self.cfg();
         self.mx.register(&cfg.appservice.bot_localpart).await?;
-        if self.mx.displayname(&self.bot_mxid).await?.as_deref() != Some(&cfg.appservice.bot_displayname) {
-            self.mx.set_displayname(&self.bot_mxid, &cfg.appservice.bot_displayname).await?;
+        if self.mx.displayname(&self.bot_mxid).await?.as_deref()
+            != Some(&cfg.appservice.bot_displayname)
+        {
+            self.mx
+                .set_displayname(&self.bot_mxid, &cfg.appservice.bot_displayname)
+                .await?;
         }
         let mut pending = Vec::new();
         for r in &cfg.rooms {
@@ -151,9 +178,14 @@ impl Bridge {
             match self.mx.join(r.matrix.as_str(), &self.bot_mxid).await {
                 Ok(room_id) => {
                     let alias = r.matrix.is_room_alias_id().then(|| r.matrix.as_str());
-                    self.store.upsert_portal(r.telegram, room_id.as_str(), alias).await?;
+                    self.store
+                        .upsert_portal(r.telegram, room_id.as_str(), alias)
+                        .await?;
                     tracing::info!(room = %r.matrix, %room_id, chat = r.telegram, "portal ready");
-                    self.portals.write().expect("lock").insert(r.telegram, room_id);
+                    self.portals
+                        .write()
+                        .expect("lock")
+                        .insert(r.telegram, room_id);
                 }
                 Err(e) => {
                     tracing::warn!(room = %r.matrix, "cannot join bridged room yet (invite the bot {}): {e}", self.bot_mxid);
@@ -171,13 +203,22 @@ impl Bridge {
             let matches = if r.matrix.is_room_id() {
                 r.matrix.as_str() == room
             } else {
-                self.mx.resolve_alias(r.matrix.as_str()).await.ok().is_some_and(|id| id.as_str() == room)
+                self.mx
+                    .resolve_alias(r.matrix.as_str())
+                    .await
+                    .ok()
+                    .is_some_and(|id| id.as_str() == room)
             };
             if matches {
                 let room_id = self.mx.join(room, &self.bot_mxid).await?;
                 let alias = r.matrix.is_room_alias_id().then(|| r.matrix.as_str());
-                self.store.upsert_portal(r.telegram, room_id.as_str(), alias).await?;
-                self.portals.write().expect("lock").insert(r.telegram, room_id);
+                self.store
+                    .upsert_portal(r.telegram, room_id.as_str(), alias)
+                    .await?;
+                self.portals
+                    .write()
+                    .expect("lock")
+                    .insert(r.telegram, room_id);
                 tracing::info!(%room, chat = r.telegram, "joined bridged room after invite");
                 return Ok(true);
             }
@@ -197,7 +238,9 @@ impl Bridge {
             }
             self.mx.join(room.as_str(), user).await?;
         }
-        self.store.set_member(user.as_str(), room.as_str(), true).await
+        self.store
+            .set_member(user.as_str(), room.as_str(), true)
+            .await
     }
 
     /// Appservice user query: the bot and puppets of Telegram users we have seen exist.
@@ -209,7 +252,10 @@ impl Bridge {
             return false;
         }
         let prefix_len = 1 + self.cfg().appservice.puppet_prefix.len();
-        let id = user.get(prefix_len..).and_then(|u| u.split(':').next()).and_then(|id| id.parse::<i64>().ok());
+        let id = user
+            .get(prefix_len..)
+            .and_then(|u| u.split(':').next())
+            .and_then(|id| id.parse::<i64>().ok());
         match id {
             Some(id) => matches!(self.store.puppet(id).await, Ok(Some(_))),
             None => false,
@@ -222,7 +268,11 @@ impl Bridge {
         if let Some(n) = self.names.lock().expect("lock").get(&key) {
             return n.clone();
         }
-        let name = match self.mx.member_displayname(room.as_str(), user, &self.bot_mxid).await {
+        let name = match self
+            .mx
+            .member_displayname(room.as_str(), user, &self.bot_mxid)
+            .await
+        {
             Ok(Some(n)) => n,
             _ => user.localpart().to_owned(),
         };
@@ -286,10 +336,17 @@ pub async fn run_worker<N, H, D, F1, F2, F3>(
                     Ok(()) => break,
                     Err(e) if e.is_transient() => {
                         let wait = match &e {
-                            Error::Telegram { retry_after: Some(d), .. } => *d,
+                            Error::Telegram {
+                                retry_after: Some(d),
+                                ..
+                            } => *d,
                             _ => backoff,
                         };
-                        tracing::warn!(worker = name, key, "transient failure, retrying in {wait:?}: {e}");
+                        tracing::warn!(
+                            worker = name,
+                            key,
+                            "transient failure, retrying in {wait:?}: {e}"
+                        );
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {},
                             _ = shutdown.changed() => return,
@@ -298,7 +355,9 @@ pub async fn run_worker<N, H, D, F1, F2, F3>(
                     }
                     Err(e) => {
                         tracing::error!(worker = name, key, "cannot bridge, skipping: {e}");
-                        let _ = store.record_failure(direction, &format!("{name}:{key}"), &e.to_string()).await;
+                        let _ = store
+                            .record_failure(direction, &format!("{name}:{key}"), &e.to_string())
+                            .await;
                         break;
                     }
                 }

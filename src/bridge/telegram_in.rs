@@ -1,7 +1,7 @@
 //! Telegram -> Matrix: one stored update at a time.
 
 use ruma::{OwnedRoomId, OwnedUserId};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use teloxide::types::{Message, Update, UpdateKind, User};
 
 use super::{Bridge, SOURCE_KEY};
@@ -29,7 +29,9 @@ impl Bridge {
     fn portal_of(&self, chat: i64) -> Result<Option<OwnedRoomId>> {
         match self.room_for_chat(chat) {
             Some(r) => Ok(Some(r)),
-            None if self.chat_is_configured(chat) => Err(Error::NotReady(format!("room for chat {chat} not joined yet"))),
+            None if self.chat_is_configured(chat) => Err(Error::NotReady(format!(
+                "room for chat {chat} not joined yet"
+            ))),
             None => Ok(None),
         }
     }
@@ -76,7 +78,11 @@ impl Bridge {
         };
         let mut content = json!({"msgtype": "m.text", "body": text});
         if has_formatting(entities) {
-            let html = entities_to_html(&text, entities, &|id| self.identity_for_tg(id).unwrap_or_else(|| self.puppet_mxid(id)).to_string());
+            let html = entities_to_html(&text, entities, &|id| {
+                self.identity_for_tg(id)
+                    .unwrap_or_else(|| self.puppet_mxid(id))
+                    .to_string()
+            });
             content["format"] = json!("org.matrix.custom.html");
             content["formatted_body"] = json!(html);
         }
@@ -92,11 +98,30 @@ impl Bridge {
         if self.store.link_by_tg(chat, m.id.0).await?.is_some() {
             return Ok(()); // already bridged before a restart
         }
-        let Some(from) = m.from.as_ref() else { return Ok(()) };
-        if let (Some(identity), Some(text)) = (self.identity_for_tg(from.id.0 as i64), m.text().or(m.caption())) {
-            if let Some(twin) = self.matrix_twin(&identity, chat, &room, m.id.0, text, m.date.timestamp_millis()).await? {
+        let Some(from) = m.from.as_ref() else {
+            return Ok(());
+        };
+        if let (Some(identity), Some(text)) = (
+            self.identity_for_tg(from.id.0 as i64),
+            m.text().or(m.caption()),
+        ) {
+            if let Some(twin) = self
+                .matrix_twin(
+                    &identity,
+                    chat,
+                    &room,
+                    m.id.0,
+                    text,
+                    m.date.timestamp_millis(),
+                )
+                .await?
+            {
                 // The Matrix post is the original; on Telegram it is its relayed copy, if any.
-                let tg_copy = self.store.link_by_event(&twin).await?.map_or(m.id.0, |l| l.tg_msg_id);
+                let tg_copy = self
+                    .store
+                    .link_by_event(&twin)
+                    .await?
+                    .map_or(m.id.0, |l| l.tg_msg_id);
                 return self.mark_original(&room, &twin, chat, tg_copy).await;
             }
         }
@@ -113,9 +138,20 @@ impl Bridge {
         content[SOURCE_KEY] = json!({"chat": chat, "message": m.id.0});
         // Derived from the Telegram ids: a retry after a crash reuses it and cannot double-post.
         let txn = format!("tg{chat}_{}", m.id.0);
-        let event = self.mx.send(room.as_str(), &sender, "m.room.message", &txn, &content).await?;
+        let event = self
+            .mx
+            .send(room.as_str(), &sender, "m.room.message", &txn, &content)
+            .await?;
         self.store
-            .link_message(chat, m.id.0, room.as_str(), event.as_str(), Direction::TgToMx, sender.as_str(), m.date.timestamp_millis())
+            .link_message(
+                chat,
+                m.id.0,
+                room.as_str(),
+                event.as_str(),
+                Direction::TgToMx,
+                sender.as_str(),
+                m.date.timestamp_millis(),
+            )
             .await?;
         tracing::debug!(chat, msg = m.id.0, %event, "telegram -> matrix");
         Ok(())
@@ -123,9 +159,15 @@ impl Bridge {
 
     async fn tg_edit(&self, m: &Message) -> Result<()> {
         let chat = m.chat.id.0;
-        let Some(room) = self.portal_of(chat)? else { return Ok(()) };
+        let Some(room) = self.portal_of(chat)? else {
+            return Ok(());
+        };
         let Some(link) = self.store.link_by_tg(chat, m.id.0).await? else {
-            tracing::debug!(chat, msg = m.id.0, "edit of a message that was never bridged");
+            tracing::debug!(
+                chat,
+                msg = m.id.0,
+                "edit of a message that was never bridged"
+            );
             return Ok(());
         };
         if link.direction != Direction::TgToMx.as_str() {
@@ -143,14 +185,20 @@ impl Bridge {
             "m.new_content": new_content,
             "m.relates_to": {"rel_type": "m.replace", "event_id": link.mx_event_id},
         });
-        if let Some(f) = content["m.new_content"].get("formatted_body").and_then(Value::as_str).map(str::to_owned) {
+        if let Some(f) = content["m.new_content"]
+            .get("formatted_body")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+        {
             content["format"] = json!("org.matrix.custom.html");
             content["formatted_body"] = json!(format!("* {f}"));
         }
         content[SOURCE_KEY] = json!({"chat": chat, "message": m.id.0});
         let edit_ts = m.edit_date().map(|d| d.timestamp()).unwrap_or_default();
         let txn = format!("tg{chat}_{}_e{edit_ts}", m.id.0);
-        self.mx.send(room.as_str(), &sender, "m.room.message", &txn, &content).await?;
+        self.mx
+            .send(room.as_str(), &sender, "m.room.message", &txn, &content)
+            .await?;
         Ok(())
     }
 }
@@ -158,7 +206,11 @@ impl Bridge {
 /// Readable text for message kinds that have no Matrix equivalent.
 fn describe(m: &Message) -> String {
     if let Some(c) = m.contact() {
-        let name = [c.first_name.as_str(), c.last_name.as_deref().unwrap_or_default()].join(" ");
+        let name = [
+            c.first_name.as_str(),
+            c.last_name.as_deref().unwrap_or_default(),
+        ]
+        .join(" ");
         return format!("Contact: {} {}", name.trim(), c.phone_number);
     }
     if let Some(p) = m.poll() {

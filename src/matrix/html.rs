@@ -41,7 +41,11 @@ pub fn strip_reply_fallback(body: &str) -> String {
 
 fn attr(node: &NodeRef, name: &str) -> Option<String> {
     let el = node.as_element()?;
-    el.attrs.borrow().iter().find(|a| &*a.name.local == name).map(|a| a.value.to_string())
+    el.attrs
+        .borrow()
+        .iter()
+        .find(|a| &*a.name.local == name)
+        .map(|a| a.value.to_string())
 }
 
 fn children(node: &NodeRef, out: &mut String, in_pre: bool) {
@@ -85,12 +89,20 @@ fn walk(node: &NodeRef, out: &mut String, in_pre: bool) {
                         .first_child()
                         .filter(|c| c.as_element().is_some_and(|e| &*e.name.local == "code"))
                         .and_then(|c| attr(&c, "class"))
-                        .and_then(|cls| cls.split_whitespace().find_map(|c| c.strip_prefix("language-").map(str::to_owned)))
-                        .filter(|l| l.chars().all(|c| c.is_ascii_alphanumeric() || "+-_#".contains(c)));
+                        .and_then(|cls| {
+                            cls.split_whitespace()
+                                .find_map(|c| c.strip_prefix("language-").map(str::to_owned))
+                        })
+                        .filter(|l| {
+                            l.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || "+-_#".contains(c))
+                        });
                     let mut inner = String::new();
                     children(node, &mut inner, true);
                     match lang {
-                        Some(l) => out.push_str(&format!("<pre><code class=\"language-{l}\">{inner}</code></pre>")),
+                        Some(l) => out.push_str(&format!(
+                            "<pre><code class=\"language-{l}\">{inner}</code></pre>"
+                        )),
                         None => out.push_str(&format!("<pre>{inner}</pre>")),
                     }
                     out.push('\n');
@@ -100,12 +112,16 @@ fn walk(node: &NodeRef, out: &mut String, in_pre: bool) {
                     wrapped(node, out, "blockquote", in_pre);
                     out.push('\n');
                 }
-                "span" if attr(node, "data-mx-spoiler").is_some() => wrapped(node, out, "tg-spoiler", in_pre),
+                "span" if attr(node, "data-mx-spoiler").is_some() => {
+                    wrapped(node, out, "tg-spoiler", in_pre)
+                }
                 "a" => {
                     let href = attr(node, "href").unwrap_or_default();
                     let mut inner = String::new();
                     children(node, &mut inner, in_pre);
-                    let safe = ["http://", "https://", "mailto:", "tg://"].iter().any(|p| href.starts_with(p));
+                    let safe = ["http://", "https://", "mailto:", "tg://"]
+                        .iter()
+                        .any(|p| href.starts_with(p));
                     if href.starts_with("https://matrix.to/") || !safe || in_pre {
                         out.push_str(&inner);
                     } else {
@@ -130,7 +146,9 @@ fn walk(node: &NodeRef, out: &mut String, in_pre: bool) {
                 "ul" | "ol" => {
                     ensure_newline(out);
                     let ordered = name == "ol";
-                    let mut n: u64 = attr(node, "start").and_then(|s| s.parse().ok()).unwrap_or(1);
+                    let mut n: u64 = attr(node, "start")
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(1);
                     for li in node.children() {
                         if li.as_element().is_some_and(|e| &*e.name.local == "li") {
                             if ordered {
@@ -147,7 +165,9 @@ fn walk(node: &NodeRef, out: &mut String, in_pre: bool) {
                     }
                 }
                 "img" => {
-                    let alt = attr(node, "alt").or_else(|| attr(node, "title")).unwrap_or_else(|| "image".into());
+                    let alt = attr(node, "alt")
+                        .or_else(|| attr(node, "title"))
+                        .unwrap_or_else(|| "image".into());
                     out.push_str(&escape_html(&alt));
                 }
                 "td" | "th" => {
@@ -186,14 +206,18 @@ mod tests {
     #[test]
     fn allowed_tags_are_mapped() {
         assert_eq!(
-            matrix_html_to_telegram("<strong>b</strong> <em>i</em> <del>s</del> <code>&lt;x&gt;</code>"),
+            matrix_html_to_telegram(
+                "<strong>b</strong> <em>i</em> <del>s</del> <code>&lt;x&gt;</code>"
+            ),
             "<b>b</b> <i>i</i> <s>s</s> <code>&lt;x&gt;</code>"
         );
     }
 
     #[test]
     fn injection_is_neutralised() {
-        let out = matrix_html_to_telegram("<script>alert(1)</script><img src=x onerror=y alt='<b>'><a href=\"javascript:x\">c</a><marquee>m</marquee>");
+        let out = matrix_html_to_telegram(
+            "<script>alert(1)</script><img src=x onerror=y alt='<b>'><a href=\"javascript:x\">c</a><marquee>m</marquee>",
+        );
         assert_eq!(out, "&lt;b&gt;cm");
         let out = matrix_html_to_telegram("<a href='https://e.org/\"><b>x'>t</a>");
         assert_eq!(out, "<a href=\"https://e.org/&quot;&gt;&lt;b&gt;x\">t</a>");
@@ -203,7 +227,10 @@ mod tests {
     fn reply_fallback_is_removed() {
         let html = "<mx-reply><blockquote><a href=\"https://matrix.to/#/!r/$e\">In reply to</a> quoted</blockquote></mx-reply>answer";
         assert_eq!(matrix_html_to_telegram(html), "answer");
-        assert_eq!(strip_reply_fallback("> <@a:b> quoted\n> more\n\nanswer\nline2"), "answer\nline2");
+        assert_eq!(
+            strip_reply_fallback("> <@a:b> quoted\n> more\n\nanswer\nline2"),
+            "answer\nline2"
+        );
         assert_eq!(strip_reply_fallback("no quote"), "no quote");
     }
 
@@ -219,7 +246,10 @@ mod tests {
     #[test]
     fn pills_become_names_and_spoilers_map() {
         let html = "<a href=\"https://matrix.to/#/@ezra:hs\">Ezra</a>: <span data-mx-spoiler>secret</span>";
-        assert_eq!(matrix_html_to_telegram(html), "Ezra: <tg-spoiler>secret</tg-spoiler>");
+        assert_eq!(
+            matrix_html_to_telegram(html),
+            "Ezra: <tg-spoiler>secret</tg-spoiler>"
+        );
     }
 
     #[test]

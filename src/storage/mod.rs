@@ -11,7 +11,10 @@ use crate::error::Result;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +64,10 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(std::time::Duration::from_secs(10));
         let path = opts.get_filename().to_path_buf();
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
         #[cfg(unix)]
         if path.exists() {
             use std::os::unix::fs::PermissionsExt;
@@ -78,7 +84,10 @@ impl Store {
     // ---- key/value ----
 
     pub async fn get_kv(&self, key: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM kv WHERE key = ?").bind(key).fetch_optional(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT value FROM kv WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     pub async fn set_kv(&self, key: &str, value: &str) -> Result<()> {
@@ -92,7 +101,12 @@ impl Store {
 
     // ---- portals ----
 
-    pub async fn upsert_portal(&self, tg_chat_id: i64, mx_room_id: &str, alias: Option<&str>) -> Result<()> {
+    pub async fn upsert_portal(
+        &self,
+        tg_chat_id: i64,
+        mx_room_id: &str,
+        alias: Option<&str>,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO portals (tg_chat_id, mx_room_id, mx_alias, created_at) VALUES (?, ?, ?, ?)
              ON CONFLICT(tg_chat_id) DO UPDATE SET mx_room_id = excluded.mx_room_id, mx_alias = excluded.mx_alias",
@@ -107,20 +121,24 @@ impl Store {
     }
 
     pub async fn portal_room(&self, tg_chat_id: i64) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT mx_room_id FROM portals WHERE tg_chat_id = ?")
-            .bind(tg_chat_id)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT mx_room_id FROM portals WHERE tg_chat_id = ?")
+                .bind(tg_chat_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     // ---- puppets ----
 
     /// The stored display name of a puppet, if it was registered.
     pub async fn puppet(&self, tg_user_id: i64) -> Result<Option<(String, Option<String>)>> {
-        let row = sqlx::query("SELECT mxid, displayname FROM puppets WHERE tg_user_id = ? AND registered = 1")
-            .bind(tg_user_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT mxid, displayname FROM puppets WHERE tg_user_id = ? AND registered = 1",
+        )
+        .bind(tg_user_id)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
@@ -140,12 +158,14 @@ impl Store {
     }
 
     pub async fn is_member(&self, mxid: &str, room: &str) -> Result<bool> {
-        Ok(sqlx::query_scalar::<_, i64>("SELECT 1 FROM memberships WHERE mxid = ? AND mx_room_id = ?")
-            .bind(mxid)
-            .bind(room)
-            .fetch_optional(&self.pool)
-            .await?
-            .is_some())
+        Ok(sqlx::query_scalar::<_, i64>(
+            "SELECT 1 FROM memberships WHERE mxid = ? AND mx_room_id = ?",
+        )
+        .bind(mxid)
+        .bind(room)
+        .fetch_optional(&self.pool)
+        .await?
+        .is_some())
     }
 
     pub async fn set_member(&self, mxid: &str, room: &str, member: bool) -> Result<()> {
@@ -154,7 +174,11 @@ impl Store {
         } else {
             "DELETE FROM memberships WHERE mxid = ? AND mx_room_id = ?"
         };
-        sqlx::query(q).bind(mxid).bind(room).execute(&self.pool).await?;
+        sqlx::query(q)
+            .bind(mxid)
+            .bind(room)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -224,10 +248,12 @@ impl Store {
     }
 
     pub async fn count_links(&self, direction: Direction) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE direction = ?")
-            .bind(direction.as_str())
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE direction = ?")
+                .bind(direction.as_str())
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     // ---- appservice transactions and the Matrix inbox ----
@@ -237,12 +263,14 @@ impl Store {
     pub async fn accept_transaction(&self, txn_id: &str, events: &[String]) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
-        let inserted = sqlx::query("INSERT OR IGNORE INTO mx_transactions (txn_id, received_at) VALUES (?, ?)")
-            .bind(txn_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let inserted = sqlx::query(
+            "INSERT OR IGNORE INTO mx_transactions (txn_id, received_at) VALUES (?, ?)",
+        )
+        .bind(txn_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         if inserted == 0 {
             return Ok(false);
         }
@@ -263,11 +291,20 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.into_iter().map(|r| InboxItem { key: r.get(0), json: r.get(1) }).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| InboxItem {
+                key: r.get(0),
+                json: r.get(1),
+            })
+            .collect())
     }
 
     pub async fn done_mx_inbox(&self, seq: i64) -> Result<()> {
-        sqlx::query("DELETE FROM mx_inbox WHERE seq = ?").bind(seq).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM mx_inbox WHERE seq = ?")
+            .bind(seq)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -276,7 +313,9 @@ impl Store {
     /// Store fetched updates and advance the stored offset in one transaction. Only after this
     /// returns may the offset be confirmed to Telegram (by the next getUpdates call).
     pub async fn accept_updates(&self, updates: &[(i64, String)]) -> Result<()> {
-        let Some(max) = updates.iter().map(|(id, _)| *id).max() else { return Ok(()) };
+        let Some(max) = updates.iter().map(|(id, _)| *id).max() else {
+            return Ok(());
+        };
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
         for (id, json) in updates {
@@ -299,19 +338,33 @@ impl Store {
     }
 
     pub async fn tg_offset(&self) -> Result<i64> {
-        Ok(self.get_kv("tg_offset").await?.and_then(|v| v.parse().ok()).unwrap_or(0))
+        Ok(self
+            .get_kv("tg_offset")
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
     }
 
     pub async fn next_tg_inbox(&self, limit: i64) -> Result<Vec<InboxItem>> {
-        let rows = sqlx::query("SELECT update_id, update_json FROM tg_inbox ORDER BY update_id LIMIT ?")
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(|r| InboxItem { key: r.get(0), json: r.get(1) }).collect())
+        let rows =
+            sqlx::query("SELECT update_id, update_json FROM tg_inbox ORDER BY update_id LIMIT ?")
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| InboxItem {
+                key: r.get(0),
+                json: r.get(1),
+            })
+            .collect())
     }
 
     pub async fn done_tg_inbox(&self, update_id: i64) -> Result<()> {
-        sqlx::query("DELETE FROM tg_inbox WHERE update_id = ?").bind(update_id).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM tg_inbox WHERE update_id = ?")
+            .bind(update_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -319,22 +372,32 @@ impl Store {
 
     /// The mode of the newest switch, if any was recorded.
     pub async fn current_mode(&self) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT to_mode FROM mode_switches ORDER BY id DESC LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT to_mode FROM mode_switches ORDER BY id DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// Record a switch and the announcements it owes, atomically. Returns the switch id.
-    pub async fn record_switch(&self, from: Option<&str>, to: &str, reason: &str, announcements: &[(String, String)]) -> Result<i64> {
+    pub async fn record_switch(
+        &self,
+        from: Option<&str>,
+        to: &str,
+        reason: &str,
+        announcements: &[(String, String)],
+    ) -> Result<i64> {
         let mut tx = self.pool.begin().await?;
-        let id = sqlx::query("INSERT INTO mode_switches (from_mode, to_mode, at, reason) VALUES (?, ?, ?, ?)")
-            .bind(from)
-            .bind(to)
-            .bind(now_ms())
-            .bind(reason)
-            .execute(&mut *tx)
-            .await?
-            .last_insert_rowid();
+        let id = sqlx::query(
+            "INSERT INTO mode_switches (from_mode, to_mode, at, reason) VALUES (?, ?, ?, ?)",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(now_ms())
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?
+        .last_insert_rowid();
         for (target, kind) in announcements {
             sqlx::query("INSERT INTO announcements (switch_id, target, kind) VALUES (?, ?, ?)")
                 .bind(id)
@@ -349,10 +412,14 @@ impl Store {
 
     /// Switch history, oldest first: (from, to, at ms, reason).
     pub async fn switches(&self) -> Result<Vec<(Option<String>, String, i64, String)>> {
-        let rows = sqlx::query("SELECT from_mode, to_mode, at, reason FROM mode_switches ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
+        let rows =
+            sqlx::query("SELECT from_mode, to_mode, at, reason FROM mode_switches ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect())
     }
 
     /// Announcements not yet posted: (switch id, target, kind), oldest first.
@@ -360,10 +427,18 @@ impl Store {
         let rows = sqlx::query("SELECT switch_id, target, kind FROM announcements WHERE done_at IS NULL ORDER BY switch_id, target")
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
     }
 
-    pub async fn announcement_done(&self, switch_id: i64, target: &str, tg_msg_id: Option<i32>) -> Result<()> {
+    pub async fn announcement_done(
+        &self,
+        switch_id: i64,
+        target: &str,
+        tg_msg_id: Option<i32>,
+    ) -> Result<()> {
         sqlx::query("UPDATE announcements SET done_at = ?, tg_msg_id = ? WHERE switch_id = ? AND target = ?")
             .bind(now_ms())
             .bind(tg_msg_id)
@@ -388,7 +463,15 @@ impl Store {
     // ---- cross-side duplicate watch ----
 
     /// Remember a post of a mapped identity (platform `telegram` or `matrix`).
-    pub async fn watch_post(&self, platform: &str, reference: &str, identity: &str, chat: i64, norm: &str, ts: i64) -> Result<()> {
+    pub async fn watch_post(
+        &self,
+        platform: &str,
+        reference: &str,
+        identity: &str,
+        chat: i64,
+        norm: &str,
+        ts: i64,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT OR IGNORE INTO echo_watch (platform, ref, identity, tg_chat_id, norm, ts) VALUES (?, ?, ?, ?, ?, ?)",
         )
@@ -400,12 +483,23 @@ impl Store {
         .bind(ts)
         .execute(&self.pool)
         .await?;
-        sqlx::query("DELETE FROM echo_watch WHERE ts < ?").bind(now_ms() - 86_400_000).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM echo_watch WHERE ts < ?")
+            .bind(now_ms() - 86_400_000)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     /// A post of the same identity and text on `platform` within `window_ms` of `ts`.
-    pub async fn find_watched(&self, platform: &str, identity: &str, chat: i64, norm: &str, ts: i64, window_ms: i64) -> Result<Option<String>> {
+    pub async fn find_watched(
+        &self,
+        platform: &str,
+        identity: &str,
+        chat: i64,
+        norm: &str,
+        ts: i64,
+        window_ms: i64,
+    ) -> Result<Option<String>> {
         Ok(sqlx::query_scalar(
             "SELECT ref FROM echo_watch WHERE platform = ? AND identity = ? AND tg_chat_id = ? AND norm = ?
              AND ts BETWEEN ? AND ? ORDER BY ts LIMIT 1",
@@ -430,7 +524,13 @@ impl Store {
 
     // ---- reactions and avatars ----
 
-    pub async fn reaction(&self, chat: i64, msg: i32, reactor: &str, emoji: &str) -> Result<Option<String>> {
+    pub async fn reaction(
+        &self,
+        chat: i64,
+        msg: i32,
+        reactor: &str,
+        emoji: &str,
+    ) -> Result<Option<String>> {
         Ok(sqlx::query_scalar(
             "SELECT mx_event_id FROM reactions WHERE tg_chat_id = ? AND tg_msg_id = ? AND reactor = ? AND emoji = ?",
         )
@@ -442,7 +542,15 @@ impl Store {
         .await?)
     }
 
-    pub async fn save_reaction(&self, chat: i64, msg: i32, reactor: &str, emoji: &str, mx_event: &str, direction: Direction) -> Result<()> {
+    pub async fn save_reaction(
+        &self,
+        chat: i64,
+        msg: i32,
+        reactor: &str,
+        emoji: &str,
+        mx_event: &str,
+        direction: Direction,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT OR REPLACE INTO reactions (tg_chat_id, tg_msg_id, reactor, emoji, mx_event_id, direction) VALUES (?, ?, ?, ?, ?, ?)",
         )
@@ -478,27 +586,41 @@ impl Store {
     }
 
     pub async fn puppet_avatar(&self, tg_user_id: i64) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar::<_, Option<String>>("SELECT avatar_id FROM puppets WHERE tg_user_id = ?")
-            .bind(tg_user_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .flatten())
+        Ok(sqlx::query_scalar::<_, Option<String>>(
+            "SELECT avatar_id FROM puppets WHERE tg_user_id = ?",
+        )
+        .bind(tg_user_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .flatten())
     }
 
     pub async fn set_puppet_avatar(&self, tg_user_id: i64, avatar_id: &str) -> Result<()> {
-        sqlx::query("UPDATE puppets SET avatar_id = ? WHERE tg_user_id = ?").bind(avatar_id).bind(tg_user_id).execute(&self.pool).await?;
+        sqlx::query("UPDATE puppets SET avatar_id = ? WHERE tg_user_id = ?")
+            .bind(avatar_id)
+            .bind(tg_user_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     // ---- audit ----
 
     /// Failures recorded since `since_ms`: (direction, source, reason, at).
-    pub async fn failures_since(&self, since_ms: i64) -> Result<Vec<(String, String, String, i64)>> {
-        let rows = sqlx::query("SELECT direction, source_ref, reason, at FROM failures WHERE at >= ? ORDER BY id")
-            .bind(since_ms)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
+    pub async fn failures_since(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(String, String, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT direction, source_ref, reason, at FROM failures WHERE at >= ? ORDER BY id",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect())
     }
 
     /// Bridge latencies (ms, bridged_at - sent_at) of messages bridged since `since_ms`.
@@ -513,9 +635,13 @@ impl Store {
     /// Items waiting in the inboxes: (telegram count, matrix count, oldest received_at).
     pub async fn pending(&self) -> Result<(i64, i64, Option<i64>)> {
         let (tg, tg_oldest): (i64, Option<i64>) =
-            sqlx::query_as("SELECT COUNT(*), MIN(received_at) FROM tg_inbox").fetch_one(&self.pool).await?;
+            sqlx::query_as("SELECT COUNT(*), MIN(received_at) FROM tg_inbox")
+                .fetch_one(&self.pool)
+                .await?;
         let (mx, mx_oldest): (i64, Option<i64>) =
-            sqlx::query_as("SELECT COUNT(*), MIN(received_at) FROM mx_inbox").fetch_one(&self.pool).await?;
+            sqlx::query_as("SELECT COUNT(*), MIN(received_at) FROM mx_inbox")
+                .fetch_one(&self.pool)
+                .await?;
         let oldest = match (tg_oldest, mx_oldest) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -525,7 +651,12 @@ impl Store {
 
     // ---- failures ----
 
-    pub async fn record_failure(&self, direction: Direction, source_ref: &str, reason: &str) -> Result<()> {
+    pub async fn record_failure(
+        &self,
+        direction: Direction,
+        source_ref: &str,
+        reason: &str,
+    ) -> Result<()> {
         sqlx::query("INSERT INTO failures (direction, source_ref, reason, at) VALUES (?, ?, ?, ?)")
             .bind(direction.as_str())
             .bind(source_ref)
@@ -550,17 +681,30 @@ mod tests {
     #[tokio::test]
     async fn duplicate_transactions_are_noops() {
         let (s, _d) = store().await;
-        assert!(s.accept_transaction("t1", &["{\"a\":1}".into(), "{\"a\":2}".into()]).await.unwrap());
-        assert!(!s.accept_transaction("t1", &["{\"a\":3}".into()]).await.unwrap());
+        assert!(
+            s.accept_transaction("t1", &["{\"a\":1}".into(), "{\"a\":2}".into()])
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.accept_transaction("t1", &["{\"a\":3}".into()])
+                .await
+                .unwrap()
+        );
         let items = s.next_mx_inbox(10).await.unwrap();
-        assert_eq!(items.iter().map(|i| i.json.as_str()).collect::<Vec<_>>(), ["{\"a\":1}", "{\"a\":2}"]);
+        assert_eq!(
+            items.iter().map(|i| i.json.as_str()).collect::<Vec<_>>(),
+            ["{\"a\":1}", "{\"a\":2}"]
+        );
     }
 
     #[tokio::test]
     async fn offset_only_moves_forward_and_inbox_keeps_order() {
         let (s, _d) = store().await;
         assert_eq!(s.tg_offset().await.unwrap(), 0);
-        s.accept_updates(&[(11, "b".into()), (10, "a".into())]).await.unwrap();
+        s.accept_updates(&[(11, "b".into()), (10, "a".into())])
+            .await
+            .unwrap();
         assert_eq!(s.tg_offset().await.unwrap(), 12);
         s.accept_updates(&[(5, "old".into())]).await.unwrap();
         assert_eq!(s.tg_offset().await.unwrap(), 12);
@@ -573,9 +717,14 @@ mod tests {
     #[tokio::test]
     async fn message_links_both_ways() {
         let (s, _d) = store().await;
-        s.link_message(-100, 7, "!r:x", "$e", Direction::TgToMx, "u", 1).await.unwrap();
+        s.link_message(-100, 7, "!r:x", "$e", Direction::TgToMx, "u", 1)
+            .await
+            .unwrap();
         assert_eq!(s.link_by_event("$e").await.unwrap().unwrap().tg_msg_id, 7);
-        assert_eq!(s.link_by_tg(-100, 7).await.unwrap().unwrap().mx_event_id, "$e");
+        assert_eq!(
+            s.link_by_tg(-100, 7).await.unwrap().unwrap().mx_event_id,
+            "$e"
+        );
         assert!(s.link_by_tg(-100, 8).await.unwrap().is_none());
     }
 }

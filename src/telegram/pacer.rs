@@ -15,7 +15,11 @@ pub struct Pacer {
 
 impl Pacer {
     pub fn new(per_minute: u32) -> Pacer {
-        Pacer { per_minute: AtomicU32::new(per_minute), window: Duration::from_secs(60), sent: Mutex::default() }
+        Pacer {
+            per_minute: AtomicU32::new(per_minute),
+            window: Duration::from_secs(60),
+            sent: Mutex::default(),
+        }
     }
 
     /// Change the rate (config reload).
@@ -31,7 +35,10 @@ impl Pacer {
         }
         let mut sent = self.sent.lock().expect("lock");
         let q = sent.entry(chat).or_default();
-        while q.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
+        while q
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
             q.pop_front();
         }
         let due = if q.len() >= per_minute {
@@ -49,7 +56,11 @@ impl Pacer {
     pub async fn wait(&self, chat: i64) {
         let d = self.reserve(chat, Instant::now());
         if !d.is_zero() {
-            tracing::debug!(chat, wait_ms = d.as_millis() as u64, "pacing telegram sends");
+            tracing::debug!(
+                chat,
+                wait_ms = d.as_millis() as u64,
+                "pacing telegram sends"
+            );
             tokio::time::sleep(d).await;
         }
     }
@@ -78,11 +89,21 @@ mod tests {
     fn any_minute_holds_at_most_the_limit() {
         let p = Pacer::new(5);
         let t0 = Instant::now();
-        let mut due: Vec<Duration> = (0..23).map(|i| p.reserve(7, t0 + Duration::from_millis(i * 100)) + Duration::from_millis(i * 100)).collect();
+        let mut due: Vec<Duration> = (0..23)
+            .map(|i| {
+                p.reserve(7, t0 + Duration::from_millis(i * 100)) + Duration::from_millis(i * 100)
+            })
+            .collect();
         due.sort();
         for (i, d) in due.iter().enumerate() {
-            let in_window = due[i..].iter().take_while(|e| **e < *d + Duration::from_secs(60)).count();
-            assert!(in_window <= 5, "{in_window} sends within a minute from {d:?}");
+            let in_window = due[i..]
+                .iter()
+                .take_while(|e| **e < *d + Duration::from_secs(60))
+                .count();
+            assert!(
+                in_window <= 5,
+                "{in_window} sends within a minute from {d:?}"
+            );
         }
         assert_eq!(p.reserve(0, t0), Duration::ZERO);
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use teloxide::prelude::*;
 use teloxide::types::AllowedUpdate;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{Notify, watch};
 
 use crate::bridge::cutover::Mode;
 use crate::error::Error;
@@ -17,7 +17,11 @@ use crate::storage::Store;
 
 /// Update kinds the bridge asks for.
 pub fn allowed_updates() -> Vec<AllowedUpdate> {
-    vec![AllowedUpdate::Message, AllowedUpdate::EditedMessage, AllowedUpdate::MessageReaction]
+    vec![
+        AllowedUpdate::Message,
+        AllowedUpdate::EditedMessage,
+        AllowedUpdate::MessageReaction,
+    ]
 }
 
 /// Poll while the mode reads Telegram; in standby, make no request at all (updates wait on
@@ -74,7 +78,12 @@ pub async fn run(
                 }
                 let rows: Vec<(i64, String)> = updates
                     .iter()
-                    .map(|u| (u.id.0 as i64, serde_json::to_string(u).expect("update serialises")))
+                    .map(|u| {
+                        (
+                            u.id.0 as i64,
+                            serde_json::to_string(u).expect("update serialises"),
+                        )
+                    })
                     .collect();
                 match store.accept_updates(&rows).await {
                     Ok(()) => {
@@ -91,11 +100,16 @@ pub async fn run(
             Err(e) => {
                 let e = Error::from(e);
                 let wait = match &e {
-                    Error::Telegram { retry_after: Some(d), .. } => *d,
+                    Error::Telegram {
+                        retry_after: Some(d),
+                        ..
+                    } => *d,
                     _ => backoff,
                 };
                 if e.to_string().contains("Conflict") {
-                    tracing::error!("telegram getUpdates conflict: another poller uses this bot token ({e})");
+                    tracing::error!(
+                        "telegram getUpdates conflict: another poller uses this bot token ({e})"
+                    );
                 } else {
                     tracing::warn!("telegram getUpdates failed: {e}; retrying in {wait:?}");
                 }

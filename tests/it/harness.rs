@@ -5,11 +5,11 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::fake_telegram::FakeTelegram;
 
@@ -32,7 +32,11 @@ static SYNAPSE: OnceLock<Synapse> = OnceLock::new();
 static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn repo() -> PathBuf {
@@ -45,8 +49,18 @@ pub fn tgmx_bin() -> &'static str {
 
 /// Config for slot `i` (written again per test with the real Telegram URL and room).
 /// `gateway_extra` holds more lines for the `gateway:` block, indented by two spaces.
-pub fn slot_config(i: usize, port: u16, hs_url: &str, api_url: &str, rooms: &[(String, i64)], gateway_extra: &str) -> String {
-    let rooms_yaml: String = rooms.iter().map(|(r, c)| format!("  - {{matrix: \"{r}\", telegram: {c}}}\n")).collect();
+pub fn slot_config(
+    i: usize,
+    port: u16,
+    hs_url: &str,
+    api_url: &str,
+    rooms: &[(String, i64)],
+    gateway_extra: &str,
+) -> String {
+    let rooms_yaml: String = rooms
+        .iter()
+        .map(|(r, c)| format!("  - {{matrix: \"{r}\", telegram: {c}}}\n"))
+        .collect();
     format!(
         r#"# tgmx test config, slot {i}
 homeserver: {{url: "{hs_url}", server_name: localhost}}
@@ -82,7 +96,10 @@ impl Synapse {
     }
 
     fn start() -> Synapse {
-        let root = repo().join("target").join("it").join(format!("run-{}", std::process::id()));
+        let root = repo()
+            .join("target")
+            .join("it")
+            .join(format!("run-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let rig = root.join("synapse");
         std::fs::create_dir_all(rig.join("appservices")).unwrap();
@@ -93,15 +110,27 @@ impl Synapse {
             let dir = root.join(format!("slot{i}"));
             std::fs::create_dir_all(&dir).unwrap();
             let port = free_port();
-            std::fs::write(dir.join("config.yaml"), slot_config(i, port, &url, "http://127.0.0.1:1", &[], "")).unwrap();
+            std::fs::write(
+                dir.join("config.yaml"),
+                slot_config(i, port, &url, "http://127.0.0.1:1", &[], ""),
+            )
+            .unwrap();
             // The daemon's own generator writes the registration the homeserver loads.
             let out = Command::new(tgmx_bin())
                 .args(["generate-registration", "-c"])
                 .arg(dir.join("config.yaml"))
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "generate-registration: {}", String::from_utf8_lossy(&out.stderr));
-            std::fs::copy(dir.join("registration.yaml"), rig.join("appservices").join(format!("slot{i}.yaml"))).unwrap();
+            assert!(
+                out.status.success(),
+                "generate-registration: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::fs::copy(
+                dir.join("registration.yaml"),
+                rig.join("appservices").join(format!("slot{i}.yaml")),
+            )
+            .unwrap();
             slots.push(Slot { dir, port });
         }
         let out = Command::new("bash")
@@ -125,13 +154,19 @@ impl Synapse {
 
     fn take_slot(&self) -> (usize, Slot) {
         let i = NEXT_SLOT.fetch_add(1, Ordering::SeqCst);
-        assert!(i < SLOTS, "more TestApps than SLOTS ({SLOTS}); raise SLOTS in harness.rs");
+        assert!(
+            i < SLOTS,
+            "more TestApps than SLOTS ({SLOTS}); raise SLOTS in harness.rs"
+        );
         (i, self.slots[i].clone())
     }
 }
 
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 /// A real Matrix user (registered through the client API).
@@ -151,33 +186,61 @@ impl MxUser {
         let hs = Synapse::get().url.clone();
         let c = http();
         let body = json!({"username": localpart, "password": "testpass-123", "auth": {"type": "m.login.dummy"}, "inhibit_login": false});
-        let r = c.post(format!("{hs}/_matrix/client/v3/register")).json(&body).send().await.unwrap();
+        let r = c
+            .post(format!("{hs}/_matrix/client/v3/register"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status();
         let v: Value = r.json().await.unwrap();
         assert!(status.is_success(), "register {localpart}: {v}");
-        let u = MxUser { user_id: v["user_id"].as_str().unwrap().into(), token: v["access_token"].as_str().unwrap().into(), hs };
-        u.call("PUT", &format!("/_matrix/client/v3/profile/{}/displayname", enc(&u.user_id)), Some(json!({"displayname": displayname})))
-            .await
-            .unwrap();
+        let u = MxUser {
+            user_id: v["user_id"].as_str().unwrap().into(),
+            token: v["access_token"].as_str().unwrap().into(),
+            hs,
+        };
+        u.call(
+            "PUT",
+            &format!("/_matrix/client/v3/profile/{}/displayname", enc(&u.user_id)),
+            Some(json!({"displayname": displayname})),
+        )
+        .await
+        .unwrap();
         u
     }
 
-    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, (u16, Value)> {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, (u16, Value)> {
         let c = http();
         let url = format!("{}{}", self.hs, path);
-        let mut req = c.request(method.parse().unwrap(), url).bearer_auth(&self.token);
+        let mut req = c
+            .request(method.parse().unwrap(), url)
+            .bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);
         }
         let r = req.send().await.unwrap();
         let status = r.status().as_u16();
         let v: Value = r.json().await.unwrap_or(Value::Null);
-        if (200..300).contains(&status) { Ok(v) } else { Err((status, v)) }
+        if (200..300).contains(&status) {
+            Ok(v)
+        } else {
+            Err((status, v))
+        }
     }
 
     pub async fn create_room(&self, invite: &[&str]) -> String {
         let v = self
-            .call("POST", "/_matrix/client/v3/createRoom", Some(json!({"preset": "private_chat", "invite": invite, "name": "test room"})))
+            .call(
+                "POST",
+                "/_matrix/client/v3/createRoom",
+                Some(json!({"preset": "private_chat", "invite": invite, "name": "test room"})),
+            )
             .await
             .unwrap();
         v["room_id"].as_str().unwrap().to_owned()
@@ -186,7 +249,11 @@ impl MxUser {
     /// Upload to the media repository; returns the mxc URI.
     pub async fn upload(&self, bytes: Vec<u8>, mime: &str, name: &str) -> String {
         let r = http()
-            .post(format!("{}/_matrix/media/v3/upload?filename={}", self.hs, enc(name)))
+            .post(format!(
+                "{}/_matrix/media/v3/upload?filename={}",
+                self.hs,
+                enc(name)
+            ))
             .bearer_auth(&self.token)
             .header("content-type", mime)
             .body(bytes)
@@ -194,50 +261,89 @@ impl MxUser {
             .await
             .unwrap();
         assert!(r.status().is_success(), "upload failed: {}", r.status());
-        r.json::<Value>().await.unwrap()["content_uri"].as_str().unwrap().to_owned()
+        r.json::<Value>().await.unwrap()["content_uri"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     /// Download through the authenticated media API.
     pub async fn download(&self, mxc: &str) -> Vec<u8> {
         let rest = mxc.strip_prefix("mxc://").expect("mxc uri");
         let r = http()
-            .get(format!("{}/_matrix/client/v1/media/download/{rest}", self.hs))
+            .get(format!(
+                "{}/_matrix/client/v1/media/download/{rest}",
+                self.hs
+            ))
             .bearer_auth(&self.token)
             .send()
             .await
             .unwrap();
-        assert!(r.status().is_success(), "download of {mxc} failed: {}", r.status());
+        assert!(
+            r.status().is_success(),
+            "download of {mxc} failed: {}",
+            r.status()
+        );
         r.bytes().await.unwrap().to_vec()
     }
 
     pub async fn join(&self, room: &str) {
-        self.call("POST", &format!("/_matrix/client/v3/join/{}", enc(room)), Some(json!({}))).await.unwrap();
+        self.call(
+            "POST",
+            &format!("/_matrix/client/v3/join/{}", enc(room)),
+            Some(json!({})),
+        )
+        .await
+        .unwrap();
     }
 
     pub async fn send(&self, room: &str, content: Value) -> String {
         let txn = format!("t{}", NEXT_TXN.fetch_add(1, Ordering::SeqCst));
         let v = self
-            .call("PUT", &format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room)), Some(content))
+            .call(
+                "PUT",
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+                    enc(room)
+                ),
+                Some(content),
+            )
             .await
             .unwrap();
         v["event_id"].as_str().unwrap().to_owned()
     }
 
     pub async fn send_text(&self, room: &str, body: &str) -> String {
-        self.send(room, json!({"msgtype": "m.text", "body": body})).await
+        self.send(room, json!({"msgtype": "m.text", "body": body}))
+            .await
     }
 
     pub async fn redact(&self, room: &str, event: &str) {
         let txn = format!("r{}", NEXT_TXN.fetch_add(1, Ordering::SeqCst));
-        self.call("PUT", &format!("/_matrix/client/v3/rooms/{}/redact/{}/{txn}", enc(room), enc(event)), Some(json!({})))
-            .await
-            .unwrap();
+        self.call(
+            "PUT",
+            &format!(
+                "/_matrix/client/v3/rooms/{}/redact/{}/{txn}",
+                enc(room),
+                enc(event)
+            ),
+            Some(json!({})),
+        )
+        .await
+        .unwrap();
     }
 
     /// All timeline events of the room, oldest first.
     pub async fn events(&self, room: &str) -> Vec<Value> {
         let v = self
-            .call("GET", &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=1000", enc(room)), None)
+            .call(
+                "GET",
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=1000",
+                    enc(room)
+                ),
+                None,
+            )
             .await
             .unwrap();
         let mut evs: Vec<Value> = v["chunk"].as_array().unwrap().clone();
@@ -247,7 +353,11 @@ impl MxUser {
 
     /// All `m.room.message` events of the room, oldest first.
     pub async fn messages(&self, room: &str) -> Vec<Value> {
-        self.events(room).await.into_iter().filter(|e| e["type"] == "m.room.message").collect()
+        self.events(room)
+            .await
+            .into_iter()
+            .filter(|e| e["type"] == "m.room.message")
+            .collect()
     }
 
     /// `m.reaction` keys on `event`, with their senders.
@@ -255,36 +365,78 @@ impl MxUser {
         self.events(room)
             .await
             .into_iter()
-            .filter(|e| e["type"] == "m.reaction" && e["content"]["m.relates_to"]["event_id"] == event)
-            .map(|e| (e["sender"].as_str().unwrap_or_default().to_owned(), e["content"]["m.relates_to"]["key"].as_str().unwrap_or_default().to_owned()))
+            .filter(|e| {
+                e["type"] == "m.reaction" && e["content"]["m.relates_to"]["event_id"] == event
+            })
+            .map(|e| {
+                (
+                    e["sender"].as_str().unwrap_or_default().to_owned(),
+                    e["content"]["m.relates_to"]["key"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            })
             .collect()
     }
 
     /// Wait until at least `n` messages match `pred`; returns the matching ones.
-    pub async fn wait_messages(&self, room: &str, n: usize, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    pub async fn wait_messages(
+        &self,
+        room: &str,
+        n: usize,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
         let start = Instant::now();
         loop {
-            let found: Vec<Value> = self.messages(room).await.into_iter().filter(|e| pred(e)).collect();
+            let found: Vec<Value> = self
+                .messages(room)
+                .await
+                .into_iter()
+                .filter(|e| pred(e))
+                .collect();
             if found.len() >= n {
                 return found;
             }
             if start.elapsed() > timeout {
-                panic!("timed out after {timeout:?} waiting for {n} matching messages in {room}; have {}: {found:#?}", found.len());
+                panic!(
+                    "timed out after {timeout:?} waiting for {n} matching messages in {room}; have {}: {found:#?}",
+                    found.len()
+                );
             }
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
     }
 
     pub async fn member_name(&self, room: &str, user: &str) -> Option<String> {
-        self.call("GET", &format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", enc(room), enc(user)), None)
-            .await
-            .ok()
-            .and_then(|v| v["displayname"].as_str().map(str::to_owned))
+        self.call(
+            "GET",
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+                enc(room),
+                enc(user)
+            ),
+            None,
+        )
+        .await
+        .ok()
+        .and_then(|v| v["displayname"].as_str().map(str::to_owned))
     }
 
     pub async fn joined_members(&self, room: &str) -> Vec<String> {
-        let v = self.call("GET", &format!("/_matrix/client/v3/rooms/{}/joined_members", enc(room)), None).await.unwrap();
-        v["joined"].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
+        let v = self
+            .call(
+                "GET",
+                &format!("/_matrix/client/v3/rooms/{}/joined_members", enc(room)),
+                None,
+            )
+            .await
+            .unwrap();
+        v["joined"]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -304,6 +456,8 @@ pub struct TestApp {
     pub chat: i64,
     pub bot: String,
     pub hs_token: String,
+    /// Homeserver URL the daemon is configured with (Synapse, or a `Proxy` in front of it).
+    pub hs_url: String,
     child: Option<Child>,
 }
 
@@ -328,8 +482,28 @@ impl TestApp {
         let room = ezra.create_room(&[&bot, &alex.user_id]).await;
         alex.join(&room).await;
         let reg = std::fs::read_to_string(s.dir.join("registration.yaml")).unwrap();
-        let hs_token = reg.lines().find_map(|l| l.strip_prefix("hs_token: ")).unwrap().trim().trim_matches('"').to_owned();
-        let app = TestApp { slot, dir: s.dir, port: s.port, tg, ezra, alex, room, chat, bot, hs_token, child: None };
+        let hs_token = reg
+            .lines()
+            .find_map(|l| l.strip_prefix("hs_token: "))
+            .unwrap()
+            .trim()
+            .trim_matches('"')
+            .to_owned();
+        let hs_url = hs.url.clone();
+        let app = TestApp {
+            slot,
+            dir: s.dir,
+            port: s.port,
+            tg,
+            ezra,
+            alex,
+            room,
+            chat,
+            bot,
+            hs_token,
+            hs_url,
+            child: None,
+        };
         app.write_config("");
         app
     }
@@ -339,7 +513,14 @@ impl TestApp {
     }
 
     pub fn write_config(&self, gateway_extra: &str) {
-        let cfg = slot_config(self.slot, self.port, &Synapse::get().url, &self.tg.api_url(), &[(self.room.clone(), self.chat)], gateway_extra);
+        let cfg = slot_config(
+            self.slot,
+            self.port,
+            &self.hs_url,
+            &self.tg.api_url(),
+            &[(self.room.clone(), self.chat)],
+            gateway_extra,
+        );
         std::fs::write(self.config_path(), cfg).unwrap();
     }
 
@@ -352,7 +533,14 @@ impl TestApp {
     /// Send SIGHUP to the daemon.
     pub fn hup(&self) {
         let pid = self.child.as_ref().expect("running").id();
-        assert!(Command::new("kill").arg("-HUP").arg(pid.to_string()).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .arg("-HUP")
+                .arg(pid.to_string())
+                .status()
+                .unwrap()
+                .success()
+        );
     }
 
     /// Run a `tgmx` subcommand against this app's config; returns (success, stdout + stderr).
@@ -364,14 +552,25 @@ impl TestApp {
             .env("TGMX_TELEGRAM_TOKEN", TG_TOKEN)
             .output()
             .unwrap();
-        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
     }
 
     /// Wait until the daemon log contains `needle`.
     pub async fn wait_log(&self, needle: &str) {
         let start = Instant::now();
         while !self.log().contains(needle) {
-            assert!(start.elapsed() < Duration::from_secs(30), "log never said {needle:?}:\n{}", self.log());
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "log never said {needle:?}:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -391,7 +590,11 @@ impl TestApp {
     /// Start the daemon and wait until the bot is in the room and Telegram is being polled.
     pub async fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
         let child = Command::new(tgmx_bin())
             .args(["run", "-c"])
             .arg(self.config_path())
@@ -405,14 +608,22 @@ impl TestApp {
         let polls = self.tg.calls("getUpdates");
         let start = Instant::now();
         loop {
-            let joined = self.ezra.joined_members(&self.room).await.contains(&self.bot);
+            let joined = self
+                .ezra
+                .joined_members(&self.room)
+                .await
+                .contains(&self.bot);
             if joined && self.tg.calls("getUpdates") > polls {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("daemon exited with {status}:\n{}", self.log());
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "daemon not ready in 30 s:\n{}", self.log());
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "daemon not ready in 30 s:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -428,7 +639,10 @@ impl TestApp {
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             let start = Instant::now();
             while c.try_wait().unwrap().is_none() {
                 if start.elapsed() > Duration::from_secs(15) {
@@ -448,7 +662,11 @@ impl TestApp {
     /// Messages in the room sent by `sender`, oldest first, waiting for at least `n`.
     pub async fn wait_from(&self, sender: &str, n: usize) -> Vec<Value> {
         let sender = sender.to_owned();
-        self.ezra.wait_messages(&self.room, n, Duration::from_secs(30), move |e| e["sender"] == sender.as_str()).await
+        self.ezra
+            .wait_messages(&self.room, n, Duration::from_secs(30), move |e| {
+                e["sender"] == sender.as_str()
+            })
+            .await
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -464,4 +682,49 @@ impl Drop for TestApp {
 
 pub fn body(ev: &Value) -> &str {
     ev["content"]["body"].as_str().unwrap_or_default()
+}
+
+/// A TCP proxy in front of the homeserver that a test can take down and bring back, to play
+/// "homeserver unreachable" without stopping the shared Synapse.
+pub struct Proxy {
+    pub url: String,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Proxy {
+    pub async fn start(target: &str) -> Proxy {
+        let target = target.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (d, c) = (down.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if d.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let target = target.clone();
+                let h = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                c.lock().unwrap().push(h.abort_handle());
+            }
+        });
+        Proxy { url, down, conns }
+    }
+
+    /// Refuse (close) every connection, and cut the open ones.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+        if down {
+            for h in self.conns.lock().unwrap().drain(..) {
+                h.abort();
+            }
+        }
+    }
 }

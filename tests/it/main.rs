@@ -4,4 +4,5 @@ mod cutover;
 mod fake_telegram;
 mod fake_telegram_selftest;
 mod harness;
+mod reliability;
 mod text_bridge;

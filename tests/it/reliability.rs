@@ -1,0 +1,237 @@
+//! Faults and load: homeserver down, Bot API errors, crashes mid-burst, pacing, bad input.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{Proxy, Synapse, TestApp, body, http};
+
+const T: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn homeserver_down_for_a_while_loses_nothing() {
+    let proxy = Proxy::start(&Synapse::get().url).await;
+    let mut app = TestApp::prepare().await;
+    app.hs_url = proxy.url.clone();
+    app.write_config("");
+    app.start().await;
+    let user = app.tg.add_user(5001, "Gale", None, None);
+    app.tg.inject_text(app.chat, &user, "before outage");
+    app.wait_from(&app.puppet(5001), 1).await;
+    proxy.set_down(true);
+    for i in 0..10 {
+        app.tg
+            .inject_text(app.chat, &user, &format!("during outage {i}"));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        app.ezra
+            .messages(&app.room)
+            .await
+            .iter()
+            .filter(|e| e["sender"] == app.puppet(5001).as_str())
+            .count(),
+        1
+    );
+    proxy.set_down(false);
+    let msgs = app.wait_from(&app.puppet(5001), 11).await;
+    let got: Vec<&str> = msgs.iter().map(body).collect();
+    let mut want = vec!["before outage".to_owned()];
+    want.extend((0..10).map(|i| format!("during outage {i}")));
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn bot_api_429_and_5xx_are_retried_in_order() {
+    let app = TestApp::spawn().await;
+    app.tg.fail_next("sendMessage", 429, Some(2), 2);
+    app.tg.fail_next("sendMessage", 502, None, 1);
+    let start = Instant::now();
+    for i in 0..5 {
+        app.ezra.send_text(&app.room, &format!("order {i}")).await;
+    }
+    let sent = app.tg.wait_sent(app.chat, 5, T).await;
+    let got: Vec<&str> = sent.iter().map(|s| s.text.as_str()).collect();
+    assert_eq!(
+        got,
+        (0..5)
+            .map(|i| format!("<b>Ezra</b>: order {i}"))
+            .collect::<Vec<_>>()
+    );
+    // retry_after was honoured twice.
+    assert!(
+        start.elapsed() >= Duration::from_secs(4),
+        "retry_after not honoured: {:?}",
+        start.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.tg.sent(app.chat).len(), 5, "a retry doubled a message");
+    // getUpdates errors do not lose updates either.
+    app.tg.fail_next("getUpdates", 429, Some(1), 1);
+    let user = app.tg.add_user(5002, "Hail", None, None);
+    app.tg.inject_text(app.chat, &user, "after getUpdates 429");
+    app.wait_from(&app.puppet(5002), 1).await;
+}
+
+#[tokio::test]
+async fn sigkill_in_a_500_message_burst_each_way_delivers_exactly_once_in_order() {
+    let mut app = TestApp::spawn().await;
+    let user = app.tg.add_user(5003, "Surge", None, None);
+    const N: usize = 500;
+    for i in 0..N {
+        app.tg
+            .inject_text(app.chat, &user, &format!("tg burst {i}"));
+    }
+    for i in 0..N {
+        app.ezra
+            .send_text(&app.room, &format!("mx burst {i}"))
+            .await;
+        if i == N / 3 {
+            app.kill();
+        }
+        if i == N / 2 {
+            app.start().await;
+        }
+    }
+    // A second crash while the backlog drains.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    app.kill();
+    app.start().await;
+
+    let sent = app
+        .tg
+        .wait_sent(app.chat, N, Duration::from_secs(120))
+        .await;
+    let msgs = app
+        .ezra
+        .wait_messages(&app.room, N, Duration::from_secs(180), {
+            let p = app.puppet(5003);
+            move |e: &Value| e["sender"] == p.as_str()
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let got: Vec<&str> = msgs.iter().map(body).collect();
+    assert_eq!(
+        got,
+        (0..N).map(|i| format!("tg burst {i}")).collect::<Vec<_>>(),
+        "telegram -> matrix"
+    );
+    let sent_now = app.tg.sent(app.chat);
+    let got: Vec<&str> = sent_now.iter().map(|s| s.text.as_str()).collect();
+    assert_eq!(
+        got,
+        (0..N)
+            .map(|i| format!("<b>Ezra</b>: mx burst {i}"))
+            .collect::<Vec<_>>(),
+        "matrix -> telegram"
+    );
+    assert_eq!(sent.len(), N);
+}
+
+#[tokio::test]
+async fn a_burst_into_one_group_is_paced_not_dropped() {
+    let mut app = TestApp::prepare().await;
+    app.edit_config(|c| c.replace("per_chat_per_minute: 0", "per_chat_per_minute: 150"));
+    app.start().await;
+    const N: usize = 200;
+    for i in 0..N {
+        app.ezra.send_text(&app.room, &format!("burst {i}")).await;
+    }
+    app.tg.wait_sent(app.chat, 150, T).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        app.tg.sent(app.chat).len(),
+        150,
+        "more than the allowed pace within a minute"
+    );
+    let sent = app
+        .tg
+        .wait_sent(app.chat, N, Duration::from_secs(120))
+        .await;
+    let got: Vec<&str> = sent.iter().map(|s| s.text.as_str()).collect();
+    assert_eq!(
+        got,
+        (0..N)
+            .map(|i| format!("<b>Ezra</b>: burst {i}"))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_clearly_and_loses_nothing() {
+    let app = TestApp::spawn().await;
+    let c = http();
+    let url = app.url();
+    // Oversized transaction.
+    let big = format!(
+        "{{\"events\": [{{\"type\": \"x\", \"sender\": \"@a:b\", \"content\": {{\"pad\": \"{}\"}}}}]}}",
+        "a".repeat(17 * 1024 * 1024)
+    );
+    let r = c
+        .put(format!("{url}/_matrix/app/v1/transactions/big"))
+        .bearer_auth(&app.hs_token)
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.json::<Value>().await.unwrap()["errcode"], "M_TOO_LARGE");
+    // Unknown event types and events without required fields.
+    let txn = json!({"events": [{"type": "org.example.unknown", "sender": "@x:localhost", "room_id": app.room, "content": {}}]});
+    let r = c
+        .put(format!("{url}/_matrix/app/v1/transactions/unknown"))
+        .bearer_auth(&app.hs_token)
+        .json(&txn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .put(format!("{url}/_matrix/app/v1/transactions/nosender"))
+        .bearer_auth(&app.hs_token)
+        .json(&json!({"events": [{"type": "m.room.message"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // HTML injection from Matrix arrives escaped.
+    app.ezra
+        .send_text(&app.room, "<b onclick=x>not bold</b> <tg-spoiler>")
+        .await;
+    let sent = app.tg.wait_sent(app.chat, 1, T).await;
+    assert_eq!(
+        sent[0].text,
+        "<b>Ezra</b>: &lt;b onclick=x&gt;not bold&lt;/b&gt; &lt;tg-spoiler&gt;"
+    );
+    // An invite from a stranger to an unconfigured room is declined.
+    let stranger =
+        crate::harness::MxUser::register(&format!("stranger{}", app.slot), "Stranger").await;
+    let room = stranger.create_room(&[&app.bot]).await;
+    let start = Instant::now();
+    loop {
+        let m = stranger
+            .call(
+                "GET",
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+                    enc(&room),
+                    enc(&app.bot)
+                ),
+                None,
+            )
+            .await
+            .unwrap();
+        if m["membership"] == "leave" {
+            break;
+        }
+        assert!(start.elapsed() < T, "invite not declined: {m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And the daemon still bridges.
+    app.ezra.send_text(&app.room, "still here").await;
+    app.tg.wait_sent(app.chat, 2, T).await;
+}
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
