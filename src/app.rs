@@ -39,14 +39,12 @@ impl App {
             Err(_) => String::new(),
         };
         let tg = Bot::new(token).set_api_url(api_url);
-        let listener = TcpListener::bind(cfg.appservice.listen)
-            .await
-            .map_err(|e| {
-                Error::Config(format!(
-                    "`appservice.listen`: cannot bind {}: {e}",
-                    cfg.appservice.listen
-                ))
-            })?;
+        let listener = TcpListener::bind(cfg.appservice.listen).await.map_err(|e| {
+            Error::Config(format!(
+                "`appservice.listen`: cannot bind {}: {e}",
+                cfg.appservice.listen
+            ))
+        })?;
         let bridge = Arc::new(Bridge::new(cfg, store, mx, tg));
         Ok(App {
             listener,
@@ -63,20 +61,14 @@ impl App {
     }
 
     pub fn port(&self) -> u16 {
-        self.listener
-            .local_addr()
-            .map(|a| a.port())
-            .unwrap_or_default()
+        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
     }
 
     pub fn bridge(&self) -> &Arc<Bridge> {
         &self.bridge
     }
 
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<()> {
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let App {
             listener,
             bridge,
@@ -118,11 +110,7 @@ impl App {
             tokio::spawn(bridge.clone().run_announcer(stop_rx.clone())),
         ];
         if let Some(path) = config_path {
-            tasks.push(tokio::spawn(watch_config(
-                bridge.clone(),
-                path,
-                stop_rx.clone(),
-            )));
+            tasks.push(tokio::spawn(watch_config(bridge.clone(), path, stop_rx.clone())));
         }
         if bridge.cfg().telegram_token().is_ok() {
             tasks.push(tokio::spawn(crate::telegram::poller::run(
@@ -220,8 +208,7 @@ async fn setup_loop(bridge: Arc<Bridge>, mut stop: watch::Receiver<bool>) {
 /// with a log line and the configuration in force stays.
 async fn watch_config(bridge: Arc<Bridge>, path: PathBuf, mut stop: watch::Receiver<bool>) {
     #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .expect("SIGHUP handler");
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).expect("SIGHUP handler");
     let mut last = std::fs::read(&path).ok();
     loop {
         #[cfg(unix)]

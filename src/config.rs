@@ -289,8 +289,7 @@ fn invalid(key: &str, problem: impl std::fmt::Display) -> Error {
 impl Config {
     /// Parse and validate YAML text. `base_dir` resolves relative paths (registration, database).
     pub fn parse(text: &str, base_dir: &Path) -> Result<Config> {
-        let mut cfg: Config =
-            serde_saphyr::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        let mut cfg: Config = serde_saphyr::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
         if cfg.appservice.registration.is_relative() {
             cfg.appservice.registration = base_dir.join(&cfg.appservice.registration);
         }
@@ -300,16 +299,8 @@ impl Config {
                 cfg.database = format!("sqlite://{}", base_dir.join(rest).display());
             }
         }
-        if cfg
-            .gateway
-            .telegram
-            .bot_token
-            .as_deref()
-            .is_none_or(str::is_empty)
-        {
-            cfg.gateway.telegram.bot_token = std::env::var("TGMX_TELEGRAM_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty());
+        if cfg.gateway.telegram.bot_token.as_deref().is_none_or(str::is_empty) {
+            cfg.gateway.telegram.bot_token = std::env::var("TGMX_TELEGRAM_TOKEN").ok().filter(|t| !t.is_empty());
         }
         cfg.validate()?;
         Ok(cfg)
@@ -317,8 +308,8 @@ impl Config {
 
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -328,17 +319,13 @@ impl Config {
 
     /// Checks that serde cannot express. Every message names the key.
     pub fn validate(&self) -> Result<()> {
-        let url =
-            url::Url::parse(&self.homeserver.url).map_err(|e| invalid("homeserver.url", e))?;
+        let url = url::Url::parse(&self.homeserver.url).map_err(|e| invalid("homeserver.url", e))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(invalid("homeserver.url", "must be an http(s) URL"));
         }
         for (key, lp) in [("appservice.bot_localpart", &self.appservice.bot_localpart)] {
             if lp.is_empty() || !lp.chars().all(is_localpart_char) {
-                return Err(invalid(
-                    key,
-                    format!("{lp:?} is not a valid Matrix localpart"),
-                ));
+                return Err(invalid(key, format!("{lp:?} is not a valid Matrix localpart")));
             }
         }
         let prefix = &self.appservice.puppet_prefix;
@@ -357,13 +344,9 @@ impl Config {
         if !self.database.starts_with("sqlite:") {
             return Err(invalid("database", "only sqlite:// URLs are supported"));
         }
-        url::Url::parse(&self.gateway.telegram.api_url)
-            .map_err(|e| invalid("gateway.telegram.api_url", e))?;
+        url::Url::parse(&self.gateway.telegram.api_url).map_err(|e| invalid("gateway.telegram.api_url", e))?;
         if self.gateway.primary_platform == Platform::None {
-            return Err(invalid(
-                "gateway.primary_platform",
-                "must be `telegram` or `matrix`",
-            ));
+            return Err(invalid("gateway.primary_platform", "must be `telegram` or `matrix`"));
         }
         if self.gateway.primary_platform == self.gateway.fallback_platform {
             return Err(invalid(
@@ -405,14 +388,10 @@ impl Config {
                 ));
             }
             if !tg_ids.insert(id.telegram) {
-                return Err(invalid(
-                    &format!("identities[{i}].telegram"),
-                    "mapped twice",
-                ));
+                return Err(invalid(&format!("identities[{i}].telegram"), "mapped twice"));
             }
         }
-        tracing_subscriber::EnvFilter::try_new(&self.logging.level)
-            .map_err(|e| invalid("logging.level", e))?;
+        tracing_subscriber::EnvFilter::try_new(&self.logging.level).map_err(|e| invalid("logging.level", e))?;
         Ok(())
     }
 
@@ -512,17 +491,11 @@ impl Registration {
         let mut users = vec![
             Namespace {
                 exclusive: true,
-                regex: format!(
-                    "^@{}[0-9]+:{server}$",
-                    regex_escape(&cfg.appservice.puppet_prefix)
-                ),
+                regex: format!("^@{}[0-9]+:{server}$", regex_escape(&cfg.appservice.puppet_prefix)),
             },
             Namespace {
                 exclusive: true,
-                regex: format!(
-                    "^@{}:{server}$",
-                    regex_escape(&cfg.appservice.bot_localpart)
-                ),
+                regex: format!("^@{}:{server}$", regex_escape(&cfg.appservice.bot_localpart)),
             },
         ];
         // Double puppeting: the operator's own account, shared (non-exclusive).
@@ -543,10 +516,7 @@ impl Registration {
                 users,
                 aliases: vec![Namespace {
                     exclusive: true,
-                    regex: format!(
-                        "^#{}.+:{server}$",
-                        regex_escape(&cfg.appservice.puppet_prefix)
-                    ),
+                    regex: format!("^#{}.+:{server}$", regex_escape(&cfg.appservice.puppet_prefix)),
                 }],
                 rooms: vec![],
             },
@@ -598,10 +568,7 @@ identities:
         let c = Config::parse(MIN, Path::new("/etc/tgmx")).unwrap();
         assert_eq!(c.appservice.puppet_prefix, "telegram_");
         assert_eq!(c.database, "sqlite:///etc/tgmx/tgmx.db");
-        assert_eq!(
-            c.appservice.registration,
-            Path::new("/etc/tgmx/registration.yaml")
-        );
+        assert_eq!(c.appservice.registration, Path::new("/etc/tgmx/registration.yaml"));
         assert_eq!(c.gateway.primary_platform, Platform::Telegram);
         assert_eq!(c.rooms[0].telegram, -100123);
         assert_eq!(c.bot_user_id().as_str(), "@telegrambot:localhost");

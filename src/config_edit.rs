@@ -20,11 +20,7 @@ fn parse_key_line(line: &str) -> Option<KeyLine> {
     }
     let colon = rest.find(':')?;
     let key = &rest[..colon];
-    if key.is_empty()
-        || !key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
+    if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
         return None;
     }
     let after = indent + colon + 1;
@@ -73,11 +69,7 @@ pub fn set_scalar(text: &str, path: &[&str], value: &str) -> Result<String> {
         while stack.last().is_some_and(|(ind, _)| *ind >= kl.indent) {
             stack.pop();
         }
-        let here: Vec<&str> = stack
-            .iter()
-            .map(|(_, k)| k.as_str())
-            .chain([kl.key.as_str()])
-            .collect();
+        let here: Vec<&str> = stack.iter().map(|(_, k)| k.as_str()).chain([kl.key.as_str()]).collect();
         if here == path {
             let mut out = String::with_capacity(text.len() + value.len());
             for (j, l) in lines.iter().enumerate() {
@@ -142,12 +134,7 @@ pub fn set_scalar(text: &str, path: &[&str], value: &str) -> Result<String> {
             if !l.ends_with('\n') {
                 out.push('\n');
             }
-            out.push_str(&format!(
-                "{}{}: {}\n",
-                " ".repeat(indent),
-                path[path.len() - 1],
-                value
-            ));
+            out.push_str(&format!("{}{}: {}\n", " ".repeat(indent), path[path.len() - 1], value));
         }
     }
     Ok(out)
@@ -191,13 +178,6 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_edit_safely() {
         assert!(set_scalar("rooms: []\n", &["gateway", "primary_platform"], "m").is_err());
-        assert!(
-            set_scalar(
-                "gateway: {telegram: {}}\n",
-                &["gateway", "primary_platform"],
-                "m"
-            )
-            .is_err()
-        );
+        assert!(set_scalar("gateway: {telegram: {}}\n", &["gateway", "primary_platform"], "m").is_err());
     }
 }

@@ -36,6 +36,9 @@ pub enum Error {
     /// A file exceeds a limit on the way (bytes).
     #[error("file too large to bridge: {} > {}", human_size(*size), human_size(*limit))]
     TooLarge { size: u64, limit: u64 },
+    /// A bug caught at run time (e.g. a panic while bridging one item).
+    #[error("internal: {0}")]
+    Internal(String),
     /// Work that cannot be done yet (e.g. a room not resolved); retried later.
     #[error("not ready: {0}")]
     NotReady(String),
@@ -52,9 +55,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::MatrixTransport(_) => true,
-            Error::Matrix {
-                status, errcode, ..
-            } => *status >= 500 || *status == 429 || errcode == "M_LIMIT_EXCEEDED",
+            Error::Matrix { status, errcode, .. } => *status >= 500 || *status == 429 || errcode == "M_LIMIT_EXCEEDED",
             Error::Db(_) => true,
             Error::Telegram { transient, .. } => *transient,
             Error::NotReady(_) => true,
@@ -132,8 +133,7 @@ mod tests {
 
     #[test]
     fn bot_tokens_are_redacted() {
-        let s =
-            "error sending request for url (https://api.telegram.org/bot123:AAxx-yy/getUpdates)";
+        let s = "error sending request for url (https://api.telegram.org/bot123:AAxx-yy/getUpdates)";
         assert_eq!(
             super::redact_bot_token(s),
             "error sending request for url (https://api.telegram.org/bot<redacted>/getUpdates)"

@@ -24,7 +24,8 @@ const KINDS: &[&str] = &[
 ];
 
 fn entity() -> impl Strategy<Value = serde_json::Value> {
-    (0..KINDS.len(), 0usize..40, 0usize..40).prop_map(|(k, offset, length)| serde_json::json!({"type": KINDS[k], "offset": offset, "length": length}))
+    (0..KINDS.len(), 0usize..40, 0usize..40)
+        .prop_map(|(k, offset, length)| serde_json::json!({"type": KINDS[k], "offset": offset, "length": length}))
 }
 
 /// Text of HTML: tags removed, the five entities decoded.
@@ -47,17 +48,7 @@ fn text_of(html: &str) -> String {
 
 /// Tags Telegram accepts, and whether every opened tag is closed in order.
 fn only_telegram_tags_balanced(html: &str) -> bool {
-    let allowed = [
-        "b",
-        "i",
-        "u",
-        "s",
-        "a",
-        "code",
-        "pre",
-        "blockquote",
-        "tg-spoiler",
-    ];
+    let allowed = ["b", "i", "u", "s", "a", "code", "pre", "blockquote", "tg-spoiler"];
     let mut stack = Vec::new();
     let mut rest = html;
     while let Some(start) = rest.find('<') {

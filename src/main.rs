@@ -25,8 +25,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -49,11 +49,7 @@ async fn main() -> anyhow::Result<()> {
             }
             app.run_until_stopped(shutdown_signal()).await?;
         }
-        Command::GenerateRegistration {
-            config,
-            output,
-            force,
-        } => {
+        Command::GenerateRegistration { config, output, force } => {
             let cfg = load(config.as_ref())?;
             let out = output.unwrap_or_else(|| cfg.appservice.registration.clone());
             if out.exists() && !force {
@@ -82,14 +78,10 @@ async fn main() -> anyhow::Result<()> {
             let since_ms = tgmx::storage::now_ms() - since.as_millis() as i64;
             let mut lost = 0;
             println!("audit since {}", fmt_ms(since_ms));
-            for d in [
-                tgmx::storage::Direction::TgToMx,
-                tgmx::storage::Direction::MxToTg,
-            ] {
+            for d in [tgmx::storage::Direction::TgToMx, tgmx::storage::Direction::MxToTg] {
                 let mut lat = store.latencies_since(d, since_ms).await?;
                 lat.sort_unstable();
-                let q =
-                    |p| tgmx::cli::quantile(&lat, p).map_or("-".to_owned(), |v| format!("{v} ms"));
+                let q = |p| tgmx::cli::quantile(&lat, p).map_or("-".to_owned(), |v| format!("{v} ms"));
                 println!(
                     "{}: {} delivered, latency p50 {} p99 {}",
                     d.as_str(),
@@ -99,21 +91,14 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             for (direction, source, reason, at) in store.failures_since(since_ms).await? {
-                println!(
-                    "NOT DELIVERED {} {direction} {source}: {reason}",
-                    fmt_ms(at)
-                );
+                println!("NOT DELIVERED {} {direction} {source}: {reason}", fmt_ms(at));
                 lost += 1;
             }
             let (tg, mx, oldest) = store.pending().await?;
             let stuck = oldest.is_some_and(|o| tgmx::storage::now_ms() - o > 300_000);
             println!(
                 "waiting: {tg} from telegram, {mx} from matrix{}",
-                if stuck {
-                    " (stuck for over 5 minutes)"
-                } else {
-                    ""
-                }
+                if stuck { " (stuck for over 5 minutes)" } else { "" }
             );
             if lost > 0 || stuck {
                 println!(
@@ -128,10 +113,7 @@ async fn main() -> anyhow::Result<()> {
             let cfg = load(config.as_ref())?;
             let store = tgmx::storage::Store::open(&cfg.database).await?;
             let configured = tgmx::bridge::cutover::Mode::of(&cfg);
-            let current = store
-                .current_mode()
-                .await?
-                .unwrap_or_else(|| "never started".into());
+            let current = store.current_mode().await?.unwrap_or_else(|| "never started".into());
             println!("mode: {current} (config says {})", configured.as_str());
             println!("switch history:");
             for (from, to, at, reason) in store.switches().await? {
@@ -144,10 +126,7 @@ async fn main() -> anyhow::Result<()> {
             }
             let pending = store.pending_announcements().await?.len();
             println!("announcements pending: {pending}");
-            for d in [
-                tgmx::storage::Direction::TgToMx,
-                tgmx::storage::Direction::MxToTg,
-            ] {
+            for d in [tgmx::storage::Direction::TgToMx, tgmx::storage::Direction::MxToTg] {
                 println!("messages {}: {}", d.as_str(), store.count_links(d).await?);
             }
         }
@@ -193,8 +172,7 @@ async fn primary(platform: &str, standby: bool, path: &Path) -> anyhow::Result<(
     if standby && platform != "matrix" {
         bail!("--standby only goes with `matrix`");
     }
-    let original =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let original = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let fallback = match (platform, standby) {
         ("matrix", true) => "none",
         ("matrix", false) => "telegram",
@@ -211,8 +189,7 @@ async fn primary(platform: &str, standby: bool, path: &Path) -> anyhow::Result<(
         _ => {
             // Rolling back from a standby that was made with `telegram.enabled: false`.
             text = set_scalar(&text, &["gateway", "telegram", "enabled"], "true")?;
-            Config::parse(&text, base)
-                .context("the edited config would be invalid; file left unchanged")?
+            Config::parse(&text, base).context("the edited config would be invalid; file left unchanged")?
         }
     };
     let mode = tgmx::bridge::cutover::Mode::of(&cfg);
@@ -228,19 +205,13 @@ async fn primary(platform: &str, standby: bool, path: &Path) -> anyhow::Result<(
         mode.as_str()
     );
     let store = tgmx::storage::Store::open(&cfg.database).await?;
-    match store
-        .get_kv("daemon_pid")
-        .await?
-        .and_then(|p| p.parse::<i32>().ok())
-    {
+    match store.get_kv("daemon_pid").await?.and_then(|p| p.parse::<i32>().ok()) {
         Some(pid) if pid > 0 && is_tgmx_process(pid) => {
             // SAFETY: plain kill(2) on a pid; no memory is involved.
             unsafe { libc::kill(pid, libc::SIGHUP) };
             println!("signalled the running daemon (pid {pid}) to reload");
         }
-        _ => println!(
-            "no running daemon found; the change applies when it starts (it also watches the file)"
-        ),
+        _ => println!("no running daemon found; the change applies when it starts (it also watches the file)"),
     }
     Ok(())
 }

@@ -31,9 +31,7 @@ impl Mode {
     pub fn of(cfg: &Config) -> Mode {
         let g = &cfg.gateway;
         match g.primary_platform {
-            Platform::Matrix if !g.telegram.enabled || g.fallback_platform == Platform::None => {
-                Mode::Standby
-            }
+            Platform::Matrix if !g.telegram.enabled || g.fallback_platform == Platform::None => Mode::Standby,
             Platform::Matrix => Mode::Cutover,
             Platform::Telegram | Platform::None => Mode::Parallel,
         }
@@ -131,23 +129,14 @@ impl Bridge {
     /// daemon was down is a switch like any other (announced once); the first run only records.
     pub async fn init_mode(&self) -> Result<()> {
         let mode = Mode::of(&self.cfg());
-        match self
-            .store
-            .current_mode()
-            .await?
-            .as_deref()
-            .and_then(Mode::parse)
-        {
+        match self.store.current_mode().await?.as_deref().and_then(Mode::parse) {
             None => {
                 self.store
                     .record_switch(None, mode.as_str(), "first start", &[])
                     .await?;
                 tracing::info!(mode = mode.as_str(), "bridge mode (first start)");
             }
-            Some(prev) if prev != mode => {
-                self.switch(prev, mode, "config changed while stopped")
-                    .await?
-            }
+            Some(prev) if prev != mode => self.switch(prev, mode, "config changed while stopped").await?,
             Some(_) => tracing::info!(mode = mode.as_str(), "bridge mode"),
         }
         self.mode_tx.send_replace(mode);
@@ -206,8 +195,7 @@ impl Bridge {
             merged.identities.len()
         );
         let rooms_changed = old.rooms != merged.rooms;
-        self.pacer
-            .set_rate(merged.gateway.telegram.per_chat_per_minute);
+        self.pacer.set_rate(merged.gateway.telegram.per_chat_per_minute);
         self.set_cfg(merged);
         if rooms_changed {
             self.retain_configured_portals();
@@ -246,16 +234,8 @@ impl Bridge {
         format!("https://matrix.to/#/{target}")
     }
 
-    async fn post_announcement(
-        &self,
-        switch_id: i64,
-        target: &str,
-        kind: &str,
-    ) -> Result<Option<i32>> {
-        if let Some(chat) = target
-            .strip_prefix("tg:")
-            .and_then(|c| c.parse::<i64>().ok())
-        {
+    async fn post_announcement(&self, switch_id: i64, target: &str, kind: &str) -> Result<Option<i32>> {
+        if let Some(chat) = target.strip_prefix("tg:").and_then(|c| c.parse::<i64>().ok()) {
             let text = self.announcement_text(kind, true, &self.matrix_link(chat));
             self.pacer.wait(chat).await;
             let sent = self.tg.send_message(ChatId(chat), text).await?;
@@ -304,8 +284,7 @@ impl Bridge {
                 match self.post_announcement(switch_id, &target, &kind).await {
                     Ok(msg) => {
                         tracing::info!(%target, kind, "announcement posted");
-                        if let Err(e) = self.store.announcement_done(switch_id, &target, msg).await
-                        {
+                        if let Err(e) = self.store.announcement_done(switch_id, &target, msg).await {
                             tracing::error!("cannot record announcement: {e}");
                         }
                     }
@@ -327,11 +306,7 @@ impl Bridge {
                     }
                 }
             }
-            let wait = if failed {
-                backoff
-            } else {
-                Duration::from_secs(3600)
-            };
+            let wait = if failed { backoff } else { Duration::from_secs(3600) };
             backoff = if failed {
                 (backoff * 2).min(Duration::from_secs(30))
             } else {
@@ -360,29 +335,20 @@ mod tests {
 
     #[test]
     fn modes_follow_the_gateway_block() {
+        assert_eq!(Mode::of(&cfg("  primary_platform: telegram")), Mode::Parallel);
         assert_eq!(
-            Mode::of(&cfg("  primary_platform: telegram")),
-            Mode::Parallel
-        );
-        assert_eq!(
-            Mode::of(&cfg(
-                "  primary_platform: matrix\n  fallback_platform: telegram"
-            )),
+            Mode::of(&cfg("  primary_platform: matrix\n  fallback_platform: telegram")),
             Mode::Cutover
         );
         assert_eq!(
-            Mode::of(&cfg(
-                "  primary_platform: matrix\n  fallback_platform: none"
-            )),
+            Mode::of(&cfg("  primary_platform: matrix\n  fallback_platform: none")),
             Mode::Standby
         );
         let mut c = cfg("  primary_platform: matrix\n  fallback_platform: telegram");
         c.gateway.telegram.enabled = false;
         assert_eq!(Mode::of(&c), Mode::Standby);
         assert!(
-            !Mode::Standby.reads_telegram()
-                && Mode::Cutover.reads_telegram()
-                && Mode::Parallel.relays_to_telegram()
+            !Mode::Standby.reads_telegram() && Mode::Cutover.reads_telegram() && Mode::Parallel.relays_to_telegram()
         );
     }
 

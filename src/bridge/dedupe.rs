@@ -18,10 +18,7 @@ use crate::matrix::html::strip_reply_fallback;
 
 /// Case-folded, whitespace-collapsed text.
 pub fn normalize(text: &str) -> String {
-    text.split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase()
+    text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
 }
 
 impl Bridge {
@@ -48,14 +45,7 @@ impl Bridge {
         };
         let norm = normalize(text);
         self.store
-            .watch_post(
-                "telegram",
-                &msg_id.to_string(),
-                identity.as_str(),
-                chat,
-                &norm,
-                ts,
-            )
+            .watch_post("telegram", &msg_id.to_string(), identity.as_str(), chat, &norm, ts)
             .await?;
         if let Some(ev) = self
             .store
@@ -118,9 +108,7 @@ impl Bridge {
             if m.chat.id.0 == chat
                 && m.from.as_ref().is_some_and(|f| f.id.0 as i64 == tg_user)
                 && (m.date.timestamp_millis() - ts).abs() <= window
-                && m.text()
-                    .or(m.caption())
-                    .is_some_and(|t| normalize(t) == norm)
+                && m.text().or(m.caption()).is_some_and(|t| normalize(t) == norm)
             {
                 return Ok(Some(m.id.0));
             }
@@ -130,15 +118,8 @@ impl Bridge {
 
     /// Mark the original of a pair of twins: ✓ on its Matrix copy, 👌 on its Telegram copy.
     /// The ✓ is required (retried on failure); the Telegram reaction is best effort.
-    pub(super) async fn mark_original(
-        &self,
-        room: &OwnedRoomId,
-        mx_event: &str,
-        chat: i64,
-        tg_msg: i32,
-    ) -> Result<()> {
-        let content =
-            json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": mx_event, "key": "✓"}});
+    pub(super) async fn mark_original(&self, room: &OwnedRoomId, mx_event: &str, chat: i64, tg_msg: i32) -> Result<()> {
+        let content = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": mx_event, "key": "✓"}});
         // Both workers may mark the same pair: the txn id makes the second a no-op.
         self.mx
             .send(
@@ -149,9 +130,7 @@ impl Bridge {
                 &content,
             )
             .await?;
-        let reaction = vec![ReactionType::Emoji {
-            emoji: "👌".into()
-        }];
+        let reaction = vec![ReactionType::Emoji { emoji: "👌".into() }];
         if let Err(e) = self
             .tg
             .set_message_reaction(ChatId(chat), MessageId(tg_msg))

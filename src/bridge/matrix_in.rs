@@ -16,16 +16,13 @@ impl Bridge {
         let ev: Value = serde_json::from_str(json)?;
         let (Some(kind), Some(sender), Some(room)) = (
             ev["type"].as_str(),
-            ev["sender"]
-                .as_str()
-                .and_then(|s| OwnedUserId::try_from(s).ok()),
-            ev["room_id"]
-                .as_str()
-                .and_then(|r| OwnedRoomId::try_from(r).ok()),
+            ev["sender"].as_str().and_then(|s| OwnedUserId::try_from(s).ok()),
+            ev["room_id"].as_str().and_then(|r| OwnedRoomId::try_from(r).ok()),
         ) else {
             tracing::debug!("event without type/sender/room ignored");
             return Ok(());
         };
+        tracing::trace!(event = %json, "matrix event");
         if kind == "m.room.member" {
             return self.mx_member(&ev, &room, &sender).await;
         }
@@ -49,10 +46,7 @@ impl Bridge {
     }
 
     async fn mx_member(&self, ev: &Value, room: &OwnedRoomId, sender: &OwnedUserId) -> Result<()> {
-        let Some(target) = ev["state_key"]
-            .as_str()
-            .and_then(|s| OwnedUserId::try_from(s).ok())
-        else {
+        let Some(target) = ev["state_key"].as_str().and_then(|s| OwnedUserId::try_from(s).ok()) else {
             return Ok(());
         };
         let membership = ev["content"]["membership"].as_str().unwrap_or_default();
@@ -71,9 +65,7 @@ impl Bridge {
             "leave" | "ban" => {
                 self.remember_name(room, &target, None);
                 if self.is_bridge_user(target.as_str()) || self.identity_for_mx(&target).is_some() {
-                    self.store
-                        .set_member(target.as_str(), room.as_str(), false)
-                        .await?;
+                    self.store.set_member(target.as_str(), room.as_str(), false).await?;
                 }
             }
             _ => {}
@@ -92,12 +84,7 @@ impl Bridge {
         }
     }
 
-    async fn relay_text(
-        &self,
-        room: &OwnedRoomId,
-        sender: &OwnedUserId,
-        content: &Value,
-    ) -> String {
+    async fn relay_text(&self, room: &OwnedRoomId, sender: &OwnedUserId, content: &Value) -> String {
         let name = escape_html(&self.matrix_name(room, sender).await);
         let body = Self::mx_body_html(content);
         match content["msgtype"].as_str() {
@@ -107,13 +94,7 @@ impl Bridge {
         }
     }
 
-    async fn mx_message(
-        &self,
-        ev: &Value,
-        room: &OwnedRoomId,
-        sender: &OwnedUserId,
-        chat: i64,
-    ) -> Result<()> {
+    async fn mx_message(&self, ev: &Value, room: &OwnedRoomId, sender: &OwnedUserId, chat: i64) -> Result<()> {
         let Some(event_id) = ev["event_id"].as_str() else {
             return Ok(());
         };
@@ -152,16 +133,10 @@ impl Bridge {
             return Ok(()); // already relayed before a restart
         }
         let ts = ev["origin_server_ts"].as_i64().unwrap_or_default();
-        let is_text = matches!(
-            content["msgtype"].as_str(),
-            Some("m.text" | "m.notice" | "m.emote")
-        );
+        let is_text = matches!(content["msgtype"].as_str(), Some("m.text" | "m.notice" | "m.emote"));
         if let (Some(tg_user), true) = (self.identity_for_mx(sender), is_text) {
             let body = content["body"].as_str().unwrap_or_default();
-            if let Some(twin) = self
-                .telegram_twin(sender, tg_user, chat, event_id, body, ts)
-                .await?
-            {
+            if let Some(twin) = self.telegram_twin(sender, tg_user, chat, event_id, body, ts).await? {
                 // The Telegram post is the original; on Matrix it is its bridged copy, if any.
                 let mx_copy = self
                     .store
@@ -179,18 +154,12 @@ impl Bridge {
             content["msgtype"].as_str(),
             Some("m.image" | "m.file" | "m.audio" | "m.video")
         ) {
-            self.mx_media_to_tg(ev, room, sender, chat, reply_to)
-                .await?
+            self.mx_media_to_tg(ev, room, sender, chat, reply_to).await?
         } else {
             let text = self.relay_text(room, sender, content).await;
-            let mut req = self
-                .tg
-                .send_message(ChatId(chat), text)
-                .parse_mode(ParseMode::Html);
+            let mut req = self.tg.send_message(ChatId(chat), text).parse_mode(ParseMode::Html);
             if let Some(id) = reply_to {
-                req = req.reply_parameters(
-                    ReplyParameters::new(MessageId(id)).allow_sending_without_reply(),
-                );
+                req = req.reply_parameters(ReplyParameters::new(MessageId(id)).allow_sending_without_reply());
             }
             req.await?.id.0
         };
@@ -214,6 +183,7 @@ impl Bridge {
         let Some(target) = ev["content"]["redacts"].as_str().or(ev["redacts"].as_str()) else {
             return Ok(());
         };
+        tracing::debug!(redacts = target, "redaction");
         if let Some((r_chat, r_msg, direction)) = self.store.delete_reaction(target).await? {
             if direction == Direction::MxToTg.as_str() {
                 self.sync_bot_reaction(r_chat, r_msg).await?;
@@ -226,11 +196,7 @@ impl Bridge {
         if link.tg_chat_id != chat {
             return Ok(());
         }
-        match self
-            .tg
-            .delete_message(ChatId(chat), MessageId(link.tg_msg_id))
-            .await
-        {
+        match self.tg.delete_message(ChatId(chat), MessageId(link.tg_msg_id)).await {
             Ok(_) => tracing::debug!(chat, msg = link.tg_msg_id, "redaction -> deleteMessage"),
             // A Telegram user's message can only be deleted by an admin bot; not fatal.
             Err(e) => tracing::warn!(

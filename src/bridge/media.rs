@@ -10,8 +10,7 @@ use serde_json::{Value, json};
 use teloxide::net::Download;
 use teloxide::prelude::*;
 use teloxide::types::{
-    FileMeta, InputFile, Message, MessageId, MessageReactionUpdated, ParseMode, ReactionType,
-    ReplyParameters,
+    FileMeta, InputFile, Message, MessageId, MessageReactionUpdated, ParseMode, ReactionType, ReplyParameters,
 };
 
 use super::Bridge;
@@ -33,8 +32,7 @@ struct TgFile<'a> {
 }
 
 fn mime_of(m: Option<&impl std::fmt::Display>, default: &str) -> String {
-    m.map(|m| m.to_string())
-        .unwrap_or_else(|| default.to_owned())
+    m.map(|m| m.to_string()).unwrap_or_else(|| default.to_owned())
 }
 
 fn tg_file(m: &Message) -> Option<TgFile<'_>> {
@@ -102,10 +100,7 @@ fn tg_file(m: &Message) -> Option<TgFile<'_>> {
         ));
     }
     if let Some(a) = m.animation() {
-        let name = a
-            .file_name
-            .clone()
-            .unwrap_or_else(|| "animation.mp4".into());
+        let name = a.file_name.clone().unwrap_or_else(|| "animation.mp4".into());
         let info = json!({"w": a.width, "h": a.height, "duration": a.duration.seconds() * 1000});
         return Some(f(
             &a.file,
@@ -205,11 +200,7 @@ impl Bridge {
 
     /// Matrix content for a Telegram message with a file, or `None` when it has none.
     /// A file over a limit yields a notice instead (and a recorded failure).
-    pub(super) async fn tg_media_content(
-        &self,
-        m: &Message,
-        sender: &UserId,
-    ) -> Result<Option<Value>> {
+    pub(super) async fn tg_media_content(&self, m: &Message, sender: &UserId) -> Result<Option<Value>> {
         let Some(tf) = tg_file(m) else {
             return Ok(None);
         };
@@ -244,9 +235,7 @@ impl Bridge {
             Err(e @ Error::TooLarge { .. }) => {
                 let reason = format!("{} not bridged: {e}", tf.what);
                 let source = format!("tg:{}:{}", m.chat.id.0, m.id.0);
-                self.store
-                    .record_failure(Direction::TgToMx, &source, &reason)
-                    .await?;
+                self.store.record_failure(Direction::TgToMx, &source, &reason).await?;
                 tracing::warn!(%source, "{reason}");
                 let body = if caption.is_empty() {
                     format!("[{reason}]")
@@ -278,15 +267,8 @@ impl Bridge {
         if let Some((meta, w, h)) = tf.thumb {
             if let Ok(tb) = self.tg_download(meta).await {
                 let tsize = tb.len();
-                if let Ok(turl) = self
-                    .mx
-                    .upload(sender, tb, "image/jpeg", "thumbnail.jpg")
-                    .await
-                {
-                    thumb = Some((
-                        turl,
-                        json!({"w": w, "h": h, "mimetype": "image/jpeg", "size": tsize}),
-                    ));
+                if let Ok(turl) = self.mx.upload(sender, tb, "image/jpeg", "thumbnail.jpg").await {
+                    thumb = Some((turl, json!({"w": w, "h": h, "mimetype": "image/jpeg", "size": tsize})));
                 }
             }
         }
@@ -305,16 +287,10 @@ impl Bridge {
     ) -> Result<i32> {
         let content = &ev["content"];
         let msgtype = content["msgtype"].as_str().unwrap_or_default();
-        let name_html = format!(
-            "<b>{}</b>",
-            escape_html(&self.matrix_name(room, sender).await)
-        );
+        let name_html = format!("<b>{}</b>", escape_html(&self.matrix_name(room, sender).await));
         let body = content["body"].as_str().unwrap_or_default();
         let filename = content["filename"].as_str().unwrap_or(body).to_owned();
-        let caption_text = content["filename"]
-            .as_str()
-            .filter(|f| *f != body)
-            .map(|_| body);
+        let caption_text = content["filename"].as_str().filter(|f| *f != body).map(|_| body);
         let mut caption = match caption_text {
             Some(c) => format!("{name_html}: {}", escape_html(c)),
             None => name_html.clone(),
@@ -323,9 +299,7 @@ impl Bridge {
             caption = caption.chars().take(1000).collect::<String>() + "…";
         }
         let tcfg = self.cfg().gateway.telegram.clone();
-        let reply = |r: Option<i32>| {
-            r.map(|id| ReplyParameters::new(MessageId(id)).allow_sending_without_reply())
-        };
+        let reply = |r: Option<i32>| r.map(|id| ReplyParameters::new(MessageId(id)).allow_sending_without_reply());
         let Some(url) = content["url"].as_str() else {
             // Encrypted attachments (`file`) arrive with the encryption work.
             let text = format!(
@@ -351,9 +325,7 @@ impl Bridge {
         let (bytes, mime) = match fetched {
             Ok(b) => b,
             Err(e @ Error::TooLarge { .. }) => {
-                return self
-                    .tg_too_large_notice(ev, chat, &name_html, &filename, &e)
-                    .await;
+                return self.tg_too_large_notice(ev, chat, &name_html, &filename, &e).await;
             }
             Err(e) => return Err(e),
         };
@@ -417,8 +389,7 @@ impl Bridge {
                     size: bytes.len() as u64,
                     limit: tcfg.max_upload_bytes,
                 };
-                self.tg_too_large_notice(ev, chat, &name_html, &filename, &e)
-                    .await
+                self.tg_too_large_notice(ev, chat, &name_html, &filename, &e).await
             }
             Err(e) => Err(e.into()),
         }
@@ -474,12 +445,7 @@ impl Bridge {
         let sender = self.sender_for(user, &room).await?;
         let reactor = user.id.0.to_string();
         for e in new.iter().filter(|e| !old.contains(e)) {
-            if self
-                .store
-                .reaction(chat, link.tg_msg_id, &reactor, e)
-                .await?
-                .is_some()
-            {
+            if self.store.reaction(chat, link.tg_msg_id, &reactor, e).await?.is_some() {
                 continue;
             }
             let content = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": link.mx_event_id, "key": e}});
@@ -489,22 +455,11 @@ impl Bridge {
                 .send(room.as_str(), &sender, "m.reaction", &txn, &content)
                 .await?;
             self.store
-                .save_reaction(
-                    chat,
-                    link.tg_msg_id,
-                    &reactor,
-                    e,
-                    ev.as_str(),
-                    Direction::TgToMx,
-                )
+                .save_reaction(chat, link.tg_msg_id, &reactor, e, ev.as_str(), Direction::TgToMx)
                 .await?;
         }
         for e in old.iter().filter(|e| !new.contains(e)) {
-            if let Some(ev) = self
-                .store
-                .reaction(chat, link.tg_msg_id, &reactor, e)
-                .await?
-            {
+            if let Some(ev) = self.store.reaction(chat, link.tg_msg_id, &reactor, e).await? {
                 self.mx
                     .redact(room.as_str(), &sender, &ev, &format!("unreact{}", hex(&ev)))
                     .await?;
@@ -515,32 +470,18 @@ impl Bridge {
     }
 
     /// Matrix m.reaction on a bridged message -> the bot's reaction on Telegram.
-    pub(super) async fn mx_reaction(
-        &self,
-        ev: &Value,
-        sender: &OwnedUserId,
-        chat: i64,
-    ) -> Result<()> {
+    pub(super) async fn mx_reaction(&self, ev: &Value, sender: &OwnedUserId, chat: i64) -> Result<()> {
         let rel = &ev["content"]["m.relates_to"];
-        let (Some(target), Some(key), Some(event_id)) = (
-            rel["event_id"].as_str(),
-            rel["key"].as_str(),
-            ev["event_id"].as_str(),
-        ) else {
+        let (Some(target), Some(key), Some(event_id)) =
+            (rel["event_id"].as_str(), rel["key"].as_str(), ev["event_id"].as_str())
+        else {
             return Ok(());
         };
         let Some(link) = self.store.link_by_event(target).await? else {
             return Ok(());
         };
         self.store
-            .save_reaction(
-                chat,
-                link.tg_msg_id,
-                sender.as_str(),
-                key,
-                event_id,
-                Direction::MxToTg,
-            )
+            .save_reaction(chat, link.tg_msg_id, sender.as_str(), key, event_id, Direction::MxToTg)
             .await?;
         self.sync_bot_reaction(chat, link.tg_msg_id).await
     }
@@ -548,10 +489,8 @@ impl Bridge {
     /// The bot has one reaction per message: the newest Matrix reaction still standing.
     pub(super) async fn sync_bot_reaction(&self, chat: i64, msg: i32) -> Result<()> {
         let current = self.store.latest_mx_reaction(chat, msg).await?;
-        let reaction: Vec<ReactionType> = current
-            .into_iter()
-            .map(|emoji| ReactionType::Emoji { emoji })
-            .collect();
+        tracing::debug!(chat, msg, reaction = ?current, "bot reaction");
+        let reaction: Vec<ReactionType> = current.into_iter().map(|emoji| ReactionType::Emoji { emoji }).collect();
         if let Err(e) = self
             .tg
             .set_message_reaction(ChatId(chat), MessageId(msg))
@@ -592,20 +531,13 @@ impl Bridge {
             else {
                 return Ok(());
             };
-            if self.store.puppet_avatar(tg_user).await?.as_deref()
-                == Some(best.file.unique_id.0.as_str())
-            {
+            if self.store.puppet_avatar(tg_user).await?.as_deref() == Some(best.file.unique_id.0.as_str()) {
                 return Ok(());
             }
             let bytes = self.tg_download(&best.file).await?;
-            let url = self
-                .mx
-                .upload(mxid, bytes, "image/jpeg", "avatar.jpg")
-                .await?;
+            let url = self.mx.upload(mxid, bytes, "image/jpeg", "avatar.jpg").await?;
             self.mx.set_avatar_url(mxid, &url).await?;
-            self.store
-                .set_puppet_avatar(tg_user, &best.file.unique_id.0)
-                .await?;
+            self.store.set_puppet_avatar(tg_user, &best.file.unique_id.0).await?;
             tracing::info!(%mxid, "puppet avatar updated");
             Ok(())
         }

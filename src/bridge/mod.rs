@@ -15,6 +15,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use futures::FutureExt;
+
 use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use teloxide::Bot;
 use tokio::sync::{Notify, watch};
@@ -89,10 +91,9 @@ impl Bridge {
     fn retain_configured_portals(&self) {
         let cfg = self.cfg();
         self.portals.write().expect("lock").retain(|chat, room| {
-            cfg.rooms.iter().any(|r| {
-                r.telegram == *chat
-                    && (r.matrix.is_room_alias_id() || r.matrix.as_str() == room.as_str())
-            })
+            cfg.rooms
+                .iter()
+                .any(|r| r.telegram == *chat && (r.matrix.is_room_alias_id() || r.matrix.as_str() == room.as_str()))
         });
     }
 
@@ -163,9 +164,7 @@ impl Bridge {
     pub async fn setup(&self) -> Result<Vec<String>> {
         let cfg = self.cfg();
         self.mx.register(&cfg.appservice.bot_localpart).await?;
-        if self.mx.displayname(&self.bot_mxid).await?.as_deref()
-            != Some(&cfg.appservice.bot_displayname)
-        {
+        if self.mx.displayname(&self.bot_mxid).await?.as_deref() != Some(&cfg.appservice.bot_displayname) {
             self.mx
                 .set_displayname(&self.bot_mxid, &cfg.appservice.bot_displayname)
                 .await?;
@@ -178,14 +177,9 @@ impl Bridge {
             match self.mx.join(r.matrix.as_str(), &self.bot_mxid).await {
                 Ok(room_id) => {
                     let alias = r.matrix.is_room_alias_id().then(|| r.matrix.as_str());
-                    self.store
-                        .upsert_portal(r.telegram, room_id.as_str(), alias)
-                        .await?;
+                    self.store.upsert_portal(r.telegram, room_id.as_str(), alias).await?;
                     tracing::info!(room = %r.matrix, %room_id, chat = r.telegram, "portal ready");
-                    self.portals
-                        .write()
-                        .expect("lock")
-                        .insert(r.telegram, room_id);
+                    self.portals.write().expect("lock").insert(r.telegram, room_id);
                 }
                 Err(e) => {
                     tracing::warn!(room = %r.matrix, "cannot join bridged room yet (invite the bot {}): {e}", self.bot_mxid);
@@ -212,13 +206,8 @@ impl Bridge {
             if matches {
                 let room_id = self.mx.join(room, &self.bot_mxid).await?;
                 let alias = r.matrix.is_room_alias_id().then(|| r.matrix.as_str());
-                self.store
-                    .upsert_portal(r.telegram, room_id.as_str(), alias)
-                    .await?;
-                self.portals
-                    .write()
-                    .expect("lock")
-                    .insert(r.telegram, room_id);
+                self.store.upsert_portal(r.telegram, room_id.as_str(), alias).await?;
+                self.portals.write().expect("lock").insert(r.telegram, room_id);
                 tracing::info!(%room, chat = r.telegram, "joined bridged room after invite");
                 return Ok(true);
             }
@@ -238,9 +227,7 @@ impl Bridge {
             }
             self.mx.join(room.as_str(), user).await?;
         }
-        self.store
-            .set_member(user.as_str(), room.as_str(), true)
-            .await
+        self.store.set_member(user.as_str(), room.as_str(), true).await
     }
 
     /// Appservice user query: the bot and puppets of Telegram users we have seen exist.
@@ -268,11 +255,7 @@ impl Bridge {
         if let Some(n) = self.names.lock().expect("lock").get(&key) {
             return n.clone();
         }
-        let name = match self
-            .mx
-            .member_displayname(room.as_str(), user, &self.bot_mxid)
-            .await
-        {
+        let name = match self.mx.member_displayname(room.as_str(), user, &self.bot_mxid).await {
             Ok(Some(n)) => n,
             _ => user.localpart().to_owned(),
         };
@@ -332,21 +315,29 @@ pub async fn run_worker<N, H, D, F1, F2, F3>(
             let key = item.key;
             let mut backoff = Duration::from_millis(250);
             loop {
-                match handle(item.clone()).await {
+                // A panic while bridging one item (a bug, or input a parser chokes on) must not
+                // stop the worker: it counts as a permanent failure of that item.
+                let outcome = std::panic::AssertUnwindSafe(handle(item.clone())).catch_unwind().await;
+                let outcome = outcome.unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned());
+                    Err(Error::Internal(format!(
+                        "panic while bridging: {}",
+                        what.unwrap_or_default()
+                    )))
+                });
+                match outcome {
                     Ok(()) => break,
                     Err(e) if e.is_transient() => {
                         let wait = match &e {
                             Error::Telegram {
-                                retry_after: Some(d),
-                                ..
+                                retry_after: Some(d), ..
                             } => *d,
                             _ => backoff,
                         };
-                        tracing::warn!(
-                            worker = name,
-                            key,
-                            "transient failure, retrying in {wait:?}: {e}"
-                        );
+                        tracing::warn!(worker = name, key, "transient failure, retrying in {wait:?}: {e}");
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {},
                             _ = shutdown.changed() => return,

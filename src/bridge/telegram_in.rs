@@ -29,9 +29,9 @@ impl Bridge {
     fn portal_of(&self, chat: i64) -> Result<Option<OwnedRoomId>> {
         match self.room_for_chat(chat) {
             Some(r) => Ok(Some(r)),
-            None if self.chat_is_configured(chat) => Err(Error::NotReady(format!(
-                "room for chat {chat} not joined yet"
-            ))),
+            None if self.chat_is_configured(chat) => {
+                Err(Error::NotReady(format!("room for chat {chat} not joined yet")))
+            }
             None => Ok(None),
         }
     }
@@ -101,27 +101,13 @@ impl Bridge {
         let Some(from) = m.from.as_ref() else {
             return Ok(());
         };
-        if let (Some(identity), Some(text)) = (
-            self.identity_for_tg(from.id.0 as i64),
-            m.text().or(m.caption()),
-        ) {
+        if let (Some(identity), Some(text)) = (self.identity_for_tg(from.id.0 as i64), m.text().or(m.caption())) {
             if let Some(twin) = self
-                .matrix_twin(
-                    &identity,
-                    chat,
-                    &room,
-                    m.id.0,
-                    text,
-                    m.date.timestamp_millis(),
-                )
+                .matrix_twin(&identity, chat, &room, m.id.0, text, m.date.timestamp_millis())
                 .await?
             {
                 // The Matrix post is the original; on Telegram it is its relayed copy, if any.
-                let tg_copy = self
-                    .store
-                    .link_by_event(&twin)
-                    .await?
-                    .map_or(m.id.0, |l| l.tg_msg_id);
+                let tg_copy = self.store.link_by_event(&twin).await?.map_or(m.id.0, |l| l.tg_msg_id);
                 return self.mark_original(&room, &twin, chat, tg_copy).await;
             }
         }
@@ -163,11 +149,7 @@ impl Bridge {
             return Ok(());
         };
         let Some(link) = self.store.link_by_tg(chat, m.id.0).await? else {
-            tracing::debug!(
-                chat,
-                msg = m.id.0,
-                "edit of a message that was never bridged"
-            );
+            tracing::debug!(chat, msg = m.id.0, "edit of a message that was never bridged");
             return Ok(());
         };
         if link.direction != Direction::TgToMx.as_str() {
@@ -206,11 +188,7 @@ impl Bridge {
 /// Readable text for message kinds that have no Matrix equivalent.
 fn describe(m: &Message) -> String {
     if let Some(c) = m.contact() {
-        let name = [
-            c.first_name.as_str(),
-            c.last_name.as_deref().unwrap_or_default(),
-        ]
-        .join(" ");
+        let name = [c.first_name.as_str(), c.last_name.as_deref().unwrap_or_default()].join(" ");
         return format!("Contact: {} {}", name.trim(), c.phone_number);
     }
     if let Some(p) = m.poll() {

@@ -42,13 +42,7 @@ pub fn router(state: AsState) -> Router {
         .route("/_matrix/app/v1/rooms/{alias}", get(query_room))
         .route("/rooms/{alias}", get(query_room))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-        .fallback(|| async {
-            matrix_error(
-                StatusCode::NOT_FOUND,
-                "M_UNRECOGNIZED",
-                "Unrecognized request",
-            )
-        })
+        .fallback(|| async { matrix_error(StatusCode::NOT_FOUND, "M_UNRECOGNIZED", "Unrecognized request") })
         .with_state(state)
 }
 
@@ -62,11 +56,7 @@ struct TokenQuery {
 }
 
 /// Check the hs_token from the Authorization header or the legacy `access_token` query parameter.
-fn authorize(
-    state: &AsState,
-    req_headers: &axum::http::HeaderMap,
-    query: &TokenQuery,
-) -> Result<(), Response> {
+fn authorize(state: &AsState, req_headers: &axum::http::HeaderMap, query: &TokenQuery) -> Result<(), Response> {
     let bearer = req_headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
@@ -83,11 +73,7 @@ fn authorize(
         Ok(())
     } else {
         tracing::warn!("rejected appservice request with a wrong hs_token");
-        Err(matrix_error(
-            StatusCode::FORBIDDEN,
-            "M_FORBIDDEN",
-            "Invalid hs_token",
-        ))
+        Err(matrix_error(StatusCode::FORBIDDEN, "M_FORBIDDEN", "Invalid hs_token"))
     }
 }
 
@@ -104,11 +90,7 @@ async fn transaction(
         Ok(b) => b,
         Err(_) => {
             tracing::warn!(%txn_id, "transaction body too large");
-            return matrix_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "M_TOO_LARGE",
-                "Transaction too large",
-            );
+            return matrix_error(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", "Transaction too large");
         }
     };
     let events = match parse_transaction(&bytes) {
@@ -119,6 +101,7 @@ async fn transaction(
         }
     };
     let n = events.len();
+    tracing::trace!(%txn_id, body = %String::from_utf8_lossy(&bytes), "transaction received");
     match state.store.accept_transaction(&txn_id, &events).await {
         Ok(true) => {
             tracing::debug!(%txn_id, events = n, "transaction stored");
@@ -132,11 +115,7 @@ async fn transaction(
         Err(e) => {
             tracing::error!(%txn_id, "cannot store transaction: {e}");
             // Not acknowledged: the homeserver retries it.
-            matrix_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "M_UNKNOWN",
-                "Storage failure",
-            )
+            matrix_error(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", "Storage failure")
         }
     }
 }
@@ -144,9 +123,7 @@ async fn transaction(
 /// Validate a transaction body and return its events re-serialised one by one.
 pub fn parse_transaction(bytes: &[u8]) -> Result<Vec<String>, String> {
     let body: Value = serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
-    let obj = body
-        .as_object()
-        .ok_or("transaction must be a JSON object")?;
+    let obj = body.as_object().ok_or("transaction must be a JSON object")?;
     let events = match obj.get("events") {
         Some(Value::Array(a)) => a,
         Some(_) => return Err("`events` must be an array".into()),
@@ -154,9 +131,7 @@ pub fn parse_transaction(bytes: &[u8]) -> Result<Vec<String>, String> {
     };
     let mut out = Vec::with_capacity(events.len());
     for (i, ev) in events.iter().enumerate() {
-        let o = ev
-            .as_object()
-            .ok_or_else(|| format!("events[{i}] is not an object"))?;
+        let o = ev.as_object().ok_or_else(|| format!("events[{i}] is not an object"))?;
         for key in ["type", "sender"] {
             if !o.get(key).is_some_and(Value::is_string) {
                 return Err(format!("events[{i}].{key} missing or not a string"));
@@ -167,11 +142,7 @@ pub fn parse_transaction(bytes: &[u8]) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-async fn ping(
-    State(state): State<AsState>,
-    Query(query): Query<TokenQuery>,
-    req: Request<Body>,
-) -> Response {
+async fn ping(State(state): State<AsState>, Query(query): Query<TokenQuery>, req: Request<Body>) -> Response {
     if let Err(r) = authorize(&state, req.headers(), &query) {
         return r;
     }
@@ -194,11 +165,7 @@ async fn query_user(
     }
 }
 
-async fn query_room(
-    State(state): State<AsState>,
-    Query(query): Query<TokenQuery>,
-    req: Request<Body>,
-) -> Response {
+async fn query_room(State(state): State<AsState>, Query(query): Query<TokenQuery>, req: Request<Body>) -> Response {
     if let Err(r) = authorize(&state, req.headers(), &query) {
         return r;
     }
@@ -214,17 +181,9 @@ mod tests {
     fn transaction_parser_accepts_events_and_rejects_junk() {
         let ok = br#"{"events":[{"type":"m.room.message","sender":"@a:b","content":{}}],"ephemeral":[]}"#;
         assert_eq!(parse_transaction(ok).unwrap().len(), 1);
-        assert!(
-            parse_transaction(b"{")
-                .unwrap_err()
-                .contains("invalid JSON")
-        );
+        assert!(parse_transaction(b"{").unwrap_err().contains("invalid JSON"));
         assert!(parse_transaction(b"[]").unwrap_err().contains("object"));
-        assert!(
-            parse_transaction(br#"{"events":{}}"#)
-                .unwrap_err()
-                .contains("array")
-        );
+        assert!(parse_transaction(br#"{"events":{}}"#).unwrap_err().contains("array"));
         assert!(
             parse_transaction(br#"{"events":[1]}"#)
                 .unwrap_err()

@@ -11,11 +11,7 @@ use serde_json::{Value, json};
 use crate::error::{Error, Result};
 
 /// Characters left as-is in a path segment.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 fn seg(s: &str) -> String {
     utf8_percent_encode(s, SEGMENT).to_string()
@@ -52,15 +48,12 @@ impl MatrixClient {
         as_user: Option<&UserId>,
         body: Option<&Value>,
     ) -> Result<Value> {
-        let mut url = url::Url::parse(&format!("{}{}", self.base, path))
-            .map_err(|e| Error::MatrixTransport(e.to_string()))?;
+        let mut url =
+            url::Url::parse(&format!("{}{}", self.base, path)).map_err(|e| Error::MatrixTransport(e.to_string()))?;
         if let Some(u) = as_user {
             url.query_pairs_mut().append_pair("user_id", u.as_str());
         }
-        let mut req = self
-            .http
-            .request(method.clone(), url)
-            .bearer_auth(&self.as_token);
+        let mut req = self.http.request(method.clone(), url).bearer_auth(&self.as_token);
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -91,8 +84,7 @@ impl MatrixClient {
     }
 
     pub async fn versions(&self) -> Result<Value> {
-        self.request(Method::GET, "/_matrix/client/versions", None, None)
-            .await
+        self.request(Method::GET, "/_matrix/client/versions", None, None).await
     }
 
     /// Register a user in the appservice namespace; an existing user is fine (Conduit does not
@@ -100,12 +92,7 @@ impl MatrixClient {
     pub async fn register(&self, localpart: &str) -> Result<()> {
         let body = json!({"type": "m.login.application_service", "username": localpart, "inhibit_login": true});
         match self
-            .request(
-                Method::POST,
-                "/_matrix/client/v3/register",
-                None,
-                Some(&body),
-            )
+            .request(Method::POST, "/_matrix/client/v3/register", None, Some(&body))
             .await
         {
             Ok(_) => Ok(()),
@@ -115,25 +102,14 @@ impl MatrixClient {
     }
 
     pub async fn set_displayname(&self, user: &UserId, name: &str) -> Result<()> {
-        let path = format!(
-            "/_matrix/client/v3/profile/{}/displayname",
-            seg(user.as_str())
-        );
-        self.request(
-            Method::PUT,
-            &path,
-            Some(user),
-            Some(&json!({"displayname": name})),
-        )
-        .await?;
+        let path = format!("/_matrix/client/v3/profile/{}/displayname", seg(user.as_str()));
+        self.request(Method::PUT, &path, Some(user), Some(&json!({"displayname": name})))
+            .await?;
         Ok(())
     }
 
     pub async fn displayname(&self, user: &UserId) -> Result<Option<String>> {
-        let path = format!(
-            "/_matrix/client/v3/profile/{}/displayname",
-            seg(user.as_str())
-        );
+        let path = format!("/_matrix/client/v3/profile/{}/displayname", seg(user.as_str()));
         match self.request(Method::GET, &path, None, None).await {
             Ok(v) => Ok(v["displayname"].as_str().map(str::to_owned)),
             Err(Error::Matrix { status: 404, .. }) => Ok(None),
@@ -179,13 +155,8 @@ impl MatrixClient {
 
     pub async fn invite(&self, room: &str, by: &UserId, invitee: &UserId) -> Result<()> {
         let path = format!("/_matrix/client/v3/rooms/{}/invite", seg(room));
-        self.request(
-            Method::POST,
-            &path,
-            Some(by),
-            Some(&json!({"user_id": invitee})),
-        )
-        .await?;
+        self.request(Method::POST, &path, Some(by), Some(&json!({"user_id": invitee})))
+            .await?;
         Ok(())
     }
 
@@ -205,9 +176,7 @@ impl MatrixClient {
             seg(event_type),
             seg(txn_id)
         );
-        let v = self
-            .request(Method::PUT, &path, Some(user), Some(content))
-            .await?;
+        let v = self.request(Method::PUT, &path, Some(user), Some(content)).await?;
         v["event_id"]
             .as_str()
             .and_then(|e| OwnedEventId::try_from(e).ok())
@@ -215,25 +184,15 @@ impl MatrixClient {
     }
 
     /// The display name a user has in a room (member state), if any.
-    pub async fn member_displayname(
-        &self,
-        room: &str,
-        user: &UserId,
-        as_user: &UserId,
-    ) -> Result<Option<String>> {
+    pub async fn member_displayname(&self, room: &str, user: &UserId, as_user: &UserId) -> Result<Option<String>> {
         let path = format!(
             "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
             seg(room),
             seg(user.as_str())
         );
         match self.request(Method::GET, &path, Some(as_user), None).await {
-            Ok(v) => Ok(v["displayname"]
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)),
-            Err(Error::Matrix {
-                status: 404 | 403, ..
-            }) => Ok(None),
+            Ok(v) => Ok(v["displayname"].as_str().filter(|s| !s.is_empty()).map(str::to_owned)),
+            Err(Error::Matrix { status: 404 | 403, .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -258,13 +217,7 @@ impl MatrixClient {
     }
 
     /// Upload bytes to the media repository as `user`; returns the `mxc://` URI.
-    pub async fn upload(
-        &self,
-        user: &UserId,
-        bytes: Vec<u8>,
-        mime: &str,
-        filename: &str,
-    ) -> Result<String> {
+    pub async fn upload(&self, user: &UserId, bytes: Vec<u8>, mime: &str, filename: &str) -> Result<String> {
         let mut url = url::Url::parse(&format!("{}/_matrix/media/v3/upload", self.base))
             .map_err(|e| Error::MatrixTransport(e.to_string()))?;
         url.query_pairs_mut()
@@ -347,36 +300,21 @@ impl MatrixClient {
     }
 
     pub async fn set_avatar_url(&self, user: &UserId, mxc: &str) -> Result<()> {
-        let path = format!(
-            "/_matrix/client/v3/profile/{}/avatar_url",
-            seg(user.as_str())
-        );
-        self.request(
-            Method::PUT,
-            &path,
-            Some(user),
-            Some(&json!({"avatar_url": mxc})),
-        )
-        .await?;
+        let path = format!("/_matrix/client/v3/profile/{}/avatar_url", seg(user.as_str()));
+        self.request(Method::PUT, &path, Some(user), Some(&json!({"avatar_url": mxc})))
+            .await?;
         Ok(())
     }
 
     /// Redact an event as `user`, idempotently (txn id).
-    pub async fn redact(
-        &self,
-        room: &str,
-        user: &UserId,
-        event_id: &str,
-        txn_id: &str,
-    ) -> Result<()> {
+    pub async fn redact(&self, room: &str, user: &UserId, event_id: &str, txn_id: &str) -> Result<()> {
         let path = format!(
             "/_matrix/client/v3/rooms/{}/redact/{}/{}",
             seg(room),
             seg(event_id),
             seg(txn_id)
         );
-        self.request(Method::PUT, &path, Some(user), Some(&json!({})))
-            .await?;
+        self.request(Method::PUT, &path, Some(user), Some(&json!({}))).await?;
         Ok(())
     }
 }

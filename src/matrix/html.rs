@@ -93,16 +93,11 @@ fn walk(node: &NodeRef, out: &mut String, in_pre: bool) {
                             cls.split_whitespace()
                                 .find_map(|c| c.strip_prefix("language-").map(str::to_owned))
                         })
-                        .filter(|l| {
-                            l.chars()
-                                .all(|c| c.is_ascii_alphanumeric() || "+-_#".contains(c))
-                        });
+                        .filter(|l| l.chars().all(|c| c.is_ascii_alphanumeric() || "+-_#".contains(c)));
                     let mut inner = String::new();
                     children(node, &mut inner, true);
                     match lang {
-                        Some(l) => out.push_str(&format!(
-                            "<pre><code class=\"language-{l}\">{inner}</code></pre>"
-                        )),
+                        Some(l) => out.push_str(&format!("<pre><code class=\"language-{l}\">{inner}</code></pre>")),
                         None => out.push_str(&format!("<pre>{inner}</pre>")),
                     }
                     out.push('\n');
@@ -112,9 +107,7 @@ fn walk(node: &NodeRef, out: &mut String, in_pre: bool) {
                     wrapped(node, out, "blockquote", in_pre);
                     out.push('\n');
                 }
-                "span" if attr(node, "data-mx-spoiler").is_some() => {
-                    wrapped(node, out, "tg-spoiler", in_pre)
-                }
+                "span" if attr(node, "data-mx-spoiler").is_some() => wrapped(node, out, "tg-spoiler", in_pre),
                 "a" => {
                     let href = attr(node, "href").unwrap_or_default();
                     let mut inner = String::new();
@@ -146,9 +139,7 @@ fn walk(node: &NodeRef, out: &mut String, in_pre: bool) {
                 "ul" | "ol" => {
                     ensure_newline(out);
                     let ordered = name == "ol";
-                    let mut n: u64 = attr(node, "start")
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(1);
+                    let mut n: u64 = attr(node, "start").and_then(|s| s.parse().ok()).unwrap_or(1);
                     for li in node.children() {
                         if li.as_element().is_some_and(|e| &*e.name.local == "li") {
                             if ordered {
@@ -206,9 +197,7 @@ mod tests {
     #[test]
     fn allowed_tags_are_mapped() {
         assert_eq!(
-            matrix_html_to_telegram(
-                "<strong>b</strong> <em>i</em> <del>s</del> <code>&lt;x&gt;</code>"
-            ),
+            matrix_html_to_telegram("<strong>b</strong> <em>i</em> <del>s</del> <code>&lt;x&gt;</code>"),
             "<b>b</b> <i>i</i> <s>s</s> <code>&lt;x&gt;</code>"
         );
     }
@@ -246,10 +235,7 @@ mod tests {
     #[test]
     fn pills_become_names_and_spoilers_map() {
         let html = "<a href=\"https://matrix.to/#/@ezra:hs\">Ezra</a>: <span data-mx-spoiler>secret</span>";
-        assert_eq!(
-            matrix_html_to_telegram(html),
-            "Ezra: <tg-spoiler>secret</tg-spoiler>"
-        );
+        assert_eq!(matrix_html_to_telegram(html), "Ezra: <tg-spoiler>secret</tg-spoiler>");
     }
 
     #[test]

@@ -64,10 +64,7 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(std::time::Duration::from_secs(10));
         let path = opts.get_filename().to_path_buf();
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         #[cfg(unix)]
         if path.exists() {
             use std::os::unix::fs::PermissionsExt;
@@ -101,12 +98,7 @@ impl Store {
 
     // ---- portals ----
 
-    pub async fn upsert_portal(
-        &self,
-        tg_chat_id: i64,
-        mx_room_id: &str,
-        alias: Option<&str>,
-    ) -> Result<()> {
+    pub async fn upsert_portal(&self, tg_chat_id: i64, mx_room_id: &str, alias: Option<&str>) -> Result<()> {
         sqlx::query(
             "INSERT INTO portals (tg_chat_id, mx_room_id, mx_alias, created_at) VALUES (?, ?, ?, ?)
              ON CONFLICT(tg_chat_id) DO UPDATE SET mx_room_id = excluded.mx_room_id, mx_alias = excluded.mx_alias",
@@ -133,12 +125,10 @@ impl Store {
 
     /// The stored display name of a puppet, if it was registered.
     pub async fn puppet(&self, tg_user_id: i64) -> Result<Option<(String, Option<String>)>> {
-        let row = sqlx::query(
-            "SELECT mxid, displayname FROM puppets WHERE tg_user_id = ? AND registered = 1",
-        )
-        .bind(tg_user_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query("SELECT mxid, displayname FROM puppets WHERE tg_user_id = ? AND registered = 1")
+            .bind(tg_user_id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
@@ -158,14 +148,14 @@ impl Store {
     }
 
     pub async fn is_member(&self, mxid: &str, room: &str) -> Result<bool> {
-        Ok(sqlx::query_scalar::<_, i64>(
-            "SELECT 1 FROM memberships WHERE mxid = ? AND mx_room_id = ?",
+        Ok(
+            sqlx::query_scalar::<_, i64>("SELECT 1 FROM memberships WHERE mxid = ? AND mx_room_id = ?")
+                .bind(mxid)
+                .bind(room)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
         )
-        .bind(mxid)
-        .bind(room)
-        .fetch_optional(&self.pool)
-        .await?
-        .is_some())
     }
 
     pub async fn set_member(&self, mxid: &str, room: &str, member: bool) -> Result<()> {
@@ -174,11 +164,7 @@ impl Store {
         } else {
             "DELETE FROM memberships WHERE mxid = ? AND mx_room_id = ?"
         };
-        sqlx::query(q)
-            .bind(mxid)
-            .bind(room)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(q).bind(mxid).bind(room).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -248,12 +234,10 @@ impl Store {
     }
 
     pub async fn count_links(&self, direction: Direction) -> Result<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE direction = ?")
-                .bind(direction.as_str())
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE direction = ?")
+            .bind(direction.as_str())
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     // ---- appservice transactions and the Matrix inbox ----
@@ -263,14 +247,12 @@ impl Store {
     pub async fn accept_transaction(&self, txn_id: &str, events: &[String]) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
-        let inserted = sqlx::query(
-            "INSERT OR IGNORE INTO mx_transactions (txn_id, received_at) VALUES (?, ?)",
-        )
-        .bind(txn_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let inserted = sqlx::query("INSERT OR IGNORE INTO mx_transactions (txn_id, received_at) VALUES (?, ?)")
+            .bind(txn_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         if inserted == 0 {
             return Ok(false);
         }
@@ -346,11 +328,10 @@ impl Store {
     }
 
     pub async fn next_tg_inbox(&self, limit: i64) -> Result<Vec<InboxItem>> {
-        let rows =
-            sqlx::query("SELECT update_id, update_json FROM tg_inbox ORDER BY update_id LIMIT ?")
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query("SELECT update_id, update_json FROM tg_inbox ORDER BY update_id LIMIT ?")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .into_iter()
             .map(|r| InboxItem {
@@ -388,16 +369,14 @@ impl Store {
         announcements: &[(String, String)],
     ) -> Result<i64> {
         let mut tx = self.pool.begin().await?;
-        let id = sqlx::query(
-            "INSERT INTO mode_switches (from_mode, to_mode, at, reason) VALUES (?, ?, ?, ?)",
-        )
-        .bind(from)
-        .bind(to)
-        .bind(now_ms())
-        .bind(reason)
-        .execute(&mut *tx)
-        .await?
-        .last_insert_rowid();
+        let id = sqlx::query("INSERT INTO mode_switches (from_mode, to_mode, at, reason) VALUES (?, ?, ?, ?)")
+            .bind(from)
+            .bind(to)
+            .bind(now_ms())
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?
+            .last_insert_rowid();
         for (target, kind) in announcements {
             sqlx::query("INSERT INTO announcements (switch_id, target, kind) VALUES (?, ?, ?)")
                 .bind(id)
@@ -412,10 +391,9 @@ impl Store {
 
     /// Switch history, oldest first: (from, to, at ms, reason).
     pub async fn switches(&self) -> Result<Vec<(Option<String>, String, i64, String)>> {
-        let rows =
-            sqlx::query("SELECT from_mode, to_mode, at, reason FROM mode_switches ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query("SELECT from_mode, to_mode, at, reason FROM mode_switches ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .into_iter()
             .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
@@ -424,21 +402,15 @@ impl Store {
 
     /// Announcements not yet posted: (switch id, target, kind), oldest first.
     pub async fn pending_announcements(&self) -> Result<Vec<(i64, String, String)>> {
-        let rows = sqlx::query("SELECT switch_id, target, kind FROM announcements WHERE done_at IS NULL ORDER BY switch_id, target")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect())
+        let rows = sqlx::query(
+            "SELECT switch_id, target, kind FROM announcements WHERE done_at IS NULL ORDER BY switch_id, target",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
     }
 
-    pub async fn announcement_done(
-        &self,
-        switch_id: i64,
-        target: &str,
-        tg_msg_id: Option<i32>,
-    ) -> Result<()> {
+    pub async fn announcement_done(&self, switch_id: i64, target: &str, tg_msg_id: Option<i32>) -> Result<()> {
         sqlx::query("UPDATE announcements SET done_at = ?, tg_msg_id = ? WHERE switch_id = ? AND target = ?")
             .bind(now_ms())
             .bind(tg_msg_id)
@@ -524,13 +496,7 @@ impl Store {
 
     // ---- reactions and avatars ----
 
-    pub async fn reaction(
-        &self,
-        chat: i64,
-        msg: i32,
-        reactor: &str,
-        emoji: &str,
-    ) -> Result<Option<String>> {
+    pub async fn reaction(&self, chat: i64, msg: i32, reactor: &str, emoji: &str) -> Result<Option<String>> {
         Ok(sqlx::query_scalar(
             "SELECT mx_event_id FROM reactions WHERE tg_chat_id = ? AND tg_msg_id = ? AND reactor = ? AND emoji = ?",
         )
@@ -586,13 +552,13 @@ impl Store {
     }
 
     pub async fn puppet_avatar(&self, tg_user_id: i64) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar::<_, Option<String>>(
-            "SELECT avatar_id FROM puppets WHERE tg_user_id = ?",
+        Ok(
+            sqlx::query_scalar::<_, Option<String>>("SELECT avatar_id FROM puppets WHERE tg_user_id = ?")
+                .bind(tg_user_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
         )
-        .bind(tg_user_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .flatten())
     }
 
     pub async fn set_puppet_avatar(&self, tg_user_id: i64, avatar_id: &str) -> Result<()> {
@@ -607,16 +573,11 @@ impl Store {
     // ---- audit ----
 
     /// Failures recorded since `since_ms`: (direction, source, reason, at).
-    pub async fn failures_since(
-        &self,
-        since_ms: i64,
-    ) -> Result<Vec<(String, String, String, i64)>> {
-        let rows = sqlx::query(
-            "SELECT direction, source_ref, reason, at FROM failures WHERE at >= ? ORDER BY id",
-        )
-        .bind(since_ms)
-        .fetch_all(&self.pool)
-        .await?;
+    pub async fn failures_since(&self, since_ms: i64) -> Result<Vec<(String, String, String, i64)>> {
+        let rows = sqlx::query("SELECT direction, source_ref, reason, at FROM failures WHERE at >= ? ORDER BY id")
+            .bind(since_ms)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .into_iter()
             .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
@@ -625,23 +586,23 @@ impl Store {
 
     /// Bridge latencies (ms, bridged_at - sent_at) of messages bridged since `since_ms`.
     pub async fn latencies_since(&self, direction: Direction, since_ms: i64) -> Result<Vec<i64>> {
-        Ok(sqlx::query_scalar("SELECT MAX(bridged_at - sent_at, 0) FROM messages WHERE direction = ? AND bridged_at >= ?")
-            .bind(direction.as_str())
-            .bind(since_ms)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(sqlx::query_scalar(
+            "SELECT MAX(bridged_at - sent_at, 0) FROM messages WHERE direction = ? AND bridged_at >= ?",
+        )
+        .bind(direction.as_str())
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Items waiting in the inboxes: (telegram count, matrix count, oldest received_at).
     pub async fn pending(&self) -> Result<(i64, i64, Option<i64>)> {
-        let (tg, tg_oldest): (i64, Option<i64>) =
-            sqlx::query_as("SELECT COUNT(*), MIN(received_at) FROM tg_inbox")
-                .fetch_one(&self.pool)
-                .await?;
-        let (mx, mx_oldest): (i64, Option<i64>) =
-            sqlx::query_as("SELECT COUNT(*), MIN(received_at) FROM mx_inbox")
-                .fetch_one(&self.pool)
-                .await?;
+        let (tg, tg_oldest): (i64, Option<i64>) = sqlx::query_as("SELECT COUNT(*), MIN(received_at) FROM tg_inbox")
+            .fetch_one(&self.pool)
+            .await?;
+        let (mx, mx_oldest): (i64, Option<i64>) = sqlx::query_as("SELECT COUNT(*), MIN(received_at) FROM mx_inbox")
+            .fetch_one(&self.pool)
+            .await?;
         let oldest = match (tg_oldest, mx_oldest) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -651,12 +612,7 @@ impl Store {
 
     // ---- failures ----
 
-    pub async fn record_failure(
-        &self,
-        direction: Direction,
-        source_ref: &str,
-        reason: &str,
-    ) -> Result<()> {
+    pub async fn record_failure(&self, direction: Direction, source_ref: &str, reason: &str) -> Result<()> {
         sqlx::query("INSERT INTO failures (direction, source_ref, reason, at) VALUES (?, ?, ?, ?)")
             .bind(direction.as_str())
             .bind(source_ref)
@@ -686,11 +642,7 @@ mod tests {
                 .await
                 .unwrap()
         );
-        assert!(
-            !s.accept_transaction("t1", &["{\"a\":3}".into()])
-                .await
-                .unwrap()
-        );
+        assert!(!s.accept_transaction("t1", &["{\"a\":3}".into()]).await.unwrap());
         let items = s.next_mx_inbox(10).await.unwrap();
         assert_eq!(
             items.iter().map(|i| i.json.as_str()).collect::<Vec<_>>(),
@@ -702,9 +654,7 @@ mod tests {
     async fn offset_only_moves_forward_and_inbox_keeps_order() {
         let (s, _d) = store().await;
         assert_eq!(s.tg_offset().await.unwrap(), 0);
-        s.accept_updates(&[(11, "b".into()), (10, "a".into())])
-            .await
-            .unwrap();
+        s.accept_updates(&[(11, "b".into()), (10, "a".into())]).await.unwrap();
         assert_eq!(s.tg_offset().await.unwrap(), 12);
         s.accept_updates(&[(5, "old".into())]).await.unwrap();
         assert_eq!(s.tg_offset().await.unwrap(), 12);
@@ -721,10 +671,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(s.link_by_event("$e").await.unwrap().unwrap().tg_msg_id, 7);
-        assert_eq!(
-            s.link_by_tg(-100, 7).await.unwrap().unwrap().mx_event_id,
-            "$e"
-        );
+        assert_eq!(s.link_by_tg(-100, 7).await.unwrap().unwrap().mx_event_id, "$e");
         assert!(s.link_by_tg(-100, 8).await.unwrap().is_none());
     }
 }

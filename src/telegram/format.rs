@@ -8,11 +8,7 @@ use teloxide::types::{MessageEntity, MessageEntityKind};
 
 /// Render `text` with `entities` as Matrix HTML. `puppet_of` maps a Telegram user id (from a
 /// `text_mention`) to the Matrix id that represents them, for a pill link.
-pub fn entities_to_html(
-    text: &str,
-    entities: &[MessageEntity],
-    puppet_of: &dyn Fn(i64) -> String,
-) -> String {
+pub fn entities_to_html(text: &str, entities: &[MessageEntity], puppet_of: &dyn Fn(i64) -> String) -> String {
     let units: Vec<u16> = text.encode_utf16().collect();
     // Snap entity bounds that fall inside a surrogate pair outwards, so no character is split.
     let is_low = |i: usize| units.get(i).is_some_and(|u| (0xDC00..0xE000).contains(u));
@@ -69,17 +65,8 @@ fn render(
         push_text(units, pos, e_start, out);
         let mut inner = String::new();
         match &e.kind {
-            MessageEntityKind::Code | MessageEntityKind::Pre { .. } => {
-                push_text(units, e_start, e_end, &mut inner)
-            }
-            _ => render(
-                units,
-                e_start,
-                e_end,
-                &ents[i + 1..j],
-                puppet_of,
-                &mut inner,
-            ),
+            MessageEntityKind::Code | MessageEntityKind::Pre { .. } => push_text(units, e_start, e_end, &mut inner),
+            _ => render(units, e_start, e_end, &ents[i + 1..j], puppet_of, &mut inner),
         }
         wrap(&e.kind, &inner, &units[e_start..e_end], puppet_of, out);
         pos = e_end;
@@ -94,13 +81,7 @@ fn push_text(units: &[u16], from: usize, to: usize, out: &mut String) {
     }
 }
 
-fn wrap(
-    kind: &MessageEntityKind,
-    inner: &str,
-    raw: &[u16],
-    puppet_of: &dyn Fn(i64) -> String,
-    out: &mut String,
-) {
+fn wrap(kind: &MessageEntityKind, inner: &str, raw: &[u16], puppet_of: &dyn Fn(i64) -> String, out: &mut String) {
     use MessageEntityKind::*;
     let tag = |out: &mut String, t: &str| {
         out.push_str(&format!("<{t}>{inner}</{t}>"));
@@ -113,19 +94,14 @@ fn wrap(
         Code => tag(out, "code"),
         Blockquote | ExpandableBlockquote => tag(out, "blockquote"),
         Spoiler => out.push_str(&format!("<span data-mx-spoiler>{inner}</span>")),
-        Pre { language } => match language.as_deref().filter(|l| {
-            l.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+-_#".contains(c))
-        }) {
-            Some(lang) => out.push_str(&format!(
-                "<pre><code class=\"language-{lang}\">{inner}</code></pre>"
-            )),
+        Pre { language } => match language
+            .as_deref()
+            .filter(|l| l.chars().all(|c| c.is_ascii_alphanumeric() || "+-_#".contains(c)))
+        {
+            Some(lang) => out.push_str(&format!("<pre><code class=\"language-{lang}\">{inner}</code></pre>")),
             None => out.push_str(&format!("<pre><code>{inner}</code></pre>")),
         },
-        TextLink { url } => out.push_str(&format!(
-            "<a href=\"{}\">{inner}</a>",
-            escape_attr(url.as_str())
-        )),
+        TextLink { url } => out.push_str(&format!("<a href=\"{}\">{inner}</a>", escape_attr(url.as_str()))),
         Url => {
             let href = String::from_utf16_lossy(raw);
             let href = if href.contains("://") {
@@ -141,10 +117,7 @@ fn wrap(
         }
         Email => {
             let addr = String::from_utf16_lossy(raw);
-            out.push_str(&format!(
-                "<a href=\"mailto:{}\">{inner}</a>",
-                escape_attr(&addr)
-            ));
+            out.push_str(&format!("<a href=\"mailto:{}\">{inner}</a>", escape_attr(&addr)));
         }
         TextMention { user } => {
             let mxid = puppet_of(user.id.0 as i64);
@@ -200,18 +173,13 @@ mod tests {
 
     #[test]
     fn plain_text_is_escaped() {
-        assert_eq!(
-            entities_to_html("a <b> & c", &[], &none),
-            "a &lt;b&gt; &amp; c"
-        );
+        assert_eq!(entities_to_html("a <b> & c", &[], &none), "a &lt;b&gt; &amp; c");
     }
 
     #[test]
     fn nested_and_utf16_offsets() {
         // "😀" is two UTF-16 units: bold covers "bold", italic covers "ld".
-        let e = ents(
-            r#"[{"type":"bold","offset":3,"length":4},{"type":"italic","offset":5,"length":2}]"#,
-        );
+        let e = ents(r#"[{"type":"bold","offset":3,"length":4},{"type":"italic","offset":5,"length":2}]"#);
         assert_eq!(
             entities_to_html("😀 bold!", &e, &none),
             "😀 <strong>bo<em>ld</em></strong>!"
@@ -226,9 +194,7 @@ mod tests {
                 {"type":"text_link","offset":13,"length":4,"url":"https://x.org/?a=1&b=\"2\""},
                 {"type":"text_mention","offset":18,"length":3,"user":{"id":42,"is_bot":false,"first_name":"Bob"}}]"#,
         );
-        let html = entities_to_html("a<b>c fn x() link Bob", &e, &|id| {
-            format!("@telegram_{id}:hs")
-        });
+        let html = entities_to_html("a<b>c fn x() link Bob", &e, &|id| format!("@telegram_{id}:hs"));
         assert_eq!(
             html,
             "<code>a&lt;b&gt;c</code> <pre><code class=\"language-rust\">fn x()</code></pre> \
@@ -238,9 +204,7 @@ mod tests {
 
     #[test]
     fn overlapping_entities_stay_well_formed() {
-        let e = ents(
-            r#"[{"type":"bold","offset":0,"length":4},{"type":"italic","offset":2,"length":4}]"#,
-        );
+        let e = ents(r#"[{"type":"bold","offset":0,"length":4},{"type":"italic","offset":2,"length":4}]"#);
         let html = entities_to_html("abcdef", &e, &none);
         assert_eq!(html, "<strong>ab<em>cd</em></strong>ef");
     }
@@ -253,9 +217,7 @@ mod tests {
 
     #[test]
     fn out_of_range_entities_are_ignored() {
-        let e = ents(
-            r#"[{"type":"bold","offset":10,"length":4},{"type":"italic","offset":1,"length":40}]"#,
-        );
+        let e = ents(r#"[{"type":"bold","offset":10,"length":4},{"type":"italic","offset":1,"length":40}]"#);
         assert_eq!(entities_to_html("abc", &e, &none), "a<em>bc</em>");
     }
 }

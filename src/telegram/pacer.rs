@@ -35,10 +35,7 @@ impl Pacer {
         }
         let mut sent = self.sent.lock().expect("lock");
         let q = sent.entry(chat).or_default();
-        while q
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= self.window)
-        {
+        while q.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
             q.pop_front();
         }
         let due = if q.len() >= per_minute {
@@ -56,11 +53,7 @@ impl Pacer {
     pub async fn wait(&self, chat: i64) {
         let d = self.reserve(chat, Instant::now());
         if !d.is_zero() {
-            tracing::debug!(
-                chat,
-                wait_ms = d.as_millis() as u64,
-                "pacing telegram sends"
-            );
+            tracing::debug!(chat, wait_ms = d.as_millis() as u64, "pacing telegram sends");
             tokio::time::sleep(d).await;
         }
     }
@@ -90,9 +83,7 @@ mod tests {
         let p = Pacer::new(5);
         let t0 = Instant::now();
         let mut due: Vec<Duration> = (0..23)
-            .map(|i| {
-                p.reserve(7, t0 + Duration::from_millis(i * 100)) + Duration::from_millis(i * 100)
-            })
+            .map(|i| p.reserve(7, t0 + Duration::from_millis(i * 100)) + Duration::from_millis(i * 100))
             .collect();
         due.sort();
         for (i, d) in due.iter().enumerate() {
@@ -100,10 +91,7 @@ mod tests {
                 .iter()
                 .take_while(|e| **e < *d + Duration::from_secs(60))
                 .count();
-            assert!(
-                in_window <= 5,
-                "{in_window} sends within a minute from {d:?}"
-            );
+            assert!(in_window <= 5, "{in_window} sends within a minute from {d:?}");
         }
         assert_eq!(p.reserve(0, t0), Duration::ZERO);
     }

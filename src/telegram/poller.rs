@@ -78,12 +78,7 @@ pub async fn run(
                 }
                 let rows: Vec<(i64, String)> = updates
                     .iter()
-                    .map(|u| {
-                        (
-                            u.id.0 as i64,
-                            serde_json::to_string(u).expect("update serialises"),
-                        )
-                    })
+                    .map(|u| (u.id.0 as i64, storable(u).to_string()))
                     .collect();
                 match store.accept_updates(&rows).await {
                     Ok(()) => {
@@ -101,15 +96,12 @@ pub async fn run(
                 let e = Error::from(e);
                 let wait = match &e {
                     Error::Telegram {
-                        retry_after: Some(d),
-                        ..
+                        retry_after: Some(d), ..
                     } => *d,
                     _ => backoff,
                 };
                 if e.to_string().contains("Conflict") {
-                    tracing::error!(
-                        "telegram getUpdates conflict: another poller uses this bot token ({e})"
-                    );
+                    tracing::error!("telegram getUpdates conflict: another poller uses this bot token ({e})");
                 } else {
                     tracing::warn!("telegram getUpdates failed: {e}; retrying in {wait:?}");
                 }
@@ -120,5 +112,63 @@ pub async fn run(
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
+    }
+}
+
+/// An update as JSON that deserialises back to the same update. teloxide 0.13 serialises the
+/// actor of a `message_reaction` flattened into the object, which its own deserialiser cannot
+/// read; put it back under `user` / `actor_chat` as the Bot API sends it.
+pub fn storable(u: &teloxide::types::Update) -> serde_json::Value {
+    use teloxide::types::{MaybeAnonymousUser, UpdateKind};
+    let mut v = serde_json::to_value(u).expect("update serialises");
+    if let UpdateKind::MessageReaction(r) = &u.kind {
+        let (key, actor) = match &r.actor {
+            MaybeAnonymousUser::User(user) => ("user", serde_json::to_value(user)),
+            MaybeAnonymousUser::Chat(chat) => ("actor_chat", serde_json::to_value(chat)),
+        };
+        if let (Some(obj), Ok(actor)) = (v.get_mut("message_reaction").and_then(|r| r.as_object_mut()), actor) {
+            if let Some(fields) = actor.as_object() {
+                for k in fields.keys() {
+                    obj.remove(k);
+                }
+            }
+            // `message_id` belongs to the reaction, not the actor.
+            obj.insert("message_id".into(), serde_json::json!(r.message_id.0));
+            obj.insert(key.into(), actor);
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use teloxide::types::{Update, UpdateKind};
+
+    #[test]
+    fn stored_updates_read_back_the_same() {
+        let raw = serde_json::json!({"update_id": 7, "message_reaction": {
+            "chat": {"id": -100, "type": "supergroup", "title": "ops"}, "message_id": 3,
+            "user": {"id": 42, "is_bot": false, "first_name": "Moss"}, "date": 1700000000,
+            "old_reaction": [], "new_reaction": [{"type": "emoji", "emoji": "👍"}]}});
+        // Parsed from text, as both getUpdates answers and stored rows are.
+        let u: Update = serde_json::from_str(&raw.to_string()).unwrap();
+        assert!(matches!(u.kind, UpdateKind::MessageReaction(_)), "{:?}", u.kind);
+        let back: Update = serde_json::from_str(&super::storable(&u).to_string()).unwrap();
+        assert_eq!(back, u);
+        let UpdateKind::MessageReaction(r) = back.kind else {
+            panic!("kind: {:?}", back.kind)
+        };
+        assert_eq!(
+            (r.chat.id.0, r.message_id.0, r.user().map(|u| u.id.0)),
+            (-100, 3, Some(42))
+        );
+        let raw = serde_json::json!({"update_id": 8, "message": {"message_id": 1, "date": 1700000000,
+            "chat": {"id": -100, "type": "supergroup", "title": "ops"},
+            "from": {"id": 42, "is_bot": false, "first_name": "Moss"}, "text": "hi"}});
+        let u: Update = serde_json::from_str(&raw.to_string()).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Update>(&super::storable(&u).to_string()).unwrap(),
+            u
+        );
     }
 }

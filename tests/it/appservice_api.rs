@@ -1,8 +1,8 @@
 //! The appservice HTTP surface as the homeserver (or an attacker) sees it.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use crate::harness::{http, TestApp, TG_TOKEN};
+use crate::harness::{TG_TOKEN, TestApp, http};
 
 #[tokio::test]
 async fn auth_transactions_and_queries() {
@@ -12,17 +12,37 @@ async fn auth_transactions_and_queries() {
     let txn = json!({"events": [{"type": "m.room.message", "sender": "@ezra0:localhost", "room_id": "!unbridged:localhost",
         "event_id": "$x", "content": {"msgtype": "m.text", "body": "hi"}}]});
 
-    let r = c.put(format!("{url}/_matrix/app/v1/transactions/t1")).json(&txn).send().await.unwrap();
+    let r = c
+        .put(format!("{url}/_matrix/app/v1/transactions/t1"))
+        .json(&txn)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(r.json::<Value>().await.unwrap()["errcode"], "M_MISSING_TOKEN");
-    let r = c.put(format!("{url}/_matrix/app/v1/transactions/t1")).bearer_auth("wrong").json(&txn).send().await.unwrap();
+    let r = c
+        .put(format!("{url}/_matrix/app/v1/transactions/t1"))
+        .bearer_auth("wrong")
+        .json(&txn)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     assert_eq!(r.json::<Value>().await.unwrap()["errcode"], "M_FORBIDDEN");
     // Bearer (Synapse) and the legacy query parameter (Conduit sends both).
-    let r = c.put(format!("{url}/_matrix/app/v1/transactions/t1")).bearer_auth(&app.hs_token).json(&txn).send().await.unwrap();
+    let r = c
+        .put(format!("{url}/_matrix/app/v1/transactions/t1"))
+        .bearer_auth(&app.hs_token)
+        .json(&txn)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let r = c
-        .put(format!("{url}/_matrix/app/v1/transactions/t1?access_token={}", app.hs_token))
+        .put(format!(
+            "{url}/_matrix/app/v1/transactions/t1?access_token={}",
+            app.hs_token
+        ))
         .json(&txn)
         .send()
         .await
@@ -39,15 +59,36 @@ async fn auth_transactions_and_queries() {
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["errcode"], "M_BAD_JSON");
 
-    let r = c.post(format!("{url}/_matrix/app/v1/ping")).bearer_auth(&app.hs_token).json(&json!({})).send().await.unwrap();
+    let r = c
+        .post(format!("{url}/_matrix/app/v1/ping"))
+        .bearer_auth(&app.hs_token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let r = c.get(format!("{url}/health")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let r = c.get(format!("{url}/_matrix/app/v1/users/{}", app.bot)).bearer_auth(&app.hs_token).send().await.unwrap();
+    let r = c
+        .get(format!("{url}/_matrix/app/v1/users/{}", app.bot))
+        .bearer_auth(&app.hs_token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = c.get(format!("{url}/_matrix/app/v1/users/@tg{}_999:localhost", app.slot)).bearer_auth(&app.hs_token).send().await.unwrap();
+    let r = c
+        .get(format!("{url}/_matrix/app/v1/users/@tg{}_999:localhost", app.slot))
+        .bearer_auth(&app.hs_token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404, "unknown puppet");
-    let r = c.get(format!("{url}/_matrix/app/v1/rooms/%23nope:localhost")).bearer_auth(&app.hs_token).send().await.unwrap();
+    let r = c
+        .get(format!("{url}/_matrix/app/v1/rooms/%23nope:localhost"))
+        .bearer_auth(&app.hs_token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 
     // The duplicate did not double the stored event; the event from an unbridged room was ignored
@@ -59,7 +100,10 @@ async fn auth_transactions_and_queries() {
     assert_eq!(sent[0].text, "<b>Ezra</b>: still alive");
     // No token in the logs.
     let log = app.log();
-    assert!(!log.contains(TG_TOKEN) && !log.contains(&app.hs_token), "a token leaked into the log");
+    assert!(
+        !log.contains(TG_TOKEN) && !log.contains(&app.hs_token),
+        "a token leaked into the log"
+    );
 }
 
 async fn sqlite_count(app: &TestApp, sql: &'static str) -> i64 {

@@ -4,12 +4,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{body, TestApp};
+use crate::harness::{TestApp, body};
 
 const T: Duration = Duration::from_secs(30);
 
 fn to_matrix(cfg: String) -> String {
-    cfg.replace("primary_platform: telegram", "primary_platform: matrix").replace("fallback_platform: matrix", "fallback_platform: telegram")
+    cfg.replace("primary_platform: telegram", "primary_platform: matrix")
+        .replace("fallback_platform: matrix", "fallback_platform: telegram")
 }
 
 async fn bot_notices(app: &TestApp, needle: &str, n: usize) -> Vec<Value> {
@@ -22,7 +23,11 @@ async fn bot_notices(app: &TestApp, needle: &str, n: usize) -> Vec<Value> {
 }
 
 fn sent_containing(app: &TestApp, needle: &str) -> Vec<crate::fake_telegram::SentMessage> {
-    app.tg.sent(app.chat).into_iter().filter(|s| s.text.contains(needle)).collect()
+    app.tg
+        .sent(app.chat)
+        .into_iter()
+        .filter(|s| s.text.contains(needle))
+        .collect()
 }
 
 async fn wait_sent_containing(app: &TestApp, needle: &str) -> crate::fake_telegram::SentMessage {
@@ -31,7 +36,11 @@ async fn wait_sent_containing(app: &TestApp, needle: &str) -> crate::fake_telegr
         if let Some(s) = sent_containing(app, needle).pop() {
             return s;
         }
-        assert!(start.elapsed() < T, "telegram never got {needle:?}: {:#?}", app.tg.sent(app.chat));
+        assert!(
+            start.elapsed() < T,
+            "telegram never got {needle:?}: {:#?}",
+            app.tg.sent(app.chat)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -42,15 +51,25 @@ async fn cutover_by_sighup_announces_pins_once_and_keeps_mirroring() {
     app.edit_config(to_matrix);
     app.hup();
     let notice = wait_sent_containing(&app, "PRIMARY SURFACE CHANGE: Matrix is now the command channel").await;
-    assert!(notice.text.contains(&format!("https://matrix.to/#/{}", app.room)), "{}", notice.text);
-    assert!(app.tg.pinned(app.chat).contains(&notice.message_id), "announcement not pinned");
+    assert!(
+        notice.text.contains(&format!("https://matrix.to/#/{}", app.room)),
+        "{}",
+        notice.text
+    );
+    assert!(
+        app.tg.pinned(app.chat).contains(&notice.message_id),
+        "announcement not pinned"
+    );
     bot_notices(&app, "PRIMARY SURFACE CHANGE", 1).await;
     app.wait_log("mode parallel -> cutover").await;
 
     // Both directions still mirrored.
     let user = app.tg.add_user(2001, "Ash", None, None);
     app.tg.inject_text(app.chat, &user, "fallback still works");
-    assert_eq!(body(&app.wait_from(&app.puppet(2001), 1).await[0]), "fallback still works");
+    assert_eq!(
+        body(&app.wait_from(&app.puppet(2001), 1).await[0]),
+        "fallback still works"
+    );
     app.ezra.send_text(&app.room, "matrix is primary").await;
     wait_sent_containing(&app, "matrix is primary").await;
 
@@ -63,7 +82,10 @@ async fn cutover_by_sighup_announces_pins_once_and_keeps_mirroring() {
     assert_eq!(bot_notices(&app, "PRIMARY SURFACE CHANGE", 1).await.len(), 1);
     let (ok, status) = app.cli(&["status"]);
     assert!(ok, "{status}");
-    assert!(status.contains("mode: cutover") && status.contains("parallel -> cutover  (config reload)"), "{status}");
+    assert!(
+        status.contains("mode: cutover") && status.contains("parallel -> cutover  (config reload)"),
+        "{status}"
+    );
 }
 
 #[tokio::test]
@@ -73,7 +95,10 @@ async fn standby_stops_reading_and_rollback_bridges_the_backlog_in_order() {
     assert!(ok, "{out}");
     assert!(out.contains("signalled the running daemon"), "{out}");
     let cfg = std::fs::read_to_string(app.config_path()).unwrap();
-    assert!(cfg.contains("  # the mode under test\n  primary_platform: matrix\n  fallback_platform: none\n"), "layout kept: {cfg}");
+    assert!(
+        cfg.contains("  # the mode under test\n  primary_platform: matrix\n  fallback_platform: none\n"),
+        "layout kept: {cfg}"
+    );
     let notice = wait_sent_containing(&app, "Fallback mode only. Active surface is Matrix.").await;
     assert!(app.tg.pinned(app.chat).contains(&notice.message_id));
     bot_notices(&app, "standby", 1).await;
@@ -89,8 +114,17 @@ async fn standby_stops_reading_and_rollback_bridges_the_backlog_in_order() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(app.tg.calls("getUpdates"), polls, "the bot polled during standby");
     assert_eq!(app.tg.pending_updates(), 5);
-    assert!(sent_containing(&app, "not for telegram").is_empty(), "relayed to telegram in standby");
-    assert!(app.ezra.messages(&app.room).await.iter().all(|e| e["sender"] != app.puppet(2002).as_str()));
+    assert!(
+        sent_containing(&app, "not for telegram").is_empty(),
+        "relayed to telegram in standby"
+    );
+    assert!(
+        app.ezra
+            .messages(&app.room)
+            .await
+            .iter()
+            .all(|e| e["sender"] != app.puppet(2002).as_str())
+    );
 
     // Rollback.
     let (ok, out) = app.cli(&["primary", "telegram"]);
@@ -103,7 +137,10 @@ async fn standby_stops_reading_and_rollback_bridges_the_backlog_in_order() {
     // The earlier standby notice is unpinned, the rollback notice pinned.
     assert!(!app.tg.pinned(app.chat).contains(&notice.message_id));
     let (_, status) = app.cli(&["status"]);
-    assert!(status.contains("parallel -> standby") && status.contains("standby -> parallel"), "{status}");
+    assert!(
+        status.contains("parallel -> standby") && status.contains("standby -> parallel"),
+        "{status}"
+    );
 }
 
 #[tokio::test]
@@ -114,7 +151,11 @@ async fn invalid_config_is_rejected_and_the_old_mode_stays() {
     std::fs::write(app.config_path(), "gateway: [\n").unwrap();
     app.wait_log("config reload rejected").await;
     // Valid YAML, invalid value, with SIGHUP.
-    std::fs::write(app.config_path(), to_matrix(good.clone()).replace("fallback_platform: telegram", "fallback_platform: matrix")).unwrap();
+    std::fs::write(
+        app.config_path(),
+        to_matrix(good.clone()).replace("fallback_platform: telegram", "fallback_platform: matrix"),
+    )
+    .unwrap();
     app.hup();
     app.wait_log("must differ from primary_platform").await;
     // Still in parallel mode: mirrored, nothing announced.
@@ -122,7 +163,11 @@ async fn invalid_config_is_rejected_and_the_old_mode_stays() {
     wait_sent_containing(&app, "still parallel").await;
     assert!(sent_containing(&app, "PRIMARY SURFACE CHANGE").is_empty());
     // A restart-only key is named; a good file then switches.
-    std::fs::write(app.config_path(), to_matrix(good).replace("poll_timeout: 2", "poll_timeout: 3")).unwrap();
+    std::fs::write(
+        app.config_path(),
+        to_matrix(good).replace("poll_timeout: 2", "poll_timeout: 3"),
+    )
+    .unwrap();
     wait_sent_containing(&app, "PRIMARY SURFACE CHANGE").await;
     app.wait_log("gateway.telegram.poll_timeout").await;
 }
@@ -134,15 +179,24 @@ async fn the_same_post_on_both_sides_is_shown_once_per_side() {
 
     // Telegram first: bridged as Alexander himself; the Matrix copy is not relayed back.
     let tg_orig = app.tg.inject_text(app.chat, &op, "Deploy  build 42");
-    let bridged = app.wait_from(&app.alex.user_id, 1).await[0]["event_id"].as_str().unwrap().to_owned();
+    let bridged = app.wait_from(&app.alex.user_id, 1).await[0]["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     app.alex.send_text(&app.room, "deploy build 42").await;
     let start = Instant::now();
     while app.ezra.reactions(&app.room, &bridged).await.is_empty() {
         assert!(start.elapsed() < T, "no ✓ on the original");
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    assert_eq!(app.ezra.reactions(&app.room, &bridged).await, vec![(app.bot.clone(), "✓".to_owned())]);
-    assert!(app.tg.reactions(app.chat).iter().any(|(m, _)| *m == tg_orig), "no 👌 on the telegram original");
+    assert_eq!(
+        app.ezra.reactions(&app.room, &bridged).await,
+        vec![(app.bot.clone(), "✓".to_owned())]
+    );
+    assert!(
+        app.tg.reactions(app.chat).iter().any(|(m, _)| *m == tg_orig),
+        "no 👌 on the telegram original"
+    );
 
     // Matrix first: relayed; the Telegram copy is not bridged to Matrix.
     let mx_orig = app.alex.send_text(&app.room, "rotate the keys").await;
@@ -158,9 +212,20 @@ async fn the_same_post_on_both_sides_is_shown_once_per_side() {
     // Sync point, then count: each text once per side.
     app.ezra.send_text(&app.room, "sync").await;
     wait_sent_containing(&app, "sync").await;
-    let from_alex: Vec<String> = app.ezra.messages(&app.room).await.iter().filter(|e| e["sender"] == app.alex.user_id.as_str()).map(|e| body(e).to_owned()).collect();
+    let from_alex: Vec<String> = app
+        .ezra
+        .messages(&app.room)
+        .await
+        .iter()
+        .filter(|e| e["sender"] == app.alex.user_id.as_str())
+        .map(|e| body(e).to_owned())
+        .collect();
     assert_eq!(from_alex, ["Deploy  build 42", "deploy build 42", "rotate the keys"]);
-    assert!(sent_containing(&app, "build 42").is_empty(), "{:#?}", app.tg.sent(app.chat));
+    assert!(
+        sent_containing(&app, "build 42").is_empty(),
+        "{:#?}",
+        app.tg.sent(app.chat)
+    );
     assert_eq!(sent_containing(&app, "rotate the keys").len(), 1);
 }
 

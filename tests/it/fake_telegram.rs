@@ -11,11 +11,14 @@
 //! # Bot API behaviours reproduced
 //!
 //! * **Transport.** Parameters are read from the query string and from an
-//!   `application/json` or `application/x-www-form-urlencoded` body (body
-//!   wins). In form/query encoding, structured parameters (`entities`,
-//!   `reply_parameters`, `allowed_updates`, ...) are JSON strings, as in the
-//!   real API. `multipart/form-data` bodies are answered with a 400 error:
-//!   this fake does not implement file uploads.
+//!   `application/json`, `application/x-www-form-urlencoded` or
+//!   `multipart/form-data` body (body wins). In form/query/multipart encoding,
+//!   structured parameters (`entities`, `reply_parameters`,
+//!   `allowed_updates`, ...) are JSON strings, as in the real API; multipart
+//!   text fields with a known structured name are parsed as JSON when they
+//!   are valid JSON. Multipart parts with a `filename` are uploaded files.
+//!   A request body over 50 MiB (or an uploaded file over 50 MiB) answers 413
+//!   `Request Entity Too Large`.
 //! * **Envelope.** Every answer is `{"ok":true,"result":...}` or
 //!   `{"ok":false,"error_code":N,"description":"...","parameters":{...}?}`
 //!   with HTTP status `N`. Descriptions are the real server's strings, so
@@ -52,10 +55,38 @@
 //!   content with `message is not modified`, and sets `edit_date`.
 //!   `deleteMessage` / `deleteMessages` forget messages; deleting an unknown
 //!   or already deleted message is `message to delete not found`.
+//! * **Media.** `sendPhoto`, `sendDocument`, `sendVoice`, `sendAudio`,
+//!   `sendVideo`, `sendAnimation`, `sendSticker` and `sendVideoNote` take the
+//!   file as an uploaded part (directly under the field name, or referenced as
+//!   `attach://<part>` as teloxide does), a known `file_id` (re-sent, keeping
+//!   its ids) or an `http(s)://` URL (recorded, never fetched: such files have
+//!   no bytes and no `file_size`). Anything else is `wrong file
+//!   identifier/HTTP URL specified`. Captions follow the text rules
+//!   (`parse_mode`, `caption_entities`, at most 1024 characters). Uploaded
+//!   photos must be at most 10 MiB (`PHOTO_SAVE_FILE_INVALID`) and, when
+//!   their PNG/JPEG/GIF/WebP header reveals their size, at most 10000 pixels
+//!   in width + height with a ratio of at most 20 (`PHOTO_INVALID_DIMENSIONS`);
+//!   bytes that are not a recognizable image are accepted as an 800x600
+//!   photo (the real server would answer `IMAGE_PROCESS_FAILED`). Returned
+//!   photos have two sizes, a thumbnail (at most 90 px) and the full size
+//!   last; animations also carry `document`, as in the real API. Media
+//!   messages carry `caption`/`caption_entities` instead of `text`;
+//!   `editMessageText` refuses them and `editMessageCaption` edits them.
+//! * **Files.** Every file (uploaded by the bot, injected, added with
+//!   [`FakeTelegram::add_file`], profile photos) has a `file_id`, a
+//!   `file_unique_id` and a `file_path`. `getFile` answers a `File` unless the
+//!   file is larger than the download limit (20 MiB by default,
+//!   [`FakeTelegram::set_download_limit`]): `Bad Request: file is too big`.
+//!   `GET {api_url}/file/bot{token}/{file_path}` downloads the bytes (401 for
+//!   a wrong token, 404 for an unknown path or a URL-only file).
+//! * **Reactions.** [`FakeTelegram::inject_reaction`] creates
+//!   `message_reaction` updates, which (as on Telegram) are only produced when
+//!   `allowed_updates` asks for them explicitly.
 //! * **Chats and members.** `getChat` returns a `ChatFullInfo` for registered
 //!   chats (`chat not found` otherwise). `getChatMember` reports the bot as an
 //!   administrator and known users as members; `getChatAdministrators`,
-//!   `getChatMemberCount`, `getUserProfilePhotos` give plausible answers.
+//!   `getChatMemberCount` give plausible answers; `getUserProfilePhotos`
+//!   returns the photo set with [`FakeTelegram::set_profile_photo`], if any.
 //! * **Bookkeeping no-ops.** `setMyCommands`/`getMyCommands`/
 //!   `deleteMyCommands` (scope ignored), `deleteWebhook`, `getWebhookInfo`,
 //!   `pinChatMessage`, `unpinChatMessage`, `unpinAllChatMessages`,
@@ -73,20 +104,50 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 
 /// Maximum length of a message text, in UTF-16 code units, after entity parsing.
 const MAX_TEXT_LEN: usize = 4096;
+/// Maximum length of a media caption, in UTF-16 code units, after entity parsing.
+const MAX_CAPTION_LEN: usize = 1024;
+const MIB: u64 = 1024 * 1024;
+/// Largest file (and, give or take the other fields, request) a bot may upload.
+const UPLOAD_LIMIT: u64 = 50 * MIB;
+/// Largest photo a bot may upload.
+const PHOTO_UPLOAD_LIMIT: u64 = 10 * MIB;
+/// Default largest file `getFile` lets a bot download.
+const DEFAULT_DOWNLOAD_LIMIT: u64 = 20 * MIB;
+/// Request bodies axum reads before the fake's own checks (which answer in Bot API form).
+const MAX_REQUEST_BODY: usize = 256 * 1024 * 1024;
+/// Longest side of the thumbnail size of a photo.
+const THUMB_SIDE: u32 = 90;
+/// Size assumed for a photo whose bytes are not a recognizable image.
+const DEFAULT_PHOTO_SIZE: (u32, u32) = (800, 600);
+/// Multipart text fields parsed as JSON (when they are valid JSON).
+const STRUCTURED_PARAMS: &[&str] = &[
+    "allowed_updates",
+    "caption_entities",
+    "commands",
+    "entities",
+    "link_preview_options",
+    "media",
+    "message_ids",
+    "reaction",
+    "reply_markup",
+    "reply_parameters",
+    "scope",
+];
 /// First update id handed out; real servers never start at 0 or 1.
 const FIRST_UPDATE_ID: i64 = 100_000_001;
 /// Description the real server uses when two `getUpdates` calls overlap.
-const CONFLICT: &str = "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running";
+const CONFLICT: &str =
+    "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running";
 /// Description the real server uses for an edit that changes nothing.
 const NOT_MODIFIED: &str = "Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message";
 
@@ -103,8 +164,7 @@ pub struct TgUser {
 impl TgUser {
     /// The Bot API `User` object.
     fn to_json(&self) -> Value {
-        let mut user =
-            json!({ "id": self.id, "is_bot": self.is_bot, "first_name": self.first_name });
+        let mut user = json!({ "id": self.id, "is_bot": self.is_bot, "first_name": self.first_name });
         if let Some(last_name) = &self.last_name {
             user["last_name"] = json!(last_name);
         }
@@ -120,21 +180,46 @@ impl TgUser {
 pub struct SentMessage {
     pub message_id: i32,
     pub chat_id: i64,
-    /// The `text` parameter exactly as sent (HTML markup kept).
+    /// The `text` parameter exactly as sent (HTML markup kept); for media
+    /// messages the raw caption (empty without one).
     pub text: String,
     pub parse_mode: Option<String>,
     /// The message this one replies to, if the reply target was found.
     pub reply_to: Option<i32>,
     /// Whether the bot deleted this message afterwards.
     pub deleted: bool,
-    /// The Bot API method that produced it (`"sendMessage"`).
+    /// The Bot API method that produced it (`"sendMessage"`, `"sendPhoto"`, ...).
     pub method: String,
-    /// The text as Telegram shows it (HTML tags stripped, entities decoded, trimmed).
+    /// The text (or caption) as Telegram shows it (HTML tags stripped, entities decoded, trimmed).
     pub rendered_text: String,
-    /// The entities Telegram attached (parsed from HTML or passed explicitly).
+    /// The entities (or caption entities) Telegram attached (parsed from HTML or passed explicitly).
     pub entities: Vec<Value>,
     pub disable_notification: bool,
     pub link_preview_options: Option<Value>,
+    /// The `caption` parameter exactly as sent (media methods only).
+    pub caption: Option<String>,
+    /// The media file sent (media methods only).
+    pub file: Option<SentFile>,
+}
+
+/// The file of a media message the bot sent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SentFile {
+    /// The Bot API field: `"photo"`, `"document"`, `"voice"`, `"audio"`,
+    /// `"video"`, `"animation"`, `"sticker"` or `"video_note"`.
+    pub field: String,
+    /// The uploaded part's file name (or the stored one of a re-sent file).
+    pub file_name: Option<String>,
+    /// The MIME type Telegram attached (guessed from the file name, else the part's type).
+    pub mime_type: Option<String>,
+    /// The file's bytes (empty for a file sent by URL).
+    pub bytes: Vec<u8>,
+    /// The `duration` parameter (voice, audio, video, animation, video note).
+    pub duration: Option<u32>,
+    /// The file id Telegram gave the file (or the re-sent one).
+    pub file_id: String,
+    /// The URL, for a file sent as an `http(s)://` URL.
+    pub url: Option<String>,
 }
 
 /// Handle on a running fake Bot API server. Cheap to clone; all clones share state.
@@ -156,9 +241,7 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, FakeState> {
         // A panicking test must not turn every later request into a poison error.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -182,8 +265,12 @@ impl ChatType {
 struct StoredMessage {
     from: TgUser,
     date: i64,
+    /// The text, or the caption of a media message.
     text: String,
     entities: Vec<Value>,
+    /// Media fields merged into the `Message` object (`photo`, `document`, ...);
+    /// `None` for a text message.
+    media: Option<Map<String, Value>>,
     reply_to: Option<i32>,
     edit_date: Option<i64>,
     link_preview_options: Option<Value>,
@@ -270,10 +357,21 @@ impl Chat {
             "from": message.from.to_json(),
             "chat": self.to_json(),
             "date": message.date,
-            "text": message.text,
         });
+        let (text_key, entities_key) = match &message.media {
+            None => ("text", "entities"),
+            Some(media) => {
+                for (key, value) in media {
+                    json[key] = value.clone();
+                }
+                ("caption", "caption_entities")
+            }
+        };
+        if message.media.is_none() || !message.text.is_empty() {
+            json[text_key] = json!(message.text);
+        }
         if !message.entities.is_empty() {
-            json["entities"] = Value::Array(message.entities.clone());
+            json[entities_key] = Value::Array(message.entities.clone());
         }
         if let Some(edit_date) = message.edit_date {
             json["edit_date"] = json!(edit_date);
@@ -281,9 +379,7 @@ impl Chat {
         if let Some(options) = &message.link_preview_options {
             json["link_preview_options"] = options.clone();
         }
-        if with_reply
-            && let Some(reply) = message.reply_to.and_then(|id| self.message_json(id, false))
-        {
+        if with_reply && let Some(reply) = message.reply_to.and_then(|id| self.message_json(id, false)) {
             json["reply_to_message"] = reply;
         }
         Some(json)
@@ -315,6 +411,10 @@ impl ApiError {
         ApiError::new(404, "Not Found")
     }
 
+    fn too_large() -> ApiError {
+        ApiError::new(413, "Request Entity Too Large")
+    }
+
     fn chat_not_found() -> ApiError {
         ApiError::bad_request("chat not found")
     }
@@ -343,8 +443,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body =
-            json!({ "ok": false, "error_code": self.code, "description": self.description });
+        let mut body = json!({ "ok": false, "error_code": self.code, "description": self.description });
         if let Some(secs) = self.retry_after {
             body["parameters"] = json!({ "retry_after": secs });
         }
@@ -355,49 +454,157 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Value, ApiError>;
 
+/// A file part of a `multipart/form-data` request.
+#[derive(Clone, Debug)]
+struct Upload {
+    /// The part's `filename` (`None` if empty).
+    file_name: Option<String>,
+    /// The part's `Content-Type`, if any.
+    content_type: Option<String>,
+    bytes: Bytes,
+}
+
 /// Request parameters merged from the query string and the body. Values from
 /// query strings and form bodies are strings; JSON bodies keep their types.
-struct Params(Map<String, Value>);
+struct Params {
+    fields: Map<String, Value>,
+    /// File parts of a multipart body, by part name.
+    files: HashMap<String, Upload>,
+}
 
 impl Params {
-    fn parse(headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> Result<Params, ApiError> {
-        let mut params = Map::new();
+    fn parse(headers: &HeaderMap, query: Option<&str>, body: &Bytes) -> Result<Params, ApiError> {
+        let mut params = Params {
+            fields: Map::new(),
+            files: HashMap::new(),
+        };
         if let Some(query) = query {
             for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
-                params.insert(key.into_owned(), Value::String(value.into_owned()));
+                params
+                    .fields
+                    .insert(key.into_owned(), Value::String(value.into_owned()));
             }
         }
-        let content_type = headers
+        if body.len() as u64 > UPLOAD_LIMIT + 64 * 1024 {
+            return Err(ApiError::too_large());
+        }
+        let raw_content_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
+            .unwrap_or("");
+        let content_type = raw_content_type.to_ascii_lowercase();
         if content_type.starts_with("multipart/form-data") {
-            return Err(ApiError::bad_request(
-                "multipart/form-data requests are not supported by this fake Bot API",
-            ));
-        }
-        if content_type.starts_with("application/json") {
+            params.parse_multipart(raw_content_type, body)?;
+        } else if content_type.starts_with("application/json") {
             if !body.is_empty() {
                 match serde_json::from_slice::<Value>(body) {
-                    Ok(Value::Object(fields)) => params.extend(fields),
+                    Ok(Value::Object(fields)) => params.fields.extend(fields),
                     _ => return Err(ApiError::bad_request("can't parse JSON object")),
                 }
             }
         } else if content_type.starts_with("application/x-www-form-urlencoded") {
             for (key, value) in url::form_urlencoded::parse(body) {
-                params.insert(key.into_owned(), Value::String(value.into_owned()));
+                params
+                    .fields
+                    .insert(key.into_owned(), Value::String(value.into_owned()));
             }
         } else if !body.is_empty() {
             return Err(ApiError::bad_request(format!(
                 "unsupported Content-Type \"{content_type}\""
             )));
         }
-        Ok(Params(params))
+        Ok(params)
+    }
+
+    /// Parses a `multipart/form-data` body (RFC 7578): parts with a `filename`
+    /// become [`Upload`]s, the others text parameters.
+    fn parse_multipart(&mut self, content_type: &str, body: &Bytes) -> Result<(), ApiError> {
+        let malformed = || ApiError::bad_request("can't parse multipart/form-data request");
+        let boundary = header_params(content_type)
+            .into_iter()
+            .find(|(key, _)| key == "boundary")
+            .map(|(_, value)| value)
+            .filter(|b| !b.is_empty())
+            .ok_or_else(malformed)?;
+        let delimiter = format!("--{boundary}").into_bytes();
+        let next_delimiter = [b"\r\n".as_slice(), &delimiter].concat();
+        let mut pos = find(body, &delimiter, 0).ok_or_else(malformed)? + delimiter.len();
+        loop {
+            if body[pos..].starts_with(b"--") {
+                return Ok(());
+            }
+            // Transport padding, then the CRLF ending the delimiter line.
+            while matches!(body.get(pos), Some(b' ' | b'\t')) {
+                pos += 1;
+            }
+            if !body[pos..].starts_with(b"\r\n") {
+                return Err(malformed());
+            }
+            pos += 2;
+            let headers_end = find(body, b"\r\n\r\n", pos).ok_or_else(malformed)?;
+            let head = String::from_utf8_lossy(&body[pos..headers_end]).into_owned();
+            let content_start = headers_end + 4;
+            let content_end = find(body, &next_delimiter, content_start).ok_or_else(malformed)?;
+            pos = content_end + next_delimiter.len();
+
+            let mut disposition = None;
+            let mut part_type = None;
+            for line in head.split("\r\n") {
+                let Some((name, value)) = line.split_once(':') else {
+                    continue;
+                };
+                match name.trim().to_ascii_lowercase().as_str() {
+                    "content-disposition" => disposition = Some(header_params(value)),
+                    "content-type" => part_type = Some(value.trim().to_owned()),
+                    _ => {}
+                }
+            }
+            let disposition = disposition.ok_or_else(malformed)?;
+            let param = |key: &str| disposition.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+            let name = param("name").ok_or_else(malformed)?;
+            let content = body.slice(content_start..content_end);
+            if let Some(file_name) = param("filename") {
+                if content.len() as u64 > UPLOAD_LIMIT {
+                    return Err(ApiError::too_large());
+                }
+                let upload = Upload {
+                    file_name: Some(file_name).filter(|n| !n.is_empty()),
+                    content_type: part_type,
+                    bytes: content,
+                };
+                self.files.insert(name, upload);
+            } else {
+                let text = String::from_utf8(content.to_vec())
+                    .map_err(|_| ApiError::bad_request("strings must be encoded in UTF-8"))?;
+                let value = STRUCTURED_PARAMS
+                    .contains(&name.as_str())
+                    .then(|| serde_json::from_str(&text).ok())
+                    .flatten()
+                    .unwrap_or(Value::String(text));
+                self.fields.insert(name, value);
+            }
+        }
+    }
+
+    /// The parameters as recorded for [`FakeTelegram::requests`]: file parts
+    /// appear as `{"file_name": .., "mime_type": .., "size": N}`.
+    fn recorded(&self) -> Value {
+        let mut fields = self.fields.clone();
+        for (name, upload) in &self.files {
+            fields.insert(
+                name.clone(),
+                json!({
+                    "file_name": upload.file_name,
+                    "mime_type": upload.content_type,
+                    "size": upload.bytes.len(),
+                }),
+            );
+        }
+        Value::Object(fields)
     }
 
     fn get(&self, key: &str) -> Option<&Value> {
-        self.0.get(key).filter(|v| !v.is_null())
+        self.fields.get(key).filter(|v| !v.is_null())
     }
 
     fn int(&self, key: &str) -> Result<Option<i64>, ApiError> {
@@ -488,6 +695,162 @@ struct FakeState {
     /// (chat_id, message_id, reaction list) of every `setMessageReaction`.
     reactions: Vec<(i64, i32, Value)>,
     commands: Value,
+    /// Every known file, by file id.
+    files: HashMap<String, StoredFile>,
+    next_file: u64,
+    /// Largest file `getFile` accepts, in bytes.
+    download_limit: u64,
+    /// File ids of the sizes (smallest first) of each user's profile photo.
+    profile_photos: HashMap<i64, Vec<String>>,
+}
+
+/// A file known to the fake: uploaded or sent by URL by the bot, injected,
+/// added with [`FakeTelegram::add_file`], or a profile photo.
+struct StoredFile {
+    file_id: String,
+    file_unique_id: String,
+    file_path: String,
+    /// The content (empty for a URL-only file).
+    bytes: Bytes,
+    /// The URL of a file the bot sent by URL (never fetched).
+    url: Option<String>,
+    file_name: Option<String>,
+    mime_type: Option<String>,
+    /// Width and height of an image (photos, stickers), when known.
+    dims: Option<(u32, u32)>,
+    /// File id of the thumbnail size of a photo, once created.
+    thumb: Option<String>,
+}
+
+impl StoredFile {
+    /// `file_id`, `file_unique_id` and (unless only a URL is known) `file_size`.
+    fn meta_json(&self) -> Value {
+        let mut meta = json!({ "file_id": self.file_id, "file_unique_id": self.file_unique_id });
+        if self.url.is_none() {
+            meta["file_size"] = json!(self.bytes.len());
+        }
+        meta
+    }
+
+    /// A `PhotoSize` object for this file at `width`x`height`.
+    fn photo_size_json(&self, (width, height): (u32, u32)) -> Value {
+        let mut size = self.meta_json();
+        size["width"] = json!(width);
+        size["height"] = json!(height);
+        size
+    }
+}
+
+/// The media kinds the bot can send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MediaKind {
+    Photo,
+    Document,
+    Voice,
+    Audio,
+    Video,
+    Animation,
+    Sticker,
+    VideoNote,
+}
+
+impl MediaKind {
+    const ALL: [MediaKind; 8] = [
+        MediaKind::Photo,
+        MediaKind::Document,
+        MediaKind::Voice,
+        MediaKind::Audio,
+        MediaKind::Video,
+        MediaKind::Animation,
+        MediaKind::Sticker,
+        MediaKind::VideoNote,
+    ];
+
+    /// The kind sent by a (lower-cased) method name.
+    fn for_method(method: &str) -> Option<MediaKind> {
+        MediaKind::ALL
+            .into_iter()
+            .find(|kind| kind.method().eq_ignore_ascii_case(method))
+    }
+
+    fn method(self) -> &'static str {
+        match self {
+            MediaKind::Photo => "sendPhoto",
+            MediaKind::Document => "sendDocument",
+            MediaKind::Voice => "sendVoice",
+            MediaKind::Audio => "sendAudio",
+            MediaKind::Video => "sendVideo",
+            MediaKind::Animation => "sendAnimation",
+            MediaKind::Sticker => "sendSticker",
+            MediaKind::VideoNote => "sendVideoNote",
+        }
+    }
+
+    /// The parameter carrying the file, also the `Message` field.
+    fn field(self) -> &'static str {
+        match self {
+            MediaKind::Photo => "photo",
+            MediaKind::Document => "document",
+            MediaKind::Voice => "voice",
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+            MediaKind::Animation => "animation",
+            MediaKind::Sticker => "sticker",
+            MediaKind::VideoNote => "video_note",
+        }
+    }
+
+    /// The start of real file ids of this kind.
+    fn id_prefix(self) -> &'static str {
+        match self {
+            MediaKind::Photo => "AgAC",
+            MediaKind::Document => "BQAC",
+            MediaKind::Voice => "AwAC",
+            MediaKind::Audio => "CQAC",
+            MediaKind::Video => "BAAC",
+            MediaKind::Animation => "CgAC",
+            MediaKind::Sticker => "CAAC",
+            MediaKind::VideoNote => "DQAC",
+        }
+    }
+
+    /// The directory of `file_path`s of this kind, as on Telegram's servers.
+    fn dir(self) -> &'static str {
+        match self {
+            MediaKind::Photo => "photos",
+            MediaKind::Document => "documents",
+            MediaKind::Voice => "voice",
+            MediaKind::Audio => "music",
+            MediaKind::Video => "videos",
+            MediaKind::Animation => "animations",
+            MediaKind::Sticker => "stickers",
+            MediaKind::VideoNote => "video_notes",
+        }
+    }
+
+    /// The extension Telegram gives files of this kind without one.
+    fn default_extension(self) -> Option<&'static str> {
+        match self {
+            MediaKind::Photo => Some("jpg"),
+            MediaKind::Document => None,
+            MediaKind::Voice => Some("oga"),
+            MediaKind::Audio => Some("mp3"),
+            MediaKind::Video | MediaKind::Animation | MediaKind::VideoNote => Some("mp4"),
+            MediaKind::Sticker => Some("webp"),
+        }
+    }
+
+    /// The MIME type assumed when neither the file name nor the part tells.
+    fn default_mime(self) -> &'static str {
+        match self {
+            MediaKind::Photo => "image/jpeg",
+            MediaKind::Document => "application/octet-stream",
+            MediaKind::Voice => "audio/ogg",
+            MediaKind::Audio => "audio/mpeg",
+            MediaKind::Video | MediaKind::Animation | MediaKind::VideoNote => "video/mp4",
+            MediaKind::Sticker => "image/webp",
+        }
+    }
 }
 
 fn now() -> i64 {
@@ -499,25 +862,18 @@ fn now() -> i64 {
 
 impl FakeState {
     fn chat(&self, chat_id: i64) -> Result<&Chat, ApiError> {
-        self.chats
-            .get(&chat_id)
-            .ok_or_else(ApiError::chat_not_found)
+        self.chats.get(&chat_id).ok_or_else(ApiError::chat_not_found)
     }
 
     fn chat_mut(&mut self, chat_id: i64) -> Result<&mut Chat, ApiError> {
-        self.chats
-            .get_mut(&chat_id)
-            .ok_or_else(ApiError::chat_not_found)
+        self.chats.get_mut(&chat_id).ok_or_else(ApiError::chat_not_found)
     }
 
     /// Whether an update of `kind` is created under the current `allowed_updates`.
     fn allows(&self, kind: &str) -> bool {
         match &self.allowed_updates {
             Some(list) if !list.is_empty() => list.iter().any(|k| k == kind),
-            _ => !matches!(
-                kind,
-                "chat_member" | "message_reaction" | "message_reaction_count"
-            ),
+            _ => !matches!(kind, "chat_member" | "message_reaction" | "message_reaction_count"),
         }
     }
 
@@ -537,8 +893,7 @@ impl FakeState {
     /// Forgets confirmed updates, per `getUpdates`'s `offset` semantics.
     fn confirm(&mut self, offset: i64) {
         if offset > 0 {
-            self.updates
-                .retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
+            self.updates.retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
         } else if offset < 0 {
             let keep = offset.unsigned_abs() as usize;
             while self.updates.len() > keep {
@@ -548,10 +903,15 @@ impl FakeState {
     }
 
     fn dispatch(&mut self, method: &str, p: &Params) -> ApiResult {
+        if let Some(kind) = MediaKind::for_method(method) {
+            return self.send_media(kind, p);
+        }
         match method {
             "getme" => Ok(self.get_me()),
             "sendmessage" => self.send_message(p),
             "editmessagetext" => self.edit_message_text(p),
+            "editmessagecaption" => self.edit_message_caption(p),
+            "getfile" => self.get_file(p),
             "deletemessage" => self.delete_message(p),
             "deletemessages" => self.delete_messages(p),
             "getchat" => Ok(self.chat(p.chat_id()?)?.full_info_json()),
@@ -569,10 +929,7 @@ impl FakeState {
                 };
                 Ok(json!(count))
             }
-            "getuserprofilephotos" => {
-                p.user_id()?;
-                Ok(json!({ "total_count": 0, "photos": [] }))
-            }
+            "getuserprofilephotos" => self.get_user_profile_photos(p),
             "setmycommands" => {
                 let commands = p
                     .structured("commands")?
@@ -690,9 +1047,7 @@ impl FakeState {
             let id = rp
                 .get("message_id")
                 .and_then(Value::as_i64)
-                .ok_or_else(|| {
-                    ApiError::bad_request("can't parse reply parameters: message_id is missing")
-                })?;
+                .ok_or_else(|| ApiError::bad_request("can't parse reply parameters: message_id is missing"))?;
             let other_chat = match rp.get("chat_id") {
                 None | Some(Value::Null) => None,
                 Some(Value::String(s)) => Some(s.trim().parse::<i64>().ok()),
@@ -715,9 +1070,7 @@ impl FakeState {
         } else {
             return Ok(None);
         };
-        let found = i32::try_from(target)
-            .ok()
-            .filter(|&id| chat.live(id).is_some());
+        let found = i32::try_from(target).ok().filter(|&id| chat.live(id).is_some());
         match found {
             Some(id) => Ok(Some(id)),
             None if allow_missing => Ok(None),
@@ -749,15 +1102,14 @@ impl FakeState {
                 date: now(),
                 text: text.clone(),
                 entities: entities.clone(),
+                media: None,
                 reply_to,
                 edit_date: None,
                 link_preview_options: link_preview_options.clone(),
                 deleted: false,
             },
         );
-        let result = chat
-            .message_json(message_id, true)
-            .expect("message just stored");
+        let result = chat.message_json(message_id, true).expect("message just stored");
         self.sent.push(SentMessage {
             message_id,
             chat_id,
@@ -770,15 +1122,15 @@ impl FakeState {
             entities,
             disable_notification: p.flag("disable_notification"),
             link_preview_options,
+            caption: None,
+            file: None,
         });
         Ok(result)
     }
 
     fn edit_message_text(&mut self, p: &Params) -> ApiResult {
         if p.get("inline_message_id").is_some() {
-            return Err(ApiError::bad_request(
-                "inline messages are not supported by this fake",
-            ));
+            return Err(ApiError::bad_request("inline messages are not supported by this fake"));
         }
         let chat_id = p.chat_id()?;
         let message_id = p.message_id()?;
@@ -796,6 +1148,9 @@ impl FakeState {
         if message.from.id != bot_id {
             return Err(ApiError::bad_request("message can't be edited"));
         }
+        if message.media.is_some() {
+            return Err(ApiError::bad_request("there is no text in the message to edit"));
+        }
         if text.is_empty() {
             return Err(ApiError::bad_request("message text is empty"));
         }
@@ -811,9 +1166,7 @@ impl FakeState {
         if link_preview_options.is_some() {
             message.link_preview_options = link_preview_options;
         }
-        let result = chat
-            .message_json(message_id, true)
-            .expect("message just edited");
+        let result = chat.message_json(message_id, true).expect("message just edited");
         self.edits.push((chat_id, message_id, raw));
         Ok(result)
     }
@@ -873,6 +1226,348 @@ impl FakeState {
     }
 }
 
+/// Files and media messages.
+impl FakeState {
+    /// Registers a new file under `dir`; its `file_path` keeps the extension
+    /// of `file_name` (or gets the kind's default one).
+    fn store_file(
+        &mut self,
+        kind: MediaKind,
+        dir: &str,
+        bytes: Bytes,
+        file_name: Option<String>,
+        mime_type: Option<String>,
+    ) -> &mut StoredFile {
+        let n = self.next_file;
+        self.next_file += 1;
+        let extension = file_name
+            .as_deref()
+            .and_then(extension)
+            .or_else(|| kind.default_extension().map(str::to_owned));
+        let file_path = match extension {
+            Some(extension) => format!("{dir}/file_{n}.{extension}"),
+            None => format!("{dir}/file_{n}"),
+        };
+        let file_id = format!("{}AgADAQADGQEAAl{n:08}fAkE", kind.id_prefix());
+        let file = StoredFile {
+            file_id: file_id.clone(),
+            file_unique_id: format!("AQAD{n:08}"),
+            file_path,
+            bytes,
+            url: None,
+            file_name,
+            mime_type,
+            dims: None,
+            thumb: None,
+        };
+        self.files.entry(file_id).or_insert(file)
+    }
+
+    /// The `PhotoSize` array of a photo file: a thumbnail (created on first
+    /// use, same bytes) and the full size last.
+    fn photo_sizes(&mut self, file_id: &str) -> Value {
+        let file = &self.files[file_id];
+        let dims = file.dims.unwrap_or(DEFAULT_PHOTO_SIZE);
+        let thumb_dims = fit(dims, THUMB_SIDE);
+        let thumb_id = match file.thumb.clone() {
+            Some(id) => id,
+            None => {
+                let (bytes, url, mime) = (file.bytes.clone(), file.url.clone(), file.mime_type.clone());
+                let thumb = self.store_file(MediaKind::Photo, "photos", bytes, None, mime);
+                thumb.url = url;
+                thumb.dims = Some(thumb_dims);
+                let id = thumb.file_id.clone();
+                if let Some(file) = self.files.get_mut(file_id) {
+                    file.thumb = Some(id.clone());
+                }
+                id
+            }
+        };
+        json!([
+            self.files[&thumb_id].photo_size_json(thumb_dims),
+            self.files[file_id].photo_size_json(dims),
+        ])
+    }
+
+    /// Resolves the file parameter of a media method (an uploaded part, an
+    /// `attach://` reference, a known file id or a URL) to a stored file id,
+    /// enforcing the upload limits.
+    fn input_file(&mut self, kind: MediaKind, p: &Params) -> Result<String, ApiError> {
+        let field = kind.field();
+        let wrong = || ApiError::bad_request("wrong file identifier/HTTP URL specified");
+        let upload = match p.files.get(field) {
+            Some(upload) => upload,
+            None => {
+                let value = p
+                    .string(field)
+                    .filter(|v| !v.trim().is_empty())
+                    .ok_or_else(|| ApiError::bad_request(format!("there is no {field} in the request")))?;
+                let value = value.trim();
+                if let Some(part) = value.strip_prefix("attach://") {
+                    p.files.get(part).ok_or_else(wrong)?
+                } else if value.starts_with("http://") || value.starts_with("https://") {
+                    url::Url::parse(value).map_err(|_| wrong())?;
+                    let mime = Some(kind.default_mime().to_owned());
+                    let file = self.store_file(kind, kind.dir(), Bytes::new(), None, mime);
+                    file.url = Some(value.to_owned());
+                    return Ok(file.file_id.clone());
+                } else if self.files.contains_key(value) {
+                    return Ok(value.to_owned());
+                } else {
+                    return Err(wrong());
+                }
+            }
+        };
+        let size = upload.bytes.len() as u64;
+        if size == 0 {
+            return Err(ApiError::bad_request("file must be non-empty"));
+        }
+        if size > UPLOAD_LIMIT {
+            return Err(ApiError::too_large());
+        }
+        let dims = image_dimensions(&upload.bytes);
+        if kind == MediaKind::Photo {
+            if size > PHOTO_UPLOAD_LIMIT {
+                return Err(ApiError::bad_request("PHOTO_SAVE_FILE_INVALID"));
+            }
+            if let Some((w, h)) = dims
+                && (w.min(h) == 0 || w + h > 10_000 || w.max(h) > 20 * w.min(h))
+            {
+                return Err(ApiError::bad_request("PHOTO_INVALID_DIMENSIONS"));
+            }
+        }
+        let mime = upload
+            .file_name
+            .as_deref()
+            .and_then(guess_mime)
+            .map(str::to_owned)
+            .or_else(|| upload.content_type.clone())
+            .unwrap_or_else(|| kind.default_mime().to_owned());
+        let (bytes, file_name) = (upload.bytes.clone(), upload.file_name.clone());
+        let file = self.store_file(kind, kind.dir(), bytes, file_name, Some(mime));
+        file.dims = dims;
+        Ok(file.file_id.clone())
+    }
+
+    /// The fields a media message of `kind` with file `file_id` carries
+    /// (`{"photo": [..]}`, `{"voice": {..}}`, ...).
+    fn media_fields(&mut self, kind: MediaKind, file_id: &str, p: &Params) -> Result<Map<String, Value>, ApiError> {
+        let duration = p.int("duration")?.unwrap_or(0).max(0);
+        let width = p.int("width")?;
+        let height = p.int("height")?;
+        let mut fields = Map::new();
+        if kind == MediaKind::Photo {
+            fields.insert("photo".to_owned(), self.photo_sizes(file_id));
+        } else {
+            let file = &self.files[file_id];
+            let (image_width, image_height) = file.dims.unwrap_or((0, 0));
+            let width = width.unwrap_or(i64::from(image_width));
+            let height = height.unwrap_or(i64::from(image_height));
+            let mime = file.mime_type.clone().unwrap_or_else(|| kind.default_mime().to_owned());
+            let mut object = file.meta_json();
+            let mut set = |key: &str, value: Value| {
+                if !value.is_null() {
+                    object[key] = value;
+                }
+            };
+            match kind {
+                MediaKind::Photo => unreachable!("handled above"),
+                MediaKind::Document => {
+                    set("file_name", json!(file.file_name));
+                    set("mime_type", json!(mime));
+                }
+                MediaKind::Voice => {
+                    set("duration", json!(duration));
+                    set("mime_type", json!(mime));
+                }
+                MediaKind::Audio => {
+                    set("duration", json!(duration));
+                    set("performer", json!(p.string("performer")));
+                    set("title", json!(p.string("title")));
+                    set("file_name", json!(file.file_name));
+                    set("mime_type", json!(mime));
+                }
+                MediaKind::Video | MediaKind::Animation => {
+                    set("width", json!(width));
+                    set("height", json!(height));
+                    set("duration", json!(duration));
+                    set("file_name", json!(file.file_name));
+                    set("mime_type", json!(mime));
+                }
+                MediaKind::Sticker => {
+                    let (width, height) = file.dims.unwrap_or((512, 512));
+                    set("width", json!(width));
+                    set("height", json!(height));
+                    set("type", json!("regular"));
+                    set("is_animated", json!(file.file_path.ends_with(".tgs")));
+                    set("is_video", json!(file.file_path.ends_with(".webm")));
+                    set("emoji", json!(p.string("emoji")));
+                }
+                MediaKind::VideoNote => {
+                    set("length", json!(p.int("length")?.unwrap_or(width.max(240))));
+                    set("duration", json!(duration));
+                }
+            }
+            if kind == MediaKind::Animation {
+                // For backward compatibility Telegram also sends `document`.
+                let mut document = file.meta_json();
+                if let Some(name) = &file.file_name {
+                    document["file_name"] = json!(name);
+                }
+                document["mime_type"] = json!(mime);
+                fields.insert("document".to_owned(), document);
+            }
+            fields.insert(kind.field().to_owned(), object);
+        }
+        if p.flag("has_spoiler") {
+            fields.insert("has_media_spoiler".to_owned(), json!(true));
+        }
+        if p.flag("show_caption_above_media") {
+            fields.insert("show_caption_above_media".to_owned(), json!(true));
+        }
+        Ok(fields)
+    }
+
+    fn send_media(&mut self, kind: MediaKind, p: &Params) -> ApiResult {
+        let chat_id = p.chat_id()?;
+        self.chat(chat_id)?;
+        let has_caption = !matches!(kind, MediaKind::Sticker | MediaKind::VideoNote);
+        let raw_caption = p.string("caption").filter(|_| has_caption);
+        let parse_mode = p.string("parse_mode").filter(|m| !m.is_empty());
+        let (text, entities) = match &raw_caption {
+            Some(raw) => render(raw, parse_mode.as_deref(), p.structured("caption_entities")?)?,
+            None => (String::new(), Vec::new()),
+        };
+        if text.encode_utf16().count() > MAX_CAPTION_LEN {
+            return Err(ApiError::bad_request("message caption is too long"));
+        }
+        let reply_to = self.reply_target(self.chat(chat_id)?, p)?;
+        let file_id = self.input_file(kind, p)?;
+        let media = self.media_fields(kind, &file_id, p)?;
+        let bot = self.bot.clone();
+        let chat = self.chat_mut(chat_id)?;
+        let message_id = chat.alloc_message_id();
+        chat.messages.insert(
+            message_id,
+            StoredMessage {
+                from: bot,
+                date: now(),
+                text: text.clone(),
+                entities: entities.clone(),
+                media: Some(media),
+                reply_to,
+                edit_date: None,
+                link_preview_options: None,
+                deleted: false,
+            },
+        );
+        let result = chat.message_json(message_id, true).expect("message just stored");
+        let file = &self.files[&file_id];
+        let file = SentFile {
+            field: kind.field().to_owned(),
+            file_name: file.file_name.clone(),
+            mime_type: file.mime_type.clone(),
+            bytes: file.bytes.to_vec(),
+            duration: p.int("duration")?.and_then(|d| u32::try_from(d).ok()),
+            file_id: file.file_id.clone(),
+            url: file.url.clone(),
+        };
+        self.sent.push(SentMessage {
+            message_id,
+            chat_id,
+            text: raw_caption.clone().unwrap_or_default(),
+            parse_mode,
+            reply_to,
+            deleted: false,
+            method: kind.method().to_owned(),
+            rendered_text: text,
+            entities,
+            disable_notification: p.flag("disable_notification"),
+            link_preview_options: None,
+            caption: raw_caption,
+            file: Some(file),
+        });
+        Ok(result)
+    }
+
+    fn edit_message_caption(&mut self, p: &Params) -> ApiResult {
+        if p.get("inline_message_id").is_some() {
+            return Err(ApiError::bad_request("inline messages are not supported by this fake"));
+        }
+        let chat_id = p.chat_id()?;
+        let message_id = p.message_id()?;
+        let raw = p.string("caption").unwrap_or_default();
+        let parse_mode = p.string("parse_mode").filter(|m| !m.is_empty());
+        let (text, entities) = render(&raw, parse_mode.as_deref(), p.structured("caption_entities")?)?;
+        let bot_id = self.bot.id;
+        let chat = self.chat_mut(chat_id)?;
+        let message = chat
+            .messages
+            .get_mut(&message_id)
+            .filter(|m| !m.deleted)
+            .ok_or_else(|| ApiError::bad_request("message to edit not found"))?;
+        if message.from.id != bot_id {
+            return Err(ApiError::bad_request("message can't be edited"));
+        }
+        if message.media.is_none() {
+            return Err(ApiError::bad_request("there is no caption in the message to edit"));
+        }
+        if text.encode_utf16().count() > MAX_CAPTION_LEN {
+            return Err(ApiError::bad_request("message caption is too long"));
+        }
+        if message.text == text && message.entities == entities {
+            return Err(ApiError::new(400, NOT_MODIFIED));
+        }
+        message.text = text;
+        message.entities = entities;
+        message.edit_date = Some(now().max(message.date));
+        let result = chat.message_json(message_id, true).expect("message just edited");
+        self.edits.push((chat_id, message_id, raw));
+        Ok(result)
+    }
+
+    fn get_file(&self, p: &Params) -> ApiResult {
+        let file_id = p
+            .string("file_id")
+            .filter(|id| !id.trim().is_empty())
+            .ok_or_else(|| ApiError::bad_request("file_id not specified"))?;
+        let file = self
+            .files
+            .get(file_id.trim())
+            .ok_or_else(|| ApiError::bad_request("invalid file id"))?;
+        if file.bytes.len() as u64 > self.download_limit {
+            return Err(ApiError::bad_request("file is too big"));
+        }
+        let mut result = file.meta_json();
+        result["file_path"] = json!(file.file_path);
+        Ok(result)
+    }
+
+    fn get_user_profile_photos(&self, p: &Params) -> ApiResult {
+        let user_id = p.user_id()?;
+        let offset = p.int("offset")?.unwrap_or(0).max(0) as usize;
+        let limit = p.int("limit")?.unwrap_or(100).clamp(1, 100) as usize;
+        let photos: Vec<Value> = self
+            .profile_photos
+            .get(&user_id)
+            .map(|ids| {
+                let sizes = ids
+                    .iter()
+                    .map(|id| {
+                        let file = &self.files[id];
+                        file.photo_size_json(file.dims.unwrap_or(DEFAULT_PHOTO_SIZE))
+                    })
+                    .collect();
+                vec![Value::Array(sizes)]
+            })
+            .unwrap_or_default();
+        Ok(json!({
+            "total_count": photos.len(),
+            "photos": photos.into_iter().skip(offset).take(limit).collect::<Vec<_>>(),
+        }))
+    }
+}
+
 /// Clears the "a getUpdates call is in flight" flag when the call ends,
 /// including when the client disconnects and the handler future is dropped.
 struct PollGuard(Arc<Shared>);
@@ -889,16 +1584,9 @@ async fn get_updates(shared: &Arc<Shared>, p: &Params) -> ApiResult {
     let timeout = p.int("timeout")?.unwrap_or(0).max(0) as u64;
     let allowed = match p.structured("allowed_updates")? {
         None => None,
-        Some(Value::Array(kinds)) => Some(
-            kinds
-                .iter()
-                .filter_map(|k| k.as_str().map(str::to_owned))
-                .collect(),
-        ),
+        Some(Value::Array(kinds)) => Some(kinds.iter().filter_map(|k| k.as_str().map(str::to_owned)).collect()),
         Some(_) => {
-            return Err(ApiError::bad_request(
-                "can't parse allowed_updates JSON object",
-            ));
+            return Err(ApiError::bad_request("can't parse allowed_updates JSON object"));
         }
     };
     let _guard = {
@@ -921,9 +1609,7 @@ async fn get_updates(shared: &Arc<Shared>, p: &Params) -> ApiResult {
         {
             let st = shared.lock();
             if !st.updates.is_empty() || tokio::time::Instant::now() >= deadline {
-                return Ok(Value::Array(
-                    st.updates.iter().take(limit).cloned().collect(),
-                ));
+                return Ok(Value::Array(st.updates.iter().take(limit).cloned().collect()));
             }
         }
         // Either an update arrived or the deadline passed; the loop re-checks.
@@ -944,7 +1630,7 @@ async fn handle(
         None => return ApiError::not_found().into_response(),
     }
     let method = method.to_ascii_lowercase();
-    let result = handle_method(&shared, &method, &headers, query.as_deref(), &body).await;
+    let result = handle_method(&shared, &method, &headers, query.as_deref(), body).await;
     shared.activity.notify_waiters();
     match result {
         Ok(result) => Json(json!({ "ok": true, "result": result })).into_response(),
@@ -957,16 +1643,13 @@ async fn handle_method(
     method: &str,
     headers: &HeaderMap,
     query: Option<&str>,
-    body: &[u8],
+    body: Bytes,
 ) -> ApiResult {
-    let params = Params::parse(headers, query, body);
+    let params = Params::parse(headers, query, &body);
     let fault = {
         let mut st = shared.lock();
         *st.calls.entry(method.to_owned()).or_default() += 1;
-        let recorded = params
-            .as_ref()
-            .map(|p| Value::Object(p.0.clone()))
-            .unwrap_or(Value::Null);
+        let recorded = params.as_ref().map_or(Value::Null, Params::recorded);
         st.requests.push((method.to_owned(), recorded));
         st.faults.get_mut(method).and_then(VecDeque::pop_front)
     };
@@ -982,24 +1665,42 @@ async fn handle_method(
     }
 }
 
+/// `GET {api_url}/file/bot{token}/{file_path}`: the bytes of a known file.
+async fn download(
+    State(shared): State<Arc<Shared>>,
+    Path((bot_segment, file_path)): Path<(String, String)>,
+) -> Response {
+    match bot_segment.strip_prefix("bot") {
+        Some(token) if token == shared.token => {}
+        Some(_) => return ApiError::new(401, "Unauthorized").into_response(),
+        None => return ApiError::not_found().into_response(),
+    }
+    let bytes = shared
+        .lock()
+        .files
+        .values()
+        .find(|f| f.file_path == file_path && f.url.is_none())
+        .map(|f| f.bytes.clone());
+    shared.activity.notify_waiters();
+    match bytes {
+        Some(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+        None => ApiError::not_found().into_response(),
+    }
+}
+
 async fn fallback() -> Response {
     ApiError::not_found().into_response()
 }
 
 /// Applies `entities` or `parse_mode` to a raw text and trims it, giving the
 /// `(text, entities)` Telegram stores.
-fn render(
-    raw: &str,
-    parse_mode: Option<&str>,
-    entities: Option<Value>,
-) -> Result<(String, Vec<Value>), ApiError> {
+fn render(raw: &str, parse_mode: Option<&str>, entities: Option<Value>) -> Result<(String, Vec<Value>), ApiError> {
     let (text, entities) = match (entities, parse_mode) {
         (Some(Value::Array(entities)), _) => (raw.to_owned(), entities),
         (Some(_), _) => return Err(ApiError::bad_request("can't parse entities JSON object")),
         (None, None) => (raw.to_owned(), Vec::new()),
         (None, Some(mode)) => match mode.to_ascii_lowercase().as_str() {
-            "html" => parse_html(raw)
-                .map_err(|e| ApiError::bad_request(format!("can't parse entities: {e}")))?,
+            "html" => parse_html(raw).map_err(|e| ApiError::bad_request(format!("can't parse entities: {e}")))?,
             "markdown" | "markdownv2" => (raw.to_owned(), Vec::new()),
             _ => return Err(ApiError::bad_request("unsupported parse_mode")),
         },
@@ -1011,9 +1712,7 @@ fn render(
 /// clipping entities (UTF-16 offsets) and dropping those left empty.
 fn trim_message(text: &str, entities: Vec<Value>) -> (String, Vec<Value>) {
     let trimmed_start = text.trim_start();
-    let lead = text[..text.len() - trimmed_start.len()]
-        .encode_utf16()
-        .count() as i64;
+    let lead = text[..text.len() - trimmed_start.len()].encode_utf16().count() as i64;
     let trimmed = trimmed_start.trim_end();
     let end = lead + trimmed.encode_utf16().count() as i64;
     let entities = entities
@@ -1069,12 +1768,7 @@ fn parse_html(src: &str) -> Result<(String, Vec<Value>), String> {
             i += 2 + close + 1;
         } else if let Some(after) = rest.strip_prefix('<') {
             let (name, attrs, consumed) = parse_start_tag(after, i)?;
-            let attr = |key: &str| {
-                attrs
-                    .iter()
-                    .find(|(k, _)| k == key)
-                    .map(|(_, v)| v.as_str())
-            };
+            let attr = |key: &str| attrs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
             let entity = match name.as_str() {
                 "b" | "strong" => Some(json!({ "type": "bold" })),
                 "i" | "em" => Some(json!({ "type": "italic" })),
@@ -1102,16 +1796,11 @@ fn parse_html(src: &str) -> Result<(String, Vec<Value>), String> {
                     None => Some(json!({ "type": "code" })),
                 },
                 "pre" => Some(json!({ "type": "pre" })),
-                "blockquote" if attr("expandable").is_some() => {
-                    Some(json!({ "type": "expandable_blockquote" }))
-                }
+                "blockquote" if attr("expandable").is_some() => Some(json!({ "type": "expandable_blockquote" })),
                 "blockquote" => Some(json!({ "type": "blockquote" })),
-                "tg-emoji" => attr("emoji-id")
-                    .map(|id| json!({ "type": "custom_emoji", "custom_emoji_id": id })),
+                "tg-emoji" => attr("emoji-id").map(|id| json!({ "type": "custom_emoji", "custom_emoji_id": id })),
                 other => {
-                    return Err(format!(
-                        "Unsupported start tag \"{other}\" at byte offset {i}"
-                    ));
+                    return Err(format!("Unsupported start tag \"{other}\" at byte offset {i}"));
                 }
             };
             stack.push(Open {
@@ -1173,11 +1862,7 @@ fn parse_start_tag(after: &str, at: usize) -> Result<StartTag, String> {
             Some(_) => {}
         }
         let start = j;
-        while j < bytes.len()
-            && !bytes[j].is_ascii_whitespace()
-            && bytes[j] != b'='
-            && bytes[j] != b'>'
-        {
+        while j < bytes.len() && !bytes[j].is_ascii_whitespace() && bytes[j] != b'=' && bytes[j] != b'>' {
             j += 1;
         }
         if start == j {
@@ -1215,12 +1900,7 @@ fn parse_start_tag(after: &str, at: usize) -> Result<StartTag, String> {
 /// `&amp;`, `&quot;`, `&#N;`, `&#xN;`) or a literal character. Returns the
 /// character and the number of bytes consumed.
 fn decode_entity(s: &str) -> (char, usize) {
-    for (name, ch) in [
-        ("&lt;", '<'),
-        ("&gt;", '>'),
-        ("&amp;", '&'),
-        ("&quot;", '"'),
-    ] {
+    for (name, ch) in [("&lt;", '<'), ("&gt;", '>'), ("&amp;", '&'), ("&quot;", '"')] {
         if s.starts_with(name) {
             return (ch, name.len());
         }
@@ -1231,17 +1911,12 @@ fn decode_entity(s: &str) -> (char, usize) {
             None => (num, 10, 2),
         };
         if let Some(end) = digits.find(';')
-            && let Some(ch) = u32::from_str_radix(&digits[..end], radix)
-                .ok()
-                .and_then(char::from_u32)
+            && let Some(ch) = u32::from_str_radix(&digits[..end], radix).ok().and_then(char::from_u32)
         {
             return (ch, prefix + end + 1);
         }
     }
-    let ch = s
-        .chars()
-        .next()
-        .expect("decode_entity called on empty input");
+    let ch = s.chars().next().expect("decode_entity called on empty input");
     (ch, ch.len_utf8())
 }
 
@@ -1269,6 +1944,168 @@ fn normalize_url(href: &str) -> Option<String> {
     url::Url::parse(&prefixed).ok().map(|_| prefixed)
 }
 
+/// Position of the first `needle` in `haystack` at or after `from`.
+fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    let (&first, rest) = needle.split_first()?;
+    let mut at = from;
+    while at + needle.len() <= haystack.len() {
+        let candidate = at + haystack[at..].iter().position(|&b| b == first)?;
+        if haystack.get(candidate + 1..candidate + needle.len())? == rest {
+            return Some(candidate);
+        }
+        at = candidate + 1;
+    }
+    None
+}
+
+/// The `key=value` parameters of a header value such as
+/// `form-data; name="x"; filename="a.txt"` (keys lower-cased, quotes and
+/// backslash escapes removed); the leading value itself is skipped.
+fn header_params(value: &str) -> Vec<(String, String)> {
+    let mut params = Vec::new();
+    let mut chars = value.chars().peekable();
+    for c in chars.by_ref() {
+        if c == ';' {
+            break;
+        }
+    }
+    while chars.peek().is_some() {
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c == ';' {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.next() == Some('=') {
+            while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                chars.next();
+            }
+            if chars.peek() == Some(&'"') {
+                chars.next();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => value.extend(chars.next()),
+                        '"' => break,
+                        c => value.push(c),
+                    }
+                }
+                for c in chars.by_ref() {
+                    if c == ';' {
+                        break;
+                    }
+                }
+            } else {
+                for c in chars.by_ref() {
+                    if c == ';' {
+                        break;
+                    }
+                    value.push(c);
+                }
+                value = value.trim().to_owned();
+            }
+        }
+        let key = key.trim().to_ascii_lowercase();
+        if !key.is_empty() {
+            params.push((key, value));
+        }
+    }
+    params
+}
+
+/// The lower-cased extension of a file name, if it looks like one.
+fn extension(file_name: &str) -> Option<String> {
+    let (stem, extension) = file_name.rsplit_once('.')?;
+    (!stem.is_empty() && (1..=8).contains(&extension.len()) && extension.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .then(|| extension.to_ascii_lowercase())
+}
+
+/// The MIME type Telegram derives from a file name's extension.
+fn guess_mime(file_name: &str) -> Option<&'static str> {
+    Some(match extension(file_name)?.as_str() {
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "svg" => "image/svg+xml",
+        "ogg" | "oga" | "opus" => "audio/ogg",
+        "mp3" => "audio/mpeg",
+        "m4a" => "audio/mp4",
+        "flac" => "audio/flac",
+        "wav" => "audio/x-wav",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        "mov" => "video/quicktime",
+        "mkv" => "video/x-matroska",
+        "tgs" => "application/x-tgsticker",
+        "pdf" => "application/pdf",
+        "zip" => "application/zip",
+        "json" => "application/json",
+        "txt" | "log" => "text/plain",
+        "html" | "htm" => "text/html",
+        "csv" => "text/csv",
+        _ => return None,
+    })
+}
+
+/// `dims` scaled down (keeping the aspect ratio) so that neither side exceeds `max_side`.
+fn fit((width, height): (u32, u32), max_side: u32) -> (u32, u32) {
+    let longest = width.max(height);
+    if longest <= max_side {
+        return (width, height);
+    }
+    let scale = |side: u32| ((u64::from(side) * u64::from(max_side)) / u64::from(longest)).max(1) as u32;
+    (scale(width), scale(height))
+}
+
+/// Width and height of a PNG, GIF, JPEG or WebP image, read from its header.
+fn image_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    let be16 = |at: usize| Some(u32::from(u16::from_be_bytes(bytes.get(at..at + 2)?.try_into().ok()?)));
+    let le16 = |at: usize| Some(u32::from(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?)));
+    let be32 = |at: usize| Some(u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+    let le24 = |at: usize| {
+        let b = bytes.get(at..at + 3)?;
+        Some(u32::from(b[0]) | u32::from(b[1]) << 8 | u32::from(b[2]) << 16)
+    };
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.get(12..16) == Some(b"IHDR") {
+        return Some((be32(16)?, be32(20)?));
+    }
+    if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        return Some((le16(6)?, le16(8)?));
+    }
+    if bytes.starts_with(b"RIFF") && bytes.get(8..12) == Some(b"WEBP") {
+        return match bytes.get(12..16)? {
+            b"VP8X" => Some((le24(24)? + 1, le24(27)? + 1)),
+            b"VP8 " => Some((le16(26)? & 0x3fff, le16(28)? & 0x3fff)),
+            b"VP8L" => {
+                let bits = u32::from_le_bytes(bytes.get(21..25)?.try_into().ok()?);
+                Some(((bits & 0x3fff) + 1, ((bits >> 14) & 0x3fff) + 1))
+            }
+            _ => None,
+        };
+    }
+    if bytes.starts_with(&[0xff, 0xd8]) {
+        let mut at = 2;
+        while at + 4 <= bytes.len() {
+            if bytes[at] != 0xff {
+                return None;
+            }
+            let marker = bytes[at + 1];
+            match marker {
+                0xff => at += 1,
+                0x01 | 0xd0..=0xd7 => at += 2,
+                0xc0..=0xcf if !matches!(marker, 0xc4 | 0xc8 | 0xcc) => {
+                    return Some((be16(at + 7)?, be16(at + 5)?));
+                }
+                _ => at += 2 + be16(at + 2)? as usize,
+            }
+        }
+    }
+    None
+}
+
 impl FakeTelegram {
     /// Starts a fake Bot API server for `token` on `127.0.0.1:0`.
     ///
@@ -1279,11 +2116,7 @@ impl FakeTelegram {
             .await
             .expect("fake Telegram: bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("fake Telegram: local_addr");
-        let bot_id = token
-            .split(':')
-            .next()
-            .and_then(|id| id.parse().ok())
-            .unwrap_or(1000);
+        let bot_id = token.split(':').next().and_then(|id| id.parse().ok()).unwrap_or(1000);
         let bot = TgUser {
             id: bot_id,
             first_name: "tgmx test bot".to_owned(),
@@ -1307,6 +2140,10 @@ impl FakeTelegram {
             deletions: Vec::new(),
             reactions: Vec::new(),
             commands: json!([]),
+            files: HashMap::new(),
+            next_file: 1,
+            download_limit: DEFAULT_DOWNLOAD_LIMIT,
+            profile_photos: HashMap::new(),
         };
         let shared = Arc::new(Shared {
             token: token.to_owned(),
@@ -1317,7 +2154,9 @@ impl FakeTelegram {
         });
         let app = Router::new()
             .route("/{bot}/{method}", any(handle))
+            .route("/file/{bot}/{*file_path}", get(download))
             .fallback(fallback)
+            .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
             .with_state(shared.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -1356,13 +2195,7 @@ impl FakeTelegram {
 
     /// Registers a (human) user. Like on Telegram, the private chat with the
     /// bot has the user's id as chat id; it is registered too.
-    pub fn add_user(
-        &self,
-        id: i64,
-        first_name: &str,
-        last_name: Option<&str>,
-        username: Option<&str>,
-    ) -> TgUser {
+    pub fn add_user(&self, id: i64, first_name: &str, last_name: Option<&str>, username: Option<&str>) -> TgUser {
         let user = TgUser {
             id,
             first_name: first_name.to_owned(),
@@ -1401,11 +2234,26 @@ impl FakeTelegram {
             Value::Array(entities) => entities,
             other => panic!("fake Telegram: entities must be a JSON array or null, got {other}"),
         };
+        self.inject(chat_id, from, text, entities, reply_to, None)
+    }
+
+    /// Stores a user message (a text, or a caption with `media` fields) and
+    /// queues its `message` update.
+    fn inject(
+        &self,
+        chat_id: i64,
+        from: &TgUser,
+        text: &str,
+        entities: Vec<Value>,
+        reply_to: Option<i32>,
+        media: Option<Map<String, Value>>,
+    ) -> i32 {
         let mut st = self.shared.lock();
         st.users.entry(from.id).or_insert_with(|| from.clone());
-        let chat = st.chats.get_mut(&chat_id).unwrap_or_else(|| {
-            panic!("fake Telegram: inject into unknown chat {chat_id}; call add_chat first")
-        });
+        let chat = st
+            .chats
+            .get_mut(&chat_id)
+            .unwrap_or_else(|| panic!("fake Telegram: inject into unknown chat {chat_id}; call add_chat first"));
         if let Some(target) = reply_to {
             assert!(
                 chat.live(target).is_some(),
@@ -1420,19 +2268,190 @@ impl FakeTelegram {
                 date: now(),
                 text: text.to_owned(),
                 entities,
+                media,
                 reply_to,
                 edit_date: None,
                 link_preview_options: None,
                 deleted: false,
             },
         );
-        let payload = chat
-            .message_json(message_id, true)
-            .expect("message just stored");
+        let payload = chat.message_json(message_id, true).expect("message just stored");
         st.push_update("message", payload);
         drop(st);
         self.notify_update();
         message_id
+    }
+
+    /// A user posts a photo of `width`x`height` pixels (two sizes: a
+    /// thumbnail and the full size last, both with `bytes`) with an optional
+    /// caption; queues a `message` update and returns the message id.
+    pub fn inject_photo(
+        &self,
+        chat_id: i64,
+        from: &TgUser,
+        bytes: Vec<u8>,
+        width: u32,
+        height: u32,
+        caption: Option<&str>,
+    ) -> i32 {
+        let photo = {
+            let mut st = self.shared.lock();
+            let mime = Some("image/jpeg".to_owned());
+            let file = st.store_file(MediaKind::Photo, "photos", bytes.into(), None, mime);
+            file.dims = Some((width, height));
+            let file_id = file.file_id.clone();
+            st.photo_sizes(&file_id)
+        };
+        self.inject_file_message(chat_id, from, caption, "photo", photo)
+    }
+
+    /// A user posts a file as a document with an optional caption; queues a
+    /// `message` update and returns the message id.
+    pub fn inject_document(
+        &self,
+        chat_id: i64,
+        from: &TgUser,
+        bytes: Vec<u8>,
+        file_name: &str,
+        mime: &str,
+        caption: Option<&str>,
+    ) -> i32 {
+        let document = {
+            let mut st = self.shared.lock();
+            let file = st.store_file(
+                MediaKind::Document,
+                MediaKind::Document.dir(),
+                bytes.into(),
+                Some(file_name.to_owned()),
+                Some(mime.to_owned()),
+            );
+            let mut document = file.meta_json();
+            document["file_name"] = json!(file_name);
+            document["mime_type"] = json!(mime);
+            document
+        };
+        self.inject_file_message(chat_id, from, caption, "document", document)
+    }
+
+    /// A user posts a voice message (`audio/ogg`) of `duration` seconds;
+    /// queues a `message` update and returns the message id.
+    pub fn inject_voice(&self, chat_id: i64, from: &TgUser, bytes: Vec<u8>, duration: u32) -> i32 {
+        let voice = {
+            let mut st = self.shared.lock();
+            let mime = Some("audio/ogg".to_owned());
+            let file = st.store_file(MediaKind::Voice, MediaKind::Voice.dir(), bytes.into(), None, mime);
+            let mut voice = file.meta_json();
+            voice["duration"] = json!(duration);
+            voice["mime_type"] = json!("audio/ogg");
+            voice
+        };
+        self.inject_file_message(chat_id, from, None, "voice", voice)
+    }
+
+    /// A user posts a message of any other kind: `fields` (a JSON object such
+    /// as `{"sticker": {..}}` or `{"location": {..}}`) is merged into the
+    /// `Message` object. Queues a `message` update and returns the message id.
+    /// Use [`FakeTelegram::add_file`] and [`FakeTelegram::file_meta`] for the
+    /// file fields of a downloadable attachment.
+    pub fn inject_media(&self, chat_id: i64, from: &TgUser, fields: Value) -> i32 {
+        let Value::Object(fields) = fields else {
+            panic!("fake Telegram: inject_media fields must be a JSON object, got {fields}");
+        };
+        self.inject(chat_id, from, "", Vec::new(), None, Some(fields))
+    }
+
+    fn inject_file_message(
+        &self,
+        chat_id: i64,
+        from: &TgUser,
+        caption: Option<&str>,
+        field: &str,
+        value: Value,
+    ) -> i32 {
+        let media = Map::from_iter([(field.to_owned(), value)]);
+        self.inject(chat_id, from, caption.unwrap_or(""), Vec::new(), None, Some(media))
+    }
+
+    /// `user` changes their reactions to `message_id` from the emoji `old` to
+    /// `new`; queues a `message_reaction` update, which (as on Telegram) only
+    /// exists if the last `allowed_updates` listed `message_reaction`.
+    ///
+    /// Panics if the message does not exist.
+    pub fn inject_reaction(&self, chat_id: i64, user: &TgUser, message_id: i32, old: &[&str], new: &[&str]) {
+        let emoji = |list: &[&str]| -> Vec<Value> {
+            list.iter()
+                .map(|emoji| json!({ "type": "emoji", "emoji": emoji }))
+                .collect()
+        };
+        let mut st = self.shared.lock();
+        st.users.entry(user.id).or_insert_with(|| user.clone());
+        let chat = st
+            .chats
+            .get(&chat_id)
+            .unwrap_or_else(|| panic!("fake Telegram: unknown chat {chat_id}"));
+        assert!(
+            chat.live(message_id).is_some(),
+            "fake Telegram: no message {message_id} in chat {chat_id} to react to"
+        );
+        let payload = json!({
+            "chat": chat.to_json(),
+            "message_id": message_id,
+            "user": user.to_json(),
+            "date": now(),
+            "old_reaction": emoji(old),
+            "new_reaction": emoji(new),
+        });
+        st.push_update("message_reaction", payload);
+        drop(st);
+        self.notify_update();
+    }
+
+    /// Stores a file (as a document) and returns its `file_id`; see
+    /// [`FakeTelegram::file_meta`] for its `file_unique_id` and size.
+    pub fn add_file(&self, bytes: Vec<u8>) -> String {
+        let kind = MediaKind::Document;
+        let mut st = self.shared.lock();
+        st.store_file(kind, kind.dir(), bytes.into(), None, None)
+            .file_id
+            .clone()
+    }
+
+    /// `{"file_id", "file_unique_id", "file_size"}` of a known file (the
+    /// fields every Bot API file object starts with), `None` if unknown.
+    pub fn file_meta(&self, file_id: &str) -> Option<Value> {
+        self.shared.lock().files.get(file_id).map(StoredFile::meta_json)
+    }
+
+    /// The bytes of a known file (`None` if unknown or only known by URL).
+    pub fn file_bytes(&self, file_id: &str) -> Option<Vec<u8>> {
+        let st = self.shared.lock();
+        let file = st.files.get(file_id).filter(|f| f.url.is_none())?;
+        Some(file.bytes.to_vec())
+    }
+
+    /// Sets the largest file size `getFile` accepts (default 20 MiB).
+    pub fn set_download_limit(&self, bytes: u64) {
+        self.shared.lock().download_limit = bytes;
+    }
+
+    /// Gives `user_id` a profile photo (replacing any previous one):
+    /// `getUserProfilePhotos` then returns one photo in two sizes (160 px and
+    /// 640 px on the longest side, at most the image's own size if its header
+    /// is readable), both downloadable with `bytes`.
+    pub fn set_profile_photo(&self, user_id: i64, bytes: Vec<u8>) {
+        let bytes = Bytes::from(bytes);
+        let full = image_dimensions(&bytes).map_or((640, 640), |dims| fit(dims, 640));
+        let mut st = self.shared.lock();
+        let sizes = [fit(full, 160), full]
+            .into_iter()
+            .map(|dims| {
+                let mime = Some("image/jpeg".to_owned());
+                let file = st.store_file(MediaKind::Photo, "profile_photos", bytes.clone(), None, mime);
+                file.dims = Some(dims);
+                file.file_id.clone()
+            })
+            .collect();
+        st.profile_photos.insert(user_id, sizes);
     }
 
     /// The author of `message_id` edits it to `new_text` (entities cleared);
@@ -1449,15 +2468,11 @@ impl FakeTelegram {
             .messages
             .get_mut(&message_id)
             .filter(|m| !m.deleted)
-            .unwrap_or_else(|| {
-                panic!("fake Telegram: no message {message_id} in chat {chat_id} to edit")
-            });
+            .unwrap_or_else(|| panic!("fake Telegram: no message {message_id} in chat {chat_id} to edit"));
         message.text = new_text.to_owned();
         message.entities.clear();
         message.edit_date = Some(now().max(message.date));
-        let payload = chat
-            .message_json(message_id, true)
-            .expect("message just edited");
+        let payload = chat.message_json(message_id, true).expect("message just edited");
         st.push_update("edited_message", payload);
         drop(st);
         self.notify_update();
@@ -1479,11 +2494,7 @@ impl FakeTelegram {
 
     /// The current Bot API `Message` JSON of a stored message (`None` if unknown or deleted).
     pub fn message(&self, chat_id: i64, message_id: i32) -> Option<Value> {
-        self.shared
-            .lock()
-            .chats
-            .get(&chat_id)?
-            .message_json(message_id, true)
+        self.shared.lock().chats.get(&chat_id)?.message_json(message_id, true)
     }
 
     /// Every message the bot sent to `chat_id`, in order, deleted ones included (`deleted: true`).
@@ -1497,7 +2508,8 @@ impl FakeTelegram {
             .collect()
     }
 
-    /// `(message_id, raw new text)` of every successful `editMessageText` in `chat_id`, in order.
+    /// `(message_id, raw new text or caption)` of every successful
+    /// `editMessageText` / `editMessageCaption` in `chat_id`, in order.
     pub fn edits(&self, chat_id: i64) -> Vec<(i32, String)> {
         let st = self.shared.lock();
         st.edits
@@ -1510,11 +2522,7 @@ impl FakeTelegram {
     /// Ids of the messages the bot deleted in `chat_id`, in order.
     pub fn deleted(&self, chat_id: i64) -> Vec<i32> {
         let st = self.shared.lock();
-        st.deletions
-            .iter()
-            .filter(|d| d.0 == chat_id)
-            .map(|d| d.1)
-            .collect()
+        st.deletions.iter().filter(|d| d.0 == chat_id).map(|d| d.1).collect()
     }
 
     /// `(message_id, reaction array)` of every `setMessageReaction` in `chat_id`, in order.
@@ -1577,20 +2585,12 @@ impl FakeTelegram {
     pub fn fail_next(&self, method: &str, status: u16, retry_after: Option<u32>, times: usize) {
         let mut st = self.shared.lock();
         let queue = st.faults.entry(method.to_ascii_lowercase()).or_default();
-        queue.extend(std::iter::repeat_n(
-            ApiError::injected(status, retry_after),
-            times,
-        ));
+        queue.extend(std::iter::repeat_n(ApiError::injected(status, retry_after), times));
     }
 
     /// Waits until at least `count` messages were sent to `chat_id` and returns
     /// them all; panics with what was sent so far if `timeout` elapses first.
-    pub async fn wait_sent(
-        &self,
-        chat_id: i64,
-        count: usize,
-        timeout: Duration,
-    ) -> Vec<SentMessage> {
+    pub async fn wait_sent(&self, chat_id: i64, count: usize, timeout: Duration) -> Vec<SentMessage> {
         self.wait_for(
             timeout,
             |fake| {
@@ -1619,18 +2619,9 @@ impl FakeTelegram {
     }
 
     /// Waits until `condition` holds; panics mentioning `what` on timeout.
-    pub async fn wait_until(
-        &self,
-        what: &str,
-        timeout: Duration,
-        mut condition: impl FnMut(&FakeTelegram) -> bool,
-    ) {
-        self.wait_for(
-            timeout,
-            |fake| condition(fake).then_some(()),
-            |_| what.to_owned(),
-        )
-        .await
+    pub async fn wait_until(&self, what: &str, timeout: Duration, mut condition: impl FnMut(&FakeTelegram) -> bool) {
+        self.wait_for(timeout, |fake| condition(fake).then_some(()), |_| what.to_owned())
+            .await
     }
 
     /// Re-evaluates `check` after every request and test-side mutation until it

@@ -7,8 +7,8 @@ use reqwest::Url;
 use serde_json::{Value, json};
 use teloxide::prelude::*;
 use teloxide::types::{
-    AllowedUpdate, BotCommand, MessageEntityKind, MessageId, ParseMode, ReactionType,
-    ReplyParameters, Update, UpdateKind, UserId,
+    AllowedUpdate, BotCommand, FileId, InputFile, MessageEntityKind, MessageId, ParseMode, ReactionType,
+    ReplyParameters, Seconds, Update, UpdateKind, UserId,
 };
 use teloxide::{ApiError, RequestError};
 
@@ -26,11 +26,7 @@ async fn setup() -> (FakeTelegram, Bot) {
 
 /// Polls without waiting and returns the updates.
 async fn poll(bot: &Bot, offset: i32) -> Vec<Update> {
-    bot.get_updates()
-        .offset(offset)
-        .timeout(0)
-        .await
-        .expect("getUpdates")
+    bot.get_updates().offset(offset).timeout(0).await.expect("getUpdates")
 }
 
 fn message(update: &Update) -> &Message {
@@ -58,12 +54,7 @@ async fn fake_telegram_injected_text_arrives_as_message() {
     let alice = fake.add_user(42, "Alice", Some("Liddell"), Some("alice"));
     let id = fake.inject_text(CHAT, &alice, "hello bridge");
 
-    let updates = bot
-        .get_updates()
-        .offset(0)
-        .timeout(1)
-        .await
-        .expect("getUpdates");
+    let updates = bot.get_updates().offset(0).timeout(1).await.expect("getUpdates");
     assert_eq!(updates.len(), 1);
     let m = message(&updates[0]);
     assert_eq!(m.id, MessageId(id));
@@ -154,10 +145,7 @@ async fn fake_telegram_long_poll_waits_and_wakes_on_injection() {
         elapsed >= Duration::from_millis(250),
         "returned before the injection: {elapsed:?}"
     );
-    assert!(
-        elapsed < Duration::from_secs(2),
-        "did not wake promptly: {elapsed:?}"
-    );
+    assert!(elapsed < Duration::from_secs(2), "did not wake promptly: {elapsed:?}");
 }
 
 #[tokio::test]
@@ -206,11 +194,7 @@ async fn fake_telegram_allowed_updates_filters_new_updates() {
     let id = fake.inject_text(CHAT, &alice, "filtered out");
     assert_eq!(fake.pending_updates(), 0);
     fake.inject_edit(CHAT, id, "edited");
-    assert_eq!(
-        fake.pending_updates(),
-        1,
-        "the setting persists across calls"
-    );
+    assert_eq!(fake.pending_updates(), 1, "the setting persists across calls");
     let requests = fake.requests("getUpdates");
     assert_eq!(requests[0]["allowed_updates"], json!(["edited_message"]));
 }
@@ -223,18 +207,14 @@ async fn fake_telegram_concurrent_get_updates_conflict() {
         let bot = bot.clone();
         async move { bot.get_updates().timeout(10).await }
     });
-    fake.wait_calls("getUpdates", 1, Duration::from_secs(5))
-        .await;
+    fake.wait_calls("getUpdates", 1, Duration::from_secs(5)).await;
     let err = bot
         .get_updates()
         .timeout(0)
         .await
         .expect_err("second poll must conflict");
     assert!(
-        matches!(
-            err,
-            RequestError::Api(ApiError::TerminatedByOtherGetUpdates)
-        ),
+        matches!(err, RequestError::Api(ApiError::TerminatedByOtherGetUpdates)),
         "{err:?}"
     );
 
@@ -258,11 +238,7 @@ async fn fake_telegram_send_message_html_is_recorded_raw() {
         .reply_parameters(ReplyParameters::new(MessageId(target)))
         .await
         .expect("sendMessage");
-    assert_eq!(
-        sent.id,
-        MessageId(target + 1),
-        "ids are shared with user messages"
-    );
+    assert_eq!(sent.id, MessageId(target + 1), "ids are shared with user messages");
     assert_eq!(sent.text(), Some("Alice: 1 < 2 & link ok"));
     assert_eq!(sent.from.as_ref().unwrap().id, UserId(123456));
     assert_eq!(sent.reply_to_message().unwrap().id, MessageId(target));
@@ -327,18 +303,9 @@ async fn fake_telegram_send_message_errors_match_telegram() {
         "{err:?}"
     );
     let err = bot.send_message(ChatId(-1), "hi").await.unwrap_err();
-    assert!(
-        matches!(err, RequestError::Api(ApiError::ChatNotFound)),
-        "{err:?}"
-    );
-    let err = bot
-        .send_message(ChatId(CHAT), "x".repeat(4097))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, RequestError::Api(ApiError::MessageIsTooLong)),
-        "{err:?}"
-    );
+    assert!(matches!(err, RequestError::Api(ApiError::ChatNotFound)), "{err:?}");
+    let err = bot.send_message(ChatId(CHAT), "x".repeat(4097)).await.unwrap_err();
+    assert!(matches!(err, RequestError::Api(ApiError::MessageIsTooLong)), "{err:?}");
     let err = bot
         .send_message(ChatId(CHAT), "hi")
         .reply_parameters(ReplyParameters::new(MessageId(999)))
@@ -366,10 +333,7 @@ async fn fake_telegram_edit_and_delete_are_recorded() {
         .expect("editMessageText");
     assert_eq!(edited.text(), Some("final"));
     assert!(edited.edit_date().is_some());
-    assert_eq!(
-        fake.edits(CHAT),
-        vec![(sent.id.0, "<i>final</i>".to_owned())]
-    );
+    assert_eq!(fake.edits(CHAT), vec![(sent.id.0, "<i>final</i>".to_owned())]);
 
     let err = bot
         .edit_message_text(ChatId(CHAT), sent.id, "<i>final</i>")
@@ -389,9 +353,7 @@ async fn fake_telegram_edit_and_delete_are_recorded() {
         "{err:?}"
     );
 
-    bot.delete_message(ChatId(CHAT), sent.id)
-        .await
-        .expect("deleteMessage");
+    bot.delete_message(ChatId(CHAT), sent.id).await.expect("deleteMessage");
     bot.delete_message(ChatId(CHAT), MessageId(theirs))
         .await
         .expect("delete a user's message");
@@ -399,10 +361,7 @@ async fn fake_telegram_edit_and_delete_are_recorded() {
     let record = fake.sent(CHAT);
     assert_eq!(record.len(), 1);
     assert!(record[0].deleted);
-    assert_eq!(
-        record[0].text, "draft",
-        "the record keeps the text as first sent"
-    );
+    assert_eq!(record[0].text, "draft", "the record keeps the text as first sent");
     assert!(fake.message(CHAT, sent.id.0).is_none());
 
     let err = bot.delete_message(ChatId(CHAT), sent.id).await.unwrap_err();
@@ -410,10 +369,7 @@ async fn fake_telegram_edit_and_delete_are_recorded() {
         matches!(err, RequestError::Api(ApiError::MessageToDeleteNotFound)),
         "{err:?}"
     );
-    let err = bot
-        .edit_message_text(ChatId(CHAT), sent.id, "gone")
-        .await
-        .unwrap_err();
+    let err = bot.edit_message_text(ChatId(CHAT), sent.id, "gone").await.unwrap_err();
     assert!(
         matches!(err, RequestError::Api(ApiError::MessageToEditNotFound)),
         "{err:?}"
@@ -429,10 +385,7 @@ async fn fake_telegram_fail_next_retry_after() {
         RequestError::RetryAfter(secs) => assert_eq!(secs.seconds(), 2),
         other => panic!("expected RetryAfter, got {other:?}"),
     }
-    assert!(
-        fake.sent(CHAT).is_empty(),
-        "a rate-limited call has no effect"
-    );
+    assert!(fake.sent(CHAT).is_empty(), "a rate-limited call has no effect");
     bot.send_message(ChatId(CHAT), "hi")
         .await
         .expect("second attempt succeeds");
@@ -455,10 +408,7 @@ async fn fake_telegram_wrong_token_and_unknown_method() {
     let (fake, _bot) = setup().await;
     let wrong = Bot::new("123456:WRONG").set_api_url(Url::parse(&fake.api_url()).unwrap());
     let err = wrong.get_me().await.unwrap_err();
-    assert!(
-        matches!(err, RequestError::Api(ApiError::InvalidToken)),
-        "{err:?}"
-    );
+    assert!(matches!(err, RequestError::Api(ApiError::InvalidToken)), "{err:?}");
     assert_eq!(fake.calls("getMe"), 0, "unauthorized calls are not counted");
 
     let http = reqwest::Client::new();
@@ -521,10 +471,33 @@ async fn fake_telegram_accepts_query_and_form_encodings() {
     assert!(body["result"].get("reply_to_message").is_none());
     assert_eq!(fake.sent(CHAT)[0].text, "<b>hi</b>");
 
+    // A hand-written multipart body: text fields, a JSON-valued structured field.
+    let multipart = format!(
+        "--XyZ\r\nContent-Disposition: form-data; name=\"chat_id\"\r\n\r\n{CHAT}\r\n\
+         --XyZ\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nline 1\r\nline 2\r\n\
+         --XyZ\r\nContent-Disposition: form-data; name=\"reply_parameters\"\r\n\r\n\
+         {{\"message_id\":99,\"allow_sending_without_reply\":true}}\r\n--XyZ--\r\n"
+    );
+    let body: Value = http
+        .post(format!("{base}/sendMessage"))
+        .header("content-type", "multipart/form-data; boundary=XyZ")
+        .body(multipart)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["ok"], json!(true), "{body}");
+    assert_eq!(body["result"]["text"], json!("line 1\r\nline 2"));
+    let recorded = &fake.requests("sendMessage")[1];
+    assert_eq!(recorded["reply_parameters"]["message_id"], json!(99));
+    assert_eq!(recorded["chat_id"], json!(CHAT.to_string()));
+
     let response = http
         .post(format!("{base}/sendMessage"))
         .header("content-type", "multipart/form-data; boundary=x")
-        .body("--x--")
+        .body("garbage")
         .send()
         .await
         .unwrap();
@@ -544,10 +517,7 @@ async fn fake_telegram_chat_and_bookkeeping_methods_parse() {
     assert!(private.is_private());
     assert_eq!(private.username(), Some("alice"));
     let err = bot.get_chat(ChatId(-5)).await.unwrap_err();
-    assert!(
-        matches!(err, RequestError::Api(ApiError::ChatNotFound)),
-        "{err:?}"
-    );
+    assert!(matches!(err, RequestError::Api(ApiError::ChatNotFound)), "{err:?}");
 
     bot.set_my_commands([BotCommand::new("status", "Show bridge status")])
         .await
@@ -563,13 +533,11 @@ async fn fake_telegram_chat_and_bookkeeping_methods_parse() {
         .await
         .expect("pinChatMessage");
     assert_eq!(fake.pinned(CHAT), vec![id]);
-    bot.unpin_chat_message(ChatId(CHAT))
-        .await
-        .expect("unpinChatMessage");
+    bot.unpin_chat_message(ChatId(CHAT)).await.expect("unpinChatMessage");
     assert!(fake.pinned(CHAT).is_empty());
     bot.set_message_reaction(ChatId(CHAT), MessageId(id))
         .reaction([ReactionType::Emoji {
-            emoji: "👍".to_owned(),
+            emoji: "👍".to_owned()
         }])
         .await
         .expect("setMessageReaction");
@@ -632,4 +600,411 @@ async fn fake_telegram_abandoned_long_poll_frees_the_slot() {
             Err(err) => panic!("poll slot not freed: {err:?}"),
         }
     }
+}
+
+/// Bytes that exercise the multipart parser: every byte value, CRLFs and
+/// boundary-like `--` runs.
+fn tricky_bytes(len: usize) -> Vec<u8> {
+    let pattern: Vec<u8> = (0..=255u8).chain(*b"\r\n--\r\n\r\n--boundary\r\n").collect();
+    pattern.iter().copied().cycle().take(len).collect()
+}
+
+/// The header of a PNG image of `width`x`height` (enough for dimension sniffing).
+fn png_header(width: u32, height: u32) -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+    png.extend(width.to_be_bytes());
+    png.extend(height.to_be_bytes());
+    png.extend([8, 6, 0, 0, 0]);
+    png
+}
+
+/// Downloads `{api_url}/file/bot{token}/{path}` with a plain HTTP client.
+async fn download(fake: &FakeTelegram, token: &str, path: &str) -> reqwest::Response {
+    reqwest::get(format!("{}/file/bot{token}/{path}", fake.api_url()))
+        .await
+        .expect("download request")
+}
+
+/// `getFile` + download of a file id, as the bridge does it.
+async fn fetch(fake: &FakeTelegram, bot: &Bot, file_id: &str) -> Vec<u8> {
+    let file = bot.get_file(FileId(file_id.to_owned())).await.expect("getFile");
+    let response = download(fake, TOKEN, &file.path).await;
+    assert_eq!(response.status(), 200);
+    let bytes = response.bytes().await.unwrap().to_vec();
+    assert_eq!(file.meta.size as usize, bytes.len());
+    bytes
+}
+
+#[tokio::test]
+async fn fake_telegram_send_voice_uploads_bytes_and_caption() {
+    let (fake, bot) = setup().await;
+    let alice = fake.add_user(42, "Alice", None, None);
+    let target = fake.inject_text(CHAT, &alice, "say it");
+    let bytes = tricky_bytes(300_000);
+
+    let sent = bot
+        .send_voice(ChatId(CHAT), InputFile::memory(bytes.clone()).file_name("x.ogg"))
+        .caption("<b>hear</b> this")
+        .parse_mode(ParseMode::Html)
+        .duration(7)
+        .reply_parameters(ReplyParameters::new(MessageId(target)))
+        .await
+        .expect("sendVoice");
+    let voice = sent.voice().expect("a voice message");
+    assert_eq!(voice.duration, Seconds::from_seconds(7));
+    assert_eq!(voice.file.size as usize, bytes.len());
+    assert_eq!(
+        voice.mime_type.as_ref().map(ToString::to_string).as_deref(),
+        Some("audio/ogg")
+    );
+    assert_eq!(sent.caption(), Some("hear this"));
+    let entities = sent.caption_entities().expect("caption entities");
+    assert_eq!(
+        (entities[0].kind.clone(), entities[0].offset, entities[0].length),
+        (MessageEntityKind::Bold, 0, 4)
+    );
+    assert_eq!(sent.reply_to_message().unwrap().id, MessageId(target));
+
+    let record = fake.sent(CHAT);
+    assert_eq!(record.len(), 1);
+    let record = &record[0];
+    assert_eq!(record.method, "sendVoice");
+    assert_eq!(record.message_id, sent.id.0);
+    assert_eq!(record.caption.as_deref(), Some("<b>hear</b> this"));
+    assert_eq!(record.text, "<b>hear</b> this");
+    assert_eq!(record.rendered_text, "hear this");
+    assert_eq!(record.parse_mode.as_deref(), Some("HTML"));
+    assert_eq!(record.reply_to, Some(target));
+    let file = record.file.as_ref().expect("file");
+    assert_eq!(file.field, "voice");
+    assert_eq!(file.file_name.as_deref(), Some("x.ogg"));
+    assert_eq!(file.mime_type.as_deref(), Some("audio/ogg"));
+    assert_eq!(file.duration, Some(7));
+    assert!(file.bytes == bytes, "uploaded bytes differ");
+    assert_eq!(file.file_id, voice.file.id.0);
+
+    // The uploaded file can be fetched back byte for byte.
+    assert!(fetch(&fake, &bot, &voice.file.id.0).await == bytes);
+    assert!(fake.file_bytes(&voice.file.id.0).unwrap() == bytes);
+    let recorded = &fake.requests("sendVoice")[0];
+    assert_eq!(recorded["duration"], json!("7"));
+    assert_eq!(recorded["reply_parameters"]["message_id"], json!(target));
+}
+
+#[tokio::test]
+async fn fake_telegram_send_document_by_upload_file_id_and_url() {
+    let (fake, bot) = setup().await;
+    let bytes = tricky_bytes(5000);
+    let first = bot
+        .send_document(ChatId(CHAT), InputFile::memory(bytes.clone()).file_name("report.pdf"))
+        .caption("monthly report")
+        .await
+        .expect("sendDocument");
+    let document = first.document().expect("a document message");
+    assert_eq!(document.file_name.as_deref(), Some("report.pdf"));
+    assert_eq!(
+        document.mime_type.as_ref().map(ToString::to_string).as_deref(),
+        Some("application/pdf")
+    );
+    assert_eq!(first.caption(), Some("monthly report"));
+    assert!(first.caption_entities().is_none_or(<[_]>::is_empty));
+
+    // Re-sending by file id keeps the file.
+    let again = bot
+        .send_document(ChatId(CHAT), InputFile::file_id(document.file.id.clone()))
+        .await
+        .expect("sendDocument by file_id");
+    let resent = again.document().unwrap();
+    assert_eq!(resent.file.id, document.file.id);
+    assert_eq!(resent.file.unique_id, document.file.unique_id);
+    assert!(again.caption().is_none());
+
+    let url = Url::parse("https://example.org/a.zip").unwrap();
+    let by_url = bot
+        .send_document(ChatId(CHAT), InputFile::url(url))
+        .await
+        .expect("sendDocument by URL");
+    assert!(by_url.document().is_some());
+
+    let err = bot
+        .send_document(ChatId(CHAT), InputFile::file_id("nonsense".into()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RequestError::Api(ApiError::WrongFileIdOrUrl)), "{err:?}");
+
+    let record = fake.sent(CHAT);
+    assert_eq!(record.len(), 3);
+    assert!(record.iter().all(|s| s.method == "sendDocument"));
+    assert_eq!(record[0].text, "monthly report");
+    assert!(record[1].file.as_ref().unwrap().bytes == bytes);
+    assert_eq!(record[1].caption, None);
+    assert_eq!(record[1].text, "");
+    let url_file = record[2].file.as_ref().unwrap();
+    assert_eq!(url_file.url.as_deref(), Some("https://example.org/a.zip"));
+    assert!(url_file.bytes.is_empty());
+}
+
+#[tokio::test]
+async fn fake_telegram_send_photo_sizes_and_limits() {
+    let (fake, bot) = setup().await;
+    let sent = bot
+        .send_photo(
+            ChatId(CHAT),
+            InputFile::memory(png_header(640, 480)).file_name("cat.png"),
+        )
+        .caption("a cat")
+        .await
+        .expect("sendPhoto");
+    let sizes = sent.photo().expect("a photo message");
+    assert_eq!(sizes.len(), 2);
+    assert_eq!((sizes[1].width, sizes[1].height), (640, 480));
+    assert_eq!((sizes[0].width, sizes[0].height), (90, 67));
+    assert_eq!(sent.caption(), Some("a cat"));
+    assert!(fetch(&fake, &bot, &sizes[1].file.id.0).await == png_header(640, 480));
+
+    // Bytes that are not a recognizable image are accepted with a nominal size.
+    let blob = bot
+        .send_photo(ChatId(CHAT), InputFile::memory(vec![1, 2, 3]).file_name("x.jpg"))
+        .await
+        .expect("sendPhoto");
+    let blob_sizes = blob.photo().unwrap();
+    assert_eq!((blob_sizes[1].width, blob_sizes[1].height), (800, 600));
+
+    let err = bot
+        .send_photo(
+            ChatId(CHAT),
+            InputFile::memory(png_header(20_000, 100)).file_name("wide.png"),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RequestError::Api(ApiError::Unknown(d)) if d == "Bad Request: PHOTO_INVALID_DIMENSIONS"),
+        "{err:?}"
+    );
+    let mut big = png_header(1000, 1000);
+    big.resize(11 * 1024 * 1024, 0);
+    let err = bot
+        .send_photo(ChatId(CHAT), InputFile::memory(big).file_name("big.png"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RequestError::Api(ApiError::Unknown(d)) if d == "Bad Request: PHOTO_SAVE_FILE_INVALID"),
+        "{err:?}"
+    );
+    let sent_record = fake.sent(CHAT);
+    assert_eq!(sent_record.len(), 2, "failed sends are not recorded");
+    assert_eq!(sent_record[0].method, "sendPhoto");
+    assert_eq!(sent_record[0].file.as_ref().unwrap().field, "photo");
+    assert_eq!(sent_record[0].caption.as_deref(), Some("a cat"));
+}
+
+#[tokio::test]
+async fn fake_telegram_upload_over_50_mib_is_too_large() {
+    let (fake, bot) = setup().await;
+    let err = bot
+        .send_document(
+            ChatId(CHAT),
+            InputFile::memory(vec![7u8; 51 * 1024 * 1024]).file_name("huge.bin"),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RequestError::Api(ApiError::RequestEntityTooLarge)),
+        "{err:?}"
+    );
+    assert!(fake.sent(CHAT).is_empty());
+    assert_eq!(fake.calls("sendDocument"), 1);
+}
+
+#[tokio::test]
+async fn fake_telegram_injected_media_parse_and_download() {
+    let (fake, bot) = setup().await;
+    let alice = fake.add_user(42, "Alice", None, None);
+    let photo_bytes = tricky_bytes(2048);
+    let doc_bytes = b"%PDF-1.7 fake".to_vec();
+    let voice_bytes = b"OggS fake opus".to_vec();
+    let photo = fake.inject_photo(CHAT, &alice, photo_bytes.clone(), 1280, 960, Some("look"));
+    let document = fake.inject_document(CHAT, &alice, doc_bytes.clone(), "spec.pdf", "application/pdf", None);
+    let voice = fake.inject_voice(CHAT, &alice, voice_bytes.clone(), 3);
+    let sticker_file = fake.add_file(b"RIFF....WEBP".to_vec());
+    let mut sticker = fake.file_meta(&sticker_file).expect("file meta");
+    for (key, value) in [
+        ("width", json!(512)),
+        ("height", json!(512)),
+        ("type", json!("regular")),
+        ("is_animated", json!(false)),
+        ("is_video", json!(false)),
+        ("emoji", json!("🙂")),
+    ] {
+        sticker[key] = value;
+    }
+    let sticker_id = fake.inject_media(CHAT, &alice, json!({ "sticker": sticker }));
+    let location = fake.inject_media(
+        CHAT,
+        &alice,
+        json!({ "location": { "latitude": 52.5, "longitude": 13.4 } }),
+    );
+
+    let updates = poll(&bot, 0).await;
+    assert_eq!(updates.len(), 5);
+
+    let m = message(&updates[0]);
+    assert_eq!(m.id, MessageId(photo));
+    assert_eq!(m.caption(), Some("look"));
+    assert!(m.text().is_none());
+    let sizes = m.photo().expect("photo");
+    assert_eq!(sizes.len(), 2);
+    assert_eq!((sizes[1].width, sizes[1].height), (1280, 960));
+    assert!(sizes[0].width <= 90 && sizes[0].height <= 90);
+    assert!(fetch(&fake, &bot, &sizes[1].file.id.0).await == photo_bytes);
+
+    let m = message(&updates[1]);
+    assert_eq!(m.id, MessageId(document));
+    let d = m.document().expect("document");
+    assert_eq!(d.file_name.as_deref(), Some("spec.pdf"));
+    assert_eq!(
+        d.mime_type.as_ref().map(ToString::to_string).as_deref(),
+        Some("application/pdf")
+    );
+    assert!(m.caption().is_none());
+    assert_eq!(fetch(&fake, &bot, &d.file.id.0).await, doc_bytes);
+
+    let m = message(&updates[2]);
+    assert_eq!(m.id, MessageId(voice));
+    let v = m.voice().expect("voice");
+    assert_eq!(v.duration, Seconds::from_seconds(3));
+    assert_eq!(
+        v.mime_type.as_ref().map(ToString::to_string).as_deref(),
+        Some("audio/ogg")
+    );
+    assert_eq!(fetch(&fake, &bot, &v.file.id.0).await, voice_bytes);
+
+    let m = message(&updates[3]);
+    assert_eq!(m.id, MessageId(sticker_id));
+    let s = m.sticker().expect("sticker");
+    assert_eq!(s.emoji.as_deref(), Some("🙂"));
+    assert_eq!(fetch(&fake, &bot, &s.file.id.0).await, b"RIFF....WEBP".to_vec());
+
+    let m = message(&updates[4]);
+    assert_eq!(m.id, MessageId(location));
+    assert!(m.location().is_some());
+}
+
+#[tokio::test]
+async fn fake_telegram_get_file_limits_and_download_errors() {
+    let (fake, bot) = setup().await;
+    let small = fake.add_file(vec![1; 1000]);
+    let large = fake.add_file(vec![2; 2000]);
+    fake.set_download_limit(1500);
+    assert_eq!(fetch(&fake, &bot, &small).await, vec![1; 1000]);
+    let err = bot.get_file(large.clone().into()).await.unwrap_err();
+    assert!(
+        matches!(&err, RequestError::Api(ApiError::Unknown(d)) if d == "Bad Request: file is too big"),
+        "{err:?}"
+    );
+    let err = bot.get_file("unknown".into()).await.unwrap_err();
+    assert!(matches!(err, RequestError::Api(ApiError::FileIdInvalid)), "{err:?}");
+    assert_eq!(fake.file_bytes(&large), Some(vec![2; 2000]));
+    assert_eq!(fake.file_bytes("unknown"), None);
+
+    let file = bot.get_file(small.into()).await.unwrap();
+    let response = download(&fake, "123456:WRONG", &file.path).await;
+    assert_eq!(response.status(), 401);
+    let response = download(&fake, TOKEN, "documents/no_such_file").await;
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["description"], json!("Not Found"));
+}
+
+#[tokio::test]
+async fn fake_telegram_profile_photo_is_listed_and_downloadable() {
+    let (fake, bot) = setup().await;
+    fake.add_user(42, "Alice", None, None);
+    let avatar = png_header(800, 800);
+    fake.set_profile_photo(42, avatar.clone());
+    let photos = bot
+        .get_user_profile_photos(UserId(42))
+        .await
+        .expect("getUserProfilePhotos");
+    assert_eq!(photos.total_count, 1);
+    assert_eq!(photos.photos.len(), 1);
+    let sizes = &photos.photos[0];
+    assert_eq!(sizes.len(), 2);
+    assert_eq!((sizes[0].width, sizes[1].width), (160, 640));
+    assert_eq!(fetch(&fake, &bot, &sizes[1].file.id.0).await, avatar);
+    let none = bot.get_user_profile_photos(UserId(7)).await.unwrap();
+    assert_eq!(none.total_count, 0);
+}
+
+#[tokio::test]
+async fn fake_telegram_message_reaction_updates_need_allowed_updates() {
+    let (fake, bot) = setup().await;
+    let alice = fake.add_user(42, "Alice", None, None);
+    let id = fake.inject_text(CHAT, &alice, "react to me");
+    // Not requested: no update is created.
+    fake.inject_reaction(CHAT, &alice, id, &[], &["👍"]);
+    assert_eq!(fake.pending_updates(), 1);
+
+    let updates = bot
+        .get_updates()
+        .allowed_updates([AllowedUpdate::Message, AllowedUpdate::MessageReaction])
+        .timeout(0)
+        .await
+        .expect("getUpdates");
+    let next = updates[0].id.0 as i32 + 1;
+    fake.inject_reaction(CHAT, &alice, id, &["👍"], &["🔥", "🎉"]);
+    let updates = poll(&bot, next).await;
+    assert_eq!(updates.len(), 1);
+    match &updates[0].kind {
+        UpdateKind::MessageReaction(r) => {
+            assert_eq!(r.chat.id, ChatId(CHAT));
+            assert_eq!(r.message_id, MessageId(id));
+            assert_eq!(r.user().map(|u| u.id), Some(UserId(42)));
+            let emoji =
+                |list: &[ReactionType]| -> Vec<String> { list.iter().filter_map(|r| r.emoji().cloned()).collect() };
+            assert_eq!(emoji(&r.old_reaction), vec!["👍"]);
+            assert_eq!(emoji(&r.new_reaction), vec!["🔥", "🎉"]);
+        }
+        other => panic!("expected message_reaction, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn fake_telegram_media_caption_edits() {
+    let (fake, bot) = setup().await;
+    let sent = bot
+        .send_animation(
+            ChatId(CHAT),
+            InputFile::memory(b"GIF89a\x10\0\x08\0".to_vec()).file_name("a.gif"),
+        )
+        .caption("before")
+        .await
+        .expect("sendAnimation");
+    let animation = sent.animation().expect("an animation message");
+    assert_eq!(
+        animation.mime_type.as_ref().map(ToString::to_string).as_deref(),
+        Some("image/gif")
+    );
+    let err = bot.edit_message_text(ChatId(CHAT), sent.id, "text").await.unwrap_err();
+    assert!(matches!(err, RequestError::Api(_)), "{err:?}");
+    let edited = bot
+        .edit_message_caption(ChatId(CHAT), sent.id)
+        .caption("<i>after</i>")
+        .parse_mode(ParseMode::Html)
+        .await
+        .expect("editMessageCaption");
+    assert_eq!(edited.caption(), Some("after"));
+    assert!(edited.animation().is_some());
+    assert_eq!(fake.edits(CHAT), vec![(sent.id.0, "<i>after</i>".to_owned())]);
+    assert_eq!(fake.sent(CHAT)[0].method, "sendAnimation");
+
+    let sticker = bot
+        .send_sticker(
+            ChatId(CHAT),
+            InputFile::memory(b"RIFF\0\0\0\0WEBPVP8X".to_vec()).file_name("s.webp"),
+        )
+        .emoji("🙂")
+        .await
+        .expect("sendSticker");
+    assert_eq!(sticker.sticker().unwrap().emoji.as_deref(), Some("🙂"));
 }

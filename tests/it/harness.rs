@@ -210,17 +210,10 @@ impl MxUser {
         u
     }
 
-    pub async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, (u16, Value)> {
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, (u16, Value)> {
         let c = http();
         let url = format!("{}{}", self.hs, path);
-        let mut req = c
-            .request(method.parse().unwrap(), url)
-            .bearer_auth(&self.token);
+        let mut req = c.request(method.parse().unwrap(), url).bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -249,11 +242,7 @@ impl MxUser {
     /// Upload to the media repository; returns the mxc URI.
     pub async fn upload(&self, bytes: Vec<u8>, mime: &str, name: &str) -> String {
         let r = http()
-            .post(format!(
-                "{}/_matrix/media/v3/upload?filename={}",
-                self.hs,
-                enc(name)
-            ))
+            .post(format!("{}/_matrix/media/v3/upload?filename={}", self.hs, enc(name)))
             .bearer_auth(&self.token)
             .header("content-type", mime)
             .body(bytes)
@@ -271,19 +260,12 @@ impl MxUser {
     pub async fn download(&self, mxc: &str) -> Vec<u8> {
         let rest = mxc.strip_prefix("mxc://").expect("mxc uri");
         let r = http()
-            .get(format!(
-                "{}/_matrix/client/v1/media/download/{rest}",
-                self.hs
-            ))
+            .get(format!("{}/_matrix/client/v1/media/download/{rest}", self.hs))
             .bearer_auth(&self.token)
             .send()
             .await
             .unwrap();
-        assert!(
-            r.status().is_success(),
-            "download of {mxc} failed: {}",
-            r.status()
-        );
+        assert!(r.status().is_success(), "download of {mxc} failed: {}", r.status());
         r.bytes().await.unwrap().to_vec()
     }
 
@@ -302,10 +284,7 @@ impl MxUser {
         let v = self
             .call(
                 "PUT",
-                &format!(
-                    "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
-                    enc(room)
-                ),
+                &format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room)),
                 Some(content),
             )
             .await
@@ -314,19 +293,14 @@ impl MxUser {
     }
 
     pub async fn send_text(&self, room: &str, body: &str) -> String {
-        self.send(room, json!({"msgtype": "m.text", "body": body}))
-            .await
+        self.send(room, json!({"msgtype": "m.text", "body": body})).await
     }
 
     pub async fn redact(&self, room: &str, event: &str) {
         let txn = format!("r{}", NEXT_TXN.fetch_add(1, Ordering::SeqCst));
         self.call(
             "PUT",
-            &format!(
-                "/_matrix/client/v3/rooms/{}/redact/{}/{txn}",
-                enc(room),
-                enc(event)
-            ),
+            &format!("/_matrix/client/v3/rooms/{}/redact/{}/{txn}", enc(room), enc(event)),
             Some(json!({})),
         )
         .await
@@ -338,10 +312,7 @@ impl MxUser {
         let v = self
             .call(
                 "GET",
-                &format!(
-                    "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=1000",
-                    enc(room)
-                ),
+                &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=1000", enc(room)),
                 None,
             )
             .await
@@ -365,9 +336,7 @@ impl MxUser {
         self.events(room)
             .await
             .into_iter()
-            .filter(|e| {
-                e["type"] == "m.reaction" && e["content"]["m.relates_to"]["event_id"] == event
-            })
+            .filter(|e| e["type"] == "m.reaction" && e["content"]["m.relates_to"]["event_id"] == event)
             .map(|e| {
                 (
                     e["sender"].as_str().unwrap_or_default().to_owned(),
@@ -390,12 +359,7 @@ impl MxUser {
     ) -> Vec<Value> {
         let start = Instant::now();
         loop {
-            let found: Vec<Value> = self
-                .messages(room)
-                .await
-                .into_iter()
-                .filter(|e| pred(e))
-                .collect();
+            let found: Vec<Value> = self.messages(room).await.into_iter().filter(|e| pred(e)).collect();
             if found.len() >= n {
                 return found;
             }
@@ -608,11 +572,7 @@ impl TestApp {
         let polls = self.tg.calls("getUpdates");
         let start = Instant::now();
         loop {
-            let joined = self
-                .ezra
-                .joined_members(&self.room)
-                .await
-                .contains(&self.bot);
+            let joined = self.ezra.joined_members(&self.room).await.contains(&self.bot);
             if joined && self.tg.calls("getUpdates") > polls {
                 return;
             }
@@ -639,10 +599,7 @@ impl TestApp {
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
             let start = Instant::now();
             while c.try_wait().unwrap().is_none() {
                 if start.elapsed() > Duration::from_secs(15) {

@@ -4,5 +4,6 @@ mod cutover;
 mod fake_telegram;
 mod fake_telegram_selftest;
 mod harness;
+mod media;
 mod reliability;
 mod text_bridge;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{body, TestApp};
+use crate::harness::{TestApp, body};
 
 #[tokio::test]
 async fn telegram_message_reaches_matrix_as_named_puppet_with_formatting() {
@@ -18,8 +18,14 @@ async fn telegram_message_reaches_matrix_as_named_puppet_with_formatting() {
     let msgs = app.wait_from(&puppet, 2).await;
     assert_eq!(body(&msgs[0]), "status green");
     assert_eq!(body(&msgs[1]), "ALERT x<y>z");
-    assert_eq!(msgs[1]["content"]["formatted_body"], "<strong>ALERT</strong> <code>x&lt;y&gt;</code>z");
-    assert_eq!(app.ezra.member_name(&app.room, &puppet).await.as_deref(), Some("Rook Sentinel"));
+    assert_eq!(
+        msgs[1]["content"]["formatted_body"],
+        "<strong>ALERT</strong> <code>x&lt;y&gt;</code>z"
+    );
+    assert_eq!(
+        app.ezra.member_name(&app.room, &puppet).await.as_deref(),
+        Some("Rook Sentinel")
+    );
     // Nothing was echoed back to Telegram.
     assert!(app.tg.sent(app.chat).is_empty(), "echo: {:?}", app.tg.sent(app.chat));
 }
@@ -29,14 +35,22 @@ async fn matrix_message_reaches_telegram_with_sender_name_escaped() {
     let app = TestApp::spawn().await;
     app.ezra.send_text(&app.room, "deploy <now> & report").await;
     app.ezra
-        .send(&app.room, json!({"msgtype": "m.text", "body": "**bold**", "format": "org.matrix.custom.html",
-            "formatted_body": "<strong>bold</strong> <script>x</script><a href=\"https://e.org\">link</a>"}))
+        .send(
+            &app.room,
+            json!({"msgtype": "m.text", "body": "**bold**", "format": "org.matrix.custom.html",
+            "formatted_body": "<strong>bold</strong> <script>x</script><a href=\"https://e.org\">link</a>"}),
+        )
         .await;
-    app.ezra.send(&app.room, json!({"msgtype": "m.emote", "body": "waves"})).await;
+    app.ezra
+        .send(&app.room, json!({"msgtype": "m.emote", "body": "waves"}))
+        .await;
     let sent = app.tg.wait_sent(app.chat, 3, Duration::from_secs(30)).await;
     assert_eq!(sent[0].text, "<b>Ezra</b>: deploy &lt;now&gt; &amp; report");
     assert_eq!(sent[0].parse_mode.as_deref(), Some("HTML"));
-    assert_eq!(sent[1].text, "<b>Ezra</b>: <b>bold</b> <a href=\"https://e.org\">link</a>");
+    assert_eq!(
+        sent[1].text,
+        "<b>Ezra</b>: <b>bold</b> <a href=\"https://e.org\">link</a>"
+    );
     assert_eq!(sent[2].text, "* <b>Ezra</b> waves");
 }
 
@@ -46,10 +60,16 @@ async fn replies_map_both_ways() {
     let user = app.tg.add_user(1002, "Vega", None, None);
     // Telegram original, Matrix reply.
     let tg_orig = app.tg.inject_text(app.chat, &user, "question from telegram");
-    let orig_ev = app.wait_from(&app.puppet(1002), 1).await[0]["event_id"].as_str().unwrap().to_owned();
+    let orig_ev = app.wait_from(&app.puppet(1002), 1).await[0]["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     app.ezra
-        .send(&app.room, json!({"msgtype": "m.text", "body": "> <@x:localhost> question from telegram\n\nanswer from matrix",
-            "m.relates_to": {"m.in_reply_to": {"event_id": orig_ev}}}))
+        .send(
+            &app.room,
+            json!({"msgtype": "m.text", "body": "> <@x:localhost> question from telegram\n\nanswer from matrix",
+            "m.relates_to": {"m.in_reply_to": {"event_id": orig_ev}}}),
+        )
         .await;
     let sent = app.tg.wait_sent(app.chat, 1, Duration::from_secs(30)).await;
     assert_eq!(sent[0].reply_to, Some(tg_orig));
@@ -58,10 +78,19 @@ async fn replies_map_both_ways() {
     // Matrix original, Telegram reply.
     let mx_orig = app.ezra.send_text(&app.room, "question from matrix").await;
     let sent = app.tg.wait_sent(app.chat, 2, Duration::from_secs(30)).await;
-    app.tg.inject_message(app.chat, &user, "answer from telegram", json!([]), Some(sent[1].message_id));
+    app.tg.inject_message(
+        app.chat,
+        &user,
+        "answer from telegram",
+        json!([]),
+        Some(sent[1].message_id),
+    );
     let msgs = app.wait_from(&app.puppet(1002), 2).await;
     assert_eq!(body(&msgs[1]), "answer from telegram");
-    assert_eq!(msgs[1]["content"]["m.relates_to"]["m.in_reply_to"]["event_id"], mx_orig.as_str());
+    assert_eq!(
+        msgs[1]["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
+        mx_orig.as_str()
+    );
 }
 
 #[tokio::test]
@@ -70,7 +99,10 @@ async fn edits_and_redactions_map() {
     let user = app.tg.add_user(1003, "Nova", None, None);
     // Telegram edit -> m.replace.
     let tg_msg = app.tg.inject_text(app.chat, &user, "typo teh");
-    let orig = app.wait_from(&app.puppet(1003), 1).await[0]["event_id"].as_str().unwrap().to_owned();
+    let orig = app.wait_from(&app.puppet(1003), 1).await[0]["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     app.tg.inject_edit(app.chat, tg_msg, "typo the");
     let msgs = app.wait_from(&app.puppet(1003), 2).await;
     let edit = &msgs[1]["content"];
@@ -82,16 +114,22 @@ async fn edits_and_redactions_map() {
     let ev = app.ezra.send_text(&app.room, "draft").await;
     let sent = app.tg.wait_sent(app.chat, 1, Duration::from_secs(30)).await;
     app.ezra
-        .send(&app.room, json!({"msgtype": "m.text", "body": "* final",
+        .send(
+            &app.room,
+            json!({"msgtype": "m.text", "body": "* final",
             "m.new_content": {"msgtype": "m.text", "body": "final"},
-            "m.relates_to": {"rel_type": "m.replace", "event_id": ev}}))
+            "m.relates_to": {"rel_type": "m.replace", "event_id": ev}}),
+        )
         .await;
     app.ezra.redact(&app.room, &ev).await;
     let start = std::time::Instant::now();
     while app.tg.deleted(app.chat).is_empty() && start.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(app.tg.edits(app.chat), vec![(sent[0].message_id, "<b>Ezra</b>: final".to_owned())]);
+    assert_eq!(
+        app.tg.edits(app.chat),
+        vec![(sent[0].message_id, "<b>Ezra</b>: final".to_owned())]
+    );
     assert_eq!(app.tg.deleted(app.chat), vec![sent[0].message_id]);
     // The edit was not sent as a new message.
     assert_eq!(app.tg.sent(app.chat).len(), 1);
@@ -150,7 +188,13 @@ async fn restart_mid_stream_loses_and_duplicates_nothing() {
     let msgs = app.wait_from(&app.puppet(1005), N).await;
     let sent = app.tg.wait_sent(app.chat, N, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let msgs_after = app.ezra.messages(&app.room).await.into_iter().filter(|e| e["sender"] == app.puppet(1005).as_str()).count();
+    let msgs_after = app
+        .ezra
+        .messages(&app.room)
+        .await
+        .into_iter()
+        .filter(|e| e["sender"] == app.puppet(1005).as_str())
+        .count();
     let got: Vec<&str> = msgs.iter().map(body).collect();
     let want: Vec<String> = (0..N).map(|i| format!("tg {i}")).collect();
     assert_eq!(got, want, "telegram -> matrix order or completeness");
