@@ -142,26 +142,7 @@ impl App {
                 async move { b.store.done_tg_inbox(key).await }
             },
         )));
-        let (b, b2, b3) = (bridge.clone(), bridge.clone(), bridge.clone());
-        tasks.push(tokio::spawn(run_worker(
-            "matrix->telegram",
-            Direction::MxToTg,
-            bridge.store.clone(),
-            mx_wake,
-            stop_rx.clone(),
-            move || {
-                let b = b.clone();
-                async move { b.store.next_mx_inbox(64).await }
-            },
-            move |item| {
-                let b = b2.clone();
-                async move { b.handle_mx_event(&item.json).await }
-            },
-            move |key| {
-                let b = b3.clone();
-                async move { b.store.done_mx_inbox(key).await }
-            },
-        )));
+        tasks.push(tokio::spawn(run_mx_lanes(bridge.clone(), mx_wake, stop_rx.clone())));
 
         shutdown.await;
         tracing::info!("shutting down");
@@ -173,6 +154,54 @@ impl App {
             Ok(Ok(Err(e))) => Err(Error::Io(e)),
             _ => Ok(()),
         }
+    }
+}
+
+/// Matrix -> Telegram: one ordered worker per room ("lane"), started when the room first has
+/// work, so a rate-limited Telegram group only delays its own room.
+async fn run_mx_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+    let mut lanes: std::collections::HashMap<String, (Arc<Notify>, tokio::task::JoinHandle<()>)> = Default::default();
+    loop {
+        match bridge.store.mx_lanes().await {
+            Ok(rooms) => {
+                for room in rooms {
+                    let (lane_wake, _) = lanes.entry(room.clone()).or_insert_with(|| {
+                        let lane_wake = Arc::new(Notify::new());
+                        let (b, b2, b3) = (bridge.clone(), bridge.clone(), bridge.clone());
+                        let handle = tokio::spawn(run_worker(
+                            "matrix->telegram",
+                            Direction::MxToTg,
+                            bridge.store.clone(),
+                            lane_wake.clone(),
+                            stop.clone(),
+                            move || {
+                                let (b, room) = (b.clone(), room.clone());
+                                async move { b.store.next_mx_lane(&room, 64).await }
+                            },
+                            move |item| {
+                                let b = b2.clone();
+                                async move { b.handle_mx_event(&item.json).await }
+                            },
+                            move |key| {
+                                let b = b3.clone();
+                                async move { b.store.done_mx_inbox(key).await }
+                            },
+                        ));
+                        (lane_wake, handle)
+                    });
+                    lane_wake.notify_one();
+                }
+            }
+            Err(e) => tracing::error!("cannot read the matrix inbox: {e}"),
+        }
+        tokio::select! {
+            _ = wake.notified() => {},
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {},
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    for (_, (_, handle)) in lanes {
+        let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
     }
 }
 

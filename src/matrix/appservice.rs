@@ -120,8 +120,9 @@ async fn transaction(
     }
 }
 
-/// Validate a transaction body and return its events re-serialised one by one.
-pub fn parse_transaction(bytes: &[u8]) -> Result<Vec<String>, String> {
+/// Validate a transaction body and return its events re-serialised one by one, each with its
+/// room id (the lane it is bridged in; empty when it has none).
+pub fn parse_transaction(bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
     let body: Value = serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
     let obj = body.as_object().ok_or("transaction must be a JSON object")?;
     let events = match obj.get("events") {
@@ -137,7 +138,8 @@ pub fn parse_transaction(bytes: &[u8]) -> Result<Vec<String>, String> {
                 return Err(format!("events[{i}].{key} missing or not a string"));
             }
         }
-        out.push(ev.to_string());
+        let room = o.get("room_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        out.push((room, ev.to_string()));
     }
     Ok(out)
 }

@@ -244,7 +244,7 @@ impl Store {
 
     /// Store a transaction's events unless the transaction id was seen before.
     /// Returns false for a duplicate. Atomic: either the id and all events are stored, or nothing.
-    pub async fn accept_transaction(&self, txn_id: &str, events: &[String]) -> Result<bool> {
+    pub async fn accept_transaction(&self, txn_id: &str, events: &[(String, String)]) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
         let inserted = sqlx::query("INSERT OR IGNORE INTO mx_transactions (txn_id, received_at) VALUES (?, ?)")
@@ -256,9 +256,10 @@ impl Store {
         if inserted == 0 {
             return Ok(false);
         }
-        for ev in events {
-            sqlx::query("INSERT INTO mx_inbox (txn_id, event_json, received_at) VALUES (?, ?, ?)")
+        for (room, ev) in events {
+            sqlx::query("INSERT INTO mx_inbox (txn_id, room_id, event_json, received_at) VALUES (?, ?, ?, ?)")
                 .bind(txn_id)
+                .bind(room)
                 .bind(ev)
                 .bind(now)
                 .execute(&mut *tx)
@@ -266,6 +267,29 @@ impl Store {
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Rooms with Matrix events waiting (each is bridged by its own ordered worker).
+    pub async fn mx_lanes(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT DISTINCT room_id FROM mx_inbox")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// The next waiting events of one room, in arrival order.
+    pub async fn next_mx_lane(&self, room: &str, limit: i64) -> Result<Vec<InboxItem>> {
+        let rows = sqlx::query("SELECT seq, event_json FROM mx_inbox WHERE room_id = ? ORDER BY seq LIMIT ?")
+            .bind(room)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| InboxItem {
+                key: r.get(0),
+                json: r.get(1),
+            })
+            .collect())
     }
 
     pub async fn next_mx_inbox(&self, limit: i64) -> Result<Vec<InboxItem>> {
@@ -638,11 +662,18 @@ mod tests {
     async fn duplicate_transactions_are_noops() {
         let (s, _d) = store().await;
         assert!(
-            s.accept_transaction("t1", &["{\"a\":1}".into(), "{\"a\":2}".into()])
+            s.accept_transaction(
+                "t1",
+                &[("!r".into(), "{\"a\":1}".into()), ("!r".into(), "{\"a\":2}".into())]
+            )
+            .await
+            .unwrap()
+        );
+        assert!(
+            !s.accept_transaction("t1", &[("!r".into(), "{\"a\":3}".into())])
                 .await
                 .unwrap()
         );
-        assert!(!s.accept_transaction("t1", &["{\"a\":3}".into()]).await.unwrap());
         let items = s.next_mx_inbox(10).await.unwrap();
         assert_eq!(
             items.iter().map(|i| i.json.as_str()).collect::<Vec<_>>(),

@@ -98,6 +98,12 @@ async fn auth_transactions_and_queries() {
     app.ezra.send_text(&app.room, "still alive").await;
     let sent = app.tg.wait_sent(app.chat, 1, std::time::Duration::from_secs(30)).await;
     assert_eq!(sent[0].text, "<b>Ezra</b>: still alive");
+    // Database and registration are private to the owner.
+    use std::os::unix::fs::PermissionsExt;
+    for f in [app.db_path(), app.dir.join("registration.yaml")] {
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", f.display());
+    }
     // No token in the logs.
     let log = app.log();
     assert!(

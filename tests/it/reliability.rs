@@ -221,3 +221,27 @@ async fn bad_input_is_refused_clearly_and_loses_nothing() {
 fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
+
+#[tokio::test]
+async fn a_paced_group_does_not_hold_up_another_room() {
+    let mut app = TestApp::prepare().await;
+    let room_b = app.ezra.create_room(&[&app.bot]).await;
+    let chat_b = app.chat - 500;
+    app.tg.add_chat(chat_b, "fleet-intel");
+    app.edit_config(|c| {
+        c.replace("per_chat_per_minute: 0", "per_chat_per_minute: 5").replace(
+            "rooms:\n",
+            &format!("rooms:\n  - {{matrix: \"{room_b}\", telegram: {chat_b}}}\n"),
+        )
+    });
+    app.start().await;
+    for i in 0..8 {
+        app.ezra.send_text(&app.room, &format!("busy {i}")).await;
+    }
+    app.tg.wait_sent(app.chat, 5, T).await;
+    app.ezra.send_text(&room_b, "other room").await;
+    let sent_b = app.tg.wait_sent(chat_b, 1, Duration::from_secs(20)).await;
+    assert_eq!(sent_b[0].text, "<b>Ezra</b>: other room");
+    // Room A is still held to its pace.
+    assert_eq!(app.tg.sent(app.chat).len(), 5);
+}

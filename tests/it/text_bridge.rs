@@ -204,4 +204,12 @@ async fn restart_mid_stream_loses_and_duplicates_nothing() {
     let want: Vec<String> = (0..N).map(|i| format!("<b>Ezra</b>: mx {i}")).collect();
     assert_eq!(got, want, "matrix -> telegram order, completeness or duplicates");
     assert_eq!(sent.len(), N);
+    // The audit agrees: everything delivered, counted per direction.
+    let (ok, out) = app.cli(&["audit", "--since", "1h"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("tg_to_mx: {N} delivered")) && out.contains(&format!("mx_to_tg: {N} delivered")),
+        "{out}"
+    );
+    assert!(out.contains("verdict: nothing lost"), "{out}");
 }
