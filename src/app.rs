@@ -85,7 +85,14 @@ impl App {
         bridge.init_mode().await?;
 
         let user_bridge = bridge.clone();
+        let probe_bridge = bridge.clone();
         let state = AsState {
+            probe: Arc::new(move || {
+                (
+                    probe_bridge.mode().as_str(),
+                    probe_bridge.ready.load(std::sync::atomic::Ordering::Relaxed),
+                )
+            }),
             store: bridge.store.clone(),
             hs_token: registration.hs_token.as_str().into(),
             wake: mx_wake.clone(),
@@ -210,7 +217,12 @@ async fn setup_loop(bridge: Arc<Bridge>, mut stop: watch::Receiver<bool>) {
     let mut wait = Duration::from_millis(500);
     loop {
         let done = match bridge.setup().await {
-            Ok(pending) => pending.is_empty(),
+            Ok(pending) => {
+                bridge
+                    .ready
+                    .store(pending.is_empty(), std::sync::atomic::Ordering::Relaxed);
+                pending.is_empty()
+            }
             Err(e) => {
                 tracing::warn!("setup failed (homeserver down?): {e}");
                 false
@@ -259,14 +271,18 @@ async fn watch_config(bridge: Arc<Bridge>, path: PathBuf, mut stop: watch::Recei
         match Config::load(&path) {
             Ok(cfg) => {
                 tracing::info!(trigger = why, path = %path.display(), "reloading config");
+                crate::metrics::METRICS.reloaded(true);
                 if let Err(e) = bridge.reload(cfg).await {
                     tracing::error!("config reload failed: {e}");
                 }
             }
-            Err(e) => tracing::error!(
-                trigger = why,
-                "config reload rejected, the previous configuration stays in force: {e}"
-            ),
+            Err(e) => {
+                crate::metrics::METRICS.reloaded(false);
+                tracing::error!(
+                    trigger = why,
+                    "config reload rejected, the previous configuration stays in force: {e}"
+                );
+            }
         }
     }
 }

@@ -57,6 +57,17 @@ pub enum Command {
         #[arg(short, long, env = "TGMX_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Readiness check: one line per condition (ok / FAIL with a hint); non-zero exit on a FAIL.
+    Check {
+        #[arg(short, long, env = "TGMX_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Copy the database to `path` while the daemon runs (SQLite `VACUUM INTO`).
+    Backup {
+        path: PathBuf,
+        #[arg(short, long, env = "TGMX_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Show the current mode and the history of switches.
     Status {
         #[arg(short, long, env = "TGMX_CONFIG")]

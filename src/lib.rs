@@ -10,7 +10,9 @@
 //! - [`telegram`]: long polling into the durable inbox, entity conversion.
 //! - [`bridge`]: the core that decides: portals, puppets, echo suppression, id mapping, and
 //!   the ordered workers that drain the inboxes.
+//! - [`metrics`]: Prometheus counters served at `/metrics`.
 //! - [`app`]: `App::build(config)` / `port()` / `run_until_stopped(shutdown)`.
+//! - [`check`]: the readiness check (`tgmx check`).
 //! - [`cli`]: the command line.
 //!
 //! # Delivery guarantees
@@ -23,6 +25,7 @@
 
 pub mod app;
 pub mod bridge;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod config_edit;
@@ -30,6 +33,7 @@ pub mod error;
 #[cfg(test)]
 mod fuzz;
 pub mod matrix;
+pub mod metrics;
 pub mod storage;
 pub mod telegram;
 

@@ -109,6 +109,41 @@ async fn main() -> anyhow::Result<()> {
             }
             println!("verdict: nothing lost");
         }
+        Command::Check { config } => {
+            let cfg = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    println!("FAIL config valid — {e}");
+                    std::process::exit(1);
+                }
+            };
+            let store = tgmx::storage::Store::open(&cfg.database).await?;
+            let running = store
+                .get_kv("daemon_pid")
+                .await?
+                .and_then(|p| p.parse().ok())
+                .is_some_and(is_tgmx_process);
+            let lines = tgmx::check::run(&cfg, running).await;
+            for l in &lines {
+                if l.ok {
+                    println!("ok   {}", l.what);
+                } else {
+                    println!("FAIL {} — {}", l.what, l.hint);
+                }
+            }
+            if lines.iter().any(|l| !l.ok) {
+                std::process::exit(1);
+            }
+        }
+        Command::Backup { path, config } => {
+            let cfg = load(config.as_ref())?;
+            if path.exists() {
+                bail!("{} exists; choose a new file", path.display());
+            }
+            let store = tgmx::storage::Store::open(&cfg.database).await?;
+            store.backup(&path).await?;
+            println!("database copied to {}", path.display());
+        }
         Command::Status { config } => {
             let cfg = load(config.as_ref())?;
             let store = tgmx::storage::Store::open(&cfg.database).await?;

@@ -174,6 +174,7 @@ impl Bridge {
                 ts,
             )
             .await?;
+        crate::metrics::METRICS.delivered(Direction::MxToTg, crate::storage::now_ms() - ts);
         tracing::debug!(%event_id, chat, msg = sent, "matrix -> telegram");
         Ok(())
     }

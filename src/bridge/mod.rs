@@ -50,6 +50,8 @@ pub struct Bridge {
     announce_wake: Notify,
     /// Wakes the room setup loop after the room list changed.
     pub setup_wake: Notify,
+    /// Setup finished: the bot exists and every configured room is joined.
+    pub ready: std::sync::atomic::AtomicBool,
     /// The homeserver's upload limit once asked (`Some(None)`: it states none).
     hs_upload_limit: Mutex<Option<Option<u64>>>,
     /// When each Telegram user's avatar was last checked.
@@ -73,6 +75,7 @@ impl Bridge {
             mode_tx: watch::Sender::new(mode),
             announce_wake: Notify::new(),
             setup_wake: Notify::new(),
+            ready: Default::default(),
             hs_upload_limit: Mutex::default(),
             avatar_checked: Mutex::default(),
         }
@@ -346,6 +349,7 @@ pub async fn run_worker<N, H, D, F1, F2, F3>(
                     }
                     Err(e) => {
                         tracing::error!(worker = name, key, "cannot bridge, skipping: {e}");
+                        crate::metrics::METRICS.failed(direction);
                         let _ = store
                             .record_failure(direction, &format!("{name}:{key}"), &e.to_string())
                             .await;

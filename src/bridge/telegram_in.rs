@@ -139,6 +139,7 @@ impl Bridge {
                 m.date.timestamp_millis(),
             )
             .await?;
+        crate::metrics::METRICS.delivered(Direction::TgToMx, crate::storage::now_ms() - m.date.timestamp_millis());
         tracing::debug!(chat, msg = m.id.0, %event, "telegram -> matrix");
         Ok(())
     }

@@ -28,6 +28,8 @@ pub struct AsState {
     pub hs_token: Arc<str>,
     /// Wakes the Matrix inbox worker after a transaction is stored.
     pub wake: Arc<Notify>,
+    /// The bridge's mode and whether setup finished (for `/metrics` and `/ready`).
+    pub probe: Arc<dyn Fn() -> (&'static str, bool) + Send + Sync>,
     /// Decides whether a user id in our namespace exists (user query).
     pub user_exists: Arc<dyn Fn(&str) -> futures::future::BoxFuture<'static, bool> + Send + Sync>,
 }
@@ -42,6 +44,8 @@ pub fn router(state: AsState) -> Router {
         .route("/_matrix/app/v1/rooms/{alias}", get(query_room))
         .route("/rooms/{alias}", get(query_room))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .fallback(|| async { matrix_error(StatusCode::NOT_FOUND, "M_UNRECOGNIZED", "Unrecognized request") })
         .with_state(state)
 }
@@ -142,6 +146,27 @@ pub fn parse_transaction(bytes: &[u8]) -> Result<Vec<(String, String)>, String> 
         out.push((room, ev.to_string()));
     }
     Ok(out)
+}
+
+/// 200 once the bot exists and every configured room is joined; 503 before.
+async fn ready(State(state): State<AsState>) -> Response {
+    let (mode, ready) = (state.probe)();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({"ready": ready, "mode": mode}))).into_response()
+}
+
+async fn metrics(State(state): State<AsState>) -> Response {
+    let (mode, _) = (state.probe)();
+    let (tg, mx, _) = state.store.pending().await.unwrap_or_default();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::METRICS.render((tg, mx), mode),
+    )
+        .into_response()
 }
 
 async fn ping(State(state): State<AsState>, Query(query): Query<TokenQuery>, req: Request<Body>) -> Response {

@@ -634,6 +634,20 @@ impl Store {
         Ok((tg, mx, oldest))
     }
 
+    /// A consistent copy of the database at `path`, taken online (`VACUUM INTO`).
+    pub async fn backup(&self, path: &std::path::Path) -> Result<()> {
+        sqlx::query("VACUUM INTO ?")
+            .bind(path.to_string_lossy().into_owned())
+            .execute(&self.pool)
+            .await?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(())
+    }
+
     // ---- failures ----
 
     pub async fn record_failure(&self, direction: Direction, source_ref: &str, reason: &str) -> Result<()> {

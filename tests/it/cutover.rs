@@ -80,7 +80,7 @@ async fn cutover_by_sighup_announces_pins_once_and_keeps_mirroring() {
     wait_sent_containing(&app, "after restart").await;
     assert_eq!(sent_containing(&app, "PRIMARY SURFACE CHANGE").len(), 1);
     assert_eq!(bot_notices(&app, "PRIMARY SURFACE CHANGE", 1).await.len(), 1);
-    let (ok, status) = app.cli(&["status"]);
+    let (ok, status) = app.cli(&["status"]).await;
     assert!(ok, "{status}");
     assert!(
         status.contains("mode: cutover") && status.contains("parallel -> cutover  (config reload)"),
@@ -91,7 +91,7 @@ async fn cutover_by_sighup_announces_pins_once_and_keeps_mirroring() {
 #[tokio::test]
 async fn standby_stops_reading_and_rollback_bridges_the_backlog_in_order() {
     let app = TestApp::spawn().await;
-    let (ok, out) = app.cli(&["primary", "matrix", "--standby"]);
+    let (ok, out) = app.cli(&["primary", "matrix", "--standby"]).await;
     assert!(ok, "{out}");
     assert!(out.contains("signalled the running daemon"), "{out}");
     let cfg = std::fs::read_to_string(app.config_path()).unwrap();
@@ -127,7 +127,7 @@ async fn standby_stops_reading_and_rollback_bridges_the_backlog_in_order() {
     );
 
     // Rollback.
-    let (ok, out) = app.cli(&["primary", "telegram"]);
+    let (ok, out) = app.cli(&["primary", "telegram"]).await;
     assert!(ok, "{out}");
     wait_sent_containing(&app, "PRIMARY SURFACE CHANGE (rollback)").await;
     bot_notices(&app, "rollback", 1).await;
@@ -136,7 +136,7 @@ async fn standby_stops_reading_and_rollback_bridges_the_backlog_in_order() {
     assert_eq!(got, ["backlog 0", "backlog 1", "backlog 2", "backlog 3", "backlog 4"]);
     // The earlier standby notice is unpinned, the rollback notice pinned.
     assert!(!app.tg.pinned(app.chat).contains(&notice.message_id));
-    let (_, status) = app.cli(&["status"]);
+    let (_, status) = app.cli(&["status"]).await;
     assert!(
         status.contains("parallel -> standby") && status.contains("standby -> parallel"),
         "{status}"

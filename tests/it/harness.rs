@@ -508,13 +508,20 @@ impl TestApp {
     }
 
     /// Run a `tgmx` subcommand against this app's config; returns (success, stdout + stderr).
-    pub fn cli(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new(tgmx_bin())
-            .args(args)
+    /// Runs off the test's runtime, which also serves the fake Bot API the command may call.
+    pub async fn cli(&self, args: &[&str]) -> (bool, String) {
+        self.cli_env(args, TG_TOKEN).await
+    }
+
+    /// `cli` with another Telegram token in the environment.
+    pub async fn cli_env(&self, args: &[&str], token: &str) -> (bool, String) {
+        let mut cmd = Command::new(tgmx_bin());
+        cmd.args(args)
             .arg("-c")
             .arg(self.config_path())
-            .env("TGMX_TELEGRAM_TOKEN", TG_TOKEN)
-            .output()
+            .env("TGMX_TELEGRAM_TOKEN", token);
+        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
             .unwrap();
         (
             out.status.success(),

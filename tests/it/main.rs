@@ -5,5 +5,6 @@ mod fake_telegram;
 mod fake_telegram_selftest;
 mod harness;
 mod media;
+mod operations;
 mod reliability;
 mod text_bridge;

@@ -167,7 +167,7 @@ async fn oversized_files_become_notices_and_are_recorded() {
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert!(reasons.iter().all(|r| r.contains("too large")), "{reasons:?}");
     // The cutover check sees them.
-    let (ok, out) = app.cli(&["audit", "--since", "1h"]);
+    let (ok, out) = app.cli(&["audit", "--since", "1h"]).await;
     assert!(!ok, "audit must fail when something was not delivered:\n{out}");
     assert_eq!(out.matches("NOT DELIVERED").count(), 2, "{out}");
 }

@@ -205,7 +205,7 @@ async fn restart_mid_stream_loses_and_duplicates_nothing() {
     assert_eq!(got, want, "matrix -> telegram order, completeness or duplicates");
     assert_eq!(sent.len(), N);
     // The audit agrees: everything delivered, counted per direction.
-    let (ok, out) = app.cli(&["audit", "--since", "1h"]);
+    let (ok, out) = app.cli(&["audit", "--since", "1h"]).await;
     assert!(ok, "{out}");
     assert!(
         out.contains(&format!("tg_to_mx: {N} delivered")) && out.contains(&format!("mx_to_tg: {N} delivered")),

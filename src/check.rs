@@ -1,0 +1,147 @@
+//! `tgmx check`: the readiness check of the cutover plan's phase 0. One line per condition,
+//! `ok` or `FAIL` with a hint; the caller exits non-zero on any FAIL.
+
+use reqwest::Method;
+use serde_json::json;
+use teloxide::prelude::*;
+
+use crate::config::{Config, Registration};
+use crate::error::Error;
+use crate::matrix::client::MatrixClient;
+
+/// One checked condition.
+pub struct Line {
+    pub ok: bool,
+    pub what: String,
+    pub hint: String,
+}
+
+fn line(ok: bool, what: impl Into<String>, hint: impl Into<String>) -> Line {
+    Line {
+        ok,
+        what: what.into(),
+        hint: hint.into(),
+    }
+}
+
+/// Run every check. `daemon_running` skips the second-poller probe (the daemon is the poller).
+pub async fn run(cfg: &Config, daemon_running: bool) -> Vec<Line> {
+    let mut out = vec![line(true, "config valid", "")];
+    let reg = match Registration::load(&cfg.appservice.registration) {
+        Ok(r) => {
+            out.push(line(true, "registration readable", ""));
+            Some(r)
+        }
+        Err(e) => {
+            out.push(line(false, "registration readable", format!("{e}")));
+            None
+        }
+    };
+    let mx = MatrixClient::new(&cfg.homeserver.url, reg.as_ref().map_or("", |r| r.as_token.as_str()));
+    let hs_up = mx.versions().await.is_ok();
+    out.push(line(
+        hs_up,
+        format!("homeserver reachable ({})", cfg.homeserver.url),
+        "is it running? is homeserver.url right?",
+    ));
+    if hs_up && reg.is_some() {
+        let ping = mx
+            .request(
+                Method::POST,
+                &format!("/_matrix/client/v1/appservice/{}/ping", cfg.appservice.id),
+                None,
+                Some(&json!({"transaction_id": format!("tgmx-check-{}", crate::storage::now_ms())})),
+            )
+            .await;
+        let hint = match &ping {
+            Err(Error::Matrix { errcode, message, .. }) => {
+                format!("{errcode}: {message} (registered with the homeserver? is `tgmx run` up?)")
+            }
+            Err(e) => e.to_string(),
+            Ok(_) => String::new(),
+        };
+        out.push(line(ping.is_ok(), "appservice registered and reachable (ping)", hint));
+        let bot = cfg.bot_user_id();
+        let exists = mx
+            .request(Method::GET, &format!("/_matrix/client/v3/profile/{}", bot), None, None)
+            .await
+            .is_ok();
+        out.push(line(
+            exists,
+            format!("bot user {bot} exists"),
+            "start the daemon once: it registers the bot",
+        ));
+        for r in &cfg.rooms {
+            let joined = match mx.join(r.matrix.as_str(), &bot).await {
+                Ok(room) => mx
+                    .request(
+                        Method::GET,
+                        &format!("/_matrix/client/v3/rooms/{room}/joined_members"),
+                        Some(&bot),
+                        None,
+                    )
+                    .await
+                    .is_ok_and(|v| v["joined"].get(bot.as_str()).is_some()),
+                Err(_) => false,
+            };
+            out.push(line(
+                joined,
+                format!("room {} exists and the bot is in it", r.matrix),
+                format!("invite {bot} to it"),
+            ));
+        }
+    }
+    let Ok(token) = cfg.telegram_token() else {
+        out.push(line(
+            !cfg.gateway.telegram.enabled,
+            "telegram bot token set",
+            "set TGMX_TELEGRAM_TOKEN",
+        ));
+        return out;
+    };
+    let Ok(api) = url::Url::parse(&cfg.gateway.telegram.api_url) else {
+        return out;
+    };
+    let bot = Bot::new(token).set_api_url(api);
+    match bot.get_me().await {
+        Ok(me) => {
+            out.push(line(true, format!("telegram token valid (@{})", me.username()), ""));
+            let reads_all = me.can_read_all_group_messages;
+            for r in &cfg.rooms {
+                let chat = bot.get_chat(ChatId(r.telegram)).await;
+                out.push(line(
+                    chat.is_ok(),
+                    format!("telegram chat {} reachable", r.telegram),
+                    "add the bot to the group",
+                ));
+                let admin = bot
+                    .get_chat_member(ChatId(r.telegram), me.id)
+                    .await
+                    .is_ok_and(|m| m.is_privileged());
+                out.push(line(
+                    reads_all || admin,
+                    format!("bot sees every message in {}", r.telegram),
+                    "turn privacy mode off (@BotFather /setprivacy) or make the bot an admin",
+                ));
+            }
+            if daemon_running {
+                out.push(line(
+                    true,
+                    "no second poller on this token (skipped: the daemon is the poller)",
+                    "",
+                ));
+            } else {
+                // No offset: confirms nothing, loses nothing.
+                let probe = bot.get_updates().limit(1).timeout(0).await;
+                let conflict = matches!(&probe, Err(e) if e.to_string().contains("Conflict"));
+                out.push(line(
+                    !conflict,
+                    "no other poller uses this token",
+                    "stop the other bot instance (409 Conflict)",
+                ));
+            }
+        }
+        Err(e) => out.push(line(false, "telegram token valid", Error::from(e).to_string())),
+    }
+    out
+}

@@ -1,0 +1,168 @@
+//! Prometheus metrics (text exposition format, written by hand: a handful of counters does not
+//! need a metrics framework). Process-wide, like the process they describe.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::storage::Direction;
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+#[derive(Default)]
+struct PerDirection {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    latency_buckets: [AtomicU64; BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_ms: AtomicU64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    tg_to_mx: PerDirection,
+    mx_to_tg: PerDirection,
+    reloads: AtomicU64,
+    reloads_rejected: AtomicU64,
+}
+
+pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(Metrics::default);
+
+impl Metrics {
+    fn dir(&self, d: Direction) -> &PerDirection {
+        match d {
+            Direction::TgToMx => &self.tg_to_mx,
+            Direction::MxToTg => &self.mx_to_tg,
+        }
+    }
+
+    /// A message crossed; `latency_ms` from its original send to delivery.
+    pub fn delivered(&self, d: Direction, latency_ms: i64) {
+        let p = self.dir(d);
+        p.delivered.fetch_add(1, Ordering::Relaxed);
+        let ms = latency_ms.max(0) as u64;
+        p.latency_count.fetch_add(1, Ordering::Relaxed);
+        p.latency_sum_ms.fetch_add(ms, Ordering::Relaxed);
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if ms as f64 <= le * 1000.0 {
+                p.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn failed(&self, d: Direction) {
+        self.dir(d).failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn reloaded(&self, accepted: bool) {
+        if accepted {
+            &self.reloads
+        } else {
+            &self.reloads_rejected
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The exposition text; `queue` is (telegram inbox, matrix inbox), `mode` the bridge mode.
+    pub fn render(&self, queue: (i64, i64), mode: &str) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP tgmx_messages_total Messages handled, by direction and outcome."
+        );
+        let _ = writeln!(out, "# TYPE tgmx_messages_total counter");
+        for d in [Direction::TgToMx, Direction::MxToTg] {
+            let p = self.dir(d);
+            let _ = writeln!(
+                out,
+                "tgmx_messages_total{{direction=\"{}\",outcome=\"delivered\"}} {}",
+                d.as_str(),
+                p.delivered.load(Ordering::Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "tgmx_messages_total{{direction=\"{}\",outcome=\"failed\"}} {}",
+                d.as_str(),
+                p.failed.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tgmx_bridge_latency_seconds Time from the original send to delivery on the other side."
+        );
+        let _ = writeln!(out, "# TYPE tgmx_bridge_latency_seconds histogram");
+        for d in [Direction::TgToMx, Direction::MxToTg] {
+            let p = self.dir(d);
+            for (i, le) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "tgmx_bridge_latency_seconds_bucket{{direction=\"{}\",le=\"{le}\"}} {}",
+                    d.as_str(),
+                    p.latency_buckets[i].load(Ordering::Relaxed)
+                );
+            }
+            let count = p.latency_count.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "tgmx_bridge_latency_seconds_bucket{{direction=\"{}\",le=\"+Inf\"}} {count}",
+                d.as_str()
+            );
+            let _ = writeln!(
+                out,
+                "tgmx_bridge_latency_seconds_sum{{direction=\"{}\"}} {}",
+                d.as_str(),
+                p.latency_sum_ms.load(Ordering::Relaxed) as f64 / 1000.0
+            );
+            let _ = writeln!(
+                out,
+                "tgmx_bridge_latency_seconds_count{{direction=\"{}\"}} {count}",
+                d.as_str()
+            );
+        }
+        let _ = writeln!(out, "# HELP tgmx_queue_depth Items stored and not yet bridged.");
+        let _ = writeln!(out, "# TYPE tgmx_queue_depth gauge");
+        let _ = writeln!(out, "tgmx_queue_depth{{source=\"telegram\"}} {}", queue.0);
+        let _ = writeln!(out, "tgmx_queue_depth{{source=\"matrix\"}} {}", queue.1);
+        let _ = writeln!(out, "# HELP tgmx_config_reloads_total Config reloads, by result.");
+        let _ = writeln!(out, "# TYPE tgmx_config_reloads_total counter");
+        let _ = writeln!(
+            out,
+            "tgmx_config_reloads_total{{result=\"accepted\"}} {}",
+            self.reloads.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "tgmx_config_reloads_total{{result=\"rejected\"}} {}",
+            self.reloads_rejected.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(out, "# HELP tgmx_mode The bridge mode (1 for the current one).");
+        let _ = writeln!(out, "# TYPE tgmx_mode gauge");
+        for m in ["parallel", "cutover", "standby"] {
+            let _ = writeln!(out, "tgmx_mode{{mode=\"{m}\"}} {}", u8::from(m == mode));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let m = Metrics::default();
+        m.delivered(Direction::TgToMx, 80);
+        m.delivered(Direction::TgToMx, 3000);
+        m.failed(Direction::MxToTg);
+        let text = m.render((1, 2), "cutover");
+        assert!(
+            text.contains("tgmx_messages_total{direction=\"tg_to_mx\",outcome=\"delivered\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("tgmx_bridge_latency_seconds_bucket{direction=\"tg_to_mx\",le=\"0.1\"} 1"));
+        assert!(text.contains("tgmx_bridge_latency_seconds_bucket{direction=\"tg_to_mx\",le=\"5\"} 2"));
+        assert!(text.contains("tgmx_messages_total{direction=\"mx_to_tg\",outcome=\"failed\"} 1"));
+        assert!(text.contains("tgmx_mode{mode=\"cutover\"} 1") && text.contains("tgmx_mode{mode=\"parallel\"} 0"));
+        assert!(text.contains("tgmx_queue_depth{source=\"matrix\"} 2"));
+    }
+}
