@@ -90,6 +90,31 @@ pub async fn run(cfg: &Config, daemon_running: bool) -> Vec<Line> {
                 format!("invite {bot} to it"),
             ));
         }
+        if !cfg.fleet.agents.is_empty() || cfg.fleet.min_agents > 0 {
+            let mut present = 0;
+            for agent in &cfg.fleet.agents {
+                let mut everywhere = true;
+                for r in &cfg.rooms {
+                    let room = match mx.resolve_alias(r.matrix.as_str()).await {
+                        Ok(id) => id.to_string(),
+                        Err(_) => r.matrix.to_string(),
+                    };
+                    let path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{agent}");
+                    let m = mx.request(Method::GET, &path, Some(&bot), None).await;
+                    everywhere &= m.is_ok_and(|v| v["membership"] == "join");
+                }
+                present += usize::from(everywhere);
+            }
+            out.push(line(
+                present >= cfg.fleet.min_agents,
+                format!(
+                    "{present} of {} agents joined to every room (need {})",
+                    cfg.fleet.agents.len(),
+                    cfg.fleet.min_agents
+                ),
+                "run `tgmx bootstrap` to invite them, and have them accept",
+            ));
+        }
     }
     let Ok(token) = cfg.telegram_token() else {
         out.push(line(

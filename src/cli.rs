@@ -57,6 +57,25 @@ pub enum Command {
         #[arg(short, long, env = "TGMX_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Create the configured rooms that are missing (alias, name, topic, encryption, operator as
+    /// admin, agents invited) and link them to their chats. Running it twice changes nothing.
+    Bootstrap {
+        /// Print what would be done and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(short, long, env = "TGMX_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Post "Acknowledge, fleet." and report which agents answered, and how fast.
+    Rollcall {
+        /// Room (alias or id); default: the first configured room.
+        #[arg(long)]
+        room: Option<String>,
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+        #[arg(short, long, env = "TGMX_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Readiness check: one line per condition (ok / FAIL with a hint); non-zero exit on a FAIL.
     Check {
         #[arg(short, long, env = "TGMX_CONFIG")]

@@ -27,7 +27,25 @@ pub struct Config {
     #[serde(default)]
     pub identities: Vec<IdentityMapping>,
     #[serde(default)]
+    pub fleet: FleetConfig,
+    #[serde(default)]
     pub logging: LoggingConfig,
+}
+
+/// Who is expected in the rooms: used by `bootstrap` (invites, power), `check`, `status` and
+/// `rollcall`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// The operator: room admin (power 100) in every bootstrapped room.
+    #[serde(default)]
+    pub operator: Option<OwnedUserId>,
+    /// Agents' Matrix accounts (invited by `bootstrap`, expected by `check` and `rollcall`).
+    #[serde(default)]
+    pub agents: Vec<OwnedUserId>,
+    /// `check` fails unless at least this many agents exist and are joined to every room.
+    #[serde(default)]
+    pub min_agents: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -215,6 +233,15 @@ pub struct RoomMapping {
     pub matrix: OwnedRoomOrAliasId,
     /// Telegram chat id (negative for groups and supergroups).
     pub telegram: i64,
+    /// Room name set by `bootstrap` when it creates the room.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Room topic set by `bootstrap`.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Create the room with end-to-end encryption on (`bootstrap`).
+    #[serde(default)]
+    pub encrypted: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -505,6 +532,17 @@ impl Registration {
                 regex: format!("^{}$", regex_escape(id.matrix.as_str())),
             });
         }
+        let mut aliases = vec![Namespace {
+            exclusive: true,
+            regex: format!("^#{}.+:{server}$", regex_escape(&cfg.appservice.puppet_prefix)),
+        }];
+        // The configured room aliases, so that `bootstrap` may create them (shared, non-exclusive).
+        for r in cfg.rooms.iter().filter(|r| r.matrix.is_room_alias_id()) {
+            aliases.push(Namespace {
+                exclusive: false,
+                regex: format!("^{}$", regex_escape(r.matrix.as_str())),
+            });
+        }
         Registration {
             id: cfg.appservice.id.clone(),
             url: Some(cfg.appservice_url()),
@@ -514,10 +552,7 @@ impl Registration {
             rate_limited: false,
             namespaces: Namespaces {
                 users,
-                aliases: vec![Namespace {
-                    exclusive: true,
-                    regex: format!("^#{}.+:{server}$", regex_escape(&cfg.appservice.puppet_prefix)),
-                }],
+                aliases,
                 rooms: vec![],
             },
             receive_ephemeral: None,
@@ -617,6 +652,8 @@ identities:
                 .all(|n| n.regex.starts_with('^') && n.regex.ends_with('$'))
         );
         assert_ne!(r.as_token, r.hs_token);
+        assert_eq!(r.namespaces.aliases[1].regex, "^\\#fleet\\-ops:localhost$");
+        assert!(!r.namespaces.aliases[1].exclusive);
         let back: Registration = serde_saphyr::from_str(&r.to_yaml()).unwrap();
         assert_eq!(back, r);
     }

@@ -11,6 +11,7 @@
 //! - [`bridge`]: the core that decides: portals, puppets, echo suppression, id mapping, and
 //!   the ordered workers that drain the inboxes.
 //! - [`metrics`]: Prometheus counters served at `/metrics`.
+//! - [`ops`]: `bootstrap` and `rollcall`, run as the bridge bot.
 //! - [`app`]: `App::build(config)` / `port()` / `run_until_stopped(shutdown)`.
 //! - [`check`]: the readiness check (`tgmx check`).
 //! - [`cli`]: the command line.
@@ -34,6 +35,7 @@ pub mod error;
 mod fuzz;
 pub mod matrix;
 pub mod metrics;
+pub mod ops;
 pub mod storage;
 pub mod telegram;
 

@@ -109,6 +109,39 @@ async fn main() -> anyhow::Result<()> {
             }
             println!("verdict: nothing lost");
         }
+        Command::Bootstrap { dry_run, config } => {
+            let cfg = load(config.as_ref())?;
+            let reg = Registration::load(&cfg.appservice.registration)?;
+            let mx = tgmx::matrix::client::MatrixClient::new(&cfg.homeserver.url, &reg.as_token);
+            let store = tgmx::storage::Store::open(&cfg.database).await?;
+            let plan = tgmx::ops::bootstrap(&cfg, &mx, &store, dry_run).await?;
+            for step in &plan {
+                println!("{step}");
+            }
+            if plan.is_empty() {
+                println!("nothing to do: every room exists, is linked and has its people");
+            }
+        }
+        Command::Rollcall { room, timeout, config } => {
+            let cfg = load(config.as_ref())?;
+            let reg = Registration::load(&cfg.appservice.registration)?;
+            let mx = tgmx::matrix::client::MatrixClient::new(&cfg.homeserver.url, &reg.as_token);
+            let Some(room) = room.or_else(|| cfg.rooms.first().map(|r| r.matrix.to_string())) else {
+                bail!("no room configured; pass --room");
+            };
+            let answers = tgmx::ops::rollcall(&cfg, &mx, &room, timeout).await?;
+            let missing = answers.iter().filter(|(_, t)| t.is_none()).count();
+            for (agent, t) in &answers {
+                match t {
+                    Some(s) => println!("ok   {agent} answered in {s:.1} s"),
+                    None => println!("FAIL {agent} did not answer within {} s", timeout.as_secs()),
+                }
+            }
+            println!("{} of {} agents answered", answers.len() - missing, answers.len());
+            if missing > 0 {
+                std::process::exit(1);
+            }
+        }
         Command::Check { config } => {
             let cfg = match load(config.as_ref()) {
                 Ok(c) => c,
@@ -145,10 +178,13 @@ async fn main() -> anyhow::Result<()> {
             println!("database copied to {}", path.display());
         }
         Command::Status { config } => {
+            use tgmx::storage::Direction;
             let cfg = load(config.as_ref())?;
             let store = tgmx::storage::Store::open(&cfg.database).await?;
             let configured = tgmx::bridge::cutover::Mode::of(&cfg);
             let current = store.current_mode().await?.unwrap_or_else(|| "never started".into());
+            let day_ago = tgmx::storage::now_ms() - 86_400_000;
+            let mut blockers = Vec::new();
             println!("mode: {current} (config says {})", configured.as_str());
             println!("switch history:");
             for (from, to, at, reason) in store.switches().await? {
@@ -159,10 +195,50 @@ async fn main() -> anyhow::Result<()> {
                     to
                 );
             }
-            let pending = store.pending_announcements().await?.len();
-            println!("announcements pending: {pending}");
-            for d in [tgmx::storage::Direction::TgToMx, tgmx::storage::Direction::MxToTg] {
-                println!("messages {}: {}", d.as_str(), store.count_links(d).await?);
+            println!("announcements pending: {}", store.pending_announcements().await?.len());
+            println!("rooms (last 24 h):");
+            for r in &cfg.rooms {
+                let linked = store.portal_room(r.telegram).await?;
+                let t2m = store.count_chat_since(r.telegram, Direction::TgToMx, day_ago).await?;
+                let m2t = store.count_chat_since(r.telegram, Direction::MxToTg, day_ago).await?;
+                println!(
+                    "  {} <-> {}: {}, telegram->matrix {t2m}, matrix->telegram {m2t}",
+                    r.matrix,
+                    r.telegram,
+                    linked
+                        .as_deref()
+                        .map_or("NOT LINKED".to_owned(), |id| format!("linked ({id})"))
+                );
+                if linked.is_none() {
+                    blockers.push(format!("{} not linked", r.matrix));
+                }
+            }
+            for d in [Direction::TgToMx, Direction::MxToTg] {
+                let mut lat = store.latencies_since(d, day_ago).await?;
+                lat.sort_unstable();
+                let q = |p| tgmx::cli::quantile(&lat, p).map_or("-".to_owned(), |v| format!("{v} ms"));
+                println!("latency {}: p50 {} p99 {}", d.as_str(), q(0.5), q(0.99));
+            }
+            let failures = store.failures_since(day_ago).await?.len();
+            let (tg, mx, oldest) = store.pending().await?;
+            println!("undelivered (24 h): {failures}; waiting: {tg} from telegram, {mx} from matrix");
+            if failures > 0 {
+                blockers.push(format!("{failures} undelivered in 24 h (see `tgmx audit`)"));
+            }
+            if oldest.is_some_and(|o| tgmx::storage::now_ms() - o > 300_000) {
+                blockers.push("a queue is stuck".into());
+            }
+            if !cfg.fleet.agents.is_empty() {
+                println!("agents, last message bridged:");
+                for a in &cfg.fleet.agents {
+                    let last = store.last_message_by(a.as_str()).await?;
+                    println!("  {a}: {}", last.map_or("never".to_owned(), fmt_ms));
+                }
+            }
+            if blockers.is_empty() {
+                println!("ready for cutover: yes");
+            } else {
+                println!("ready for cutover: no ({})", blockers.join("; "));
             }
         }
         Command::CheckConfig { config } => {

@@ -619,6 +619,28 @@ impl Store {
         .await?)
     }
 
+    /// Messages of one chat bridged since `since_ms` in one direction.
+    pub async fn count_chat_since(&self, chat: i64, direction: Direction, since_ms: i64) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM messages WHERE tg_chat_id = ? AND direction = ? AND bridged_at >= ?",
+        )
+        .bind(chat)
+        .bind(direction.as_str())
+        .bind(since_ms)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// When `sender` (a Matrix id, puppet or real) last had a message bridged.
+    pub async fn last_message_by(&self, sender: &str) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT MAX(bridged_at) FROM messages WHERE sender = ?")
+                .bind(sender)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     /// Items waiting in the inboxes: (telegram count, matrix count, oldest received_at).
     pub async fn pending(&self) -> Result<(i64, i64, Option<i64>)> {
         let (tg, tg_oldest): (i64, Option<i64>) = sqlx::query_as("SELECT COUNT(*), MIN(received_at) FROM tg_inbox")

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::fake_telegram::FakeTelegram;
 
 /// Appservice registrations made before Synapse starts; one per `TestApp`.
-const SLOTS: usize = 24;
+const SLOTS: usize = 40;
 pub const TG_TOKEN: &str = "123456:TEST-token-ABCdef_0123456789";
 
 pub struct Synapse {

@@ -78,3 +78,151 @@ async fn metrics_ready_and_backup_reflect_the_traffic() {
         .unwrap();
     assert_eq!(n, 2);
 }
+
+fn with_fleet(app: &TestApp, extra_room: Option<(&str, i64)>) -> impl FnOnce(String) -> String {
+    let fleet = format!(
+        "fleet:\n  operator: \"{}\"\n  agents: [\"{}\", \"{}\"]\n  min_agents: 2\n",
+        app.alex.user_id, app.ezra.user_id, app.alex.user_id
+    );
+    let room = extra_room.map(|(alias, chat)| {
+        format!("  - {{matrix: \"{alias}\", telegram: {chat}, name: \"Fleet intel\", topic: \"Signals\"}}\n")
+    });
+    move |c: String| {
+        let c = match room {
+            Some(r) => c.replace("rooms:\n", &format!("rooms:\n{r}")),
+            None => c,
+        };
+        c.replace("logging:", &format!("{fleet}logging:"))
+    }
+}
+
+#[tokio::test]
+async fn bootstrap_dry_run_changes_nothing_and_a_second_run_nothing_more() {
+    let app = TestApp::prepare().await;
+    // Inside the slot's alias namespace (`^#tg<slot>_.+:localhost$`), as a registration
+    // generated with the room in the config would have it.
+    let alias = format!("#tg{}_fleet-intel:localhost", app.slot);
+    let chat = app.chat - 700;
+    app.tg.add_chat(chat, "fleet-intel");
+    app.edit_config(with_fleet(&app, Some((&alias, chat))));
+    let resolve = format!(
+        "/_matrix/client/v3/directory/room/{}",
+        url::form_urlencoded::byte_serialize(alias.as_bytes()).collect::<String>()
+    );
+
+    let (ok, plan) = app.cli(&["bootstrap", "--dry-run"]).await;
+    assert!(ok, "{plan}");
+    assert!(
+        plan.contains(&format!(
+            "would create room {alias} (name \"Fleet intel\", topic \"Signals\", not encrypted)"
+        )),
+        "{plan}"
+    );
+    assert!(
+        plan.contains(&format!("would invite {} to {alias}", app.ezra.user_id)),
+        "{plan}"
+    );
+    assert!(
+        plan.contains(&format!("would link {alias} to telegram chat {chat}")),
+        "{plan}"
+    );
+    assert!(
+        app.ezra.call("GET", &resolve, None).await.is_err(),
+        "dry run created the room"
+    );
+    let (_, again) = app.cli(&["bootstrap", "--dry-run"]).await;
+    assert_eq!(again, plan, "a dry run changed something");
+
+    let (ok, done) = app.cli(&["bootstrap"]).await;
+    assert!(ok, "{done}");
+    assert!(
+        done.contains(&format!("create room {alias}")) && !done.contains("would"),
+        "{done}"
+    );
+    let room = app.ezra.call("GET", &resolve, None).await.unwrap()["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let member = app
+        .ezra
+        .call(
+            "GET",
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/state/m.room.member/{}",
+                app.ezra.user_id
+            ),
+            None,
+        )
+        .await;
+    assert!(member.is_err() || member.unwrap()["membership"] == "invite");
+    app.alex.join(&room).await;
+    let power = app
+        .alex
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(power["users"][app.alex.user_id.as_str()], 100, "{power}");
+
+    let (ok, second) = app.cli(&["bootstrap"]).await;
+    assert!(ok, "{second}");
+    assert!(second.contains("nothing to do"), "second run changed things:\n{second}");
+    let (_, dry) = app.cli(&["bootstrap", "--dry-run"]).await;
+    assert!(dry.contains("nothing to do"), "{dry}");
+}
+
+#[tokio::test]
+async fn rollcall_reports_who_answered_and_status_counts_match() {
+    let app = TestApp::prepare().await;
+    app.edit_config(with_fleet(&app, None));
+    let mut app = app;
+    app.start().await;
+    let user = app.tg.add_user(6002, "Finch", None, None);
+    app.tg.inject_text(app.chat, &user, "one");
+    app.tg.inject_text(app.chat, &user, "two");
+    app.wait_from(&app.puppet(6002), 2).await;
+    app.ezra.send_text(&app.room, "three").await;
+    app.tg.wait_sent(app.chat, 1, Duration::from_secs(30)).await;
+
+    let (ok, status) = app.cli(&["status"]).await;
+    assert!(ok, "{status}");
+    assert!(status.contains("telegram->matrix 2, matrix->telegram 1"), "{status}");
+    assert!(status.contains("ready for cutover: yes"), "{status}");
+    let (ok, check) = app.cli(&["check"]).await;
+    assert!(
+        ok && check.contains("ok   2 of 2 agents joined to every room"),
+        "{check}"
+    );
+
+    let config = app.config_path();
+    let roll = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(crate::harness::tgmx_bin())
+            .args(["rollcall", "--timeout", "15s", "-c"])
+            .arg(config)
+            .env("TGMX_TELEGRAM_TOKEN", crate::harness::TG_TOKEN)
+            .output()
+            .unwrap()
+    });
+    let bot = app.bot.clone();
+    app.ezra
+        .wait_messages(&app.room, 1, Duration::from_secs(30), move |e| {
+            e["sender"] == bot.as_str() && crate::harness::body(e) == "Acknowledge, fleet."
+        })
+        .await;
+    app.ezra.send_text(&app.room, "Ezra here").await;
+    let out = roll.await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "alex never answered, yet: {text}");
+    assert!(
+        text.contains(&format!("ok   {} answered in", app.ezra.user_id)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("FAIL {} did not answer", app.alex.user_id)),
+        "{text}"
+    );
+    assert!(text.contains("1 of 2 agents answered"), "{text}");
+}

@@ -1,0 +1,210 @@
+//! Runbook commands that act on the homeserver as the bridge bot: `bootstrap` (create and link
+//! the fleet rooms, idempotently, with a dry run) and `rollcall` (ask the agents to answer).
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use ruma::{OwnedRoomId, OwnedUserId, UserId};
+use serde_json::{Value, json};
+
+use crate::config::{Config, RoomMapping};
+use crate::error::{Error, Result};
+use crate::matrix::client::MatrixClient;
+use crate::storage::Store;
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Membership of `user` in `room` as the bot sees it ("join", "invite", "leave", …), if any.
+async fn membership(mx: &MatrixClient, bot: &UserId, room: &str, user: &UserId) -> Option<String> {
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+        enc(room),
+        enc(user.as_str())
+    );
+    mx.request(Method::GET, &path, Some(bot), None).await.ok()?["membership"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// The people a room should have: the operator and the agents.
+fn expected(cfg: &Config) -> Vec<OwnedUserId> {
+    cfg.fleet
+        .operator
+        .iter()
+        .chain(cfg.fleet.agents.iter())
+        .cloned()
+        .collect()
+}
+
+/// Create missing rooms, invite missing people, join the bot, link portals. Returns the plan
+/// (what was done, or with `dry_run` what would be done); running it twice changes nothing.
+pub async fn bootstrap(cfg: &Config, mx: &MatrixClient, store: &Store, dry_run: bool) -> Result<Vec<String>> {
+    let bot = cfg.bot_user_id();
+    let verb = |s: &str| if dry_run { format!("would {s}") } else { s.to_owned() };
+    let mut plan = Vec::new();
+    if !dry_run {
+        mx.register(&cfg.appservice.bot_localpart).await?;
+    }
+    for r in &cfg.rooms {
+        let existing = if r.matrix.is_room_alias_id() {
+            match mx.resolve_alias(r.matrix.as_str()).await {
+                Ok(id) => Some(id),
+                Err(Error::Matrix { status: 404, .. }) => None,
+                Err(e) => return Err(e),
+            }
+        } else {
+            Some(OwnedRoomId::try_from(r.matrix.as_str()).map_err(|e| Error::Config(format!("rooms: {e}")))?)
+        };
+        let room = match existing {
+            Some(id) => id,
+            None => {
+                plan.push(verb(&format!("create room {} ({})", r.matrix, describe(r))));
+                if dry_run {
+                    for u in expected(cfg) {
+                        plan.push(verb(&format!("invite {u} to {}", r.matrix)));
+                    }
+                    plan.push(verb(&format!("link {} to telegram chat {}", r.matrix, r.telegram)));
+                    continue;
+                }
+                create_room(cfg, mx, &bot, r).await?
+            }
+        };
+        if membership(mx, &bot, room.as_str(), &bot).await.as_deref() != Some("join") {
+            plan.push(verb(&format!("join {bot} to {}", r.matrix)));
+            if !dry_run {
+                mx.join(room.as_str(), &bot).await?;
+            }
+        }
+        for u in expected(cfg) {
+            let m = membership(mx, &bot, room.as_str(), &u).await;
+            if !matches!(m.as_deref(), Some("join" | "invite")) {
+                plan.push(verb(&format!("invite {u} to {}", r.matrix)));
+                if !dry_run {
+                    mx.invite(room.as_str(), &bot, &u).await?;
+                }
+            }
+        }
+        if store.portal_room(r.telegram).await?.as_deref() != Some(room.as_str()) {
+            plan.push(verb(&format!("link {} to telegram chat {}", r.matrix, r.telegram)));
+            if !dry_run {
+                let alias = r.matrix.is_room_alias_id().then(|| r.matrix.as_str());
+                store.upsert_portal(r.telegram, room.as_str(), alias).await?;
+            }
+        }
+    }
+    Ok(plan)
+}
+
+fn describe(r: &RoomMapping) -> String {
+    format!(
+        "name {:?}, topic {:?}, {}",
+        r.name.as_deref().unwrap_or(""),
+        r.topic.as_deref().unwrap_or(""),
+        if r.encrypted { "encrypted" } else { "not encrypted" }
+    )
+}
+
+async fn create_room(cfg: &Config, mx: &MatrixClient, bot: &OwnedUserId, r: &RoomMapping) -> Result<OwnedRoomId> {
+    // From room version 12 the creator (the bot) holds power by the rules and must not be
+    // listed; before it, overriding `users` would drop the creator's 100, so it is listed.
+    let caps = mx
+        .request(Method::GET, "/_matrix/client/v3/capabilities", Some(bot), None)
+        .await?;
+    let version: u32 = caps["capabilities"]["m.room_versions"]["default"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    let mut users = serde_json::Map::new();
+    if version < 12 {
+        users.insert(bot.to_string(), json!(100));
+    }
+    if let Some(op) = &cfg.fleet.operator {
+        users.insert(op.to_string(), json!(100));
+    }
+    let mut body = json!({
+        "preset": "private_chat",
+        "invite": expected(cfg),
+        "power_level_content_override": {"users": users},
+    });
+    if let Some(local) = r.matrix.as_str().strip_prefix('#').and_then(|a| a.split(':').next()) {
+        body["room_alias_name"] = json!(local);
+    }
+    if let Some(n) = &r.name {
+        body["name"] = json!(n);
+    }
+    if let Some(t) = &r.topic {
+        body["topic"] = json!(t);
+    }
+    if r.encrypted {
+        body["initial_state"] =
+            json!([{"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]);
+    }
+    let v = match mx
+        .request(Method::POST, "/_matrix/client/v3/createRoom", Some(bot), Some(&body))
+        .await
+    {
+        Err(Error::Matrix { errcode, .. }) if errcode == "M_EXCLUSIVE" => {
+            return Err(Error::Config(format!(
+                "the homeserver will not let the bridge create {}: add the alias to the registration's alias \
+                 namespace (`tgmx generate-registration --force` includes configured aliases) and reload the homeserver",
+                r.matrix
+            )));
+        }
+        other => other?,
+    };
+    v["room_id"]
+        .as_str()
+        .and_then(|id| OwnedRoomId::try_from(id).ok())
+        .ok_or_else(|| Error::MatrixTransport("createRoom: no room_id".into()))
+}
+
+/// Post "Acknowledge, fleet." and wait for each agent's first message after it.
+/// Returns (agent, seconds to answer or None).
+pub async fn rollcall(
+    cfg: &Config,
+    mx: &MatrixClient,
+    room: &str,
+    timeout: Duration,
+) -> Result<Vec<(OwnedUserId, Option<f64>)>> {
+    let bot = cfg.bot_user_id();
+    let room_id = if room.starts_with('#') {
+        mx.resolve_alias(room).await?
+    } else {
+        OwnedRoomId::try_from(room).map_err(|e| Error::Config(e.to_string()))?
+    };
+    let start = Instant::now();
+    let txn = format!("rollcall{}", crate::storage::now_ms());
+    let sent = mx
+        .send(
+            room_id.as_str(),
+            &bot,
+            "m.room.message",
+            &txn,
+            &json!({"msgtype": "m.text", "body": "Acknowledge, fleet."}),
+        )
+        .await?;
+    let mut answers: Vec<(OwnedUserId, Option<f64>)> = cfg.fleet.agents.iter().map(|a| (a.clone(), None)).collect();
+    while start.elapsed() < timeout && answers.iter().any(|(_, t)| t.is_none()) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=200",
+            enc(room_id.as_str())
+        );
+        let v = mx.request(Method::GET, &path, Some(&bot), None).await?;
+        let events: Vec<&Value> = v["chunk"].as_array().map(|c| c.iter().collect()).unwrap_or_default();
+        // Newest first: everything before our message in this list came after it.
+        for ev in events.iter().take_while(|e| e["event_id"] != sent.as_str()) {
+            if ev["type"] != "m.room.message" {
+                continue;
+            }
+            for (agent, t) in answers.iter_mut() {
+                if t.is_none() && ev["sender"] == agent.as_str() {
+                    *t = Some(start.elapsed().as_secs_f64());
+                }
+            }
+        }
+    }
+    Ok(answers)
+}
