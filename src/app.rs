@@ -82,6 +82,7 @@ impl App {
             .store
             .set_kv("daemon_pid", &std::process::id().to_string())
             .await?;
+        bridge.load_portals().await?;
         bridge.init_mode().await?;
 
         let user_bridge = bridge.clone();

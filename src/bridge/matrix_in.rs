@@ -27,6 +27,10 @@ impl Bridge {
             return self.mx_member(&ev, &room, &sender).await;
         }
         let Some(chat) = self.chat_for_room(room.as_str()) else {
+            if self.has_unresolved_rooms() {
+                // It may belong to a configured room not joined yet: retried, never dropped.
+                return Err(crate::error::Error::NotReady(format!("room {room} not resolved yet")));
+            }
             tracing::debug!(%room, "event from an unbridged room ignored");
             return Ok(());
         };

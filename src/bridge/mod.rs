@@ -113,6 +113,31 @@ impl Bridge {
             .map(|(c, _)| *c)
     }
 
+    /// Whether some configured room is not resolved (joined) yet.
+    pub fn has_unresolved_rooms(&self) -> bool {
+        let portals = self.portals.read().expect("lock");
+        self.cfg().rooms.iter().any(|r| !portals.contains_key(&r.telegram))
+    }
+
+    /// Portals known from an earlier run, so bridging starts before the homeserver answers.
+    pub async fn load_portals(&self) -> Result<()> {
+        let cfg = self.cfg();
+        for r in &cfg.rooms {
+            let Some((room, alias)) = self.store.portal(r.telegram).await? else {
+                continue;
+            };
+            let same = if r.matrix.is_room_alias_id() {
+                alias.as_deref() == Some(r.matrix.as_str())
+            } else {
+                room == r.matrix.as_str()
+            };
+            if let (true, Ok(room)) = (same, OwnedRoomId::try_from(room)) {
+                self.portals.write().expect("lock").insert(r.telegram, room);
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the chat is configured (even if its room is not resolved yet).
     pub fn chat_is_configured(&self, chat: i64) -> bool {
         self.cfg().rooms.iter().any(|r| r.telegram == chat)

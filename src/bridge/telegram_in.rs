@@ -24,6 +24,17 @@ impl Bridge {
         }
     }
 
+    /// Whether `user` is this bridge's Telegram bot (its id is the token's prefix).
+    fn is_own_bot(&self, user: Option<&User>) -> bool {
+        let cfg = self.cfg();
+        let own = cfg
+            .telegram_token()
+            .ok()
+            .and_then(|t| t.split(':').next())
+            .and_then(|id| id.parse::<u64>().ok());
+        user.is_some_and(|u| u.is_bot && Some(u.id.0) == own)
+    }
+
     /// The portal for a chat; `None` when the chat is not bridged (ignored), an error when it is
     /// configured but not resolved yet (retried).
     fn portal_of(&self, chat: i64) -> Result<Option<OwnedRoomId>> {
@@ -117,8 +128,16 @@ impl Bridge {
             None => self.tg_content(m),
         };
         if let Some(reply) = m.reply_to_message() {
-            if let Some(link) = self.store.link_by_tg(chat, reply.id.0).await? {
-                content["m.relates_to"] = json!({"m.in_reply_to": {"event_id": link.mx_event_id}});
+            match self.store.link_by_tg(chat, reply.id.0).await? {
+                Some(link) => content["m.relates_to"] = json!({"m.in_reply_to": {"event_id": link.mx_event_id}}),
+                // A quick reply to a message the bot just relayed can overtake the write of its
+                // link (the other direction's worker): wait for it a little, then go without.
+                None if self.is_own_bot(reply.from.as_ref())
+                    && crate::storage::now_ms() - m.date.timestamp_millis() < 10_000 =>
+                {
+                    return Err(Error::NotReady(format!("reply target {} not linked yet", reply.id.0)));
+                }
+                None => {}
             }
         }
         content[SOURCE_KEY] = json!({"chat": chat, "message": m.id.0});

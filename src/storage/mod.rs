@@ -112,6 +112,15 @@ impl Store {
         Ok(())
     }
 
+    /// The stored portal of a chat: (room id, alias it was configured by).
+    pub async fn portal(&self, tg_chat_id: i64) -> Result<Option<(String, Option<String>)>> {
+        let row = sqlx::query("SELECT mx_room_id, mx_alias FROM portals WHERE tg_chat_id = ?")
+            .bind(tg_chat_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
     pub async fn portal_room(&self, tg_chat_id: i64) -> Result<Option<String>> {
         Ok(
             sqlx::query_scalar("SELECT mx_room_id FROM portals WHERE tg_chat_id = ?")
