@@ -503,6 +503,12 @@ impl Registration {
         })?;
         let reg: Registration = serde_saphyr::from_str(&text)
             .map_err(|e| Error::Config(format!("registration {}: {e}", path.display())))?;
+        if reg.as_token.starts_with("REPLACE_ME") || reg.hs_token.starts_with("REPLACE_ME") {
+            return Err(Error::Config(format!(
+                "registration {}: placeholder tokens; run `tgmx generate-registration --force`",
+                path.display()
+            )));
+        }
         if reg.as_token.len() < 16 || reg.hs_token.len() < 16 {
             return Err(Error::Config(format!(
                 "registration {}: tokens must be at least 16 characters",
@@ -632,6 +638,16 @@ identities:
         let bad = MIN.replace("gateway:", "gatway: 1\ngateway:");
         let e = Config::parse(&bad, Path::new(".")).unwrap_err().to_string();
         assert!(e.contains("gatway"), "{e}");
+    }
+
+    #[test]
+    fn the_example_registration_parses_but_is_refused() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("registration.yaml");
+        let e = Registration::load(&path).unwrap_err().to_string();
+        assert!(e.contains("placeholder tokens"), "{e}");
+        let text = std::fs::read_to_string(path).unwrap();
+        let reg: Registration = serde_saphyr::from_str(&text).unwrap();
+        assert_eq!(reg.namespaces.users[0].regex, "^@telegram_[0-9]+:localhost$");
     }
 
     #[test]

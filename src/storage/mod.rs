@@ -50,6 +50,11 @@ pub struct InboxItem {
     pub json: String,
 }
 
+/// Rows of `(key, json)` as inbox items.
+fn inbox_items(rows: Vec<sqlx::sqlite::SqliteRow>) -> Vec<InboxItem> {
+    rows.into_iter().map(|r| InboxItem { key: r.get(0), json: r.get(1) }).collect()
+}
+
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
@@ -292,13 +297,7 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| InboxItem {
-                key: r.get(0),
-                json: r.get(1),
-            })
-            .collect())
+        Ok(inbox_items(rows))
     }
 
     pub async fn next_mx_inbox(&self, limit: i64) -> Result<Vec<InboxItem>> {
@@ -306,13 +305,7 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| InboxItem {
-                key: r.get(0),
-                json: r.get(1),
-            })
-            .collect())
+        Ok(inbox_items(rows))
     }
 
     pub async fn done_mx_inbox(&self, seq: i64) -> Result<()> {
@@ -365,13 +358,7 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| InboxItem {
-                key: r.get(0),
-                json: r.get(1),
-            })
-            .collect())
+        Ok(inbox_items(rows))
     }
 
     pub async fn done_tg_inbox(&self, update_id: i64) -> Result<()> {
