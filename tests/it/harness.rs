@@ -595,6 +595,12 @@ impl TestApp {
         }
     }
 
+    /// The daemon's process id, while it runs.
+    #[allow(dead_code)] // used by the benchmark
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL: a crash, nothing flushed.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
