@@ -87,7 +87,8 @@ pub enum Command {
         #[arg(short, long, env = "TGMX_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Show the current mode and the history of switches.
+    /// The cutover checklist: mode and switch history, per-room counts (24 h), latency,
+    /// undelivered messages, last message per agent, and a "ready for cutover" verdict.
     Status {
         #[arg(short, long, env = "TGMX_CONFIG")]
         config: Option<PathBuf>,

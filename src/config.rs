@@ -641,6 +641,15 @@ identities:
     }
 
     #[test]
+    fn the_embedded_default_is_valid() {
+        let c = Config::parse(EMBEDDED_DEFAULT, Path::new("/srv")).unwrap();
+        assert_eq!(c.homeserver.url, "http://127.0.0.1:8008");
+        assert_eq!(c.gateway.telegram.per_chat_per_minute, 20);
+        assert_eq!(c.gateway.dedupe.window_secs, 120);
+        assert!(c.rooms.is_empty() && c.fleet.agents.is_empty());
+    }
+
+    #[test]
     fn the_example_registration_parses_but_is_refused() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("registration.yaml");
         let e = Registration::load(&path).unwrap_err().to_string();
