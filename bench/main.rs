@@ -34,7 +34,9 @@ impl Arrivals {
                 if let Some(s) = &since {
                     path.push_str(&format!("&since={s}"));
                 }
-                let Ok(v) = user.call("GET", &path, None).await else { continue };
+                let Ok(v) = user.call("GET", &path, None).await else {
+                    continue;
+                };
                 let now = Instant::now();
                 since = v["next_batch"].as_str().map(str::to_owned);
                 if let Some(events) = v["rooms"]["join"][room.as_str()]["timeline"]["events"].as_array() {
@@ -79,8 +81,14 @@ fn rss_kb(pid: u32, field: &str) -> u64 {
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::var("TGMX_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
-    let burst: usize = std::env::var("TGMX_BENCH_BURST").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let n: usize = std::env::var("TGMX_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let burst: usize = std::env::var("TGMX_BENCH_BURST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
     let mut app = TestApp::prepare().await;
     let t0 = Instant::now();
     app.start().await;
@@ -102,11 +110,25 @@ async fn main() {
         let body = format!("direct {i}");
         let t = Instant::now();
         app.alex.send_text(&app.room, &body).await;
-        direct.push(arrivals.wait(&body, Duration::from_secs(30)).await.duration_since(t).as_secs_f64() * 1000.0);
+        direct.push(
+            arrivals
+                .wait(&body, Duration::from_secs(30))
+                .await
+                .duration_since(t)
+                .as_secs_f64()
+                * 1000.0,
+        );
         let body = format!("bridged {i}");
         let t = Instant::now();
         app.tg.inject_text(app.chat, &user, &body);
-        bridged.push(arrivals.wait(&body, Duration::from_secs(30)).await.duration_since(t).as_secs_f64() * 1000.0);
+        bridged.push(
+            arrivals
+                .wait(&body, Duration::from_secs(30))
+                .await
+                .duration_since(t)
+                .as_secs_f64()
+                * 1000.0,
+        );
     }
 
     // Throughput: n direct sends back to back vs n Telegram messages at once.
@@ -114,13 +136,17 @@ async fn main() {
     for i in 0..n {
         app.alex.send_text(&app.room, &format!("direct tp {i}")).await;
     }
-    arrivals.wait(&format!("direct tp {}", n - 1), Duration::from_secs(120)).await;
+    arrivals
+        .wait(&format!("direct tp {}", n - 1), Duration::from_secs(120))
+        .await;
     let direct_tp = n as f64 / t.elapsed().as_secs_f64();
     let t = Instant::now();
     for i in 0..n {
         app.tg.inject_text(app.chat, &user, &format!("bridged tp {i}"));
     }
-    arrivals.wait(&format!("bridged tp {}", n - 1), Duration::from_secs(120)).await;
+    arrivals
+        .wait(&format!("bridged tp {}", n - 1), Duration::from_secs(120))
+        .await;
     let bridged_tp = n as f64 / t.elapsed().as_secs_f64();
 
     // Matrix -> Telegram: event sent to the Bot API request, one at a time.
@@ -153,13 +179,37 @@ async fn main() {
     println!("## tgmx bench ({n} messages per series, burst {burst})\n");
     println!("| figure | tgmx | baseline (direct send, same run) | ratio / overhead |");
     println!("| --- | --- | --- | --- |");
-    println!("| Telegram -> Matrix latency p50 | {bp50:.1} ms | {dp50:.1} ms | +{:.1} ms |", bp50 - dp50);
-    println!("| Telegram -> Matrix latency p99 | {bp99:.1} ms | {dp99:.1} ms | +{:.1} ms |", bp99 - dp99);
-    println!("| Telegram -> Matrix throughput | {bridged_tp:.0} msg/s | {direct_tp:.0} msg/s | {:.0}% |", 100.0 * bridged_tp / direct_tp);
-    println!("| Matrix -> Telegram (event sent to Bot API request) p50 / p99 | {:.1} / {:.1} ms | - | - |", pct(&mut m2t, 0.5), pct(&mut m2t, 0.99));
-    println!("| burst: delivered, time to drain | {delivered}/{burst}, {:.1} s ({:.0} msg/s) | - | - |", drain.as_secs_f64(), burst as f64 / drain.as_secs_f64());
-    println!("| RSS idle (1 portal) / peak during the burst | {:.1} MB / {:.1} MB | - | - |", idle_rss as f64 / 1024.0, peak_rss as f64 / 1024.0);
-    println!("| startup to ready | {:.0} ms | - | - |", startup.as_secs_f64() * 1000.0);
+    println!(
+        "| Telegram -> Matrix latency p50 | {bp50:.1} ms | {dp50:.1} ms | +{:.1} ms |",
+        bp50 - dp50
+    );
+    println!(
+        "| Telegram -> Matrix latency p99 | {bp99:.1} ms | {dp99:.1} ms | +{:.1} ms |",
+        bp99 - dp99
+    );
+    println!(
+        "| Telegram -> Matrix throughput | {bridged_tp:.0} msg/s | {direct_tp:.0} msg/s | {:.0}% |",
+        100.0 * bridged_tp / direct_tp
+    );
+    println!(
+        "| Matrix -> Telegram (event sent to Bot API request) p50 / p99 | {:.1} / {:.1} ms | - | - |",
+        pct(&mut m2t, 0.5),
+        pct(&mut m2t, 0.99)
+    );
+    println!(
+        "| burst: delivered, time to drain | {delivered}/{burst}, {:.1} s ({:.0} msg/s) | - | - |",
+        drain.as_secs_f64(),
+        burst as f64 / drain.as_secs_f64()
+    );
+    println!(
+        "| RSS idle (1 portal) / peak during the burst | {:.1} MB / {:.1} MB | - | - |",
+        idle_rss as f64 / 1024.0,
+        peak_rss as f64 / 1024.0
+    );
+    println!(
+        "| startup to ready | {:.0} ms | - | - |",
+        startup.as_secs_f64() * 1000.0
+    );
     app.kill();
     let _: Option<Value> = None;
 }

@@ -52,7 +52,12 @@ pub struct InboxItem {
 
 /// Rows of `(key, json)` as inbox items.
 fn inbox_items(rows: Vec<sqlx::sqlite::SqliteRow>) -> Vec<InboxItem> {
-    rows.into_iter().map(|r| InboxItem { key: r.get(0), json: r.get(1) }).collect()
+    rows.into_iter()
+        .map(|r| InboxItem {
+            key: r.get(0),
+            json: r.get(1),
+        })
+        .collect()
 }
 
 #[derive(Clone)]

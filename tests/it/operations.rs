@@ -48,22 +48,33 @@ async fn metrics_ready_and_backup_reflect_the_traffic() {
     let c = http();
     let r = c.get(format!("{}/ready", app.url())).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let text = c
-        .get(format!("{}/metrics", app.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for want in [
+    let wants = [
         "tgmx_messages_total{direction=\"tg_to_mx\",outcome=\"delivered\"} 1",
         "tgmx_messages_total{direction=\"mx_to_tg\",outcome=\"delivered\"} 1",
         "tgmx_bridge_latency_seconds_count{direction=\"tg_to_mx\"} 1",
         "tgmx_mode{mode=\"parallel\"} 1",
         "tgmx_queue_depth{source=\"matrix\"}",
-    ] {
-        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    ];
+    // The counters move just after the delivery the test saw: poll briefly.
+    let start = std::time::Instant::now();
+    loop {
+        let text = c
+            .get(format!("{}/metrics", app.url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let missing: Vec<&&str> = wants.iter().filter(|w| !text.contains(**w)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "missing {missing:?} in:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     let copy = app.dir.join("backup.db");
@@ -187,9 +198,17 @@ async fn rollcall_reports_who_answered_and_status_counts_match() {
     app.ezra.send_text(&app.room, "three").await;
     app.tg.wait_sent(app.chat, 1, Duration::from_secs(30)).await;
 
-    let (ok, status) = app.cli(&["status"]).await;
-    assert!(ok, "{status}");
-    assert!(status.contains("telegram->matrix 2, matrix->telegram 1"), "{status}");
+    // The link of the relayed message is written just after the send the test saw: poll briefly.
+    let start = std::time::Instant::now();
+    let status = loop {
+        let (ok, status) = app.cli(&["status"]).await;
+        assert!(ok, "{status}");
+        if status.contains("telegram->matrix 2, matrix->telegram 1") {
+            break status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(status.contains("ready for cutover: yes"), "{status}");
     let (ok, check) = app.cli(&["check"]).await;
     assert!(
