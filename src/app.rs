@@ -64,10 +64,6 @@ impl App {
         self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
     }
 
-    pub fn bridge(&self) -> &Arc<Bridge> {
-        &self.bridge
-    }
-
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let App {
             listener,

@@ -252,13 +252,6 @@ impl Store {
         Ok(row.map(Self::link_from_row))
     }
 
-    pub async fn count_links(&self, direction: Direction) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE direction = ?")
-            .bind(direction.as_str())
-            .fetch_one(&self.pool)
-            .await?)
-    }
-
     // ---- appservice transactions and the Matrix inbox ----
 
     /// Store a transaction's events unless the transaction id was seen before.
