@@ -46,6 +46,8 @@ impl App {
             ))
         })?;
         let bridge = Arc::new(Bridge::new(cfg, store, mx, tg));
+        // Right after a start the homeserver delivers what it held back: gaps are possible.
+        bridge.suspect_gaps();
         Ok(App {
             listener,
             bridge,
@@ -93,6 +95,10 @@ impl App {
             store: bridge.store.clone(),
             hs_token: registration.hs_token.as_str().into(),
             wake: mx_wake.clone(),
+            delivered: {
+                let b = bridge.clone();
+                Arc::new(move |events| b.note_delivered(events))
+            },
             user_exists: Arc::new(move |user: &str| {
                 let b = user_bridge.clone();
                 let user = user.to_owned();
@@ -146,6 +152,11 @@ impl App {
                 async move { b.store.done_tg_inbox(key).await }
             },
         )));
+        tasks.push(tokio::spawn(catch_up_loop(
+            bridge.clone(),
+            mx_wake.clone(),
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(run_mx_lanes(bridge.clone(), mx_wake, stop_rx.clone())));
 
         shutdown.await;
@@ -180,7 +191,10 @@ async fn run_mx_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, mut stop: watch::R
                             stop.clone(),
                             move || {
                                 let (b, room) = (b.clone(), room.clone());
-                                async move { b.store.next_mx_lane(&room, 64).await }
+                                async move {
+                                    let batch = b.store.next_mx_lane(&room, 64).await?;
+                                    b.catch_up_before(&room, batch).await
+                                }
                             },
                             move |item| {
                                 let b = b2.clone();
@@ -206,6 +220,31 @@ async fn run_mx_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, mut stop: watch::R
     }
     for (_, (_, handle)) in lanes {
         let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+    }
+}
+
+/// Every `gateway.matrix.catch_up_secs` (read live), queue Matrix events the homeserver skipped.
+async fn catch_up_loop(bridge: Arc<Bridge>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+    match bridge.store.prune_seen(7 * 24 * 3600 * 1000).await {
+        Ok(n) if n > 0 => tracing::debug!(n, "forgot old seen event ids"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot prune seen event ids: {e}"),
+    }
+    loop {
+        let every = bridge.cfg().gateway.matrix.catch_up_secs;
+        let wait = Duration::from_secs(if every == 0 { 60 } else { every });
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {},
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if every == 0 || !bridge.ready.load(std::sync::atomic::Ordering::Relaxed) {
+            continue;
+        }
+        match bridge.catch_up_sweep().await {
+            Ok(0) => {}
+            Ok(_) => wake.notify_one(),
+            Err(e) => tracing::warn!("catch-up sweep failed: {e}"),
+        }
     }
 }
 

@@ -162,11 +162,22 @@ impl Default for Announcements {
 pub struct MatrixGateway {
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// How often each portal's recent timeline is compared with what the homeserver delivered,
+    /// to bridge an event it left unsent (0: never). See `src/bridge/catch_up.rs`.
+    #[serde(default = "default_catch_up_secs")]
+    pub catch_up_secs: u64,
+}
+
+fn default_catch_up_secs() -> u64 {
+    60
 }
 
 impl Default for MatrixGateway {
     fn default() -> Self {
-        Self { enabled: true }
+        Self {
+            enabled: true,
+            catch_up_secs: default_catch_up_secs(),
+        }
     }
 }
 

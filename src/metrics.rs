@@ -24,6 +24,8 @@ pub struct Metrics {
     mx_to_tg: PerDirection,
     reloads: AtomicU64,
     reloads_rejected: AtomicU64,
+    /// Matrix events the homeserver skipped and the catch-up found (see bridge/catch_up.rs).
+    caught_up: AtomicU64,
 }
 
 pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(Metrics::default);
@@ -52,6 +54,10 @@ impl Metrics {
 
     pub fn failed(&self, d: Direction) {
         self.dir(d).failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn caught_up(&self) {
+        self.caught_up.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn reloaded(&self, accepted: bool) {
@@ -86,6 +92,16 @@ impl Metrics {
                 p.failed.load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP tgmx_matrix_events_caught_up_total Matrix events the homeserver skipped, found by the catch-up."
+        );
+        let _ = writeln!(out, "# TYPE tgmx_matrix_events_caught_up_total counter");
+        let _ = writeln!(
+            out,
+            "tgmx_matrix_events_caught_up_total {}",
+            self.caught_up.load(Ordering::Relaxed)
+        );
         let _ = writeln!(
             out,
             "# HELP tgmx_bridge_latency_seconds Time from the original send to delivery on the other side."

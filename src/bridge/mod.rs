@@ -5,6 +5,7 @@
 //! retries a transient failure (with backoff, honouring `retry_after`) without moving on, so order
 //! is kept and nothing is skipped; a permanent failure is recorded in `failures` and skipped.
 
+pub mod catch_up;
 pub mod cutover;
 pub mod dedupe;
 pub mod matrix_in;
@@ -56,6 +57,10 @@ pub struct Bridge {
     hs_upload_limit: Mutex<Option<Option<u64>>>,
     /// When each Telegram user's avatar was last checked.
     avatar_checked: Mutex<HashMap<i64, std::time::Instant>>,
+    /// Until when (unix ms) lanes look for events the homeserver skipped (see `catch_up`).
+    pub suspect_until: std::sync::atomic::AtomicI64,
+    /// Newest `origin_server_ts` among delivered Matrix events (the sweep's horizon).
+    pub newest_delivered_ts: std::sync::atomic::AtomicI64,
 }
 
 impl Bridge {
@@ -76,6 +81,8 @@ impl Bridge {
             announce_wake: Notify::new(),
             setup_wake: Notify::new(),
             ready: Default::default(),
+            suspect_until: Default::default(),
+            newest_delivered_ts: Default::default(),
             hs_upload_limit: Mutex::default(),
             avatar_checked: Mutex::default(),
         }

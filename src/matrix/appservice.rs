@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 
-use crate::storage::Store;
+use crate::storage::{MxEvent, Store};
 
 /// Largest transaction body accepted.
 pub const MAX_TRANSACTION_BYTES: usize = 16 * 1024 * 1024;
@@ -28,6 +28,8 @@ pub struct AsState {
     pub hs_token: Arc<str>,
     /// Wakes the Matrix inbox worker after a transaction is stored.
     pub wake: Arc<Notify>,
+    /// Told of every stored transaction's events (the catch-up watches their timestamps).
+    pub delivered: Arc<dyn Fn(&[MxEvent]) + Send + Sync>,
     /// The bridge's mode and whether setup finished (for `/metrics` and `/ready`).
     pub probe: Arc<dyn Fn() -> (&'static str, bool) + Send + Sync>,
     /// Decides whether a user id in our namespace exists (user query).
@@ -108,6 +110,7 @@ async fn transaction(
     tracing::trace!(%txn_id, body = %String::from_utf8_lossy(&bytes), "transaction received");
     match state.store.accept_transaction(&txn_id, &events).await {
         Ok(true) => {
+            (state.delivered)(&events);
             tracing::debug!(%txn_id, events = n, "transaction stored");
             state.wake.notify_one();
             Json(json!({})).into_response()
@@ -125,8 +128,8 @@ async fn transaction(
 }
 
 /// Validate a transaction body and return its events re-serialised one by one, each with its
-/// room id (the lane it is bridged in; empty when it has none).
-pub fn parse_transaction(bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
+/// room id (the lane it is bridged in; empty when it has none) and event id.
+pub fn parse_transaction(bytes: &[u8]) -> Result<Vec<MxEvent>, String> {
     let body: Value = serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
     let obj = body.as_object().ok_or("transaction must be a JSON object")?;
     let events = match obj.get("events") {
@@ -142,8 +145,12 @@ pub fn parse_transaction(bytes: &[u8]) -> Result<Vec<(String, String)>, String> 
                 return Err(format!("events[{i}].{key} missing or not a string"));
             }
         }
-        let room = o.get("room_id").and_then(Value::as_str).unwrap_or_default().to_owned();
-        out.push((room, ev.to_string()));
+        out.push(MxEvent {
+            room: o.get("room_id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            event_id: o.get("event_id").and_then(Value::as_str).map(str::to_owned),
+            ts: o.get("origin_server_ts").and_then(Value::as_i64),
+            json: ev.to_string(),
+        });
     }
     Ok(out)
 }

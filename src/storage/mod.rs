@@ -43,6 +43,16 @@ pub struct MessageLink {
     pub sender: String,
 }
 
+/// A Matrix event as received: its lane (room id, empty when none), its id, its JSON.
+#[derive(Debug, Clone)]
+pub struct MxEvent {
+    pub room: String,
+    pub event_id: Option<String>,
+    /// `origin_server_ts`, when present.
+    pub ts: Option<i64>,
+    pub json: String,
+}
+
 /// A stored, not yet bridged inbox item.
 #[derive(Debug, Clone)]
 pub struct InboxItem {
@@ -58,6 +68,23 @@ fn inbox_items(rows: Vec<sqlx::sqlite::SqliteRow>) -> Vec<InboxItem> {
             json: r.get(1),
         })
         .collect()
+}
+
+/// Record `ev` as seen inside `tx`; `false` if it was already (events without an id: always new).
+async fn mark_seen(tx: &mut sqlx::SqliteConnection, ev: &MxEvent, now: i64) -> Result<bool> {
+    let Some(id) = &ev.event_id else {
+        return Ok(true);
+    };
+    Ok(
+        sqlx::query("INSERT OR IGNORE INTO mx_seen (event_id, room_id, received_at) VALUES (?, ?, ?)")
+            .bind(id)
+            .bind(&ev.room)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1,
+    )
 }
 
 #[derive(Clone)]
@@ -256,7 +283,10 @@ impl Store {
 
     /// Store a transaction's events unless the transaction id was seen before.
     /// Returns false for a duplicate. Atomic: either the id and all events are stored, or nothing.
-    pub async fn accept_transaction(&self, txn_id: &str, events: &[(String, String)]) -> Result<bool> {
+    /// Store a transaction and its events in one SQLite transaction; `false` for a repeated id.
+    /// An event already seen (fetched by the catch-up before the homeserver delivered it) is
+    /// not queued again.
+    pub async fn accept_transaction(&self, txn_id: &str, events: &[MxEvent]) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
         let inserted = sqlx::query("INSERT OR IGNORE INTO mx_transactions (txn_id, received_at) VALUES (?, ?)")
@@ -268,17 +298,63 @@ impl Store {
         if inserted == 0 {
             return Ok(false);
         }
-        for (room, ev) in events {
+        for ev in events {
+            if !mark_seen(&mut tx, ev, now).await? {
+                tracing::info!(event_id = ?ev.event_id, "event already bridged by the catch-up; ignored");
+                continue;
+            }
             sqlx::query("INSERT INTO mx_inbox (txn_id, room_id, event_json, received_at) VALUES (?, ?, ?, ?)")
                 .bind(txn_id)
-                .bind(room)
-                .bind(ev)
+                .bind(&ev.room)
+                .bind(&ev.json)
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Record an event the bridge found itself; `false` if it was seen already.
+    pub async fn mark_seen(&self, ev: &MxEvent) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let fresh = mark_seen(&mut tx, ev, now_ms()).await?;
+        tx.commit().await?;
+        Ok(fresh)
+    }
+
+    /// Which of these event ids were never seen.
+    pub async fn unseen(&self, event_ids: &[&str]) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for id in event_ids {
+            let seen: Option<i64> = sqlx::query_scalar("SELECT 1 FROM mx_seen WHERE event_id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            if seen.is_none() {
+                out.push((*id).to_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// When the bridge first saw an event of this room (events before that are history).
+    pub async fn first_seen_in(&self, room: &str) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT MIN(received_at) FROM mx_seen WHERE room_id = ?")
+                .bind(room)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Forget seen event ids older than `max_age_ms`.
+    pub async fn prune_seen(&self, max_age_ms: i64) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM mx_seen WHERE received_at < ?")
+            .bind(now_ms() - max_age_ms)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     /// Rooms with Matrix events waiting (each is bridged by its own ordered worker).
@@ -688,22 +764,43 @@ mod tests {
         (Store::open(&url).await.unwrap(), dir)
     }
 
+    fn ev(id: &str, json: &str) -> MxEvent {
+        MxEvent {
+            room: "!r".into(),
+            event_id: Some(id.into()),
+            ts: None,
+            json: json.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_found_by_the_catch_up_is_not_queued_again() {
+        let (s, _d) = store().await;
+        assert!(s.mark_seen(&ev("$late", "{}")).await.unwrap());
+        assert!(!s.mark_seen(&ev("$late", "{}")).await.unwrap());
+        assert_eq!(s.unseen(&["$late", "$other"]).await.unwrap(), ["$other"]);
+        // Delivered at last, in a transaction with a new event.
+        assert!(
+            s.accept_transaction("t9", &[ev("$late", "{\"late\":1}"), ev("$new", "{\"new\":1}")])
+                .await
+                .unwrap()
+        );
+        let items = s.next_mx_inbox(10).await.unwrap();
+        assert_eq!(
+            items.iter().map(|i| i.json.as_str()).collect::<Vec<_>>(),
+            ["{\"new\":1}"]
+        );
+    }
+
     #[tokio::test]
     async fn duplicate_transactions_are_noops() {
         let (s, _d) = store().await;
         assert!(
-            s.accept_transaction(
-                "t1",
-                &[("!r".into(), "{\"a\":1}".into()), ("!r".into(), "{\"a\":2}".into())]
-            )
-            .await
-            .unwrap()
-        );
-        assert!(
-            !s.accept_transaction("t1", &[("!r".into(), "{\"a\":3}".into())])
+            s.accept_transaction("t1", &[ev("$1", "{\"a\":1}"), ev("$2", "{\"a\":2}")])
                 .await
                 .unwrap()
         );
+        assert!(!s.accept_transaction("t1", &[ev("$3", "{\"a\":3}")]).await.unwrap());
         let items = s.next_mx_inbox(10).await.unwrap();
         assert_eq!(
             items.iter().map(|i| i.json.as_str()).collect::<Vec<_>>(),

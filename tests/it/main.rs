@@ -1,5 +1,6 @@
 //! One integration-test binary: real Synapse + a fake Telegram Bot API + the daemon.
 mod appservice_api;
+mod catch_up;
 mod cutover;
 mod fake_telegram;
 mod fake_telegram_selftest;
