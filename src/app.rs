@@ -30,7 +30,14 @@ impl App {
     pub async fn build(cfg: Config) -> Result<App> {
         let registration = Registration::load(&cfg.appservice.registration)?;
         let store = Store::open(&cfg.database).await?;
-        let mx = MatrixClient::new(&cfg.homeserver.url, &registration.as_token);
+        let mx = MatrixClient::new(&cfg.homeserver.url, &registration.as_token).acting_as(cfg.bot_user_id());
+        if registration.sender_localpart == cfg.appservice.bot_localpart {
+            tracing::warn!(
+                "the registration's sender_localpart is the bot: Synapse will not let it sync, so encrypted \
+                 rooms cannot be decrypted; regenerate the registration (`tgmx generate-registration`) and \
+                 register it again"
+            );
+        }
         let api_url = url::Url::parse(&cfg.gateway.telegram.api_url)
             .map_err(|e| Error::Config(format!("`gateway.telegram.api_url`: {e}")))?;
         let token = match cfg.telegram_token() {
@@ -162,6 +169,7 @@ impl App {
         shutdown.await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
+        bridge.crypto.shutdown();
         for t in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }

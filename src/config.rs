@@ -28,8 +28,52 @@ pub struct Config {
     pub identities: Vec<IdentityMapping>,
     #[serde(default)]
     pub fleet: FleetConfig,
+    /// End-to-end encrypted rooms (see `src/matrix/crypto.rs`).
+    #[serde(default)]
+    pub encryption: EncryptionConfig,
     #[serde(default)]
     pub logging: LoggingConfig,
+}
+
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// Bridge encrypted rooms (the bot and the puppets get devices of their own).
+    #[serde(default = "yes")]
+    pub allow: bool,
+    /// `bootstrap` creates rooms encrypted unless a room says `encrypted: false`.
+    #[serde(default)]
+    pub default: bool,
+    /// Refuse to bridge a room that is not encrypted.
+    #[serde(default)]
+    pub require: bool,
+    /// Key the crypto stores are encrypted with; prefer the environment variable
+    /// `TGMX_PICKLE_KEY`. Required once a bridged room is encrypted.
+    #[serde(default)]
+    pub pickle_key: Option<String>,
+}
+
+impl Default for EncryptionConfig {
+    fn default() -> Self {
+        Self {
+            allow: true,
+            default: false,
+            require: false,
+            pickle_key: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for EncryptionConfig {
+    // Hand-written so that the pickle key never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncryptionConfig")
+            .field("allow", &self.allow)
+            .field("default", &self.default)
+            .field("require", &self.require)
+            .field("pickle_key", &self.pickle_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// Who is expected in the rooms: used by `bootstrap` (invites, power), `check`, `status` and
@@ -250,9 +294,16 @@ pub struct RoomMapping {
     /// Room topic set by `bootstrap`.
     #[serde(default)]
     pub topic: Option<String>,
-    /// Create the room with end-to-end encryption on (`bootstrap`).
+    /// Create the room with end-to-end encryption on (`bootstrap`); unset: `encryption.default`.
     #[serde(default)]
-    pub encrypted: bool,
+    pub encrypted: Option<bool>,
+}
+
+impl RoomMapping {
+    /// Whether `bootstrap` creates this room encrypted.
+    pub fn wants_encryption(&self, enc: &EncryptionConfig) -> bool {
+        self.encrypted.unwrap_or(enc.default)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -339,6 +390,9 @@ impl Config {
         }
         if cfg.gateway.telegram.bot_token.as_deref().is_none_or(str::is_empty) {
             cfg.gateway.telegram.bot_token = std::env::var("TGMX_TELEGRAM_TOKEN").ok().filter(|t| !t.is_empty());
+        }
+        if cfg.encryption.pickle_key.as_deref().is_none_or(str::is_empty) {
+            cfg.encryption.pickle_key = std::env::var("TGMX_PICKLE_KEY").ok().filter(|k| !k.is_empty());
         }
         cfg.validate()?;
         Ok(cfg)
@@ -449,6 +503,13 @@ impl Config {
             .url
             .clone()
             .unwrap_or_else(|| format!("http://{}", self.appservice.listen))
+    }
+
+    /// The appservice's own user (`sender_localpart`). It is not the bot: Synapse refuses
+    /// `/sync` to the sender, and the bot needs a syncing device for encrypted rooms. The
+    /// bridge acts as the bot (`?user_id=`) and never as the sender.
+    pub fn sender_localpart(&self) -> String {
+        format!("{}-appservice", self.appservice.bot_localpart)
     }
 
     pub fn bot_user_id(&self) -> OwnedUserId {
@@ -565,7 +626,7 @@ impl Registration {
             url: Some(cfg.appservice_url()),
             as_token: random_token(),
             hs_token: random_token(),
-            sender_localpart: cfg.appservice.bot_localpart.clone(),
+            sender_localpart: cfg.sender_localpart(),
             rate_limited: false,
             namespaces: Namespaces {
                 users,

@@ -42,6 +42,9 @@ pub enum Error {
     /// Work that cannot be done yet (e.g. a room not resolved); retried later.
     #[error("not ready: {0}")]
     NotReady(String),
+    /// End-to-end encryption (a device, a crypto store, encrypting or decrypting).
+    #[error("encryption: {message}")]
+    Crypto { message: String, transient: bool },
     /// I/O.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -55,6 +58,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::MatrixTransport(_) => true,
+            Error::Crypto { transient, .. } => *transient,
             Error::Matrix { status, errcode, .. } => *status >= 500 || *status == 429 || errcode == "M_LIMIT_EXCEEDED",
             Error::Db(_) => true,
             Error::Telegram { transient, .. } => *transient,

@@ -24,6 +24,9 @@
 //! window in which a crash can repeat a message is between `sendMessage` returning and the message
 //! map row being written, one message per worker.
 
+// matrix-sdk sync futures are deep; proving them Send needs more than the default 128.
+#![recursion_limit = "256"]
+
 pub mod app;
 pub mod bridge;
 pub mod check;

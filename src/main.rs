@@ -112,7 +112,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Bootstrap { dry_run, config } => {
             let cfg = load(config.as_ref())?;
             let reg = Registration::load(&cfg.appservice.registration)?;
-            let mx = tgmx::matrix::client::MatrixClient::new(&cfg.homeserver.url, &reg.as_token);
+            let mx = tgmx::matrix::client::MatrixClient::new(&cfg.homeserver.url, &reg.as_token)
+                .acting_as(cfg.bot_user_id());
             let store = tgmx::storage::Store::open(&cfg.database).await?;
             let plan = tgmx::ops::bootstrap(&cfg, &mx, &store, dry_run).await?;
             for step in &plan {
@@ -125,7 +126,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Rollcall { room, timeout, config } => {
             let cfg = load(config.as_ref())?;
             let reg = Registration::load(&cfg.appservice.registration)?;
-            let mx = tgmx::matrix::client::MatrixClient::new(&cfg.homeserver.url, &reg.as_token);
+            let mx = tgmx::matrix::client::MatrixClient::new(&cfg.homeserver.url, &reg.as_token)
+                .acting_as(cfg.bot_user_id());
             let Some(room) = room.or_else(|| cfg.rooms.first().map(|r| r.matrix.to_string())) else {
                 bail!("no room configured; pass --room");
             };
@@ -176,6 +178,13 @@ async fn main() -> anyhow::Result<()> {
             let store = tgmx::storage::Store::open(&cfg.database).await?;
             store.backup(&path).await?;
             println!("database copied to {}", path.display());
+            // The devices' crypto stores (keys of encrypted rooms) go beside it.
+            let crypto = tgmx::matrix::crypto::dir_for(&cfg.database);
+            let target = path.with_extension("crypto");
+            let n = tgmx::matrix::crypto::backup_dir(&crypto, &target).await?;
+            if n > 0 {
+                println!("{n} crypto store(s) copied to {}", target.display());
+            }
         }
         Command::Status { config } => {
             use tgmx::storage::Direction;

@@ -60,7 +60,11 @@ pub async fn bootstrap(cfg: &Config, mx: &MatrixClient, store: &Store, dry_run: 
         let room = match existing {
             Some(id) => id,
             None => {
-                plan.push(verb(&format!("create room {} ({})", r.matrix, describe(r))));
+                plan.push(verb(&format!(
+                    "create room {} ({})",
+                    r.matrix,
+                    describe(r, r.wants_encryption(&cfg.encryption))
+                )));
                 if dry_run {
                     for u in expected(cfg) {
                         plan.push(verb(&format!("invite {u} to {}", r.matrix)));
@@ -97,12 +101,12 @@ pub async fn bootstrap(cfg: &Config, mx: &MatrixClient, store: &Store, dry_run: 
     Ok(plan)
 }
 
-fn describe(r: &RoomMapping) -> String {
+fn describe(r: &RoomMapping, encrypted: bool) -> String {
     format!(
         "name {:?}, topic {:?}, {}",
         r.name.as_deref().unwrap_or(""),
         r.topic.as_deref().unwrap_or(""),
-        if r.encrypted { "encrypted" } else { "not encrypted" }
+        if encrypted { "encrypted" } else { "not encrypted" }
     )
 }
 
@@ -137,7 +141,7 @@ async fn create_room(cfg: &Config, mx: &MatrixClient, bot: &OwnedUserId, r: &Roo
     if let Some(t) = &r.topic {
         body["topic"] = json!(t);
     }
-    if r.encrypted {
+    if r.wants_encryption(&cfg.encryption) {
         body["initial_state"] =
             json!([{"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]);
     }

@@ -33,7 +33,13 @@ use crate::error::Result;
 use crate::storage::{Direction, InboxItem, MxEvent, now_ms};
 
 /// Event types the bridge relays to Telegram (the only ones worth fetching).
-const RELAYED: [&str; 4] = ["m.room.message", "m.sticker", "m.reaction", "m.room.redaction"];
+const RELAYED: [&str; 5] = [
+    "m.room.message",
+    "m.sticker",
+    "m.reaction",
+    "m.room.redaction",
+    "m.room.encrypted",
+];
 /// An event this much older than one delivered counts as skipped (clock and ordering slack).
 const SLACK_MS: i64 = 2_000;
 /// The sweep leaves events younger than this to normal delivery.

@@ -261,15 +261,14 @@ impl Bridge {
             let chat = self.chat_for_room(room).unwrap_or_default();
             let body = self.announcement_text(kind, false, &self.matrix_link(chat));
             let content = json!({"msgtype": "m.notice", "body": body});
-            self.mx
-                .send(
-                    room,
-                    &self.bot_mxid,
-                    "m.room.message",
-                    &format!("announce{switch_id}"),
-                    &content,
-                )
-                .await?;
+            self.send_event(
+                room,
+                &self.bot_mxid,
+                "m.room.message",
+                &format!("announce{switch_id}"),
+                &content,
+            )
+            .await?;
         }
         Ok(None)
     }

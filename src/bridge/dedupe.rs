@@ -121,15 +121,14 @@ impl Bridge {
     pub(super) async fn mark_original(&self, room: &OwnedRoomId, mx_event: &str, chat: i64, tg_msg: i32) -> Result<()> {
         let content = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": mx_event, "key": "✓"}});
         // Both workers may mark the same pair: the txn id makes the second a no-op.
-        self.mx
-            .send(
-                room.as_str(),
-                &self.bot_mxid,
-                "m.reaction",
-                &format!("twin{mx_event}"),
-                &content,
-            )
-            .await?;
+        self.send_event(
+            room.as_str(),
+            &self.bot_mxid,
+            "m.reaction",
+            &format!("twin{mx_event}"),
+            &content,
+        )
+        .await?;
         let reaction = vec![ReactionType::Emoji { emoji: "👌".into() }];
         if let Err(e) = self
             .tg

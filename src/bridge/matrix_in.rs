@@ -6,10 +6,13 @@ use teloxide::prelude::*;
 use teloxide::types::{MessageId, ParseMode, ReplyParameters};
 
 use super::{Bridge, SOURCE_KEY};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::matrix::html::{matrix_html_to_telegram, plain_to_telegram};
 use crate::storage::Direction;
 use crate::telegram::format::escape_html;
+
+/// How long an encrypted event without keys is retried before the Telegram side is told.
+const UTD_WAIT_MS: i64 = 20_000;
 
 impl Bridge {
     pub async fn handle_mx_event(&self, json: &str) -> Result<()> {
@@ -37,8 +40,18 @@ impl Bridge {
         if self.is_bridge_user(sender.as_str()) || ev["content"].get(SOURCE_KEY).is_some() {
             return Ok(()); // our own echo
         }
+        if kind == "m.room.encryption" && ev["state_key"] == "" {
+            return self.room_encrypted(&room).await;
+        }
         if !self.mode().relays_to_telegram() {
             tracing::debug!(%room, kind, "standby: not relayed to telegram");
+            return Ok(());
+        }
+        if kind == "m.room.encrypted" {
+            return self.mx_encrypted(&ev, &room, &sender, chat).await;
+        }
+        if self.cfg().encryption.require && !self.is_encrypted(&room) {
+            tracing::warn!(%room, "not relayed: the room is not encrypted and `encryption.require` is on");
             return Ok(());
         }
         match kind {
@@ -46,6 +59,52 @@ impl Bridge {
             "m.room.redaction" => self.mx_redaction(&ev, chat).await,
             "m.reaction" => self.mx_reaction(&ev, &sender, chat).await,
             _ => Ok(()),
+        }
+    }
+
+    /// An encrypted event: decrypted with the bot's device, then bridged like a plain one. Keys
+    /// that have not arrived yet are waited for (the lane retries) until the event is
+    /// [`UTD_WAIT_MS`] old; then the Telegram side gets a notice instead of silence.
+    async fn mx_encrypted(&self, ev: &Value, room: &OwnedRoomId, sender: &OwnedUserId, chat: i64) -> Result<()> {
+        use crate::matrix::crypto::Decrypted;
+        if !self.cfg().encryption.allow {
+            tracing::warn!(%room, "encrypted event not relayed: `encryption.allow` is off");
+            return Ok(());
+        }
+        match self.crypto.decrypt(&self.bot_mxid, room, ev).await? {
+            Decrypted::Event(clear) => {
+                if clear["type"] == "m.room.encrypted" {
+                    return Err(Error::Internal("decrypted event is still encrypted".into()));
+                }
+                Box::pin(self.handle_mx_event(&clear.to_string())).await
+            }
+            Decrypted::Undecryptable(reason) => {
+                // Keys normally arrive (to-device, through the bot's sync) within a second or two.
+                let age = crate::storage::now_ms() - ev["origin_server_ts"].as_i64().unwrap_or(0);
+                if age < UTD_WAIT_MS {
+                    return Err(Error::NotReady(format!(
+                        "no keys yet for an encrypted event ({reason})"
+                    )));
+                }
+                let event_id = ev["event_id"].as_str().unwrap_or_default();
+                tracing::warn!(%room, event_id, "cannot decrypt: {reason}");
+                crate::metrics::METRICS.failed(crate::storage::Direction::MxToTg);
+                self.store
+                    .record_failure(
+                        crate::storage::Direction::MxToTg,
+                        &format!("undecryptable:{event_id}"),
+                        &format!("cannot decrypt: {reason}"),
+                    )
+                    .await?;
+                let name = crate::telegram::format::escape_html(&self.matrix_name(room, sender).await);
+                let text = format!("⚠ <b>{name}</b> sent an encrypted message the bridge could not decrypt.");
+                self.pacer.wait(chat).await;
+                self.tg
+                    .send_message(teloxide::types::ChatId(chat), text)
+                    .parse_mode(teloxide::types::ParseMode::Html)
+                    .await?;
+                Ok(())
+            }
         }
     }
 

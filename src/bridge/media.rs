@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use ruma::{OwnedRoomId, OwnedUserId, UserId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 use teloxide::net::Download;
 use teloxide::prelude::*;
@@ -200,22 +200,26 @@ impl Bridge {
 
     /// Matrix content for a Telegram message with a file, or `None` when it has none.
     /// A file over a limit yields a notice instead (and a recorded failure).
-    pub(super) async fn tg_media_content(&self, m: &Message, sender: &UserId) -> Result<Option<Value>> {
+    pub(super) async fn tg_media_content(&self, m: &Message, sender: &UserId, room: &RoomId) -> Result<Option<Value>> {
         let Some(tf) = tg_file(m) else {
             return Ok(None);
         };
         let caption = m.caption().unwrap_or_default();
-        match self.tg_upload_to_matrix(&tf, sender).await {
-            Ok((url, size, thumb)) => {
+        match self.tg_upload_to_matrix(&tf, sender, self.is_encrypted(room)).await {
+            Ok((source, size, thumb)) => {
                 let mut info = tf.info.clone();
                 info["mimetype"] = json!(tf.mime);
                 info["size"] = json!(size);
-                if let Some((turl, tinfo)) = thumb {
-                    info["thumbnail_url"] = json!(turl);
+                if let Some((tsource, tinfo)) = thumb {
+                    // `thumbnail_url`, or `thumbnail_file` in an encrypted room.
+                    let key = format!("thumbnail_{}", source_key(&tsource));
+                    info[key] = tsource;
                     info["thumbnail_info"] = tinfo;
                 }
                 let mut content = json!({"msgtype": tf.msgtype, "body": if caption.is_empty() { tf.name.as_str() } else { caption },
-                    "filename": tf.name, "url": url, "info": info});
+                    "filename": tf.name, "info": info});
+                let key = source_key(&source);
+                content[key] = source;
                 let entities = m.caption_entities().unwrap_or_default();
                 if !caption.is_empty() && has_formatting(entities) {
                     let puppet = |id| {
@@ -248,12 +252,15 @@ impl Bridge {
         }
     }
 
-    /// Download from Telegram, check the homeserver limit, upload as `sender`.
+    /// Download from Telegram, check the homeserver limit, upload as `sender`: in an encrypted
+    /// room encrypted by the sender's device (an `EncryptedFile` object), else plain (an mxc
+    /// string). Returns the source, the size, and the thumbnail's source and info.
     async fn tg_upload_to_matrix(
         &self,
         tf: &TgFile<'_>,
         sender: &UserId,
-    ) -> Result<(String, usize, Option<(String, Value)>)> {
+        encrypted: bool,
+    ) -> Result<(Value, usize, Option<(Value, Value)>)> {
         let bytes = self.tg_download(tf.meta).await?;
         let size = bytes.len();
         if let Some(limit) = self.hs_upload_limit().await.filter(|l| size as u64 > *l) {
@@ -262,17 +269,27 @@ impl Bridge {
                 limit,
             });
         }
-        let url = self.mx.upload(sender, bytes, &tf.mime, &tf.name).await?;
+        let upload = |bytes: Vec<u8>, mime: String, name: String| async move {
+            if encrypted {
+                self.crypto.upload(sender, bytes, &mime).await
+            } else {
+                self.mx.upload(sender, bytes, &mime, &name).await.map(Value::from)
+            }
+        };
+        let source = upload(bytes, tf.mime.clone(), tf.name.clone()).await?;
         let mut thumb = None;
         if let Some((meta, w, h)) = tf.thumb {
             if let Ok(tb) = self.tg_download(meta).await {
                 let tsize = tb.len();
-                if let Ok(turl) = self.mx.upload(sender, tb, "image/jpeg", "thumbnail.jpg").await {
-                    thumb = Some((turl, json!({"w": w, "h": h, "mimetype": "image/jpeg", "size": tsize})));
+                if let Ok(tsource) = upload(tb, "image/jpeg".into(), "thumbnail.jpg".into()).await {
+                    thumb = Some((
+                        tsource,
+                        json!({"w": w, "h": h, "mimetype": "image/jpeg", "size": tsize}),
+                    ));
                 }
             }
         }
-        Ok((url, size, thumb))
+        Ok((source, size, thumb))
     }
 
     /// Matrix file message -> Telegram (sendPhoto / sendDocument / sendVoice / sendAudio /
@@ -300,8 +317,11 @@ impl Bridge {
         }
         let tcfg = self.cfg().gateway.telegram.clone();
         let reply = |r: Option<i32>| r.map(|id| ReplyParameters::new(MessageId(id)).allow_sending_without_reply());
-        let Some(url) = content["url"].as_str() else {
-            // Encrypted attachments (`file`) arrive with the encryption work.
+        let encrypted_file = content.get("file").filter(|f| f.is_object());
+        let Some(url) = content["url"]
+            .as_str()
+            .or(encrypted_file.and_then(|f| f["url"].as_str()))
+        else {
             let text = format!(
                 "{name_html} sent a file the bridge cannot carry: {}",
                 escape_html(&filename)
@@ -319,6 +339,18 @@ impl Bridge {
                 size: declared,
                 limit: tcfg.max_upload_bytes,
             })
+        } else if let Some(file) = encrypted_file {
+            // Decrypted with the bot's device; the mime type comes from the event.
+            self.crypto
+                .download(&self.bot_mxid, file)
+                .await
+                .and_then(|b| match b.len() as u64 {
+                    n if n > tcfg.max_upload_bytes => Err(Error::TooLarge {
+                        size: n,
+                        limit: tcfg.max_upload_bytes,
+                    }),
+                    _ => Ok((b, None)),
+                })
         } else {
             self.mx.download(url, tcfg.max_upload_bytes).await
         };
@@ -451,8 +483,7 @@ impl Bridge {
             let content = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": link.mx_event_id, "key": e}});
             let txn = format!("tgr{chat}_{}_{reactor}_{}", link.tg_msg_id, hex(e));
             let ev = self
-                .mx
-                .send(room.as_str(), &sender, "m.reaction", &txn, &content)
+                .send_event(room.as_str(), &sender, "m.reaction", &txn, &content)
                 .await?;
             self.store
                 .save_reaction(chat, link.tg_msg_id, &reactor, e, ev.as_str(), Direction::TgToMx)
@@ -575,3 +606,8 @@ reply_opt!(
     teloxide::requests::MultipartRequest<teloxide::payloads::SendVideo>,
     teloxide::requests::MultipartRequest<teloxide::payloads::SendDocument>
 );
+
+/// The content key for a media source: `url` for an mxc string, `file` for an encrypted file.
+fn source_key(source: &Value) -> &'static str {
+    if source.is_object() { "file" } else { "url" }
+}

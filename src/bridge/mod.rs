@@ -19,6 +19,7 @@ use std::time::Duration;
 use futures::FutureExt;
 
 use ruma::{OwnedRoomId, OwnedUserId, UserId};
+use serde_json::Value;
 use teloxide::Bot;
 use tokio::sync::{Notify, watch};
 
@@ -61,6 +62,10 @@ pub struct Bridge {
     pub suspect_until: std::sync::atomic::AtomicI64,
     /// Newest `origin_server_ts` among delivered Matrix events (the sweep's horizon).
     pub newest_delivered_ts: std::sync::atomic::AtomicI64,
+    /// Devices of the bot and puppets for encrypted rooms, created on first use.
+    pub crypto: Arc<crate::matrix::crypto::Crypto>,
+    /// Portals with encryption on (from their `m.room.encryption` state).
+    encrypted_rooms: RwLock<std::collections::HashSet<OwnedRoomId>>,
 }
 
 impl Bridge {
@@ -68,7 +73,16 @@ impl Bridge {
         let bot_mxid = cfg.bot_user_id();
         let mode = cutover::Mode::of(&cfg);
         let pacer = crate::telegram::pacer::Pacer::new(cfg.gateway.telegram.per_chat_per_minute);
+        let crypto = Arc::new(crate::matrix::crypto::Crypto::new(
+            &cfg.homeserver.url,
+            mx.clone(),
+            store.clone(),
+            crate::matrix::crypto::dir_for(&cfg.database),
+            cfg.encryption.pickle_key.clone(),
+        ));
         Bridge {
+            crypto,
+            encrypted_rooms: RwLock::default(),
             pacer,
             cfg: RwLock::new(Arc::new(cfg)),
             store,
@@ -222,7 +236,71 @@ impl Bridge {
                 }
             }
         }
+        self.refresh_encryption().await?;
         Ok(pending)
+    }
+
+    /// Send an event as `user`: encrypted by that user's own device in an encrypted room.
+    pub async fn send_event(
+        &self,
+        room: &str,
+        user: &UserId,
+        event_type: &str,
+        txn_id: &str,
+        content: &Value,
+    ) -> Result<ruma::OwnedEventId> {
+        let room_id = OwnedRoomId::try_from(room).map_err(|e| Error::Internal(format!("room id {room}: {e}")))?;
+        if self.is_encrypted(&room_id) {
+            if !self.cfg().encryption.allow {
+                return Err(Error::Config(format!(
+                    "room {room} is encrypted and `encryption.allow` is off: not bridged"
+                )));
+            }
+            return self.crypto.send(user, &room_id, event_type, txn_id, content).await;
+        }
+        if self.cfg().encryption.require {
+            return Err(Error::Config(format!(
+                "room {room} is not encrypted and `encryption.require` is on: not bridged"
+            )));
+        }
+        self.mx.send(room, user, event_type, txn_id, content).await
+    }
+
+    pub fn is_encrypted(&self, room: &ruma::RoomId) -> bool {
+        self.encrypted_rooms.read().expect("lock").contains(room)
+    }
+
+    /// A portal turned encryption on (its `m.room.encryption` state): from now on events are
+    /// encrypted, and the bot's device exists so senders share their keys with it.
+    pub async fn room_encrypted(&self, room: &OwnedRoomId) -> Result<()> {
+        let new = self.encrypted_rooms.write().expect("lock").insert(room.clone());
+        if new {
+            tracing::info!(%room, "room is encrypted");
+        }
+        if self.cfg().encryption.allow {
+            self.crypto.client(&self.bot_mxid).await?;
+        }
+        Ok(())
+    }
+
+    /// Read each portal's encryption state (at setup: portals loaded from the database too).
+    async fn refresh_encryption(&self) -> Result<()> {
+        let rooms: Vec<OwnedRoomId> = self.portals.read().expect("lock").values().cloned().collect();
+        for room in rooms {
+            if self.is_encrypted(&room) {
+                continue;
+            }
+            let path = format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.encryption/",
+                percent_encoding::utf8_percent_encode(room.as_str(), percent_encoding::NON_ALPHANUMERIC)
+            );
+            match self.mx.request(reqwest::Method::GET, &path, None, None).await {
+                Ok(v) if v["algorithm"].is_string() => self.room_encrypted(&room).await?,
+                Ok(_) | Err(Error::Matrix { status: 404, .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// An invite for the bot to a configured room arrived: join and link it.

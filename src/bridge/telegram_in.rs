@@ -123,7 +123,7 @@ impl Bridge {
             }
         }
         let sender = self.sender_for(from, &room).await?;
-        let mut content = match self.tg_media_content(m, &sender).await? {
+        let mut content = match self.tg_media_content(m, &sender, &room).await? {
             Some(c) => c,
             None => self.tg_content(m),
         };
@@ -144,8 +144,7 @@ impl Bridge {
         // Derived from the Telegram ids: a retry after a crash reuses it and cannot double-post.
         let txn = format!("tg{chat}_{}", m.id.0);
         let event = self
-            .mx
-            .send(room.as_str(), &sender, "m.room.message", &txn, &content)
+            .send_event(room.as_str(), &sender, "m.room.message", &txn, &content)
             .await?;
         self.store
             .link_message(
@@ -198,8 +197,7 @@ impl Bridge {
         content[SOURCE_KEY] = json!({"chat": chat, "message": m.id.0});
         let edit_ts = m.edit_date().map(|d| d.timestamp()).unwrap_or_default();
         let txn = format!("tg{chat}_{}_e{edit_ts}", m.id.0);
-        self.mx
-            .send(room.as_str(), &sender, "m.room.message", &txn, &content)
+        self.send_event(room.as_str(), &sender, "m.room.message", &txn, &content)
             .await?;
         Ok(())
     }

@@ -24,6 +24,9 @@ pub struct MatrixClient {
     base: String,
     /// The appservice token; never logged.
     as_token: String,
+    /// Requests that name no user act as this one (`?user_id=`): the bridge bot, which is not
+    /// the appservice's sender. `None`: as the sender.
+    default_user: Option<ruma::OwnedUserId>,
 }
 
 impl MatrixClient {
@@ -37,11 +40,35 @@ impl MatrixClient {
             http,
             base: base.trim_end_matches('/').to_owned(),
             as_token: as_token.to_owned(),
+            default_user: None,
         }
     }
 
-    /// Send a request; `as_user` masquerades. Matrix errors become `Error::Matrix`.
+    /// Act as `user` in requests that name no user.
+    pub fn acting_as(mut self, user: ruma::OwnedUserId) -> MatrixClient {
+        self.default_user = Some(user);
+        self
+    }
+
+    /// Send a request as `as_user` (masquerading), else as the default user. Matrix errors
+    /// become `Error::Matrix`.
     pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        as_user: Option<&UserId>,
+        body: Option<&Value>,
+    ) -> Result<Value> {
+        self.send_request(method, path, as_user.or(self.default_user.as_deref()), body)
+            .await
+    }
+
+    /// Send a request as the appservice itself (registering and logging in users).
+    pub async fn request_as_appservice(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
+        self.send_request(method, path, None, body).await
+    }
+
+    async fn send_request(
         &self,
         method: Method,
         path: &str,
@@ -92,7 +119,7 @@ impl MatrixClient {
     pub async fn register(&self, localpart: &str) -> Result<()> {
         let body = json!({"type": "m.login.application_service", "username": localpart, "inhibit_login": true});
         match self
-            .request(Method::POST, "/_matrix/client/v3/register", None, Some(&body))
+            .request_as_appservice(Method::POST, "/_matrix/client/v3/register", Some(&body))
             .await
         {
             Ok(_) => Ok(()),

@@ -357,6 +357,29 @@ impl Store {
             .rows_affected())
     }
 
+    /// The device (id, access token) of one of the bridge's users, once logged in.
+    pub async fn e2ee_device(&self, user: &str) -> Result<Option<(String, String)>> {
+        Ok(
+            sqlx::query_as("SELECT device_id, access_token FROM e2ee_devices WHERE user_id = ?")
+                .bind(user)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn save_e2ee_device(&self, user: &str, device_id: &str, access_token: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO e2ee_devices (user_id, device_id, access_token, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(user)
+        .bind(device_id)
+        .bind(access_token)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Rooms with Matrix events waiting (each is bridged by its own ordered worker).
     pub async fn mx_lanes(&self) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar("SELECT DISTINCT room_id FROM mx_inbox")

@@ -570,6 +570,7 @@ impl TestApp {
             .args(["run", "-c"])
             .arg(self.config_path())
             .env("TGMX_TELEGRAM_TOKEN", TG_TOKEN)
+            .env("TGMX_PICKLE_KEY", "test-pickle-key")
             .env_remove("RUST_LOG")
             .stdout(log.try_clone().unwrap())
             .stderr(log)

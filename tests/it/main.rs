@@ -1,7 +1,11 @@
 //! One integration-test binary: real Synapse + a fake Telegram Bot API + the daemon.
+
+// matrix-sdk sync futures are deep; proving them Send needs more than the default 128.
+#![recursion_limit = "256"]
 mod appservice_api;
 mod catch_up;
 mod cutover;
+mod encryption;
 mod fake_telegram;
 mod fake_telegram_selftest;
 mod harness;

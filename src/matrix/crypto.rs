@@ -1,0 +1,318 @@
+//! End-to-end encryption: one real device per acting user.
+//!
+//! Appservices get no to-device events and no device lists from Conduit (and Synapse gives them
+//! only behind MSC3202), so the bridge does what a person's client does. The bot and each puppet
+//! that acts in an encrypted room log in once with `m.login.application_service` (a device and a
+//! token, kept in `e2ee_devices`) and run a matrix-sdk [`Client`] with its own SQLite crypto store
+//! (`tgmx-crypto/<user>/`, encrypted with the pickle key) and a sync loop. The sync loop is what
+//! brings room keys (to-device) and device lists.
+//!
+//! - Incoming `m.room.encrypted` events still arrive in appservice transactions (stored, ordered,
+//!   exactly as plain ones); the lane asks the **bot's** client to decrypt them.
+//! - Outgoing events are encrypted by the **sending puppet's** client, so the sender and the
+//!   device that encrypted agree (receivers flag a mismatch). Files are encrypted by that client
+//!   too (`file` instead of `url`).
+//! - Clients are created lazily (the bot's as soon as a bridged room is encrypted, so senders
+//!   share their keys with it) and live until shutdown. A restart reuses the stored device and
+//!   crypto store: no new device, nothing to verify again.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use matrix_sdk::authentication::matrix::MatrixSession;
+use matrix_sdk::config::SyncSettings;
+use matrix_sdk::deserialized_responses::TimelineEventKind;
+use matrix_sdk::media::{MediaFormat, MediaRequestParameters};
+use matrix_sdk::ruma::events::room::MediaSource;
+use matrix_sdk::ruma::serde::Raw;
+use matrix_sdk::ruma::{OwnedDeviceId, RoomId, TransactionId, UserId};
+use matrix_sdk::store::RoomLoadSettings;
+use matrix_sdk::{Client, Room, SessionMeta, SessionTokens};
+use reqwest::Method;
+use ruma::{OwnedEventId, OwnedUserId};
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, watch};
+
+use crate::error::{Error, Result};
+use crate::matrix::client::MatrixClient;
+use crate::storage::Store;
+
+/// Devices and crypto stores of the bridge's users.
+pub struct Crypto {
+    hs_url: String,
+    /// The appservice's own client: logs users in (`m.login.application_service`).
+    mx: MatrixClient,
+    store: Store,
+    /// `tgmx-crypto/` beside the database.
+    dir: PathBuf,
+    /// Encrypts the crypto stores at rest; never logged.
+    pickle_key: Option<String>,
+    /// One client per user, created on first use; the lock also serialises creation.
+    clients: Mutex<HashMap<OwnedUserId, Client>>,
+    /// Stops the sync loops ([`Crypto::shutdown`]).
+    stop: watch::Sender<bool>,
+}
+
+/// The result of decrypting one event.
+pub enum Decrypted {
+    /// The cleartext event (with `room_id`).
+    Event(Value),
+    /// The keys are not here (yet): the reason, as matrix-sdk states it.
+    Undecryptable(String),
+}
+
+impl Crypto {
+    pub fn new(hs_url: &str, mx: MatrixClient, store: Store, dir: PathBuf, pickle_key: Option<String>) -> Crypto {
+        Crypto {
+            hs_url: hs_url.to_owned(),
+            mx,
+            store,
+            dir,
+            pickle_key,
+            clients: Mutex::default(),
+            stop: watch::Sender::new(false),
+        }
+    }
+
+    /// Stop every sync loop (at shutdown).
+    pub fn shutdown(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Where the crypto stores live (for `tgmx backup`).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Users with a running client (for status and memory figures).
+    pub async fn active(&self) -> usize {
+        self.clients.lock().await.len()
+    }
+
+    /// The client of `user`, logging in and starting its sync loop on first use.
+    pub async fn client(&self, user: &UserId) -> Result<Client> {
+        let mut clients = self.clients.lock().await;
+        if let Some(c) = clients.get(user) {
+            return Ok(c.clone());
+        }
+        let Some(pickle_key) = self.pickle_key.as_deref() else {
+            return Err(Error::Config(
+                "a bridged room is encrypted: set `encryption.pickle_key` or TGMX_PICKLE_KEY".into(),
+            ));
+        };
+        let (device_id, token) = match self.store.e2ee_device(user.as_str()).await? {
+            Some(d) => d,
+            None => {
+                let v = self
+                    .mx
+                    .request_as_appservice(
+                        Method::POST,
+                        "/_matrix/client/v3/login",
+                        Some(&json!({
+                            "type": "m.login.application_service",
+                            "identifier": {"type": "m.id.user", "user": user.as_str()},
+                            "initial_device_display_name": "tgmx bridge",
+                        })),
+                    )
+                    .await?;
+                let (Some(device), Some(token)) = (v["device_id"].as_str(), v["access_token"].as_str()) else {
+                    return Err(crypto_err("login answered without a device or token", false));
+                };
+                self.store.save_e2ee_device(user.as_str(), device, token).await?;
+                tracing::info!(%user, device, "device created for encrypted rooms");
+                (device.to_owned(), token.to_owned())
+            }
+        };
+        let path = self.dir.join(user.localpart());
+        std::fs::create_dir_all(&path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))?;
+        }
+        let client = Client::builder()
+            .homeserver_url(&self.hs_url)
+            .sqlite_store(&path, Some(pickle_key))
+            .build()
+            .await
+            .map_err(|e| crypto_err(format!("crypto store {}: {e}", path.display()), false))?;
+        let session = MatrixSession {
+            meta: SessionMeta {
+                user_id: user.to_owned(),
+                device_id: OwnedDeviceId::from(device_id.as_str()),
+            },
+            tokens: SessionTokens {
+                access_token: token,
+                refresh_token: None,
+            },
+        };
+        tracing::debug!(%user, "crypto client: restoring session");
+        client
+            .matrix_auth()
+            .restore_session(session, RoomLoadSettings::default())
+            .await
+            .map_err(sdk_err)?;
+        tracing::debug!(%user, "crypto client: first sync");
+        // Uploads the device keys and learns the rooms.
+        client
+            .sync_once(SyncSettings::default().timeout(Duration::ZERO))
+            .await
+            .map_err(sdk_err)?;
+        tracing::debug!(%user, "crypto client: syncing");
+        let (c, mut stop) = (client.clone(), self.stop.subscribe());
+        let who = user.to_owned();
+        tokio::spawn(async move {
+            let settings = SyncSettings::default().timeout(Duration::from_secs(30));
+            tokio::select! {
+                r = c.sync(settings) => if let Err(e) = r { tracing::warn!(user = %who, "sync loop ended: {e}") },
+                _ = stop.wait_for(|s| *s) => {},
+            }
+        });
+        // Cross-signing, so Element shows the device as its user's. It waits for the first key
+        // query, which the sync loop makes, so it runs beside it. A homeserver may want
+        // interactive auth for this; the device works without it.
+        let (c, who) = (client.clone(), user.to_owned());
+        tokio::spawn(async move {
+            match c.encryption().bootstrap_cross_signing_if_needed(None).await {
+                Ok(()) => tracing::debug!(user = %who, "cross-signing ready"),
+                Err(e) => tracing::warn!(user = %who, "cross-signing not set up: {e}"),
+            }
+        });
+        clients.insert(user.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    /// `user`'s view of `room`, joining it on that client if the sync did not show it yet.
+    async fn room(&self, user: &UserId, room: &RoomId) -> Result<Room> {
+        let client = self.client(user).await?;
+        if let Some(r) = client
+            .get_room(room)
+            .filter(|r| r.state() == matrix_sdk::RoomState::Joined)
+        {
+            return Ok(r);
+        }
+        client.join_room_by_id(room).await.map_err(sdk_err)
+    }
+
+    /// Decrypt an `m.room.encrypted` event with the bot's keys.
+    pub async fn decrypt(&self, bot: &UserId, room: &RoomId, event: &Value) -> Result<Decrypted> {
+        let r = self.room(bot, room).await?;
+        let raw = Raw::from_json_string(event.to_string())?;
+        let te = r.decrypt_event(&raw, None).await.map_err(sdk_err)?;
+        match te.kind {
+            TimelineEventKind::Decrypted(d) => {
+                let mut clear: Value = serde_json::from_str(d.event.json().get())?;
+                clear["room_id"] = Value::from(room.as_str());
+                Ok(Decrypted::Event(clear))
+            }
+            TimelineEventKind::UnableToDecrypt { utd_info, .. } => {
+                Ok(Decrypted::Undecryptable(format!("{:?}", utd_info.reason)))
+            }
+            TimelineEventKind::PlainText { event } => {
+                let mut plain: Value = serde_json::from_str(event.json().get())?;
+                plain["room_id"] = Value::from(room.as_str());
+                Ok(Decrypted::Event(plain))
+            }
+        }
+    }
+
+    /// Send an event as `user`, encrypted by that user's own device. `txn_id` makes a retry
+    /// after a crash a no-op, as for plain sends.
+    pub async fn send(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        event_type: &str,
+        txn_id: &str,
+        content: &Value,
+    ) -> Result<OwnedEventId> {
+        let r = self.room(user, room).await?;
+        let res = r
+            .send_raw(event_type, content)
+            .with_transaction_id(<&TransactionId>::from(txn_id))
+            .await
+            .map_err(sdk_err)?;
+        Ok(res.response.event_id)
+    }
+
+    /// Encrypt and upload a file as `user`; the `file` object of the event content.
+    pub async fn upload(&self, user: &UserId, bytes: Vec<u8>, mime: &str) -> Result<Value> {
+        let client = self.client(user).await?;
+        let _ = mime; // the ciphertext is application/octet-stream by the spec
+        let mut reader = std::io::Cursor::new(bytes);
+        let file = client.upload_encrypted_file(&mut reader).await.map_err(sdk_err)?;
+        Ok(serde_json::to_value(file)?)
+    }
+
+    /// Download and decrypt the file of an encrypted event (`content.file`) with the bot's client.
+    pub async fn download(&self, bot: &UserId, file: &Value) -> Result<Vec<u8>> {
+        let client = self.client(bot).await?;
+        let file = serde_json::from_value(file.clone())?;
+        let request = MediaRequestParameters {
+            source: MediaSource::Encrypted(Box::new(file)),
+            format: MediaFormat::File,
+        };
+        client.media().get_media_content(&request, false).await.map_err(sdk_err)
+    }
+}
+
+fn crypto_err(message: impl Into<String>, transient: bool) -> Error {
+    Error::Crypto {
+        message: message.into(),
+        transient,
+    }
+}
+
+/// A matrix-sdk error: network trouble, 5xx and rate limits are worth retrying.
+fn sdk_err(e: matrix_sdk::Error) -> Error {
+    let transient = match e.as_client_api_error() {
+        Some(api) => api.status_code.is_server_error() || api.status_code.as_u16() == 429,
+        None => matches!(e, matrix_sdk::Error::Http(_)),
+    };
+    crypto_err(e.to_string(), transient)
+}
+
+/// The crypto directory for a database URL (`sqlite:///path/tgmx.db` -> `/path/tgmx-crypto`).
+pub fn dir_for(database: &str) -> PathBuf {
+    let path = database.strip_prefix("sqlite://").unwrap_or(database);
+    let path = std::path::Path::new(path.split('?').next().unwrap_or(path));
+    path.parent().unwrap_or(std::path::Path::new(".")).join("tgmx-crypto")
+}
+
+/// Copy every crypto store under `src` (one SQLite database per file, taken online with
+/// `VACUUM INTO`, so a running daemon is no problem) to the same layout under `dst`.
+/// Returns how many databases were copied.
+pub async fn backup_dir(src: &std::path::Path, dst: &std::path::Path) -> Result<usize> {
+    use sqlx::Connection;
+    let mut copied = 0;
+    let Ok(users) = std::fs::read_dir(src) else {
+        return Ok(0); // no encrypted room was ever bridged
+    };
+    for user in users.flatten().filter(|e| e.path().is_dir()) {
+        let target = dst.join(user.file_name());
+        std::fs::create_dir_all(&target)?;
+        for f in std::fs::read_dir(user.path())?.flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".sqlite3") {
+                continue;
+            }
+            let opts = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(f.path())
+                .read_only(true);
+            let mut conn = sqlx::SqliteConnection::connect_with(&opts).await?;
+            let out = target.join(&name);
+            sqlx::query("VACUUM INTO ?")
+                .bind(out.to_string_lossy().into_owned())
+                .execute(&mut conn)
+                .await?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o600))?;
+            }
+            copied += 1;
+        }
+    }
+    Ok(copied)
+}
