@@ -6,10 +6,11 @@
 //! - [`config`]: the operator's YAML config and the appservice registration, validated on load.
 //! - [`config_edit`]: layout-preserving edits of the config file (`tgmx primary`).
 //! - [`storage`]: SQLite (sqlx, `migrations/`): portals, puppets, message map, inboxes, offset.
-//! - [`matrix`]: the appservice HTTP API (axum), a client-server client, HTML conversion.
+//! - [`matrix`]: the appservice HTTP API (axum), a client-server client, HTML conversion, and
+//!   `crypto`: one matrix-sdk device per acting user for encrypted rooms.
 //! - [`telegram`]: long polling into the durable inbox, entity conversion.
-//! - [`bridge`]: the core that decides: portals, puppets, echo suppression, id mapping, and
-//!   the ordered workers that drain the inboxes.
+//! - [`bridge`]: the core that decides: portals, puppets, echo suppression, id mapping, the
+//!   ordered workers that drain the inboxes, and `catch_up` (events the homeserver skipped).
 //! - [`metrics`]: Prometheus counters served at `/metrics`.
 //! - [`ops`]: `bootstrap` and `rollcall`, run as the bridge bot.
 //! - [`app`]: `App::build(config)` / `port()` / `run_until_stopped(shutdown)`.
@@ -22,7 +23,9 @@
 //! Telegram updates before their offset is confirmed). Matrix sends use transaction ids derived
 //! from Telegram ids, so a retry cannot double-post. A Telegram send has no idempotency key: the
 //! window in which a crash can repeat a message is between `sendMessage` returning and the message
-//! map row being written, one message per worker.
+//! map row being written, one message per worker. Synapse can skip an appservice transaction after
+//! a failed delivery; `bridge::catch_up` finds such events in the timeline and bridges them in
+//! their place, once.
 
 // matrix-sdk sync futures are deep; proving them Send needs more than the default 128.
 #![recursion_limit = "256"]

@@ -37,11 +37,11 @@ impl Bridge {
             tracing::debug!(%room, "event from an unbridged room ignored");
             return Ok(());
         };
-        if self.is_bridge_user(sender.as_str()) || ev["content"].get(SOURCE_KEY).is_some() {
-            return Ok(()); // our own echo
-        }
         if kind == "m.room.encryption" && ev["state_key"] == "" {
             return self.room_encrypted(&room).await;
+        }
+        if self.is_bridge_user(sender.as_str()) || ev["content"].get(SOURCE_KEY).is_some() {
+            return Ok(()); // our own echo
         }
         if !self.mode().relays_to_telegram() {
             tracing::debug!(%room, kind, "standby: not relayed to telegram");

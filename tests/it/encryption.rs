@@ -236,6 +236,34 @@ async fn an_encrypted_room_carries_text_and_files_both_ways_and_survives_a_resta
 }
 
 #[tokio::test]
+async fn a_room_that_turns_encryption_on_keeps_working() {
+    let app = TestApp::spawn().await;
+    let user = app.tg.add_user(7101, "Relay", None, None);
+    app.tg.inject_text(app.chat, &user, "in the clear");
+    app.wait_from(&app.puppet(7101), 1).await;
+    encrypt_room(&app).await;
+    wait_device(&app.ezra, &app.bot).await;
+    let element = Element::login(&app).await;
+    element
+        .room
+        .send(RoomMessageEventContent::text_plain("now encrypted"))
+        .await
+        .unwrap();
+    let sent = app.tg.wait_sent(app.chat, 1, T).await;
+    assert_eq!(sent[0].text, "<b>Ezra</b>: now encrypted");
+    app.tg.inject_text(app.chat, &user, "encrypted reply");
+    let puppet = app.puppet(7101);
+    element
+        .wait_for(
+            &puppet,
+            |m| matches!(m, MessageType::Text(t) if t.body == "encrypted reply"),
+        )
+        .await;
+    let raw = raw_from(&app, &puppet).await;
+    assert_eq!(raw.last().unwrap()["type"], "m.room.encrypted");
+}
+
+#[tokio::test]
 async fn a_message_the_bridge_cannot_decrypt_gets_a_notice_not_silence() {
     let mut app = TestApp::prepare().await;
     encrypt_room(&app).await;
