@@ -89,6 +89,40 @@ pub async fn run(cfg: &Config, daemon_running: bool) -> Vec<Line> {
                 format!("room {} exists and the bot is in it", r.matrix),
                 format!("invite {bot} to it"),
             ));
+            let encrypted = match mx.resolve_alias(r.matrix.as_str()).await {
+                Ok(id) => id.to_string(),
+                Err(_) => r.matrix.to_string(),
+            };
+            let encrypted = mx
+                .request(
+                    Method::GET,
+                    &format!("/_matrix/client/v3/rooms/{encrypted}/state/m.room.encryption/"),
+                    Some(&bot),
+                    None,
+                )
+                .await
+                .is_ok_and(|v| v["algorithm"].is_string());
+            if encrypted {
+                let sender_ok = reg.as_ref().is_some_and(|r| r.sender_localpart != cfg.appservice.bot_localpart);
+                let ok = cfg.encryption.allow && cfg.encryption.pickle_key.is_some() && sender_ok;
+                out.push(line(
+                    ok,
+                    format!("room {} is encrypted and the bridge can take part", r.matrix),
+                    if !cfg.encryption.allow {
+                        "`encryption.allow` is off".to_owned()
+                    } else if cfg.encryption.pickle_key.is_none() {
+                        "set TGMX_PICKLE_KEY (or `encryption.pickle_key`)".to_owned()
+                    } else {
+                        "the registration's sender is the bot: regenerate and re-register it".to_owned()
+                    },
+                ));
+            } else if cfg.encryption.require {
+                out.push(line(
+                    false,
+                    format!("room {} is encrypted (`encryption.require` is on)", r.matrix),
+                    "turn encryption on in the room, or `encryption.require: false`",
+                ));
+            }
         }
         if !cfg.fleet.agents.is_empty() || cfg.fleet.min_agents > 0 {
             let mut present = 0;

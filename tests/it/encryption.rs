@@ -228,6 +228,12 @@ async fn an_encrypted_room_carries_text_and_files_both_ways_and_survives_a_resta
         "the puppet got a new device"
     );
 
+    // The readiness check sees the encrypted room and that the bridge can take part.
+    let (_, out) = app.cli(&["check"]).await;
+    assert!(
+        out.lines().any(|l| l.starts_with("ok") && l.contains("is encrypted and the bridge can take part")),
+        "{out}"
+    );
     // The crypto stores are in the backup.
     let backup = app.dir.join("backup.db");
     let (ok, out) = app.cli(&["backup", backup.to_str().unwrap()]).await;

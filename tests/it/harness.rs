@@ -519,7 +519,8 @@ impl TestApp {
         cmd.args(args)
             .arg("-c")
             .arg(self.config_path())
-            .env("TGMX_TELEGRAM_TOKEN", token);
+            .env("TGMX_TELEGRAM_TOKEN", token)
+            .env("TGMX_PICKLE_KEY", "test-pickle-key");
         let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
             .await
             .unwrap();
