@@ -233,12 +233,17 @@ async fn run_mx_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, mut stop: watch::R
 
 /// Every `gateway.matrix.catch_up_secs` (read live), queue Matrix events the homeserver skipped.
 async fn catch_up_loop(bridge: Arc<Bridge>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
-    match bridge.store.prune_seen(7 * 24 * 3600 * 1000).await {
-        Ok(n) if n > 0 => tracing::debug!(n, "forgot old seen event ids"),
-        Ok(_) => {}
-        Err(e) => tracing::warn!("cannot prune seen event ids: {e}"),
-    }
+    let mut last_prune: Option<std::time::Instant> = None;
     loop {
+        // Seen event ids are kept a week (the catch-up looks back minutes, not days).
+        if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(24 * 3600)) {
+            last_prune = Some(std::time::Instant::now());
+            match bridge.store.prune_seen(7 * 24 * 3600 * 1000).await {
+                Ok(n) if n > 0 => tracing::debug!(n, "forgot old seen event ids"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("cannot prune seen event ids: {e}"),
+            }
+        }
         let every = bridge.cfg().gateway.matrix.catch_up_secs;
         let wait = Duration::from_secs(if every == 0 { 60 } else { every });
         tokio::select! {
