@@ -65,15 +65,9 @@ fn texts(app: &TestApp) -> Vec<String> {
 }
 
 async fn caught_up(app: &TestApp) -> u64 {
-    let text = http()
-        .get(format!("{}/metrics", app.url()))
-        .send()
+    app.metrics()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find_map(|l| l.strip_prefix("tgmx_matrix_events_caught_up_total "))
         .and_then(|n| n.parse().ok())
         .unwrap()

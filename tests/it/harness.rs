@@ -631,6 +631,18 @@ impl TestApp {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The daemon's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        http()
+            .get(format!("{}/metrics", self.url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Messages in the room sent by `sender`, oldest first, waiting for at least `n`.
     pub async fn wait_from(&self, sender: &str, n: usize) -> Vec<Value> {
         let sender = sender.to_owned();

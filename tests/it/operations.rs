@@ -58,14 +58,7 @@ async fn metrics_ready_and_backup_reflect_the_traffic() {
     // The counters move just after the delivery the test saw: poll briefly.
     let start = std::time::Instant::now();
     loop {
-        let text = c
-            .get(format!("{}/metrics", app.url()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = app.metrics().await;
         let missing: Vec<&&str> = wants.iter().filter(|w| !text.contains(**w)).collect();
         if missing.is_empty() {
             break;
