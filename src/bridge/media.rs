@@ -271,7 +271,7 @@ impl Bridge {
         }
         let upload = |bytes: Vec<u8>, mime: String, name: String| async move {
             if encrypted {
-                self.crypto.upload(sender, bytes, &mime).await
+                self.crypto.upload(sender, bytes).await
             } else {
                 self.mx.upload(sender, bytes, &mime, &name).await.map(Value::from)
             }

@@ -80,16 +80,6 @@ impl Crypto {
         self.stop.send_replace(true);
     }
 
-    /// Where the crypto stores live (for `tgmx backup`).
-    pub fn dir(&self) -> &std::path::Path {
-        &self.dir
-    }
-
-    /// Users with a running client (for status and memory figures).
-    pub async fn active(&self) -> usize {
-        self.clients.lock().await.len()
-    }
-
     /// The client of `user`, logging in and starting its sync loop on first use.
     pub async fn client(&self, user: &UserId) -> Result<Client> {
         let mut clients = self.clients.lock().await;
@@ -237,9 +227,10 @@ impl Crypto {
     }
 
     /// Encrypt and upload a file as `user`; the `file` object of the event content.
-    pub async fn upload(&self, user: &UserId, bytes: Vec<u8>, mime: &str) -> Result<Value> {
+    /// (The ciphertext is uploaded as application/octet-stream, as the spec wants; the real type
+    /// goes in the event's `info`.)
+    pub async fn upload(&self, user: &UserId, bytes: Vec<u8>) -> Result<Value> {
         let client = self.client(user).await?;
-        let _ = mime; // the ciphertext is application/octet-stream by the spec
         let mut reader = std::io::Cursor::new(bytes);
         let file = client.upload_encrypted_file(&mut reader).await.map_err(sdk_err)?;
         Ok(serde_json::to_value(file)?)
