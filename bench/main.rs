@@ -26,8 +26,9 @@
 //! Environment (defaults in brackets):
 //! - `TGMX_BENCH_N` [200]: messages per series in `base`; `TGMX_BENCH_WINDOW_N` [50]: samples
 //!   inside the start-up window.
-//! - `TGMX_BENCH_BURST` [2000]: messages in `burst` (`10000` for the figure: the drain
-//!   alone takes about 8 minutes on a 2-core machine).
+//! - `TGMX_BENCH_BURST` [2000]: messages in `burst`. The 10,000 is
+//!   `TGMX_BENCH_ONLY=burst TGMX_BENCH_BURST=10000`: about 12 minutes on a 2-core machine (the
+//!   drain alone about 10), too long for the default run.
 //! - `TGMX_BENCH_PORTALS` [50], `TGMX_BENCH_PUPPETS` [500]: the `portals` configuration.
 //! - `TGMX_BENCH_SCALE` [1,10,100]: portal counts of the scale curve; `TGMX_BENCH_SCALE_N` [200]:
 //!   messages per series at each point.
