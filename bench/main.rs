@@ -99,6 +99,15 @@ fn loadavg() -> String {
         .to_owned()
 }
 
+/// VmRSS split into its anonymous (heap, stacks) and file-backed (the binary's pages) parts.
+fn rss_split(pid: u32) -> String {
+    format!(
+        "{:.1} MB anonymous + {:.1} MB file-backed",
+        mb(rss_kb(pid, "RssAnon:")),
+        mb(rss_kb(pid, "RssFile:") + rss_kb(pid, "RssShmem:"))
+    )
+}
+
 fn mb(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
@@ -709,6 +718,7 @@ struct Base {
     startup: Duration,
     polling: Duration,
     idle_rss: u64,
+    idle_split: String,
     arr: Arrivals,
     ezra: Direct,
     user: fake_telegram::TgUser,
@@ -726,6 +736,7 @@ impl Base {
         let (daemon, startup, polling) = Daemon::start_timed(&app, Duration::from_secs(60)).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let idle_rss = rss_kb(daemon.pid, "VmRSS:");
+        let idle_split = rss_split(daemon.pid);
         let arr = Arrivals::start(&app.ezra).await;
         let ezra = Direct::new(&app.ezra);
         let user = app.tg.add_user(7001, "Bench", None, None);
@@ -754,6 +765,7 @@ impl Base {
             startup,
             polling,
             idle_rss,
+            idle_split,
             arr,
             ezra,
             user,
@@ -770,6 +782,7 @@ impl Base {
             startup,
             polling,
             idle_rss,
+            idle_split,
             arr,
             ezra,
             user,
@@ -892,7 +905,7 @@ impl Base {
             "| Matrix -> Telegram sent to the Bot API | {m2t_sent}/{n} | - | - |"
         ));
         r.line(format!(
-            "| RSS idle (1 portal, 1 s after ready) | {:.1} MB | - | - |",
+            "| RSS idle (1 portal, 1 s after ready) | {:.1} MB ({idle_split}) | - | - |",
             mb(idle_rss)
         ));
         r.line(format!(
@@ -949,6 +962,7 @@ async fn section_portals(r: &mut Report) {
     let peak_during = rss.finish().await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle = rss_kb(pid, "VmRSS:");
+    let idle_split = rss_split(pid);
     let hwm = rss_kb(pid, "VmHWM:");
     let db_puppets = db_scalar(&app, "SELECT COUNT(*) FROM puppets").await;
     let db_portals = db_scalar(&app, "SELECT COUNT(*) FROM portals").await;
@@ -960,6 +974,7 @@ async fn section_portals(r: &mut Report) {
     let pid2 = daemon2.pid;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle_after_restart = rss_kb(pid2, "VmRSS:");
+    let restart_split = rss_split(pid2);
     // Still bridging, and with a known puppet: no re-registration needed.
     let t2 = Instant::now();
     app.tg
@@ -999,7 +1014,7 @@ async fn section_portals(r: &mut Report) {
         mb(hwm)
     ));
     r.line(format!(
-        "| **RSS idle, {portals} portals + {puppets} puppets (5 s after the last message)** | **{:.1} MB** |",
+        "| **RSS idle, {portals} portals + {puppets} puppets (5 s after the last message)** | **{:.1} MB** ({idle_split}) |",
         mb(idle)
     ));
     r.line(format!(
@@ -1008,7 +1023,7 @@ async fn section_portals(r: &mut Report) {
         ms(restart_polling)
     ));
     r.line(format!(
-        "| RSS idle after the restart (5 s) / after one more message | {:.1} MB / {:.1} MB |",
+        "| RSS idle after the restart (5 s; {restart_split}) / after one more message | {:.1} MB / {:.1} MB |",
         mb(idle_after_restart),
         mb(idle_after_restart_msg)
     ));
