@@ -72,13 +72,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 async fn main() {
     let mut enc = TestApp::prepare().await;
     enc.ezra
-        .call(
-            "PUT",
-            &format!("/_matrix/client/v3/rooms/{}/state/m.room.encryption/", enc.room),
-            Some(json!({"algorithm": "m.megolm.v1.aes-sha2"})),
-        )
-        .await
-        .unwrap();
+        .set_state(&enc.room, "m.room.encryption", json!({"algorithm": "m.megolm.v1.aes-sha2"}))
+        .await;
     enc.start().await;
     let mut plain = TestApp::spawn().await;
     tokio::time::sleep(Duration::from_secs(3)).await;

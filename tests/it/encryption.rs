@@ -81,13 +81,8 @@ impl Element {
 /// Turn encryption on in the test room (before the daemon starts).
 async fn encrypt_room(app: &TestApp) {
     app.ezra
-        .call(
-            "PUT",
-            &format!("/_matrix/client/v3/rooms/{}/state/m.room.encryption/", app.room),
-            Some(json!({"algorithm": "m.megolm.v1.aes-sha2"})),
-        )
-        .await
-        .unwrap();
+        .set_state(&app.room, "m.room.encryption", json!({"algorithm": "m.megolm.v1.aes-sha2"}))
+        .await;
 }
 
 /// The device ids `user` has, as Ezra's homeserver reports them.

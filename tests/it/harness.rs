@@ -227,6 +227,17 @@ impl MxUser {
         }
     }
 
+    /// Set a room state event (empty state key).
+    pub async fn set_state(&self, room: &str, event_type: &str, content: Value) {
+        self.call(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/state/{event_type}/"),
+            Some(content),
+        )
+        .await
+        .unwrap();
+    }
+
     pub async fn create_room(&self, invite: &[&str]) -> String {
         let v = self
             .call(
