@@ -108,6 +108,53 @@ fn rss_split(pid: u32) -> String {
     )
 }
 
+/// Where the resident pages are, from `/proc/<pid>/smaps`: the binary's code and read-only data
+/// (file-backed), its relocated and writable data (private dirty), the heap and anonymous
+/// mappings (malloc arenas, thread stacks, SQLite caches), and everything else (shared libraries).
+fn rss_map(pid: u32) -> String {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+    let exe = exe.to_string_lossy().trim_end_matches(" (deleted)").to_owned();
+    let (mut code, mut data, mut heap, mut anon, mut other) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut current = (String::new(), String::new());
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.first().is_some_and(|f| f.contains('-') && !f.ends_with(':')) {
+            current = (
+                fields.get(1).unwrap_or(&"").to_string(),
+                fields.get(5).map(|s| s.to_string()).unwrap_or_default(),
+            );
+            continue;
+        }
+        if fields.first() != Some(&"Rss:") {
+            continue;
+        }
+        let kb: u64 = fields.get(1).and_then(|n| n.parse().ok()).unwrap_or(0);
+        let (perms, path) = (&current.0, &current.1);
+        if *path == exe {
+            if perms.starts_with("rw") {
+                data += kb
+            } else {
+                code += kb
+            }
+        } else if path == "[heap]" {
+            heap += kb
+        } else if path.is_empty() || path.starts_with("[stack") {
+            anon += kb
+        } else {
+            other += kb
+        }
+    }
+    format!(
+        "binary code+rodata {:.1} / binary data {:.1} / heap {:.1} / other anonymous {:.1} / libraries {:.1} MB",
+        mb(code),
+        mb(data),
+        mb(heap),
+        mb(anon),
+        mb(other)
+    )
+}
+
 fn mb(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
@@ -963,6 +1010,7 @@ async fn section_portals(r: &mut Report) {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle = rss_kb(pid, "VmRSS:");
     let idle_split = rss_split(pid);
+    let idle_map = rss_map(pid);
     let hwm = rss_kb(pid, "VmHWM:");
     let db_puppets = db_scalar(&app, "SELECT COUNT(*) FROM puppets").await;
     let db_portals = db_scalar(&app, "SELECT COUNT(*) FROM portals").await;
@@ -975,6 +1023,7 @@ async fn section_portals(r: &mut Report) {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle_after_restart = rss_kb(pid2, "VmRSS:");
     let restart_split = rss_split(pid2);
+    let restart_map = rss_map(pid2);
     // Still bridging, and with a known puppet: no re-registration needed.
     let t2 = Instant::now();
     app.tg
@@ -1014,7 +1063,7 @@ async fn section_portals(r: &mut Report) {
         mb(hwm)
     ));
     r.line(format!(
-        "| **RSS idle, {portals} portals + {puppets} puppets (5 s after the last message)** | **{:.1} MB** ({idle_split}) |",
+        "| **RSS idle, {portals} portals + {puppets} puppets (5 s after the last message)** | **{:.1} MB** ({idle_split}; {idle_map}) |",
         mb(idle)
     ));
     r.line(format!(
@@ -1023,7 +1072,7 @@ async fn section_portals(r: &mut Report) {
         ms(restart_polling)
     ));
     r.line(format!(
-        "| RSS idle after the restart (5 s; {restart_split}) / after one more message | {:.1} MB / {:.1} MB |",
+        "| RSS idle after the restart (5 s; {restart_split}; {restart_map}) / after one more message | {:.1} MB / {:.1} MB |",
         mb(idle_after_restart),
         mb(idle_after_restart_msg)
     ));

@@ -11,7 +11,7 @@ use teloxide::Bot;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
-use crate::bridge::{Bridge, run_worker};
+use crate::bridge::{Bridge, DoneAt, run_worker};
 use crate::config::{Config, Registration};
 use crate::error::{Error, Result};
 use crate::matrix::appservice::{AsState, router};
@@ -106,6 +106,10 @@ impl App {
                 let b = bridge.clone();
                 Arc::new(move |events| b.note_delivered(events))
             },
+            own_echo: {
+                let b = bridge.clone();
+                Arc::new(move |ev| b.is_own_echo(ev))
+            },
             user_exists: Arc::new(move |user: &str| {
                 let b = user_bridge.clone();
                 let user = user.to_owned();
@@ -146,17 +150,18 @@ impl App {
             bridge.store.clone(),
             tg_wake,
             stop_rx.clone(),
+            DoneAt::EachBatch,
             move || {
                 let b = b.clone();
-                async move { b.store.next_tg_inbox(64).await }
+                async move { b.store.next_tg_inbox().await }
             },
             move |item| {
                 let b = b2.clone();
                 async move { b.handle_tg_update(&item.json).await }
             },
-            move |key| {
+            move |keys: Vec<i64>| {
                 let b = b3.clone();
-                async move { b.store.done_tg_inbox(key).await }
+                async move { b.store.done_tg_inbox(&keys).await }
             },
         )));
         tasks.push(tokio::spawn(catch_up_loop(
@@ -191,26 +196,38 @@ async fn run_mx_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, mut stop: watch::R
                     let (lane_wake, _) = lanes.entry(room.clone()).or_insert_with(|| {
                         let lane_wake = Arc::new(Notify::new());
                         let (b, b2, b3) = (bridge.clone(), bridge.clone(), bridge.clone());
+                        let again = lane_wake.clone();
                         let handle = tokio::spawn(run_worker(
                             "matrix->telegram",
                             Direction::MxToTg,
                             bridge.store.clone(),
                             lane_wake.clone(),
                             stop.clone(),
+                            DoneAt::EachItem,
                             move || {
-                                let (b, room) = (b.clone(), room.clone());
+                                let (b, room, again) = (b.clone(), room.clone(), again.clone());
                                 async move {
-                                    let batch = b.store.next_mx_lane(&room, 64).await?;
-                                    b.catch_up_before(&room, batch).await
+                                    let batch = b.store.next_mx_lane(&room).await?;
+                                    let fetched = batch.len();
+                                    let batch = b.catch_up_before(&room, batch).await?;
+                                    if batch.len() < fetched {
+                                        again.notify_one(); // cut short: the rest comes next round
+                                    }
+                                    Ok(batch)
                                 }
                             },
                             move |item| {
                                 let b = b2.clone();
                                 async move { b.handle_mx_event(&item.json).await }
                             },
-                            move |key| {
+                            move |keys: Vec<i64>| {
                                 let b = b3.clone();
-                                async move { b.store.done_mx_inbox(key).await }
+                                async move {
+                                    for key in keys {
+                                        b.store.done_mx_inbox(key).await?;
+                                    }
+                                    Ok(())
+                                }
                             },
                         ));
                         (lane_wake, handle)

@@ -186,7 +186,7 @@ impl Bridge {
                 let ts = e["origin_server_ts"].as_i64().unwrap_or(0);
                 RELAYED.contains(&e["type"].as_str().unwrap_or_default())
                     && e["event_id"].is_string()
-                    && !e["sender"].as_str().is_some_and(|s| self.is_bridge_user(s))
+                    && !self.is_own_echo(e)
                     && ts >= since - SLACK_MS
                     && before_ts.is_none_or(|b| ts < b - SLACK_MS)
             })
@@ -203,6 +203,7 @@ impl Bridge {
                     event_id: e["event_id"].as_str().map(str::to_owned),
                     ts: e["origin_server_ts"].as_i64(),
                     json: e.to_string(),
+                    echo: false,
                 }
             })
             .collect())

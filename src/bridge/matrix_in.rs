@@ -15,6 +15,15 @@ use crate::telegram::format::escape_html;
 const UTD_WAIT_MS: i64 = 20_000;
 
 impl Bridge {
+    /// Whether a Matrix event is the bridge's own coming back: a non-state event sent by the bot
+    /// or a puppet, or carrying the bridge's source mark (a double puppet's relayed post).
+    /// State events (membership, encryption) always matter, whoever sent them.
+    pub fn is_own_echo(&self, ev: &Value) -> bool {
+        ev.get("state_key").is_none()
+            && (ev["sender"].as_str().is_some_and(|s| self.is_bridge_user(s))
+                || ev["content"].get(SOURCE_KEY).is_some())
+    }
+
     pub async fn handle_mx_event(&self, json: &str) -> Result<()> {
         let ev: Value = serde_json::from_str(json)?;
         let (Some(kind), Some(sender), Some(room)) = (
@@ -40,8 +49,8 @@ impl Bridge {
         if kind == "m.room.encryption" && ev["state_key"] == "" {
             return self.room_encrypted(&room).await;
         }
-        if self.is_bridge_user(sender.as_str()) || ev["content"].get(SOURCE_KEY).is_some() {
-            return Ok(()); // our own echo
+        if self.is_own_echo(&ev) {
+            return Ok(()); // normally not even stored (see `is_own_echo`)
         }
         if !self.mode().relays_to_telegram() {
             tracing::debug!(%room, kind, "standby: not relayed to telegram");

@@ -283,18 +283,28 @@ impl Bridge {
         Ok(())
     }
 
-    /// Read each portal's encryption state (at setup: portals loaded from the database too).
+    /// Read each portal's encryption state (at setup: portals loaded from the database too),
+    /// several rooms at a time so that start-up does not grow with one round trip per portal.
     async fn refresh_encryption(&self) -> Result<()> {
-        let rooms: Vec<OwnedRoomId> = self.portals.read().expect("lock").values().cloned().collect();
-        for room in rooms {
-            if self.is_encrypted(&room) {
-                continue;
-            }
+        use futures::StreamExt;
+        let rooms: Vec<OwnedRoomId> = self
+            .portals
+            .read()
+            .expect("lock")
+            .values()
+            .filter(|r| !self.is_encrypted(r))
+            .cloned()
+            .collect();
+        let mut lookups = futures::stream::iter(rooms.into_iter().map(|room| async move {
             let path = format!(
                 "/_matrix/client/v3/rooms/{}/state/m.room.encryption/",
                 percent_encoding::utf8_percent_encode(room.as_str(), percent_encoding::NON_ALPHANUMERIC)
             );
-            match self.mx.request(reqwest::Method::GET, &path, None, None).await {
+            (room, self.mx.request(reqwest::Method::GET, &path, None, None).await)
+        }))
+        .buffer_unordered(16);
+        while let Some((room, state)) = lookups.next().await {
+            match state {
                 Ok(v) if v["algorithm"].is_string() => self.room_encrypted(&room).await?,
                 Ok(_) | Err(Error::Matrix { status: 404, .. }) => {}
                 Err(e) => return Err(e),
@@ -385,14 +395,29 @@ impl Bridge {
     }
 }
 
-/// Drain an inbox in order: `next` fetches a batch, `handle` bridges one item, `done` removes it.
-/// Transient failures are retried in place with backoff; permanent ones are recorded and skipped.
+/// When a worker removes bridged items from its inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DoneAt {
+    /// After each item, before the next: replaying a bridged item after a crash would send it
+    /// again (Matrix -> Telegram: `sendMessage` has no idempotency key).
+    EachItem,
+    /// Once per batch, in one commit: a replay is a no-op (Telegram -> Matrix: the message map is
+    /// written after each send, and Matrix transaction ids derive from Telegram ids).
+    EachBatch,
+}
+
+/// Drain an inbox in order: `next` fetches a batch (at most [`crate::storage::BATCH`] items; a
+/// shorter batch means the inbox is drained, or `next` woke the worker for the rest), `handle`
+/// bridges one item, `done` removes bridged items. Transient failures are retried in place with
+/// backoff; permanent ones are recorded and skipped.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_worker<N, H, D, F1, F2, F3>(
     name: &'static str,
     direction: Direction,
     store: Store,
     wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
+    done_at: DoneAt,
     next: N,
     handle: H,
     done: D,
@@ -401,12 +426,33 @@ pub async fn run_worker<N, H, D, F1, F2, F3>(
     F1: std::future::Future<Output = Result<Vec<InboxItem>>>,
     H: Fn(InboxItem) -> F2,
     F2: std::future::Future<Output = Result<()>>,
-    D: Fn(i64) -> F3,
+    D: Fn(Vec<i64>) -> F3,
     F3: std::future::Future<Output = Result<()>>,
 {
+    let finish = |keys: Vec<i64>| {
+        let done = &done;
+        async move {
+            if keys.is_empty() {
+                return;
+            }
+            if let Err(e) = done(keys.clone()).await {
+                tracing::error!(worker = name, ?keys, "cannot mark done: {e}");
+            }
+        }
+    };
+    // A short batch drained the inbox: wait for a wake-up instead of asking again (a wake-up
+    // sent meanwhile is kept by the `Notify`, so nothing waits for the timer).
+    let mut drained = false;
     loop {
         if *shutdown.borrow() {
             return;
+        }
+        if drained {
+            tokio::select! {
+                _ = wake.notified() => {},
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {},
+                _ = shutdown.changed() => return,
+            }
         }
         let batch = match next().await {
             Ok(b) => b,
@@ -416,14 +462,8 @@ pub async fn run_worker<N, H, D, F1, F2, F3>(
                 continue;
             }
         };
-        if batch.is_empty() {
-            tokio::select! {
-                _ = wake.notified() => {},
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {},
-                _ = shutdown.changed() => return,
-            }
-            continue;
-        }
+        drained = batch.len() < crate::storage::BATCH;
+        let mut bridged = Vec::with_capacity(batch.len());
         for item in batch {
             let key = item.key;
             let mut backoff = Duration::from_millis(250);
@@ -453,7 +493,10 @@ pub async fn run_worker<N, H, D, F1, F2, F3>(
                         tracing::warn!(worker = name, key, "transient failure, retrying in {wait:?}: {e}");
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {},
-                            _ = shutdown.changed() => return,
+                            _ = shutdown.changed() => {
+                                finish(bridged).await;
+                                return;
+                            }
                         }
                         backoff = (backoff * 2).min(Duration::from_secs(60));
                     }
@@ -467,12 +510,15 @@ pub async fn run_worker<N, H, D, F1, F2, F3>(
                     }
                 }
             }
-            if let Err(e) = done(key).await {
-                tracing::error!(worker = name, key, "cannot mark done: {e}");
+            bridged.push(key);
+            if done_at == DoneAt::EachItem {
+                finish(std::mem::take(&mut bridged)).await;
             }
             if *shutdown.borrow() {
+                finish(bridged).await;
                 return;
             }
         }
+        finish(bridged).await;
     }
 }

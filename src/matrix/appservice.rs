@@ -28,8 +28,11 @@ pub struct AsState {
     pub hs_token: Arc<str>,
     /// Wakes the Matrix inbox worker after a transaction is stored.
     pub wake: Arc<Notify>,
-    /// Told of every stored transaction's events (the catch-up watches their timestamps).
+    /// Told of every accepted transaction's events (the catch-up watches their timestamps).
     pub delivered: Arc<dyn Fn(&[MxEvent]) + Send + Sync>,
+    /// Whether an event is the bridge's own coming back (decided by the bridge core): such
+    /// events are answered but never stored, as there is nothing to bridge.
+    pub own_echo: Arc<dyn Fn(&Value) -> bool + Send + Sync>,
     /// The bridge's mode and whether setup finished (for `/metrics` and `/ready`).
     pub probe: Arc<dyn Fn() -> (&'static str, bool) + Send + Sync>,
     /// Decides whether a user id in our namespace exists (user query).
@@ -99,19 +102,25 @@ async fn transaction(
             return matrix_error(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", "Transaction too large");
         }
     };
-    let events = match parse_transaction(&bytes) {
+    let events = match parse_transaction(&bytes, &*state.own_echo) {
         Ok(ev) => ev,
         Err(msg) => {
             tracing::warn!(%txn_id, "malformed transaction: {msg}");
             return matrix_error(StatusCode::BAD_REQUEST, "M_BAD_JSON", &msg);
         }
     };
-    let n = events.len();
     tracing::trace!(%txn_id, body = %String::from_utf8_lossy(&bytes), "transaction received");
-    match state.store.accept_transaction(&txn_id, &events).await {
+    let (echoes, keep): (Vec<MxEvent>, Vec<MxEvent>) = events.iter().cloned().partition(|e| e.echo);
+    if keep.is_empty() {
+        // Only the bridge's own events: nothing to store, and a repeat is as harmless.
+        (state.delivered)(&events);
+        tracing::debug!(%txn_id, echoes = echoes.len(), "transaction of own echoes");
+        return Json(json!({})).into_response();
+    }
+    match state.store.accept_transaction(&txn_id, &keep).await {
         Ok(true) => {
             (state.delivered)(&events);
-            tracing::debug!(%txn_id, events = n, "transaction stored");
+            tracing::debug!(%txn_id, events = keep.len(), echoes = echoes.len(), "transaction stored");
             state.wake.notify_one();
             Json(json!({})).into_response()
         }
@@ -128,8 +137,9 @@ async fn transaction(
 }
 
 /// Validate a transaction body and return its events re-serialised one by one, each with its
-/// room id (the lane it is bridged in; empty when it has none) and event id.
-pub fn parse_transaction(bytes: &[u8]) -> Result<Vec<MxEvent>, String> {
+/// room id (the lane it is bridged in; empty when it has none), event id, and whether `own_echo`
+/// calls it the bridge's own.
+pub fn parse_transaction(bytes: &[u8], own_echo: &dyn Fn(&Value) -> bool) -> Result<Vec<MxEvent>, String> {
     let body: Value = serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
     let obj = body.as_object().ok_or("transaction must be a JSON object")?;
     let events = match obj.get("events") {
@@ -150,6 +160,7 @@ pub fn parse_transaction(bytes: &[u8]) -> Result<Vec<MxEvent>, String> {
             event_id: o.get("event_id").and_then(Value::as_str).map(str::to_owned),
             ts: o.get("origin_server_ts").and_then(Value::as_i64),
             json: ev.to_string(),
+            echo: own_echo(ev),
         });
     }
     Ok(out)
@@ -213,8 +224,11 @@ mod tests {
 
     #[test]
     fn transaction_parser_accepts_events_and_rejects_junk() {
-        let ok = br#"{"events":[{"type":"m.room.message","sender":"@a:b","content":{}}],"ephemeral":[]}"#;
-        assert_eq!(parse_transaction(ok).unwrap().len(), 1);
+        let parse_transaction = |b: &[u8]| parse_transaction(b, &|ev| ev["sender"] == "@bot:b");
+        let ok = br#"{"events":[{"type":"m.room.message","sender":"@a:b","content":{}},
+            {"type":"m.room.message","sender":"@bot:b","content":{}}],"ephemeral":[]}"#;
+        let events = parse_transaction(ok).unwrap();
+        assert_eq!(events.iter().map(|e| e.echo).collect::<Vec<_>>(), [false, true]);
         assert!(parse_transaction(b"{").unwrap_err().contains("invalid JSON"));
         assert!(parse_transaction(b"[]").unwrap_err().contains("object"));
         assert!(parse_transaction(br#"{"events":{}}"#).unwrap_err().contains("array"));

@@ -51,6 +51,8 @@ pub struct MxEvent {
     /// `origin_server_ts`, when present.
     pub ts: Option<i64>,
     pub json: String,
+    /// The bridge's own event coming back (see `Bridge::is_own_echo`): not stored, only noted.
+    pub echo: bool,
 }
 
 /// A stored, not yet bridged inbox item.
@@ -87,9 +89,23 @@ async fn mark_seen(tx: &mut sqlx::SqliteConnection, ev: &MxEvent, now: i64) -> R
     )
 }
 
+/// Inbox items fetched per batch (a literal in the queries, so SQLite keeps them prepared).
+pub const BATCH: usize = 64;
+
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// Facts read before every Telegram -> Matrix send, kept in memory once read or written
+    /// (only this process writes them): registered puppets and memberships.
+    cache: std::sync::Arc<std::sync::Mutex<Cache>>,
+}
+
+#[derive(Default)]
+struct Cache {
+    /// Registered puppets: Telegram user id -> (mxid, display name).
+    puppets: std::collections::HashMap<i64, (String, Option<String>)>,
+    /// (mxid, room id) pairs known to be joined.
+    members: std::collections::HashSet<(String, String)>,
 }
 
 impl Store {
@@ -108,7 +124,10 @@ impl Store {
             let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
         }
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            cache: Default::default(),
+        })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -171,11 +190,18 @@ impl Store {
 
     /// The stored display name of a puppet, if it was registered.
     pub async fn puppet(&self, tg_user_id: i64) -> Result<Option<(String, Option<String>)>> {
+        if let Some(p) = self.cache.lock().expect("lock").puppets.get(&tg_user_id) {
+            return Ok(Some(p.clone()));
+        }
         let row = sqlx::query("SELECT mxid, displayname FROM puppets WHERE tg_user_id = ? AND registered = 1")
             .bind(tg_user_id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
+        let puppet: Option<(String, Option<String>)> = row.map(|r| (r.get(0), r.get(1)));
+        if let Some(p) = &puppet {
+            self.cache.lock().expect("lock").puppets.insert(tg_user_id, p.clone());
+        }
+        Ok(puppet)
     }
 
     pub async fn save_puppet(&self, tg_user_id: i64, mxid: &str, displayname: &str) -> Result<()> {
@@ -190,27 +216,44 @@ impl Store {
         .bind(now_ms())
         .execute(&self.pool)
         .await?;
+        self.cache
+            .lock()
+            .expect("lock")
+            .puppets
+            .insert(tg_user_id, (mxid.to_owned(), Some(displayname.to_owned())));
         Ok(())
     }
 
     pub async fn is_member(&self, mxid: &str, room: &str) -> Result<bool> {
-        Ok(
-            sqlx::query_scalar::<_, i64>("SELECT 1 FROM memberships WHERE mxid = ? AND mx_room_id = ?")
-                .bind(mxid)
-                .bind(room)
-                .fetch_optional(&self.pool)
-                .await?
-                .is_some(),
-        )
+        let key = (mxid.to_owned(), room.to_owned());
+        if self.cache.lock().expect("lock").members.contains(&key) {
+            return Ok(true);
+        }
+        let member = sqlx::query_scalar::<_, i64>("SELECT 1 FROM memberships WHERE mxid = ? AND mx_room_id = ?")
+            .bind(mxid)
+            .bind(room)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some();
+        if member {
+            self.cache.lock().expect("lock").members.insert(key);
+        }
+        Ok(member)
     }
 
     pub async fn set_member(&self, mxid: &str, room: &str, member: bool) -> Result<()> {
+        let key = (mxid.to_owned(), room.to_owned());
+        // Forgotten before the delete: a failed delete must not leave a stale "joined" behind.
+        self.cache.lock().expect("lock").members.remove(&key);
         let q = if member {
             "INSERT OR IGNORE INTO memberships (mxid, mx_room_id) VALUES (?, ?)"
         } else {
             "DELETE FROM memberships WHERE mxid = ? AND mx_room_id = ?"
         };
         sqlx::query(q).bind(mxid).bind(room).execute(&self.pool).await?;
+        if member {
+            self.cache.lock().expect("lock").members.insert(key);
+        }
         Ok(())
     }
 
@@ -387,19 +430,18 @@ impl Store {
             .await?)
     }
 
-    /// The next waiting events of one room, in arrival order.
-    pub async fn next_mx_lane(&self, room: &str, limit: i64) -> Result<Vec<InboxItem>> {
-        let rows = sqlx::query("SELECT seq, event_json FROM mx_inbox WHERE room_id = ? ORDER BY seq LIMIT ?")
+    /// The next [`BATCH`] waiting events of one room, in arrival order.
+    pub async fn next_mx_lane(&self, room: &str) -> Result<Vec<InboxItem>> {
+        let rows = sqlx::query("SELECT seq, event_json FROM mx_inbox WHERE room_id = ? ORDER BY seq LIMIT 64")
             .bind(room)
-            .bind(limit)
             .fetch_all(&self.pool)
             .await?;
         Ok(inbox_items(rows))
     }
 
-    pub async fn next_mx_inbox(&self, limit: i64) -> Result<Vec<InboxItem>> {
-        let rows = sqlx::query("SELECT seq, event_json FROM mx_inbox ORDER BY seq LIMIT ?")
-            .bind(limit)
+    /// Every waiting Matrix event, in arrival order.
+    pub async fn all_mx_inbox(&self) -> Result<Vec<InboxItem>> {
+        let rows = sqlx::query("SELECT seq, event_json FROM mx_inbox ORDER BY seq")
             .fetch_all(&self.pool)
             .await?;
         Ok(inbox_items(rows))
@@ -450,17 +492,30 @@ impl Store {
             .unwrap_or(0))
     }
 
-    pub async fn next_tg_inbox(&self, limit: i64) -> Result<Vec<InboxItem>> {
-        let rows = sqlx::query("SELECT update_id, update_json FROM tg_inbox ORDER BY update_id LIMIT ?")
-            .bind(limit)
+    /// The next [`BATCH`] waiting Telegram updates, in order.
+    pub async fn next_tg_inbox(&self) -> Result<Vec<InboxItem>> {
+        let rows = sqlx::query("SELECT update_id, update_json FROM tg_inbox ORDER BY update_id LIMIT 64")
             .fetch_all(&self.pool)
             .await?;
         Ok(inbox_items(rows))
     }
 
-    pub async fn done_tg_inbox(&self, update_id: i64) -> Result<()> {
-        sqlx::query("DELETE FROM tg_inbox WHERE update_id = ?")
-            .bind(update_id)
+    /// Every waiting Telegram update, in order.
+    pub async fn all_tg_inbox(&self) -> Result<Vec<InboxItem>> {
+        let rows = sqlx::query("SELECT update_id, update_json FROM tg_inbox ORDER BY update_id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(inbox_items(rows))
+    }
+
+    /// Remove bridged updates, one commit for all of them.
+    pub async fn done_tg_inbox(&self, update_ids: &[i64]) -> Result<()> {
+        if update_ids.is_empty() {
+            return Ok(());
+        }
+        let ids = serde_json::to_string(update_ids)?;
+        sqlx::query("DELETE FROM tg_inbox WHERE update_id IN (SELECT value FROM json_each(?))")
+            .bind(ids)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -601,14 +656,6 @@ impl Store {
         .bind(ts + window_ms)
         .fetch_optional(&self.pool)
         .await?)
-    }
-
-    pub async fn all_mx_inbox(&self) -> Result<Vec<InboxItem>> {
-        self.next_mx_inbox(i64::MAX).await
-    }
-
-    pub async fn all_tg_inbox(&self) -> Result<Vec<InboxItem>> {
-        self.next_tg_inbox(i64::MAX).await
     }
 
     // ---- reactions and avatars ----
@@ -793,6 +840,7 @@ mod tests {
             event_id: Some(id.into()),
             ts: None,
             json: json.into(),
+            echo: false,
         }
     }
 
@@ -808,7 +856,7 @@ mod tests {
                 .await
                 .unwrap()
         );
-        let items = s.next_mx_inbox(10).await.unwrap();
+        let items = s.all_mx_inbox().await.unwrap();
         assert_eq!(
             items.iter().map(|i| i.json.as_str()).collect::<Vec<_>>(),
             ["{\"new\":1}"]
@@ -824,7 +872,7 @@ mod tests {
                 .unwrap()
         );
         assert!(!s.accept_transaction("t1", &[ev("$3", "{\"a\":3}")]).await.unwrap());
-        let items = s.next_mx_inbox(10).await.unwrap();
+        let items = s.all_mx_inbox().await.unwrap();
         assert_eq!(
             items.iter().map(|i| i.json.as_str()).collect::<Vec<_>>(),
             ["{\"a\":1}", "{\"a\":2}"]
@@ -839,10 +887,12 @@ mod tests {
         assert_eq!(s.tg_offset().await.unwrap(), 12);
         s.accept_updates(&[(5, "old".into())]).await.unwrap();
         assert_eq!(s.tg_offset().await.unwrap(), 12);
-        let items = s.next_tg_inbox(10).await.unwrap();
+        let items = s.next_tg_inbox().await.unwrap();
         assert_eq!(items.iter().map(|i| i.key).collect::<Vec<_>>(), [5, 10, 11]);
-        s.done_tg_inbox(10).await.unwrap();
-        assert_eq!(s.next_tg_inbox(10).await.unwrap().len(), 2);
+        s.done_tg_inbox(&[10]).await.unwrap();
+        assert_eq!(s.next_tg_inbox().await.unwrap().len(), 2);
+        s.done_tg_inbox(&[5, 11]).await.unwrap();
+        assert!(s.all_tg_inbox().await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -43,8 +43,9 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-pub fn tgmx_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_tgmx")
+/// The daemon under test: this build's, or `TGMX_BIN` (the bench compares builds with it).
+pub fn tgmx_bin() -> String {
+    std::env::var("TGMX_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tgmx").to_owned())
 }
 
 /// Config for slot `i` (written again per test with the real Telegram URL and room).
