@@ -474,9 +474,24 @@ impl Direct {
 }
 
 /// Arrival times and counts of message bodies in every joined room, fed by a /sync loop.
+/// When each one-at-a-time sample started, by body (wall clock, ms), to split its latency at
+/// the event's `origin_server_ts`: before it is the way to the homeserver's event creation
+/// (Telegram, bridge, or client, plus the send request), after it the homeserver's persisting
+/// and its `/sync` answer.
+static STARTED: std::sync::LazyLock<Mutex<HashMap<String, i64>>> = std::sync::LazyLock::new(Default::default);
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 #[derive(Clone)]
 struct Arrivals {
     seen: Arc<Mutex<HashMap<String, (Instant, u32)>>>,
+    /// Arrival wall clock (ms) and `origin_server_ts` of each body's first sighting.
+    stamps: Arc<Mutex<HashMap<String, (i64, i64)>>>,
     /// Incremental syncs that reported a room's timeline as `limited` (events may be skipped).
     limited: Arc<AtomicUsize>,
     task: Arc<tokio::task::AbortHandle>,
@@ -485,8 +500,9 @@ struct Arrivals {
 impl Arrivals {
     async fn start(user: &MxUser) -> Arrivals {
         let seen: Arc<Mutex<HashMap<String, (Instant, u32)>>> = Default::default();
+        let stamps: Arc<Mutex<HashMap<String, (i64, i64)>>> = Default::default();
         let limited = Arc::new(AtomicUsize::new(0));
-        let (map, lim) = (seen.clone(), limited.clone());
+        let (map, lim, st) = (seen.clone(), limited.clone(), stamps.clone());
         let filter = json!({
             "presence": {"types": []},
             "account_data": {"types": []},
@@ -525,6 +541,7 @@ impl Arrivals {
                     }
                 };
                 let now = Instant::now();
+                let now_wall = wall_ms();
                 let incremental = since.is_some();
                 since = v["next_batch"].as_str().map(str::to_owned);
                 if let Some(rooms) = v["rooms"]["join"].as_object() {
@@ -536,6 +553,8 @@ impl Arrivals {
                         for e in room["timeline"]["events"].as_array().into_iter().flatten() {
                             if let Some(b) = e["content"]["body"].as_str() {
                                 m.entry(b.to_owned()).or_insert((now, 0)).1 += 1;
+                                let ts = e["origin_server_ts"].as_i64().unwrap_or(0);
+                                st.lock().unwrap().entry(b.to_owned()).or_insert((now_wall, ts));
                             }
                         }
                     }
@@ -548,6 +567,7 @@ impl Arrivals {
         first_done.await;
         Arrivals {
             seen,
+            stamps,
             limited,
             task: Arc::new(task.abort_handle()),
         }
@@ -555,6 +575,21 @@ impl Arrivals {
 
     fn stop(&self) {
         self.task.abort();
+    }
+
+    /// For one-at-a-time samples: (start -> `origin_server_ts`, `origin_server_ts` -> arrival), ms.
+    fn split(&self, body: &str) -> Option<(f64, f64)> {
+        let started = *STARTED.lock().unwrap().get(body)?;
+        let (arrived, ts) = *self.stamps.lock().unwrap().get(body)?;
+        Some(((ts - started) as f64, (arrived - ts) as f64))
+    }
+
+    /// Medians of [`Arrivals::split`] over the bodies `name(i)`, `i < n`.
+    fn split_p50(&self, n: usize, name: impl Fn(usize) -> String) -> (f64, f64) {
+        let parts: Vec<(f64, f64)> = (0..n).filter_map(|i| self.split(&name(i))).collect();
+        let a: Vec<f64> = parts.iter().map(|p| p.0).collect();
+        let b: Vec<f64> = parts.iter().map(|p| p.1).collect();
+        (pct(&a, 0.5), pct(&b, 0.5))
     }
 
     async fn wait(&self, body: &str, timeout: Duration) -> Instant {
@@ -609,6 +644,7 @@ fn settle() -> Duration {
 /// One-at-a-time latency of one direct send (to an unbridged control room), in ms.
 async fn direct_once(arr: &Arrivals, d: &Direct, room: &str, body: String) -> f64 {
     tokio::time::sleep(settle()).await;
+    STARTED.lock().unwrap().insert(body.clone(), wall_ms());
     let t = Instant::now();
     d.send_text(room, &body).await;
     ms(arr.wait(&body, Duration::from_secs(60)).await.duration_since(t))
@@ -617,6 +653,7 @@ async fn direct_once(arr: &Arrivals, d: &Direct, room: &str, body: String) -> f6
 /// One-at-a-time latency of one Telegram message to Matrix, in ms.
 async fn bridged_once(arr: &Arrivals, app: &TestApp, chat: i64, user: &fake_telegram::TgUser, body: String) -> f64 {
     tokio::time::sleep(settle()).await;
+    STARTED.lock().unwrap().insert(body.clone(), wall_ms());
     let t = Instant::now();
     app.tg.inject_text(chat, user, &body);
     ms(arr.wait(&body, Duration::from_secs(60)).await.duration_since(t))
@@ -931,6 +968,14 @@ impl Base {
             "| Telegram -> Matrix latency p99 | {bp99:.1} ms | {dp99:.1} ms | {:+.1} ms |",
             bp99 - dp99
         ));
+        let (b_create, b_sync) = arr.split_p50(n, |i| format!("bridged {i}"));
+        let (d_create, d_sync) = arr.split_p50(n, |i| format!("direct {i}"));
+        let (f_create, f_sync) = arr.split_p50(n, |i| format!("direct in portal {i}"));
+        r.line(format!(
+            "| ... split at the event's `origin_server_ts` (ms resolution), p50: start -> created / created -> seen by `/sync` | {b_create:.0} / {b_sync:.0} ms | {d_create:.0} / {d_sync:.0} ms (in the bridged room: {f_create:.0} / {f_sync:.0} ms) | {:+.0} / {:+.0} ms |",
+            b_create - d_create,
+            b_sync - d_sync
+        ));
         r.line(format!(
             "| (baseline as in earlier runs: direct send in the bridged room, which the bridge relays) p50 / p99 | - | {fp50:.1} / {fp99:.1} ms | {:+.1} / {:+.1} ms |",
             bp50 - fp50,
@@ -1008,6 +1053,10 @@ async fn section_portals(r: &mut Report) {
     let c = cpu.per_msg(pid, puppets);
     let peak_during = rss.finish().await;
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle_5s = rss_kb(pid, "VmRSS:");
+    // The bridge returns the allocator's free memory once nothing moved for a few seconds
+    // (`release_memory_after_bursts` in src/app.rs); the idle figure is read after that.
+    tokio::time::sleep(Duration::from_secs(10)).await;
     let idle = rss_kb(pid, "VmRSS:");
     let idle_split = rss_split(pid);
     let idle_map = rss_map(pid);
@@ -1063,8 +1112,12 @@ async fn section_portals(r: &mut Report) {
         mb(hwm)
     ));
     r.line(format!(
-        "| **RSS idle, {portals} portals + {puppets} puppets (5 s after the last message)** | **{:.1} MB** ({idle_split}; {idle_map}) |",
+        "| **RSS idle, {portals} portals + {puppets} puppets (15 s after the last message)** | **{:.1} MB** ({idle_split}; {idle_map}) |",
         mb(idle)
+    ));
+    r.line(format!(
+        "| ... the same, 5 s after the last message | {:.1} MB |",
+        mb(idle_5s)
     ));
     r.line(format!(
         "| **restart: startup to ready (`/ready` true, {portals} portals loaded)** / to first getUpdates | **{:.0} ms** / {:.0} ms |",

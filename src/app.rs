@@ -170,6 +170,7 @@ impl App {
             stop_rx.clone(),
         )));
         tasks.push(tokio::spawn(run_mx_lanes(bridge.clone(), mx_wake, stop_rx.clone())));
+        tasks.push(tokio::spawn(release_memory_after_bursts(stop_rx.clone())));
 
         shutdown.await;
         tracing::info!("shutting down");
@@ -248,6 +249,32 @@ async fn run_mx_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, mut stop: watch::R
     }
 }
 
+/// Once a burst of messages is over (nothing handled for a few seconds), hand the memory the
+/// allocator kept from it back to the system. glibc's malloc keeps freed memory in per-thread
+/// arenas, so after 500 new puppets an idle bridge held 2.6 MB more than after a restart; the
+/// trim takes about a millisecond and runs at most once per burst.
+async fn release_memory_after_bursts(mut stop: watch::Receiver<bool>) {
+    let mut last = crate::metrics::METRICS.activity();
+    let mut busy = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3)) => {},
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now = crate::metrics::METRICS.activity();
+        if now != last {
+            (last, busy) = (now, true);
+        } else if busy {
+            busy = false;
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only returns free memory of glibc's arenas; it takes no pointers.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    }
+}
+
 /// Every `gateway.matrix.catch_up_secs` (read live), queue Matrix events the homeserver skipped.
 async fn catch_up_loop(bridge: Arc<Bridge>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
     let mut last_prune: Option<std::time::Instant> = None;
@@ -287,6 +314,9 @@ async fn setup_loop(bridge: Arc<Bridge>, mut stop: watch::Receiver<bool>) {
                 bridge
                     .ready
                     .store(pending.is_empty(), std::sync::atomic::Ordering::Relaxed);
+                if let Err(e) = bridge.refresh_encryption().await {
+                    tracing::warn!("cannot read the encryption state of every portal yet: {e}");
+                }
                 pending.is_empty()
             }
             Err(e) => {

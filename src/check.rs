@@ -103,12 +103,18 @@ pub async fn run(cfg: &Config, daemon_running: bool) -> Vec<Line> {
                 .await
                 .is_ok_and(|v| v["algorithm"].is_string());
             if encrypted {
-                let sender_ok = reg.as_ref().is_some_and(|r| r.sender_localpart != cfg.appservice.bot_localpart);
-                let ok = cfg.encryption.allow && cfg.encryption.pickle_key.is_some() && sender_ok;
+                let sender_ok = reg
+                    .as_ref()
+                    .is_some_and(|r| r.sender_localpart != cfg.appservice.bot_localpart);
+                let built = crate::matrix::crypto::Crypto::AVAILABLE;
+                let ok = built && cfg.encryption.allow && cfg.encryption.pickle_key.is_some() && sender_ok;
                 out.push(line(
                     ok,
                     format!("room {} is encrypted and the bridge can take part", r.matrix),
-                    if !cfg.encryption.allow {
+                    if !built {
+                        "this tgmx was built without the `e2ee` cargo feature: build it with default features"
+                            .to_owned()
+                    } else if !cfg.encryption.allow {
                         "`encryption.allow` is off".to_owned()
                     } else if cfg.encryption.pickle_key.is_none() {
                         "set TGMX_PICKLE_KEY (or `encryption.pickle_key`)".to_owned()

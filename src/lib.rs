@@ -7,7 +7,8 @@
 //! - [`config_edit`]: layout-preserving edits of the config file (`tgmx primary`).
 //! - [`storage`]: SQLite (sqlx, `migrations/`): portals, puppets, message map, inboxes, offset.
 //! - [`matrix`]: the appservice HTTP API (axum), a client-server client, HTML conversion, and
-//!   `crypto`: one matrix-sdk device per acting user for encrypted rooms.
+//!   `crypto`: one matrix-sdk device per acting user for encrypted rooms (cargo feature `e2ee`,
+//!   on by default; without it a stand-in refuses encrypted rooms).
 //! - [`telegram`]: long polling into the durable inbox, entity conversion.
 //! - [`bridge`]: the core that decides: portals, puppets, echo suppression, id mapping, the
 //!   ordered workers that drain the inboxes, and `catch_up` (events the homeserver skipped).

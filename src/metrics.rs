@@ -52,6 +52,14 @@ impl Metrics {
         }
     }
 
+    /// Messages handled so far in both directions (delivered or failed): moves while work flows.
+    pub fn activity(&self) -> u64 {
+        [&self.tg_to_mx, &self.mx_to_tg]
+            .iter()
+            .map(|p| p.delivered.load(Ordering::Relaxed) + p.failed.load(Ordering::Relaxed))
+            .sum()
+    }
+
     pub fn failed(&self, d: Direction) {
         self.dir(d).failed.fetch_add(1, Ordering::Relaxed);
     }

@@ -59,6 +59,9 @@ impl Bridge {
         if kind == "m.room.encrypted" {
             return self.mx_encrypted(&ev, &room, &sender, chat).await;
         }
+        if self.cfg().encryption.require {
+            self.check_encryption(&room).await?;
+        }
         if self.cfg().encryption.require && !self.is_encrypted(&room) {
             tracing::warn!(%room, "not relayed: the room is not encrypted and `encryption.require` is on");
             return Ok(());

@@ -205,6 +205,7 @@ impl Bridge {
             return Ok(None);
         };
         let caption = m.caption().unwrap_or_default();
+        self.check_encryption(room).await?;
         match self.tg_upload_to_matrix(&tf, sender, self.is_encrypted(room)).await {
             Ok((source, size, thumb)) => {
                 let mut info = tf.info.clone();

@@ -66,6 +66,10 @@ pub struct Bridge {
     pub crypto: Arc<crate::matrix::crypto::Crypto>,
     /// Portals with encryption on (from their `m.room.encryption` state).
     encrypted_rooms: RwLock<std::collections::HashSet<OwnedRoomId>>,
+    /// Portals whose encryption state was read in this run: a room is checked before the first
+    /// send into it, so start-up need not wait for one request per portal, and a room that
+    /// turned encryption on while the bridge was down never gets a cleartext event.
+    encryption_known: RwLock<std::collections::HashSet<OwnedRoomId>>,
 }
 
 impl Bridge {
@@ -83,6 +87,7 @@ impl Bridge {
         Bridge {
             crypto,
             encrypted_rooms: RwLock::default(),
+            encryption_known: RwLock::default(),
             pacer,
             cfg: RwLock::new(Arc::new(cfg)),
             store,
@@ -236,7 +241,6 @@ impl Bridge {
                 }
             }
         }
-        self.refresh_encryption().await?;
         Ok(pending)
     }
 
@@ -250,6 +254,7 @@ impl Bridge {
         content: &Value,
     ) -> Result<ruma::OwnedEventId> {
         let room_id = OwnedRoomId::try_from(room).map_err(|e| Error::Internal(format!("room id {room}: {e}")))?;
+        self.check_encryption(&room_id).await?;
         if self.is_encrypted(&room_id) {
             if !self.cfg().encryption.allow {
                 return Err(Error::Config(format!(
@@ -273,42 +278,49 @@ impl Bridge {
     /// A portal turned encryption on (its `m.room.encryption` state): from now on events are
     /// encrypted, and the bot's device exists so senders share their keys with it.
     pub async fn room_encrypted(&self, room: &OwnedRoomId) -> Result<()> {
+        self.encryption_known.write().expect("lock").insert(room.clone());
         let new = self.encrypted_rooms.write().expect("lock").insert(room.clone());
         if new {
             tracing::info!(%room, "room is encrypted");
         }
         if self.cfg().encryption.allow {
-            self.crypto.client(&self.bot_mxid).await?;
+            self.crypto.ensure_device(&self.bot_mxid).await?;
         }
         Ok(())
     }
 
-    /// Read each portal's encryption state (at setup: portals loaded from the database too),
-    /// several rooms at a time so that start-up does not grow with one round trip per portal.
-    async fn refresh_encryption(&self) -> Result<()> {
+    /// Read a room's encryption state unless it is known in this run.
+    pub(crate) async fn check_encryption(&self, room: &ruma::RoomId) -> Result<()> {
+        if self.encryption_known.read().expect("lock").contains(room) {
+            return Ok(());
+        }
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.encryption/",
+            percent_encoding::utf8_percent_encode(room.as_str(), percent_encoding::NON_ALPHANUMERIC)
+        );
+        match self.mx.request(reqwest::Method::GET, &path, None, None).await {
+            Ok(v) if v["algorithm"].is_string() => self.room_encrypted(&room.to_owned()).await?,
+            Ok(_) | Err(Error::Matrix { status: 404, .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.encryption_known.write().expect("lock").insert(room.to_owned());
+        Ok(())
+    }
+
+    /// Read the encryption state of every portal not known yet, several at a time (after setup,
+    /// so that the bot's device starts early in encrypted rooms and senders share their room
+    /// keys with it; `/ready` does not wait for this).
+    pub async fn refresh_encryption(&self) -> Result<()> {
         use futures::StreamExt;
-        let rooms: Vec<OwnedRoomId> = self
-            .portals
-            .read()
-            .expect("lock")
-            .values()
-            .filter(|r| !self.is_encrypted(r))
-            .cloned()
-            .collect();
-        let mut lookups = futures::stream::iter(rooms.into_iter().map(|room| async move {
-            let path = format!(
-                "/_matrix/client/v3/rooms/{}/state/m.room.encryption/",
-                percent_encoding::utf8_percent_encode(room.as_str(), percent_encoding::NON_ALPHANUMERIC)
-            );
-            (room, self.mx.request(reqwest::Method::GET, &path, None, None).await)
-        }))
-        .buffer_unordered(16);
-        while let Some((room, state)) = lookups.next().await {
-            match state {
-                Ok(v) if v["algorithm"].is_string() => self.room_encrypted(&room).await?,
-                Ok(_) | Err(Error::Matrix { status: 404, .. }) => {}
-                Err(e) => return Err(e),
-            }
+        let rooms: Vec<OwnedRoomId> = self.portals.read().expect("lock").values().cloned().collect();
+        let mut checks = futures::stream::iter(
+            rooms
+                .into_iter()
+                .map(|room| async move { self.check_encryption(&room).await }),
+        )
+        .buffer_unordered(8);
+        while let Some(checked) = checks.next().await {
+            checked?;
         }
         Ok(())
     }

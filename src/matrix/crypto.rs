@@ -38,6 +38,8 @@ use crate::error::{Error, Result};
 use crate::matrix::client::MatrixClient;
 use crate::storage::Store;
 
+pub use super::crypto_files::{backup_dir, dir_for};
+
 /// Devices and crypto stores of the bridge's users.
 pub struct Crypto {
     hs_url: String,
@@ -80,8 +82,17 @@ impl Crypto {
         self.stop.send_replace(true);
     }
 
+    /// Whether this build can take part in encrypted rooms.
+    pub const AVAILABLE: bool = true;
+
+    /// Make sure `user`'s device exists and syncs (the bot's, as soon as a room is encrypted,
+    /// so that senders share their room keys with it).
+    pub async fn ensure_device(&self, user: &UserId) -> Result<()> {
+        self.client(user).await.map(|_| ())
+    }
+
     /// The client of `user`, logging in and starting its sync loop on first use.
-    pub async fn client(&self, user: &UserId) -> Result<Client> {
+    async fn client(&self, user: &UserId) -> Result<Client> {
         let mut clients = self.clients.lock().await;
         if let Some(c) = clients.get(user) {
             return Ok(c.clone());
@@ -262,48 +273,4 @@ fn sdk_err(e: matrix_sdk::Error) -> Error {
         None => matches!(e, matrix_sdk::Error::Http(_)),
     };
     crypto_err(e.to_string(), transient)
-}
-
-/// The crypto directory for a database URL (`sqlite:///path/tgmx.db` -> `/path/tgmx-crypto`).
-pub fn dir_for(database: &str) -> PathBuf {
-    let path = database.strip_prefix("sqlite://").unwrap_or(database);
-    let path = std::path::Path::new(path.split('?').next().unwrap_or(path));
-    path.parent().unwrap_or(std::path::Path::new(".")).join("tgmx-crypto")
-}
-
-/// Copy every crypto store under `src` (one SQLite database per file, taken online with
-/// `VACUUM INTO`, so a running daemon is no problem) to the same layout under `dst`.
-/// Returns how many databases were copied.
-pub async fn backup_dir(src: &std::path::Path, dst: &std::path::Path) -> Result<usize> {
-    use sqlx::Connection;
-    let mut copied = 0;
-    let Ok(users) = std::fs::read_dir(src) else {
-        return Ok(0); // no encrypted room was ever bridged
-    };
-    for user in users.flatten().filter(|e| e.path().is_dir()) {
-        let target = dst.join(user.file_name());
-        std::fs::create_dir_all(&target)?;
-        for f in std::fs::read_dir(user.path())?.flatten() {
-            let name = f.file_name().to_string_lossy().into_owned();
-            if !name.ends_with(".sqlite3") {
-                continue;
-            }
-            let opts = sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(f.path())
-                .read_only(true);
-            let mut conn = sqlx::SqliteConnection::connect_with(&opts).await?;
-            let out = target.join(&name);
-            sqlx::query("VACUUM INTO ?")
-                .bind(out.to_string_lossy().into_owned())
-                .execute(&mut conn)
-                .await?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o600))?;
-            }
-            copied += 1;
-        }
-    }
-    Ok(copied)
 }

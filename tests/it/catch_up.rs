@@ -116,7 +116,9 @@ async fn the_sweep_finds_a_skipped_event_at_the_end_of_a_room() {
         "bridged before anything newer was delivered"
     );
     // Something newer is delivered (not a message: nothing for the lane to look behind).
-    app.ezra.set_state(&app.room, "m.room.topic", json!({"topic": "newer"})).await;
+    app.ezra
+        .set_state(&app.room, "m.room.topic", json!({"topic": "newer"}))
+        .await;
     let sent = app.tg.wait_sent(app.chat, 2, T).await;
     assert_eq!(sent[1].text, "<b>Ezra</b>: beta [lost]");
     assert_eq!(dropped.load(Ordering::SeqCst), 1);

@@ -81,7 +81,11 @@ impl Element {
 /// Turn encryption on in the test room (before the daemon starts).
 async fn encrypt_room(app: &TestApp) {
     app.ezra
-        .set_state(&app.room, "m.room.encryption", json!({"algorithm": "m.megolm.v1.aes-sha2"}))
+        .set_state(
+            &app.room,
+            "m.room.encryption",
+            json!({"algorithm": "m.megolm.v1.aes-sha2"}),
+        )
         .await;
 }
 
@@ -226,7 +230,8 @@ async fn an_encrypted_room_carries_text_and_files_both_ways_and_survives_a_resta
     // The readiness check sees the encrypted room and that the bridge can take part.
     let (_, out) = app.cli(&["check"]).await;
     assert!(
-        out.lines().any(|l| l.starts_with("ok") && l.contains("is encrypted and the bridge can take part")),
+        out.lines()
+            .any(|l| l.starts_with("ok") && l.contains("is encrypted and the bridge can take part")),
         "{out}"
     );
     // The crypto stores are in the backup.
@@ -296,4 +301,34 @@ async fn a_message_the_bridge_cannot_decrypt_gets_a_notice_not_silence() {
         !ok && out.contains("cannot decrypt"),
         "the failure is not in the audit:\n{out}"
     );
+}
+
+#[tokio::test]
+async fn a_room_encrypted_while_the_bridge_was_down_gets_no_cleartext() {
+    let mut app = TestApp::spawn().await;
+    let user = app.tg.add_user(7102, "Late", None, None);
+    let puppet = app.puppet(7102);
+    app.tg.inject_text(app.chat, &user, "before, in the clear");
+    app.wait_from(&puppet, 1).await;
+    app.stop();
+    // While the bridge is down the room turns encryption on and Telegram gets a message. After
+    // the restart that message can be bridged before the homeserver re-delivers the encryption
+    // event: the bridge must read the room's state before its first send, not wait for it.
+    encrypt_room(&app).await;
+    app.tg.inject_text(app.chat, &user, "after, encrypted");
+    app.start().await;
+    let element = Element::login(&app).await;
+    element
+        .wait_for(
+            &puppet,
+            |m| matches!(m, MessageType::Text(t) if t.body == "after, encrypted"),
+        )
+        .await;
+    let raw = raw_from(&app, &puppet).await;
+    let kinds: Vec<&str> = raw
+        .iter()
+        .filter(|e| e["type"] != "m.room.member")
+        .map(|e| e["type"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(kinds, ["m.room.message", "m.room.encrypted"], "{raw:#?}");
 }

@@ -5,7 +5,10 @@
 mod appservice_api;
 mod catch_up;
 mod cutover;
+#[cfg(feature = "e2ee")]
 mod encryption;
+#[cfg(not(feature = "e2ee"))]
+mod encryption_off;
 mod fake_telegram;
 mod fake_telegram_selftest;
 mod harness;

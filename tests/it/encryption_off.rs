@@ -1,0 +1,43 @@
+//! A build without the `e2ee` feature (`cargo test --no-default-features`): plain rooms bridge,
+//! an encrypted room gets no cleartext, and the operator is told.
+
+use serde_json::json;
+
+use crate::harness::TestApp;
+
+#[tokio::test]
+async fn without_encryption_built_in_an_encrypted_room_gets_no_cleartext_and_a_clear_reason() {
+    let mut app = TestApp::prepare().await;
+    app.ezra
+        .set_state(
+            &app.room,
+            "m.room.encryption",
+            json!({"algorithm": "m.megolm.v1.aes-sha2"}),
+        )
+        .await;
+    app.start().await;
+    let user = app.tg.add_user(7201, "Plain", None, None);
+    app.tg.inject_text(app.chat, &user, "must not leak");
+    let mut out = String::new();
+    for _ in 0..100 {
+        out = app.cli(&["audit", "--since", "1h"]).await.1;
+        if out.contains("without end-to-end encryption") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        out.contains("without end-to-end encryption"),
+        "no reason in the audit:\n{out}"
+    );
+    let leaked: Vec<_> = app
+        .ezra
+        .events(&app.room)
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .collect();
+    assert!(leaked.is_empty(), "cleartext in an encrypted room: {leaked:#?}");
+    let (ok, out) = app.cli(&["check"]).await;
+    assert!(!ok && out.contains("built without the `e2ee` cargo feature"), "{out}");
+}
