@@ -78,17 +78,6 @@ impl Element {
     }
 }
 
-/// Turn encryption on in the test room (before the daemon starts).
-async fn encrypt_room(app: &TestApp) {
-    app.ezra
-        .set_state(
-            &app.room,
-            "m.room.encryption",
-            json!({"algorithm": "m.megolm.v1.aes-sha2"}),
-        )
-        .await;
-}
-
 /// The device ids `user` has, as Ezra's homeserver reports them.
 async fn devices(ezra: &MxUser, user: &str) -> Vec<String> {
     let v = ezra
@@ -130,7 +119,7 @@ async fn raw_from(app: &TestApp, sender: &str) -> Vec<Value> {
 #[tokio::test]
 async fn an_encrypted_room_carries_text_and_files_both_ways_and_survives_a_restart() {
     let mut app = TestApp::prepare().await;
-    encrypt_room(&app).await;
+    app.encrypt_room().await;
     app.start().await;
     let bot_devices = wait_device(&app.ezra, &app.bot).await;
     let element = Element::login(&app).await;
@@ -247,7 +236,7 @@ async fn a_room_that_turns_encryption_on_keeps_working() {
     let user = app.tg.add_user(7101, "Relay", None, None);
     app.tg.inject_text(app.chat, &user, "in the clear");
     app.wait_from(&app.puppet(7101), 1).await;
-    encrypt_room(&app).await;
+    app.encrypt_room().await;
     wait_device(&app.ezra, &app.bot).await;
     let element = Element::login(&app).await;
     element
@@ -272,7 +261,7 @@ async fn a_room_that_turns_encryption_on_keeps_working() {
 #[tokio::test]
 async fn a_message_the_bridge_cannot_decrypt_gets_a_notice_not_silence() {
     let mut app = TestApp::prepare().await;
-    encrypt_room(&app).await;
+    app.encrypt_room().await;
     app.start().await;
     wait_device(&app.ezra, &app.bot).await;
     // Encrypted with a session the bridge never got (as a client with a broken key share would).
@@ -314,7 +303,7 @@ async fn a_room_encrypted_while_the_bridge_was_down_gets_no_cleartext() {
     // While the bridge is down the room turns encryption on and Telegram gets a message. After
     // the restart that message can be bridged before the homeserver re-delivers the encryption
     // event: the bridge must read the room's state before its first send, not wait for it.
-    encrypt_room(&app).await;
+    app.encrypt_room().await;
     app.tg.inject_text(app.chat, &user, "after, encrypted");
     app.start().await;
     let element = Element::login(&app).await;

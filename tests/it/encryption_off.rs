@@ -1,20 +1,12 @@
 //! A build without the `e2ee` feature (`cargo test --no-default-features`): plain rooms bridge,
 //! an encrypted room gets no cleartext, and the operator is told.
 
-use serde_json::json;
-
 use crate::harness::TestApp;
 
 #[tokio::test]
 async fn without_encryption_built_in_an_encrypted_room_gets_no_cleartext_and_a_clear_reason() {
     let mut app = TestApp::prepare().await;
-    app.ezra
-        .set_state(
-            &app.room,
-            "m.room.encryption",
-            json!({"algorithm": "m.megolm.v1.aes-sha2"}),
-        )
-        .await;
+    app.encrypt_room().await;
     app.start().await;
     let user = app.tg.add_user(7201, "Plain", None, None);
     app.tg.inject_text(app.chat, &user, "must not leak");

@@ -567,6 +567,17 @@ impl TestApp {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// Turn encryption on in the test room (Ezra sends the `m.room.encryption` state).
+    pub async fn encrypt_room(&self) {
+        self.ezra
+            .set_state(
+                &self.room,
+                "m.room.encryption",
+                json!({"algorithm": "m.megolm.v1.aes-sha2"}),
+            )
+            .await;
+    }
+
     pub fn puppet(&self, tg_user: i64) -> String {
         format!("@tg{}_{tg_user}:localhost", self.slot)
     }
