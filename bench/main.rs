@@ -37,6 +37,8 @@
 //! - `TGMX_BENCH_STEADY_AFTER` [125]: seconds after a start before steady-state series.
 //! - `TGMX_BENCH_GATEWAY`: more lines for the config's `gateway:` block (indented two spaces),
 //!   e.g. `  matrix: {catch_up_secs: 0}`; `TGMX_BENCH_LOG`: the log filter [info,tgmx=debug].
+//! - `TGMX_BIN`: the daemon binary to measure [this build's]; compares builds (for example one
+//!   made with `--no-default-features`) under the same bench.
 //! - `TGMX_BENCH_ATTACH`: a command run while a section's measured traffic flows, `{pid}` replaced
 //!   by the daemon's process id and `{section}` by `tp` (base throughput, Telegram -> Matrix),
 //!   `m2t` (base, Matrix -> Telegram) or `burst`; stopped with SIGINT afterwards. For example
