@@ -61,10 +61,10 @@ impl Bridge {
         }
         if self.cfg().encryption.require {
             self.check_encryption(&room).await?;
-        }
-        if self.cfg().encryption.require && !self.is_encrypted(&room) {
-            tracing::warn!(%room, "not relayed: the room is not encrypted and `encryption.require` is on");
-            return Ok(());
+            if !self.is_encrypted(&room) {
+                tracing::warn!(%room, "not relayed: the room is not encrypted and `encryption.require` is on");
+                return Ok(());
+            }
         }
         match kind {
             "m.room.message" => self.mx_message(&ev, &room, &sender, chat).await,

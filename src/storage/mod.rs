@@ -332,7 +332,7 @@ impl Store {
     /// Returns false for a duplicate. Atomic: either the id and all events are stored, or nothing.
     /// Store a transaction and its events in one SQLite transaction; `false` for a repeated id.
     /// An event already seen (fetched by the catch-up before the homeserver delivered it) is
-    /// not queued again.
+    /// not queued again, and the bridge's own echoes are not stored at all.
     pub async fn accept_transaction(&self, txn_id: &str, events: &[MxEvent]) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
@@ -345,7 +345,7 @@ impl Store {
         if inserted == 0 {
             return Ok(false);
         }
-        for ev in events {
+        for ev in events.iter().filter(|e| !e.echo) {
             if !mark_seen(&mut tx, ev, now).await? {
                 tracing::info!(event_id = ?ev.event_id, "event already bridged by the catch-up; ignored");
                 continue;
@@ -865,6 +865,26 @@ mod tests {
             items.iter().map(|i| i.json.as_str()).collect::<Vec<_>>(),
             ["{\"new\":1}"]
         );
+    }
+
+    #[tokio::test]
+    async fn own_echoes_are_neither_queued_nor_recorded() {
+        let (s, _d) = store().await;
+        let echo = MxEvent {
+            echo: true,
+            ..ev("$echo", "{\"echo\":1}")
+        };
+        assert!(
+            s.accept_transaction("t2", &[echo, ev("$real", "{\"real\":1}")])
+                .await
+                .unwrap()
+        );
+        let items = s.all_mx_inbox().await.unwrap();
+        assert_eq!(
+            items.iter().map(|i| i.json.as_str()).collect::<Vec<_>>(),
+            ["{\"real\":1}"]
+        );
+        assert_eq!(s.unseen(&["$echo", "$real"]).await.unwrap(), ["$echo"]);
     }
 
     #[tokio::test]
