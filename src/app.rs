@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use teloxide::Bot;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
@@ -45,7 +44,7 @@ impl App {
             Err(e) if cfg.gateway.telegram.enabled => return Err(e),
             Err(_) => String::new(),
         };
-        let tg = Bot::new(token).set_api_url(api_url);
+        let tg = crate::telegram::bot(token, api_url, cfg.gateway.telegram.poll_timeout);
         let listener = TcpListener::bind(cfg.appservice.listen).await.map_err(|e| {
             Error::Config(format!(
                 "`appservice.listen`: cannot bind {}: {e}",
@@ -275,11 +274,15 @@ async fn release_memory_after_bursts(mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Every `gateway.matrix.catch_up_secs` (read live), queue Matrix events the homeserver skipped.
+/// Once setup is done, and then every `gateway.matrix.catch_up_secs` (read live; 0: never), queue
+/// the Matrix events the homeserver holds or skipped (see `bridge::catch_up`). The first sweep
+/// takes events of any age: whatever was sent while the bridge was down, which Conduit would
+/// otherwise deliver only when some later event comes.
 async fn catch_up_loop(bridge: Arc<Bridge>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
     let mut last_prune: Option<std::time::Instant> = None;
+    let mut swept_since_start = false;
     loop {
-        // Seen event ids are kept a week (the catch-up looks back minutes, not days).
+        // Seen event ids are kept a week (the catch-up looks back at most six days).
         if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(24 * 3600)) {
             last_prune = Some(std::time::Instant::now());
             match bridge.store.prune_seen(7 * 24 * 3600 * 1000).await {
@@ -289,7 +292,14 @@ async fn catch_up_loop(bridge: Arc<Bridge>, wake: Arc<Notify>, mut stop: watch::
             }
         }
         let every = bridge.cfg().gateway.matrix.catch_up_secs;
-        let wait = Duration::from_secs(if every == 0 { 60 } else { every });
+        let ready = bridge.ready.load(std::sync::atomic::Ordering::Relaxed);
+        let wait = if every == 0 {
+            Duration::from_secs(60)
+        } else if !ready || !swept_since_start {
+            Duration::from_millis(250) // the first sweep follows setup closely
+        } else {
+            Duration::from_secs(every)
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {},
             _ = stop.wait_for(|s| *s) => return,
@@ -297,9 +307,18 @@ async fn catch_up_loop(bridge: Arc<Bridge>, wake: Arc<Notify>, mut stop: watch::
         if every == 0 || !bridge.ready.load(std::sync::atomic::Ordering::Relaxed) {
             continue;
         }
-        match bridge.catch_up_sweep().await {
-            Ok(0) => {}
-            Ok(_) => wake.notify_one(),
+        let min_age = if swept_since_start {
+            crate::bridge::catch_up::HELD_AFTER_MS
+        } else {
+            0
+        };
+        match bridge.catch_up_sweep(min_age).await {
+            Ok(n) => {
+                swept_since_start = true;
+                if n > 0 {
+                    wake.notify_one();
+                }
+            }
             Err(e) => tracing::warn!("catch-up sweep failed: {e}"),
         }
     }

@@ -167,7 +167,7 @@ pub async fn run(cfg: &Config, daemon_running: bool) -> Vec<Line> {
     let Ok(api) = url::Url::parse(&cfg.gateway.telegram.api_url) else {
         return out;
     };
-    let bot = Bot::new(token).set_api_url(api);
+    let bot = crate::telegram::bot(token.to_owned(), api, cfg.gateway.telegram.poll_timeout);
     match bot.get_me().await {
         Ok(me) => {
             out.push(line(true, format!("telegram token valid (@{})", me.username()), ""));

@@ -737,6 +737,18 @@ identities:
         assert!(!format!("{c:?}").contains("123:abc"));
     }
 
+    /// The committed example registration is what `generate-registration` writes for the
+    /// example config, tokens aside (it once named the bot as sender, which tgmx no longer does).
+    #[test]
+    fn example_registration_matches_the_generator() {
+        let c = Config::parse(include_str!("../config.example.yaml"), Path::new(".")).unwrap();
+        let mut generated = Registration::generate(&c);
+        let example: Registration = serde_saphyr::from_str(include_str!("../registration.yaml")).unwrap();
+        generated.as_token = example.as_token.clone();
+        generated.hs_token = example.hs_token.clone();
+        assert_eq!(example.to_yaml(), generated.to_yaml());
+    }
+
     #[test]
     fn generated_registration_is_anchored_and_roundtrips() {
         let c = Config::parse(MIN, Path::new(".")).unwrap();

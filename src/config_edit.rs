@@ -88,17 +88,15 @@ pub fn set_scalar(text: &str, path: &[&str], value: &str) -> Result<String> {
             }
             return Ok(out);
         }
-        if here.len() < path.len() && here == path[..here.len()] {
-            if here.len() == path.len() - 1 {
-                if kl.has_inline_value {
-                    return Err(Error::Config(format!(
-                        "`{}` is written inline; set `{}` by hand",
-                        path[..path.len() - 1].join("."),
-                        path.join(".")
-                    )));
-                }
-                parent_line = Some((i, kl.indent));
+        if here.len() < path.len() && here == path[..here.len()] && here.len() == path.len() - 1 {
+            if kl.has_inline_value {
+                return Err(Error::Config(format!(
+                    "`{}` is written inline; set `{}` by hand",
+                    path[..path.len() - 1].join("."),
+                    path.join(".")
+                )));
             }
+            parent_line = Some((i, kl.indent));
         }
         if !kl.has_inline_value {
             stack.push((kl.indent, kl.key));

@@ -96,7 +96,7 @@ pub fn human_size(bytes: u64) -> String {
     const MB: u64 = 1024 * 1024;
     if bytes >= MB {
         let tenths = (bytes * 10 + MB / 2) / MB;
-        if tenths % 10 == 0 {
+        if tenths.is_multiple_of(10) {
             format!("{} MB", tenths / 10)
         } else {
             format!("{}.{} MB", tenths / 10, tenths % 10)
@@ -125,6 +125,8 @@ pub fn redact_bot_token(s: &str) -> String {
     out
 }
 
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -145,5 +147,3 @@ mod tests {
         assert_eq!(super::redact_bot_token("robots/bother"), "robots/bother");
     }
 }
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;

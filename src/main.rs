@@ -100,11 +100,21 @@ async fn main() -> anyhow::Result<()> {
                 "waiting: {tg} from telegram, {mx} from matrix{}",
                 if stuck { " (stuck for over 5 minutes)" } else { "" }
             );
-            if lost > 0 || stuck {
-                println!(
-                    "verdict: {lost} message(s) not delivered{}",
-                    if stuck { ", queue stuck" } else { "" }
-                );
+            let held = held_by_homeserver(&cfg, &store).await;
+            let mut problems = Vec::new();
+            if lost > 0 {
+                problems.push(format!("{lost} message(s) not delivered"));
+            }
+            if stuck {
+                problems.push("queue stuck".to_owned());
+            }
+            match held {
+                Ok(0) => {}
+                Ok(n) => problems.push(format!("{n} held by the homeserver")),
+                Err(e) => problems.push(format!("cannot tell what the homeserver holds ({e})")),
+            }
+            if !problems.is_empty() {
+                println!("verdict: {}", problems.join(", "));
                 std::process::exit(1);
             }
             println!("verdict: nothing lost");
@@ -131,7 +141,9 @@ async fn main() -> anyhow::Result<()> {
             let Some(room) = room.or_else(|| cfg.rooms.first().map(|r| r.matrix.to_string())) else {
                 bail!("no room configured; pass --room");
             };
-            let answers = tgmx::ops::rollcall(&cfg, &mx, &room, timeout).await?;
+            let store = tgmx::storage::Store::open(&cfg.database).await?;
+            let reader = tgmx::matrix::device::TimelineReader::new(mx.clone(), store, cfg.bot_user_id());
+            let answers = tgmx::ops::rollcall(&cfg, &mx, &reader, &room, timeout).await?;
             let missing = answers.iter().filter(|(_, t)| t.is_none()).count();
             for (agent, t) in &answers {
                 match t {
@@ -237,6 +249,11 @@ async fn main() -> anyhow::Result<()> {
             if oldest.is_some_and(|o| tgmx::storage::now_ms() - o > 300_000) {
                 blockers.push("a queue is stuck".into());
             }
+            match held_by_homeserver(&cfg, &store).await {
+                Ok(0) => println!("held by the homeserver: 0"),
+                Ok(n) => blockers.push(format!("{n} held by the homeserver (see `tgmx audit`)")),
+                Err(e) => blockers.push(format!("cannot tell what the homeserver holds ({e})")),
+            }
             if !cfg.fleet.agents.is_empty() {
                 println!("agents, last message bridged:");
                 for a in &cfg.fleet.agents {
@@ -263,6 +280,36 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Matrix events the homeserver has not delivered to the bridge, per portal (printed) and in all.
+/// While the daemon runs, events younger than a few seconds are in flight and not counted.
+async fn held_by_homeserver(cfg: &Config, store: &tgmx::storage::Store) -> anyhow::Result<usize> {
+    let reg = Registration::load(&cfg.appservice.registration)?;
+    let mx = tgmx::matrix::client::MatrixClient::new(&cfg.homeserver.url, &reg.as_token).acting_as(cfg.bot_user_id());
+    let running = store
+        .get_kv("daemon_pid")
+        .await?
+        .and_then(|p| p.parse().ok())
+        .is_some_and(is_tgmx_process);
+    let bridge = tgmx::bridge::Bridge::new(cfg.clone(), store.clone(), mx, teloxide::Bot::new(""));
+    bridge.load_portals().await?;
+    let min_age = if running {
+        tgmx::bridge::catch_up::HELD_AFTER_MS
+    } else {
+        0
+    };
+    let mut total = 0;
+    for (room, n, oldest) in bridge.held_by_homeserver(min_age).await? {
+        if n > 0 {
+            println!(
+                "HELD BY THE HOMESERVER {room}: {n} event(s) not delivered to tgmx, oldest sent {}",
+                oldest.map_or("-".to_owned(), fmt_ms)
+            );
+        }
+        total += n;
+    }
+    Ok(total)
 }
 
 fn fmt_ms(ms: i64) -> String {
@@ -343,12 +390,10 @@ fn is_tgmx_process(pid: i32) -> bool {
             .split(|b| *b == 0)
             .next()
             .is_some_and(|argv0| String::from_utf8_lossy(argv0).contains("tgmx")),
-        // No procfs: fall back to "the pid exists".
+        // With procfs the process is gone; without it, fall back to "the pid exists".
+        Err(_) if std::path::Path::new("/proc/self").exists() => false,
         // SAFETY: kill(2) with signal 0 only checks for existence.
-        Err(_) => std::path::Path::new("/proc/self")
-            .exists()
-            .then_some(false)
-            .unwrap_or(unsafe { libc::kill(pid, 0) } == 0),
+        Err(_) => (unsafe { libc::kill(pid, 0) }) == 0,
     }
 }
 

@@ -65,7 +65,11 @@ impl Metrics {
     }
 
     pub fn caught_up(&self) {
-        self.caught_up.fetch_add(1, Ordering::Relaxed);
+        self.caught_up_n(1);
+    }
+
+    pub fn caught_up_n(&self, n: u64) {
+        self.caught_up.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn reloaded(&self, accepted: bool) {
@@ -102,7 +106,7 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
-            "# HELP tgmx_matrix_events_caught_up_total Matrix events the homeserver skipped, found by the catch-up."
+            "# HELP tgmx_matrix_events_caught_up_total Matrix events the homeserver skipped or held, found by the catch-up."
         );
         let _ = writeln!(out, "# TYPE tgmx_matrix_events_caught_up_total counter");
         let _ = writeln!(

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use ruma::{OwnedRoomId, OwnedUserId, UserId};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::config::{Config, RoomMapping};
 use crate::error::{Error, Result};
@@ -169,6 +169,7 @@ async fn create_room(cfg: &Config, mx: &MatrixClient, bot: &OwnedUserId, r: &Roo
 pub async fn rollcall(
     cfg: &Config,
     mx: &MatrixClient,
+    reader: &crate::matrix::device::TimelineReader,
     room: &str,
     timeout: Duration,
 ) -> Result<Vec<(OwnedUserId, Option<f64>)>> {
@@ -192,12 +193,8 @@ pub async fn rollcall(
     let mut answers: Vec<(OwnedUserId, Option<f64>)> = cfg.fleet.agents.iter().map(|a| (a.clone(), None)).collect();
     while start.elapsed() < timeout && answers.iter().any(|(_, t)| t.is_none()) {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let path = format!(
-            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=200",
-            enc(room_id.as_str())
-        );
-        let v = mx.request(Method::GET, &path, Some(&bot), None).await?;
-        let events: Vec<&Value> = v["chunk"].as_array().map(|c| c.iter().collect()).unwrap_or_default();
+        // As the bot's device: Conduit answers an appservice `/messages` with a 500.
+        let (events, _) = reader.messages_back(&room_id, None, 200).await?;
         // Newest first: everything before our message in this list came after it.
         for ev in events.iter().take_while(|e| e["event_id"] != sent.as_str()) {
             if ev["type"] != "m.room.message" {

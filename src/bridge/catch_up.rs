@@ -1,31 +1,38 @@
 //! Catch-up: bridging Matrix events the homeserver never delivered, in their place.
 //!
-//! Synapse sends an appservice its transactions one at a time, in order, but two races in its
-//! scheduler (synapse/appservice/scheduler.py) break that after a failed send (the bridge was
-//! down, or slow to answer):
-//! - the appservice is marked down *in the background*, so the next transaction can go out
-//!   before the failed one, which follows later from the recoverer;
-//! - when the recoverer finds nothing left it marks the appservice up; a transaction created
-//!   just before that mark is not sent until some later failure starts a recoverer again, which
-//!   can be days. Seen in our rig: one event bridged about 120 messages late, after a crash.
+//! Delivery to an appservice must not depend on the homeserver retrying:
+//! - **Conduit** has no retry timer: after a failed delivery (the bridge was down, restarting,
+//!   or not started yet) it sends the held events only when a *new* event for the appservice is
+//!   queued, and then only after 30 s × tries² (Conduit `src/service/sending/mod.rs`). A message
+//!   posted while the bridge was down can wait indefinitely.
+//! - **Synapse** sends transactions one at a time, in order, but two races in its scheduler
+//!   (synapse/appservice/scheduler.py) break that after a failed send: the appservice is marked
+//!   down *in the background*, so the next transaction can go out before the failed one; and a
+//!   transaction created just before the recoverer marks the appservice up is not sent until some
+//!   later failure, which can be days.
 //!
-//! Transaction numbers cannot show the gap (Synapse numbers transactions from one sequence
-//! shared by all its appservices). Timelines can. Every delivered event id is recorded
-//! (`mx_seen`), and:
+//! So the bridge reads the timelines itself, as the bot's device ([`crate::matrix::device`]:
+//! Conduit answers `/messages` and `/context` with a 500 for an appservice request without a
+//! device). Every delivered event id is recorded (`mx_seen`), and:
+//! - [`Bridge::catch_up_sweep`]: at start and every `gateway.matrix.catch_up_secs`, each portal is
+//!   read forward from where the last sweep left it (a mark persisted per room, `caught_up:<room>`
+//!   in `kv`; the portal's creation for a new portal). Every relayed event that was never
+//!   delivered and is older than [`HELD_AFTER_MS`] (at start: any age) is queued in timeline
+//!   order, like a delivered transaction, so it takes its turn in the room's lane.
 //! - [`Bridge::catch_up_before`]: while a gap is likely (for twice `catch_up_secs` after start,
 //!   or after the homeserver delivered old events), a room's lane asks for the events before the
-//!   ones it is about to bridge; any it never received is bridged in its timeline place;
-//! - [`Bridge::catch_up_sweep`]: every `gateway.matrix.catch_up_secs`, the end of each portal's
-//!   timeline is compared too, for a skipped event with nothing after it in its room.
+//!   ones it is about to bridge; any it never received is bridged in its timeline place.
+//! - [`Bridge::held_by_homeserver`]: the same reading, counted but not queued, for `tgmx audit`
+//!   and `tgmx status` ("held by the homeserver").
 //!
-//! A skipped event is recognised as: not seen, not from the bridge, newer than the bridge's first
-//! event in that room, and older than an event the bridge did receive (Synapse delivers in
-//! order, so an older unseen event was skipped, not pending). When Synapse finally sends it,
-//! it is already seen and is not bridged again.
+//! An event the sweep queued and the homeserver delivers later is already seen and not bridged
+//! again; either way it is stored in one SQLite transaction that checks `mx_seen`, so the two
+//! paths cannot double an event, and both keep timeline order.
 
 use std::sync::atomic::Ordering;
 
-use reqwest::Method;
+use ruma::{OwnedRoomId, RoomId};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Bridge;
@@ -42,19 +49,45 @@ const RELAYED: [&str; 5] = [
 ];
 /// An event this much older than one delivered counts as skipped (clock and ordering slack).
 const SLACK_MS: i64 = 2_000;
-/// The sweep leaves events younger than this to normal delivery.
-const SWEEP_MIN_AGE_MS: i64 = 30_000;
+/// An event not delivered this long after it was sent is held by the homeserver: the periodic
+/// sweep bridges it and `tgmx audit` reports it (younger ones are in flight).
+pub const HELD_AFTER_MS: i64 = 10_000;
+/// The sweep never reaches further back than this: `mx_seen` forgets event ids after 7 days,
+/// and an older event could have been bridged already.
+const REACH_MS: i64 = 6 * 24 * 3600 * 1000;
+/// Events per `/messages` page, and how many pages one sweep of a room reads back at most.
+const PAGE: u32 = 100;
+const MAX_PAGES: usize = 50;
+
+/// Where a room's timeline is known to be complete: every relayed event up to it was delivered
+/// or queued. Persisted per room, so a restart catches up from there.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Mark {
+    event_id: String,
+    ts: i64,
+}
+
+fn mark_key(room: &RoomId) -> String {
+    format!("caught_up:{room}")
+}
+
+/// What a reading of one room found.
+pub struct Undelivered {
+    /// Relayed events never delivered, old enough to count as held, in timeline order.
+    pub events: Vec<MxEvent>,
+    /// The newest event read that is old enough to count (the room's next mark).
+    mark: Option<Mark>,
+    /// More events were held than one reading covers: the oldest ones were not reached.
+    pub truncated: bool,
+}
 
 impl Bridge {
-    /// Note delivered events: the newest timestamp seen, and whether the homeserver is catching
-    /// up (an event older than a few seconds means it was held back: a gap is possible).
+    /// Note delivered events: whether the homeserver is catching up (an event older than a few
+    /// seconds means it was held back: a gap is possible).
     pub fn note_delivered(&self, events: &[MxEvent]) {
         let now = now_ms();
-        for ts in events.iter().filter_map(|e| e.ts) {
-            self.newest_delivered_ts.fetch_max(ts, Ordering::Relaxed);
-            if ts < now - 5_000 {
-                self.suspect_gaps();
-            }
+        if events.iter().filter_map(|e| e.ts).any(|ts| ts < now - 5_000) {
+            self.suspect_gaps();
         }
     }
 
@@ -71,6 +104,9 @@ impl Bridge {
         if batch.is_empty() || now_ms() > self.suspect_until.load(Ordering::Relaxed) {
             return Ok(batch);
         }
+        let Ok(room_id) = OwnedRoomId::try_from(room) else {
+            return Ok(batch);
+        };
         let ids: Vec<Option<String>> = batch
             .iter()
             .map(|i| {
@@ -82,29 +118,22 @@ impl Bridge {
         let Some(last) = ids.iter().rev().flatten().next() else {
             return Ok(batch);
         };
-        let path = format!(
-            "/_matrix/client/v3/rooms/{}/context/{}?limit={}",
-            enc(room),
-            enc(last),
-            (2 * (batch.len() + 20)).min(400)
-        );
-        let ctx = match self.mx.request(Method::GET, &path, None, None).await {
+        let limit = (2 * (batch.len() as u32 + 20)).min(400);
+        // Timeline order up to the batch's last event.
+        let timeline = match self.reader.events_before(&room_id, last, limit).await {
             Ok(v) => v,
             Err(e) => {
-                tracing::debug!(room, "catch-up lookup failed: {e}");
+                tracing::warn!(room, "catch-up lookup failed: {e}");
                 return Ok(batch);
             }
         };
-        // Timeline order up to the batch's last event (the server lists earlier ones newest first).
-        let mut timeline: Vec<Value> = ctx["events_before"].as_array().cloned().unwrap_or_default();
-        timeline.reverse();
         let position = |id: &str| timeline.iter().position(|e| e["event_id"] == id);
         // Where each batch item sits in the timeline (the last one is past the end).
         let first_pos = ids
             .iter()
             .map(|id| id.as_deref().map_or(Some(usize::MAX), position))
             .collect::<Vec<_>>();
-        let skipped = self.skipped(room, timeline.clone(), None).await?;
+        let skipped = self.skipped(room, timeline.clone()).await?;
         let mut cut = batch.len();
         for ev in skipped {
             let at = ev.event_id.as_deref().and_then(position).unwrap_or(usize::MAX);
@@ -139,44 +168,132 @@ impl Bridge {
         Ok(batch)
     }
 
-    /// Compare the end of each portal's timeline with what was delivered; queue skipped events.
-    /// Returns how many were queued.
-    pub async fn catch_up_sweep(&self) -> Result<usize> {
-        let rooms: Vec<String> = self.portals.read().unwrap().values().map(|r| r.to_string()).collect();
+    /// Queue, in timeline order, every relayed event of every portal that the homeserver holds:
+    /// never delivered and older than `min_age_ms` (0 at start: whatever was sent while the
+    /// bridge was down). Returns how many were queued. A room that cannot be read is logged and
+    /// tried again next time.
+    pub async fn catch_up_sweep(&self, min_age_ms: i64) -> Result<usize> {
+        let rooms: Vec<OwnedRoomId> = self.portals.read().expect("lock").values().cloned().collect();
         let mut queued = 0;
         for room in rooms {
-            let path = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=30", enc(&room));
-            let chunk = match self.mx.request(Method::GET, &path, None, None).await {
-                Ok(v) => v["chunk"].as_array().cloned().unwrap_or_default(),
+            let found = match self.undelivered(&room, min_age_ms).await {
+                Ok(f) => f,
                 Err(e) => {
-                    tracing::debug!(room, "catch-up sweep failed: {e}");
+                    tracing::warn!(%room, "catch-up: cannot read the timeline: {e}");
                     continue;
                 }
             };
-            let mut events = chunk;
-            events.reverse();
-            let horizon = self
-                .newest_delivered_ts
-                .load(Ordering::Relaxed)
-                .min(now_ms() - SWEEP_MIN_AGE_MS + SLACK_MS);
-            for ev in self.skipped(&room, events, Some(horizon)).await? {
-                let id = ev.event_id.clone().unwrap_or_default();
-                tracing::warn!(room, event_id = %id, "the homeserver skipped this event; bridging it now");
-                crate::metrics::METRICS.caught_up();
-                // Queued like a delivered transaction, so it takes its turn in the room's lane.
-                if self.store.accept_transaction(&format!("catch-up:{id}"), &[ev]).await? {
-                    queued += 1;
+            if found.truncated {
+                let reason = format!(
+                    "more than {} events of this room were held by the homeserver; the oldest were not bridged",
+                    PAGE as usize * MAX_PAGES
+                );
+                tracing::error!(%room, "{reason}");
+                self.store
+                    .record_failure(Direction::MxToTg, &format!("catch-up:{room}"), &reason)
+                    .await?;
+            }
+            if let Some(first) = found.events.first() {
+                let n = found.events.len();
+                tracing::warn!(%room, n, "the homeserver did not deliver these events; bridging them now");
+                let txn = format!("catch-up:{}", first.event_id.as_deref().unwrap_or_default());
+                // Queued like a delivered transaction; an event delivered meanwhile is skipped.
+                if self.store.accept_transaction(&txn, &found.events).await? {
+                    crate::metrics::METRICS.caught_up_n(n as u64);
+                    queued += n;
                 }
+            }
+            if let Some(mark) = found.mark {
+                self.store
+                    .set_kv(&mark_key(&room), &serde_json::to_string(&mark)?)
+                    .await?;
             }
         }
         Ok(queued)
     }
 
+    /// Per portal, the relayed events the homeserver holds (never delivered, older than
+    /// `min_age_ms`), with the time the oldest was sent. For `tgmx audit` and `tgmx status`.
+    pub async fn held_by_homeserver(&self, min_age_ms: i64) -> Result<Vec<(OwnedRoomId, usize, Option<i64>)>> {
+        let rooms: Vec<OwnedRoomId> = self.portals.read().expect("lock").values().cloned().collect();
+        let mut out = Vec::new();
+        for room in rooms {
+            let found = self.undelivered(&room, min_age_ms).await?;
+            let oldest = found.events.first().and_then(|e| e.ts);
+            out.push((room, found.events.len() + usize::from(found.truncated), oldest));
+        }
+        Ok(out)
+    }
+
+    /// Read `room` back from its end to its mark (or to the portal's creation, at most
+    /// [`REACH_MS`] back) and return what was never delivered, oldest first.
+    async fn undelivered(&self, room: &RoomId, min_age_ms: i64) -> Result<Undelivered> {
+        let now = now_ms();
+        let mark: Option<Mark> = self
+            .store
+            .get_kv(&mark_key(room))
+            .await?
+            .and_then(|m| serde_json::from_str(&m).ok());
+        let start = match &mark {
+            Some(m) => m.ts,
+            None => self.store.portal_created_at(room.as_str()).await?.unwrap_or(now),
+        };
+        let floor = (start - SLACK_MS).max(now - REACH_MS);
+        let cutoff = now - min_age_ms;
+        // Newest first, until the mark or the floor.
+        let mut read: Vec<Value> = Vec::new();
+        let mut from: Option<String> = None;
+        let mut truncated = true;
+        for _ in 0..MAX_PAGES {
+            let (chunk, end) = self.reader.messages_back(room, from.as_deref(), PAGE).await?;
+            let mut reached = false;
+            for ev in chunk {
+                let ts = ev["origin_server_ts"].as_i64().unwrap_or(0);
+                let is_mark = mark.as_ref().is_some_and(|m| ev["event_id"] == m.event_id.as_str());
+                if is_mark || ts < floor {
+                    reached = true;
+                    break;
+                }
+                read.push(ev);
+            }
+            if reached || end.is_none() {
+                truncated = false;
+                break;
+            }
+            from = end;
+        }
+        read.reverse();
+        // Only what is old enough counts; the rest is in flight and read again next time.
+        if let Some(young) = read
+            .iter()
+            .position(|e| e["origin_server_ts"].as_i64().unwrap_or(0) > cutoff)
+        {
+            read.truncate(young);
+        }
+        let mark = read.last().and_then(|e| {
+            Some(Mark {
+                event_id: e["event_id"].as_str()?.to_owned(),
+                ts: e["origin_server_ts"].as_i64()?,
+            })
+        });
+        let candidates: Vec<Value> = read
+            .into_iter()
+            .filter(|e| {
+                RELAYED.contains(&e["type"].as_str().unwrap_or_default())
+                    && e["event_id"].is_string()
+                    && !self.is_own_echo(e)
+            })
+            .collect();
+        Ok(Undelivered {
+            events: self.unseen_events(room.as_str(), candidates).await?,
+            mark,
+            truncated,
+        })
+    }
+
     /// Of `events` (chronological, one room), those the homeserver skipped: relayed types, not
-    /// from the bridge, never seen, newer than the bridge's first event in the room and, when
-    /// `before_ts` is given (events not known to precede a delivered one), older than it by more
-    /// than the slack.
-    async fn skipped(&self, room: &str, events: Vec<Value>, before_ts: Option<i64>) -> Result<Vec<MxEvent>> {
+    /// from the bridge, never seen, and newer than the bridge's first event in the room.
+    async fn skipped(&self, room: &str, events: Vec<Value>) -> Result<Vec<MxEvent>> {
         let Some(since) = self.store.first_seen_in(room).await? else {
             return Ok(Vec::new()); // nothing delivered here yet: everything is history
         };
@@ -188,9 +305,13 @@ impl Bridge {
                     && e["event_id"].is_string()
                     && !self.is_own_echo(e)
                     && ts >= since - SLACK_MS
-                    && before_ts.is_none_or(|b| ts < b - SLACK_MS)
             })
             .collect();
+        self.unseen_events(room, candidates).await
+    }
+
+    /// The events of `candidates` never seen, as inbox events of `room`.
+    async fn unseen_events(&self, room: &str, candidates: Vec<Value>) -> Result<Vec<MxEvent>> {
         let ids: Vec<&str> = candidates.iter().filter_map(|e| e["event_id"].as_str()).collect();
         let unseen = self.store.unseen(&ids).await?;
         Ok(candidates
@@ -208,8 +329,4 @@ impl Bridge {
             })
             .collect())
     }
-}
-
-fn enc(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }

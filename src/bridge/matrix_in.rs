@@ -130,8 +130,13 @@ impl Bridge {
                 && self.chat_for_room(room.as_str()).is_none()
                 && !self.accept_invite(room.as_str()).await?
             {
-                tracing::info!(%room, %sender, "declining invite to a room that is not configured");
-                let _ = self.mx.leave(room.as_str(), &self.bot_mxid).await;
+                // Left pending, not declined: an operator who invites the bot first and adds the
+                // room to `rooms` a minute later gets it joined on the reload (setup joins
+                // through the pending invite), without inviting again.
+                tracing::info!(
+                    %room, %sender,
+                    "invited to a room that is not in `rooms`: the invite stays pending; add the room and reload to bridge it"
+                );
             }
             return Ok(());
         }

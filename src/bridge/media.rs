@@ -279,15 +279,15 @@ impl Bridge {
         };
         let source = upload(bytes, tf.mime.clone(), tf.name.clone()).await?;
         let mut thumb = None;
-        if let Some((meta, w, h)) = tf.thumb {
-            if let Ok(tb) = self.tg_download(meta).await {
-                let tsize = tb.len();
-                if let Ok(tsource) = upload(tb, "image/jpeg".into(), "thumbnail.jpg".into()).await {
-                    thumb = Some((
-                        tsource,
-                        json!({"w": w, "h": h, "mimetype": "image/jpeg", "size": tsize}),
-                    ));
-                }
+        if let Some((meta, w, h)) = tf.thumb
+            && let Ok(tb) = self.tg_download(meta).await
+        {
+            let tsize = tb.len();
+            if let Ok(tsource) = upload(tb, "image/jpeg".into(), "thumbnail.jpg".into()).await {
+                thumb = Some((
+                    tsource,
+                    json!({"w": w, "h": h, "mimetype": "image/jpeg", "size": tsize}),
+                ));
             }
         }
         Ok((source, size, thumb))
@@ -386,7 +386,7 @@ impl Bridge {
                     .caption(caption)
                     .parse_mode(ParseMode::Html);
                 if let Some(ms) = content["info"]["duration"].as_u64() {
-                    req = req.duration(((ms + 999) / 1000) as u32);
+                    req = req.duration(ms.div_ceil(1000) as u32);
                 }
                 req.reply_parameters_opt(reply(reply_to)).await
             }

@@ -60,8 +60,8 @@ pub struct Bridge {
     avatar_checked: Mutex<HashMap<i64, std::time::Instant>>,
     /// Until when (unix ms) lanes look for events the homeserver skipped (see `catch_up`).
     pub suspect_until: std::sync::atomic::AtomicI64,
-    /// Newest `origin_server_ts` among delivered Matrix events (the sweep's horizon).
-    pub newest_delivered_ts: std::sync::atomic::AtomicI64,
+    /// Reads room timelines as the bot's device (catch-up, `tgmx audit`, rollcall).
+    pub reader: crate::matrix::device::TimelineReader,
     /// Devices of the bot and puppets for encrypted rooms, created on first use.
     pub crypto: Arc<crate::matrix::crypto::Crypto>,
     /// Portals with encryption on (from their `m.room.encryption` state).
@@ -84,7 +84,9 @@ impl Bridge {
             crate::matrix::crypto::dir_for(&cfg.database),
             cfg.encryption.pickle_key.clone(),
         ));
+        let reader = crate::matrix::device::TimelineReader::new(mx.clone(), store.clone(), bot_mxid.clone());
         Bridge {
+            reader,
             crypto,
             encrypted_rooms: RwLock::default(),
             encryption_known: RwLock::default(),
@@ -101,7 +103,6 @@ impl Bridge {
             setup_wake: Notify::new(),
             ready: Default::default(),
             suspect_until: Default::default(),
-            newest_delivered_ts: Default::default(),
             hs_upload_limit: Mutex::default(),
             avatar_checked: Mutex::default(),
         }

@@ -112,15 +112,14 @@ impl Bridge {
         let Some(from) = m.from.as_ref() else {
             return Ok(());
         };
-        if let (Some(identity), Some(text)) = (self.identity_for_tg(from.id.0 as i64), m.text().or(m.caption())) {
-            if let Some(twin) = self
+        if let (Some(identity), Some(text)) = (self.identity_for_tg(from.id.0 as i64), m.text().or(m.caption()))
+            && let Some(twin) = self
                 .matrix_twin(&identity, chat, &room, m.id.0, text, m.date.timestamp_millis())
                 .await?
-            {
-                // The Matrix post is the original; on Telegram it is its relayed copy, if any.
-                let tg_copy = self.store.link_by_event(&twin).await?.map_or(m.id.0, |l| l.tg_msg_id);
-                return self.mark_original(&room, &twin, chat, tg_copy).await;
-            }
+        {
+            // The Matrix post is the original; on Telegram it is its relayed copy, if any.
+            let tg_copy = self.store.link_by_event(&twin).await?.map_or(m.id.0, |l| l.tg_msg_id);
+            return self.mark_original(&room, &twin, chat, tg_copy).await;
         }
         let sender = self.sender_for(from, &room).await?;
         let mut content = match self.tg_media_content(m, &sender, &room).await? {

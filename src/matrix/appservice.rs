@@ -29,15 +29,20 @@ pub struct AsState {
     /// Wakes the Matrix inbox worker after a transaction is stored.
     pub wake: Arc<Notify>,
     /// Told of every accepted transaction's events (the catch-up watches their timestamps).
-    pub delivered: Arc<dyn Fn(&[MxEvent]) + Send + Sync>,
+    pub delivered: Delivered,
     /// Whether an event is the bridge's own coming back (decided by the bridge core): such
     /// events are answered but never stored, as there is nothing to bridge.
     pub own_echo: Arc<dyn Fn(&Value) -> bool + Send + Sync>,
     /// The bridge's mode and whether setup finished (for `/metrics` and `/ready`).
     pub probe: Arc<dyn Fn() -> (&'static str, bool) + Send + Sync>,
     /// Decides whether a user id in our namespace exists (user query).
-    pub user_exists: Arc<dyn Fn(&str) -> futures::future::BoxFuture<'static, bool> + Send + Sync>,
+    pub user_exists: UserExists,
 }
+
+/// Told of every accepted transaction's events.
+pub type Delivered = Arc<dyn Fn(&[MxEvent]) + Send + Sync>;
+/// Answers a user query, asynchronously.
+pub type UserExists = Arc<dyn Fn(&str) -> futures::future::BoxFuture<'static, bool> + Send + Sync>;
 
 pub fn router(state: AsState) -> Router {
     Router::new()
@@ -65,24 +70,28 @@ struct TokenQuery {
 }
 
 /// Check the hs_token from the Authorization header or the legacy `access_token` query parameter.
-fn authorize(state: &AsState, req_headers: &axum::http::HeaderMap, query: &TokenQuery) -> Result<(), Response> {
+fn authorize(state: &AsState, req_headers: &axum::http::HeaderMap, query: &TokenQuery) -> Result<(), Box<Response>> {
     let bearer = req_headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::trim);
     let Some(token) = bearer.or(query.access_token.as_deref()) else {
-        return Err(matrix_error(
+        return Err(Box::new(matrix_error(
             StatusCode::UNAUTHORIZED,
             "M_MISSING_TOKEN",
             "Missing access token",
-        ));
+        )));
     };
     if bool::from(token.as_bytes().ct_eq(state.hs_token.as_bytes())) {
         Ok(())
     } else {
         tracing::warn!("rejected appservice request with a wrong hs_token");
-        Err(matrix_error(StatusCode::FORBIDDEN, "M_FORBIDDEN", "Invalid hs_token"))
+        Err(Box::new(matrix_error(
+            StatusCode::FORBIDDEN,
+            "M_FORBIDDEN",
+            "Invalid hs_token",
+        )))
     }
 }
 
@@ -93,7 +102,7 @@ async fn transaction(
     req: Request,
 ) -> Response {
     if let Err(r) = authorize(&state, req.headers(), &query) {
-        return r;
+        return *r;
     }
     let bytes = match axum::body::to_bytes(req.into_body(), MAX_TRANSACTION_BYTES).await {
         Ok(b) => b,
@@ -189,7 +198,7 @@ async fn metrics(State(state): State<AsState>) -> Response {
 
 async fn ping(State(state): State<AsState>, Query(query): Query<TokenQuery>, req: Request<Body>) -> Response {
     if let Err(r) = authorize(&state, req.headers(), &query) {
-        return r;
+        return *r;
     }
     Json(json!({})).into_response()
 }
@@ -201,7 +210,7 @@ async fn query_user(
     req: Request<Body>,
 ) -> Response {
     if let Err(r) = authorize(&state, req.headers(), &query) {
-        return r;
+        return *r;
     }
     if (state.user_exists)(&user_id).await {
         Json(json!({})).into_response()
@@ -212,7 +221,7 @@ async fn query_user(
 
 async fn query_room(State(state): State<AsState>, Query(query): Query<TokenQuery>, req: Request<Body>) -> Response {
     if let Err(r) = authorize(&state, req.headers(), &query) {
-        return r;
+        return *r;
     }
     // Portals are configured, never created on demand from an alias.
     matrix_error(StatusCode::NOT_FOUND, "M_NOT_FOUND", "No such room")

@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 /// Characters left as-is in a path segment.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
-fn seg(s: &str) -> String {
+/// A path segment, percent-encoded.
+pub fn seg(s: &str) -> String {
     utf8_percent_encode(s, SEGMENT).to_string()
 }
 
@@ -68,6 +69,19 @@ impl MatrixClient {
         self.send_request(method, path, None, body).await
     }
 
+    /// Send a request with a device's access token (a user's own session, not the appservice).
+    pub async fn request_with_token(&self, token: &str, method: Method, path: &str) -> Result<Value> {
+        let url =
+            url::Url::parse(&format!("{}{}", self.base, path)).map_err(|e| Error::MatrixTransport(e.to_string()))?;
+        self.execute(
+            self.http.request(method.clone(), url).bearer_auth(token),
+            &method,
+            path,
+            None,
+        )
+        .await
+    }
+
     async fn send_request(
         &self,
         method: Method,
@@ -80,7 +94,17 @@ impl MatrixClient {
         if let Some(u) = as_user {
             url.query_pairs_mut().append_pair("user_id", u.as_str());
         }
-        let mut req = self.http.request(method.clone(), url).bearer_auth(&self.as_token);
+        let req = self.http.request(method.clone(), url).bearer_auth(&self.as_token);
+        self.execute(req, &method, path, body).await
+    }
+
+    async fn execute(
+        &self,
+        mut req: reqwest::RequestBuilder,
+        method: &Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value> {
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -102,7 +126,7 @@ impl MatrixClient {
             .as_str()
             .map(str::to_owned)
             .unwrap_or_else(|| text.chars().take(200).collect());
-        tracing::debug!(%method, path, status = status.as_u16(), %errcode, "matrix request failed");
+        tracing::debug!(method = %method, path, status = status.as_u16(), %errcode, "matrix request failed");
         Err(Error::Matrix {
             status: status.as_u16(),
             errcode,
@@ -283,12 +307,18 @@ impl MatrixClient {
             message: format!("not an mxc URI: {mxc}"),
         })?;
         let (server, media) = rest.split_once('/').unwrap_or((rest, ""));
-        let url = format!(
+        let mut url = url::Url::parse(&format!(
             "{}/_matrix/client/v1/media/download/{}/{}",
             self.base,
             seg(server),
             seg(media)
-        );
+        ))
+        .map_err(|e| Error::MatrixTransport(e.to_string()))?;
+        // As the bot: an appservice request naming no user acts as the registration's sender,
+        // which Conduit never creates ("User does not exist").
+        if let Some(u) = &self.default_user {
+            url.query_pairs_mut().append_pair("user_id", u.as_str());
+        }
         let mut resp = self
             .http
             .get(url)

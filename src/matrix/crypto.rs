@@ -29,9 +29,8 @@ use matrix_sdk::ruma::serde::Raw;
 use matrix_sdk::ruma::{OwnedDeviceId, RoomId, TransactionId, UserId};
 use matrix_sdk::store::RoomLoadSettings;
 use matrix_sdk::{Client, Room, SessionMeta, SessionTokens};
-use reqwest::Method;
 use ruma::{OwnedEventId, OwnedUserId};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{Mutex, watch};
 
 use crate::error::{Error, Result};
@@ -102,29 +101,7 @@ impl Crypto {
                 "a bridged room is encrypted: set `encryption.pickle_key` or TGMX_PICKLE_KEY".into(),
             ));
         };
-        let (device_id, token) = match self.store.e2ee_device(user.as_str()).await? {
-            Some(d) => d,
-            None => {
-                let v = self
-                    .mx
-                    .request_as_appservice(
-                        Method::POST,
-                        "/_matrix/client/v3/login",
-                        Some(&json!({
-                            "type": "m.login.application_service",
-                            "identifier": {"type": "m.id.user", "user": user.as_str()},
-                            "initial_device_display_name": "tgmx bridge",
-                        })),
-                    )
-                    .await?;
-                let (Some(device), Some(token)) = (v["device_id"].as_str(), v["access_token"].as_str()) else {
-                    return Err(crypto_err("login answered without a device or token", false));
-                };
-                self.store.save_e2ee_device(user.as_str(), device, token).await?;
-                tracing::info!(%user, device, "device created for encrypted rooms");
-                (device.to_owned(), token.to_owned())
-            }
-        };
+        let (device_id, token) = crate::matrix::device::stored_or_login(&self.mx, &self.store, user).await?;
         let path = self.dir.join(user.localpart());
         std::fs::create_dir_all(&path)?;
         #[cfg(unix)]

@@ -8,4 +8,5 @@ pub mod crypto;
 #[path = "crypto_off.rs"]
 pub mod crypto;
 mod crypto_files;
+pub mod device;
 pub mod html;

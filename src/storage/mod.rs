@@ -181,6 +181,16 @@ impl Store {
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
+    /// When the portal of this room was linked (events before it are history).
+    pub async fn portal_created_at(&self, mx_room_id: &str) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT created_at FROM portals WHERE mx_room_id = ?")
+                .bind(mx_room_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
     pub async fn portal_room(&self, tg_chat_id: i64) -> Result<Option<String>> {
         Ok(
             sqlx::query_scalar("SELECT mx_room_id FROM portals WHERE tg_chat_id = ?")

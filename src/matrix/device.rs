@@ -1,0 +1,134 @@
+//! Devices of the bridge's own users, and reading a room's timeline as the bot's device.
+//!
+//! A user in the appservice namespace gets a device by logging in once with
+//! `m.login.application_service`; the device id and access token are kept in `e2ee_devices`, so
+//! a restart reuses the same device (encrypted rooms need that: nobody verifies it again).
+//!
+//! Timeline reads (`/messages`, `/context`) go through the bot's device, not through the
+//! appservice token: Conduit panics (500) on those endpoints for an appservice request that names
+//! no device, and an appservice request is not a device on any server. The bot's device is the one
+//! the encryption code uses too; a build without encryption logs it in the same way.
+
+use reqwest::Method;
+use ruma::{OwnedUserId, UserId};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use crate::error::{Error, Result};
+use crate::matrix::client::MatrixClient;
+use crate::storage::Store;
+
+/// Display name of every device the bridge creates (seen by users in Element's device lists).
+pub const DEVICE_NAME: &str = "tgmx bridge";
+
+/// The stored device of `user`, or a new one (logged in and stored). Returns (device id, token).
+pub async fn stored_or_login(mx: &MatrixClient, store: &Store, user: &UserId) -> Result<(String, String)> {
+    if let Some(d) = store.e2ee_device(user.as_str()).await? {
+        return Ok(d);
+    }
+    login(mx, store, user).await
+}
+
+/// Log `user` in with `m.login.application_service` and store the new device.
+async fn login(mx: &MatrixClient, store: &Store, user: &UserId) -> Result<(String, String)> {
+    let v = mx
+        .request_as_appservice(
+            Method::POST,
+            "/_matrix/client/v3/login",
+            Some(&json!({
+                "type": "m.login.application_service",
+                "identifier": {"type": "m.id.user", "user": user.as_str()},
+                "initial_device_display_name": DEVICE_NAME,
+            })),
+        )
+        .await?;
+    let (Some(device), Some(token)) = (v["device_id"].as_str(), v["access_token"].as_str()) else {
+        return Err(Error::MatrixTransport(
+            "login answered without a device or token".into(),
+        ));
+    };
+    store.save_e2ee_device(user.as_str(), device, token).await?;
+    tracing::info!(%user, device, "device created");
+    Ok((device.to_owned(), token.to_owned()))
+}
+
+/// Reads room timelines as one user's device (the bot's), logging in on first use.
+pub struct TimelineReader {
+    mx: MatrixClient,
+    store: Store,
+    user: OwnedUserId,
+    /// The device's access token once known; never logged.
+    token: Mutex<Option<String>>,
+}
+
+impl TimelineReader {
+    pub fn new(mx: MatrixClient, store: Store, user: OwnedUserId) -> TimelineReader {
+        TimelineReader {
+            mx,
+            store,
+            user,
+            token: Mutex::default(),
+        }
+    }
+
+    /// `GET path` as the device. A token the homeserver no longer knows (its database was
+    /// reset, or the device was deleted) is replaced by a new login once.
+    pub async fn get(&self, path: &str) -> Result<Value> {
+        let mut token = self.token.lock().await;
+        if token.is_none() {
+            *token = Some(stored_or_login(&self.mx, &self.store, &self.user).await?.1);
+        }
+        let current = token.clone().unwrap_or_default();
+        match self.mx.request_with_token(&current, Method::GET, path).await {
+            Err(Error::Matrix { status: 401, .. }) => {
+                tracing::warn!(user = %self.user, "the homeserver no longer knows the bridge's device; logging in again");
+                let fresh = login(&self.mx, &self.store, &self.user).await?.1;
+                *token = Some(fresh.clone());
+                drop(token);
+                self.mx.request_with_token(&fresh, Method::GET, path).await
+            }
+            other => other,
+        }
+    }
+
+    /// Up to `limit` events of `room` before `from` (a pagination token; `None`: the end),
+    /// newest first, and the token for the page before them (`None` at the room's start).
+    pub async fn messages_back(
+        &self,
+        room: &ruma::RoomId,
+        from: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<Value>, Option<String>)> {
+        let mut path = format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit={limit}",
+            crate::matrix::client::seg(room.as_str())
+        );
+        if let Some(from) = from {
+            path.push_str("&from=");
+            path.push_str(&crate::matrix::client::seg(from));
+        }
+        let mut v = self.get(&path).await?;
+        let chunk = match v["chunk"].take() {
+            Value::Array(events) => events,
+            _ => Vec::new(),
+        };
+        let end = v["end"].as_str().filter(|_| !chunk.is_empty()).map(str::to_owned);
+        Ok((chunk, end))
+    }
+
+    /// Up to `limit` events before `event` in `room`, oldest first (`/context`).
+    pub async fn events_before(&self, room: &ruma::RoomId, event: &str, limit: u32) -> Result<Vec<Value>> {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/context/{}?limit={limit}",
+            crate::matrix::client::seg(room.as_str()),
+            crate::matrix::client::seg(event)
+        );
+        let mut v = self.get(&path).await?;
+        let mut before = match v["events_before"].take() {
+            Value::Array(events) => events,
+            _ => Vec::new(),
+        };
+        before.reverse();
+        Ok(before)
+    }
+}
