@@ -9,11 +9,14 @@
 //!
 //! The flag is used only if a probe program linked with it also runs here, so an older linker or
 //! C library gets the ordinary build instead of a failure.
+//!
+//! Also: whether the integration tests can run on Conduit too (see `conduit()`).
 
 use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    conduit();
     let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let target_env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
     let cross = std::env::var("HOST").ok() != std::env::var("TARGET").ok();
@@ -48,4 +51,35 @@ fn probe(flag: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     built && Command::new(&exe).status().is_ok_and(|s| s.success())
+}
+
+/// The integration tests run on Synapse and, when its binary is here, on Conduit: `CONDUIT_BIN`,
+/// or `../shared/conduit/conduit` beside the repository. With it, `cfg(tgmx_conduit)` turns on
+/// the Conduit variant of every test and `TGMX_CONDUIT_BIN` names the binary.
+fn conduit() {
+    println!("cargo:rustc-check-cfg=cfg(tgmx_conduit)");
+    println!("cargo:rerun-if-env-changed=CONDUIT_BIN");
+    let manifest = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+    let path = match std::env::var_os("CONDUIT_BIN") {
+        Some(p) => manifest.join(p),
+        None => manifest.join("../shared/conduit/conduit"),
+    };
+    match path.canonicalize() {
+        Ok(abs) if abs.is_file() => {
+            println!("cargo:rerun-if-changed={}", abs.display());
+            println!("cargo:rustc-cfg=tgmx_conduit");
+            println!("cargo:rustc-env=TGMX_CONDUIT_BIN={}", abs.display());
+        }
+        _ => {
+            // A missing path would make cargo rerun this script on every build; its directory,
+            // when there is one, is watched instead, so that adding the binary is noticed.
+            if let Some(dir) = path.parent().filter(|d| d.is_dir() && !manifest.starts_with(d)) {
+                println!("cargo:rerun-if-changed={}", dir.display());
+            }
+            println!(
+                "cargo:warning=Conduit not found at {}: integration tests run on Synapse only",
+                path.display()
+            );
+        }
+    }
 }
