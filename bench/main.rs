@@ -447,7 +447,7 @@ impl Direct {
     fn new(u: &MxUser) -> Direct {
         Direct {
             http: http(),
-            hs: harness::Synapse::get().url.clone(),
+            hs: harness::Homeserver::get().url.clone(),
             token: u.token.clone(),
         }
     }
@@ -517,7 +517,7 @@ impl Arrivals {
         });
         let base = format!(
             "{}/_matrix/client/v3/sync?timeout=10000&filter={}",
-            harness::Synapse::get().url,
+            harness::Homeserver::get().url,
             enc(&filter.to_string())
         );
         let token = user.token.clone();

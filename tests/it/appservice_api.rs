@@ -4,7 +4,6 @@ use serde_json::{Value, json};
 
 use crate::harness::{TG_TOKEN, TestApp, http};
 
-#[tokio::test]
 async fn auth_transactions_and_queries() {
     let app = TestApp::spawn().await;
     let c = http();
@@ -119,3 +118,5 @@ async fn sqlite_count(app: &TestApp, sql: &'static str) -> i64 {
     pool.close().await;
     n
 }
+
+both!(auth_transactions_and_queries,);

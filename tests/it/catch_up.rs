@@ -73,7 +73,6 @@ async fn caught_up(app: &TestApp) -> u64 {
         .unwrap()
 }
 
-#[tokio::test]
 async fn an_event_the_homeserver_skipped_is_bridged_in_its_place_and_once() {
     let mut app = TestApp::prepare().await;
     let dropped = lossy_link(&mut app, "").await;
@@ -99,7 +98,6 @@ async fn an_event_the_homeserver_skipped_is_bridged_in_its_place_and_once() {
 
 /// A skipped event with nothing after it in its room is found by the periodic sweep once the
 /// homeserver delivered something newer, and is bridged once even when Synapse sends it at last.
-#[tokio::test]
 async fn the_sweep_finds_a_skipped_event_at_the_end_of_a_room() {
     let mut app = TestApp::prepare().await;
     // Lanes look before each batch for twice catch_up_secs after start; then only the sweep.
@@ -138,3 +136,8 @@ async fn the_sweep_finds_a_skipped_event_at_the_end_of_a_room() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(app.tg.sent(app.chat).len(), 2, "the late delivery was bridged again");
 }
+
+both!(
+    an_event_the_homeserver_skipped_is_bridged_in_its_place_and_once,
+    the_sweep_finds_a_skipped_event_at_the_end_of_a_room,
+);

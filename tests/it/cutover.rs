@@ -45,7 +45,6 @@ async fn wait_sent_containing(app: &TestApp, needle: &str) -> crate::fake_telegr
     }
 }
 
-#[tokio::test]
 async fn cutover_by_sighup_announces_pins_once_and_keeps_mirroring() {
     let mut app = TestApp::spawn().await;
     app.edit_config(to_matrix);
@@ -88,7 +87,6 @@ async fn cutover_by_sighup_announces_pins_once_and_keeps_mirroring() {
     );
 }
 
-#[tokio::test]
 async fn standby_stops_reading_and_rollback_bridges_the_backlog_in_order() {
     let app = TestApp::spawn().await;
     let (ok, out) = app.cli(&["primary", "matrix", "--standby"]).await;
@@ -143,7 +141,6 @@ async fn standby_stops_reading_and_rollback_bridges_the_backlog_in_order() {
     );
 }
 
-#[tokio::test]
 async fn invalid_config_is_rejected_and_the_old_mode_stays() {
     let app = TestApp::spawn().await;
     let good = std::fs::read_to_string(app.config_path()).unwrap();
@@ -172,7 +169,6 @@ async fn invalid_config_is_rejected_and_the_old_mode_stays() {
     app.wait_log("gateway.telegram.poll_timeout").await;
 }
 
-#[tokio::test]
 async fn the_same_post_on_both_sides_is_shown_once_per_side() {
     let app = TestApp::spawn().await;
     let op = app.tg.add_user(4242, "Alexander", None, None);
@@ -229,7 +225,6 @@ async fn the_same_post_on_both_sides_is_shown_once_per_side() {
     assert_eq!(sent_containing(&app, "rotate the keys").len(), 1);
 }
 
-#[tokio::test]
 async fn posts_outside_the_window_are_both_mirrored() {
     let mut app = TestApp::prepare().await;
     app.write_config("  dedupe: {enabled: true, window_secs: 1}");
@@ -242,3 +237,11 @@ async fn posts_outside_the_window_are_both_mirrored() {
     let relayed = wait_sent_containing(&app, "status?").await;
     assert_eq!(relayed.text, "<b>Alexander</b>: status?");
 }
+
+both!(
+    cutover_by_sighup_announces_pins_once_and_keeps_mirroring,
+    standby_stops_reading_and_rollback_bridges_the_backlog_in_order,
+    invalid_config_is_rejected_and_the_old_mode_stays,
+    the_same_post_on_both_sides_is_shown_once_per_side,
+    posts_outside_the_window_are_both_mirrored,
+);

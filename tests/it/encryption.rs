@@ -116,7 +116,6 @@ async fn raw_from(app: &TestApp, sender: &str) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test]
 async fn an_encrypted_room_carries_text_and_files_both_ways_and_survives_a_restart() {
     let mut app = TestApp::prepare().await;
     app.encrypt_room().await;
@@ -230,7 +229,6 @@ async fn an_encrypted_room_carries_text_and_files_both_ways_and_survives_a_resta
     assert!(backup.with_extension("crypto").is_dir());
 }
 
-#[tokio::test]
 async fn a_room_that_turns_encryption_on_keeps_working() {
     let app = TestApp::spawn().await;
     let user = app.tg.add_user(7101, "Relay", None, None);
@@ -258,7 +256,6 @@ async fn a_room_that_turns_encryption_on_keeps_working() {
     assert_eq!(raw.last().unwrap()["type"], "m.room.encrypted");
 }
 
-#[tokio::test]
 async fn a_message_the_bridge_cannot_decrypt_gets_a_notice_not_silence() {
     let mut app = TestApp::prepare().await;
     app.encrypt_room().await;
@@ -292,7 +289,6 @@ async fn a_message_the_bridge_cannot_decrypt_gets_a_notice_not_silence() {
     );
 }
 
-#[tokio::test]
 async fn a_room_encrypted_while_the_bridge_was_down_gets_no_cleartext() {
     let mut app = TestApp::spawn().await;
     let user = app.tg.add_user(7102, "Late", None, None);
@@ -321,3 +317,10 @@ async fn a_room_encrypted_while_the_bridge_was_down_gets_no_cleartext() {
         .collect();
     assert_eq!(kinds, ["m.room.message", "m.room.encrypted"], "{raw:#?}");
 }
+
+both!(
+    an_encrypted_room_carries_text_and_files_both_ways_and_survives_a_restart,
+    a_room_that_turns_encryption_on_keeps_working,
+    a_message_the_bridge_cannot_decrypt_gets_a_notice_not_silence,
+    a_room_encrypted_while_the_bridge_was_down_gets_no_cleartext,
+);

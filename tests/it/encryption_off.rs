@@ -3,7 +3,6 @@
 
 use crate::harness::TestApp;
 
-#[tokio::test]
 async fn without_encryption_built_in_an_encrypted_room_gets_no_cleartext_and_a_clear_reason() {
     let mut app = TestApp::prepare().await;
     app.encrypt_room().await;
@@ -33,3 +32,5 @@ async fn without_encryption_built_in_an_encrypted_room_gets_no_cleartext_and_a_c
     let (ok, out) = app.cli(&["check"]).await;
     assert!(!ok && out.contains("built without the `e2ee` cargo feature"), "{out}");
 }
+
+both!(without_encryption_built_in_an_encrypted_room_gets_no_cleartext_and_a_clear_reason,);

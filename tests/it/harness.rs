@@ -1,8 +1,10 @@
-//! Test harness: one real Synapse per test process (started on first use, stopped when the
-//! process exits), with a pool of appservice slots registered up front; each test takes a fresh
-//! slot, its own fake Telegram Bot API, its own rooms and its own database, and runs the real
-//! `tgmx` binary as a child process.
+//! Test harness: one real homeserver of each kind (Synapse, Conduit) per test process, started
+//! on first use and stopped when the process exits, with a pool of appservice slots; each test
+//! takes a fresh slot, its own fake Telegram Bot API, its own rooms and its own database, and runs
+//! the real `tgmx` binary as a child process. Which homeserver a test runs on is set per test
+//! thread by the `both!` macro (tests/it/main.rs); see `hs_kind`.
 
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -13,13 +15,59 @@ use serde_json::{Value, json};
 
 use crate::fake_telegram::FakeTelegram;
 
-/// Appservice registrations made before Synapse starts; one per `TestApp`.
-const SLOTS: usize = 40;
+/// Appservice slots per homeserver, one per `TestApp`. Synapse's are registered before it starts;
+/// Conduit's when a test takes one.
+const SLOTS: usize = 48;
 pub const TG_TOKEN: &str = "123456:TEST-token-ABCdef_0123456789";
+/// Conduit's registration token (tests/rig/conduit.sh), asked through user-interactive auth.
+const CONDUIT_REG_TOKEN: &str = "rig-registration-token";
 
-pub struct Synapse {
+/// A homeserver implementation the integration tests run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HsKind {
+    Synapse,
+    Conduit,
+}
+
+impl HsKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            HsKind::Synapse => "synapse",
+            HsKind::Conduit => "conduit",
+        }
+    }
+
+    /// Make this the homeserver of the test running on this thread (a `#[tokio::test]` runs all
+    /// its tasks on its own thread).
+    #[allow(dead_code)] // used by the tests' `both!`, not by the benchmarks
+    pub fn set_current(self) {
+        CURRENT_HS.with(|c| c.set(Some(self)));
+    }
+}
+
+thread_local! {
+    static CURRENT_HS: Cell<Option<HsKind>> = const { Cell::new(None) };
+}
+
+/// The homeserver kind of the current test; outside a test (the benchmarks) Synapse, or Conduit
+/// with `TGMX_TEST_HS=conduit`.
+pub fn hs_kind() -> HsKind {
+    CURRENT_HS
+        .with(Cell::get)
+        .unwrap_or_else(|| match std::env::var("TGMX_TEST_HS").as_deref() {
+            Ok("conduit") => HsKind::Conduit,
+            _ => HsKind::Synapse,
+        })
+}
+
+/// One running homeserver with its appservice slots.
+pub struct Homeserver {
+    pub kind: HsKind,
     pub url: String,
+    /// Synapse: every slot, registered at start. Conduit: slots are made when taken.
     slots: Vec<Slot>,
+    next_slot: AtomicUsize,
+    rig: PathBuf,
 }
 
 #[derive(Clone)]
@@ -28,8 +76,10 @@ struct Slot {
     port: u16,
 }
 
-static SYNAPSE: OnceLock<Synapse> = OnceLock::new();
-static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+static SYNAPSE: OnceLock<Homeserver> = OnceLock::new();
+static CONDUIT: OnceLock<Homeserver> = OnceLock::new();
+/// Conduit registers one appservice at a time (its answer in the admin room is matched by order).
+static CONDUIT_REGISTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -41,6 +91,28 @@ fn free_port() -> u16 {
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// This process's directory under `target/it/` (emptied once, on first use).
+fn run_dir() -> &'static PathBuf {
+    static RUN: OnceLock<PathBuf> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let root = repo()
+            .join("target")
+            .join("it")
+            .join(format!("run-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        root
+    })
+}
+
+/// The Conduit binary: `CONDUIT_BIN`, else the one build.rs found, else the default place.
+fn conduit_bin() -> PathBuf {
+    std::env::var_os("CONDUIT_BIN")
+        .map(PathBuf::from)
+        .or_else(|| option_env!("TGMX_CONDUIT_BIN").map(PathBuf::from))
+        .unwrap_or_else(|| repo().join("../shared/conduit/conduit"))
 }
 
 /// The daemon under test: this build's, or `TGMX_BIN` (the bench compares builds with it).
@@ -91,75 +163,198 @@ logging: {{level: "info,tgmx=debug"}}
     )
 }
 
-impl Synapse {
-    pub fn get() -> &'static Synapse {
-        SYNAPSE.get_or_init(Synapse::start)
+/// Write slot `i`'s directory, config and registration (made by the daemon's own generator).
+fn make_slot(kind: HsKind, i: usize, hs_url: &str) -> Slot {
+    let dir = run_dir().join(format!("{}-slot{i}", kind.name()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.join("config.yaml"),
+        slot_config(i, port, hs_url, "http://127.0.0.1:1", &[], ""),
+    )
+    .unwrap();
+    let out = Command::new(tgmx_bin())
+        .args(["generate-registration", "-c"])
+        .arg(dir.join("config.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "generate-registration: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Slot { dir, port }
+}
+
+/// Run a rig script (`tests/rig/<kind>.sh start`) for a homeserver on `port` in `rig`.
+fn run_rig(kind: HsKind, rig: &PathBuf, port: u16) {
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo().join(format!("tests/rig/{}.sh", kind.name())))
+        .arg("start")
+        .env("RIG_DIR", rig)
+        .env("HS_PORT", port.to_string())
+        .env("WATCH_PID", std::process::id().to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if kind == HsKind::Conduit {
+        cmd.env("CONDUIT_BIN", conduit_bin());
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{} did not start:\n{}\n{}",
+        kind.name(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Homeserver {
+    /// The current test's homeserver (see `hs_kind`), started on first use.
+    pub fn get() -> &'static Homeserver {
+        Homeserver::of(hs_kind())
     }
 
-    fn start() -> Synapse {
-        let root = repo()
-            .join("target")
-            .join("it")
-            .join(format!("run-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        let rig = root.join("synapse");
+    pub fn of(kind: HsKind) -> &'static Homeserver {
+        match kind {
+            HsKind::Synapse => SYNAPSE.get_or_init(Homeserver::start_synapse),
+            HsKind::Conduit => CONDUIT.get_or_init(Homeserver::start_conduit),
+        }
+    }
+
+    fn start_synapse() -> Homeserver {
+        #[cfg(not(tgmx_conduit))]
+        {
+            // Written past the test harness's output capture: once per run, not once per test.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "note: Conduit not found at {} (build.rs; set CONDUIT_BIN): integration tests run on Synapse only",
+                conduit_bin().display()
+            );
+        }
+        let rig = run_dir().join("synapse");
         std::fs::create_dir_all(rig.join("appservices")).unwrap();
         let hs_port = free_port();
         let url = format!("http://127.0.0.1:{hs_port}");
-        let mut slots = Vec::new();
-        for i in 0..SLOTS {
-            let dir = root.join(format!("slot{i}"));
-            std::fs::create_dir_all(&dir).unwrap();
-            let port = free_port();
-            std::fs::write(
-                dir.join("config.yaml"),
-                slot_config(i, port, &url, "http://127.0.0.1:1", &[], ""),
-            )
-            .unwrap();
-            // The daemon's own generator writes the registration the homeserver loads.
-            let out = Command::new(tgmx_bin())
-                .args(["generate-registration", "-c"])
-                .arg(dir.join("config.yaml"))
-                .output()
+        let slots: Vec<Slot> = (0..SLOTS)
+            .map(|i| {
+                let slot = make_slot(HsKind::Synapse, i, &url);
+                std::fs::copy(
+                    slot.dir.join("registration.yaml"),
+                    rig.join("appservices").join(format!("slot{i}.yaml")),
+                )
                 .unwrap();
-            assert!(
-                out.status.success(),
-                "generate-registration: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            std::fs::copy(
-                dir.join("registration.yaml"),
-                rig.join("appservices").join(format!("slot{i}.yaml")),
-            )
-            .unwrap();
-            slots.push(Slot { dir, port });
+                slot
+            })
+            .collect();
+        run_rig(HsKind::Synapse, &rig, hs_port);
+        Homeserver {
+            kind: HsKind::Synapse,
+            url,
+            slots,
+            next_slot: AtomicUsize::new(0),
+            rig,
         }
-        let out = Command::new("bash")
-            .arg(repo().join("tests/rig/synapse.sh"))
-            .arg("start")
-            .env("RIG_DIR", &rig)
-            .env("HS_PORT", hs_port.to_string())
-            .env("WATCH_PID", std::process::id().to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "synapse did not start:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Synapse { url, slots }
     }
 
-    fn take_slot(&self) -> (usize, Slot) {
-        let i = NEXT_SLOT.fetch_add(1, Ordering::SeqCst);
+    fn start_conduit() -> Homeserver {
+        let rig = run_dir().join("conduit");
+        std::fs::create_dir_all(&rig).unwrap();
+        let hs_port = free_port();
+        run_rig(HsKind::Conduit, &rig, hs_port);
+        Homeserver {
+            kind: HsKind::Conduit,
+            url: format!("http://127.0.0.1:{hs_port}"),
+            slots: Vec::new(),
+            next_slot: AtomicUsize::new(0),
+            rig,
+        }
+    }
+
+    async fn take_slot(&self) -> (usize, Slot) {
+        let i = self.next_slot.fetch_add(1, Ordering::SeqCst);
         assert!(
             i < SLOTS,
-            "more TestApps than SLOTS ({SLOTS}); raise SLOTS in harness.rs"
+            "more TestApps than SLOTS ({SLOTS}) on {}; raise SLOTS in harness.rs",
+            self.kind.name()
         );
-        (i, self.slots[i].clone())
+        match self.kind {
+            HsKind::Synapse => (i, self.slots[i].clone()),
+            HsKind::Conduit => {
+                let slot = make_slot(self.kind, i, &self.url);
+                let reg = std::fs::read_to_string(slot.dir.join("registration.yaml")).unwrap();
+                self.register_appservice(&reg, &format!("tgmx{i}")).await;
+                (i, slot)
+            }
+        }
+    }
+
+    /// Conduit: register an appservice the only way it offers, by a command to its server bot in
+    /// the admin room, sent as the admin (tests/rig/conduit.sh wrote the admin's token).
+    async fn register_appservice(&self, registration: &str, id: &str) {
+        let env = std::fs::read_to_string(self.rig.join("env.sh")).unwrap();
+        let token = env
+            .lines()
+            .find_map(|l| l.strip_prefix("ADMIN_TOKEN="))
+            .expect("ADMIN_TOKEN in the conduit rig's env.sh")
+            .to_owned();
+        let admin = MxUser {
+            user_id: "@admin:localhost".into(),
+            token,
+            hs: self.url.clone(),
+        };
+        let room = admin
+            .call("GET", "/_matrix/client/v3/directory/room/%23admins:localhost", None)
+            .await
+            .unwrap()["room_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let _one_at_a_time = CONDUIT_REGISTER.lock().await;
+        let command = admin
+            .send_text(
+                &room,
+                &format!(
+                    "@conduit:localhost: register-appservice\n```\n{}\n```",
+                    registration.trim_end()
+                ),
+            )
+            .await;
+        // The server bot answers with an m.text after the command (its notices about new users
+        // are m.notice).
+        let start = Instant::now();
+        loop {
+            let v = admin
+                .call(
+                    "GET",
+                    &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50", enc(&room)),
+                    None,
+                )
+                .await
+                .unwrap();
+            let newer = v["chunk"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .take_while(|e| e["event_id"] != command.as_str());
+            let reply = newer
+                .filter(|e| e["sender"] == "@conduit:localhost" && e["content"]["msgtype"] == "m.text")
+                .last()
+                .map(|e| body(e).to_owned());
+            if let Some(reply) = reply {
+                assert!(
+                    reply.contains(&format!("Appservice registered with ID: {id}")),
+                    "conduit refused appservice {id}: {reply}"
+                );
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no answer from @conduit:localhost to register-appservice {id}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -183,19 +378,36 @@ fn enc(s: &str) -> String {
 }
 
 impl MxUser {
+    /// Register through the client API on the current test's homeserver, answering its
+    /// user-interactive auth: `m.login.dummy` (Synapse) or the registration token (Conduit).
     pub async fn register(localpart: &str, displayname: &str) -> MxUser {
-        let hs = Synapse::get().url.clone();
+        let hs = Homeserver::get().url.clone();
         let c = http();
-        let body = json!({"username": localpart, "password": "testpass-123", "auth": {"type": "m.login.dummy"}, "inhibit_login": false});
-        let r = c
-            .post(format!("{hs}/_matrix/client/v3/register"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let v: Value = r.json().await.unwrap();
-        assert!(status.is_success(), "register {localpart}: {v}");
+        let mut body = json!({"username": localpart, "password": "testpass-123", "inhibit_login": false});
+        let mut v = Value::Null;
+        for _ in 0..2 {
+            let r = c
+                .post(format!("{hs}/_matrix/client/v3/register"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            v = r.json().await.unwrap();
+            if status.is_success() {
+                break;
+            }
+            // 401 with the flows and a session: the one stage every flow here has.
+            assert!(status == 401 && body.get("auth").is_none(), "register {localpart}: {v}");
+            let stages = v["flows"].to_string();
+            let session = v["session"].clone();
+            body["auth"] = if stages.contains("m.login.registration_token") {
+                json!({"type": "m.login.registration_token", "token": CONDUIT_REG_TOKEN, "session": session})
+            } else {
+                json!({"type": "m.login.dummy", "session": session})
+            };
+        }
+        assert!(v["access_token"].is_string(), "register {localpart}: {v}");
         let u = MxUser {
             user_id: v["user_id"].as_str().unwrap().into(),
             token: v["access_token"].as_str().unwrap().into(),
@@ -432,7 +644,7 @@ pub struct TestApp {
     pub chat: i64,
     pub bot: String,
     pub hs_token: String,
-    /// Homeserver URL the daemon is configured with (Synapse, or a `Proxy` in front of it).
+    /// Homeserver URL the daemon is configured with (the homeserver, or a `Proxy` in front of it).
     pub hs_url: String,
     child: Option<Child>,
 }
@@ -447,8 +659,8 @@ impl TestApp {
 
     /// Everything but the daemon.
     pub async fn prepare() -> TestApp {
-        let hs = Synapse::get();
-        let (slot, s) = hs.take_slot();
+        let hs = Homeserver::get();
+        let (slot, s) = hs.take_slot().await;
         let tg = FakeTelegram::start(TG_TOKEN).await;
         let chat = -1_000_000_000_000 - slot as i64;
         tg.add_chat(chat, "fleet-ops");
@@ -692,7 +904,7 @@ pub fn body(ev: &Value) -> &str {
 }
 
 /// A TCP proxy in front of the homeserver that a test can take down and bring back, to play
-/// "homeserver unreachable" without stopping the shared Synapse.
+/// "homeserver unreachable" without stopping the shared homeserver.
 pub struct Proxy {
     pub url: String,
     down: std::sync::Arc<std::sync::atomic::AtomicBool>,

@@ -29,7 +29,6 @@ async fn wait_until<F: Fn() -> bool>(what: &str, f: F) {
     }
 }
 
-#[tokio::test]
 async fn voice_file_and_photo_cross_from_telegram_byte_for_byte() {
     let app = TestApp::spawn().await;
     let user = app.tg.add_user(3001, "Quill", None, None);
@@ -78,7 +77,6 @@ async fn voice_file_and_photo_cross_from_telegram_byte_for_byte() {
     assert_eq!(app.ezra.download(p["url"].as_str().unwrap()).await, photo);
 }
 
-#[tokio::test]
 async fn voice_file_and_image_cross_from_matrix_byte_for_byte() {
     let app = TestApp::spawn().await;
     let voice = payload(40_000, 4);
@@ -117,7 +115,6 @@ async fn voice_file_and_image_cross_from_matrix_byte_for_byte() {
     assert!(sent[2].file.as_ref().unwrap().bytes == img, "photo bytes differ");
 }
 
-#[tokio::test]
 async fn oversized_files_become_notices_and_are_recorded() {
     let app = TestApp::prepare().await;
     app.edit_config(|c| c.replace("poll_timeout: 2", "poll_timeout: 2\n    max_upload_bytes: 100000"));
@@ -172,7 +169,6 @@ async fn oversized_files_become_notices_and_are_recorded() {
     assert_eq!(out.matches("NOT DELIVERED").count(), 2, "{out}");
 }
 
-#[tokio::test]
 async fn reactions_map_both_ways_and_removal_follows() {
     let app = TestApp::spawn().await;
     let user = app.tg.add_user(3003, "Moss", None, None);
@@ -227,7 +223,6 @@ async fn reactions_map_both_ways_and_removal_follows() {
     let _ = reaction;
 }
 
-#[tokio::test]
 async fn puppet_avatar_comes_from_the_telegram_profile_photo() {
     let app = TestApp::spawn().await;
     let user = app.tg.add_user(3004, "Lark", None, None);
@@ -251,3 +246,11 @@ async fn puppet_avatar_comes_from_the_telegram_profile_photo() {
 fn url_enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
+
+both!(
+    voice_file_and_photo_cross_from_telegram_byte_for_byte,
+    voice_file_and_image_cross_from_matrix_byte_for_byte,
+    oversized_files_become_notices_and_are_recorded,
+    reactions_map_both_ways_and_removal_follows,
+    puppet_avatar_comes_from_the_telegram_profile_photo,
+);

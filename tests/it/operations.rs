@@ -2,9 +2,8 @@
 
 use std::time::Duration;
 
-use crate::harness::{Proxy, Synapse, TestApp, http};
+use crate::harness::{Homeserver, Proxy, TestApp, http};
 
-#[tokio::test]
 async fn check_passes_on_a_ready_bridge_and_names_a_wrong_token() {
     let app = TestApp::spawn().await;
     let (ok, out) = app.cli(&["check"]).await;
@@ -24,9 +23,8 @@ async fn check_passes_on_a_ready_bridge_and_names_a_wrong_token() {
     assert!(!text.contains("999:wrong-token"), "token printed: {text}");
 }
 
-#[tokio::test]
 async fn check_fails_when_the_homeserver_is_down() {
-    let proxy = Proxy::start(&Synapse::get().url).await;
+    let proxy = Proxy::start(&Homeserver::get().url).await;
     proxy.set_down(true);
     let mut app = TestApp::prepare().await;
     app.hs_url = proxy.url.clone();
@@ -36,7 +34,6 @@ async fn check_fails_when_the_homeserver_is_down() {
     assert!(out.contains("FAIL homeserver reachable"), "{out}");
 }
 
-#[tokio::test]
 async fn metrics_ready_and_backup_reflect_the_traffic() {
     let app = TestApp::spawn().await;
     let user = app.tg.add_user(6001, "Wren", None, None);
@@ -100,7 +97,6 @@ fn with_fleet(app: &TestApp, extra_room: Option<(&str, i64)>) -> impl FnOnce(Str
     }
 }
 
-#[tokio::test]
 async fn bootstrap_dry_run_changes_nothing_and_a_second_run_nothing_more() {
     let app = TestApp::prepare().await;
     // Inside the slot's alias namespace (`^#tg<slot>_.+:localhost$`), as a registration
@@ -178,7 +174,6 @@ async fn bootstrap_dry_run_changes_nothing_and_a_second_run_nothing_more() {
     assert!(dry.contains("nothing to do"), "{dry}");
 }
 
-#[tokio::test]
 async fn rollcall_reports_who_answered_and_status_counts_match() {
     let app = TestApp::prepare().await;
     app.edit_config(with_fleet(&app, None));
@@ -238,3 +233,11 @@ async fn rollcall_reports_who_answered_and_status_counts_match() {
     );
     assert!(text.contains("1 of 2 agents answered"), "{text}");
 }
+
+both!(
+    check_passes_on_a_ready_bridge_and_names_a_wrong_token,
+    check_fails_when_the_homeserver_is_down,
+    metrics_ready_and_backup_reflect_the_traffic,
+    bootstrap_dry_run_changes_nothing_and_a_second_run_nothing_more,
+    rollcall_reports_who_answered_and_status_counts_match,
+);

@@ -4,13 +4,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Proxy, Synapse, TestApp, body, http};
+use crate::harness::{Homeserver, Proxy, TestApp, body, http};
 
 const T: Duration = Duration::from_secs(60);
 
-#[tokio::test]
 async fn homeserver_down_for_a_while_loses_nothing() {
-    let proxy = Proxy::start(&Synapse::get().url).await;
+    let proxy = Proxy::start(&Homeserver::get().url).await;
     let mut app = TestApp::prepare().await;
     app.hs_url = proxy.url.clone();
     app.write_config("");
@@ -40,7 +39,6 @@ async fn homeserver_down_for_a_while_loses_nothing() {
     assert_eq!(got, want);
 }
 
-#[tokio::test]
 async fn bot_api_429_and_5xx_are_retried_in_order() {
     let app = TestApp::spawn().await;
     app.tg.fail_next("sendMessage", 429, Some(2), 2);
@@ -70,7 +68,6 @@ async fn bot_api_429_and_5xx_are_retried_in_order() {
     app.wait_from(&app.puppet(5002), 1).await;
 }
 
-#[tokio::test]
 async fn sigkill_in_a_500_message_burst_each_way_delivers_exactly_once_in_order() {
     let mut app = TestApp::spawn().await;
     let user = app.tg.add_user(5003, "Surge", None, None);
@@ -119,7 +116,6 @@ async fn sigkill_in_a_500_message_burst_each_way_delivers_exactly_once_in_order(
     assert_eq!(sent.len(), N);
 }
 
-#[tokio::test]
 async fn a_burst_into_one_group_is_paced_not_dropped() {
     let mut app = TestApp::prepare().await;
     app.edit_config(|c| c.replace("per_chat_per_minute: 0", "per_chat_per_minute: 150"));
@@ -143,7 +139,6 @@ async fn a_burst_into_one_group_is_paced_not_dropped() {
     );
 }
 
-#[tokio::test]
 async fn bad_input_is_refused_clearly_and_loses_nothing() {
     let app = TestApp::spawn().await;
     let c = http();
@@ -224,7 +219,6 @@ fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-#[tokio::test]
 async fn a_paced_group_does_not_hold_up_another_room() {
     let mut app = TestApp::prepare().await;
     let room_b = app.ezra.create_room(&[&app.bot]).await;
@@ -247,3 +241,12 @@ async fn a_paced_group_does_not_hold_up_another_room() {
     // Room A is still held to its pace.
     assert_eq!(app.tg.sent(app.chat).len(), 5);
 }
+
+both!(
+    homeserver_down_for_a_while_loses_nothing,
+    bot_api_429_and_5xx_are_retried_in_order,
+    sigkill_in_a_500_message_burst_each_way_delivers_exactly_once_in_order,
+    a_burst_into_one_group_is_paced_not_dropped,
+    bad_input_is_refused_clearly_and_loses_nothing,
+    a_paced_group_does_not_hold_up_another_room,
+);

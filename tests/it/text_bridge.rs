@@ -6,7 +6,6 @@ use serde_json::json;
 
 use crate::harness::{TestApp, body};
 
-#[tokio::test]
 async fn telegram_message_reaches_matrix_as_named_puppet_with_formatting() {
     let app = TestApp::spawn().await;
     let user = app.tg.add_user(1001, "Rook", Some("Sentinel"), Some("rook"));
@@ -30,7 +29,6 @@ async fn telegram_message_reaches_matrix_as_named_puppet_with_formatting() {
     assert!(app.tg.sent(app.chat).is_empty(), "echo: {:?}", app.tg.sent(app.chat));
 }
 
-#[tokio::test]
 async fn matrix_message_reaches_telegram_with_sender_name_escaped() {
     let app = TestApp::spawn().await;
     app.ezra.send_text(&app.room, "deploy <now> & report").await;
@@ -54,7 +52,6 @@ async fn matrix_message_reaches_telegram_with_sender_name_escaped() {
     assert_eq!(sent[2].text, "* <b>Ezra</b> waves");
 }
 
-#[tokio::test]
 async fn replies_map_both_ways() {
     let app = TestApp::spawn().await;
     let user = app.tg.add_user(1002, "Vega", None, None);
@@ -93,7 +90,6 @@ async fn replies_map_both_ways() {
     );
 }
 
-#[tokio::test]
 async fn edits_and_redactions_map() {
     let app = TestApp::spawn().await;
     let user = app.tg.add_user(1003, "Nova", None, None);
@@ -135,7 +131,6 @@ async fn edits_and_redactions_map() {
     assert_eq!(app.tg.sent(app.chat).len(), 1);
 }
 
-#[tokio::test]
 async fn operator_appears_as_himself_and_nothing_echoes() {
     let app = TestApp::spawn().await;
     let op = app.tg.add_user(4242, "Alexander", Some("Op"), None);
@@ -165,7 +160,6 @@ async fn operator_appears_as_himself_and_nothing_echoes() {
     assert_eq!(all.len(), 4, "{all:#?}");
 }
 
-#[tokio::test]
 async fn restart_mid_stream_loses_and_duplicates_nothing() {
     let mut app = TestApp::spawn().await;
     let user = app.tg.add_user(1005, "Pulse", None, None);
@@ -213,3 +207,12 @@ async fn restart_mid_stream_loses_and_duplicates_nothing() {
     );
     assert!(out.contains("verdict: nothing lost"), "{out}");
 }
+
+both!(
+    telegram_message_reaches_matrix_as_named_puppet_with_formatting,
+    matrix_message_reaches_telegram_with_sender_name_escaped,
+    replies_map_both_ways,
+    edits_and_redactions_map,
+    operator_appears_as_himself_and_nothing_echoes,
+    restart_mid_stream_loses_and_duplicates_nothing,
+);
