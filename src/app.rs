@@ -168,6 +168,9 @@ impl App {
             mx_wake.clone(),
             stop_rx.clone(),
         )));
+        tasks.push(tokio::spawn(
+            bridge.clone().follow_sync(mx_wake.clone(), stop_rx.clone()),
+        ));
         tasks.push(tokio::spawn(run_mx_lanes(bridge.clone(), mx_wake, stop_rx.clone())));
         tasks.push(tokio::spawn(release_memory_after_bursts(stop_rx.clone())));
 

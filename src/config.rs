@@ -210,6 +210,12 @@ pub struct MatrixGateway {
     /// to bridge an event it left unsent (0: never). See `src/bridge/catch_up.rs`.
     #[serde(default = "default_catch_up_secs")]
     pub catch_up_secs: u64,
+    /// Follow the bridged rooms with `/sync` as the bot's device, and bridge an event the
+    /// homeserver has not pushed a few seconds after it appeared there (Conduit, after a failed
+    /// delivery, pushes nothing until a later event and a 30 s × tries² backoff). Unset: on for
+    /// any homeserver but Synapse, which retries by itself.
+    #[serde(default)]
+    pub follow_sync: Option<bool>,
 }
 
 fn default_catch_up_secs() -> u64 {
@@ -221,6 +227,7 @@ impl Default for MatrixGateway {
         Self {
             enabled: true,
             catch_up_secs: default_catch_up_secs(),
+            follow_sync: None,
         }
     }
 }

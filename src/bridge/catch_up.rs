@@ -22,6 +22,10 @@
 //! - [`Bridge::catch_up_before`]: while a gap is likely (for twice `catch_up_secs` after start,
 //!   or after the homeserver delivered old events), a room's lane asks for the events before the
 //!   ones it is about to bridge; any it never received is bridged in its timeline place.
+//! - [`Bridge::follow_sync`] (on by default for any homeserver but Synapse, which retries by
+//!   itself): the bot's device follows the bridged rooms with `/sync`; an event seen there that the
+//!   homeserver has not pushed [`SYNC_GRACE`] later is queued, so Conduit's backoff after a failed
+//!   delivery delays Matrix -> Telegram by seconds, not minutes. Invites arrive this way too.
 //! - [`Bridge::held_by_homeserver`]: the same reading, counted but not queued, for `tgmx audit`
 //!   and `tgmx status` ("held by the homeserver").
 //!
@@ -29,11 +33,14 @@
 //! again; either way it is stored in one SQLite transaction that checks `mx_seen`, so the two
 //! paths cannot double an event, and both keep timeline order.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use ruma::{OwnedRoomId, RoomId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio::sync::{Notify, mpsc, watch};
 
 use super::Bridge;
 use crate::error::Result;
@@ -55,6 +62,11 @@ pub const HELD_AFTER_MS: i64 = 10_000;
 /// The sweep never reaches further back than this: `mx_seen` forgets event ids after 7 days,
 /// and an older event could have been bridged already.
 const REACH_MS: i64 = 6 * 24 * 3600 * 1000;
+/// How long an event may be visible in `/sync` before the bridge stops waiting for the
+/// homeserver to push it.
+pub const SYNC_GRACE: Duration = Duration::from_secs(3);
+/// How long one `/sync` long-polls (the client's timeout is 60 s).
+const SYNC_TIMEOUT_MS: u64 = 30_000;
 /// Events per `/messages` page, and how many pages one sweep of a room reads back at most.
 const PAGE: u32 = 100;
 const MAX_PAGES: usize = 50;
@@ -70,6 +82,9 @@ struct Mark {
 fn mark_key(room: &RoomId) -> String {
     format!("caught_up:{room}")
 }
+
+/// Relayed events of one room seen in `/sync`, to check for at the deadline.
+type SyncBatch = (tokio::time::Instant, OwnedRoomId, Vec<Value>);
 
 /// What a reading of one room found.
 pub struct Undelivered {
@@ -210,6 +225,155 @@ impl Bridge {
             }
         }
         Ok(queued)
+    }
+
+    /// Follow the portals with `/sync` as the bot's device until `stop`, when
+    /// `gateway.matrix.follow_sync` says so (unset: unless the homeserver is Synapse). Relayed
+    /// events that the homeserver has not pushed [`SYNC_GRACE`] after `/sync` showed them are
+    /// queued in timeline order (waking `wake`); invites of the bot to configured rooms are
+    /// accepted.
+    pub async fn follow_sync(self: Arc<Self>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+        let mut is_synapse: Option<bool> = None;
+        let (tx, rx) = mpsc::unbounded_channel::<SyncBatch>();
+        let checker = tokio::spawn(self.clone().queue_unpushed(rx, wake));
+        let mut since: Option<String> = None;
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let wait = if !self.ready.load(Ordering::Relaxed) {
+                Some(Duration::from_millis(250))
+            } else {
+                match self.cfg().gateway.matrix.follow_sync {
+                    Some(true) => None,
+                    Some(false) => Some(Duration::from_secs(5)),
+                    None => match is_synapse {
+                        Some(true) => Some(Duration::from_secs(5)),
+                        Some(false) => None,
+                        None => match self.mx.synapse_version().await {
+                            Ok(v) => {
+                                match &v {
+                                    Some(version) => tracing::info!(
+                                        version,
+                                        "Synapse retries failed deliveries itself: rooms are not followed with /sync"
+                                    ),
+                                    None => {
+                                        tracing::info!("following the bridged rooms with /sync as the bot's device")
+                                    }
+                                }
+                                is_synapse = Some(v.is_some());
+                                continue;
+                            }
+                            Err(e) => {
+                                tracing::debug!("cannot tell the homeserver's kind yet: {e}");
+                                Some(backoff)
+                            }
+                        },
+                    },
+                }
+            };
+            if let Some(wait) = wait {
+                since = None; // a pause: the sweep covers it, start over from now
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => continue,
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+            let res = tokio::select! {
+                r = self.reader.sync(since.as_deref(), SYNC_TIMEOUT_MS, &RELAYED) => r,
+                _ = stop.wait_for(|s| *s) => break,
+            };
+            let v = match res {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!("/sync as the bridge's device failed, retrying in {backoff:?}: {e}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {},
+                        _ = stop.wait_for(|s| *s) => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            };
+            backoff = Duration::from_secs(1);
+            tracing::debug!(
+                joined = v["rooms"]["join"].as_object().map_or(0, |o| o.len()),
+                invited = v["rooms"]["invite"].as_object().map_or(0, |o| o.len()),
+                initial = since.is_none(),
+                "/sync answered"
+            );
+            // An initial sync's timelines are history (the sweep covers them); its invites count.
+            self.take_sync(&v, since.is_some().then_some(&tx)).await;
+            since = v["next_batch"].as_str().map(str::to_owned);
+        }
+        drop(tx);
+        let _ = checker.await;
+    }
+
+    /// Hand the relayed events of one `/sync` answer to the checker (`None`: an initial sync,
+    /// whose timelines are history); accept invites to configured rooms.
+    async fn take_sync(&self, v: &Value, tx: Option<&mpsc::UnboundedSender<SyncBatch>>) {
+        let deadline = tokio::time::Instant::now() + SYNC_GRACE;
+        let joined = v["rooms"]["join"].as_object().filter(|_| tx.is_some());
+        for (room, r) in joined.into_iter().flatten() {
+            let Ok(room) = OwnedRoomId::try_from(room.as_str()) else {
+                continue;
+            };
+            if self.chat_for_room(room.as_str()).is_none() {
+                continue;
+            }
+            let events: Vec<Value> = r["timeline"]["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| {
+                    RELAYED.contains(&e["type"].as_str().unwrap_or_default())
+                        && e["event_id"].is_string()
+                        && !self.is_own_echo(e)
+                })
+                .cloned()
+                .collect();
+            if let (false, Some(tx)) = (events.is_empty(), tx) {
+                let _ = tx.send((deadline, room, events));
+            }
+        }
+        for room in v["rooms"]["invite"].as_object().into_iter().flat_map(|o| o.keys()) {
+            if self.chat_for_room(room).is_none() {
+                match self.accept_invite(room).await {
+                    Ok(true) => self.setup_wake.notify_one(),
+                    Ok(false) => tracing::debug!(room, "invited to a room that is not in `rooms`"),
+                    Err(e) => tracing::warn!(room, "cannot accept the invite yet: {e}"),
+                }
+            }
+        }
+    }
+
+    /// After each batch's grace period, queue what the homeserver still has not pushed.
+    async fn queue_unpushed(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<SyncBatch>, wake: Arc<Notify>) {
+        while let Some((deadline, room, events)) = rx.recv().await {
+            tokio::time::sleep_until(deadline).await;
+            let queued = async {
+                let held = self.unseen_events(room.as_str(), events).await?;
+                let Some(first) = held.first() else {
+                    return Ok::<usize, crate::Error>(0);
+                };
+                let txn = format!("sync:{}", first.event_id.as_deref().unwrap_or_default());
+                tracing::warn!(%room, n = held.len(), "the homeserver has not pushed these events; bridging them from /sync");
+                Ok(if self.store.accept_transaction(&txn, &held).await? {
+                    held.len()
+                } else {
+                    0
+                })
+            }
+            .await;
+            match queued {
+                Ok(0) => {}
+                Ok(n) => {
+                    crate::metrics::METRICS.caught_up_n(n as u64);
+                    wake.notify_one();
+                }
+                // Not lost: the periodic sweep finds it.
+                Err(e) => tracing::warn!(%room, "cannot queue events seen in /sync: {e}"),
+            }
+        }
     }
 
     /// Per portal, the relayed events the homeserver holds (never delivered, older than

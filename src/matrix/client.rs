@@ -134,6 +134,19 @@ impl MatrixClient {
         })
     }
 
+    /// Synapse's version, if the homeserver is Synapse (its admin API answers this unauthenticated
+    /// on the client port); `None` for any other server.
+    pub async fn synapse_version(&self) -> Result<Option<String>> {
+        match self
+            .request_as_appservice(Method::GET, "/_synapse/admin/v1/server_version", None)
+            .await
+        {
+            Ok(v) => Ok(v["server_version"].as_str().map(str::to_owned)),
+            Err(Error::Matrix { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn versions(&self) -> Result<Value> {
         self.request(Method::GET, "/_matrix/client/versions", None, None).await
     }

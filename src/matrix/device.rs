@@ -116,6 +116,33 @@ impl TimelineReader {
         Ok((chunk, end))
     }
 
+    /// One `/sync` as the device: long-polls up to `timeout_ms` from `since` (`None`: an initial
+    /// sync, which returns one event per room: only its token matters). Timelines carry only
+    /// `types`; no presence, account data, receipts or typing.
+    pub async fn sync(&self, since: Option<&str>, timeout_ms: u64, types: &[&str]) -> Result<Value> {
+        let limit = if since.is_some() { 100 } else { 1 };
+        let filter = json!({
+            "presence": {"types": []},
+            "account_data": {"types": []},
+            "room": {
+                "ephemeral": {"types": []},
+                "account_data": {"types": []},
+                "state": {"lazy_load_members": true},
+                "timeline": {"limit": limit, "types": types},
+            },
+        });
+        let mut path = format!(
+            "/_matrix/client/v3/sync?timeout={}&filter={}",
+            if since.is_some() { timeout_ms } else { 0 },
+            crate::matrix::client::seg(&filter.to_string())
+        );
+        if let Some(since) = since {
+            path.push_str("&since=");
+            path.push_str(&crate::matrix::client::seg(since));
+        }
+        self.get(&path).await
+    }
+
     /// Up to `limit` events before `event` in `room`, oldest first (`/context`).
     pub async fn events_before(&self, room: &ruma::RoomId, event: &str, limit: u32) -> Result<Vec<Value>> {
         let path = format!(
