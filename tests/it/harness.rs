@@ -223,16 +223,6 @@ impl Homeserver {
     }
 
     fn start_synapse() -> Homeserver {
-        #[cfg(not(tgmx_conduit))]
-        {
-            // Written past the test harness's output capture: once per run, not once per test.
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "note: Conduit not found at {} (build.rs; set CONDUIT_BIN): integration tests run on Synapse only",
-                conduit_bin().display()
-            );
-        }
         let rig = run_dir().join("synapse");
         std::fs::create_dir_all(rig.join("appservices")).unwrap();
         let hs_port = free_port();
