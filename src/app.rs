@@ -295,10 +295,10 @@ async fn catch_up_loop(bridge: Arc<Bridge>, wake: Arc<Notify>, mut stop: watch::
             }
         }
         let every = bridge.cfg().gateway.matrix.catch_up_secs;
-        let ready = bridge.ready.load(std::sync::atomic::Ordering::Relaxed);
+        // Rooms already joined are read even while another configured room is not.
         let wait = if every == 0 {
             Duration::from_secs(60)
-        } else if !ready || !swept_since_start {
+        } else if !bridge.has_portals() || !swept_since_start {
             Duration::from_millis(250) // the first sweep follows setup closely
         } else {
             Duration::from_secs(every)
@@ -307,7 +307,7 @@ async fn catch_up_loop(bridge: Arc<Bridge>, wake: Arc<Notify>, mut stop: watch::
             _ = tokio::time::sleep(wait) => {},
             _ = stop.wait_for(|s| *s) => return,
         }
-        if every == 0 || !bridge.ready.load(std::sync::atomic::Ordering::Relaxed) {
+        if every == 0 || !bridge.has_portals() {
             continue;
         }
         let min_age = if swept_since_start {

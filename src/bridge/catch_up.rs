@@ -239,7 +239,7 @@ impl Bridge {
         let mut since: Option<String> = None;
         let mut backoff = Duration::from_secs(1);
         loop {
-            let wait = if !self.ready.load(Ordering::Relaxed) {
+            let wait = if !self.has_portals() {
                 Some(Duration::from_millis(250))
             } else {
                 match self.cfg().gateway.matrix.follow_sync {
@@ -277,6 +277,7 @@ impl Bridge {
                     _ = stop.wait_for(|s| *s) => break,
                 }
             }
+            tracing::trace!(since = ?since, "/sync");
             let res = tokio::select! {
                 r = self.reader.sync(since.as_deref(), SYNC_TIMEOUT_MS, &RELAYED) => r,
                 _ = stop.wait_for(|s| *s) => break,

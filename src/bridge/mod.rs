@@ -140,6 +140,11 @@ impl Bridge {
             .map(|(c, _)| *c)
     }
 
+    /// Whether some room is bridged (resolved and joined) already.
+    pub fn has_portals(&self) -> bool {
+        !self.portals.read().expect("lock").is_empty()
+    }
+
     /// Whether some configured room is not resolved (joined) yet.
     pub fn has_unresolved_rooms(&self) -> bool {
         let portals = self.portals.read().expect("lock");

@@ -74,17 +74,25 @@ impl TimelineReader {
     /// `GET path` as the device. A token the homeserver no longer knows (its database was
     /// reset, or the device was deleted) is replaced by a new login once.
     pub async fn get(&self, path: &str) -> Result<Value> {
-        let mut token = self.token.lock().await;
-        if token.is_none() {
-            *token = Some(stored_or_login(&self.mx, &self.store, &self.user).await?.1);
-        }
-        let current = token.clone().unwrap_or_default();
+        let current = {
+            // Held only while the token is looked up: a long-polling `/sync` must not hold up
+            // the catch-up's reads.
+            let mut token = self.token.lock().await;
+            if token.is_none() {
+                *token = Some(stored_or_login(&self.mx, &self.store, &self.user).await?.1);
+            }
+            token.clone().unwrap_or_default()
+        };
         match self.mx.request_with_token(&current, Method::GET, path).await {
             Err(Error::Matrix { status: 401, .. }) => {
-                tracing::warn!(user = %self.user, "the homeserver no longer knows the bridge's device; logging in again");
-                let fresh = login(&self.mx, &self.store, &self.user).await?.1;
-                *token = Some(fresh.clone());
-                drop(token);
+                let fresh = {
+                    let mut token = self.token.lock().await;
+                    if token.as_deref() == Some(current.as_str()) {
+                        tracing::warn!(user = %self.user, "the homeserver no longer knows the bridge's device; logging in again");
+                        *token = Some(login(&self.mx, &self.store, &self.user).await?.1);
+                    }
+                    token.clone().unwrap_or_default()
+                };
                 self.mx.request_with_token(&fresh, Method::GET, path).await
             }
             other => other,
