@@ -72,7 +72,11 @@ fn median(mut v: Vec<Duration>) -> Duration {
 async fn main() {
     let mut enc = TestApp::prepare().await;
     enc.ezra
-        .set_state(&enc.room, "m.room.encryption", json!({"algorithm": "m.megolm.v1.aes-sha2"}))
+        .set_state(
+            &enc.room,
+            "m.room.encryption",
+            json!({"algorithm": "m.megolm.v1.aes-sha2"}),
+        )
         .await;
     enc.start().await;
     let mut plain = TestApp::spawn().await;

@@ -345,12 +345,11 @@ impl Daemon {
         let url = format!("{}/ready", app.url());
         let start = Instant::now();
         loop {
-            if let Ok(r) = c.get(&url).send().await {
-                if let Ok(v) = r.json::<Value>().await {
-                    if v["ready"] == true {
-                        return;
-                    }
-                }
+            if let Ok(r) = c.get(&url).send().await
+                && let Ok(v) = r.json::<Value>().await
+                && v["ready"] == true
+            {
+                return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("daemon exited with {status}:\n{}", app.log());
@@ -379,14 +378,12 @@ impl Daemon {
             if polling.is_none() && app.tg.calls("getUpdates") > polls {
                 polling = Some(t0.elapsed());
             }
-            if ready.is_none() {
-                if let Ok(r) = c.get(&url).send().await {
-                    if let Ok(v) = r.json::<Value>().await {
-                        if v["ready"] == true {
-                            ready = Some(t0.elapsed());
-                        }
-                    }
-                }
+            if ready.is_none()
+                && let Ok(r) = c.get(&url).send().await
+                && let Ok(v) = r.json::<Value>().await
+                && v["ready"] == true
+            {
+                ready = Some(t0.elapsed());
             }
             if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("daemon exited with {status}:\n{}", app.log());

@@ -336,13 +336,20 @@ impl Bridge {
                 let _ = tx.send((deadline, room, events));
             }
         }
-        for room in v["rooms"]["invite"].as_object().into_iter().flat_map(|o| o.keys()) {
-            if self.chat_for_room(room).is_none() {
-                match self.accept_invite(room).await {
-                    Ok(true) => self.setup_wake.notify_one(),
-                    Ok(false) => tracing::debug!(room, "invited to a room that is not in `rooms`"),
-                    Err(e) => tracing::warn!(room, "cannot accept the invite yet: {e}"),
-                }
+        for (room, r) in v["rooms"]["invite"].as_object().into_iter().flatten() {
+            let Ok(room) = OwnedRoomId::try_from(room.as_str()) else {
+                continue;
+            };
+            // Who invited the bot: the member event for it in the invite state.
+            let sender = r["invite_state"]["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["type"] == "m.room.member" && e["state_key"] == self.bot_mxid.as_str())
+                .and_then(|e| e["sender"].as_str())
+                .and_then(|s| ruma::OwnedUserId::try_from(s).ok());
+            if let Err(e) = self.bot_invited(&room, sender.as_deref()).await {
+                tracing::warn!(%room, "cannot answer the invite yet: {e}");
             }
         }
     }

@@ -126,17 +126,8 @@ impl Bridge {
         };
         let membership = ev["content"]["membership"].as_str().unwrap_or_default();
         if target == self.bot_mxid {
-            if membership == "invite"
-                && self.chat_for_room(room.as_str()).is_none()
-                && !self.accept_invite(room.as_str()).await?
-            {
-                // Left pending, not declined: an operator who invites the bot first and adds the
-                // room to `rooms` a minute later gets it joined on the reload (setup joins
-                // through the pending invite), without inviting again.
-                tracing::info!(
-                    %room, %sender,
-                    "invited to a room that is not in `rooms`: the invite stays pending; add the room and reload to bridge it"
-                );
+            if membership == "invite" {
+                self.bot_invited(room, Some(sender)).await?;
             }
             return Ok(());
         }

@@ -356,6 +356,52 @@ impl Bridge {
         Ok(false)
     }
 
+    /// The bot was invited to `room` by `sender` (unknown when only `/sync` told): a configured
+    /// room is joined. An invite to a room not configured (yet) stays pending when it comes from
+    /// someone the bridge knows (a mapped identity, or a member of a bridged room), so the room
+    /// is joined on the reload that adds it; anyone else's is declined.
+    pub async fn bot_invited(&self, room: &ruma::RoomId, sender: Option<&UserId>) -> Result<()> {
+        if self.chat_for_room(room.as_str()).is_some() {
+            return Ok(());
+        }
+        if self.accept_invite(room.as_str()).await? {
+            self.setup_wake.notify_one(); // readiness may change
+            return Ok(());
+        }
+        let known = match sender {
+            Some(s) => self.identity_for_mx(s).is_some() || self.shares_a_portal(s).await,
+            None => return Ok(()), // the appservice transaction names the sender
+        };
+        if known {
+            tracing::info!(
+                %room, sender = ?sender,
+                "invited to a room that is not in `rooms`: the invite stays pending; add the room and reload to bridge it"
+            );
+        } else {
+            tracing::info!(%room, sender = ?sender, "declining an invite from a stranger to a room that is not configured");
+            let _ = self.mx.leave(room.as_str(), &self.bot_mxid).await;
+        }
+        Ok(())
+    }
+
+    /// Whether `user` is joined to some bridged room.
+    async fn shares_a_portal(&self, user: &UserId) -> bool {
+        let rooms: Vec<OwnedRoomId> = self.portals.read().expect("lock").values().cloned().collect();
+        for room in rooms {
+            let path = format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+                crate::matrix::client::seg(room.as_str()),
+                crate::matrix::client::seg(user.as_str())
+            );
+            if let Ok(v) = self.mx.request(reqwest::Method::GET, &path, None, None).await
+                && v["membership"] == "join"
+            {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Make `user` (puppet or double puppet) a member of `room`: invite by the bot, then join.
     pub async fn ensure_joined(&self, user: &UserId, room: &OwnedRoomId) -> Result<()> {
         if self.store.is_member(user.as_str(), room.as_str()).await? {

@@ -29,6 +29,7 @@ macro_rules! both {
 mod appservice_api;
 mod catch_up;
 mod cutover;
+mod delivery;
 #[cfg(feature = "e2ee")]
 mod encryption;
 #[cfg(not(feature = "e2ee"))]
