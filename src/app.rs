@@ -277,11 +277,14 @@ async fn release_memory_after_bursts(mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Once setup is done, and then every `gateway.matrix.catch_up_secs` (read live; 0: never), queue
-/// the Matrix events the homeserver holds or skipped (see `bridge::catch_up`). The first sweep
-/// takes events of any age: whatever was sent while the bridge was down, which Conduit would
-/// otherwise deliver only when some later event comes.
+/// Right after the start, and then every `gateway.matrix.catch_up_secs` (read live; 0: never),
+/// queue the Matrix events the homeserver holds or skipped (see `bridge::catch_up`). Until one
+/// complete sweep has covered everything sent before the start (whatever was sent while the
+/// bridge was down, which Conduit would otherwise deliver only when some later event comes),
+/// rooms are read every half second, leaving events younger than 2 s to the homeserver's push.
 async fn catch_up_loop(bridge: Arc<Bridge>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+    const START_MIN_AGE_MS: i64 = 2_000;
+    let started = crate::storage::now_ms();
     let mut last_prune: Option<std::time::Instant> = None;
     let mut swept_since_start = false;
     loop {
@@ -299,7 +302,7 @@ async fn catch_up_loop(bridge: Arc<Bridge>, wake: Arc<Notify>, mut stop: watch::
         let wait = if every == 0 {
             Duration::from_secs(60)
         } else if !bridge.has_portals() || !swept_since_start {
-            Duration::from_millis(250) // the first sweep follows setup closely
+            Duration::from_millis(500)
         } else {
             Duration::from_secs(every)
         };
@@ -313,12 +316,14 @@ async fn catch_up_loop(bridge: Arc<Bridge>, wake: Arc<Notify>, mut stop: watch::
         let min_age = if swept_since_start {
             crate::bridge::catch_up::HELD_AFTER_MS
         } else {
-            0
+            START_MIN_AGE_MS
         };
+        let cutoff = crate::storage::now_ms() - min_age;
         match bridge.catch_up_sweep(min_age).await {
-            Ok(n) => {
-                swept_since_start = true;
-                if n > 0 {
+            Ok(sweep) => {
+                // Read again soon until every room was read and settled up to the start.
+                swept_since_start |= sweep.complete && cutoff >= started;
+                if sweep.queued > 0 {
                     wake.notify_one();
                 }
             }

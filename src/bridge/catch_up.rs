@@ -14,11 +14,13 @@
 //! So the bridge reads the timelines itself, as the bot's device ([`crate::matrix::device`]:
 //! Conduit answers `/messages` and `/context` with a 500 for an appservice request without a
 //! device). Every delivered event id is recorded (`mx_seen`), and:
-//! - [`Bridge::catch_up_sweep`]: at start and every `gateway.matrix.catch_up_secs`, each portal is
-//!   read forward from where the last sweep left it (a mark persisted per room, `caught_up:<room>`
-//!   in `kv`; the portal's creation for a new portal). Every relayed event that was never
-//!   delivered and is older than [`HELD_AFTER_MS`] (at start: any age) is queued in timeline
-//!   order, like a delivered transaction, so it takes its turn in the room's lane.
+//! - [`Bridge::catch_up_sweep`]: right after start and then every `gateway.matrix.catch_up_secs`,
+//!   each portal is read back to where the last sweep left it (a mark persisted per room,
+//!   `caught_up:<room>` in `kv`; the portal's creation for a new portal). Every relayed event that
+//!   was never delivered and is older than [`HELD_AFTER_MS`] (right after start: 2 s, so that
+//!   whatever was sent while the bridge was down comes within seconds) is queued in timeline
+//!   order, like a delivered transaction, so it takes its turn in the room's lane; not if the
+//!   homeserver delivered into the room while it was read (read again, so the order holds).
 //! - [`Bridge::catch_up_before`]: while a gap is likely (for twice `catch_up_secs` after start,
 //!   or after the homeserver delivered old events), a room's lane asks for the events before the
 //!   ones it is about to bridge; any it never received is bridged in its timeline place.
@@ -54,6 +56,16 @@ const RELAYED: [&str; 5] = [
     "m.room.redaction",
     "m.room.encrypted",
 ];
+/// Event types `/sync` follows: the relayed ones, and a room turning encryption on (from then on
+/// nothing may be sent into it in cleartext, even while the homeserver holds its pushes).
+const FOLLOWED: [&str; 6] = [
+    "m.room.message",
+    "m.sticker",
+    "m.reaction",
+    "m.room.redaction",
+    "m.room.encrypted",
+    "m.room.encryption",
+];
 /// An event this much older than one delivered counts as skipped (clock and ordering slack).
 const SLACK_MS: i64 = 2_000;
 /// An event not delivered this long after it was sent is held by the homeserver: the periodic
@@ -86,14 +98,26 @@ fn mark_key(room: &RoomId) -> String {
 /// Relayed events of one room seen in `/sync`, to check for at the deadline.
 type SyncBatch = (tokio::time::Instant, OwnedRoomId, Vec<Value>);
 
+/// What a sweep did.
+pub struct Sweep {
+    /// Events queued.
+    pub queued: usize,
+    /// Every portal was read and settled (else read again soon).
+    pub complete: bool,
+}
+
 /// What a reading of one room found.
 pub struct Undelivered {
+    /// When the reading began (unix ms).
+    read_at: i64,
     /// Relayed events never delivered, old enough to count as held, in timeline order.
     pub events: Vec<MxEvent>,
     /// The newest event read that is old enough to count (the room's next mark).
     mark: Option<Mark>,
     /// More events were held than one reading covers: the oldest ones were not reached.
     pub truncated: bool,
+    /// The room turned encryption on in what was read.
+    encryption_on: bool,
 }
 
 impl Bridge {
@@ -184,20 +208,24 @@ impl Bridge {
     }
 
     /// Queue, in timeline order, every relayed event of every portal that the homeserver holds:
-    /// never delivered and older than `min_age_ms` (0 at start: whatever was sent while the
-    /// bridge was down). Returns how many were queued. A room that cannot be read is logged and
-    /// tried again next time.
-    pub async fn catch_up_sweep(&self, min_age_ms: i64) -> Result<usize> {
+    /// never delivered and older than `min_age_ms`. A room that cannot be read, or that the homeserver delivered into while
+    /// it was read, is read again next time (`complete` is false then).
+    pub async fn catch_up_sweep(&self, min_age_ms: i64) -> Result<Sweep> {
         let rooms: Vec<OwnedRoomId> = self.portals.read().expect("lock").values().cloned().collect();
         let mut queued = 0;
+        let mut complete = true;
         for room in rooms {
             let found = match self.undelivered(&room, min_age_ms).await {
                 Ok(f) => f,
                 Err(e) => {
                     tracing::warn!(%room, "catch-up: cannot read the timeline: {e}");
+                    complete = false;
                     continue;
                 }
             };
+            if found.encryption_on {
+                self.encryption_seen(&room).await;
+            }
             if found.truncated {
                 let reason = format!(
                     "more than {} events of this room were held by the homeserver; the oldest were not bridged",
@@ -210,13 +238,21 @@ impl Bridge {
             }
             if let Some(first) = found.events.first() {
                 let n = found.events.len();
-                tracing::warn!(%room, n, "the homeserver did not deliver these events; bridging them now");
                 let txn = format!("catch-up:{}", first.event_id.as_deref().unwrap_or_default());
-                // Queued like a delivered transaction; an event delivered meanwhile is skipped.
-                if self.store.accept_transaction(&txn, &found.events).await? {
-                    crate::metrics::METRICS.caught_up_n(n as u64);
-                    queued += n;
+                // Queued like a delivered transaction, unless the homeserver delivered into this
+                // room while it was read (read again next round, so the order holds).
+                if !self
+                    .store
+                    .accept_found(&txn, room.as_str(), found.read_at, &found.events)
+                    .await?
+                {
+                    tracing::debug!(%room, "events arrived while the timeline was read; reading again later");
+                    complete = false;
+                    continue;
                 }
+                tracing::warn!(%room, n, "the homeserver did not deliver these events; bridged them now");
+                crate::metrics::METRICS.caught_up_n(n as u64);
+                queued += n;
             }
             if let Some(mark) = found.mark {
                 self.store
@@ -224,7 +260,7 @@ impl Bridge {
                     .await?;
             }
         }
-        Ok(queued)
+        Ok(Sweep { queued, complete })
     }
 
     /// Follow the portals with `/sync` as the bot's device until `stop`, when
@@ -238,6 +274,8 @@ impl Bridge {
         let checker = tokio::spawn(self.clone().queue_unpushed(rx, wake));
         let mut since: Option<String> = None;
         let mut backoff = Duration::from_secs(1);
+        // Events from before the start are the sweep's (an initial sync shows some of them).
+        let started = now_ms() - SLACK_MS;
         loop {
             let wait = if !self.has_portals() {
                 Some(Duration::from_millis(250))
@@ -279,7 +317,7 @@ impl Bridge {
             }
             tracing::trace!(since = ?since, "/sync");
             let res = tokio::select! {
-                r = self.reader.sync(since.as_deref(), SYNC_TIMEOUT_MS, &RELAYED) => r,
+                r = self.reader.sync(since.as_deref(), SYNC_TIMEOUT_MS, &FOLLOWED) => r,
                 _ = stop.wait_for(|s| *s) => break,
             };
             let v = match res {
@@ -301,25 +339,29 @@ impl Bridge {
                 initial = since.is_none(),
                 "/sync answered"
             );
-            // An initial sync's timelines are history (the sweep covers them); its invites count.
-            self.take_sync(&v, since.is_some().then_some(&tx)).await;
+            // In an initial sync only what came after the start counts (the rest: the sweep).
+            let after = if since.is_some() { i64::MIN } else { started };
+            self.take_sync(&v, after, &tx).await;
             since = v["next_batch"].as_str().map(str::to_owned);
         }
         drop(tx);
         let _ = checker.await;
     }
 
-    /// Hand the relayed events of one `/sync` answer to the checker (`None`: an initial sync,
-    /// whose timelines are history); accept invites to configured rooms.
-    async fn take_sync(&self, v: &Value, tx: Option<&mpsc::UnboundedSender<SyncBatch>>) {
+    /// Hand the relayed events of one `/sync` answer sent at or after `after` (unix ms) to the
+    /// checker; answer invites.
+    async fn take_sync(&self, v: &Value, after: i64, tx: &mpsc::UnboundedSender<SyncBatch>) {
         let deadline = tokio::time::Instant::now() + SYNC_GRACE;
-        let joined = v["rooms"]["join"].as_object().filter(|_| tx.is_some());
-        for (room, r) in joined.into_iter().flatten() {
+        for (room, r) in v["rooms"]["join"].as_object().into_iter().flatten() {
             let Ok(room) = OwnedRoomId::try_from(room.as_str()) else {
                 continue;
             };
             if self.chat_for_room(room.as_str()).is_none() {
                 continue;
+            }
+            let timeline = r["timeline"]["events"].as_array().into_iter().flatten();
+            if timeline.clone().any(|e| e["type"] == "m.room.encryption") {
+                self.encryption_seen(&room).await;
             }
             let events: Vec<Value> = r["timeline"]["events"]
                 .as_array()
@@ -328,11 +370,12 @@ impl Bridge {
                 .filter(|e| {
                     RELAYED.contains(&e["type"].as_str().unwrap_or_default())
                         && e["event_id"].is_string()
+                        && e["origin_server_ts"].as_i64().unwrap_or(0) >= after
                         && !self.is_own_echo(e)
                 })
                 .cloned()
                 .collect();
-            if let (false, Some(tx)) = (events.is_empty(), tx) {
+            if !events.is_empty() {
                 let _ = tx.send((deadline, room, events));
             }
         }
@@ -359,17 +402,18 @@ impl Bridge {
         while let Some((deadline, room, events)) = rx.recv().await {
             tokio::time::sleep_until(deadline).await;
             let queued = async {
+                let read_at = now_ms();
                 let held = self.unseen_events(room.as_str(), events).await?;
                 let Some(first) = held.first() else {
                     return Ok::<usize, crate::Error>(0);
                 };
                 let txn = format!("sync:{}", first.event_id.as_deref().unwrap_or_default());
-                tracing::warn!(%room, n = held.len(), "the homeserver has not pushed these events; bridging them from /sync");
-                Ok(if self.store.accept_transaction(&txn, &held).await? {
-                    held.len()
-                } else {
-                    0
-                })
+                // Not when the homeserver delivered meanwhile: then the sweep reads the room.
+                if !self.store.accept_found(&txn, room.as_str(), read_at, &held).await? {
+                    return Ok(0);
+                }
+                tracing::warn!(%room, n = held.len(), "the homeserver has not pushed these events; bridged them from /sync");
+                Ok(held.len())
             }
             .await;
             match queued {
@@ -381,6 +425,15 @@ impl Bridge {
                 // Not lost: the periodic sweep finds it.
                 Err(e) => tracing::warn!(%room, "cannot queue events seen in /sync: {e}"),
             }
+        }
+    }
+
+    /// A portal turned encryption on, as read from its timeline (the push may be held).
+    async fn encryption_seen(&self, room: &OwnedRoomId) {
+        if !self.is_encrypted(room)
+            && let Err(e) = self.room_encrypted(room).await
+        {
+            tracing::warn!(%room, "the room is encrypted, but the bridge's device is not ready: {e}");
         }
     }
 
@@ -442,6 +495,7 @@ impl Bridge {
         {
             read.truncate(young);
         }
+        let encryption_on = read.iter().any(|e| e["type"] == "m.room.encryption");
         let mark = read.last().and_then(|e| {
             Some(Mark {
                 event_id: e["event_id"].as_str()?.to_owned(),
@@ -457,9 +511,11 @@ impl Bridge {
             })
             .collect();
         Ok(Undelivered {
+            read_at: now,
             events: self.unseen_events(room.as_str(), candidates).await?,
             mark,
             truncated,
+            encryption_on,
         })
     }
 

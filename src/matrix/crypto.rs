@@ -101,7 +101,13 @@ impl Crypto {
                 "a bridged room is encrypted: set `encryption.pickle_key` or TGMX_PICKLE_KEY".into(),
             ));
         };
-        let (device_id, token) = crate::matrix::device::stored_or_login(&self.mx, &self.store, user).await?;
+        let (device_id, token) = crate::matrix::device::stored_or_login(
+            &self.mx,
+            &self.store,
+            user,
+            crate::matrix::device::Purpose::Encryption,
+        )
+        .await?;
         let path = self.dir.join(user.localpart());
         std::fs::create_dir_all(&path)?;
         #[cfg(unix)]

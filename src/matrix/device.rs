@@ -1,13 +1,14 @@
-//! Devices of the bridge's own users, and reading a room's timeline as the bot's device.
+//! Devices of the bridge's own users, and reading a room's timeline as a device of the bot.
 //!
 //! A user in the appservice namespace gets a device by logging in once with
 //! `m.login.application_service`; the device id and access token are kept in `e2ee_devices`, so
 //! a restart reuses the same device (encrypted rooms need that: nobody verifies it again).
 //!
-//! Timeline reads (`/messages`, `/context`) go through the bot's device, not through the
-//! appservice token: Conduit panics (500) on those endpoints for an appservice request that names
-//! no device, and an appservice request is not a device on any server. The bot's device is the one
-//! the encryption code uses too; a build without encryption logs it in the same way.
+//! Timeline reads (`/messages`, `/context`, `/sync`) go through a device of the bot, not through
+//! the appservice token: Conduit panics (500) on those endpoints for an appservice request that
+//! names no device, and an appservice request is not a device on any server. It is a device of
+//! its own ("tgmx bridge (reader)"), not the one the encryption code uses: a `/sync` consumes the
+//! device's to-device messages, and the room keys must reach the encrypting client.
 
 use reqwest::Method;
 use ruma::{OwnedUserId, UserId};
@@ -18,19 +19,49 @@ use crate::error::{Error, Result};
 use crate::matrix::client::MatrixClient;
 use crate::storage::Store;
 
-/// Display name of every device the bridge creates (seen by users in Element's device lists).
-pub const DEVICE_NAME: &str = "tgmx bridge";
+/// What a device of the bridge is for: each purpose has a device of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// The user's device in encrypted rooms (matrix-sdk's client and crypto store).
+    Encryption,
+    /// Reading timelines and following rooms with `/sync`.
+    Reader,
+}
 
-/// The stored device of `user`, or a new one (logged in and stored). Returns (device id, token).
-pub async fn stored_or_login(mx: &MatrixClient, store: &Store, user: &UserId) -> Result<(String, String)> {
-    if let Some(d) = store.e2ee_device(user.as_str()).await? {
+impl Purpose {
+    /// Its row in `e2ee_devices` (keyed by user id; the reader's key carries a suffix).
+    fn key(self, user: &UserId) -> String {
+        match self {
+            Purpose::Encryption => user.to_string(),
+            Purpose::Reader => format!("{user}#reader"),
+        }
+    }
+
+    /// Shown in device lists (Element's session list).
+    fn display_name(self) -> &'static str {
+        match self {
+            Purpose::Encryption => "tgmx bridge",
+            Purpose::Reader => "tgmx bridge (reader)",
+        }
+    }
+}
+
+/// The device of `user` for `purpose`: the stored one, or a new one (logged in and stored).
+/// Returns (device id, access token).
+pub async fn stored_or_login(
+    mx: &MatrixClient,
+    store: &Store,
+    user: &UserId,
+    purpose: Purpose,
+) -> Result<(String, String)> {
+    if let Some(d) = store.e2ee_device(&purpose.key(user)).await? {
         return Ok(d);
     }
-    login(mx, store, user).await
+    login(mx, store, user, purpose).await
 }
 
 /// Log `user` in with `m.login.application_service` and store the new device.
-async fn login(mx: &MatrixClient, store: &Store, user: &UserId) -> Result<(String, String)> {
+async fn login(mx: &MatrixClient, store: &Store, user: &UserId, purpose: Purpose) -> Result<(String, String)> {
     let v = mx
         .request_as_appservice(
             Method::POST,
@@ -38,7 +69,7 @@ async fn login(mx: &MatrixClient, store: &Store, user: &UserId) -> Result<(Strin
             Some(&json!({
                 "type": "m.login.application_service",
                 "identifier": {"type": "m.id.user", "user": user.as_str()},
-                "initial_device_display_name": DEVICE_NAME,
+                "initial_device_display_name": purpose.display_name(),
             })),
         )
         .await?;
@@ -47,12 +78,12 @@ async fn login(mx: &MatrixClient, store: &Store, user: &UserId) -> Result<(Strin
             "login answered without a device or token".into(),
         ));
     };
-    store.save_e2ee_device(user.as_str(), device, token).await?;
-    tracing::info!(%user, device, "device created");
+    store.save_e2ee_device(&purpose.key(user), device, token).await?;
+    tracing::info!(%user, device, ?purpose, "device created");
     Ok((device.to_owned(), token.to_owned()))
 }
 
-/// Reads room timelines as one user's device (the bot's), logging in on first use.
+/// Reads room timelines as the reader device of one user (the bot), logging in on first use.
 pub struct TimelineReader {
     mx: MatrixClient,
     store: Store,
@@ -79,7 +110,11 @@ impl TimelineReader {
             // the catch-up's reads.
             let mut token = self.token.lock().await;
             if token.is_none() {
-                *token = Some(stored_or_login(&self.mx, &self.store, &self.user).await?.1);
+                *token = Some(
+                    stored_or_login(&self.mx, &self.store, &self.user, Purpose::Reader)
+                        .await?
+                        .1,
+                );
             }
             token.clone().unwrap_or_default()
         };
@@ -89,7 +124,7 @@ impl TimelineReader {
                     let mut token = self.token.lock().await;
                     if token.as_deref() == Some(current.as_str()) {
                         tracing::warn!(user = %self.user, "the homeserver no longer knows the bridge's device; logging in again");
-                        *token = Some(login(&self.mx, &self.store, &self.user).await?.1);
+                        *token = Some(login(&self.mx, &self.store, &self.user, Purpose::Reader).await?.1);
                     }
                     token.clone().unwrap_or_default()
                 };
@@ -125,10 +160,10 @@ impl TimelineReader {
     }
 
     /// One `/sync` as the device: long-polls up to `timeout_ms` from `since` (`None`: an initial
-    /// sync, which returns one event per room: only its token matters). Timelines carry only
-    /// `types`; no presence, account data, receipts or typing.
+    /// sync, which answers at once with the latest events of each room). Timelines carry only
+    /// `types`, up to 100 events a room; no presence, account data, receipts or typing.
     pub async fn sync(&self, since: Option<&str>, timeout_ms: u64, types: &[&str]) -> Result<Value> {
-        let limit = if since.is_some() { 100 } else { 1 };
+        let limit = 100;
         let filter = json!({
             "presence": {"types": []},
             "account_data": {"types": []},

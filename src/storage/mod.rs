@@ -344,7 +344,31 @@ impl Store {
     /// An event already seen (fetched by the catch-up before the homeserver delivered it) is
     /// not queued again, and the bridge's own echoes are not stored at all.
     pub async fn accept_transaction(&self, txn_id: &str, events: &[MxEvent]) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        self.accept(txn_id, events, None).await
+    }
+
+    /// Queue events the bridge found itself in `room` (catch-up), as [`Store::accept_transaction`]
+    /// does, unless the homeserver delivered anything for that room since `read_at` (unix ms, when
+    /// the timeline was read): then an event after these in the timeline may be queued already,
+    /// and appending them would bridge them out of order. Returns `false` then (read again later).
+    pub async fn accept_found(&self, txn_id: &str, room: &str, read_at: i64, events: &[MxEvent]) -> Result<bool> {
+        self.accept(txn_id, events, Some((room, read_at))).await
+    }
+
+    async fn accept(&self, txn_id: &str, events: &[MxEvent], quiet_since: Option<(&str, i64)>) -> Result<bool> {
+        // IMMEDIATE: the check below and the inserts see the same state (no writer in between).
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some((room, since)) = quiet_since {
+            let delivered: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM mx_seen WHERE room_id = ? AND received_at >= ? LIMIT 1")
+                    .bind(room)
+                    .bind(since)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if delivered.is_some() {
+                return Ok(false);
+            }
+        }
         let now = now_ms();
         let inserted = sqlx::query("INSERT OR IGNORE INTO mx_transactions (txn_id, received_at) VALUES (?, ?)")
             .bind(txn_id)

@@ -19,6 +19,7 @@ const T: Duration = Duration::from_secs(60);
 /// events whose body contains "[lost]": those are dropped as if Synapse never sent them.
 /// Returns how many were dropped.
 async fn lossy_link(app: &mut TestApp, gateway_extra: &str) -> Arc<AtomicUsize> {
+    app.release_stand_in().await;
     let daemon_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -523,15 +523,29 @@ impl MxUser {
 
     /// All timeline events of the room, oldest first.
     pub async fn events(&self, room: &str) -> Vec<Value> {
-        let v = self
-            .call(
-                "GET",
-                &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=1000", enc(room)),
-                None,
-            )
-            .await
-            .unwrap();
-        let mut evs: Vec<Value> = v["chunk"].as_array().unwrap().clone();
+        // Page back to the room's start: Conduit answers at most 100 events a page.
+        let mut evs: Vec<Value> = Vec::new();
+        let mut from = String::new();
+        loop {
+            let v = self
+                .call(
+                    "GET",
+                    &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=1000{from}", enc(room)),
+                    None,
+                )
+                .await
+                .unwrap();
+            let chunk = v["chunk"].as_array().cloned().unwrap_or_default();
+            let end = v["end"].as_str().map(enc);
+            if chunk.is_empty() {
+                break;
+            }
+            evs.extend(chunk);
+            match end {
+                Some(end) => from = format!("&from={end}"),
+                None => break,
+            }
+        }
         evs.reverse();
         evs
     }
@@ -637,6 +651,85 @@ pub struct TestApp {
     /// Homeserver URL the daemon is configured with (the homeserver, or a `Proxy` in front of it).
     pub hs_url: String,
     child: Option<Child>,
+    /// Answers the homeserver's pushes until the daemon first starts (Conduit only).
+    stand_in: Option<StandIn>,
+}
+
+/// Acknowledges every appservice request at a port (`{}`, `Connection: close`), one connection at
+/// a time, so that nothing it accepted outlives [`StandIn::stop`]. Counts the requests whose body
+/// names `needle`.
+struct StandIn {
+    task: tokio::task::JoinHandle<()>,
+    seen: std::sync::Arc<AtomicUsize>,
+}
+
+impl StandIn {
+    async fn start(port: u16, needle: String) -> StandIn {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let seen = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                // Read the head and the body it announces, then answer and close.
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                let done = loop {
+                    let Ok(n) = sock.read(&mut chunk).await else {
+                        break false;
+                    };
+                    if n == 0 {
+                        break false;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if buf.len() >= head_end + 4 + length {
+                        break true;
+                    }
+                };
+                if done {
+                    if String::from_utf8_lossy(&buf).contains(&needle) {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let _ = sock
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
+                        .await;
+                }
+            }
+        });
+        StandIn { task, seen }
+    }
+
+    /// Wait until a request naming the needle was answered.
+    async fn wait_seen(&self) {
+        let start = Instant::now();
+        while self.seen.load(Ordering::SeqCst) == 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the homeserver never pushed the room's events"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stop answering, and wait until the port is free.
+    async fn stop(self, port: u16) {
+        self.task.abort();
+        let _ = self.task.await;
+        let start = Instant::now();
+        while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(10), "port {port} stays taken");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl TestApp {
@@ -655,10 +748,24 @@ impl TestApp {
         let chat = -1_000_000_000_000 - slot as i64;
         tg.add_chat(chat, "fleet-ops");
         let bot = format!("@tg{slot}bot:localhost");
+        // Conduit never retries a failed push by itself and backs off 30 s × tries² (only a new
+        // event triggers the retry): a push refused before the daemon starts would leave every
+        // Conduit test on the bridge's fallback paths (/sync, the sweep) instead of the push
+        // path. A stand-in answers at the appservice port until the daemon starts. The backoff
+        // itself is exercised where a test stops the daemon (delivery.rs, restarts).
+        let stand_in = match hs.kind {
+            HsKind::Conduit => Some(StandIn::start(s.port, "\"membership\":\"join\"".to_owned()).await),
+            HsKind::Synapse => None,
+        };
         let ezra = MxUser::register(&format!("ezra{slot}"), "Ezra").await;
         let alex = MxUser::register(&format!("op{slot}_alex"), "Alexander").await;
         let room = ezra.create_room(&[&bot, &alex.user_id]).await;
         alex.join(&room).await;
+        if let Some(stand_in) = &stand_in {
+            // Every push of prepare's events (the invites, Alexander's join: the last) is answered
+            // before the port is handed on.
+            stand_in.wait_seen().await;
+        }
         let reg = std::fs::read_to_string(s.dir.join("registration.yaml")).unwrap();
         let hs_token = reg
             .lines()
@@ -681,9 +788,18 @@ impl TestApp {
             hs_token,
             hs_url,
             child: None,
+            stand_in,
         };
         app.write_config("");
         app
+    }
+
+    /// Stop the stand-in that answers at the appservice port before the first start (Conduit),
+    /// so that something else can listen there.
+    pub async fn release_stand_in(&mut self) {
+        if let Some(stand_in) = self.stand_in.take() {
+            stand_in.stop(self.port).await;
+        }
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -787,6 +903,7 @@ impl TestApp {
     /// Start the daemon and wait until the bot is in the room and Telegram is being polled.
     pub async fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
+        self.release_stand_in().await;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
