@@ -655,8 +655,8 @@ pub struct TestApp {
     stand_in: Option<StandIn>,
 }
 
-/// Acknowledges every appservice request at a port (`{}`, `Connection: close`), one connection at
-/// a time, so that nothing it accepted outlives [`StandIn::stop`]. Counts the requests whose body
+/// Acknowledges every appservice transaction at a port (`{}`, `Connection: close`; queries: 404),
+/// one connection at a time, so that nothing it accepted outlives [`StandIn::stop`]. Counts the requests whose body
 /// names `needle`.
 struct StandIn {
     task: tokio::task::JoinHandle<()>,
@@ -699,9 +699,14 @@ impl StandIn {
                     if String::from_utf8_lossy(&buf).contains(&needle) {
                         counter.fetch_add(1, Ordering::SeqCst);
                     }
-                    let _ = sock
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
-                        .await;
+                    // Transactions are acknowledged; user and alias queries find nothing (an
+                    // answer of 200 would tell the homeserver the bridge made that room).
+                    let answer: &[u8] = if buf.starts_with(b"PUT ") {
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}"
+                    } else {
+                        b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 25\r\nconnection: close\r\n\r\n{\"errcode\":\"M_NOT_FOUND\"}"
+                    };
+                    let _ = sock.write_all(answer).await;
                 }
             }
         });
