@@ -75,17 +75,8 @@ TOML
 CONDUIT_CONFIG="$RIG_DIR/conduit.toml" "$CONDUIT_BIN" >> conduit.log 2>&1 &
 CPID=$!
 echo $CPID > conduit.pid
-if [ -n "${WATCH_PID:-}" ]; then
-  # Stop Conduit when the test process goes away, however it ends.
-  ( while kill -0 "$WATCH_PID" 2>/dev/null; do sleep 1; done; kill "$CPID" 2>/dev/null ) >/dev/null 2>&1 &
-  disown
-fi
-for _ in $(seq 1 300); do
-  curl -sf -o /dev/null "$HS/_matrix/client/versions" && break
-  kill -0 "$CPID" 2>/dev/null || { cat conduit.log >&2; exit 1; }
-  sleep 0.1
-done
-curl -sf -o /dev/null "$HS/_matrix/client/versions" || { echo "conduit not ready" >&2; cat conduit.log >&2; exit 1; }
+. "$ROOT/tests/rig/common.sh"
+serve_until_ready conduit "$CPID" conduit.log 300
 
 # The admin: the first registered user (user-interactive auth with the registration token); Conduit
 # joins it to #admins:localhost, where the server bot @conduit:localhost takes commands.

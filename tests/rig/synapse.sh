@@ -78,15 +78,6 @@ YAML
 "$VENV/bin/python" -m synapse.app.homeserver -c homeserver.yaml > synapse.log 2>&1 &
 SPID=$!
 echo $SPID > synapse.pid
-if [ -n "${WATCH_PID:-}" ]; then
-  # Stop Synapse when the test process goes away, however it ends.
-  ( while kill -0 "$WATCH_PID" 2>/dev/null; do sleep 1; done; kill "$SPID" 2>/dev/null ) >/dev/null 2>&1 &
-  disown
-fi
-for _ in $(seq 1 600); do
-  curl -sf -o /dev/null "$HS/_matrix/client/versions" && break
-  kill -0 "$SPID" 2>/dev/null || { cat synapse.log >&2; exit 1; }
-  sleep 0.1
-done
-curl -sf -o /dev/null "$HS/_matrix/client/versions" || { echo "synapse not ready" >&2; cat synapse.log >&2; exit 1; }
+. "$ROOT/tests/rig/common.sh"
+serve_until_ready synapse "$SPID" synapse.log 600
 echo "synapse ready on $HS (pid $SPID)"
