@@ -93,18 +93,38 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Test runs whose directories under `target/it/` are kept (logs to read after a failure); older
+/// ones are removed when a new run starts (each holds two homeservers' data, tens of MB).
+const KEEP_RUNS: usize = 3;
+
 /// This process's directory under `target/it/` (emptied once, on first use).
 fn run_dir() -> &'static PathBuf {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
     RUN.get_or_init(|| {
-        let root = repo()
-            .join("target")
-            .join("it")
-            .join(format!("run-{}", std::process::id()));
+        let it = repo().join("target").join("it");
+        remove_old_runs(&it);
+        let root = it.join(format!("run-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
         root
     })
+}
+
+/// Remove all but the newest `KEEP_RUNS - 1` run directories (this run makes the last one).
+fn remove_old_runs(it: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(it) else {
+        return;
+    };
+    let mut runs: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("run-"))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    runs.sort();
+    let old = runs.len().saturating_sub(KEEP_RUNS - 1);
+    for (_, dir) in runs.into_iter().take(old) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 /// The Conduit binary: `CONDUIT_BIN`, else the one build.rs found, else the default place.

@@ -3,17 +3,23 @@
 #   synapse.sh install              create the venv with matrix-synapse (idempotent)
 #   synapse.sh start                start a fresh homeserver in $RIG_DIR and wait until it answers
 # Environment: RIG_DIR (required for start), HS_PORT, WATCH_PID (stop Synapse when that process exits),
-# VENV (default: target/synapse-venv in the repository). Appservice registrations: every
+# VENV (default: target/synapse-venv in the repository), SYNAPSE_VERSION (default: the pin below). Appservice registrations: every
 # $RIG_DIR/appservices/*.yaml is registered.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 VENV=${VENV:-$ROOT/target/synapse-venv}
 PY=${PYTHON:-python3}
 
+# The Synapse the tests run against, pinned so that a new release cannot change a test run
+# unnoticed. To move it: set SYNAPSE_VERSION=<version> for one run, then change the default here.
+SYNAPSE_VERSION=${SYNAPSE_VERSION:-1.163.2}
+
 install() {
-  if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import synapse' 2>/dev/null; then
-    "$PY" -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check "matrix-synapse${SYNAPSE_VERSION:+==$SYNAPSE_VERSION}"
+  local have
+  have=$("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("matrix-synapse"))' 2>/dev/null || true)
+  if [ "$have" != "$SYNAPSE_VERSION" ]; then
+    [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "matrix-synapse==$SYNAPSE_VERSION"
   fi
 }
 
