@@ -1,6 +1,6 @@
 //! Matrix -> Telegram: one stored appservice event at a time.
 
-use ruma::{OwnedRoomId, OwnedUserId};
+use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use serde_json::Value;
 use teloxide::prelude::*;
 use teloxide::types::{MessageId, ParseMode, ReplyParameters};
@@ -16,12 +16,17 @@ const UTD_WAIT_MS: i64 = 20_000;
 
 impl Bridge {
     /// Whether a Matrix event is the bridge's own coming back: a non-state event sent by the bot
-    /// or a puppet, or carrying the bridge's source mark (a double puppet's relayed post).
-    /// State events (membership, encryption) always matter, whoever sent them.
+    /// or a puppet, or a double puppet's relayed post (a mapped person's event carrying the
+    /// bridge's source mark; anyone else's mark is ignored, or any user could hide a message
+    /// from Telegram by adding it). State events (membership, encryption) always matter.
     pub fn is_own_echo(&self, ev: &Value) -> bool {
+        let Some(sender) = ev["sender"].as_str() else {
+            return false;
+        };
         ev.get("state_key").is_none()
-            && (ev["sender"].as_str().is_some_and(|s| self.is_bridge_user(s))
-                || ev["content"].get(SOURCE_KEY).is_some())
+            && (self.is_bridge_user(sender)
+                || (ev["content"].get(SOURCE_KEY).is_some()
+                    && UserId::parse(sender).is_ok_and(|u| self.identity_for_mx(&u).is_some())))
     }
 
     pub async fn handle_mx_event(&self, json: &str) -> Result<()> {

@@ -338,9 +338,8 @@ impl Store {
 
     // ---- appservice transactions and the Matrix inbox ----
 
-    /// Store a transaction's events unless the transaction id was seen before.
-    /// Returns false for a duplicate. Atomic: either the id and all events are stored, or nothing.
-    /// Store a transaction and its events in one SQLite transaction; `false` for a repeated id.
+    /// Store a transaction and its events in one SQLite transaction (all or nothing); `false`
+    /// when both its id and every event were known (a repeat).
     /// An event already seen (fetched by the catch-up before the homeserver delivered it) is
     /// not queued again, and the bridge's own echoes are not stored at all.
     pub async fn accept_transaction(&self, txn_id: &str, events: &[MxEvent]) -> Result<bool> {
@@ -376,14 +375,16 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        if inserted == 0 {
-            return Ok(false);
-        }
+        // A known transaction id is no reason to drop events: Synapse on SQLite numbers its
+        // transactions from 1 again after a restart. Events are deduplicated by their ids, so a
+        // real repeat stores nothing.
+        let mut queued = 0;
         for ev in events.iter().filter(|e| !e.echo) {
             if !mark_seen(&mut tx, ev, now).await? {
-                tracing::info!(event_id = ?ev.event_id, "event already bridged by the catch-up; ignored");
+                tracing::info!(event_id = ?ev.event_id, "event already received; ignored");
                 continue;
             }
+            queued += 1;
             sqlx::query("INSERT INTO mx_inbox (txn_id, room_id, event_json, received_at) VALUES (?, ?, ?, ?)")
                 .bind(txn_id)
                 .bind(&ev.room)
@@ -393,7 +394,7 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(inserted > 0 || queued > 0)
     }
 
     /// Record an event the bridge found itself; `false` if it was seen already.
@@ -429,10 +430,15 @@ impl Store {
         )
     }
 
-    /// Forget seen event ids older than `max_age_ms`.
+    /// Forget seen event ids and transaction ids older than `max_age_ms`.
     pub async fn prune_seen(&self, max_age_ms: i64) -> Result<u64> {
+        let before = now_ms() - max_age_ms;
+        sqlx::query("DELETE FROM mx_transactions WHERE received_at < ?")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
         Ok(sqlx::query("DELETE FROM mx_seen WHERE received_at < ?")
-            .bind(now_ms() - max_age_ms)
+            .bind(before)
             .execute(&self.pool)
             .await?
             .rows_affected())
@@ -921,19 +927,19 @@ mod tests {
         assert_eq!(s.unseen(&["$echo", "$real"]).await.unwrap(), ["$echo"]);
     }
 
+    /// A repeated transaction stores nothing; a known transaction id with new events (Synapse on
+    /// SQLite numbers transactions from 1 again after a restart) stores the new events.
     #[tokio::test]
-    async fn duplicate_transactions_are_noops() {
+    async fn repeated_transactions_are_noops_but_a_reused_id_loses_nothing() {
         let (s, _d) = store().await;
-        assert!(
-            s.accept_transaction("t1", &[ev("$1", "{\"a\":1}"), ev("$2", "{\"a\":2}")])
-                .await
-                .unwrap()
-        );
-        assert!(!s.accept_transaction("t1", &[ev("$3", "{\"a\":3}")]).await.unwrap());
+        let first = [ev("$1", "{\"a\":1}"), ev("$2", "{\"a\":2}")];
+        assert!(s.accept_transaction("t1", &first).await.unwrap());
+        assert!(!s.accept_transaction("t1", &first).await.unwrap());
+        assert!(s.accept_transaction("t1", &[ev("$3", "{\"a\":3}")]).await.unwrap());
         let items = s.all_mx_inbox().await.unwrap();
         assert_eq!(
             items.iter().map(|i| i.json.as_str()).collect::<Vec<_>>(),
-            ["{\"a\":1}", "{\"a\":2}"]
+            ["{\"a\":1}", "{\"a\":2}", "{\"a\":3}"]
         );
     }
 

@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{TestApp, body};
+use serde_json::json;
+
+use crate::harness::{TestApp, body, http};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -127,8 +129,56 @@ async fn an_invite_before_the_room_is_configured_is_kept_and_used_on_reload() {
     assert_eq!(sent[0].text, "<b>Ezra</b>: intel report");
 }
 
+/// The bridge's source mark hides a message from Telegram only when a double-puppeted person's
+/// event carries it (the bridge's own relayed post); anyone else's message with the mark is
+/// bridged like any other.
+async fn the_bridge_mark_from_an_ordinary_user_does_not_hide_a_message() {
+    let app = TestApp::spawn().await;
+    app.ezra
+        .send(
+            &app.room,
+            json!({"msgtype": "m.text", "body": "not an echo", "fi.tgmx.source": {"chat": app.chat, "message": 1}}),
+        )
+        .await;
+    let sent = app.tg.wait_sent(app.chat, 1, T).await;
+    assert_eq!(sent[0].text, "<b>Ezra</b>: not an echo");
+}
+
+/// Synapse on SQLite numbers its appservice transactions from 1 again after a restart: a known
+/// transaction id with new events is bridged, while a real repeat stays a no-op.
+async fn a_reused_transaction_id_with_new_events_is_bridged() {
+    let app = TestApp::spawn().await;
+    let put = |txn: &'static str, event_id: &'static str, text: &'static str| {
+        let body = json!({"events": [{
+            "type": "m.room.message", "sender": app.ezra.user_id, "room_id": app.room,
+            "event_id": event_id, "origin_server_ts": tgmx::storage::now_ms(),
+            "content": {"msgtype": "m.text", "body": text}
+        }]});
+        let url = format!("{}/_matrix/app/v1/transactions/{txn}", app.url());
+        let token = app.hs_token.clone();
+        async move {
+            let r = http().put(url).bearer_auth(token).json(&body).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+    put("1", "$before-restart", "before the restart").await;
+    app.tg.wait_sent(app.chat, 1, T).await;
+    put("1", "$before-restart", "before the restart").await; // a real repeat
+    put("1", "$after-restart", "after the restart").await; // the same id, renumbered
+    app.tg.wait_sent(app.chat, 2, T).await;
+    // A sentinel: once it is bridged, a doubled repeat would have been too.
+    app.ezra.send_text(&app.room, "sentinel").await;
+    app.tg.wait_sent(app.chat, 3, T).await;
+    assert_eq!(
+        texts(&app),
+        ["before the restart", "after the restart", "sentinel"].map(|t| format!("<b>Ezra</b>: {t}"))
+    );
+}
+
 both!(
     messages_sent_while_the_daemon_is_down_are_reported_held_and_bridged_at_start,
     a_quiet_chat_is_bridged_promptly_after_long_polls_longer_than_17_s,
     an_invite_before_the_room_is_configured_is_kept_and_used_on_reload,
+    the_bridge_mark_from_an_ordinary_user_does_not_hide_a_message,
+    a_reused_transaction_id_with_new_events_is_bridged,
 );
