@@ -68,6 +68,15 @@ impl Error {
     }
 }
 
+/// Bot API error descriptions that a retry can get past.
+const TRANSIENT_API_ERRORS: [&str; 5] = [
+    "Internal Server Error",
+    "Bad Gateway",
+    "Service Unavailable",
+    "Gateway Timeout",
+    "Too Many Requests",
+];
+
 impl From<teloxide::RequestError> for Error {
     fn from(e: teloxide::RequestError) -> Self {
         use teloxide::RequestError as R;
@@ -75,8 +84,9 @@ impl From<teloxide::RequestError> for Error {
             R::RetryAfter(secs) => (true, Some(secs.duration())),
             R::Network(_) | R::Io(_) => (true, None),
             R::InvalidJson { .. } => (true, None),
+            // Server trouble, and a 429 that came without `retry_after` (backed off instead).
             R::Api(api) => (
-                matches!(api, teloxide::ApiError::Unknown(m) if m.contains("Internal Server Error") || m.contains("Bad Gateway")),
+                matches!(api, teloxide::ApiError::Unknown(m) if TRANSIENT_API_ERRORS.iter().any(|t| m.contains(t))),
                 None,
             ),
             _ => (false, None),
@@ -135,6 +145,15 @@ mod tests {
         assert_eq!(super::human_size(23 * 1024 * 1024 + 300_000), "23.3 MB");
         assert_eq!(super::human_size(1500), "2 KB");
         assert_eq!(super::human_size(12), "12 B");
+    }
+
+    #[test]
+    fn a_429_without_retry_after_and_server_errors_are_retried() {
+        use teloxide::{ApiError, RequestError};
+        let api = |m: &str| super::Error::from(RequestError::Api(ApiError::Unknown(m.into())));
+        assert!(api("Too Many Requests: retry later").is_transient());
+        assert!(api("Bad Gateway").is_transient());
+        assert!(!api("Bad Request: chat not found").is_transient());
     }
 
     #[test]

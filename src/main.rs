@@ -18,6 +18,8 @@ fn init_tracing(level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        // No colour codes in a log file or a journal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
 }
 
@@ -184,7 +186,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Backup { path, config } => {
             let cfg = load(config.as_ref())?;
-            if path.exists() {
+            // Not `exists()`: that follows a dangling symlink and says no.
+            if path.symlink_metadata().is_ok() {
                 bail!("{} exists; choose a new file", path.display());
             }
             let store = tgmx::storage::Store::open(&cfg.database).await?;
@@ -407,6 +410,9 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     let mut f = opts
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
+    // `mode` applies only to a new file: an existing one (`--force`) is made private too.
+    #[cfg(unix)]
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     f.write_all(text.as_bytes())?;
     Ok(())
 }

@@ -74,7 +74,12 @@ fn authorize(state: &AsState, req_headers: &axum::http::HeaderMap, query: &Token
     let bearer = req_headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
+        // The scheme is case-insensitive (RFC 9110).
+        .and_then(|h| {
+            h.get(..7)
+                .filter(|s| s.eq_ignore_ascii_case("bearer "))
+                .map(|_| &h[7..])
+        })
         .map(str::trim);
     let Some(token) = bearer.or(query.access_token.as_deref()) else {
         return Err(Box::new(matrix_error(
