@@ -25,9 +25,10 @@
 //!   or after the homeserver delivered old events), a room's lane asks for the events before the
 //!   ones it is about to bridge; any it never received is bridged in its timeline place.
 //! - [`Bridge::follow_sync`] (on by default for any homeserver but Synapse, which retries by
-//!   itself): the bot's device follows the bridged rooms with `/sync`; an event seen there that the
-//!   homeserver has not pushed [`SYNC_GRACE`] later is queued, so Conduit's backoff after a failed
-//!   delivery delays Matrix -> Telegram by seconds, not minutes. Invites arrive this way too.
+//!   itself): the bot's reader device follows the bridged rooms with `/sync`; when an event seen
+//!   there has not been pushed [`SYNC_GRACE`] later, its room is read as the sweep reads it, so
+//!   Conduit's backoff after a failed delivery delays Matrix -> Telegram by seconds, not minutes,
+//!   and older held events still come first. Invites arrive this way too.
 //! - [`Bridge::held_by_homeserver`]: the same reading, counted but not queued, for `tgmx audit`
 //!   and `tgmx status` ("held by the homeserver").
 //!
@@ -79,9 +80,12 @@ const REACH_MS: i64 = 6 * 24 * 3600 * 1000;
 pub const SYNC_GRACE: Duration = Duration::from_secs(3);
 /// How long one `/sync` long-polls (the client's timeout is 60 s).
 const SYNC_TIMEOUT_MS: u64 = 30_000;
-/// Events per `/messages` page, and how many pages one sweep of a room reads back at most.
+/// Events per `/messages` page: the first page of a reading is small (a room read a minute ago
+/// has little new), later ones grow to the full size.
+const FIRST_PAGE: u32 = 10;
 const PAGE: u32 = 100;
-const MAX_PAGES: usize = 50;
+/// At most this many events are read back in one reading of a room.
+const MAX_READ: usize = 5_000;
 
 /// Where a room's timeline is known to be complete: every relayed event up to it was delivered
 /// or queued. Persisted per room, so a restart catches up from there.
@@ -212,66 +216,73 @@ impl Bridge {
     /// it was read, is read again next time (`complete` is false then).
     pub async fn catch_up_sweep(&self, min_age_ms: i64) -> Result<Sweep> {
         let rooms: Vec<OwnedRoomId> = self.portals.read().expect("lock").values().cloned().collect();
-        let mut queued = 0;
-        let mut complete = true;
+        let mut sweep = Sweep {
+            queued: 0,
+            complete: true,
+        };
         for room in rooms {
-            let found = match self.undelivered(&room, min_age_ms).await {
-                Ok(f) => f,
+            match self.catch_up_room(&room, min_age_ms).await {
+                Ok(Some(n)) => sweep.queued += n,
+                Ok(None) => sweep.complete = false,
                 Err(e) => {
                     tracing::warn!(%room, "catch-up: cannot read the timeline: {e}");
-                    complete = false;
+                    sweep.complete = false;
+                }
+            }
+        }
+        Ok(sweep)
+    }
+
+    /// Read `room` and queue what the homeserver holds; `None` when the homeserver kept
+    /// delivering into it while it was read (three times): read again next round.
+    async fn catch_up_room(&self, room: &OwnedRoomId, min_age_ms: i64) -> Result<Option<usize>> {
+        for _ in 0..3 {
+            let found = self.undelivered(room, min_age_ms).await?;
+            if found.encryption_on {
+                self.encryption_seen(room).await;
+            }
+            if let Some(first) = found.events.first() {
+                let txn = format!("catch-up:{}", first.event_id.as_deref().unwrap_or_default());
+                // Queued like a delivered transaction, unless the homeserver delivered into this
+                // room while it was read (then read again, so the order holds).
+                if !self
+                    .store
+                    .accept_found(&txn, room.as_str(), found.read_at, &found.events)
+                    .await?
+                {
+                    tracing::debug!(%room, "events arrived while the timeline was read; reading again");
                     continue;
                 }
-            };
-            if found.encryption_on {
-                self.encryption_seen(&room).await;
+                tracing::warn!(%room, n = found.events.len(), "the homeserver did not deliver these events; bridged them now");
+                crate::metrics::METRICS.caught_up_n(found.events.len() as u64);
             }
             if found.truncated {
                 let reason = format!(
-                    "more than {} events of this room were held by the homeserver; the oldest were not bridged",
-                    PAGE as usize * MAX_PAGES
+                    "more than {MAX_READ} events of this room were held by the homeserver; the oldest were not bridged"
                 );
                 tracing::error!(%room, "{reason}");
                 self.store
                     .record_failure(Direction::MxToTg, &format!("catch-up:{room}"), &reason)
                     .await?;
             }
-            if let Some(first) = found.events.first() {
-                let n = found.events.len();
-                let txn = format!("catch-up:{}", first.event_id.as_deref().unwrap_or_default());
-                // Queued like a delivered transaction, unless the homeserver delivered into this
-                // room while it was read (read again next round, so the order holds).
-                if !self
-                    .store
-                    .accept_found(&txn, room.as_str(), found.read_at, &found.events)
-                    .await?
-                {
-                    tracing::debug!(%room, "events arrived while the timeline was read; reading again later");
-                    complete = false;
-                    continue;
-                }
-                tracing::warn!(%room, n, "the homeserver did not deliver these events; bridged them now");
-                crate::metrics::METRICS.caught_up_n(n as u64);
-                queued += n;
-            }
             if let Some(mark) = found.mark {
                 self.store
-                    .set_kv(&mark_key(&room), &serde_json::to_string(&mark)?)
+                    .set_kv(&mark_key(room), &serde_json::to_string(&mark)?)
                     .await?;
             }
+            return Ok(Some(found.events.len()));
         }
-        Ok(Sweep { queued, complete })
+        Ok(None)
     }
 
     /// Follow the portals with `/sync` as the bot's device until `stop`, when
-    /// `gateway.matrix.follow_sync` says so (unset: unless the homeserver is Synapse). Relayed
-    /// events that the homeserver has not pushed [`SYNC_GRACE`] after `/sync` showed them are
-    /// queued in timeline order (waking `wake`); invites of the bot to configured rooms are
-    /// accepted.
+    /// `gateway.matrix.follow_sync` says so (unset: unless the homeserver is Synapse). A room with
+    /// relayed events that the homeserver has not pushed [`SYNC_GRACE`] after `/sync` showed
+    /// them is caught up (waking `wake`); invites of the bot are answered.
     pub async fn follow_sync(self: Arc<Self>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
         let mut is_synapse: Option<bool> = None;
         let (tx, rx) = mpsc::unbounded_channel::<SyncBatch>();
-        let checker = tokio::spawn(self.clone().queue_unpushed(rx, wake));
+        let checker = tokio::spawn(self.clone().queue_unpushed(rx, wake, stop.clone()));
         let mut since: Option<String> = None;
         let mut backoff = Duration::from_secs(1);
         // Events from before the start are the sweep's (an initial sync shows some of them).
@@ -397,33 +408,42 @@ impl Bridge {
         }
     }
 
-    /// After each batch's grace period, queue what the homeserver still has not pushed.
-    async fn queue_unpushed(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<SyncBatch>, wake: Arc<Notify>) {
-        while let Some((deadline, room, events)) = rx.recv().await {
-            tokio::time::sleep_until(deadline).await;
+    /// After each batch's grace period: if the homeserver has still not pushed some of its
+    /// events, catch the room up, which queues every event it holds there in timeline order
+    /// (older ones the sweep had not reached yet come first, so nothing is overtaken).
+    async fn queue_unpushed(
+        self: Arc<Self>,
+        mut rx: mpsc::UnboundedReceiver<SyncBatch>,
+        wake: Arc<Notify>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        loop {
+            let (deadline, room, events) = tokio::select! {
+                batch = rx.recv() => match batch {
+                    Some(b) => b,
+                    None => return,
+                },
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {},
+                _ = stop.wait_for(|s| *s) => return,
+            }
             let queued = async {
-                let read_at = now_ms();
-                let held = self.unseen_events(room.as_str(), events).await?;
-                let Some(first) = held.first() else {
-                    return Ok::<usize, crate::Error>(0);
-                };
-                let txn = format!("sync:{}", first.event_id.as_deref().unwrap_or_default());
-                // Not when the homeserver delivered meanwhile: then the sweep reads the room.
-                if !self.store.accept_found(&txn, room.as_str(), read_at, &held).await? {
-                    return Ok(0);
+                // Pushed meanwhile (the usual case): nothing to read.
+                if self.unseen_events(room.as_str(), events).await?.is_empty() {
+                    return Ok(Some(0));
                 }
-                tracing::warn!(%room, n = held.len(), "the homeserver has not pushed these events; bridged them from /sync");
-                Ok(held.len())
+                self.catch_up_room(&room, SYNC_GRACE.as_millis() as i64 - SLACK_MS / 2)
+                    .await
             }
             .await;
             match queued {
-                Ok(0) => {}
-                Ok(n) => {
-                    crate::metrics::METRICS.caught_up_n(n as u64);
-                    wake.notify_one();
-                }
-                // Not lost: the periodic sweep finds it.
-                Err(e) => tracing::warn!(%room, "cannot queue events seen in /sync: {e}"),
+                Ok(Some(0)) => {}
+                Ok(Some(_)) => wake.notify_one(),
+                // Not lost: the periodic sweep reads the room again.
+                Ok(None) => tracing::debug!(%room, "the room kept changing while it was read"),
+                Err(e) => tracing::warn!(%room, "cannot catch up after /sync: {e}"),
             }
         }
     }
@@ -469,8 +489,10 @@ impl Bridge {
         let mut read: Vec<Value> = Vec::new();
         let mut from: Option<String> = None;
         let mut truncated = true;
-        for _ in 0..MAX_PAGES {
-            let (chunk, end) = self.reader.messages_back(room, from.as_deref(), PAGE).await?;
+        let mut page = FIRST_PAGE;
+        while read.len() < MAX_READ {
+            let (chunk, end) = self.reader.messages_back(room, from.as_deref(), page).await?;
+            page = PAGE;
             let mut reached = false;
             for ev in chunk {
                 let ts = ev["origin_server_ts"].as_i64().unwrap_or(0);
