@@ -4,29 +4,13 @@
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use ruma::{OwnedRoomId, OwnedUserId, UserId};
+use ruma::{OwnedRoomId, OwnedUserId};
 use serde_json::json;
 
 use crate::config::{Config, RoomMapping};
 use crate::error::{Error, Result};
 use crate::matrix::client::MatrixClient;
 use crate::storage::Store;
-
-fn enc(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-/// Membership of `user` in `room` as the bot sees it ("join", "invite", "leave", …), if any.
-async fn membership(mx: &MatrixClient, bot: &UserId, room: &str, user: &UserId) -> Option<String> {
-    let path = format!(
-        "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
-        enc(room),
-        enc(user.as_str())
-    );
-    mx.request(Method::GET, &path, Some(bot), None).await.ok()?["membership"]
-        .as_str()
-        .map(str::to_owned)
-}
 
 /// The people a room should have: the operator and the agents.
 fn expected(cfg: &Config) -> Vec<OwnedUserId> {
@@ -75,14 +59,14 @@ pub async fn bootstrap(cfg: &Config, mx: &MatrixClient, store: &Store, dry_run: 
                 create_room(cfg, mx, &bot, r).await?
             }
         };
-        if membership(mx, &bot, room.as_str(), &bot).await.as_deref() != Some("join") {
+        if mx.membership(room.as_str(), &bot, &bot).await.as_deref() != Some("join") {
             plan.push(verb(&format!("join {bot} to {}", r.matrix)));
             if !dry_run {
                 mx.join(room.as_str(), &bot).await?;
             }
         }
         for u in expected(cfg) {
-            let m = membership(mx, &bot, room.as_str(), &u).await;
+            let m = mx.membership(room.as_str(), &u, &bot).await;
             if !matches!(m.as_deref(), Some("join" | "invite")) {
                 plan.push(verb(&format!("invite {u} to {}", r.matrix)));
                 if !dry_run {

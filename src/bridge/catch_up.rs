@@ -378,12 +378,7 @@ impl Bridge {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter(|e| {
-                    RELAYED.contains(&e["type"].as_str().unwrap_or_default())
-                        && e["event_id"].is_string()
-                        && e["origin_server_ts"].as_i64().unwrap_or(0) >= after
-                        && !self.is_own_echo(e)
-                })
+                .filter(|e| self.may_be_held(e) && e["origin_server_ts"].as_i64().unwrap_or(0) >= after)
                 .cloned()
                 .collect();
             if !events.is_empty() {
@@ -524,14 +519,7 @@ impl Bridge {
                 ts: e["origin_server_ts"].as_i64()?,
             })
         });
-        let candidates: Vec<Value> = read
-            .into_iter()
-            .filter(|e| {
-                RELAYED.contains(&e["type"].as_str().unwrap_or_default())
-                    && e["event_id"].is_string()
-                    && !self.is_own_echo(e)
-            })
-            .collect();
+        let candidates: Vec<Value> = read.into_iter().filter(|e| self.may_be_held(e)).collect();
         Ok(Undelivered {
             read_at: now,
             events: self.unseen_events(room.as_str(), candidates).await?,
@@ -549,15 +537,15 @@ impl Bridge {
         };
         let candidates: Vec<Value> = events
             .into_iter()
-            .filter(|e| {
-                let ts = e["origin_server_ts"].as_i64().unwrap_or(0);
-                RELAYED.contains(&e["type"].as_str().unwrap_or_default())
-                    && e["event_id"].is_string()
-                    && !self.is_own_echo(e)
-                    && ts >= since - SLACK_MS
-            })
+            .filter(|e| self.may_be_held(e) && e["origin_server_ts"].as_i64().unwrap_or(0) >= since - SLACK_MS)
             .collect();
         self.unseen_events(room, candidates).await
+    }
+
+    /// Whether a timeline event is one the bridge relays and may have missed: a relayed type,
+    /// with an id, not the bridge's own.
+    fn may_be_held(&self, e: &Value) -> bool {
+        RELAYED.contains(&e["type"].as_str().unwrap_or_default()) && e["event_id"].is_string() && !self.is_own_echo(e)
     }
 
     /// The events of `candidates` never seen, as inbox events of `room`.

@@ -388,14 +388,7 @@ impl Bridge {
     async fn shares_a_portal(&self, user: &UserId) -> bool {
         let rooms: Vec<OwnedRoomId> = self.portals.read().expect("lock").values().cloned().collect();
         for room in rooms {
-            let path = format!(
-                "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
-                crate::matrix::client::seg(room.as_str()),
-                crate::matrix::client::seg(user.as_str())
-            );
-            if let Ok(v) = self.mx.request(reqwest::Method::GET, &path, None, None).await
-                && v["membership"] == "join"
-            {
+            if self.mx.membership(room.as_str(), user, &self.bot_mxid).await.as_deref() == Some("join") {
                 return true;
             }
         }

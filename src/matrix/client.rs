@@ -247,6 +247,18 @@ impl MatrixClient {
             .ok_or_else(|| Error::MatrixTransport("send: no event_id in response".into()))
     }
 
+    /// Membership of `user` in `room` as `as_user` sees it ("join", "invite", "leave", …), if any.
+    pub async fn membership(&self, room: &str, user: &UserId, as_user: &UserId) -> Option<String> {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+            seg(room),
+            seg(user.as_str())
+        );
+        self.request(Method::GET, &path, Some(as_user), None).await.ok()?["membership"]
+            .as_str()
+            .map(str::to_owned)
+    }
+
     /// The display name a user has in a room (member state), if any.
     pub async fn member_displayname(&self, room: &str, user: &UserId, as_user: &UserId) -> Result<Option<String>> {
         let path = format!(
