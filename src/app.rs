@@ -173,6 +173,7 @@ impl App {
         ));
         tasks.push(tokio::spawn(run_mx_lanes(bridge.clone(), mx_wake, stop_rx.clone())));
         tasks.push(tokio::spawn(release_memory_after_bursts(stop_rx.clone())));
+        tasks.push(tokio::spawn(probe_storage(bridge.store.clone(), stop_rx.clone())));
 
         shutdown.await;
         tracing::info!("shutting down");
@@ -248,6 +249,25 @@ async fn run_mx_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, mut stop: watch::R
     }
     for (_, (_, handle)) in lanes {
         let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+    }
+}
+
+/// While database writes fail, try a small write every second: intake stays stopped until one
+/// succeeds (see `Store::write_fault`).
+async fn probe_storage(store: Store, mut stop: watch::Receiver<bool>) {
+    let mut fault = store.watch_write_fault();
+    loop {
+        tokio::select! {
+            r = fault.wait_for(Option::is_some) => if r.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        while store.write_fault().is_some() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let _ = store.probe_write().await;
+        }
     }
 }
 

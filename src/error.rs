@@ -32,6 +32,10 @@ pub enum Error {
         transient: bool,
         /// The server asked us to wait this long (`parameters.retry_after`).
         retry_after: Option<std::time::Duration>,
+        /// The request certainly did nothing: Telegram answered with an error, or the connection
+        /// was never made. `false` when a send may have reached Telegram (a timeout, a connection
+        /// lost mid-request, an answer that did not parse).
+        no_effect: bool,
     },
     /// A file exceeds a limit on the way (bytes).
     #[error("file too large to bridge: {} > {}", human_size(*size), human_size(*limit))]
@@ -55,6 +59,17 @@ pub enum Error {
 
 impl Error {
     /// Whether retrying the same operation later can succeed (network trouble, 5xx, rate limits).
+    /// Whether a failed Telegram send may still have posted the message (see `no_effect`).
+    /// Failures before any request to Telegram (reading the Matrix event, downloading media)
+    /// posted nothing.
+    pub fn may_have_reached_telegram(&self) -> bool {
+        match self {
+            Error::Telegram { no_effect, .. } => !no_effect,
+            Error::Io(_) => true,
+            _ => false,
+        }
+    }
+
     pub fn is_transient(&self) -> bool {
         match self {
             Error::MatrixTransport(_) => true,
@@ -80,6 +95,11 @@ const TRANSIENT_API_ERRORS: [&str; 5] = [
 impl From<teloxide::RequestError> for Error {
     fn from(e: teloxide::RequestError) -> Self {
         use teloxide::RequestError as R;
+        let no_effect = match &e {
+            R::Api(_) | R::RetryAfter(_) | R::MigrateToChatId(_) => true,
+            R::Network(n) => n.is_connect() || n.is_builder(),
+            _ => false,
+        };
         let (transient, retry_after) = match &e {
             R::RetryAfter(secs) => (true, Some(secs.duration())),
             R::Network(_) | R::Io(_) => (true, None),
@@ -97,6 +117,7 @@ impl From<teloxide::RequestError> for Error {
             message,
             transient,
             retry_after,
+            no_effect,
         }
     }
 }

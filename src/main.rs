@@ -210,6 +210,14 @@ async fn main() -> anyhow::Result<()> {
             let day_ago = tgmx::storage::now_ms() - 86_400_000;
             let mut blockers = Vec::new();
             println!("mode: {current} (config says {})", configured.as_str());
+            // A write the daemon would need too: a full disk or a read-only file shows here.
+            match store.probe_write().await {
+                Ok(()) => println!("database writes: ok"),
+                Err(e) => {
+                    println!("database writes: FAIL ({e})");
+                    blockers.push("the database refuses writes: the daemon takes in nothing meanwhile".into());
+                }
+            }
             println!("switch history:");
             for (from, to, at, reason) in store.switches().await? {
                 println!(

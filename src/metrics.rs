@@ -2,7 +2,7 @@
 //! need a metrics framework). Process-wide, like the process they describe.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::storage::Direction;
 
@@ -26,6 +26,10 @@ pub struct Metrics {
     reloads_rejected: AtomicU64,
     /// Matrix events the homeserver skipped and the catch-up found (see bridge/catch_up.rs).
     caught_up: AtomicU64,
+    /// The database refuses writes now (disk full, I/O error...): intake is stopped.
+    storage_failing: AtomicBool,
+    /// Writes that failed for a storage reason.
+    storage_failures: AtomicU64,
 }
 
 pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(Metrics::default);
@@ -72,6 +76,14 @@ impl Metrics {
         self.caught_up.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// A write committed (`true`) or failed for a storage reason (`false`).
+    pub fn storage_ok(&self, ok: bool) {
+        self.storage_failing.store(!ok, Ordering::Relaxed);
+        if !ok {
+            self.storage_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub fn reloaded(&self, accepted: bool) {
         if accepted {
             &self.reloads
@@ -113,6 +125,17 @@ impl Metrics {
             out,
             "tgmx_matrix_events_caught_up_total {}",
             self.caught_up.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tgmx_storage_writes_failing 1 while the database refuses writes (disk full, I/O error); intake is stopped meanwhile.\n\
+             # TYPE tgmx_storage_writes_failing gauge\n\
+             tgmx_storage_writes_failing {}\n\
+             # HELP tgmx_storage_write_failures_total Database writes that failed for a storage reason.\n\
+             # TYPE tgmx_storage_write_failures_total counter\n\
+             tgmx_storage_write_failures_total {}",
+            u8::from(self.storage_failing.load(Ordering::Relaxed)),
+            self.storage_failures.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

@@ -226,20 +226,38 @@ impl Bridge {
             Some(target) => self.store.link_by_event(target).await?.map(|l| l.tg_msg_id),
             None => None,
         };
-        let sent = if matches!(
-            content["msgtype"].as_str(),
-            Some("m.image" | "m.file" | "m.audio" | "m.video")
-        ) {
-            self.mx_media_to_tg(ev, room, sender, chat, reply_to).await?
-        } else {
-            let text = self.relay_text(room, sender, content).await;
-            let mut req = self.tg.send_message(ChatId(chat), text).parse_mode(ParseMode::Html);
-            if let Some(id) = reply_to {
-                req = req.reply_parameters(ReplyParameters::new(MessageId(id)).allow_sending_without_reply());
+        let earlier = self.unlinked.lock().expect("lock").get(event_id).copied();
+        let sent = match earlier {
+            // Posted already; only its link is missing (the database failed after the send).
+            Some(sent) => sent,
+            None => {
+                self.begin_send(event_id, chat).await?;
+                let sent = if matches!(
+                    content["msgtype"].as_str(),
+                    Some("m.image" | "m.file" | "m.audio" | "m.video")
+                ) {
+                    self.mx_media_to_tg(ev, room, sender, chat, reply_to).await
+                } else {
+                    let text = self.relay_text(room, sender, content).await;
+                    let mut req = self.tg.send_message(ChatId(chat), text).parse_mode(ParseMode::Html);
+                    if let Some(id) = reply_to {
+                        req = req.reply_parameters(ReplyParameters::new(MessageId(id)).allow_sending_without_reply());
+                    }
+                    req.await.map(|m| m.id.0).map_err(Error::from)
+                };
+                match sent {
+                    Ok(sent) => sent,
+                    Err(e) => {
+                        if !e.may_have_reached_telegram() {
+                            self.store.forget_send(event_id).await?;
+                        }
+                        return Err(e);
+                    }
+                }
             }
-            req.await?.id.0
         };
-        self.store
+        if let Err(e) = self
+            .store
             .link_message(
                 chat,
                 sent,
@@ -249,9 +267,40 @@ impl Bridge {
                 sender.as_str(),
                 ts,
             )
-            .await?;
+            .await
+        {
+            self.unlinked.lock().expect("lock").insert(event_id.to_owned(), sent);
+            return Err(e);
+        }
+        self.unlinked.lock().expect("lock").remove(event_id);
         crate::metrics::METRICS.delivered(Direction::MxToTg, crate::storage::now_ms() - ts);
         tracing::debug!(%event_id, chat, msg = sent, "matrix -> telegram");
+        Ok(())
+    }
+
+    /// Record that `event_id` is about to be posted. If an earlier attempt may have posted it
+    /// (the daemon stopped mid-send, or Telegram's answer was lost), it is posted again and the
+    /// possible repeat is recorded for `tgmx audit`: a lost message is worse than a repeated one.
+    async fn begin_send(&self, event_id: &str, chat: i64) -> Result<()> {
+        if let Some(at) = self.store.begin_send(event_id, chat).await? {
+            let age_s = (crate::storage::now_ms() - at) / 1000;
+            tracing::warn!(
+                event_id,
+                chat,
+                "an attempt {age_s} s ago may have posted this message already (stopped mid-send, or the \
+                 answer was lost); posting it again"
+            );
+            self.store
+                .record_failure(
+                    Direction::MxToTg,
+                    &format!("possible-repeat:{event_id}"),
+                    &format!(
+                        "may show twice on Telegram (chat {chat}): an attempt {age_s} s earlier may have posted it \
+                         before the daemon stopped or lost Telegram's answer; posted again"
+                    ),
+                )
+                .await?;
+        }
         Ok(())
     }
 

@@ -184,6 +184,7 @@ impl Bridge {
                 message: crate::error::redact_bot_token(&e.to_string()),
                 transient: true,
                 retry_after: None,
+                no_effect: true,
             })?;
         Ok(bytes)
     }

@@ -70,6 +70,10 @@ pub struct Bridge {
     /// send into it, so start-up need not wait for one request per portal, and a room that
     /// turned encryption on while the bridge was down never gets a cleartext event.
     encryption_known: RwLock<std::collections::HashSet<OwnedRoomId>>,
+    /// Matrix events already posted to Telegram whose link could not be written (the database
+    /// failed right after the send): event id -> Telegram message id. The retry writes the link
+    /// instead of posting the message again.
+    unlinked: Mutex<HashMap<String, i32>>,
 }
 
 impl Bridge {
@@ -105,6 +109,7 @@ impl Bridge {
             suspect_until: Default::default(),
             hs_upload_limit: Mutex::default(),
             avatar_checked: Mutex::default(),
+            unlinked: Mutex::default(),
         }
     }
 
@@ -486,14 +491,27 @@ pub async fn run_worker<N, H, D, F1, F2, F3>(
     D: Fn(Vec<i64>) -> F3,
     F3: std::future::Future<Output = Result<()>>,
 {
+    // Removing bridged items must not fail quietly: an item left in the inbox is bridged again
+    // (Matrix -> Telegram: posted twice). Retried until it works or the daemon stops.
+    let finish_stop = shutdown.clone();
     let finish = |keys: Vec<i64>| {
-        let done = &done;
+        let (done, store) = (&done, &store);
+        let mut stop = finish_stop.clone();
         async move {
             if keys.is_empty() {
                 return;
             }
-            if let Err(e) = done(keys.clone()).await {
-                tracing::error!(worker = name, ?keys, "cannot mark done: {e}");
+            let mut wait = Duration::from_millis(250);
+            while let Err(e) = done(keys.clone()).await {
+                tracing::error!(worker = name, ?keys, "cannot mark done, retrying in {wait:?}: {e}");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {},
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                if !store.until_writable(&mut stop).await {
+                    return;
+                }
+                wait = (wait * 2).min(Duration::from_secs(10));
             }
         }
     };
@@ -510,6 +528,11 @@ pub async fn run_worker<N, H, D, F1, F2, F3>(
                 _ = tokio::time::sleep(Duration::from_secs(5)) => {},
                 _ = shutdown.changed() => return,
             }
+        }
+        // Nothing is bridged while results cannot be saved: a post whose link is lost would be
+        // posted again.
+        if store.write_fault().is_some() && !store.until_writable(&mut shutdown).await {
+            return;
         }
         let batch = match next().await {
             Ok(b) => b,
@@ -547,6 +570,15 @@ pub async fn run_worker<N, H, D, F1, F2, F3>(
                             } => *d,
                             _ => backoff,
                         };
+                        if store.write_fault().is_some() {
+                            // The database refuses writes: retry as soon as it takes them again.
+                            tracing::warn!(worker = name, key, "waiting for database writes to work: {e}");
+                            if !store.until_writable(&mut shutdown).await {
+                                finish(bridged).await;
+                                return;
+                            }
+                            continue;
+                        }
                         tracing::warn!(worker = name, key, "transient failure, retrying in {wait:?}: {e}");
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {},

@@ -109,6 +109,15 @@ async fn transaction(
     if let Err(r) = authorize(&state, req.headers(), &query) {
         return *r;
     }
+    if let Some(why) = state.store.write_fault() {
+        // Nothing is acknowledged that cannot be saved: the homeserver keeps it and retries.
+        tracing::debug!(%txn_id, "transaction refused while database writes fail: {why}");
+        return matrix_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "M_UNKNOWN",
+            "The bridge cannot save events now (database writes fail); retry later",
+        );
+    }
     let bytes = match axum::body::to_bytes(req.into_body(), MAX_TRANSACTION_BYTES).await {
         Ok(b) => b,
         Err(_) => {
@@ -180,15 +189,26 @@ pub fn parse_transaction(bytes: &[u8], own_echo: &dyn Fn(&Value) -> bool) -> Res
     Ok(out)
 }
 
-/// 200 once the bot exists and every configured room is joined; 503 before.
+/// 200 once the bot exists and every configured room is joined, and while the database takes
+/// writes; 503 otherwise, with `storage` saying why writes fail.
 async fn ready(State(state): State<AsState>) -> Response {
-    let (mode, ready) = (state.probe)();
+    let (mode, setup_done) = (state.probe)();
+    let fault = state.store.write_fault();
+    let ready = setup_done && fault.is_none();
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({"ready": ready, "mode": mode}))).into_response()
+    let storage = match &fault {
+        Some(why) => format!("writes fail: {why}"),
+        None => "ok".to_owned(),
+    };
+    (
+        status,
+        Json(json!({"ready": ready, "mode": mode, "setup": setup_done, "storage": storage})),
+    )
+        .into_response()
 }
 
 async fn metrics(State(state): State<AsState>) -> Response {

@@ -4,8 +4,13 @@
 
 use std::str::FromStr;
 
+use std::sync::Arc;
+
+use futures::FutureExt;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool};
+use tokio::sync::watch;
 
 use crate::error::Result;
 
@@ -98,6 +103,55 @@ pub struct Store {
     /// Facts read before every Telegram -> Matrix send, kept in memory once read or written
     /// (only this process writes them): registered puppets and memberships.
     cache: std::sync::Arc<std::sync::Mutex<Cache>>,
+    /// Why writes fail, while they do (disk full, I/O error, read-only, locked); `None` when the
+    /// last write committed. Intake stops while it is set: nothing may be confirmed to Telegram
+    /// or a homeserver that could not be saved.
+    fault: Arc<watch::Sender<Option<String>>>,
+}
+
+/// Whether an error says the database cannot take writes now (as opposed to a bad statement or
+/// a constraint): disk full, I/O error, read-only file, a lock held too long, a broken file.
+pub fn is_storage_fault(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff;
+            // BUSY, LOCKED, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB
+            matches!(code, 5 | 6 | 8 | 10 | 11 | 13 | 14 | 26)
+        }
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}
+
+/// An open write transaction on a connection of its own. Unless it ends cleanly (committed or
+/// rolled back), the connection is closed instead of going back to the pool: after a failed
+/// `COMMIT` or `ROLLBACK` (disk full) SQLite may still hold the transaction open, and a pooled
+/// connection in that state would turn every later transaction into a savepoint of one that
+/// never commits, and lock out the other connections.
+struct WriteTx {
+    conn: PoolConnection<Sqlite>,
+    open: bool,
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        if self.open {
+            self.conn.close_on_drop();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -131,7 +185,110 @@ impl Store {
         Ok(Store {
             pool,
             cache: Default::default(),
+            fault: Arc::new(watch::channel(None).0),
         })
+    }
+
+    // ---- write health ----
+
+    /// Why writes fail, while they do.
+    pub fn write_fault(&self) -> Option<String> {
+        self.fault.borrow().clone()
+    }
+
+    /// Follows [`Store::write_fault`].
+    pub fn watch_write_fault(&self) -> watch::Receiver<Option<String>> {
+        self.fault.subscribe()
+    }
+
+    /// Wait until writes work (at once when they do); `false` if `stop` came first.
+    pub async fn until_writable(&self, stop: &mut watch::Receiver<bool>) -> bool {
+        let mut fault = self.fault.subscribe();
+        tokio::select! {
+            r = fault.wait_for(Option::is_none) => r.is_ok(),
+            _ = stop.wait_for(|s| *s) => false,
+        }
+    }
+
+    /// Note the outcome of a write: a storage fault raises the alarm, a commit clears it.
+    fn noted<T>(&self, r: std::result::Result<T, sqlx::Error>) -> Result<T> {
+        match r {
+            Ok(v) => {
+                self.fault.send_if_modified(|f| {
+                    let was = f.take();
+                    if let Some(why) = &was {
+                        tracing::info!("database writes work again (they failed: {why}); intake resumes");
+                    }
+                    was.is_some()
+                });
+                crate::metrics::METRICS.storage_ok(true);
+                Ok(v)
+            }
+            Err(e) => {
+                if is_storage_fault(&e) {
+                    self.raise(e.to_string());
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    fn raise(&self, why: String) {
+        self.fault.send_if_modified(|f| {
+            if f.is_none() {
+                tracing::error!(
+                    "database writes fail: {why}; intake stops (nothing more is confirmed to Telegram \
+                     or the homeserver) until a write succeeds again"
+                );
+            }
+            let changed = f.as_deref() != Some(why.as_str());
+            *f = Some(why);
+            changed
+        });
+        crate::metrics::METRICS.storage_ok(false);
+    }
+
+    /// A small write that tells whether the database takes writes (clears the fault when it does).
+    pub async fn probe_write(&self) -> Result<()> {
+        let r = sqlx::query(
+            "INSERT INTO kv (key, value) VALUES ('write_probe', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(now_ms().to_string())
+        .execute(&self.pool)
+        .await;
+        self.noted(r).map(|_| ())
+    }
+
+    /// Run `body` in one write transaction (`BEGIN IMMEDIATE` when `immediate`: reads inside see
+    /// the state the writes apply to) and commit. On any failure the transaction is rolled back
+    /// and, if that is not certain, its connection is closed (see [`WriteTx`]).
+    async fn write<T>(
+        &self,
+        immediate: bool,
+        body: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T>,
+    ) -> Result<T> {
+        let conn = self.noted(self.pool.acquire().await)?;
+        let mut tx = WriteTx { conn, open: true };
+        let begin = if immediate { "BEGIN IMMEDIATE" } else { "BEGIN" };
+        self.noted(sqlx::raw_sql(begin).execute(&mut *tx).await)?;
+        match body(&mut tx).await {
+            Ok(v) => {
+                self.noted(sqlx::raw_sql("COMMIT").execute(&mut *tx).await)?;
+                tx.open = false;
+                Ok(v)
+            }
+            Err(e) => {
+                if let crate::error::Error::Db(db) = &e
+                    && is_storage_fault(db)
+                {
+                    self.raise(db.to_string());
+                }
+                if sqlx::raw_sql("ROLLBACK").execute(&mut *tx).await.is_ok() {
+                    tx.open = false;
+                }
+                Err(e)
+            }
+        }
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -151,7 +308,7 @@ impl Store {
         sqlx::query("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
             .bind(key)
             .bind(value)
-            .execute(&self.pool)
+            .execute(&self.pool).map(|r| self.noted(r))
             .await?;
         Ok(())
     }
@@ -167,7 +324,7 @@ impl Store {
         .bind(mx_room_id)
         .bind(alias)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&self.pool).map(|r| self.noted(r))
         .await?;
         Ok(())
     }
@@ -228,7 +385,7 @@ impl Store {
         .bind(mxid)
         .bind(displayname)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&self.pool).map(|r| self.noted(r))
         .await?;
         self.cache
             .lock()
@@ -264,7 +421,7 @@ impl Store {
         } else {
             "DELETE FROM memberships WHERE mxid = ? AND mx_room_id = ?"
         };
-        sqlx::query(q).bind(mxid).bind(room).execute(&self.pool).await?;
+        sqlx::query(q).bind(mxid).bind(room).execute(&self.pool).map(|r| self.noted(r)).await?;
         if member {
             self.cache.lock().expect("lock").members.insert(key);
         }
@@ -284,21 +441,62 @@ impl Store {
         sender: &str,
         sent_at: i64,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT OR IGNORE INTO messages
-             (tg_chat_id, tg_msg_id, mx_room_id, mx_event_id, direction, sender, sent_at, bridged_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(tg_chat_id)
-        .bind(tg_msg_id)
-        .bind(mx_room_id)
-        .bind(mx_event_id)
-        .bind(direction.as_str())
-        .bind(sender)
-        .bind(sent_at)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
+        self.write(false, async |tx| {
+            sqlx::query(
+                "INSERT OR IGNORE INTO messages
+                 (tg_chat_id, tg_msg_id, mx_room_id, mx_event_id, direction, sender, sent_at, bridged_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(tg_chat_id)
+            .bind(tg_msg_id)
+            .bind(mx_room_id)
+            .bind(mx_event_id)
+            .bind(direction.as_str())
+            .bind(sender)
+            .bind(sent_at)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+            if direction == Direction::MxToTg {
+                sqlx::query("DELETE FROM tg_send_intents WHERE mx_event_id = ?")
+                    .bind(mx_event_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Note that `mx_event_id` is about to be sent to Telegram. Returns when an earlier attempt
+    /// started (unix ms) if one did and its outcome is unknown: it may have reached Telegram.
+    pub async fn begin_send(&self, mx_event_id: &str, tg_chat_id: i64) -> Result<Option<i64>> {
+        self.write(true, async |tx| {
+            let earlier: Option<i64> =
+                sqlx::query_scalar("SELECT started_at FROM tg_send_intents WHERE mx_event_id = ?")
+                    .bind(mx_event_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if earlier.is_none() {
+                sqlx::query("INSERT INTO tg_send_intents (mx_event_id, tg_chat_id, started_at) VALUES (?, ?, ?)")
+                    .bind(mx_event_id)
+                    .bind(tg_chat_id)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(earlier)
+        })
+        .await
+    }
+
+    /// An attempt that certainly sent nothing (Telegram answered with an error): forget it.
+    pub async fn forget_send(&self, mx_event_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM tg_send_intents WHERE mx_event_id = ?")
+            .bind(mx_event_id)
+            .execute(&self.pool)
+            .map(|r| self.noted(r))
+            .await?;
         Ok(())
     }
 
@@ -356,53 +554,51 @@ impl Store {
 
     async fn accept(&self, txn_id: &str, events: &[MxEvent], quiet_since: Option<(&str, i64)>) -> Result<bool> {
         // IMMEDIATE: the check below and the inserts see the same state (no writer in between).
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        if let Some((room, since)) = quiet_since {
-            let delivered: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM mx_seen WHERE room_id = ? AND received_at >= ? LIMIT 1")
-                    .bind(room)
-                    .bind(since)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if delivered.is_some() {
-                return Ok(false);
+        self.write(true, async |tx| {
+            if let Some((room, since)) = quiet_since {
+                let delivered: Option<i64> =
+                    sqlx::query_scalar("SELECT 1 FROM mx_seen WHERE room_id = ? AND received_at >= ? LIMIT 1")
+                        .bind(room)
+                        .bind(since)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if delivered.is_some() {
+                    return Ok(false);
+                }
             }
-        }
-        let now = now_ms();
-        let inserted = sqlx::query("INSERT OR IGNORE INTO mx_transactions (txn_id, received_at) VALUES (?, ?)")
-            .bind(txn_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        // A known transaction id is no reason to drop events: Synapse on SQLite numbers its
-        // transactions from 1 again after a restart. Events are deduplicated by their ids, so a
-        // real repeat stores nothing.
-        let mut queued = 0;
-        for ev in events.iter().filter(|e| !e.echo) {
-            if !mark_seen(&mut tx, ev, now).await? {
-                tracing::info!(event_id = ?ev.event_id, "event already received; ignored");
-                continue;
-            }
-            queued += 1;
-            sqlx::query("INSERT INTO mx_inbox (txn_id, room_id, event_json, received_at) VALUES (?, ?, ?, ?)")
+            let now = now_ms();
+            let inserted = sqlx::query("INSERT OR IGNORE INTO mx_transactions (txn_id, received_at) VALUES (?, ?)")
                 .bind(txn_id)
-                .bind(&ev.room)
-                .bind(&ev.json)
                 .bind(now)
                 .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(inserted > 0 || queued > 0)
+                .await?
+                .rows_affected();
+            // A known transaction id is no reason to drop events: Synapse on SQLite numbers its
+            // transactions from 1 again after a restart. Events are deduplicated by their ids, so
+            // a real repeat stores nothing.
+            let mut queued = 0;
+            for ev in events.iter().filter(|e| !e.echo) {
+                if !mark_seen(tx, ev, now).await? {
+                    tracing::info!(event_id = ?ev.event_id, "event already received; ignored");
+                    continue;
+                }
+                queued += 1;
+                sqlx::query("INSERT INTO mx_inbox (txn_id, room_id, event_json, received_at) VALUES (?, ?, ?, ?)")
+                    .bind(txn_id)
+                    .bind(&ev.room)
+                    .bind(&ev.json)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(inserted > 0 || queued > 0)
+        })
+        .await
     }
 
     /// Record an event the bridge found itself; `false` if it was seen already.
     pub async fn mark_seen(&self, ev: &MxEvent) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        let fresh = mark_seen(&mut tx, ev, now_ms()).await?;
-        tx.commit().await?;
-        Ok(fresh)
+        self.write(false, async |tx| mark_seen(tx, ev, now_ms()).await).await
     }
 
     /// Which of these event ids were never seen.
@@ -435,11 +631,16 @@ impl Store {
         let before = now_ms() - max_age_ms;
         sqlx::query("DELETE FROM mx_transactions WHERE received_at < ?")
             .bind(before)
-            .execute(&self.pool)
+            .execute(&self.pool).map(|r| self.noted(r))
+            .await?;
+        // An intent that old belongs to an event given up on (a permanent failure).
+        sqlx::query("DELETE FROM tg_send_intents WHERE started_at < ?")
+            .bind(before)
+            .execute(&self.pool).map(|r| self.noted(r))
             .await?;
         Ok(sqlx::query("DELETE FROM mx_seen WHERE received_at < ?")
             .bind(before)
-            .execute(&self.pool)
+            .execute(&self.pool).map(|r| self.noted(r))
             .await?
             .rows_affected())
     }
@@ -462,7 +663,7 @@ impl Store {
         .bind(device_id)
         .bind(access_token)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&self.pool).map(|r| self.noted(r))
         .await?;
         Ok(())
     }
@@ -494,7 +695,7 @@ impl Store {
     pub async fn done_mx_inbox(&self, seq: i64) -> Result<()> {
         sqlx::query("DELETE FROM mx_inbox WHERE seq = ?")
             .bind(seq)
-            .execute(&self.pool)
+            .execute(&self.pool).map(|r| self.noted(r))
             .await?;
         Ok(())
     }
@@ -507,25 +708,26 @@ impl Store {
         let Some(max) = updates.iter().map(|(id, _)| *id).max() else {
             return Ok(());
         };
-        let mut tx = self.pool.begin().await?;
-        let now = now_ms();
-        for (id, json) in updates {
-            sqlx::query("INSERT OR IGNORE INTO tg_inbox (update_id, update_json, received_at) VALUES (?, ?, ?)")
-                .bind(id)
-                .bind(json)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query(
-            "INSERT INTO kv (key, value) VALUES ('tg_offset', ?)
-             ON CONFLICT(key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
-        )
-        .bind((max + 1).to_string())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(false, async |tx| {
+            let now = now_ms();
+            for (id, json) in updates {
+                sqlx::query("INSERT OR IGNORE INTO tg_inbox (update_id, update_json, received_at) VALUES (?, ?, ?)")
+                    .bind(id)
+                    .bind(json)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(
+                "INSERT INTO kv (key, value) VALUES ('tg_offset', ?)
+                 ON CONFLICT(key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+            )
+            .bind((max + 1).to_string())
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn tg_offset(&self) -> Result<i64> {
@@ -560,7 +762,7 @@ impl Store {
         let ids = serde_json::to_string(update_ids)?;
         sqlx::query("DELETE FROM tg_inbox WHERE update_id IN (SELECT value FROM json_each(?))")
             .bind(ids)
-            .execute(&self.pool)
+            .execute(&self.pool).map(|r| self.noted(r))
             .await?;
         Ok(())
     }
@@ -584,25 +786,26 @@ impl Store {
         reason: &str,
         announcements: &[(String, String)],
     ) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
-        let id = sqlx::query("INSERT INTO mode_switches (from_mode, to_mode, at, reason) VALUES (?, ?, ?, ?)")
-            .bind(from)
-            .bind(to)
-            .bind(now_ms())
-            .bind(reason)
-            .execute(&mut *tx)
-            .await?
-            .last_insert_rowid();
-        for (target, kind) in announcements {
-            sqlx::query("INSERT INTO announcements (switch_id, target, kind) VALUES (?, ?, ?)")
-                .bind(id)
-                .bind(target)
-                .bind(kind)
+        self.write(false, async |tx| {
+            let id = sqlx::query("INSERT INTO mode_switches (from_mode, to_mode, at, reason) VALUES (?, ?, ?, ?)")
+                .bind(from)
+                .bind(to)
+                .bind(now_ms())
+                .bind(reason)
                 .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(id)
+                .await?
+                .last_insert_rowid();
+            for (target, kind) in announcements {
+                sqlx::query("INSERT INTO announcements (switch_id, target, kind) VALUES (?, ?, ?)")
+                    .bind(id)
+                    .bind(target)
+                    .bind(kind)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(id)
+        })
+        .await
     }
 
     /// Switch history, oldest first: (from, to, at ms, reason).
@@ -632,7 +835,7 @@ impl Store {
             .bind(tg_msg_id)
             .bind(switch_id)
             .bind(target)
-            .execute(&self.pool)
+            .execute(&self.pool).map(|r| self.noted(r))
             .await?;
         Ok(())
     }
@@ -669,11 +872,11 @@ impl Store {
         .bind(chat)
         .bind(norm)
         .bind(ts)
-        .execute(&self.pool)
+        .execute(&self.pool).map(|r| self.noted(r))
         .await?;
         sqlx::query("DELETE FROM echo_watch WHERE ts < ?")
             .bind(now_ms() - 86_400_000)
-            .execute(&self.pool)
+            .execute(&self.pool).map(|r| self.noted(r))
             .await?;
         Ok(())
     }
@@ -734,7 +937,7 @@ impl Store {
         .bind(emoji)
         .bind(mx_event)
         .bind(direction.as_str())
-        .execute(&self.pool)
+        .execute(&self.pool).map(|r| self.noted(r))
         .await?;
         Ok(())
     }
@@ -773,7 +976,7 @@ impl Store {
         sqlx::query("UPDATE puppets SET avatar_id = ? WHERE tg_user_id = ?")
             .bind(avatar_id)
             .bind(tg_user_id)
-            .execute(&self.pool)
+            .execute(&self.pool).map(|r| self.noted(r))
             .await?;
         Ok(())
     }
@@ -862,7 +1065,7 @@ impl Store {
             .bind(source_ref)
             .bind(reason)
             .bind(now_ms())
-            .execute(&self.pool)
+            .execute(&self.pool).map(|r| self.noted(r))
             .await?;
         Ok(())
     }

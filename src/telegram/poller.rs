@@ -52,6 +52,10 @@ pub async fn run(
             tracing::info!("reading telegram again");
             continue;
         }
+        // Nothing more is fetched (and so confirmed) while updates could not be saved.
+        if store.write_fault().is_some() && !store.until_writable(&mut shutdown).await {
+            return;
+        }
         let offset = match store.tg_offset().await {
             Ok(o) => o,
             Err(e) => {
