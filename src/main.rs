@@ -92,9 +92,19 @@ async fn main() -> anyhow::Result<()> {
                     q(0.99)
                 );
             }
+            let mut repeated = 0;
             for (direction, source, reason, at) in store.failures_since(since_ms).await? {
-                println!("NOT DELIVERED {} {direction} {source}: {reason}", fmt_ms(at));
-                lost += 1;
+                if let Some(event) = source.strip_prefix("possible-repeat:") {
+                    println!("MAY SHOW TWICE {} {direction} {event}: {reason}", fmt_ms(at));
+                    repeated += 1;
+                } else {
+                    println!("NOT DELIVERED {} {direction} {source}: {reason}", fmt_ms(at));
+                    lost += 1;
+                }
+            }
+            let writes = store.probe_write().await;
+            if let Err(e) = &writes {
+                println!("DATABASE REFUSES WRITES: {e} (the daemon takes in nothing until it works again)");
             }
             let (tg, mx, oldest) = store.pending().await?;
             let stuck = oldest.is_some_and(|o| tgmx::storage::now_ms() - o > 300_000);
@@ -106,6 +116,12 @@ async fn main() -> anyhow::Result<()> {
             let mut problems = Vec::new();
             if lost > 0 {
                 problems.push(format!("{lost} message(s) not delivered"));
+            }
+            if repeated > 0 {
+                problems.push(format!("{repeated} message(s) may show twice"));
+            }
+            if writes.is_err() {
+                problems.push("database refuses writes".to_owned());
             }
             if stuck {
                 problems.push("queue stuck".to_owned());
@@ -251,11 +267,21 @@ async fn main() -> anyhow::Result<()> {
                 let q = |p| tgmx::cli::quantile(&lat, p).map_or("-".to_owned(), |v| format!("{v} ms"));
                 println!("latency {}: p50 {} p99 {}", d.as_str(), q(0.5), q(0.99));
             }
-            let failures = store.failures_since(day_ago).await?.len();
+            let (repeats, failures): (Vec<_>, Vec<_>) = store
+                .failures_since(day_ago)
+                .await?
+                .into_iter()
+                .partition(|f| f.1.starts_with("possible-repeat:"));
+            let (failures, repeats) = (failures.len(), repeats.len());
             let (tg, mx, oldest) = store.pending().await?;
-            println!("undelivered (24 h): {failures}; waiting: {tg} from telegram, {mx} from matrix");
+            println!(
+                "undelivered (24 h): {failures}; may show twice: {repeats}; waiting: {tg} from telegram, {mx} from matrix"
+            );
             if failures > 0 {
                 blockers.push(format!("{failures} undelivered in 24 h (see `tgmx audit`)"));
+            }
+            if repeats > 0 {
+                blockers.push(format!("{repeats} may show twice on Telegram (see `tgmx audit`)"));
             }
             if oldest.is_some_and(|o| tgmx::storage::now_ms() - o > 300_000) {
                 blockers.push("a queue is stuck".into());

@@ -262,11 +262,7 @@ impl Store {
     /// Run `body` in one write transaction (`BEGIN IMMEDIATE` when `immediate`: reads inside see
     /// the state the writes apply to) and commit. On any failure the transaction is rolled back
     /// and, if that is not certain, its connection is closed (see [`WriteTx`]).
-    async fn write<T>(
-        &self,
-        immediate: bool,
-        body: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T>,
-    ) -> Result<T> {
+    async fn write<T>(&self, immediate: bool, body: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T>) -> Result<T> {
         let conn = self.noted(self.pool.acquire().await)?;
         let mut tx = WriteTx { conn, open: true };
         let begin = if immediate { "BEGIN IMMEDIATE" } else { "BEGIN" };
@@ -308,7 +304,8 @@ impl Store {
         sqlx::query("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
             .bind(key)
             .bind(value)
-            .execute(&self.pool).map(|r| self.noted(r))
+            .execute(&self.pool)
+            .map(|r| self.noted(r))
             .await?;
         Ok(())
     }
@@ -324,7 +321,8 @@ impl Store {
         .bind(mx_room_id)
         .bind(alias)
         .bind(now_ms())
-        .execute(&self.pool).map(|r| self.noted(r))
+        .execute(&self.pool)
+        .map(|r| self.noted(r))
         .await?;
         Ok(())
     }
@@ -385,7 +383,8 @@ impl Store {
         .bind(mxid)
         .bind(displayname)
         .bind(now_ms())
-        .execute(&self.pool).map(|r| self.noted(r))
+        .execute(&self.pool)
+        .map(|r| self.noted(r))
         .await?;
         self.cache
             .lock()
@@ -421,7 +420,12 @@ impl Store {
         } else {
             "DELETE FROM memberships WHERE mxid = ? AND mx_room_id = ?"
         };
-        sqlx::query(q).bind(mxid).bind(room).execute(&self.pool).map(|r| self.noted(r)).await?;
+        sqlx::query(q)
+            .bind(mxid)
+            .bind(room)
+            .execute(&self.pool)
+            .map(|r| self.noted(r))
+            .await?;
         if member {
             self.cache.lock().expect("lock").members.insert(key);
         }
@@ -631,16 +635,19 @@ impl Store {
         let before = now_ms() - max_age_ms;
         sqlx::query("DELETE FROM mx_transactions WHERE received_at < ?")
             .bind(before)
-            .execute(&self.pool).map(|r| self.noted(r))
+            .execute(&self.pool)
+            .map(|r| self.noted(r))
             .await?;
         // An intent that old belongs to an event given up on (a permanent failure).
         sqlx::query("DELETE FROM tg_send_intents WHERE started_at < ?")
             .bind(before)
-            .execute(&self.pool).map(|r| self.noted(r))
+            .execute(&self.pool)
+            .map(|r| self.noted(r))
             .await?;
         Ok(sqlx::query("DELETE FROM mx_seen WHERE received_at < ?")
             .bind(before)
-            .execute(&self.pool).map(|r| self.noted(r))
+            .execute(&self.pool)
+            .map(|r| self.noted(r))
             .await?
             .rows_affected())
     }
@@ -663,7 +670,8 @@ impl Store {
         .bind(device_id)
         .bind(access_token)
         .bind(now_ms())
-        .execute(&self.pool).map(|r| self.noted(r))
+        .execute(&self.pool)
+        .map(|r| self.noted(r))
         .await?;
         Ok(())
     }
@@ -695,7 +703,8 @@ impl Store {
     pub async fn done_mx_inbox(&self, seq: i64) -> Result<()> {
         sqlx::query("DELETE FROM mx_inbox WHERE seq = ?")
             .bind(seq)
-            .execute(&self.pool).map(|r| self.noted(r))
+            .execute(&self.pool)
+            .map(|r| self.noted(r))
             .await?;
         Ok(())
     }
@@ -762,7 +771,8 @@ impl Store {
         let ids = serde_json::to_string(update_ids)?;
         sqlx::query("DELETE FROM tg_inbox WHERE update_id IN (SELECT value FROM json_each(?))")
             .bind(ids)
-            .execute(&self.pool).map(|r| self.noted(r))
+            .execute(&self.pool)
+            .map(|r| self.noted(r))
             .await?;
         Ok(())
     }
@@ -835,7 +845,8 @@ impl Store {
             .bind(tg_msg_id)
             .bind(switch_id)
             .bind(target)
-            .execute(&self.pool).map(|r| self.noted(r))
+            .execute(&self.pool)
+            .map(|r| self.noted(r))
             .await?;
         Ok(())
     }
@@ -876,7 +887,8 @@ impl Store {
         .await?;
         sqlx::query("DELETE FROM echo_watch WHERE ts < ?")
             .bind(now_ms() - 86_400_000)
-            .execute(&self.pool).map(|r| self.noted(r))
+            .execute(&self.pool)
+            .map(|r| self.noted(r))
             .await?;
         Ok(())
     }
@@ -976,7 +988,8 @@ impl Store {
         sqlx::query("UPDATE puppets SET avatar_id = ? WHERE tg_user_id = ?")
             .bind(avatar_id)
             .bind(tg_user_id)
-            .execute(&self.pool).map(|r| self.noted(r))
+            .execute(&self.pool)
+            .map(|r| self.noted(r))
             .await?;
         Ok(())
     }
@@ -1065,7 +1078,8 @@ impl Store {
             .bind(source_ref)
             .bind(reason)
             .bind(now_ms())
-            .execute(&self.pool).map(|r| self.noted(r))
+            .execute(&self.pool)
+            .map(|r| self.noted(r))
             .await?;
         Ok(())
     }

@@ -687,6 +687,12 @@ struct FakeState {
     requests: Vec<(String, Value)>,
     /// Pending injected faults per lower-cased method name.
     faults: HashMap<String, VecDeque<ApiError>>,
+    /// Per lower-cased method: the next call is carried out, then its answer waits for the
+    /// semaphore (see `FakeTelegram::hold_next_answer`).
+    holds: HashMap<String, Arc<tokio::sync::Semaphore>>,
+    /// Per lower-cased method: how many of the next calls are carried out and then answered
+    /// with a connection cut mid-body (see `FakeTelegram::lose_next_answers`).
+    lost_answers: HashMap<String, usize>,
     sent: Vec<SentMessage>,
     /// (chat_id, message_id, raw new text) of every successful `editMessageText`.
     edits: Vec<(i64, i32, String)>,
@@ -1632,6 +1638,31 @@ async fn handle(
     let method = method.to_ascii_lowercase();
     let result = handle_method(&shared, &method, &headers, query.as_deref(), body).await;
     shared.activity.notify_waiters();
+    let hold = shared.lock().holds.remove(&method);
+    if let Some(gate) = hold {
+        let _ = gate.acquire().await;
+    }
+    let lose = {
+        let mut st = shared.lock();
+        match st.lost_answers.get_mut(&method) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    };
+    if lose {
+        // Done, but the client never learns it: the body breaks off after its first bytes.
+        let stream = futures::stream::iter([
+            Ok(Bytes::from_static(b"{\"ok\":")),
+            Err(std::io::Error::other("connection lost")),
+        ]);
+        return Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(axum::body::Body::from_stream(stream))
+            .unwrap();
+    }
     match result {
         Ok(result) => Json(json!({ "ok": true, "result": result })).into_response(),
         Err(error) => error.into_response(),
@@ -2135,6 +2166,8 @@ impl FakeTelegram {
             calls: HashMap::new(),
             requests: Vec::new(),
             faults: HashMap::new(),
+            holds: HashMap::new(),
+            lost_answers: HashMap::new(),
             sent: Vec::new(),
             edits: Vec::new(),
             deletions: Vec::new(),
@@ -2586,6 +2619,28 @@ impl FakeTelegram {
         let mut st = self.shared.lock();
         let queue = st.faults.entry(method.to_ascii_lowercase()).or_default();
         queue.extend(std::iter::repeat_n(ApiError::injected(status, retry_after), times));
+    }
+
+    /// The next call of `method` is carried out, but its answer waits until a permit is added
+    /// to the returned semaphore (`add_permits(1)`).
+    pub fn hold_next_answer(&self, method: &str) -> Arc<tokio::sync::Semaphore> {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        self.shared
+            .lock()
+            .holds
+            .insert(method.to_ascii_lowercase(), gate.clone());
+        gate
+    }
+
+    /// The next `times` calls of `method` are carried out (a message is posted), but the
+    /// connection breaks before the answer is complete, as when a network fails mid-request.
+    pub fn lose_next_answers(&self, method: &str, times: usize) {
+        *self
+            .shared
+            .lock()
+            .lost_answers
+            .entry(method.to_ascii_lowercase())
+            .or_default() += times;
     }
 
     /// Waits until at least `count` messages were sent to `chat_id` and returns

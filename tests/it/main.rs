@@ -36,6 +36,7 @@ mod encryption;
 mod encryption_off;
 mod fake_telegram;
 mod fake_telegram_selftest;
+mod faults;
 mod harness;
 mod media;
 mod operations;
