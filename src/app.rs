@@ -18,6 +18,8 @@ use crate::matrix::client::MatrixClient;
 use crate::storage::{Direction, Store};
 
 pub struct App {
+    /// Keeps a second daemon off the same database for as long as this one runs.
+    _lock: crate::storage::DaemonLock,
     listener: TcpListener,
     bridge: Arc<Bridge>,
     registration: Registration,
@@ -28,6 +30,7 @@ pub struct App {
 impl App {
     pub async fn build(cfg: Config) -> Result<App> {
         let registration = Registration::load(&cfg.appservice.registration)?;
+        let lock = Store::lock_for_daemon(&cfg.database)?;
         let store = Store::open(&cfg.database).await?;
         let mx = MatrixClient::new(&cfg.homeserver.url, &registration.as_token).acting_as(cfg.bot_user_id());
         if registration.sender_localpart == cfg.appservice.bot_localpart {
@@ -55,6 +58,7 @@ impl App {
         // Right after a start the homeserver delivers what it held back: gaps are possible.
         bridge.suspect_gaps();
         Ok(App {
+            _lock: lock,
             listener,
             bridge,
             registration,
@@ -74,6 +78,7 @@ impl App {
 
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let App {
+            _lock,
             listener,
             bridge,
             registration,
@@ -116,14 +121,11 @@ impl App {
             }),
         };
         tracing::info!(addr = %listener.local_addr()?, "appservice listening");
-        let mut http_stop = stop_rx.clone();
-        let http = tokio::spawn(async move {
-            axum::serve(listener, router(state))
-                .with_graceful_shutdown(async move {
-                    let _ = http_stop.wait_for(|s| *s).await;
-                })
-                .await
-        });
+        let http = tokio::spawn(crate::matrix::appservice::serve(
+            listener,
+            router(state),
+            stop_rx.clone(),
+        ));
 
         let mut tasks = vec![
             tokio::spawn(setup_loop(bridge.clone(), stop_rx.clone())),
@@ -182,7 +184,7 @@ impl App {
         for t in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
-        match tokio::time::timeout(Duration::from_secs(10), http).await {
+        match tokio::time::timeout(Duration::from_secs(12), http).await {
             Ok(Ok(Err(e))) => Err(Error::Io(e)),
             _ => Ok(()),
         }
@@ -190,13 +192,17 @@ impl App {
 }
 
 /// Matrix -> Telegram: one ordered worker per room ("lane"), started when the room first has
-/// work, so a rate-limited Telegram group only delays its own room.
+/// work, so a rate-limited Telegram group only delays its own room. A lane of a room that is not
+/// a portal (an invite, a stray event) ends once its inbox is empty: rooms the bot is merely
+/// invited to, by the thousand, cost nothing once handled.
 async fn run_mx_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
     let mut lanes: std::collections::HashMap<String, (Arc<Notify>, tokio::task::JoinHandle<()>)> = Default::default();
     loop {
+        lanes.retain(|_, (_, handle)| !handle.is_finished());
         match bridge.store.mx_lanes().await {
             Ok(rooms) => {
                 for room in rooms {
+                    let portal = bridge.chat_for_room(&room).is_some();
                     let (lane_wake, _) = lanes.entry(room.clone()).or_insert_with(|| {
                         let lane_wake = Arc::new(Notify::new());
                         let (b, b2, b3) = (bridge.clone(), bridge.clone(), bridge.clone());
@@ -207,7 +213,11 @@ async fn run_mx_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, mut stop: watch::R
                             bridge.store.clone(),
                             lane_wake.clone(),
                             stop.clone(),
-                            DoneAt::EachItem,
+                            if portal {
+                                DoneAt::EachItem
+                            } else {
+                                DoneAt::EachItemThenExit
+                            },
                             move || {
                                 let (b, room, again) = (b.clone(), room.clone(), again.clone());
                                 async move {
@@ -241,6 +251,7 @@ async fn run_mx_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, mut stop: watch::R
             }
             Err(e) => tracing::error!("cannot read the matrix inbox: {e}"),
         }
+        crate::metrics::METRICS.lanes(lanes.len());
         tokio::select! {
             _ = wake.notified() => {},
             _ = tokio::time::sleep(Duration::from_secs(5)) => {},
@@ -257,8 +268,13 @@ async fn run_mx_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, mut stop: watch::R
 async fn probe_storage(store: Store, mut stop: watch::Receiver<bool>) {
     let mut fault = store.watch_write_fault();
     loop {
+        // Every 5 s the database file is also checked (deleted or replaced under the daemon).
         tokio::select! {
             r = fault.wait_for(Option::is_some) => if r.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                let _ = store.check_file();
+                continue;
+            }
             _ = stop.wait_for(|s| *s) => return,
         }
         while store.write_fault().is_some() {

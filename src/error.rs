@@ -111,8 +111,9 @@ impl From<teloxide::RequestError> for Error {
             ),
             _ => (false, None),
         };
-        // The request URL (which holds the token) is never part of the message.
-        let message = redact_bot_token(&e.to_string());
+        // The request URL (which holds the token) is never part of the message, and an answer
+        // that is not JSON (an HTML error page of megabytes) is quoted only in part.
+        let message = capped(&redact_bot_token(&e.to_string()), 500).into_owned();
         Error::Telegram {
             message,
             transient,
@@ -120,6 +121,19 @@ impl From<teloxide::RequestError> for Error {
             no_effect,
         }
     }
+}
+
+/// `text` cut to at most `max` bytes (at a character boundary), saying how much was left out: for
+/// bodies quoted in logs and errors.
+pub fn capped(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} more bytes)", &text[..end], text.len() - end).into()
 }
 
 /// "23 MB", "512 KB", "12 B" (decimal-ish, as Telegram states its limits).

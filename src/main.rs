@@ -92,14 +92,15 @@ async fn main() -> anyhow::Result<()> {
                     q(0.99)
                 );
             }
-            let mut repeated = 0;
+            let (mut repeated, mut in_part) = (0, 0);
             for (direction, source, reason, at) in store.failures_since(since_ms).await? {
-                if let Some(event) = source.strip_prefix("possible-repeat:") {
-                    println!("MAY SHOW TWICE {} {direction} {event}: {reason}", fmt_ms(at));
-                    repeated += 1;
-                } else {
-                    println!("NOT DELIVERED {} {direction} {source}: {reason}", fmt_ms(at));
-                    lost += 1;
+                let kind = tgmx::storage::Shortfall::of(&source);
+                let what = source.strip_prefix("possible-repeat:").unwrap_or(&source);
+                println!("{} {} {direction} {what}: {reason}", kind.label(), fmt_ms(at));
+                match kind {
+                    tgmx::storage::Shortfall::NotDelivered => lost += 1,
+                    tgmx::storage::Shortfall::InPart => in_part += 1,
+                    tgmx::storage::Shortfall::MayRepeat => repeated += 1,
                 }
             }
             let writes = store.probe_write().await;
@@ -116,6 +117,9 @@ async fn main() -> anyhow::Result<()> {
             let mut problems = Vec::new();
             if lost > 0 {
                 problems.push(format!("{lost} message(s) not delivered"));
+            }
+            if in_part > 0 {
+                problems.push(format!("{in_part} message(s) carried in part"));
             }
             if repeated > 0 {
                 problems.push(format!("{repeated} message(s) may show twice"));
@@ -267,16 +271,22 @@ async fn main() -> anyhow::Result<()> {
                 let q = |p| tgmx::cli::quantile(&lat, p).map_or("-".to_owned(), |v| format!("{v} ms"));
                 println!("latency {}: p50 {} p99 {}", d.as_str(), q(0.5), q(0.99));
             }
-            let (repeats, failures): (Vec<_>, Vec<_>) = store
-                .failures_since(day_ago)
-                .await?
-                .into_iter()
-                .partition(|f| f.1.starts_with("possible-repeat:"));
-            let (failures, repeats) = (failures.len(), repeats.len());
+            let (mut failures, mut in_part, mut repeats) = (0, 0, 0);
+            for (_, source, _, _) in store.failures_since(day_ago).await? {
+                match tgmx::storage::Shortfall::of(&source) {
+                    tgmx::storage::Shortfall::NotDelivered => failures += 1,
+                    tgmx::storage::Shortfall::InPart => in_part += 1,
+                    tgmx::storage::Shortfall::MayRepeat => repeats += 1,
+                }
+            }
             let (tg, mx, oldest) = store.pending().await?;
             println!(
-                "undelivered (24 h): {failures}; may show twice: {repeats}; waiting: {tg} from telegram, {mx} from matrix"
+                "undelivered (24 h): {failures}; carried in part: {in_part}; may show twice: {repeats}; \
+                 waiting: {tg} from telegram, {mx} from matrix"
             );
+            if in_part > 0 {
+                blockers.push(format!("{in_part} carried in part in 24 h (see `tgmx audit`)"));
+            }
             if failures > 0 {
                 blockers.push(format!("{failures} undelivered in 24 h (see `tgmx audit`)"));
             }

@@ -30,6 +30,8 @@ pub struct Metrics {
     storage_failing: AtomicBool,
     /// Writes that failed for a storage reason.
     storage_failures: AtomicU64,
+    /// Matrix -> Telegram lanes running now.
+    lanes: AtomicU64,
 }
 
 pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(Metrics::default);
@@ -84,6 +86,10 @@ impl Metrics {
         }
     }
 
+    pub fn lanes(&self, n: usize) {
+        self.lanes.store(n as u64, Ordering::Relaxed);
+    }
+
     pub fn reloaded(&self, accepted: bool) {
         if accepted {
             &self.reloads
@@ -131,10 +137,14 @@ impl Metrics {
             "# HELP tgmx_storage_writes_failing 1 while the database refuses writes (disk full, I/O error); intake is stopped meanwhile.\n\
              # TYPE tgmx_storage_writes_failing gauge\n\
              tgmx_storage_writes_failing {}\n\
+             # HELP tgmx_matrix_lanes Matrix -> Telegram lanes running (one per portal with work, and per other room while it has work).\n\
+             # TYPE tgmx_matrix_lanes gauge\n\
+             tgmx_matrix_lanes {}\n\
              # HELP tgmx_storage_write_failures_total Database writes that failed for a storage reason.\n\
              # TYPE tgmx_storage_write_failures_total counter\n\
              tgmx_storage_write_failures_total {}",
             u8::from(self.storage_failing.load(Ordering::Relaxed)),
+            self.lanes.load(Ordering::Relaxed),
             self.storage_failures.load(Ordering::Relaxed)
         );
         let _ = writeln!(

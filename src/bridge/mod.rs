@@ -466,6 +466,9 @@ pub enum DoneAt {
     /// Once per batch, in one commit: a replay is a no-op (Telegram -> Matrix: the message map is
     /// written after each send, and Matrix transaction ids derive from Telegram ids).
     EachBatch,
+    /// As `EachItem`, and the worker ends once its inbox is empty (a lane of a room that is not a
+    /// portal; a new one starts when more work comes).
+    EachItemThenExit,
 }
 
 /// Drain an inbox in order: `next` fetches a batch (at most [`crate::storage::BATCH`] items; a
@@ -600,7 +603,7 @@ pub async fn run_worker<N, H, D, F1, F2, F3>(
                 }
             }
             bridged.push(key);
-            if done_at == DoneAt::EachItem {
+            if done_at != DoneAt::EachBatch {
                 finish(std::mem::take(&mut bridged)).await;
             }
             if *shutdown.borrow() {
@@ -609,5 +612,8 @@ pub async fn run_worker<N, H, D, F1, F2, F3>(
             }
         }
         finish(bridged).await;
+        if drained && done_at == DoneAt::EachItemThenExit {
+            return;
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use ruma::{OwnedRoomId, OwnedUserId};
 use serde_json::{Value, json};
-use teloxide::types::{Message, Update, UpdateKind, User};
+use teloxide::types::{Message, UpdateKind, User};
 
 use super::{Bridge, SOURCE_KEY};
 use crate::error::{Error, Result};
@@ -10,18 +10,89 @@ use crate::storage::Direction;
 use crate::telegram::format::{entities_to_html, has_formatting};
 
 impl Bridge {
-    /// Bridge one stored Telegram update (JSON as stored by the poller).
+    /// Bridge one stored Telegram update (JSON as Telegram sent it), read leniently: what cannot
+    /// be read is left out and recorded for `tgmx audit`; an update that cannot be read at all
+    /// is announced in its room when its chat is known, and recorded.
     pub async fn handle_tg_update(&self, json: &str) -> Result<()> {
-        let update: Update = serde_json::from_str(json)?;
+        let read = crate::telegram::update::read_update(json)?;
+        let Some(update) = read.update else {
+            return self.tg_unreadable(&read).await;
+        };
+        let message = match &update.kind {
+            UpdateKind::Message(m) | UpdateKind::EditedMessage(m) => Some((m.chat.id.0, m.id.0)),
+            _ => None,
+        };
         match update.kind {
-            UpdateKind::Message(m) => self.tg_message(&m).await,
-            UpdateKind::EditedMessage(m) => self.tg_edit(&m).await,
-            UpdateKind::MessageReaction(r) => self.tg_reaction(&r).await,
+            UpdateKind::Message(m) => self.tg_message(&m).await?,
+            UpdateKind::EditedMessage(m) => self.tg_edit(&m).await?,
+            UpdateKind::MessageReaction(r) => self.tg_reaction(&r).await?,
             other => {
                 tracing::debug!(kind = ?std::mem::discriminant(&other), "ignoring telegram update");
-                Ok(())
             }
         }
+        if let (false, Some((chat, msg))) = (read.dropped.is_empty(), message)
+            && self.room_for_chat(chat).is_some()
+        {
+            let what = read.dropped.join("; ");
+            tracing::warn!(chat, msg, "carried without {what}");
+            self.store
+                .record_failure(
+                    Direction::TgToMx,
+                    &format!("partly:{chat}:{msg}"),
+                    &format!("carried without {what}"),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// An update that cannot be read: its text, if any, goes to its room with a notice from the
+    /// bot; either way it gets a row for `tgmx audit`.
+    async fn tg_unreadable(&self, read: &crate::telegram::update::ReadUpdate) -> Result<()> {
+        let error = read.error.as_deref().unwrap_or("unreadable");
+        let salvage = read.salvage.as_ref();
+        let room = salvage.and_then(|s| s.chat).and_then(|c| self.room_for_chat(c));
+        let text_carried = room.is_some() && salvage.is_some_and(|s| s.text.is_some());
+        let source = match salvage {
+            Some(s) => format!(
+                "{}:{}:{}",
+                if text_carried { "partly" } else { "unreadable" },
+                s.chat.map_or("?".into(), |c| c.to_string()),
+                s.message_id.map_or("?".into(), |m| m.to_string())
+            ),
+            None => format!("unreadable-update:{}", read.id.map_or("?".into(), |i| i.to_string())),
+        };
+        if salvage.and_then(|s| s.chat).is_some() && room.is_none() {
+            tracing::debug!(%source, "unreadable update from an unbridged chat ignored");
+            return Ok(());
+        }
+        tracing::warn!(%source, "telegram update cannot be read: {error}");
+        if let (Some(room), Some(s)) = (&room, salvage) {
+            let who = s.from.as_deref().unwrap_or("someone");
+            let body = match &s.text {
+                Some(text) => format!("⚠ A Telegram message from {who} could not be read in full; its text:\n{text}"),
+                None => format!("⚠ A Telegram message from {who} could not be read and is not shown here."),
+            };
+            let txn = format!("tgx_{}", source.replace(':', "_"));
+            let content = json!({"msgtype": "m.notice", "body": body, SOURCE_KEY: {"unreadable": source}});
+            self.send_event(room.as_str(), &self.bot_mxid, "m.room.message", &txn, &content)
+                .await?;
+        }
+        let carried = if text_carried {
+            "its text was posted as a notice"
+        } else {
+            "not carried"
+        };
+        self.store
+            .record_failure(
+                Direction::TgToMx,
+                &source,
+                &format!(
+                    "telegram update could not be read ({}); {carried}",
+                    crate::error::capped(error, 300)
+                ),
+            )
+            .await
     }
 
     /// Whether `user` is this bridge's Telegram bot (its id is the token's prefix).

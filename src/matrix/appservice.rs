@@ -21,6 +21,77 @@ use crate::storage::{MxEvent, Store};
 /// Largest transaction body accepted.
 pub const MAX_TRANSACTION_BYTES: usize = 16 * 1024 * 1024;
 
+/// Most connections served at once. Further connections wait in the listen backlog until one
+/// closes, so a flood of idle connections cannot exhaust the daemon's file descriptors.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// A connection that has not sent a complete request head this long after it opened, or after
+/// its last answer (an idle keep-alive connection), is closed.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a transaction body may take to arrive.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Serve `app` on `listener` until `stop` turns true, then let requests in flight finish (up to
+/// 10 s). HTTP/1.1 with [`HEADER_TIMEOUT`] and at most [`MAX_CONNECTIONS`] connections.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut warned = false;
+    loop {
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if !warned {
+                    warned = true;
+                    tracing::warn!(
+                        "{MAX_CONNECTIONS} connections open at the appservice port; new ones wait until one closes"
+                    );
+                }
+                tokio::select! {
+                    p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+                    _ = stopped(&mut stop) => break,
+                }
+            }
+        };
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stopped(&mut stop) => break,
+        };
+        let sock = match accepted {
+            Ok((sock, _)) => sock,
+            Err(e) => {
+                // EMFILE and friends: wait instead of spinning.
+                tracing::warn!("cannot accept a connection: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .serve_connection(TokioIo::new(sock), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown()).await;
+    Ok(())
+}
+
 #[derive(Clone)]
 pub struct AsState {
     pub store: Store,
@@ -118,9 +189,17 @@ async fn transaction(
             "The bridge cannot save events now (database writes fail); retry later",
         );
     }
-    let bytes = match axum::body::to_bytes(req.into_body(), MAX_TRANSACTION_BYTES).await {
-        Ok(b) => b,
+    let body = tokio::time::timeout(
+        BODY_TIMEOUT,
+        axum::body::to_bytes(req.into_body(), MAX_TRANSACTION_BYTES),
+    );
+    let bytes = match body.await {
+        Ok(Ok(b)) => b,
         Err(_) => {
+            tracing::warn!(%txn_id, "transaction body not complete in {BODY_TIMEOUT:?}");
+            return matrix_error(StatusCode::REQUEST_TIMEOUT, "M_UNKNOWN", "Transaction body too slow");
+        }
+        Ok(Err(_)) => {
             tracing::warn!(%txn_id, "transaction body too large");
             return matrix_error(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", "Transaction too large");
         }

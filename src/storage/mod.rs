@@ -37,6 +37,40 @@ impl Direction {
     }
 }
 
+/// What a row of the `failures` table (what `tgmx audit` lists) says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shortfall {
+    /// Not carried at all.
+    NotDelivered,
+    /// Carried without some part (formatting Telegram sent that the bridge cannot read, or only
+    /// the text of a message that could not be read in full).
+    InPart,
+    /// Carried, and possibly twice: an earlier attempt may have posted it too.
+    MayRepeat,
+}
+
+impl Shortfall {
+    /// From the row's `source_ref`, whose prefix names the kind.
+    pub fn of(source_ref: &str) -> Shortfall {
+        if source_ref.starts_with("possible-repeat:") {
+            Shortfall::MayRepeat
+        } else if source_ref.starts_with("partly:") {
+            Shortfall::InPart
+        } else {
+            Shortfall::NotDelivered
+        }
+    }
+
+    /// The audit's line label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Shortfall::NotDelivered => "NOT DELIVERED",
+            Shortfall::InPart => "CARRIED IN PART",
+            Shortfall::MayRepeat => "MAY SHOW TWICE",
+        }
+    }
+}
+
 /// One row of the message map.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageLink {
@@ -107,6 +141,31 @@ pub struct Store {
     /// last write committed. Intake stops while it is set: nothing may be confirmed to Telegram
     /// or a homeserver that could not be saved.
     fault: Arc<watch::Sender<Option<String>>>,
+    /// The database file and its identity (device, inode) when opened: a file deleted or
+    /// replaced under the daemon takes writes that no one will ever read.
+    file: Option<Arc<(std::path::PathBuf, (u64, u64))>>,
+    /// Set once the file is found deleted or replaced: writes into the old file still succeed,
+    /// but no longer clear the fault (only a restart does).
+    file_gone: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Held by the running daemon (see [`Store::lock_for_daemon`]).
+pub struct DaemonLock {
+    _file: std::fs::File,
+}
+
+/// (device, inode) of a file.
+fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }
 
 /// Whether an error says the database cannot take writes now (as opposed to a bad statement or
@@ -182,11 +241,50 @@ impl Store {
             let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
         }
         sqlx::migrate!("./migrations").run(&pool).await?;
+        let file = file_id(&path).map(|id| Arc::new((path, id)));
         Ok(Store {
             pool,
             cache: Default::default(),
             fault: Arc::new(watch::channel(None).0),
+            file,
+            file_gone: Default::default(),
         })
+    }
+
+    /// Refuse a second daemon on the same database: an exclusive lock on `<database>.lock`, held
+    /// until the returned guard is dropped (or the process ends, however it ends).
+    pub fn lock_for_daemon(url: &str) -> Result<DaemonLock> {
+        let path = SqliteConnectOptions::from_str(url)?.get_filename().to_path_buf();
+        let mut lock_path = path.clone().into_os_string();
+        lock_path.push(".lock");
+        let lock_path = std::path::PathBuf::from(lock_path);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)?;
+        #[cfg(unix)]
+        {
+            use std::io::{Read, Seek, Write};
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on a descriptor this function owns; no memory is shared.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                let mut holder = String::new();
+                let _ = (&file).read_to_string(&mut holder);
+                return Err(crate::error::Error::Config(format!(
+                    "another tgmx daemon (pid {}) uses the database {}: stop it first (lock: {})",
+                    holder.trim(),
+                    path.display(),
+                    lock_path.display()
+                )));
+            }
+            let mut f = &file;
+            let _ = f.set_len(0);
+            let _ = f.rewind();
+            let _ = write!(f, "{}", std::process::id());
+        }
+        Ok(DaemonLock { _file: file })
     }
 
     // ---- write health ----
@@ -213,6 +311,7 @@ impl Store {
     /// Note the outcome of a write: a storage fault raises the alarm, a commit clears it.
     fn noted<T>(&self, r: std::result::Result<T, sqlx::Error>) -> Result<T> {
         match r {
+            Ok(v) if self.file_gone.load(std::sync::atomic::Ordering::Relaxed) => Ok(v),
             Ok(v) => {
                 self.fault.send_if_modified(|f| {
                     let was = f.take();
@@ -248,8 +347,30 @@ impl Store {
         crate::metrics::METRICS.storage_ok(false);
     }
 
+    /// Whether the database file is still the one opened (raises the fault if not).
+    pub fn check_file(&self) -> Result<()> {
+        if let Some(file) = &self.file
+            && file_id(&file.0) != Some(file.1)
+        {
+            let why = format!(
+                "the database file {} was deleted or replaced while the daemon runs: restore it (or \
+                 move the new one away) and restart the daemon; what it takes in now would be lost",
+                file.0.display()
+            );
+            self.file_gone.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.raise(why.clone());
+            return Err(crate::error::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                why,
+            )));
+        }
+        Ok(())
+    }
+
     /// A small write that tells whether the database takes writes (clears the fault when it does).
+    /// The database file must also still be the one opened.
     pub async fn probe_write(&self) -> Result<()> {
+        self.check_file()?;
         let r = sqlx::query(
             "INSERT INTO kv (key, value) VALUES ('write_probe', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         )

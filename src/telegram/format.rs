@@ -101,7 +101,11 @@ fn wrap(kind: &MessageEntityKind, inner: &str, raw: &[u16], puppet_of: &dyn Fn(i
             Some(lang) => out.push_str(&format!("<pre><code class=\"language-{lang}\">{inner}</code></pre>")),
             None => out.push_str(&format!("<pre><code>{inner}</code></pre>")),
         },
-        TextLink { url } => out.push_str(&format!("<a href=\"{}\">{inner}</a>", escape_attr(url.as_str()))),
+        // Only schemes Matrix HTML allows (never `javascript:`); any other link is its text.
+        TextLink { url } if crate::telegram::update::SAFE_LINK_SCHEMES.contains(&url.scheme()) => {
+            out.push_str(&format!("<a href=\"{}\">{inner}</a>", escape_attr(url.as_str())))
+        }
+        TextLink { .. } => out.push_str(inner),
         Url => {
             let href = String::from_utf16_lossy(raw);
             let href = if href.contains("://") {

@@ -2,6 +2,7 @@
 pub mod format;
 pub mod pacer;
 pub mod poller;
+pub mod update;
 
 /// A Bot API client whose HTTP timeout outlasts a long poll of `poll_timeout` seconds.
 ///

@@ -3,17 +3,27 @@
 //! The offset confirmed to Telegram is always the one stored in SQLite *after* the updates were
 //! stored, so an update is never confirmed before it is safe on disk. Telegram keeps unconfirmed
 //! updates for 24 hours, which is what makes a crash, a restart or a standby period lossless.
+//! While the database refuses writes, nothing is fetched (and so nothing confirmed).
+//!
+//! Updates are stored as Telegram sent them and read leniently when bridged
+//! ([`crate::telegram::update`]): one update that does not parse cannot hold up the others.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::Value;
 use teloxide::prelude::*;
 use teloxide::types::AllowedUpdate;
 use tokio::sync::{Notify, watch};
 
 use crate::bridge::cutover::Mode;
-use crate::error::Error;
+use crate::error::{Error, capped};
 use crate::storage::Store;
+
+/// Largest `getUpdates` answer read. Telegram's are far smaller (at most 100 updates of a few KB
+/// each); a larger one is asked for again in fewer updates.
+pub const MAX_BODY: usize = 16 << 20;
+const MAX_LIMIT: u8 = 100;
 
 /// Update kinds the bridge asks for.
 pub fn allowed_updates() -> Vec<AllowedUpdate> {
@@ -39,6 +49,7 @@ pub async fn run(
         tracing::warn!("deleteWebhook failed: {}", Error::from(e));
     }
     let mut backoff = Duration::from_millis(500);
+    let mut limit = MAX_LIMIT;
     loop {
         if *shutdown.borrow() {
             return;
@@ -64,26 +75,28 @@ pub async fn run(
                 continue;
             }
         };
-        let req = bot
-            .get_updates()
-            .offset(offset.clamp(0, i32::MAX as i64) as i32)
-            .timeout(timeout_secs)
-            .allowed_updates(allowed_updates());
         let res = tokio::select! {
-            r = req.send() => r,
+            r = get_updates(&bot, offset, limit, timeout_secs) => r,
             _ = mode.changed() => continue,
             _ = shutdown.changed() => return,
         };
-        match res {
+        let e = match res {
             Ok(updates) => {
                 backoff = Duration::from_millis(500);
+                limit = MAX_LIMIT;
                 if updates.is_empty() {
                     continue;
                 }
-                let rows: Vec<(i64, String)> = updates
-                    .iter()
-                    .map(|u| (u.id.0 as i64, storable(u).to_string()))
-                    .collect();
+                let mut rows = Vec::with_capacity(updates.len());
+                for u in updates {
+                    match u.get("update_id").and_then(Value::as_i64) {
+                        Some(id) => rows.push((id, u.to_string())),
+                        None => tracing::error!(
+                            "telegram sent an update without update_id; it cannot be confirmed or bridged: {}",
+                            capped(&u.to_string(), 300)
+                        ),
+                    }
+                }
                 match store.accept_updates(&rows).await {
                     Ok(()) => {
                         tracing::debug!(count = rows.len(), "telegram updates stored");
@@ -95,84 +108,116 @@ pub async fn run(
                         tokio::time::sleep(backoff).await;
                     }
                 }
+                continue;
             }
-            Err(e) => {
-                let e = Error::from(e);
-                let wait = match &e {
-                    Error::Telegram {
-                        retry_after: Some(d), ..
-                    } => *d,
-                    _ => backoff,
-                };
-                if e.to_string().contains("Conflict") {
-                    tracing::error!("telegram getUpdates conflict: another poller uses this bot token ({e})");
-                } else {
-                    tracing::warn!("telegram getUpdates failed: {e}; retrying in {wait:?}");
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {},
-                    _ = shutdown.changed() => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+            Err(Poll::TooLarge) if limit > 1 => {
+                limit = (limit / 2).max(1);
+                tracing::warn!(
+                    "getUpdates answer over {} MB; asking for {limit} update(s) at a time",
+                    MAX_BODY >> 20
+                );
+                continue;
             }
+            Err(Poll::TooLarge) => Error::Telegram {
+                message: format!("one update is larger than {} MB; it is not fetched", MAX_BODY >> 20),
+                transient: true,
+                retry_after: None,
+                no_effect: true,
+            },
+            Err(Poll::Failed(e)) => e,
+        };
+        let wait = match &e {
+            Error::Telegram {
+                retry_after: Some(d), ..
+            } => *d,
+            _ => backoff,
+        };
+        if e.to_string().contains("Conflict") {
+            tracing::error!("telegram getUpdates conflict: another poller uses this bot token ({e})");
+        } else {
+            tracing::warn!("telegram getUpdates failed: {e}; retrying in {wait:?}");
         }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {},
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 
-/// An update as JSON that deserialises back to the same update. teloxide 0.13 serialises the
-/// actor of a `message_reaction` flattened into the object, which its own deserialiser cannot
-/// read; put it back under `user` / `actor_chat` as the Bot API sends it.
-pub fn storable(u: &teloxide::types::Update) -> serde_json::Value {
-    use teloxide::types::{MaybeAnonymousUser, UpdateKind};
-    let mut v = serde_json::to_value(u).expect("update serialises");
-    if let UpdateKind::MessageReaction(r) = &u.kind {
-        let (key, actor) = match &r.actor {
-            MaybeAnonymousUser::User(user) => ("user", serde_json::to_value(user)),
-            MaybeAnonymousUser::Chat(chat) => ("actor_chat", serde_json::to_value(chat)),
-        };
-        if let (Some(obj), Ok(actor)) = (v.get_mut("message_reaction").and_then(|r| r.as_object_mut()), actor) {
-            if let Some(fields) = actor.as_object() {
-                for k in fields.keys() {
-                    obj.remove(k);
-                }
-            }
-            // `message_id` belongs to the reaction, not the actor.
-            obj.insert("message_id".into(), serde_json::json!(r.message_id.0));
-            obj.insert(key.into(), actor);
-        }
-    }
-    v
+enum Poll {
+    /// The answer was larger than [`MAX_BODY`].
+    TooLarge,
+    Failed(Error),
 }
 
-#[cfg(test)]
-mod tests {
-    use teloxide::types::{Update, UpdateKind};
-
-    #[test]
-    fn stored_updates_read_back_the_same() {
-        let raw = serde_json::json!({"update_id": 7, "message_reaction": {
-            "chat": {"id": -100, "type": "supergroup", "title": "ops"}, "message_id": 3,
-            "user": {"id": 42, "is_bot": false, "first_name": "Moss"}, "date": 1700000000,
-            "old_reaction": [], "new_reaction": [{"type": "emoji", "emoji": "👍"}]}});
-        // Parsed from text, as both getUpdates answers and stored rows are.
-        let u: Update = serde_json::from_str(&raw.to_string()).unwrap();
-        assert!(matches!(u.kind, UpdateKind::MessageReaction(_)), "{:?}", u.kind);
-        let back: Update = serde_json::from_str(&super::storable(&u).to_string()).unwrap();
-        assert_eq!(back, u);
-        let UpdateKind::MessageReaction(r) = back.kind else {
-            panic!("kind: {:?}", back.kind)
+/// `getUpdates` with the updates left as JSON. teloxide would parse the whole answer: an update
+/// it cannot read would fail the batch (and every later update with it) or become an error kind
+/// and be lost. The answer is read up to [`MAX_BODY`].
+async fn get_updates(bot: &Bot, offset: i64, limit: u8, timeout: u32) -> Result<Vec<Value>, Poll> {
+    let mut url = bot.api_url();
+    url.path_segments_mut()
+        .map_err(|()| Poll::Failed(net_error("the Bot API URL cannot take a path".into())))?
+        .push(&format!("bot{}", bot.token()))
+        .push("getUpdates");
+    let body = serde_json::json!({
+        "offset": offset.clamp(0, i32::MAX as i64),
+        "limit": limit,
+        "timeout": timeout,
+        "allowed_updates": allowed_updates(),
+    });
+    // The URL holds the token: never part of a message.
+    let net = |e: reqwest::Error| Poll::Failed(net_error(e.without_url().to_string()));
+    let mut resp = bot.client().post(url).json(&body).send().await.map_err(net)?;
+    let status = resp.status();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(net)? {
+        if bytes.len() + chunk.len() > MAX_BODY {
+            return Err(Poll::TooLarge);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let api_error = |message: String, transient: bool, retry_after: Option<Duration>| {
+        Poll::Failed(Error::Telegram {
+            message,
+            transient,
+            retry_after,
+            no_effect: true,
+        })
+    };
+    let Ok(answer) = serde_json::from_slice::<Value>(&bytes) else {
+        let text = String::from_utf8_lossy(&bytes);
+        return Err(api_error(
+            format!("HTTP {status}, not a Bot API answer: {}", capped(&text, 200)),
+            true,
+            None,
+        ));
+    };
+    if answer["ok"] == true {
+        return match answer.get("result") {
+            Some(Value::Array(updates)) => Ok(updates.clone()),
+            _ => Err(api_error(
+                "getUpdates answered without a list of updates".into(),
+                true,
+                None,
+            )),
         };
-        assert_eq!(
-            (r.chat.id.0, r.message_id.0, r.user().map(|u| u.id.0)),
-            (-100, 3, Some(42))
-        );
-        let raw = serde_json::json!({"update_id": 8, "message": {"message_id": 1, "date": 1700000000,
-            "chat": {"id": -100, "type": "supergroup", "title": "ops"},
-            "from": {"id": 42, "is_bot": false, "first_name": "Moss"}, "text": "hi"}});
-        let u: Update = serde_json::from_str(&raw.to_string()).unwrap();
-        assert_eq!(
-            serde_json::from_str::<Update>(&super::storable(&u).to_string()).unwrap(),
-            u
-        );
+    }
+    let code = answer["error_code"].as_u64().unwrap_or_else(|| status.as_u16().into());
+    let retry_after = answer["parameters"]["retry_after"].as_u64().map(Duration::from_secs);
+    let description = answer["description"].as_str().unwrap_or("(no description)");
+    Err(api_error(
+        format!("{code}: {}", capped(description, 300)),
+        code == 429 || code >= 500 || retry_after.is_some(),
+        retry_after,
+    ))
+}
+
+fn net_error(message: String) -> Error {
+    Error::Telegram {
+        message: crate::error::redact_bot_token(&message),
+        transient: true,
+        retry_after: None,
+        no_effect: false,
     }
 }

@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{SmallDisk, TestApp, body};
+use serde_json::json;
+
+use crate::harness::{MxUser, SmallDisk, TestApp, body};
 
 const T: Duration = Duration::from_secs(90);
 
@@ -152,7 +154,189 @@ async fn a_post_whose_answer_was_lost_is_posted_again_and_audited() {
     app.stop();
 }
 
+/// Telegram content the bridge cannot fully read (an entity type newer than the bridge, a link
+/// the URL parser rejects, a negative offset, a `javascript:` link, a message without `date`, an
+/// update that is not a message at all) is carried as far as it can be, never blocks the updates
+/// after it, and each case is in `tgmx audit`.
+async fn telegram_content_that_does_not_parse_is_carried_as_far_as_it_can_be_and_audited() {
+    let app = TestApp::spawn().await;
+    let moss = json!({"id": 501, "is_bot": false, "first_name": "Moss"});
+    let chat = json!({"id": app.chat, "type": "supergroup", "title": "fleet-ops"});
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    app.tg.inject_update(
+        "message",
+        json!({"message_id": 7001, "date": now, "chat": chat, "from": moss,
+        "text": "deploy now see docs or click",
+        "entities": [
+            {"type": "bold", "offset": 0, "length": 6},
+            {"type": "future_kind", "offset": 7, "length": 3},
+            {"type": "text_link", "offset": 11, "length": 3, "url": "http://exa mple.com"},
+            {"type": "italic", "offset": -2, "length": 4},
+            {"type": "text_link", "offset": 23, "length": 5, "url": "javascript:alert(1)"},
+        ]}),
+    );
+    app.tg.inject_update(
+        "message",
+        json!({"message_id": 7002, "chat": chat, "from": moss, "text": "no date on this one"}),
+    );
+    app.tg.inject_update("message", json!(5));
+    app.tg.inject_update(
+        "message",
+        json!({"message_id": 7003, "date": now, "chat": chat, "from": moss, "text": "after"}),
+    );
+
+    let from_moss = app.wait_from(&app.puppet(501), 2).await;
+    assert_eq!(body(&from_moss[0]), "deploy now see docs or click");
+    let html = from_moss[0]["content"]["formatted_body"].as_str().unwrap_or_default();
+    assert!(html.contains("<strong>deploy</strong>"), "{html}");
+    assert!(!html.contains("javascript"), "{html}");
+    assert_eq!(body(&from_moss[1]), "after");
+    let notice = app
+        .ezra
+        .wait_messages(&app.room, 1, T, |e| body(e).contains("no date on this one"))
+        .await;
+    assert_eq!(notice[0]["sender"], app.bot.as_str());
+    assert!(body(&notice[0]).contains("Moss"), "{}", notice[0]);
+
+    let (ok, audit) = app.cli(&["audit"]).await;
+    assert!(!ok, "audit passed over content it did not carry:\n{audit}");
+    let line = |needle: &str| {
+        audit
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let part = line(&format!("{}:7001", app.chat));
+    assert!(part.starts_with("CARRIED IN PART"), "{audit}");
+    for what in ["future_kind", "text_link", "italic", "javascript:"] {
+        assert!(part.contains(what), "{what} not named:\n{audit}");
+    }
+    assert!(
+        line(&format!("{}:7002", app.chat)).starts_with("CARRIED IN PART"),
+        "{audit}"
+    );
+    assert!(line("unreadable-update").starts_with("NOT DELIVERED"), "{audit}");
+    assert!(
+        audit.contains("verdict: 1 message(s) not delivered, 2 message(s) carried in part"),
+        "{audit}"
+    );
+}
+
+/// Rooms that are not portals do not keep workers: after the bot was invited to 20 strangers'
+/// rooms (and declined), only the portal's lane is left, and the portal still bridges.
+async fn rooms_that_are_not_portals_leave_no_lanes_behind() {
+    let app = TestApp::spawn().await;
+    let stranger = MxUser::register(&format!("stranger{}", app.slot), "Stranger").await;
+    let mut rooms = Vec::new();
+    for _ in 0..20 {
+        rooms.push(stranger.create_room(&[&app.bot]).await);
+    }
+    // Each invite is declined (the bot leaves): all 20 were handled.
+    for room in &rooms {
+        let start = Instant::now();
+        while stranger.member_state(room, &app.bot).await.as_deref() != Some("leave") {
+            assert!(start.elapsed() < T, "invite to {room} never handled\n{}", app.log());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    app.ezra.send_text(&app.room, "still bridged").await;
+    app.tg.wait_sent(app.chat, 1, T).await;
+    let start = Instant::now();
+    loop {
+        let metrics = app.metrics().await;
+        let lanes: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("tgmx_matrix_lanes "))
+            .unwrap_or_else(|| panic!("no lane gauge:\n{metrics}"))
+            .parse()
+            .unwrap();
+        if lanes <= 1 {
+            break;
+        }
+        assert!(start.elapsed() < T, "{lanes} lanes still running");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A flood of idle connections at the appservice port neither exhausts the daemon's file
+/// descriptors nor stops bridging: at most `MAX_CONNECTIONS` (256) are served at once, and a
+/// connection that sends no request is closed after the header timeout (10 s).
+async fn idle_connections_are_limited_and_closed() {
+    let app = TestApp::spawn().await;
+    let fds = |pid: u32| std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let pid = app.pid().unwrap();
+    let before = fds(pid);
+    let mut idle = Vec::new();
+    for _ in 0..600 {
+        idle.push(tokio::net::TcpStream::connect(("127.0.0.1", app.port)).await.unwrap());
+    }
+    // The homeserver's own connection waits behind the flood at most one header timeout.
+    app.ezra.send_text(&app.room, "through the flood").await;
+    let sent = app.tg.wait_sent(app.chat, 1, T).await;
+    assert_eq!(sent[0].text, "<b>Ezra</b>: through the flood");
+    let during = fds(pid);
+    assert!(
+        during < before + 256 + 20,
+        "the daemon holds {during} descriptors (had {before}) with 600 idle connections"
+    );
+    // Every idle connection is closed by the daemon (served ones after the timeout, waiting ones
+    // once served): reading gives end-of-file.
+    let start = Instant::now();
+    for sock in &mut idle {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 16];
+        let left = T.saturating_sub(start.elapsed());
+        let read = tokio::time::timeout(left, sock.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "an idle connection is still open after {:?}",
+            start.elapsed()
+        );
+    }
+}
+
+/// A second daemon on the same database is refused before it touches anything, naming the
+/// running one.
+async fn a_second_daemon_on_the_same_database_is_refused() {
+    let app = TestApp::spawn().await;
+    let (ok, out) = tokio::time::timeout(T, app.cli(&["run"]))
+        .await
+        .expect("a second daemon kept running");
+    assert!(!ok, "{out}");
+    let pid = app.pid().unwrap().to_string();
+    assert!(out.contains("another tgmx daemon") && out.contains(&pid), "{out}");
+    // The first one is unharmed.
+    app.ezra.send_text(&app.room, "still here").await;
+    app.tg.wait_sent(app.chat, 1, T).await;
+}
+
+/// Deleting the database under the running daemon is noticed: intake stops and `/ready` and the
+/// log say what happened, instead of bridging into a file no one will read again.
+async fn a_database_deleted_under_the_daemon_stops_intake() {
+    let app = TestApp::spawn().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = app.db_path().into_os_string();
+        path.push(suffix);
+        let _ = std::fs::remove_file(path);
+    }
+    let ready = wait_storage_fault(&app).await;
+    assert!(
+        ready["storage"].as_str().unwrap().contains("deleted or replaced"),
+        "{ready}"
+    );
+    app.wait_log("deleted or replaced").await;
+}
+
 both!(
+    a_second_daemon_on_the_same_database_is_refused,
+    a_database_deleted_under_the_daemon_stops_intake,
+    rooms_that_are_not_portals_leave_no_lanes_behind,
+    idle_connections_are_limited_and_closed,
+    telegram_content_that_does_not_parse_is_carried_as_far_as_it_can_be_and_audited,
     a_full_disk_mid_burst_stops_intake_and_then_everything_crosses_once,
     a_post_whose_link_cannot_be_saved_is_not_posted_again,
     a_post_whose_answer_was_lost_is_posted_again_and_audited,

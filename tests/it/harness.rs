@@ -636,6 +636,22 @@ impl MxUser {
         .and_then(|v| v["displayname"].as_str().map(str::to_owned))
     }
 
+    /// `user`'s membership in `room` ("invite", "join", "leave", ...), as this user sees it.
+    pub async fn member_state(&self, room: &str, user: &str) -> Option<String> {
+        self.call(
+            "GET",
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+                enc(room),
+                enc(user)
+            ),
+            None,
+        )
+        .await
+        .ok()
+        .and_then(|v| v["membership"].as_str().map(str::to_owned))
+    }
+
     pub async fn joined_members(&self, room: &str) -> Vec<String> {
         let v = self
             .call(
