@@ -64,10 +64,10 @@ pub fn read_update(json: &str) -> Result<ReadUpdate, serde_json::Error> {
 /// Why the message of an update that teloxide turned into `UpdateKind::Error` does not parse.
 fn message_error(raw: &Value) -> String {
     for key in ["message", "edited_message"] {
-        if let Some(m) = raw.get(key) {
-            if let Err(e) = serde_json::from_str::<teloxide::types::Message>(&m.to_string()) {
-                return format!("`{key}`: {e}");
-            }
+        if let Some(m) = raw.get(key)
+            && let Err(e) = serde_json::from_str::<teloxide::types::Message>(&m.to_string())
+        {
+            return format!("`{key}`: {e}");
         }
     }
     match raw.as_object().and_then(|o| o.keys().find(|k| *k != "update_id")) {
