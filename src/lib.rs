@@ -9,7 +9,8 @@
 //! - [`matrix`]: the appservice HTTP API (axum), a client-server client, HTML conversion, and
 //!   `crypto`: one matrix-sdk device per acting user for encrypted rooms (cargo feature `e2ee`,
 //!   on by default; without it a stand-in refuses encrypted rooms).
-//! - [`telegram`]: long polling into the durable inbox, entity conversion.
+//! - [`telegram`]: long polling into the durable inbox (updates stored as sent), lenient reading
+//!   of stored updates (`telegram::update`), entity conversion, pacing.
 //! - [`bridge`]: the core that decides: portals, puppets, echo suppression, id mapping, the
 //!   ordered workers that drain the inboxes, and `catch_up` (events the homeserver skipped).
 //! - [`metrics`]: Prometheus counters served at `/metrics`.
@@ -22,9 +23,10 @@
 //!
 //! Inbound work is persisted before it is acknowledged (appservice transactions before the 200,
 //! Telegram updates before their offset is confirmed). Matrix sends use transaction ids derived
-//! from Telegram ids, so a retry cannot double-post. A Telegram send has no idempotency key: the
-//! window in which a crash can repeat a message is between `sendMessage` returning and the message
-//! map row being written, one message per worker. Synapse can skip an appservice transaction after
+//! from Telegram ids, so a retry cannot double-post. A Telegram send has no idempotency key: an
+//! intent row is written before each post; one found on a retry (a crash mid-send, a lost answer)
+//! means the post may have happened, and it is posted again and recorded for `tgmx audit`. A
+//! storage fault stops intake until writes work again (`storage::Store::write_fault`). Synapse can skip an appservice transaction after
 //! a failed delivery; `bridge::catch_up` finds such events in the timeline and bridges them in
 //! their place, once.
 
