@@ -47,7 +47,10 @@ impl App {
             Err(e) if cfg.gateway.telegram.enabled => return Err(e),
             Err(_) => String::new(),
         };
-        let tg = crate::telegram::bot(token, api_url, cfg.gateway.telegram.poll_timeout);
+        let tg = crate::telegram::bot(token, api_url.clone(), cfg.gateway.telegram.poll_timeout);
+        if cfg.gateway.telegram.enabled {
+            check_bot_token(&tg, &api_url).await?;
+        }
         let listener = TcpListener::bind(cfg.appservice.listen).await.map_err(|e| {
             Error::Config(format!(
                 "`appservice.listen`: cannot bind {}: {e}",
@@ -96,12 +99,13 @@ impl App {
 
         let user_bridge = bridge.clone();
         let probe_bridge = bridge.clone();
+        // Why the Bot API cannot be reached, while it cannot (set by the poller).
+        let (reach_tx, probe_reach) = watch::channel(None);
         let state = AsState {
-            probe: Arc::new(move || {
-                (
-                    probe_bridge.mode().as_str(),
-                    probe_bridge.ready.load(std::sync::atomic::Ordering::Relaxed),
-                )
+            probe: Arc::new(move || crate::matrix::appservice::Probe {
+                mode: probe_bridge.mode().as_str(),
+                setup_done: probe_bridge.ready.load(std::sync::atomic::Ordering::Relaxed),
+                telegram: probe_reach.borrow().clone(),
             }),
             store: bridge.store.clone(),
             hs_token: registration.hs_token.as_str().into(),
@@ -141,6 +145,7 @@ impl App {
                 tg_wake.clone(),
                 bridge.cfg().gateway.telegram.poll_timeout,
                 bridge.mode_watch(),
+                reach_tx,
                 stop_rx.clone(),
             )));
         }
@@ -187,6 +192,52 @@ impl App {
         match tokio::time::timeout(Duration::from_secs(12), http).await {
             Ok(Ok(Err(e))) => Err(Error::Io(e)),
             _ => Ok(()),
+        }
+    }
+}
+
+/// Ask Telegram who the bot is, once at start: a refused token stops the start with an error
+/// naming the setting; an unreachable Bot API is logged in one line (host and cause) and the
+/// poller keeps trying (`/ready` says so meanwhile).
+async fn check_bot_token(tg: &teloxide::Bot, api_url: &url::Url) -> Result<()> {
+    use teloxide::prelude::Requester;
+    use teloxide::{ApiError, RequestError};
+    let asked = tokio::time::timeout(Duration::from_secs(20), tg.get_me()).await;
+    match asked {
+        Ok(Ok(me)) => {
+            tracing::info!(
+                bot = %me.username.as_deref().unwrap_or("?"),
+                id = me.id.0,
+                "telegram bot token accepted"
+            );
+            Ok(())
+        }
+        Ok(Err(RequestError::Api(ApiError::InvalidToken))) => Err(Error::Config(
+            "`gateway.telegram.token` (or TGMX_TELEGRAM_TOKEN): Telegram refused the bot token \
+             (Unauthorized); copy it again from @BotFather"
+                .into(),
+        )),
+        Ok(Err(RequestError::Network(e))) => {
+            let host = api_url.host_str().unwrap_or("?");
+            tracing::error!(
+                "{}; the bridge starts and keeps trying",
+                crate::telegram::unreachable_reason(host, &e)
+            );
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(
+                "telegram getMe failed: {}; the bridge starts and keeps trying",
+                Error::from(e)
+            );
+            Ok(())
+        }
+        Err(_) => {
+            tracing::error!(
+                "cannot reach the Telegram Bot API at {}: no answer in 20 s; the bridge starts and keeps trying",
+                api_url.host_str().unwrap_or("?")
+            );
+            Ok(())
         }
     }
 }
@@ -374,9 +425,18 @@ async fn setup_loop(bridge: Arc<Bridge>, mut stop: watch::Receiver<bool>) {
     loop {
         let done = match bridge.setup().await {
             Ok(pending) => {
-                bridge
+                let was = bridge
                     .ready
-                    .store(pending.is_empty(), std::sync::atomic::Ordering::Relaxed);
+                    .swap(pending.is_empty(), std::sync::atomic::Ordering::Relaxed);
+                if pending.is_empty() && !was {
+                    tracing::info!(
+                        rooms = bridge.cfg().rooms.len(),
+                        "bridge ready: every configured room is set up"
+                    );
+                } else if !pending.is_empty() {
+                    tracing::info!(?pending, "rooms not set up yet; retrying");
+                }
+                bridge.wake_announcer();
                 if let Err(e) = bridge.refresh_encryption().await {
                     tracing::warn!("cannot read the encryption state of every portal yet: {e}");
                 }

@@ -51,7 +51,7 @@ pub enum Command {
     /// List every message that was not delivered (with the reason), per-direction counts and
     /// p50/p99 bridge latency; exits non-zero when anything was lost or is stuck.
     Audit {
-        /// Window to look at: e.g. `24h`, `90m`, `7d`.
+        /// Window to look at, with its unit (s, m, h or d): e.g. `24h`, `90m`, `7d`.
         #[arg(long, default_value = "24h", value_parser = parse_duration)]
         since: std::time::Duration,
         #[arg(short, long, env = "TGMX_CONFIG")]
@@ -93,27 +93,32 @@ pub enum Command {
         #[arg(short, long, env = "TGMX_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Validate the config file and print the effective settings (no secrets).
+    /// Validate the config file, check what `run` needs before it starts (the bot token while
+    /// Telegram is enabled, the registration file, the database's directory), and print the
+    /// effective settings, one line per group (no secrets). Errors name the key and its line.
     CheckConfig {
         #[arg(short, long, env = "TGMX_CONFIG")]
         config: Option<PathBuf>,
     },
 }
 
-/// `90s`, `15m`, `24h`, `7d`.
+/// `90s`, `15m`, `24h`, `7d`: a whole number and its unit, which is required (a bare `24` was
+/// once taken as hours, silently). clap puts the option's name before the message.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let like = || format!("{s:?}: expected a whole number and a unit (s, m, h or d), like 24h");
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a number with a unit, like 24h"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" | "" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(format!("{s:?}: unit must be s, m, h or d")),
+    let n: u64 = num.parse().map_err(|_| like())?;
+    let seconds_per_unit: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "" => return Err(format!("{s:?} has no unit: write {n}s, {n}m, {n}h or {n}d")),
+        _ => return Err(like()),
     };
-    Ok(std::time::Duration::from_secs(secs))
+    n.checked_mul(seconds_per_unit)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too long"))
 }
 
 /// The value at quantile `q` (0..=1) of sorted `v`.
@@ -134,9 +139,48 @@ mod tests {
         assert_eq!(parse_duration("24h").unwrap().as_secs(), 86_400);
         assert_eq!(parse_duration("90m").unwrap().as_secs(), 5_400);
         assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("-1h").is_err());
+        assert_eq!(parse_duration("7d").unwrap().as_secs(), 604_800);
+        assert_eq!(parse_duration("90s").unwrap().as_secs(), 90);
         let v: Vec<i64> = (1..=100).collect();
         assert_eq!(quantile(&v, 0.5), Some(51));
         assert_eq!(quantile(&v, 0.99), Some(99));
         assert_eq!(quantile(&[], 0.5), None);
+    }
+
+    /// `--since 24` was taken as 24 hours without a word; a unit is now required, and the error
+    /// names `--since`.
+    #[test]
+    fn since_needs_a_unit() {
+        use clap::Parser;
+        let since = |arg: &str| match Cli::try_parse_from(["tgmx", "audit", "--since", arg]) {
+            Ok(Cli {
+                command: Command::Audit { since, .. },
+            }) => Ok(since.as_secs()),
+            Ok(other) => panic!("parsed as {other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(since("24h"), Ok(86_400));
+        assert_eq!(since("90m"), Ok(5_400));
+        assert_eq!(since("30s"), Ok(30));
+        assert_eq!(since("2d"), Ok(172_800));
+        let e = since("24").unwrap_err();
+        assert!(e.contains("--since"), "{e}");
+        assert!(e.contains("has no unit: write 24s, 24m, 24h or 24d"), "{e}");
+        let too_long = ["99999999999999999999d", "999999999999999999d"];
+        for bad in ["", "h", "24 h", "1.5h", "24y", too_long[0], too_long[1]] {
+            let e = since(bad).unwrap_err();
+            assert!(e.contains("--since"), "{bad:?}: {e}");
+        }
+        // The default needs no argument, and it is a day.
+        match Cli::try_parse_from(["tgmx", "audit"]).unwrap().command {
+            Command::Audit { since, .. } => assert_eq!(since.as_secs(), 86_400),
+            other => panic!("parsed as {other:?}"),
+        }
+        // `rollcall --timeout` reads durations the same way.
+        let e = Cli::try_parse_from(["tgmx", "rollcall", "--timeout", "60"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--timeout") && e.contains("has no unit"), "{e}");
     }
 }

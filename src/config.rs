@@ -1,7 +1,8 @@
 //! Configuration: the YAML file the operator edits, plus the appservice registration it points to.
 //!
 //! Loading validates everything up front so that a broken file is rejected with a message naming
-//! the key and the problem, and (on reload) the old configuration stays in force.
+//! the key path, its line and column, and the problem (see `located`), and (on reload) the old
+//! configuration stays in force.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -133,6 +134,17 @@ pub enum Platform {
     Telegram,
     Matrix,
     None,
+}
+
+impl Platform {
+    /// As written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Telegram => "telegram",
+            Platform::Matrix => "matrix",
+            Platform::None => "none",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -378,14 +390,53 @@ fn default_log_level() -> String {
     "info".into()
 }
 
-fn invalid(key: &str, problem: impl std::fmt::Display) -> Error {
-    Error::Config(format!("`{key}`: {problem}"))
+/// A key of the file and what is wrong with it (its line is looked up where the text is known).
+struct Invalid {
+    key: String,
+    problem: String,
+}
+
+fn invalid(key: &str, problem: impl std::fmt::Display) -> Invalid {
+    Invalid {
+        key: key.to_owned(),
+        problem: problem.to_string(),
+    }
+}
+
+/// `gateway.telegram.bot_token` when Telegram is enabled and no token is set.
+const TOKEN_MISSING: &str =
+    "missing: set it or the environment variable TGMX_TELEGRAM_TOKEN (or gateway.telegram.enabled: false)";
+
+/// An error of the config file read from `path`: the file's name goes first.
+fn in_file(path: &Path, e: Error) -> Error {
+    match e {
+        Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
+        other => other,
+    }
+}
+
+/// The directory relative paths of the config file at `path` start from.
+fn base_dir_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+fn read_config_file(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))
 }
 
 impl Config {
     /// Parse and validate YAML text. `base_dir` resolves relative paths (registration, database).
+    /// An error names the key path and its line and column in `text`.
     pub fn parse(text: &str, base_dir: &Path) -> Result<Config> {
-        let mut cfg: Config = serde_saphyr::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        Self::parse_located(text, base_dir).map(|(cfg, _)| cfg)
+    }
+
+    /// [`Config::parse`], also giving the file's tree (to point at a key's line afterwards).
+    fn parse_located(text: &str, base_dir: &Path) -> Result<(Config, located::Node)> {
+        let tree = located::parse(text).map_err(located::Problem::into_error)?;
+        let mut cfg: Config = located::read(&tree).map_err(located::Problem::into_error)?;
         if cfg.appservice.registration.is_relative() {
             cfg.appservice.registration = base_dir.join(&cfg.appservice.registration);
         }
@@ -401,23 +452,168 @@ impl Config {
         if cfg.encryption.pickle_key.as_deref().is_none_or(str::is_empty) {
             cfg.encryption.pickle_key = std::env::var("TGMX_PICKLE_KEY").ok().filter(|k| !k.is_empty());
         }
-        cfg.validate()?;
-        Ok(cfg)
+        cfg.check()
+            .map_err(|bad| tree.problem(&bad.key, bad.problem).into_error())?;
+        Ok((cfg, tree))
     }
 
-    /// Read and validate a config file.
+    /// Read and validate a config file. An error starts with the file's name.
     pub fn load(path: &Path) -> Result<Config> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-        let base = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        Self::parse(&text, base)
+        let text = read_config_file(path)?;
+        Self::parse(&text, base_dir_of(path)).map_err(|e| in_file(path, e))
     }
 
-    /// Checks that serde cannot express. Every message names the key.
+    /// `tgmx check-config`: the file (or, without `path`, the embedded default) as `tgmx run`
+    /// reads it, and what `run` needs before it starts: the bot token while Telegram is enabled,
+    /// a readable and valid registration, and the database's directory. Every error names the
+    /// key and its line.
+    pub fn check_for_run(path: Option<&Path>) -> Result<(Config, Registration)> {
+        let (text, base) = match path {
+            Some(p) => (read_config_file(p)?, base_dir_of(p)),
+            None => (EMBEDDED_DEFAULT.to_owned(), Path::new(".")),
+        };
+        let within = |e: Error| match path {
+            Some(p) => in_file(p, e),
+            None => in_file(Path::new("embedded default config"), e),
+        };
+        let (cfg, tree) = Self::parse_located(&text, base).map_err(within)?;
+        let fail = |key: &str, problem: &str| within(tree.problem(key, problem).into_error());
+        if cfg.gateway.telegram.enabled && cfg.telegram_token().is_err() {
+            return Err(fail("gateway.telegram.bot_token", TOKEN_MISSING));
+        }
+        let registration =
+            Registration::read(&cfg.appservice.registration).map_err(|p| fail("appservice.registration", &p))?;
+        if let Some(dir) = cfg.database_dir()
+            && !dir.is_dir()
+        {
+            let problem = format!(
+                "the directory {} does not exist (the database is created in it)",
+                dir.display()
+            );
+            return Err(fail("database", &problem));
+        }
+        Ok((cfg, registration))
+    }
+
+    /// The directory of an SQLite database file (`None` for an in-memory database).
+    fn database_dir(&self) -> Option<PathBuf> {
+        let rest = self.database.strip_prefix("sqlite://")?;
+        let file = rest.split('?').next().unwrap_or(rest);
+        if file.is_empty() || file.starts_with(":memory:") {
+            return None;
+        }
+        let dir = Path::new(file).parent()?;
+        Some(if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir.to_path_buf()
+        })
+    }
+
+    /// The settings in force, one line per group, for `tgmx check-config`. No secret is shown:
+    /// the bot token and the pickle key only as "set" or "not set"; the appservice tokens
+    /// (in the registration) not at all.
+    pub fn effective_settings(&self) -> Vec<String> {
+        let set = |s: &Option<String>| if s.is_some() { "set" } else { "not set" };
+        let on = |b: bool| if b { "on" } else { "off" };
+        let (hs, a, g) = (&self.homeserver, &self.appservice, &self.gateway);
+        let (t, m) = (&g.telegram, &g.matrix);
+        let mut out = vec![
+            format!(
+                "homeserver: url {}, server_name {}",
+                without_password(&hs.url),
+                hs.server_name
+            ),
+            format!(
+                "appservice: listen {}, url {}, registration {}, id {}, bot {} ({:?}), puppets @{}<telegram id>:{}",
+                a.listen,
+                without_password(&self.appservice_url()),
+                a.registration.display(),
+                a.id,
+                self.bot_user_id(),
+                a.bot_displayname,
+                a.puppet_prefix,
+                hs.server_name
+            ),
+            format!("database: {}", self.database),
+            format!(
+                "gateway: mode {}, primary {}, fallback {}, dedupe {} (window {} s)",
+                crate::bridge::cutover::Mode::of(self).as_str(),
+                g.primary_platform.as_str(),
+                g.fallback_platform.as_str(),
+                on(g.dedupe.enabled),
+                g.dedupe.window_secs
+            ),
+            format!(
+                "gateway.telegram: {}, api_url {}, poll_timeout {} s, bot_token {}, per_chat_per_minute {}, \
+                 max_download_bytes {}, max_upload_bytes {}, max_photo_bytes {}",
+                if t.enabled { "enabled" } else { "disabled" },
+                without_password(&t.api_url),
+                t.poll_timeout,
+                set(&t.bot_token),
+                t.per_chat_per_minute,
+                t.max_download_bytes,
+                t.max_upload_bytes,
+                t.max_photo_bytes
+            ),
+            format!(
+                "gateway.matrix: {}, catch_up_secs {}, follow_sync {}",
+                if m.enabled { "enabled" } else { "disabled" },
+                m.catch_up_secs,
+                m.follow_sync.map_or("unset (on unless the homeserver is Synapse)", on)
+            ),
+        ];
+        if self.rooms.is_empty() {
+            out.push("rooms: none".to_owned());
+        }
+        for (i, r) in self.rooms.iter().enumerate() {
+            let mut line = format!("rooms[{i}]: {} <-> telegram chat {}", r.matrix, r.telegram);
+            if let Some(name) = &r.name {
+                line.push_str(&format!(", name {name:?}"));
+            }
+            line.push_str(if r.wants_encryption(&self.encryption) {
+                ", created encrypted"
+            } else {
+                ", created unencrypted"
+            });
+            out.push(line);
+        }
+        out.push(format!("identities: {} mapping(s)", self.identities.len()));
+        out.push(format!(
+            "fleet: operator {}, {} agent(s), min_agents {}",
+            self.fleet.operator.as_ref().map_or("none", |o| o.as_str()),
+            self.fleet.agents.len(),
+            self.fleet.min_agents
+        ));
+        let e = &self.encryption;
+        out.push(format!(
+            "encryption: allow {}, default {}, require {}, pickle_key {}",
+            on(e.allow),
+            on(e.default),
+            on(e.require),
+            set(&e.pickle_key)
+        ));
+        let overridden = std::env::var("RUST_LOG").is_ok_and(|v| !v.is_empty());
+        out.push(format!(
+            "logging: level {:?}{}",
+            self.logging.level,
+            if overridden {
+                " (RUST_LOG is set and overrides it)"
+            } else {
+                ""
+            }
+        ));
+        out
+    }
+
+    /// Checks that serde cannot express. Every message names the key (no line: see
+    /// [`Config::parse`], which has the text).
     pub fn validate(&self) -> Result<()> {
+        self.check()
+            .map_err(|bad| Error::Config(format!("`{}`: {}", bad.key, bad.problem)))
+    }
+
+    fn check(&self) -> std::result::Result<(), Invalid> {
         let url = url::Url::parse(&self.homeserver.url).map_err(|e| invalid("homeserver.url", e))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(invalid("homeserver.url", "must be an http(s) URL"));
@@ -462,23 +658,23 @@ impl Config {
         if self.gateway.dedupe.window_secs > 24 * 3600 {
             return Err(invalid("gateway.dedupe.window_secs", "at most 86400"));
         }
-        let mut chats = std::collections::HashSet::new();
-        let mut rooms = std::collections::HashSet::new();
+        let mut chats = std::collections::HashMap::new();
+        let mut rooms = std::collections::HashMap::new();
         for (i, r) in self.rooms.iter().enumerate() {
-            if !chats.insert(r.telegram) {
+            if let Some(first) = chats.insert(r.telegram, i) {
                 return Err(invalid(
                     &format!("rooms[{i}].telegram"),
-                    format!("chat {} is mapped twice", r.telegram),
+                    format!("chat {} is mapped twice (also rooms[{first}])", r.telegram),
                 ));
             }
-            if !rooms.insert(r.matrix.clone()) {
+            if let Some(first) = rooms.insert(r.matrix.clone(), i) {
                 return Err(invalid(
                     &format!("rooms[{i}].matrix"),
-                    format!("{} is mapped twice", r.matrix),
+                    format!("{} is mapped twice (also rooms[{first}])", r.matrix),
                 ));
             }
         }
-        let mut tg_ids = std::collections::HashSet::new();
+        let mut tg_ids = std::collections::HashMap::new();
         for (i, id) in self.identities.iter().enumerate() {
             if id.matrix.server_name() != self.homeserver.server_name {
                 return Err(invalid(
@@ -486,8 +682,11 @@ impl Config {
                     format!("{} is not on {}", id.matrix, self.homeserver.server_name),
                 ));
             }
-            if !tg_ids.insert(id.telegram) {
-                return Err(invalid(&format!("identities[{i}].telegram"), "mapped twice"));
+            if let Some(first) = tg_ids.insert(id.telegram, i) {
+                return Err(invalid(
+                    &format!("identities[{i}].telegram"),
+                    format!("{} is mapped twice (also identities[{first}])", id.telegram),
+                ));
             }
         }
         tracing_subscriber::EnvFilter::try_new(&self.logging.level).map_err(|e| invalid("logging.level", e))?;
@@ -496,12 +695,11 @@ impl Config {
 
     /// The bot token, required to run with Telegram enabled.
     pub fn telegram_token(&self) -> Result<&str> {
-        self.gateway.telegram.bot_token.as_deref().ok_or_else(|| {
-            invalid(
-                "gateway.telegram.bot_token",
-                "missing: set it or the environment variable TGMX_TELEGRAM_TOKEN (or gateway.telegram.enabled: false)",
-            )
-        })
+        self.gateway
+            .telegram
+            .bot_token
+            .as_deref()
+            .ok_or_else(|| Error::Config(format!("`gateway.telegram.bot_token`: {TOKEN_MISSING}")))
     }
 
     /// The URL the homeserver should use to reach the appservice.
@@ -573,28 +771,45 @@ pub struct Namespace {
 }
 
 impl Registration {
+    /// Read and check the registration file; an error names `appservice.registration`.
     pub fn load(path: &Path) -> Result<Registration> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::Config(format!(
-                "`appservice.registration`: cannot read {}: {e} (run `tgmx generate-registration`)",
-                path.display()
-            ))
-        })?;
-        let reg: Registration = serde_saphyr::from_str(&text)
-            .map_err(|e| Error::Config(format!("registration {}: {e}", path.display())))?;
-        if reg.as_token.starts_with("REPLACE_ME") || reg.hs_token.starts_with("REPLACE_ME") {
-            return Err(Error::Config(format!(
-                "registration {}: placeholder tokens; run `tgmx generate-registration --force`",
-                path.display()
-            )));
+        Self::read(path).map_err(|p| Error::Config(format!("`appservice.registration`: {p}")))
+    }
+
+    /// [`Registration::load`] with the problem as text, for the caller to place at the key of
+    /// the config that names the file. A problem inside the file names its key and line there.
+    fn read(path: &Path) -> std::result::Result<Registration, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e} (run `tgmx generate-registration`)", path.display()))?;
+        let within = |p: located::Problem| format!("{}: {p}", path.display());
+        let tree = located::parse(&text).map_err(within)?;
+        let reg: Registration = located::read(&tree).map_err(within)?;
+        for (key, token) in [("as_token", &reg.as_token), ("hs_token", &reg.hs_token)] {
+            if token.starts_with("REPLACE_ME") {
+                let fix = "placeholder tokens; run `tgmx generate-registration --force`";
+                return Err(within(tree.problem(key, fix)));
+            }
         }
-        if reg.as_token.len() < 16 || reg.hs_token.len() < 16 {
-            return Err(Error::Config(format!(
-                "registration {}: tokens must be at least 16 characters",
-                path.display()
-            )));
+        for (key, token) in [("as_token", &reg.as_token), ("hs_token", &reg.hs_token)] {
+            if token.len() < 16 {
+                return Err(within(tree.problem(key, "tokens must be at least 16 characters")));
+            }
         }
         Ok(reg)
+    }
+
+    /// One line for `tgmx check-config`, without the tokens.
+    pub fn summary(&self) -> String {
+        let n = &self.namespaces;
+        format!(
+            "registration: id {}, url {}, sender_localpart {}, namespaces {} user / {} alias / {} room, as_token and hs_token set",
+            self.id,
+            self.url.as_deref().map_or_else(|| "none".to_owned(), without_password),
+            self.sender_localpart,
+            n.users.len(),
+            n.aliases.len(),
+            n.rooms.len()
+        )
     }
 
     /// A fresh registration for `cfg`, with new random tokens.
@@ -666,6 +881,846 @@ fn regex_escape(s: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// The URL with a password in it (`https://user:secret@host`) shown as `<redacted>`.
+fn without_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("<redacted>"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Reading YAML with positions: the text becomes a tree whose nodes know their line and column,
+/// and the typed value (`Config`, `Registration`) is read from that tree by a deserializer that
+/// knows the key path it is at. So every error, whether from the YAML syntax, a type (a room
+/// alias, a socket address), an unknown or a missing key, or a later check, names the key path
+/// and its line and column, once.
+mod located {
+    use std::fmt;
+
+    use serde::Deserialize;
+    use serde::de::value::BorrowedStrDeserializer;
+    use serde::de::{self, DeserializeOwned, DeserializeSeed, Expected, Unexpected, Visitor};
+    use serde_saphyr::{DuplicateKeyPolicy, Location, Spanned};
+
+    use crate::error::Error;
+
+    /// A line and column in the text, both from 1.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Pos {
+        pub line: u64,
+        pub column: u64,
+    }
+
+    impl fmt::Display for Pos {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "line {}, column {}", self.line, self.column)
+        }
+    }
+
+    fn pos_of(l: &Location) -> Pos {
+        Pos {
+            line: l.line().max(1),
+            column: l.column().max(1),
+        }
+    }
+
+    /// What is wrong, at which key (`rooms[1].matrix`; empty: the document itself) and where.
+    #[derive(Debug)]
+    pub struct Problem {
+        pub key: String,
+        pub pos: Pos,
+        pub problem: String,
+    }
+
+    impl fmt::Display for Problem {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            if self.key.is_empty() {
+                write!(f, "{}: {}", self.pos, self.problem)
+            } else {
+                write!(f, "`{}` ({}): {}", self.key, self.pos, self.problem)
+            }
+        }
+    }
+
+    impl Problem {
+        pub fn into_error(self) -> Error {
+            Error::Config(self.to_string())
+        }
+    }
+
+    /// A YAML node and where it starts.
+    #[derive(Debug)]
+    pub struct Node {
+        pub pos: Pos,
+        pub kind: Kind,
+    }
+
+    /// Scalars other than strings keep their spelling, for a string-typed key (`name: 1.50`).
+    #[derive(Debug)]
+    pub enum Kind {
+        Null,
+        Bool(bool, String),
+        Int(i128, String),
+        Float(f64, String),
+        Str(String),
+        Seq(Vec<Node>),
+        Map(Vec<Entry>),
+    }
+
+    #[derive(Debug)]
+    pub struct Entry {
+        pub key: String,
+        /// Where the key stands.
+        pub pos: Pos,
+        pub value: Node,
+    }
+
+    impl Node {
+        /// Where to point for this node as the value of a key standing at `key_pos`: a scalar
+        /// at itself, anything else (an empty value, a nested map or list) at its key.
+        fn pos_under(&self, key_pos: Pos) -> Pos {
+            match self.kind {
+                Kind::Bool(..) | Kind::Int(..) | Kind::Float(..) | Kind::Str(_) => self.pos,
+                Kind::Null | Kind::Seq(_) | Kind::Map(_) => key_pos,
+            }
+        }
+
+        /// Where `key` (`gateway.telegram.api_url`, `rooms[1].matrix`) stands; a key that is
+        /// not in the text (a default) at the nearest enclosing key that is.
+        pub fn locate(&self, key: &str) -> Pos {
+            let (mut node, mut pos) = (self, self.pos);
+            for seg in segments(key) {
+                let next = match (&seg, &node.kind) {
+                    (Seg::Key(k), Kind::Map(entries)) => entries
+                        .iter()
+                        .find(|e| e.key == *k)
+                        .map(|e| (&e.value, e.value.pos_under(e.pos))),
+                    (Seg::Index(i), Kind::Seq(items)) => items.get(*i).map(|n| (n, n.pos)),
+                    _ => None,
+                };
+                let Some((n, p)) = next else { break };
+                (node, pos) = (n, p);
+            }
+            pos
+        }
+
+        /// `problem` at `key`, placed by [`Node::locate`].
+        pub fn problem(&self, key: &str, problem: impl Into<String>) -> Problem {
+            Problem {
+                key: key.to_owned(),
+                pos: self.locate(key),
+                problem: problem.into(),
+            }
+        }
+    }
+
+    enum Seg {
+        Key(String),
+        Index(usize),
+    }
+
+    /// `rooms[1].matrix` -> `rooms`, 1, `matrix`.
+    fn segments(key: &str) -> Vec<Seg> {
+        let mut out = Vec::new();
+        for part in key.split('.') {
+            let mut pieces = part.split('[');
+            if let Some(name) = pieces.next().filter(|n| !n.is_empty()) {
+                out.push(Seg::Key(name.to_owned()));
+            }
+            for index in pieces {
+                if let Ok(i) = index.trim_end_matches(']').parse() {
+                    out.push(Seg::Index(i));
+                }
+            }
+        }
+        out
+    }
+
+    fn child(path: &str, key: &str) -> String {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        }
+    }
+
+    fn item(path: &str, i: usize) -> String {
+        format!("{path}[{i}]")
+    }
+
+    /// Parse `text` into a tree. A syntax error is placed where the parser found it, with the
+    /// key path of that line (found by indentation); a key given twice in a map at its second
+    /// appearance.
+    pub fn parse(text: &str) -> Result<Node, Problem> {
+        // The parser's positions are those of the text without a byte order mark.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let options = serde_saphyr::Options {
+            // Told apart below, with the key path.
+            duplicate_keys: DuplicateKeyPolicy::LastWins,
+            with_snippet: false,
+            ..Default::default()
+        };
+        let raw: Spanned<Raw> = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+            let e = e.without_snippet();
+            let pos = e.location().map_or(Pos { line: 1, column: 1 }, |l| pos_of(&l));
+            let message = e.to_string();
+            // Its own "at line L, column C" would say the place a second time.
+            let suffix = format!(" at line {}, column {}", pos.line, pos.column);
+            let message = message.strip_suffix(&suffix).unwrap_or(&message);
+            Problem {
+                key: key_path_at(text, pos.line),
+                pos,
+                problem: format!("YAML: {message}"),
+            }
+        })?;
+        let chars: Vec<char> = text.chars().collect();
+        let mut root = convert(raw, &chars, "")?;
+        if matches!(root.kind, Kind::Null) {
+            // An empty file (or comments only): the parser stands at its end.
+            root.pos = Pos { line: 1, column: 1 };
+        }
+        Ok(root)
+    }
+
+    /// The text a scalar was written as (an alias: its anchored value), if known.
+    fn spelling(chars: &[char], at: &Location) -> Option<String> {
+        let span = at.span();
+        if span.is_empty() {
+            return None;
+        }
+        let end = span.offset().checked_add(span.len())?;
+        chars.get(span.offset()..end).map(|c| c.iter().collect())
+    }
+
+    fn convert(raw: Spanned<Raw>, chars: &[char], path: &str) -> Result<Node, Problem> {
+        let pos = pos_of(&raw.referenced);
+        let spelled = |fallback: String| spelling(chars, &raw.defined).unwrap_or(fallback);
+        let kind = match raw.value {
+            Raw::Null => Kind::Null,
+            Raw::Bool(b) => Kind::Bool(b, spelled(b.to_string())),
+            Raw::Int(i) => Kind::Int(i, spelled(i.to_string())),
+            Raw::Float(f) => Kind::Float(f, spelled(f.to_string())),
+            Raw::Str(s) => Kind::Str(s),
+            Raw::Seq(items) => Kind::Seq(
+                items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, n)| convert(n, chars, &item(path, i)))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Raw::Map(pairs) => {
+                let mut entries: Vec<Entry> = Vec::with_capacity(pairs.len());
+                for (key, value) in pairs {
+                    let key_path = child(path, &key.value);
+                    let key_pos = pos_of(&key.referenced);
+                    if let Some(first) = entries.iter().find(|e| e.key == key.value) {
+                        return Err(Problem {
+                            key: key_path,
+                            pos: key_pos,
+                            problem: format!("given twice (first on {})", first.pos),
+                        });
+                    }
+                    let value = convert(value, chars, &key_path)?;
+                    entries.push(Entry {
+                        key: key.value,
+                        pos: key_pos,
+                        value,
+                    });
+                }
+                Kind::Map(entries)
+            }
+        };
+        Ok(Node { pos, kind })
+    }
+
+    /// The YAML as the parser gives it, with positions.
+    enum Raw {
+        Null,
+        Bool(bool),
+        Int(i128),
+        Float(f64),
+        Str(String),
+        Seq(Vec<Spanned<Raw>>),
+        /// Keys are read as strings (`y:` is the key "y", not YAML 1.1's `true`).
+        Map(Vec<(Spanned<String>, Spanned<Raw>)>),
+    }
+
+    impl<'de> Deserialize<'de> for Raw {
+        fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Raw, D::Error> {
+            struct RawVisitor;
+            impl<'de> Visitor<'de> for RawVisitor {
+                type Value = Raw;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("any YAML value")
+                }
+                fn visit_unit<E>(self) -> Result<Raw, E> {
+                    Ok(Raw::Null)
+                }
+                fn visit_none<E>(self) -> Result<Raw, E> {
+                    Ok(Raw::Null)
+                }
+                fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Raw, D::Error> {
+                    Raw::deserialize(d)
+                }
+                fn visit_newtype_struct<D: de::Deserializer<'de>>(self, d: D) -> Result<Raw, D::Error> {
+                    Raw::deserialize(d)
+                }
+                fn visit_bool<E>(self, v: bool) -> Result<Raw, E> {
+                    Ok(Raw::Bool(v))
+                }
+                fn visit_i64<E>(self, v: i64) -> Result<Raw, E> {
+                    Ok(Raw::Int(v.into()))
+                }
+                fn visit_u64<E>(self, v: u64) -> Result<Raw, E> {
+                    Ok(Raw::Int(v.into()))
+                }
+                fn visit_i128<E>(self, v: i128) -> Result<Raw, E> {
+                    Ok(Raw::Int(v))
+                }
+                fn visit_u128<E: de::Error>(self, v: u128) -> Result<Raw, E> {
+                    i128::try_from(v)
+                        .map(Raw::Int)
+                        .map_err(|_| E::custom(format!("{v} is too large")))
+                }
+                fn visit_f64<E>(self, v: f64) -> Result<Raw, E> {
+                    Ok(Raw::Float(v))
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Raw, E> {
+                    Ok(Raw::Str(v.to_owned()))
+                }
+                fn visit_string<E>(self, v: String) -> Result<Raw, E> {
+                    Ok(Raw::Str(v))
+                }
+                fn visit_bytes<E>(self, v: &[u8]) -> Result<Raw, E> {
+                    Ok(Raw::Str(String::from_utf8_lossy(v).into_owned()))
+                }
+                fn visit_seq<A: de::SeqAccess<'de>>(self, mut a: A) -> Result<Raw, A::Error> {
+                    let mut items = Vec::new();
+                    while let Some(n) = a.next_element()? {
+                        items.push(n);
+                    }
+                    Ok(Raw::Seq(items))
+                }
+                fn visit_map<A: de::MapAccess<'de>>(self, mut a: A) -> Result<Raw, A::Error> {
+                    let mut pairs = Vec::new();
+                    while let Some(pair) = a.next_entry()? {
+                        pairs.push(pair);
+                    }
+                    Ok(Raw::Map(pairs))
+                }
+            }
+            d.deserialize_any(RawVisitor)
+        }
+    }
+
+    /// Read a `T` from the tree; an error names the key path and its position.
+    pub fn read<T: DeserializeOwned>(root: &Node) -> Result<T, Problem> {
+        T::deserialize(De {
+            node: root,
+            path: String::new(),
+        })
+        .map_err(|e| {
+            let e = e.placed("", root.pos, root.pos);
+            let (key, pos) = e.at.unwrap_or((String::new(), root.pos));
+            Problem {
+                key,
+                pos,
+                problem: e.problem,
+            }
+        })
+    }
+
+    /// An error while reading the tree; placed (key path, position) by the innermost map or
+    /// list entry it passes through.
+    #[derive(Debug)]
+    pub struct DeError {
+        problem: String,
+        at: Option<(String, Pos)>,
+        /// A required key missing from the map being read: placed at that map's key.
+        missing: Option<&'static str>,
+    }
+
+    impl DeError {
+        fn new(problem: String) -> DeError {
+            DeError {
+                problem,
+                at: None,
+                missing: None,
+            }
+        }
+
+        /// Place an error from the value at `path` (pointed at `pos`; a missing key in it at
+        /// `key_pos`, where its map's key stands) unless a deeper entry placed it.
+        fn placed(mut self, path: &str, pos: Pos, key_pos: Pos) -> DeError {
+            if self.at.is_none() {
+                self.at = Some(match self.missing.take() {
+                    Some(field) => (child(path, field), key_pos),
+                    None => (path.to_owned(), pos),
+                });
+            }
+            self
+        }
+    }
+
+    impl fmt::Display for DeError {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&self.problem)
+        }
+    }
+
+    impl std::error::Error for DeError {}
+
+    impl de::Error for DeError {
+        fn custom<T: fmt::Display>(msg: T) -> DeError {
+            DeError::new(msg.to_string())
+        }
+
+        fn missing_field(field: &'static str) -> DeError {
+            DeError {
+                missing: Some(field),
+                ..DeError::new("required, but missing".to_owned())
+            }
+        }
+
+        fn unknown_field(_field: &str, expected: &'static [&'static str]) -> DeError {
+            DeError::new(if expected.is_empty() {
+                "unknown key (none is allowed here)".to_owned()
+            } else {
+                format!("unknown key; the keys here are {}", expected.join(", "))
+            })
+        }
+    }
+
+    /// Reads one node of the tree, knowing its key path.
+    struct De<'a> {
+        node: &'a Node,
+        path: String,
+    }
+
+    impl<'a> De<'a> {
+        fn unexpected(&self) -> Unexpected<'_> {
+            match &self.node.kind {
+                Kind::Null => Unexpected::Other("an empty value"),
+                Kind::Bool(b, _) => Unexpected::Bool(*b),
+                Kind::Int(i, _) => match i64::try_from(*i) {
+                    Ok(i) => Unexpected::Signed(i),
+                    Err(_) => Unexpected::Other("a large integer"),
+                },
+                Kind::Float(f, _) => Unexpected::Float(*f),
+                Kind::Str(s) => Unexpected::Str(s),
+                Kind::Seq(_) => Unexpected::Seq,
+                Kind::Map(_) => Unexpected::Map,
+            }
+        }
+
+        fn wrong(&self, expected: &dyn Expected) -> DeError {
+            de::Error::invalid_type(self.unexpected(), expected)
+        }
+
+        /// The node as written, if it is a scalar.
+        fn scalar_text(&self) -> Option<&'a str> {
+            let node: &'a Node = self.node;
+            match &node.kind {
+                Kind::Str(s) | Kind::Bool(_, s) | Kind::Int(_, s) | Kind::Float(_, s) => Some(s),
+                Kind::Null | Kind::Seq(_) | Kind::Map(_) => None,
+            }
+        }
+
+        fn integer(&self) -> Option<i128> {
+            match &self.node.kind {
+                Kind::Int(i, _) => Some(*i),
+                Kind::Str(s) => parse_int(s.trim()),
+                _ => None,
+            }
+        }
+    }
+
+    /// A quoted integer (`"30"`, `"0x1f"`), as serde-saphyr takes it.
+    fn parse_int(s: &str) -> Option<i128> {
+        let (negative, digits) = match s.as_bytes().first()? {
+            b'-' => (true, &s[1..]),
+            b'+' => (false, &s[1..]),
+            _ => (false, s),
+        };
+        let digits = digits.replace('_', "");
+        let magnitude = if let Some(hex) = digits.strip_prefix("0x") {
+            i128::from_str_radix(hex, 16).ok()?
+        } else if let Some(oct) = digits.strip_prefix("0o") {
+            i128::from_str_radix(oct, 8).ok()?
+        } else {
+            digits.parse::<u64>().ok()?.into()
+        };
+        Some(if negative { -magnitude } else { magnitude })
+    }
+
+    fn visit_int<'de, V: Visitor<'de>>(i: i128, v: V) -> Result<V::Value, DeError> {
+        if let Ok(i) = i64::try_from(i) {
+            v.visit_i64(i)
+        } else if let Ok(u) = u64::try_from(i) {
+            v.visit_u64(u)
+        } else {
+            v.visit_i128(i)
+        }
+    }
+
+    macro_rules! integers {
+        ($($method:ident)*) => {$(
+            fn $method<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
+                match self.integer() {
+                    Some(i) => visit_int(i, v),
+                    None => Err(self.wrong(&v)),
+                }
+            }
+        )*};
+    }
+
+    macro_rules! strings {
+        ($($method:ident)*) => {$(
+            fn $method<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
+                match self.scalar_text() {
+                    Some(s) => v.visit_borrowed_str(s),
+                    None => Err(self.wrong(&v)),
+                }
+            }
+        )*};
+    }
+
+    impl<'de> de::Deserializer<'de> for De<'de> {
+        type Error = DeError;
+
+        fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
+            let node: &'de Node = self.node;
+            match &node.kind {
+                Kind::Null => v.visit_unit(),
+                Kind::Bool(b, _) => v.visit_bool(*b),
+                Kind::Int(i, _) => visit_int(*i, v),
+                Kind::Float(f, _) => v.visit_f64(*f),
+                Kind::Str(s) => v.visit_borrowed_str(s),
+                Kind::Seq(_) => self.deserialize_seq(v),
+                Kind::Map(_) => self.deserialize_map(v),
+            }
+        }
+
+        fn deserialize_bool<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
+            match &self.node.kind {
+                Kind::Bool(b, _) => v.visit_bool(*b),
+                Kind::Str(s) if s == "true" || s == "false" => v.visit_bool(s == "true"),
+                _ => Err(self.wrong(&v)),
+            }
+        }
+
+        integers!(deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64 deserialize_i128
+            deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64 deserialize_u128);
+
+        fn deserialize_f32<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
+            self.deserialize_f64(v)
+        }
+
+        fn deserialize_f64<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
+            match &self.node.kind {
+                Kind::Float(f, _) => v.visit_f64(*f),
+                Kind::Int(i, _) => v.visit_f64(*i as f64),
+                Kind::Str(s) => match s.trim().parse() {
+                    Ok(f) => v.visit_f64(f),
+                    Err(_) => Err(self.wrong(&v)),
+                },
+                _ => Err(self.wrong(&v)),
+            }
+        }
+
+        strings!(deserialize_char deserialize_str deserialize_string deserialize_bytes
+            deserialize_byte_buf deserialize_identifier);
+
+        fn deserialize_option<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
+            match self.node.kind {
+                Kind::Null => v.visit_none(),
+                _ => v.visit_some(self),
+            }
+        }
+
+        fn deserialize_unit<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
+            match self.node.kind {
+                Kind::Null => v.visit_unit(),
+                _ => Err(self.wrong(&v)),
+            }
+        }
+
+        fn deserialize_unit_struct<V: Visitor<'de>>(self, _: &'static str, v: V) -> Result<V::Value, DeError> {
+            self.deserialize_unit(v)
+        }
+
+        fn deserialize_newtype_struct<V: Visitor<'de>>(self, _: &'static str, v: V) -> Result<V::Value, DeError> {
+            v.visit_newtype_struct(self)
+        }
+
+        fn deserialize_seq<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
+            let node: &'de Node = self.node;
+            match &node.kind {
+                Kind::Seq(items) => v.visit_seq(Items {
+                    items: items.iter().enumerate(),
+                    path: &self.path,
+                }),
+                // `rooms:` with nothing under it: an empty list, as before.
+                Kind::Null => v.visit_seq(Items {
+                    items: [].iter().enumerate(),
+                    path: &self.path,
+                }),
+                _ => Err(self.wrong(&v)),
+            }
+        }
+
+        fn deserialize_tuple<V: Visitor<'de>>(self, _: usize, v: V) -> Result<V::Value, DeError> {
+            self.deserialize_seq(v)
+        }
+
+        fn deserialize_tuple_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            _: usize,
+            v: V,
+        ) -> Result<V::Value, DeError> {
+            self.deserialize_seq(v)
+        }
+
+        fn deserialize_map<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
+            let node: &'de Node = self.node;
+            let entries: &'de [Entry] = match &node.kind {
+                Kind::Map(entries) => entries,
+                // `logging:` with nothing under it: the defaults.
+                Kind::Null => &[],
+                _ => return Err(self.wrong(&v)),
+            };
+            v.visit_map(Entries {
+                entries: entries.iter(),
+                current: None,
+                path: &self.path,
+            })
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            _: &'static [&'static str],
+            v: V,
+        ) -> Result<V::Value, DeError> {
+            self.deserialize_map(v)
+        }
+
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            _: &'static [&'static str],
+            v: V,
+        ) -> Result<V::Value, DeError> {
+            match self.scalar_text() {
+                Some(s) => v.visit_enum(BorrowedStrDeserializer::<DeError>::new(s)),
+                None => Err(self.wrong(&v)),
+            }
+        }
+
+        fn deserialize_ignored_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
+            v.visit_unit()
+        }
+    }
+
+    struct Items<'a, 'p> {
+        items: std::iter::Enumerate<std::slice::Iter<'a, Node>>,
+        path: &'p str,
+    }
+
+    impl<'de> de::SeqAccess<'de> for Items<'de, '_> {
+        type Error = DeError;
+
+        fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
+            let Some((i, node)) = self.items.next() else {
+                return Ok(None);
+            };
+            let path = item(self.path, i);
+            seed.deserialize(De {
+                node,
+                path: path.clone(),
+            })
+            .map(Some)
+            .map_err(|e| e.placed(&path, node.pos, node.pos))
+        }
+
+        fn size_hint(&self) -> Option<usize> {
+            Some(self.items.len())
+        }
+    }
+
+    struct Entries<'a, 'p> {
+        entries: std::slice::Iter<'a, Entry>,
+        current: Option<&'a Entry>,
+        path: &'p str,
+    }
+
+    impl<'de> de::MapAccess<'de> for Entries<'de, '_> {
+        type Error = DeError;
+
+        fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+            let Some(entry) = self.entries.next() else {
+                return Ok(None);
+            };
+            self.current = Some(entry);
+            seed.deserialize(BorrowedStrDeserializer::<DeError>::new(&entry.key))
+                .map(Some)
+                .map_err(|e| e.placed(&child(self.path, &entry.key), entry.pos, entry.pos))
+        }
+
+        fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
+            let entry = self
+                .current
+                .take()
+                .ok_or_else(|| DeError::new("a value without its key".to_owned()))?;
+            let path = child(self.path, &entry.key);
+            seed.deserialize(De {
+                node: &entry.value,
+                path: path.clone(),
+            })
+            .map_err(|e| e.placed(&path, entry.value.pos_under(entry.pos), entry.pos))
+        }
+
+        fn size_hint(&self) -> Option<usize> {
+            Some(self.entries.len())
+        }
+    }
+
+    /// The key path of `line` in block-style YAML, by indentation (`key:` lines and `- ` list
+    /// items up to that line; the inside of a quoted or block scalar is no key): for a syntax
+    /// error, where there is no tree to ask. Empty if the line is at the top level.
+    pub fn key_path_at(text: &str, line: u64) -> String {
+        struct Level {
+            indent: usize,
+            segment: Seg,
+            is_item: bool,
+            /// Items of the list under this key (or item) seen so far.
+            items: usize,
+        }
+        /// Lines that belong to the value of an earlier one.
+        enum Inside {
+            Nothing,
+            /// A quoted scalar not closed yet.
+            Quote(char),
+            /// A `|` or `>` scalar: its lines are indented deeper than this.
+            Block(usize),
+        }
+        let mut stack: Vec<Level> = Vec::new();
+        let mut inside = Inside::Nothing;
+        for l in text.lines().take(usize::try_from(line).unwrap_or(usize::MAX)) {
+            let content = l.trim_start_matches([' ', '\t']);
+            let lead = &l[..l.len() - content.len()];
+            // Tabs cannot indent YAML: such a line is taken as a sibling of the one above.
+            let mut indent = match lead.contains('\t') {
+                true => stack.last().map_or(0, |t| t.indent),
+                false => lead.len(),
+            };
+            match inside {
+                Inside::Quote(q) => {
+                    if closes(l, q) {
+                        inside = Inside::Nothing;
+                    }
+                    continue;
+                }
+                Inside::Block(deeper_than) if content.is_empty() || indent > deeper_than => continue,
+                _ => inside = Inside::Nothing,
+            }
+            if content.is_empty() || content.starts_with('#') {
+                continue;
+            }
+            let mut rest = content;
+            while rest == "-" || rest.starts_with("- ") {
+                while stack
+                    .last()
+                    .is_some_and(|t| t.indent > indent || (t.indent == indent && t.is_item))
+                {
+                    stack.pop();
+                }
+                let index = stack.last_mut().map_or(0, |parent| {
+                    parent.items += 1;
+                    parent.items - 1
+                });
+                stack.push(Level {
+                    indent,
+                    segment: Seg::Index(index),
+                    is_item: true,
+                    items: 0,
+                });
+                let after = rest[1..].trim_start_matches(' ');
+                indent += rest.len() - after.len();
+                rest = after;
+            }
+            let value = match block_key(rest) {
+                Some((key, value)) => {
+                    while stack.last().is_some_and(|t| t.indent >= indent) {
+                        stack.pop();
+                    }
+                    stack.push(Level {
+                        indent,
+                        segment: Seg::Key(key),
+                        is_item: false,
+                        items: 0,
+                    });
+                    value
+                }
+                None => rest,
+            };
+            inside = match value.chars().next() {
+                Some(q @ ('"' | '\'')) if !closes(&value[1..], q) => Inside::Quote(q),
+                Some('|' | '>') => Inside::Block(indent),
+                _ => Inside::Nothing,
+            };
+        }
+        let mut path = String::new();
+        for level in &stack {
+            path = match &level.segment {
+                Seg::Key(k) => child(&path, k),
+                Seg::Index(i) => item(&path, *i),
+            };
+        }
+        path
+    }
+
+    /// Whether `s`, inside a scalar quoted with `q`, has its closing quote (`\"` and `''` are
+    /// escaped quotes).
+    fn closes(s: &str, q: char) -> bool {
+        let mut chars = s.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' if q == '"' => {
+                    chars.next();
+                }
+                '\'' if q == '\'' && chars.peek() == Some(&'\'') => {
+                    chars.next();
+                }
+                c if c == q => return true,
+                _ => {}
+            }
+        }
+        false
+    }
+
+    /// The key of a `key: value` (or `key:`) line and what follows it, if it is one.
+    fn block_key(s: &str) -> Option<(String, &str)> {
+        let (key, after) = match s.chars().next()? {
+            q @ ('"' | '\'') => {
+                let end = s[1..].find(q)? + 1;
+                (s[1..end].to_owned(), &s[end + 1..])
+            }
+            '{' | '[' | '&' | '*' | '!' | '|' | '>' | '%' | '@' | '`' | '#' => return None,
+            _ => {
+                let end = s.find(": ").or_else(|| s.strip_suffix(':').map(str::len))?;
+                (s[..end].trim_end().to_owned(), &s[end..])
+            }
+        };
+        let value = after.strip_prefix(':')?;
+        (value.is_empty() || value.starts_with(' ')).then(|| (key, value.trim_start_matches(' ')))
+    }
 }
 
 #[cfg(test)]
@@ -772,5 +1827,235 @@ identities:
         assert!(!r.namespaces.aliases[1].exclusive);
         let back: Registration = serde_saphyr::from_str(&r.to_yaml()).unwrap();
         assert_eq!(back, r);
+    }
+}
+
+/// Every config error names the key path and the line (and column) of the offending value or
+/// key, once (issue 15).
+#[cfg(test)]
+mod error_location_tests {
+    use super::*;
+
+    /// Valid; numbered lines, for the table below.
+    const BASE: &str = r##"homeserver:
+  url: "http://127.0.0.1:8008"
+  server_name: localhost
+appservice:
+  listen: "127.0.0.1:29317"
+gateway:
+  primary_platform: telegram
+  telegram:
+    bot_token: "123:abc"
+    poll_timeout: 30
+rooms:
+  - matrix: "#fleet-ops:localhost"
+    telegram: -100123
+  - {matrix: "#fleet-dev:localhost", telegram: -100124}
+identities:
+  - matrix: "@alexander:localhost"
+    telegram: 42
+fleet:
+  agents: ["@a:localhost"]
+logging:
+  level: info
+"##;
+
+    fn error_of(text: &str) -> String {
+        match Config::parse(text, Path::new("/etc/tgmx")) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// The location is said once (the parser's own "at line L, column C" is not repeated), on
+    /// one line.
+    fn assert_located_once(e: &str, line: u64, column: u64) {
+        assert_eq!(e.matches(&format!("line {line}, column {column}")).count(), 1, "{e}");
+        assert_eq!(e.matches(&format!("line {line}")).count(), 1, "{e}");
+        assert_eq!(e.matches(" (line ").count(), 1, "{e}");
+        assert!(!e.contains(" at line"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn the_base_is_valid() {
+        let c = Config::parse(BASE, Path::new("/etc/tgmx")).unwrap();
+        assert_eq!(c.rooms.len(), 2);
+        assert_eq!(c.fleet.agents.len(), 1);
+        assert_eq!(c.gateway.telegram.poll_timeout, 30);
+    }
+
+    #[test]
+    fn config_errors_name_the_key_and_line() {
+        // (what breaks, replace this, by this, key path, line, column, a word of the problem)
+        #[rustfmt::skip]
+        let table: &[(&str, &str, &str, &str, u64, u64, &str)] = &[
+            ("invalid room alias", "\"#fleet-dev:localhost\"", "\"fleet-dev:localhost\"",
+                "rooms[1].matrix", 14, 14, "sigil"),
+            ("invalid user id in identities", "\"@alexander:localhost\"", "\"alexander\"",
+                "identities[0].matrix", 16, 13, "sigil"),
+            ("identity on another server", "@alexander:localhost", "@alexander:elsewhere",
+                "identities[0].matrix", 16, 13, "is not on localhost"),
+            ("invalid agent id in a flow list", "[\"@a:localhost\"]", "[\"@a\"]",
+                "fleet.agents[0]", 19, 12, "colon"),
+            ("invalid server name", "server_name: localhost", "server_name: \"local host\"",
+                "homeserver.server_name", 3, 16, "server name"),
+            ("invalid listen address", "listen: \"127.0.0.1:29317\"", "listen: \"localhost\"",
+                "appservice.listen", 5, 11, "socket address"),
+            ("unknown top-level key", "logging:", "loging:",
+                "loging", 20, 1, "unknown key"),
+            ("unknown nested key", "    poll_timeout: 30", "    poll_timout: 30",
+                "gateway.telegram.poll_timout", 10, 5, "unknown key"),
+            ("unknown key in a list item", "    telegram: 42", "    telegram: 42\n    nick: al",
+                "identities[0].nick", 18, 5, "unknown key"),
+            ("wrong type of a value", "poll_timeout: 30", "poll_timeout: soon",
+                "gateway.telegram.poll_timeout", 10, 19, "expected u32"),
+            ("negative where unsigned", "poll_timeout: 30", "poll_timeout: -5",
+                "gateway.telegram.poll_timeout", 10, 19, "expected u32"),
+            ("a list where a string goes", "level: info", "level: [info]",
+                "logging.level", 21, 3, "sequence"),
+            ("unknown platform", "primary_platform: telegram", "primary_platform: telegrm",
+                "gateway.primary_platform", 7, 21, "unknown variant"),
+            ("missing required key", "  server_name: localhost\n", "",
+                "homeserver.server_name", 1, 1, "missing"),
+            ("missing required key in a list item", "    telegram: -100123\n", "",
+                "rooms[0].telegram", 12, 5, "missing"),
+            ("missing required section", "appservice:\n  listen: \"127.0.0.1:29317\"\n", "",
+                "appservice", 1, 1, "missing"),
+            ("duplicate room", "\"#fleet-dev:localhost\"", "\"#fleet-ops:localhost\"",
+                "rooms[1].matrix", 14, 14, "mapped twice (also rooms[0])"),
+            ("duplicate chat", "-100124}", "-100123}",
+                "rooms[1].telegram", 14, 48, "mapped twice"),
+            ("key given twice", "  server_name: localhost\n", "  server_name: localhost\n  server_name: other\n",
+                "homeserver.server_name", 4, 3, "given twice (first on line 3, column 3)"),
+            ("invalid URL", "url: \"http://127.0.0.1:8008\"", "url: \"ftp://h\"",
+                "homeserver.url", 2, 8, "http(s)"),
+            ("invalid log filter", "level: info", "level: \"tgmx=[\"",
+                "logging.level", 21, 10, ""),
+            ("a check on a key left at its default", "primary_platform: telegram", "primary_platform: matrix",
+                "gateway.fallback_platform", 6, 1, "must differ"),
+            ("YAML syntax: an unclosed quote", "bot_token: \"123:abc\"", "bot_token: \"123:abc",
+                "gateway.telegram.bot_token", 10, 5, "YAML"),
+            ("YAML syntax: a tab", "    poll_timeout: 30", "\tpoll_timeout: 30",
+                "gateway.telegram.poll_timeout", 10, 2, "YAML: tabs"),
+        ];
+        assert!(table.len() >= 10);
+        for &(what, from, to, key, line, column, word) in table {
+            assert_eq!(BASE.matches(from).count(), 1, "{what}: {from:?} must occur once");
+            let e = error_of(&BASE.replacen(from, to, 1));
+            let place = format!("`{key}` (line {line}, column {column}): ");
+            assert!(
+                e.starts_with(&format!("config: {place}")),
+                "{what}: expected {place:?} in\n{e}"
+            );
+            assert!(e.contains(word), "{what}: expected {word:?} in\n{e}");
+            assert_eq!(e.matches(key).count(), 1, "{what}: the key once\n{e}");
+            assert_located_once(&e, line, column);
+        }
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_key_of_its_line() {
+        let text =
+            "a:\n  b:\n    - c: 1\n    - d: 2\n      e: 3\n  f: 4\nrooms:\n- {matrix: x}\n- matrix: y\n  telegram: 1\n";
+        let at = |line| located::key_path_at(text, line);
+        assert_eq!(at(1), "a");
+        assert_eq!(at(3), "a.b[0].c");
+        assert_eq!(at(4), "a.b[1].d");
+        assert_eq!(at(5), "a.b[1].e");
+        assert_eq!(at(6), "a.f");
+        assert_eq!(at(8), "rooms[0]");
+        assert_eq!(at(10), "rooms[1].telegram");
+    }
+
+    #[test]
+    fn an_empty_file_misses_the_first_required_key() {
+        let e = error_of("# nothing yet\n");
+        assert!(
+            e.starts_with("config: `homeserver` (line 1, column 1): required"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn load_puts_the_file_name_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, BASE.replace("-100124}", "-100124, colour: red}")).unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "config: {}: `rooms[1].colour` (line 14, column 57): unknown key; the keys here are matrix, telegram, name, topic, encrypted",
+                path.display()
+            )
+        );
+    }
+
+    /// `check-config` checks what `run` needs: the bot token (while Telegram is enabled) and the
+    /// registration; it names the key and its line, and shows no secret.
+    #[test]
+    fn check_for_run_needs_the_token_and_the_registration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, BASE).unwrap();
+        let e = Config::check_for_run(Some(&path)).unwrap_err().to_string();
+        assert!(
+            e.contains("`appservice.registration` (line 4, column 1): cannot read"),
+            "{e}"
+        );
+        let cfg = Config::load(&path).unwrap();
+        let registration = Registration::generate(&cfg);
+        std::fs::write(dir.path().join("registration.yaml"), registration.to_yaml()).unwrap();
+        let (cfg, reg) = Config::check_for_run(Some(&path)).unwrap();
+        let mut shown = cfg.effective_settings().join("\n");
+        shown.push_str(&reg.summary());
+        assert!(
+            shown.contains("homeserver: url http://127.0.0.1:8008, server_name localhost"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("rooms[1]: #fleet-dev:localhost <-> telegram chat -100124"),
+            "{shown}"
+        );
+        assert!(shown.contains("identities: 1 mapping(s)"), "{shown}");
+        assert!(shown.contains("bot_token set"), "{shown}");
+        for secret in ["123:abc", &reg.as_token, &reg.hs_token] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+
+        // A placeholder token in the registration: named there, with its line.
+        let placeholder = registration.to_yaml().replace(&registration.as_token, "REPLACE_ME_AS");
+        std::fs::write(dir.path().join("registration.yaml"), placeholder).unwrap();
+        let e = Config::check_for_run(Some(&path)).unwrap_err().to_string();
+        assert!(e.contains("`appservice.registration` (line 4, column 1): "), "{e}");
+        assert!(e.contains("`as_token` (line "), "{e}");
+        assert!(e.contains("placeholder tokens"), "{e}");
+
+        std::fs::write(dir.path().join("registration.yaml"), registration.to_yaml()).unwrap();
+        // No token: only when TGMX_TELEGRAM_TOKEN is not set for the test run.
+        if std::env::var("TGMX_TELEGRAM_TOKEN").is_ok_and(|t| !t.is_empty()) {
+            return;
+        }
+        std::fs::write(&path, BASE.replace("    bot_token: \"123:abc\"\n", "")).unwrap();
+        let e = Config::check_for_run(Some(&path)).unwrap_err().to_string();
+        assert!(
+            e.contains("`gateway.telegram.bot_token` (line 8, column 3): missing: set it or the environment variable TGMX_TELEGRAM_TOKEN"),
+            "{e}"
+        );
+        // With Telegram disabled (standby), no token is needed.
+        let standby = BASE
+            .replace("    bot_token: \"123:abc\"\n", "    enabled: false\n")
+            .replace(
+                "primary_platform: telegram",
+                "primary_platform: matrix\n  fallback_platform: none",
+            );
+        std::fs::write(&path, standby).unwrap();
+        let (cfg, _) = Config::check_for_run(Some(&path)).unwrap();
+        assert!(
+            cfg.effective_settings()
+                .iter()
+                .any(|l| l.starts_with("gateway: mode standby"))
+        );
     }
 }

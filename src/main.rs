@@ -38,8 +38,21 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// A failure is reported as one message, `error: ...`, and a non-zero exit status. Errors are
+/// the user's to fix (a config key, a missing file), not panics: no backtrace, whatever
+/// `RUST_BACKTRACE` says (anyhow's `{:?}` would print the one it captured).
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match dispatch().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => {
@@ -315,15 +328,13 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::CheckConfig { config } => {
-            let cfg = load(config.as_ref())?;
-            println!(
-                "config ok: homeserver {} ({}), {} room(s), {} identity mapping(s), primary {:?}",
-                cfg.homeserver.url,
-                cfg.homeserver.server_name,
-                cfg.rooms.len(),
-                cfg.identities.len(),
-                cfg.gateway.primary_platform
-            );
+            // Also what `run` needs before it starts: the bot token, the registration.
+            let (cfg, registration) = Config::check_for_run(config.as_deref())?;
+            for line in cfg.effective_settings() {
+                println!("{line}");
+            }
+            println!("{}", registration.summary());
+            println!("config ok");
         }
     }
     Ok(())
@@ -411,6 +422,14 @@ async fn primary(platform: &str, standby: bool, path: &Path) -> anyhow::Result<(
     std::fs::write(&tmp, &text)?;
     if let Ok(meta) = std::fs::metadata(path) {
         std::fs::set_permissions(&tmp, meta.permissions())?;
+        // Run as root, the new file would be root's: the daemon (its own user) could no longer
+        // read it, and the switch would not happen. Keep the owner the file had.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid()))
+                .with_context(|| format!("cannot give {} its owner back", tmp.display()))?;
+        }
     }
     std::fs::rename(&tmp, path)?;
     println!(

@@ -121,6 +121,11 @@ impl Bridge {
         *self.mode_tx.borrow()
     }
 
+    /// Post owed announcements now (a room they wait for may just have been set up).
+    pub fn wake_announcer(&self) {
+        self.announce_wake.notify_one();
+    }
+
     pub fn mode_watch(&self) -> watch::Receiver<Mode> {
         self.mode_tx.subscribe()
     }
@@ -147,11 +152,11 @@ impl Bridge {
         let mut targets = Vec::new();
         if let Some(kind) = announcement_for(from, to) {
             let cfg = self.cfg();
+            // The Matrix target is the chat's room, looked up when it is posted: a room not set
+            // up yet gets its announcement once it is, not never.
             for r in &cfg.rooms {
                 targets.push((format!("tg:{}", r.telegram), kind.to_owned()));
-                if let Some(room) = self.room_for_chat(r.telegram) {
-                    targets.push((format!("mx:{room}"), kind.to_owned()));
-                }
+                targets.push((format!("mxchat:{}", r.telegram), kind.to_owned()));
             }
         }
         self.store
@@ -257,7 +262,18 @@ impl Bridge {
             }
             return Ok(Some(sent.id.0));
         }
-        if let Some(room) = target.strip_prefix("mx:") {
+        let room = match target.strip_prefix("mxchat:").and_then(|c| c.parse::<i64>().ok()) {
+            Some(chat) => match self.room_for_chat(chat) {
+                Some(room) => Some(room.to_string()),
+                None if self.chat_is_configured(chat) => {
+                    return Err(Error::NotReady(format!("the room for chat {chat} is not set up yet")));
+                }
+                None => None, // the room left the config meanwhile
+            },
+            // Recorded before rooms were looked up at posting time.
+            None => target.strip_prefix("mx:").map(str::to_owned),
+        };
+        if let Some(room) = room.as_deref() {
             let chat = self.chat_for_room(room).unwrap_or_default();
             let body = self.announcement_text(kind, false, &self.matrix_link(chat));
             let content = json!({"msgtype": "m.notice", "body": body});
@@ -265,7 +281,9 @@ impl Bridge {
                 room,
                 &self.bot_mxid,
                 "m.room.message",
-                &format!("announce{switch_id}"),
+                // Unique per room: a transaction id is scoped to the sender's access token, not to
+                // the room (Conduit answers a reused one with the first room's event).
+                &format!("announce{switch_id}_{chat}"),
                 &content,
             )
             .await?;

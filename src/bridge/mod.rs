@@ -233,6 +233,7 @@ impl Bridge {
             self.mx
                 .set_displayname(&self.bot_mxid, &cfg.appservice.bot_displayname)
                 .await?;
+            tracing::info!(bot = %self.bot_mxid, name = %cfg.appservice.bot_displayname, "bridge bot registered on the homeserver");
         }
         let mut pending = Vec::new();
         for r in &cfg.rooms {

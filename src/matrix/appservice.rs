@@ -104,10 +104,21 @@ pub struct AsState {
     /// Whether an event is the bridge's own coming back (decided by the bridge core): such
     /// events are answered but never stored, as there is nothing to bridge.
     pub own_echo: Arc<dyn Fn(&Value) -> bool + Send + Sync>,
-    /// The bridge's mode and whether setup finished (for `/metrics` and `/ready`).
-    pub probe: Arc<dyn Fn() -> (&'static str, bool) + Send + Sync>,
+    /// The bridge's state for `/metrics` and `/ready`.
+    pub probe: Arc<dyn Fn() -> Probe + Send + Sync>,
     /// Decides whether a user id in our namespace exists (user query).
     pub user_exists: UserExists,
+}
+
+/// What `/ready` reports besides storage.
+pub struct Probe {
+    /// The bridge mode (`parallel`, `cutover`, `standby`...).
+    pub mode: &'static str,
+    /// The bot exists and every configured room is set up.
+    pub setup_done: bool,
+    /// Why the Telegram Bot API cannot be reached, while it cannot (`None` while it can, or
+    /// while the bridge does not read Telegram).
+    pub telegram: Option<String>,
 }
 
 /// Told of every accepted transaction's events.
@@ -268,12 +279,12 @@ pub fn parse_transaction(bytes: &[u8], own_echo: &dyn Fn(&Value) -> bool) -> Res
     Ok(out)
 }
 
-/// 200 once the bot exists and every configured room is joined, and while the database takes
-/// writes; 503 otherwise, with `storage` saying why writes fail.
+/// 200 once the bot exists and every configured room is joined, while the database takes
+/// writes and Telegram can be reached; 503 otherwise, with `storage` and `telegram` saying why.
 async fn ready(State(state): State<AsState>) -> Response {
-    let (mode, setup_done) = (state.probe)();
+    let probe = (state.probe)();
     let fault = state.store.write_fault();
-    let ready = setup_done && fault.is_none();
+    let ready = probe.setup_done && fault.is_none() && probe.telegram.is_none();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -283,15 +294,22 @@ async fn ready(State(state): State<AsState>) -> Response {
         Some(why) => format!("writes fail: {why}"),
         None => "ok".to_owned(),
     };
+    let telegram = probe.telegram.as_deref().unwrap_or("ok");
     (
         status,
-        Json(json!({"ready": ready, "mode": mode, "setup": setup_done, "storage": storage})),
+        Json(json!({
+            "ready": ready,
+            "mode": probe.mode,
+            "setup": probe.setup_done,
+            "storage": storage,
+            "telegram": telegram,
+        })),
     )
         .into_response()
 }
 
 async fn metrics(State(state): State<AsState>) -> Response {
-    let (mode, _) = (state.probe)();
+    let mode = (state.probe)().mode;
     let (tg, mx, _) = state.store.pending().await.unwrap_or_default();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

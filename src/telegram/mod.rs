@@ -17,3 +17,66 @@ pub fn bot(token: String, api_url: url::Url, poll_timeout: u32) -> teloxide::Bot
         .expect("HTTP client for the Bot API");
     teloxide::Bot::with_client(token, client).set_api_url(api_url)
 }
+
+/// Why the Bot API could not be reached, in one line naming the host and the cause (DNS, refused,
+/// TLS, timeout), for an operator who has to fix it. Never contains the token.
+pub fn unreachable_reason(host: &str, error: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cur {
+        chain.push(e.to_string());
+        cur = e.source();
+    }
+    let all = chain.join(": ").to_ascii_lowercase();
+    let cause = if all.contains("dns error") || all.contains("failed to lookup") || all.contains("name or service") {
+        "the name does not resolve (DNS)"
+    } else if all.contains("connection refused") {
+        "the connection was refused"
+    } else if all.contains("certificate") || all.contains("tls") || all.contains("handshake") {
+        "the TLS handshake failed"
+    } else if all.contains("timed out") || all.contains("timeout") {
+        "it did not answer in time"
+    } else if all.contains("unreachable") {
+        "the network is unreachable"
+    } else {
+        "the connection failed"
+    };
+    let detail = crate::error::redact_bot_token(chain.last().map(String::as_str).unwrap_or_default());
+    format!("cannot reach the Telegram Bot API at {host}: {cause} ({detail})")
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug)]
+    struct E(&'static str, Option<Box<E>>);
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for E {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn unreachable_reasons_name_the_host_and_the_cause() {
+        let dns = E(
+            "error sending request",
+            Some(Box::new(E("dns error: failed to lookup address", None))),
+        );
+        let r = super::unreachable_reason("api.telegram.org", &dns);
+        assert!(r.contains("api.telegram.org") && r.contains("(DNS)"), "{r}");
+        let refused = E(
+            "client error (Connect)",
+            Some(Box::new(E("Connection refused (os error 111)", None))),
+        );
+        assert!(super::unreachable_reason("h", &refused).contains("refused"));
+        let tls = E(
+            "client error (Connect)",
+            Some(Box::new(E("invalid peer certificate: UnknownIssuer", None))),
+        );
+        assert!(super::unreachable_reason("h", &tls).contains("TLS"));
+    }
+}

@@ -42,6 +42,7 @@ pub async fn run(
     wake: Arc<Notify>,
     timeout_secs: u32,
     mut mode: watch::Receiver<Mode>,
+    reach: watch::Sender<Option<String>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // A webhook and getUpdates exclude each other; the bridge polls.
@@ -80,6 +81,24 @@ pub async fn run(
             _ = mode.changed() => continue,
             _ = shutdown.changed() => return,
         };
+        if let Err(Poll::Unreachable(why)) = &res {
+            reach.send_if_modified(|r| {
+                if r.is_none() {
+                    tracing::error!("{why}; retrying");
+                }
+                let changed = r.as_deref() != Some(why.as_str());
+                *r = Some(why.clone());
+                changed
+            });
+        } else {
+            reach.send_if_modified(|r| {
+                if r.take().is_some() {
+                    tracing::info!("telegram reached again");
+                    return true;
+                }
+                false
+            });
+        }
         let e = match res {
             Ok(updates) => {
                 backoff = Duration::from_millis(500);
@@ -125,6 +144,12 @@ pub async fn run(
                 no_effect: true,
             },
             Err(Poll::Failed(e)) => e,
+            Err(Poll::Unreachable(why)) => Error::Telegram {
+                message: why,
+                transient: true,
+                retry_after: None,
+                no_effect: true,
+            },
         };
         let wait = match &e {
             Error::Telegram {
@@ -148,6 +173,8 @@ pub async fn run(
 enum Poll {
     /// The answer was larger than [`MAX_BODY`].
     TooLarge,
+    /// The Bot API could not be reached (one line naming the host and the cause).
+    Unreachable(String),
     Failed(Error),
 }
 
@@ -167,7 +194,15 @@ async fn get_updates(bot: &Bot, offset: i64, limit: u8, timeout: u32) -> Result<
         "allowed_updates": allowed_updates(),
     });
     // The URL holds the token: never part of a message.
-    let net = |e: reqwest::Error| Poll::Failed(net_error(e.without_url().to_string()));
+    let host = url.host_str().unwrap_or("?").to_owned();
+    let net = |e: reqwest::Error| {
+        let e = e.without_url();
+        if e.is_connect() || e.is_timeout() {
+            Poll::Unreachable(super::unreachable_reason(&host, &e))
+        } else {
+            Poll::Failed(net_error(e.to_string()))
+        }
+    };
     let mut resp = bot.client().post(url).json(&body).send().await.map_err(net)?;
     let status = resp.status();
     let mut bytes = Vec::new();

@@ -89,6 +89,7 @@ async fn cutover_by_sighup_announces_pins_once_and_keeps_mirroring() {
 
 async fn standby_stops_reading_and_rollback_bridges_the_backlog_in_order() {
     let app = TestApp::spawn().await;
+    app.wait_ready().await;
     let (ok, out) = app.cli(&["primary", "matrix", "--standby"]).await;
     assert!(ok, "{out}");
     assert!(out.contains("signalled the running daemon"), "{out}");
@@ -102,14 +103,16 @@ async fn standby_stops_reading_and_rollback_bridges_the_backlog_in_order() {
     bot_notices(&app, "standby", 1).await;
 
     // No more getUpdates: Telegram keeps the updates.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_log("standby: not reading telegram").await;
     let polls = app.tg.calls("getUpdates");
     let user = app.tg.add_user(2002, "Birch", None, None);
     for i in 0..5 {
         app.tg.inject_text(app.chat, &user, &format!("backlog {i}"));
     }
+    // Sentinel: once the daemon has handled a Matrix message after the updates were queued
+    // (and not relayed it), a poll would have fetched them.
     app.ezra.send_text(&app.room, "not for telegram").await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    app.wait_log("standby: not relayed to telegram").await;
     assert_eq!(app.tg.calls("getUpdates"), polls, "the bot polled during standby");
     assert_eq!(app.tg.pending_updates(), 5);
     assert!(
@@ -238,7 +241,50 @@ async fn posts_outside_the_window_are_both_mirrored() {
     assert_eq!(relayed.text, "<b>Alexander</b>: status?");
 }
 
+/// A switch made before every room is set up (here: the bot is not yet invited to the second
+/// room) is announced in that room too, once the room is set up, not only on Telegram.
+async fn a_switch_before_a_room_is_set_up_is_announced_there_once_it_is() {
+    let mut app = TestApp::prepare().await;
+    let late_room = app.ezra.create_room(&[]).await;
+    let late_chat = app.chat - 500;
+    app.tg.add_chat(late_chat, "fleet-intel");
+    std::fs::write(
+        app.config_path(),
+        crate::harness::slot_config(
+            app.slot,
+            app.port,
+            &app.hs_url,
+            &app.tg.api_url(),
+            &[(app.room.clone(), app.chat), (late_room.clone(), late_chat)],
+            "",
+        ),
+    )
+    .unwrap();
+    app.start().await;
+    let (ok, out) = app.cli(&["primary", "matrix"]).await;
+    assert!(ok, "{out}");
+    bot_notices(&app, "PRIMARY SURFACE CHANGE", 1).await;
+    app.tg
+        .wait_until("both chats announced", T, |tg| {
+            tg.sent(late_chat)
+                .iter()
+                .any(|s| s.text.contains("PRIMARY SURFACE CHANGE"))
+        })
+        .await;
+    // Now the second room can be set up.
+    app.ezra.invite(&late_room, &app.bot).await;
+    let bot = app.bot.clone();
+    let notices = app
+        .ezra
+        .wait_messages(&late_room, 1, Duration::from_secs(60), move |e| {
+            e["sender"] == bot.as_str() && body(e).contains("PRIMARY SURFACE CHANGE")
+        })
+        .await;
+    assert_eq!(notices.len(), 1);
+}
+
 both!(
+    a_switch_before_a_room_is_set_up_is_announced_there_once_it_is,
     cutover_by_sighup_announces_pins_once_and_keeps_mirroring,
     standby_stops_reading_and_rollback_bridges_the_backlog_in_order,
     invalid_config_is_rejected_and_the_old_mode_stays,

@@ -44,16 +44,8 @@ async fn wait_storage_fault(app: &TestApp) -> serde_json::Value {
 }
 
 async fn wait_ready(app: &TestApp) {
-    let start = Instant::now();
-    loop {
-        let (status, body) = app.ready().await;
-        if status == 200 {
-            assert_eq!(body["storage"], "ok", "{body}");
-            return;
-        }
-        assert!(start.elapsed() < T, "/ready stays {status} {body}\n{}", app.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    app.wait_ready().await;
+    assert_eq!(app.ready().await.1["storage"], "ok");
 }
 
 /// The disk runs full in the middle of a burst both ways and is freed a little later. While it

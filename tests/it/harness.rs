@@ -503,6 +503,16 @@ impl MxUser {
         r.bytes().await.unwrap().to_vec()
     }
 
+    pub async fn invite(&self, room: &str, user: &str) {
+        self.call(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{}/invite", enc(room)),
+            Some(json!({"user_id": user})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("invite {user} to {room}: {e:?}"));
+    }
+
     pub async fn join(&self, room: &str) {
         self.call(
             "POST",
@@ -943,6 +953,28 @@ impl TestApp {
 
     /// Start the daemon and wait until the bot is in the room and Telegram is being polled.
     pub async fn start(&mut self) {
+        self.launch().await;
+        let polls = self.tg.calls("getUpdates");
+        let start = Instant::now();
+        loop {
+            let joined = self.ezra.joined_members(&self.room).await.contains(&self.bot);
+            if joined && self.tg.calls("getUpdates") > polls {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("daemon exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "daemon not ready in 30 s:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Start the daemon without waiting for anything.
+    pub async fn launch(&mut self) {
         assert!(self.child.is_none(), "already running");
         self.release_stand_in().await;
         let log = std::fs::OpenOptions::new()
@@ -961,23 +993,6 @@ impl TestApp {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let polls = self.tg.calls("getUpdates");
-        let start = Instant::now();
-        loop {
-            let joined = self.ezra.joined_members(&self.room).await.contains(&self.bot);
-            if joined && self.tg.calls("getUpdates") > polls {
-                return;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("daemon exited with {status}:\n{}", self.log());
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "daemon not ready in 30 s:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 
     /// The daemon's process id, while it runs.
@@ -1038,8 +1053,29 @@ impl TestApp {
 
     /// The daemon's `/ready` answer: (HTTP status, body).
     pub async fn ready(&self) -> (u16, Value) {
-        let r = http().get(format!("{}/ready", self.url())).send().await.unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or_default())
+        // Status 0 while nothing listens yet.
+        match http().get(format!("{}/ready", self.url())).send().await {
+            Ok(r) => (r.status().as_u16(), r.json().await.unwrap_or_default()),
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    /// Wait until `/ready` answers 200: the bot exists, every configured room is set up, and
+    /// the database takes writes.
+    pub async fn wait_ready(&self) {
+        let start = Instant::now();
+        loop {
+            let (status, body) = self.ready().await;
+            if status == 200 {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "/ready stays {status} {body}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub fn db_path(&self) -> PathBuf {

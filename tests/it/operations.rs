@@ -234,7 +234,57 @@ async fn rollcall_reports_who_answered_and_status_counts_match() {
     assert!(text.contains("1 of 2 agents answered"), "{text}");
 }
 
+/// A refused bot token stops `tgmx run` at once with an error naming the setting; it does not
+/// start a daemon that polls in vain.
+async fn a_refused_bot_token_stops_the_start_with_a_clear_error() {
+    let app = TestApp::prepare().await;
+    let run = app.cli_env(&["run"], "123456:not-the-token");
+    let (ok, out) = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("tgmx run kept running with a refused token");
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("Telegram refused the bot token") && out.contains("TGMX_TELEGRAM_TOKEN"),
+        "{out}"
+    );
+    assert!(!out.contains("not-the-token"), "the token was printed: {out}");
+}
+
+/// When the Bot API cannot be reached, the log says so in one line naming the host and the cause,
+/// and `/ready` answers 503 with the same reason.
+async fn an_unreachable_bot_api_is_named_in_the_log_and_in_ready() {
+    let mut app = TestApp::prepare().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    app.edit_config(|c| c.replace(&app.tg.api_url(), &format!("http://127.0.0.1:{dead_port}")));
+    app.launch().await;
+    let start = std::time::Instant::now();
+    loop {
+        let (status, body) = app.ready().await;
+        let telegram = body["telegram"].as_str().unwrap_or_default().to_owned();
+        if telegram.contains("cannot reach") {
+            assert_eq!(status, 503, "{body}");
+            assert!(
+                telegram.contains("127.0.0.1") && telegram.contains("connection was refused"),
+                "{body}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "/ready: {status} {body}\n{}",
+            app.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    app.wait_log("cannot reach the Telegram Bot API at 127.0.0.1: the connection was refused")
+        .await;
+}
+
 both!(
+    a_refused_bot_token_stops_the_start_with_a_clear_error,
+    an_unreachable_bot_api_is_named_in_the_log_and_in_ready,
     check_passes_on_a_ready_bridge_and_names_a_wrong_token,
     check_fails_when_the_homeserver_is_down,
     metrics_ready_and_backup_reflect_the_traffic,
