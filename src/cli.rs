@@ -19,14 +19,14 @@ pub struct Cli {
 pub enum Command {
     /// Run the bridge daemon.
     Run {
-        /// Config file. Without it the embedded default (config.example.yaml) is used, with paths
-        /// relative to the current directory.
+        /// Config file (default: ./config.yaml if there is one, else the embedded default,
+        /// config.example.yaml, with paths relative to the current directory).
         #[arg(short, long, env = "TGMX_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Write the appservice registration (fresh as_token and hs_token) for the homeserver.
     GenerateRegistration {
-        /// Config file (embedded default if omitted).
+        /// Config file (default: ./config.yaml if there is one, else the embedded default).
         #[arg(short, long, env = "TGMX_CONFIG")]
         config: Option<PathBuf>,
         /// Where to write it; default: `appservice.registration` from the config.
@@ -45,8 +45,9 @@ pub enum Command {
         /// With `matrix`: put Telegram in standby (fallback `none`: the bot stops reading it).
         #[arg(long)]
         standby: bool,
-        #[arg(short, long, env = "TGMX_CONFIG", default_value = "config.yaml")]
-        config: PathBuf,
+        /// Config file to edit (default: ./config.yaml).
+        #[arg(short, long, env = "TGMX_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// List every message that was not delivered (with the reason), per-direction counts and
     /// p50/p99 bridge latency; exits non-zero when anything was lost or is stuck.
@@ -54,6 +55,7 @@ pub enum Command {
         /// Window to look at, with its unit (s, m, h or d): e.g. `24h`, `90m`, `7d`.
         #[arg(long, default_value = "24h", value_parser = parse_duration)]
         since: std::time::Duration,
+        /// Config file (default: ./config.yaml if there is one, else the embedded default).
         #[arg(short, long, env = "TGMX_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -63,6 +65,7 @@ pub enum Command {
         /// Print what would be done and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Config file (default: ./config.yaml if there is one, else the embedded default).
         #[arg(short, long, env = "TGMX_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -71,25 +74,31 @@ pub enum Command {
         /// Room (alias or id); default: the first configured room.
         #[arg(long)]
         room: Option<String>,
+        /// How long to wait for answers, with its unit (e.g. `60s`, `5m`).
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         timeout: std::time::Duration,
+        /// Config file (default: ./config.yaml if there is one, else the embedded default).
         #[arg(short, long, env = "TGMX_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Readiness check: one line per condition (ok / FAIL with a hint); non-zero exit on a FAIL.
     Check {
+        /// Config file (default: ./config.yaml if there is one, else the embedded default).
         #[arg(short, long, env = "TGMX_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Copy the database to `path` while the daemon runs (SQLite `VACUUM INTO`).
     Backup {
+        /// The new file to write (must not exist); crypto stores go beside it as `<path>.crypto`.
         path: PathBuf,
+        /// Config file (default: ./config.yaml if there is one, else the embedded default).
         #[arg(short, long, env = "TGMX_CONFIG")]
         config: Option<PathBuf>,
     },
     /// The cutover checklist: mode and switch history, per-room counts (24 h), latency,
     /// undelivered messages, last message per agent, and a "ready for cutover" verdict.
     Status {
+        /// Config file (default: ./config.yaml if there is one, else the embedded default).
         #[arg(short, long, env = "TGMX_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -97,6 +106,7 @@ pub enum Command {
     /// Telegram is enabled, the registration file, the database's directory), and print the
     /// effective settings, one line per group (no secrets). Errors name the key and its line.
     CheckConfig {
+        /// Config file (default: ./config.yaml if there is one, else the embedded default).
         #[arg(short, long, env = "TGMX_CONFIG")]
         config: Option<PathBuf>,
     },

@@ -5,11 +5,43 @@ use clap::Parser;
 use tgmx::cli::{Cli, Command};
 use tgmx::config::{Config, EMBEDDED_DEFAULT, Registration};
 
-fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
-    Ok(match path {
-        Some(p) => Config::load(p)?,
+/// The config file every command uses: `-c` (or `TGMX_CONFIG`), else `./config.yaml` when there
+/// is one, else none (the built-in default, config.example.yaml, with paths relative to the
+/// current directory).
+fn config_path(arg: Option<&PathBuf>) -> Option<PathBuf> {
+    arg.cloned()
+        .or_else(|| Path::new("config.yaml").is_file().then(|| PathBuf::from("config.yaml")))
+}
+
+fn load(arg: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Ok(match config_path(arg) {
+        Some(p) => Config::load(&p)?,
         None => Config::parse(EMBEDDED_DEFAULT, Path::new("."))?,
     })
+}
+
+/// Which config a command used, for its first line.
+fn config_name(arg: Option<&PathBuf>) -> String {
+    match config_path(arg) {
+        Some(p) => p.display().to_string(),
+        None => "the built-in default (no -c, no ./config.yaml)".to_owned(),
+    }
+}
+
+/// The database of a command that reads the bridge's state, which it never creates: an empty
+/// database made on the spot would report "nothing lost" about a bridge it never saw.
+async fn open_state(cfg: &Config, arg: Option<&PathBuf>) -> anyhow::Result<tgmx::storage::Store> {
+    let file = tgmx::storage::database_file(&cfg.database)?;
+    println!("config: {}; database: {}", config_name(arg), file.display());
+    if !file.exists() {
+        bail!(
+            "no database at {} (config: {}): this command reads the bridge's state and does not create \
+             it; pass the daemon's config with -c",
+            file.display(),
+            config_name(arg)
+        );
+    }
+    Ok(tgmx::storage::Store::open(&cfg.database).await?)
 }
 
 fn init_tracing(level: &str) {
@@ -58,8 +90,9 @@ async fn dispatch() -> anyhow::Result<()> {
         Command::Run { config } => {
             let cfg = load(config.as_ref())?;
             init_tracing(&cfg.logging.level);
+            tracing::info!(config = %config_name(config.as_ref()), "starting");
             let mut app = tgmx::App::build(cfg).await.context("cannot start")?;
-            if let Some(path) = config {
+            if let Some(path) = config_path(config.as_ref()) {
                 app = app.with_config_path(path);
             }
             app.run_until_stopped(shutdown_signal()).await?;
@@ -86,10 +119,15 @@ async fn dispatch() -> anyhow::Result<()> {
             platform,
             standby,
             config,
-        } => primary(&platform, standby, &config).await?,
+        } => {
+            let Some(config) = config_path(config.as_ref()) else {
+                bail!("`primary` edits the config file, and there is no ./config.yaml here: pass -c FILE");
+            };
+            primary(&platform, standby, &config).await?
+        }
         Command::Audit { since, config } => {
             let cfg = load(config.as_ref())?;
-            let store = tgmx::storage::Store::open(&cfg.database).await?;
+            let store = open_state(&cfg, config.as_ref()).await?;
             let since_ms = tgmx::storage::now_ms() - since.as_millis() as i64;
             let mut lost = 0;
             println!("audit since {}", fmt_ms(since_ms));
@@ -152,6 +190,10 @@ async fn dispatch() -> anyhow::Result<()> {
                 println!("verdict: {}", problems.join(", "));
                 std::process::exit(1);
             }
+            if !store.has_traffic().await? {
+                println!("verdict: no traffic recorded yet: nothing to audit (is this the daemon's database?)");
+                std::process::exit(1);
+            }
             println!("verdict: nothing lost");
         }
         Command::Bootstrap { dry_run, config } => {
@@ -199,12 +241,17 @@ async fn dispatch() -> anyhow::Result<()> {
                     std::process::exit(1);
                 }
             };
-            let store = tgmx::storage::Store::open(&cfg.database).await?;
-            let running = store
-                .get_kv("daemon_pid")
-                .await?
-                .and_then(|p| p.parse().ok())
-                .is_some_and(is_tgmx_process);
+            // Never creates the database: before the first start there is none.
+            let running = if tgmx::storage::database_file(&cfg.database)?.exists() {
+                let store = tgmx::storage::Store::open(&cfg.database).await?;
+                store
+                    .get_kv("daemon_pid")
+                    .await?
+                    .and_then(|p| p.parse().ok())
+                    .is_some_and(is_tgmx_process)
+            } else {
+                false
+            };
             let lines = tgmx::check::run(&cfg, running).await;
             for l in &lines {
                 if l.ok {
@@ -223,7 +270,7 @@ async fn dispatch() -> anyhow::Result<()> {
             if path.symlink_metadata().is_ok() {
                 bail!("{} exists; choose a new file", path.display());
             }
-            let store = tgmx::storage::Store::open(&cfg.database).await?;
+            let store = open_state(&cfg, config.as_ref()).await?;
             store.backup(&path).await?;
             println!("database copied to {}", path.display());
             // The devices' crypto stores (keys of encrypted rooms) go beside it.
@@ -237,7 +284,7 @@ async fn dispatch() -> anyhow::Result<()> {
         Command::Status { config } => {
             use tgmx::storage::Direction;
             let cfg = load(config.as_ref())?;
-            let store = tgmx::storage::Store::open(&cfg.database).await?;
+            let store = open_state(&cfg, config.as_ref()).await?;
             let configured = tgmx::bridge::cutover::Mode::of(&cfg);
             let current = store.current_mode().await?.unwrap_or_else(|| "never started".into());
             let day_ago = tgmx::storage::now_ms() - 86_400_000;
@@ -320,6 +367,9 @@ async fn dispatch() -> anyhow::Result<()> {
                     let last = store.last_message_by(a.as_str()).await?;
                     println!("  {a}: {}", last.map_or("never".to_owned(), fmt_ms));
                 }
+            }
+            if !store.has_traffic().await? {
+                blockers.push("no traffic bridged yet: nothing to judge".into());
             }
             if blockers.is_empty() {
                 println!("ready for cutover: yes");

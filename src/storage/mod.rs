@@ -149,6 +149,11 @@ pub struct Store {
     file_gone: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// The file of a `sqlite://` database URL.
+pub fn database_file(url: &str) -> Result<std::path::PathBuf> {
+    Ok(SqliteConnectOptions::from_str(url)?.get_filename().to_path_buf())
+}
+
 /// Held by the running daemon (see [`Store::lock_for_daemon`]).
 pub struct DaemonLock {
     _file: std::fs::File,
@@ -1192,6 +1197,15 @@ impl Store {
     }
 
     // ---- failures ----
+
+    /// Whether anything was ever bridged or recorded as not bridged.
+    pub async fn has_traffic(&self) -> Result<bool> {
+        Ok(
+            sqlx::query_scalar("SELECT EXISTS(SELECT 1 FROM messages) OR EXISTS(SELECT 1 FROM failures)")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
 
     pub async fn record_failure(&self, direction: Direction, source_ref: &str, reason: &str) -> Result<()> {
         sqlx::query("INSERT INTO failures (direction, source_ref, reason, at) VALUES (?, ?, ?, ?)")

@@ -282,7 +282,58 @@ async fn an_unreachable_bot_api_is_named_in_the_log_and_in_ready() {
         .await;
 }
 
+/// Forgetting `-c` in a directory without a config: the commands that read the bridge's state
+/// refuse to work on a database they would create, and say which config and database they
+/// looked at; none of them leaves a database behind.
+async fn state_commands_without_a_config_refuse_instead_of_reporting_all_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["status"][..], &["audit"], &["backup", "copy.db"]] {
+        let out = std::process::Command::new(crate::harness::tgmx_bin())
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("TGMX_CONFIG")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{args:?}: {text}");
+        assert!(
+            text.contains("no database at") && text.contains("built-in default"),
+            "{args:?}: {text}"
+        );
+        assert!(
+            !text.contains("ready for cutover: yes") && !text.contains("nothing lost"),
+            "{text}"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "files left behind: {left:?}");
+}
+
+/// A bridge that has carried nothing yet is not "ready for cutover" and its audit does not say
+/// "nothing lost": there is nothing to judge.
+async fn a_bridge_without_traffic_is_not_called_ready_or_lossless() {
+    let app = TestApp::spawn().await;
+    let (_, status) = app.cli(&["status"]).await;
+    assert!(
+        status.contains("ready for cutover: no") && status.contains("no traffic bridged yet"),
+        "{status}"
+    );
+    assert!(
+        status.contains("config: ") && status.contains("; database: "),
+        "{status}"
+    );
+    let (ok, audit) = app.cli(&["audit"]).await;
+    assert!(!ok, "{audit}");
+    assert!(audit.contains("no traffic recorded yet"), "{audit}");
+}
+
 both!(
+    state_commands_without_a_config_refuse_instead_of_reporting_all_clear,
+    a_bridge_without_traffic_is_not_called_ready_or_lossless,
     a_refused_bot_token_stops_the_start_with_a_clear_error,
     an_unreachable_bot_api_is_named_in_the_log_and_in_ready,
     check_passes_on_a_ready_bridge_and_names_a_wrong_token,
