@@ -1785,7 +1785,7 @@ identities:
 
     #[test]
     fn the_example_registration_parses_but_is_refused() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("registration.yaml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("registration.example.yaml");
         let e = Registration::load(&path).unwrap_err().to_string();
         assert!(e.contains("placeholder tokens"), "{e}");
         let text = std::fs::read_to_string(path).unwrap();
@@ -1805,7 +1805,7 @@ identities:
     fn example_registration_matches_the_generator() {
         let c = Config::parse(include_str!("../config.example.yaml"), Path::new(".")).unwrap();
         let mut generated = Registration::generate(&c);
-        let example: Registration = serde_saphyr::from_str(include_str!("../registration.yaml")).unwrap();
+        let example: Registration = serde_saphyr::from_str(include_str!("../registration.example.yaml")).unwrap();
         generated.as_token = example.as_token.clone();
         generated.hs_token = example.hs_token.clone();
         assert_eq!(example.to_yaml(), generated.to_yaml());
