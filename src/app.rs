@@ -10,12 +10,14 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
+use crate::bridge::lanes::{run_lanes, supervise};
 use crate::bridge::{Bridge, DoneAt, run_worker};
 use crate::config::{Config, Registration};
 use crate::error::{Error, Result};
 use crate::matrix::appservice::{AsState, router};
 use crate::matrix::client::MatrixClient;
 use crate::storage::{Direction, Store};
+use tracing::Instrument;
 
 pub struct App {
     /// Keeps a second daemon off the same database for as long as this one runs.
@@ -131,56 +133,74 @@ impl App {
             stop_rx.clone(),
         ));
 
-        let mut tasks = vec![
-            tokio::spawn(setup_loop(bridge.clone(), stop_rx.clone())),
-            tokio::spawn(bridge.clone().run_announcer(stop_rx.clone())),
-        ];
+        // Every long-running task runs under the supervisor: a panic is logged and the task
+        // started again (see `bridge::lanes::supervise`).
+        let mut tasks = Vec::new();
+        let stop = stop_rx.clone();
+        let mut run = |name: &'static str, task: Box<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send>| {
+            tasks.push(tokio::spawn(supervise(name, stop.clone(), task)));
+        };
+        let (b, s) = (bridge.clone(), stop_rx.clone());
+        run("setup", Box::new(move || Box::pin(setup_loop(b.clone(), s.clone()))));
+        let (b, s) = (bridge.clone(), stop_rx.clone());
+        run(
+            "announcer",
+            Box::new(move || Box::pin(b.clone().run_announcer(s.clone()))),
+        );
         if let Some(path) = config_path {
-            tasks.push(tokio::spawn(watch_config(bridge.clone(), path, stop_rx.clone())));
+            let (b, s) = (bridge.clone(), stop_rx.clone());
+            run(
+                "config watcher",
+                Box::new(move || Box::pin(watch_config(b.clone(), path.clone(), s.clone()))),
+            );
         }
         if bridge.cfg().telegram_token().is_ok() {
-            tasks.push(tokio::spawn(crate::telegram::poller::run(
-                bridge.tg.clone(),
-                bridge.store.clone(),
-                tg_wake.clone(),
-                bridge.cfg().gateway.telegram.poll_timeout,
-                bridge.mode_watch(),
-                reach_tx,
-                stop_rx.clone(),
-            )));
+            let (b, s, w, reach) = (bridge.clone(), stop_rx.clone(), tg_wake.clone(), Arc::new(reach_tx));
+            run(
+                "telegram poller",
+                Box::new(move || {
+                    Box::pin(crate::telegram::poller::run(
+                        b.tg.clone(),
+                        b.store.clone(),
+                        w.clone(),
+                        b.cfg().gateway.telegram.poll_timeout,
+                        b.mode_watch(),
+                        reach.clone(),
+                        s.clone(),
+                    ))
+                }),
+            );
         }
-        let (b, b2, b3) = (bridge.clone(), bridge.clone(), bridge.clone());
-        tasks.push(tokio::spawn(run_worker(
-            "telegram->matrix",
-            Direction::TgToMx,
-            bridge.store.clone(),
-            tg_wake,
-            stop_rx.clone(),
-            DoneAt::EachBatch,
-            move || {
-                let b = b.clone();
-                async move { b.store.next_tg_inbox().await }
-            },
-            move |item| {
-                let b = b2.clone();
-                async move { b.handle_tg_update(&item.json).await }
-            },
-            move |keys: Vec<i64>| {
-                let b = b3.clone();
-                async move { b.store.done_tg_inbox(&keys).await }
-            },
-        )));
-        tasks.push(tokio::spawn(catch_up_loop(
-            bridge.clone(),
-            mx_wake.clone(),
-            stop_rx.clone(),
-        )));
-        tasks.push(tokio::spawn(
-            bridge.clone().follow_sync(mx_wake.clone(), stop_rx.clone()),
-        ));
-        tasks.push(tokio::spawn(run_mx_lanes(bridge.clone(), mx_wake, stop_rx.clone())));
-        tasks.push(tokio::spawn(release_memory_after_bursts(stop_rx.clone())));
-        tasks.push(tokio::spawn(probe_storage(bridge.store.clone(), stop_rx.clone())));
+        let (b, s, w) = (bridge.clone(), stop_rx.clone(), tg_wake.clone());
+        run(
+            "telegram->matrix lanes",
+            Box::new(move || Box::pin(run_tg_lanes(b.clone(), w.clone(), s.clone()))),
+        );
+        let (b, s, w) = (bridge.clone(), stop_rx.clone(), mx_wake.clone());
+        run(
+            "catch-up",
+            Box::new(move || Box::pin(catch_up_loop(b.clone(), w.clone(), s.clone()))),
+        );
+        let (b, s, w) = (bridge.clone(), stop_rx.clone(), mx_wake.clone());
+        run(
+            "/sync follower",
+            Box::new(move || Box::pin(b.clone().follow_sync(w.clone(), s.clone()))),
+        );
+        let (b, s, w) = (bridge.clone(), stop_rx.clone(), mx_wake.clone());
+        run(
+            "matrix->telegram lanes",
+            Box::new(move || Box::pin(run_mx_lanes(b.clone(), w.clone(), s.clone()))),
+        );
+        let s = stop_rx.clone();
+        run(
+            "memory release",
+            Box::new(move || Box::pin(release_memory_after_bursts(s.clone()))),
+        );
+        let (store, s) = (bridge.store.clone(), stop_rx.clone());
+        run(
+            "storage probe",
+            Box::new(move || Box::pin(probe_storage(store.clone(), s.clone()))),
+        );
 
         shutdown.await;
         tracing::info!("shutting down");
@@ -242,76 +262,112 @@ async fn check_bot_token(tg: &teloxide::Bot, api_url: &url::Url) -> Result<()> {
     }
 }
 
-/// Matrix -> Telegram: one ordered worker per room ("lane"), started when the room first has
-/// work, so a rate-limited Telegram group only delays its own room. A lane of a room that is not
-/// a portal (an invite, a stray event) ends once its inbox is empty: rooms the bot is merely
-/// invited to, by the thousand, cost nothing once handled.
-async fn run_mx_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
-    let mut lanes: std::collections::HashMap<String, (Arc<Notify>, tokio::task::JoinHandle<()>)> = Default::default();
-    loop {
-        lanes.retain(|_, (_, handle)| !handle.is_finished());
-        match bridge.store.mx_lanes().await {
-            Ok(rooms) => {
-                for room in rooms {
-                    let portal = bridge.chat_for_room(&room).is_some();
-                    let (lane_wake, _) = lanes.entry(room.clone()).or_insert_with(|| {
-                        let lane_wake = Arc::new(Notify::new());
-                        let (b, b2, b3) = (bridge.clone(), bridge.clone(), bridge.clone());
-                        let again = lane_wake.clone();
-                        let handle = tokio::spawn(run_worker(
-                            "matrix->telegram",
-                            Direction::MxToTg,
-                            bridge.store.clone(),
-                            lane_wake.clone(),
-                            stop.clone(),
-                            if portal {
-                                DoneAt::EachItem
-                            } else {
-                                DoneAt::EachItemThenExit
-                            },
-                            move || {
-                                let (b, room, again) = (b.clone(), room.clone(), again.clone());
-                                async move {
-                                    let batch = b.store.next_mx_lane(&room).await?;
-                                    let fetched = batch.len();
-                                    let batch = b.catch_up_before(&room, batch).await?;
-                                    if batch.len() < fetched {
-                                        again.notify_one(); // cut short: the rest comes next round
-                                    }
-                                    Ok(batch)
-                                }
-                            },
-                            move |item| {
-                                let b = b2.clone();
-                                async move { b.handle_mx_event(&item.json).await }
-                            },
-                            move |keys: Vec<i64>| {
-                                let b = b3.clone();
-                                async move {
-                                    for key in keys {
-                                        b.store.done_mx_inbox(key).await?;
-                                    }
-                                    Ok(())
-                                }
-                            },
-                        ));
-                        (lane_wake, handle)
-                    });
-                    lane_wake.notify_one();
-                }
-            }
-            Err(e) => tracing::error!("cannot read the matrix inbox: {e}"),
-        }
-        crate::metrics::METRICS.lanes(lanes.len());
-        tokio::select! {
-            _ = wake.notified() => {},
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {},
-            _ = stop.wait_for(|s| *s) => break,
-        }
-    }
-    for (_, (_, handle)) in lanes {
-        let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
-    }
+/// Matrix -> Telegram: a lane per room (see `bridge::lanes`).
+async fn run_mx_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, stop: watch::Receiver<bool>) {
+    let b = bridge.clone();
+    let lane_stop = stop.clone();
+    run_lanes(
+        "matrix->telegram",
+        wake,
+        stop,
+        move || {
+            let b = b.clone();
+            async move { b.store.mx_lanes().await }
+        },
+        move |room: String, lane_wake: Arc<Notify>| {
+            let portal = bridge.chat_for_room(&room).is_some();
+            let span = tracing::info_span!("lane", %room, chat = bridge.chat_for_room(&room));
+            let (b, b2, b3) = (bridge.clone(), bridge.clone(), bridge.clone());
+            let again = lane_wake.clone();
+            tokio::spawn(
+                run_worker(
+                    "matrix->telegram",
+                    Direction::MxToTg,
+                    bridge.store.clone(),
+                    lane_wake,
+                    lane_stop.clone(),
+                    DoneAt::EachItem,
+                    !portal,
+                    move || {
+                        let (b, room, again) = (b.clone(), room.clone(), again.clone());
+                        async move {
+                            let batch = b.store.next_mx_lane(&room).await?;
+                            let fetched = batch.len();
+                            let batch = b.catch_up_before(&room, batch).await?;
+                            if batch.len() < fetched {
+                                again.notify_one(); // cut short: the rest comes next round
+                            }
+                            Ok(batch)
+                        }
+                    },
+                    move |item| {
+                        let b = b2.clone();
+                        async move { b.handle_mx_event(&item.json).await }
+                    },
+                    move |keys: Vec<i64>| {
+                        let b = b3.clone();
+                        async move {
+                            for key in keys {
+                                b.store.done_mx_inbox(key).await?;
+                            }
+                            Ok(())
+                        }
+                    },
+                )
+                .instrument(span),
+            )
+        },
+        |n| crate::metrics::METRICS.lanes(Direction::MxToTg, n),
+    )
+    .await
+}
+
+/// Telegram -> Matrix: a lane per chat (see `bridge::lanes`); a chat whose room is not set up
+/// yet waits alone.
+async fn run_tg_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, stop: watch::Receiver<bool>) {
+    let b = bridge.clone();
+    let lane_stop = stop.clone();
+    run_lanes(
+        "telegram->matrix",
+        wake,
+        stop,
+        move || {
+            let b = b.clone();
+            async move { b.store.tg_lanes().await }
+        },
+        move |chat: Option<i64>, lane_wake: Arc<Notify>| {
+            let portal = chat.is_some_and(|c| bridge.chat_is_configured(c));
+            let room = chat.and_then(|c| bridge.room_for_chat(c)).map(|r| r.to_string());
+            let span = tracing::info_span!("lane", chat, room);
+            let (b, b2, b3) = (bridge.clone(), bridge.clone(), bridge.clone());
+            tokio::spawn(
+                run_worker(
+                    "telegram->matrix",
+                    Direction::TgToMx,
+                    bridge.store.clone(),
+                    lane_wake,
+                    lane_stop.clone(),
+                    DoneAt::EachBatch,
+                    !portal,
+                    move || {
+                        let b = b.clone();
+                        async move { b.store.next_tg_lane(chat).await }
+                    },
+                    move |item| {
+                        let b = b2.clone();
+                        async move { b.handle_tg_update(&item.json).await }
+                    },
+                    move |keys: Vec<i64>| {
+                        let b = b3.clone();
+                        async move { b.store.done_tg_inbox(&keys).await }
+                    },
+                )
+                .instrument(span),
+            )
+        },
+        |n| crate::metrics::METRICS.lanes(Direction::TgToMx, n),
+    )
+    .await
 }
 
 /// While database writes fail, try a small write every second: intake stays stopped until one

@@ -11,13 +11,15 @@
 //!   on by default; without it a stand-in refuses encrypted rooms).
 //! - [`telegram`]: long polling into the durable inbox (updates stored as sent), lenient reading
 //!   of stored updates (`telegram::update`), entity conversion, pacing.
-//! - [`bridge`]: the core that decides: portals, puppets, echo suppression, id mapping, the
-//!   ordered workers that drain the inboxes, and `catch_up` (events the homeserver skipped).
+//! - [`bridge`]: the core that decides: portals, puppets, echo suppression, id mapping,
+//!   `lanes` (one ordered worker per portal in each direction, and the supervisor that restarts
+//!   a crashed task), and `catch_up` (events the homeserver skipped).
 //! - [`metrics`]: Prometheus counters served at `/metrics`.
 //! - [`ops`]: `bootstrap` and `rollcall`, run as the bridge bot.
 //! - [`app`]: `App::build(config)` / `port()` / `run_until_stopped(shutdown)`.
 //! - [`check`]: the readiness check (`tgmx check`).
 //! - [`cli`]: the command line.
+//! - [`failpoint`]: named places tests can make fail once (`TGMX_FAILPOINTS`).
 //!
 //! # Delivery guarantees
 //!
@@ -40,6 +42,7 @@ pub mod cli;
 pub mod config;
 pub mod config_edit;
 pub mod error;
+pub mod failpoint;
 #[cfg(test)]
 mod fuzz;
 pub mod matrix;

@@ -30,8 +30,11 @@ pub struct Metrics {
     storage_failing: AtomicBool,
     /// Writes that failed for a storage reason.
     storage_failures: AtomicU64,
-    /// Matrix -> Telegram lanes running now.
-    lanes: AtomicU64,
+    /// Lanes running now: Matrix -> Telegram, Telegram -> Matrix.
+    mx_lanes: AtomicU64,
+    tg_lanes: AtomicU64,
+    /// Supervised tasks started again after a crash.
+    restarts: AtomicU64,
 }
 
 pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(Metrics::default);
@@ -86,8 +89,16 @@ impl Metrics {
         }
     }
 
-    pub fn lanes(&self, n: usize) {
-        self.lanes.store(n as u64, Ordering::Relaxed);
+    pub fn lanes(&self, d: Direction, n: usize) {
+        match d {
+            Direction::MxToTg => &self.mx_lanes,
+            Direction::TgToMx => &self.tg_lanes,
+        }
+        .store(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn task_restarted(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn reloaded(&self, accepted: bool) {
@@ -140,11 +151,19 @@ impl Metrics {
              # HELP tgmx_matrix_lanes Matrix -> Telegram lanes running (one per portal with work, and per other room while it has work).\n\
              # TYPE tgmx_matrix_lanes gauge\n\
              tgmx_matrix_lanes {}\n\
+             # HELP tgmx_telegram_lanes Telegram -> Matrix lanes running (one per chat with work).\n\
+             # TYPE tgmx_telegram_lanes gauge\n\
+             tgmx_telegram_lanes {}\n\
+             # HELP tgmx_task_restarts_total Supervised tasks started again after a crash.\n\
+             # TYPE tgmx_task_restarts_total counter\n\
+             tgmx_task_restarts_total {}\n\
              # HELP tgmx_storage_write_failures_total Database writes that failed for a storage reason.\n\
              # TYPE tgmx_storage_write_failures_total counter\n\
              tgmx_storage_write_failures_total {}",
             u8::from(self.storage_failing.load(Ordering::Relaxed)),
-            self.lanes.load(Ordering::Relaxed),
+            self.mx_lanes.load(Ordering::Relaxed),
+            self.tg_lanes.load(Ordering::Relaxed),
+            self.restarts.load(Ordering::Relaxed),
             self.storage_failures.load(Ordering::Relaxed)
         );
         let _ = writeln!(

@@ -8,6 +8,7 @@
 pub mod catch_up;
 pub mod cutover;
 pub mod dedupe;
+pub mod lanes;
 pub mod matrix_in;
 pub mod media;
 pub mod telegram_in;
@@ -467,12 +468,10 @@ pub enum DoneAt {
     /// Once per batch, in one commit: a replay is a no-op (Telegram -> Matrix: the message map is
     /// written after each send, and Matrix transaction ids derive from Telegram ids).
     EachBatch,
-    /// As `EachItem`, and the worker ends once its inbox is empty (a lane of a room that is not a
-    /// portal; a new one starts when more work comes).
-    EachItemThenExit,
 }
 
-/// Drain an inbox in order: `next` fetches a batch (at most [`crate::storage::BATCH`] items; a
+/// Drain an inbox in order (`exit_when_drained`: return once it is empty, for a lane of a room
+/// or chat that is not a portal): `next` fetches a batch (at most [`crate::storage::BATCH`] items; a
 /// shorter batch means the inbox is drained, or `next` woke the worker for the rest), `handle`
 /// bridges one item, `done` removes bridged items. Transient failures are retried in place with
 /// backoff; permanent ones are recorded and skipped.
@@ -484,6 +483,7 @@ pub async fn run_worker<N, H, D, F1, F2, F3>(
     wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
     done_at: DoneAt,
+    exit_when_drained: bool,
     next: N,
     handle: H,
     done: D,
@@ -584,8 +584,18 @@ pub async fn run_worker<N, H, D, F1, F2, F3>(
                             continue;
                         }
                         tracing::warn!(worker = name, key, "transient failure, retrying in {wait:?}: {e}");
+                        // A wake-up (new work, or the room just set up) retries at once, except
+                        // where Telegram said how long to wait.
+                        let told_to_wait = matches!(
+                            &e,
+                            Error::Telegram {
+                                retry_after: Some(_),
+                                ..
+                            }
+                        );
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {},
+                            _ = wake.notified(), if !told_to_wait => {},
                             _ = shutdown.changed() => {
                                 finish(bridged).await;
                                 return;
@@ -604,7 +614,7 @@ pub async fn run_worker<N, H, D, F1, F2, F3>(
                 }
             }
             bridged.push(key);
-            if done_at != DoneAt::EachBatch {
+            if done_at == DoneAt::EachItem {
                 finish(std::mem::take(&mut bridged)).await;
             }
             if *shutdown.borrow() {
@@ -613,7 +623,7 @@ pub async fn run_worker<N, H, D, F1, F2, F3>(
             }
         }
         finish(bridged).await;
-        if drained && done_at == DoneAt::EachItemThenExit {
+        if drained && exit_when_drained {
             return;
         }
     }

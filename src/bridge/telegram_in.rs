@@ -15,6 +15,9 @@ impl Bridge {
     /// is announced in its room when its chat is known, and recorded.
     pub async fn handle_tg_update(&self, json: &str) -> Result<()> {
         let read = crate::telegram::update::read_update(json)?;
+        if json.contains("failpoint:handler-panic") && crate::failpoint::fire("handler-panic") {
+            panic!("failpoint handler-panic");
+        }
         let Some(update) = read.update else {
             return self.tg_unreadable(&read).await;
         };

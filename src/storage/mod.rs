@@ -837,21 +837,25 @@ impl Store {
 
     // ---- Telegram inbox and offset ----
 
-    /// Store fetched updates and advance the stored offset in one transaction. Only after this
-    /// returns may the offset be confirmed to Telegram (by the next getUpdates call).
-    pub async fn accept_updates(&self, updates: &[(i64, String)]) -> Result<()> {
-        let Some(max) = updates.iter().map(|(id, _)| *id).max() else {
+    /// Store fetched updates `(update id, chat id, JSON)` and advance the stored offset in one
+    /// transaction. Only after this returns may the offset be confirmed to Telegram (by the next
+    /// getUpdates call).
+    pub async fn accept_updates(&self, updates: &[(i64, Option<i64>, String)]) -> Result<()> {
+        let Some(max) = updates.iter().map(|(id, _, _)| *id).max() else {
             return Ok(());
         };
         self.write(false, async |tx| {
             let now = now_ms();
-            for (id, json) in updates {
-                sqlx::query("INSERT OR IGNORE INTO tg_inbox (update_id, update_json, received_at) VALUES (?, ?, ?)")
-                    .bind(id)
-                    .bind(json)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+            for (id, chat, json) in updates {
+                sqlx::query(
+                    "INSERT OR IGNORE INTO tg_inbox (update_id, chat_id, update_json, received_at) VALUES (?, ?, ?, ?)",
+                )
+                .bind(id)
+                .bind(chat)
+                .bind(json)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
             }
             sqlx::query(
                 "INSERT INTO kv (key, value) VALUES ('tg_offset', ?)
@@ -865,20 +869,29 @@ impl Store {
         .await
     }
 
+    /// Chats with updates waiting (`None`: updates without a chat).
+    pub async fn tg_lanes(&self) -> Result<Vec<Option<i64>>> {
+        Ok(sqlx::query_scalar("SELECT DISTINCT chat_id FROM tg_inbox")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// The next [`BATCH`] waiting updates of one chat, in order.
+    pub async fn next_tg_lane(&self, chat: Option<i64>) -> Result<Vec<InboxItem>> {
+        let rows =
+            sqlx::query("SELECT update_id, update_json FROM tg_inbox WHERE chat_id IS ? ORDER BY update_id LIMIT 64")
+                .bind(chat)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(inbox_items(rows))
+    }
+
     pub async fn tg_offset(&self) -> Result<i64> {
         Ok(self
             .get_kv("tg_offset")
             .await?
             .and_then(|v| v.parse().ok())
             .unwrap_or(0))
-    }
-
-    /// The next [`BATCH`] waiting Telegram updates, in order.
-    pub async fn next_tg_inbox(&self) -> Result<Vec<InboxItem>> {
-        let rows = sqlx::query("SELECT update_id, update_json FROM tg_inbox ORDER BY update_id LIMIT 64")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(inbox_items(rows))
     }
 
     /// Every waiting Telegram update, in order.
@@ -1296,18 +1309,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn offset_only_moves_forward_and_inbox_keeps_order() {
+    async fn offset_only_moves_forward_and_inbox_keeps_order_per_chat() {
         let (s, _d) = store().await;
         assert_eq!(s.tg_offset().await.unwrap(), 0);
-        s.accept_updates(&[(11, "b".into()), (10, "a".into())]).await.unwrap();
-        assert_eq!(s.tg_offset().await.unwrap(), 12);
-        s.accept_updates(&[(5, "old".into())]).await.unwrap();
-        assert_eq!(s.tg_offset().await.unwrap(), 12);
-        let items = s.next_tg_inbox().await.unwrap();
+        s.accept_updates(&[
+            (11, Some(-1), "b".into()),
+            (10, Some(-1), "a".into()),
+            (12, Some(-2), "c".into()),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(s.tg_offset().await.unwrap(), 13);
+        s.accept_updates(&[(5, Some(-1), "old".into()), (4, None, "no chat".into())])
+            .await
+            .unwrap();
+        assert_eq!(s.tg_offset().await.unwrap(), 13);
+        let mut lanes = s.tg_lanes().await.unwrap();
+        lanes.sort();
+        assert_eq!(lanes, [None, Some(-2), Some(-1)]);
+        let items = s.next_tg_lane(Some(-1)).await.unwrap();
         assert_eq!(items.iter().map(|i| i.key).collect::<Vec<_>>(), [5, 10, 11]);
+        assert_eq!(s.next_tg_lane(None).await.unwrap()[0].key, 4);
         s.done_tg_inbox(&[10]).await.unwrap();
-        assert_eq!(s.next_tg_inbox().await.unwrap().len(), 2);
-        s.done_tg_inbox(&[5, 11]).await.unwrap();
+        assert_eq!(s.next_tg_lane(Some(-1)).await.unwrap().len(), 2);
+        s.done_tg_inbox(&[4, 5, 11, 12]).await.unwrap();
         assert!(s.all_tg_inbox().await.unwrap().is_empty());
     }
 

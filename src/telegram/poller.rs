@@ -42,7 +42,7 @@ pub async fn run(
     wake: Arc<Notify>,
     timeout_secs: u32,
     mut mode: watch::Receiver<Mode>,
-    reach: watch::Sender<Option<String>>,
+    reach: Arc<watch::Sender<Option<String>>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // A webhook and getUpdates exclude each other; the bridge polls.
@@ -63,6 +63,9 @@ pub async fn run(
             }
             tracing::info!("reading telegram again");
             continue;
+        }
+        if crate::failpoint::fire("poller-panic") {
+            panic!("failpoint poller-panic");
         }
         // Nothing more is fetched (and so confirmed) while updates could not be saved.
         if store.write_fault().is_some() && !store.until_writable(&mut shutdown).await {
@@ -109,7 +112,7 @@ pub async fn run(
                 let mut rows = Vec::with_capacity(updates.len());
                 for u in updates {
                     match u.get("update_id").and_then(Value::as_i64) {
-                        Some(id) => rows.push((id, u.to_string())),
+                        Some(id) => rows.push((id, chat_of(&u), u.to_string())),
                         None => tracing::error!(
                             "telegram sent an update without update_id; it cannot be confirmed or bridged: {}",
                             capped(&u.to_string(), 300)
@@ -168,6 +171,14 @@ pub async fn run(
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
+}
+
+/// The chat an update belongs to (its lane), if it names one.
+pub fn chat_of(update: &Value) -> Option<i64> {
+    let obj = update.as_object()?;
+    obj.iter()
+        .filter(|(k, _)| *k != "update_id")
+        .find_map(|(_, v)| v.get("chat").and_then(|c| c.get("id")).and_then(Value::as_i64))
 }
 
 enum Poll {

@@ -697,6 +697,8 @@ pub struct TestApp {
     /// Homeserver URL the daemon is configured with (the homeserver, or a `Proxy` in front of it).
     pub hs_url: String,
     child: Option<Child>,
+    /// More environment for the daemon (e.g. `TGMX_FAILPOINTS`).
+    pub env: Vec<(String, String)>,
     /// Answers the homeserver's pushes until the daemon first starts (Conduit only).
     stand_in: Option<StandIn>,
 }
@@ -839,6 +841,7 @@ impl TestApp {
             hs_token,
             hs_url,
             child: None,
+            env: Vec::new(),
             stand_in,
         };
         app.write_config("");
@@ -988,6 +991,7 @@ impl TestApp {
             .env("TGMX_TELEGRAM_TOKEN", TG_TOKEN)
             .env("TGMX_PICKLE_KEY", "test-pickle-key")
             .env_remove("RUST_LOG")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

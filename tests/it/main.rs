@@ -38,6 +38,7 @@ mod fake_telegram;
 mod fake_telegram_selftest;
 mod faults;
 mod harness;
+mod lanes;
 mod media;
 mod operations;
 mod reliability;
