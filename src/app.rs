@@ -164,7 +164,7 @@ impl App {
                         b.store.clone(),
                         w.clone(),
                         b.cfg().gateway.telegram.poll_timeout,
-                        b.mode_watch(),
+                        b.reading_watch(),
                         reach.clone(),
                         s.clone(),
                     ))

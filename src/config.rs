@@ -537,8 +537,7 @@ impl Config {
             ),
             format!("database: {}", self.database),
             format!(
-                "gateway: mode {}, primary {}, fallback {}, dedupe {} (window {} s)",
-                crate::bridge::cutover::Mode::of(self).as_str(),
+                "gateway: primary {}, fallback {}, dedupe {} (window {} s)",
                 g.primary_platform.as_str(),
                 g.fallback_platform.as_str(),
                 on(g.dedupe.enabled),

@@ -6,8 +6,8 @@ use proptest::prelude::*;
 use teloxide::types::MessageEntity;
 
 use crate::matrix::appservice::parse_transaction;
-use crate::matrix::html::matrix_html_to_telegram;
 use crate::telegram::format::entities_to_html;
+use crate::telegram::html::matrix_html_to_telegram;
 
 const KINDS: &[&str] = &[
     "bold",

@@ -126,6 +126,16 @@ impl Bridge {
         self.announce_wake.notify_one();
     }
 
+    fn set_mode(&self, mode: Mode) {
+        self.mode_tx.send_replace(mode);
+        self.reading_tx.send_replace(mode.reads_telegram());
+    }
+
+    /// Follows whether the mode reads Telegram (for the poller).
+    pub fn reading_watch(&self) -> watch::Receiver<bool> {
+        self.reading_tx.subscribe()
+    }
+
     pub fn mode_watch(&self) -> watch::Receiver<Mode> {
         self.mode_tx.subscribe()
     }
@@ -144,7 +154,7 @@ impl Bridge {
             Some(prev) if prev != mode => self.switch(prev, mode, "config changed while stopped").await?,
             Some(_) => tracing::info!(mode = mode.as_str(), "bridge mode"),
         }
-        self.mode_tx.send_replace(mode);
+        self.set_mode(mode);
         Ok(())
     }
 
@@ -208,7 +218,7 @@ impl Bridge {
         }
         if from != to {
             self.switch(from, to, "config reload").await?;
-            self.mode_tx.send_replace(to);
+            self.set_mode(to);
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use teloxide::types::{MessageId, ReactionType, Update, UpdateKind};
 
 use super::Bridge;
 use crate::error::Result;
-use crate::matrix::html::strip_reply_fallback;
+use crate::telegram::html::strip_reply_fallback;
 
 /// Case-folded, whitespace-collapsed text.
 pub fn normalize(text: &str) -> String {

@@ -7,9 +7,9 @@ use teloxide::types::{MessageId, ParseMode, ReplyParameters};
 
 use super::{Bridge, SOURCE_KEY};
 use crate::error::{Error, Result};
-use crate::matrix::html::{matrix_html_to_telegram, plain_to_telegram};
 use crate::storage::Direction;
 use crate::telegram::format::escape_html;
+use crate::telegram::html::{matrix_html_to_telegram, plain_to_telegram};
 
 /// How long an encrypted event without keys is retried before the Telegram side is told.
 const UTD_WAIT_MS: i64 = 20_000;
@@ -200,7 +200,7 @@ impl Bridge {
                 .await
             {
                 Ok(_) => {}
-                Err(e) if e.to_string().contains("message is not modified") => {}
+                Err(teloxide::RequestError::Api(teloxide::ApiError::MessageNotModified)) => {}
                 Err(e) => return Err(e.into()),
             }
             return Ok(());

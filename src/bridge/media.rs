@@ -168,7 +168,7 @@ impl Bridge {
         }
         let file = match self.tg.get_file(meta.id.clone()).await {
             Ok(f) => f,
-            Err(e) if e.to_string().contains("too big") => {
+            Err(teloxide::RequestError::Api(teloxide::ApiError::Unknown(m))) if m.contains("file is too big") => {
                 return Err(Error::TooLarge {
                     size: meta.size.into(),
                     limit,
@@ -418,7 +418,7 @@ impl Bridge {
         };
         match sent {
             Ok(m) => Ok(m.id.0),
-            Err(e) if e.to_string().contains("Too Large") || e.to_string().contains("too big") => {
+            Err(teloxide::RequestError::Api(teloxide::ApiError::RequestEntityTooLarge)) => {
                 let e = Error::TooLarge {
                     size: bytes.len() as u64,
                     limit: tcfg.max_upload_bytes,

@@ -1,9 +1,10 @@
 //! The bridge core: it decides. The Matrix and Telegram modules only convert and transport.
 //!
 //! Work flows through two durable inboxes (SQLite): Telegram updates and appservice events are
-//! stored first and bridged afterwards by one worker per direction, in arrival order. A worker
-//! retries a transient failure (with backoff, honouring `retry_after`) without moving on, so order
-//! is kept and nothing is skipped; a permanent failure is recorded in `failures` and skipped.
+//! stored first and bridged afterwards by one worker per portal and direction (a lane, see
+//! `lanes`), in arrival order. A worker retries a transient failure (with backoff, honouring
+//! `retry_after`) without moving on, so order is kept and nothing is skipped; a permanent failure
+//! is recorded in `failures` and skipped.
 
 pub mod catch_up;
 pub mod cutover;
@@ -49,6 +50,8 @@ pub struct Bridge {
     names: Mutex<HashMap<(OwnedRoomId, OwnedUserId), String>>,
     /// Current mode; the poller and the workers watch it.
     mode_tx: watch::Sender<cutover::Mode>,
+    /// Whether the mode reads Telegram (what the poller needs to know of the mode).
+    reading_tx: watch::Sender<bool>,
     /// Wakes the announcer after a switch is recorded.
     announce_wake: Notify,
     /// Wakes the room setup loop after the room list changed.
@@ -104,6 +107,7 @@ impl Bridge {
             portals: RwLock::default(),
             names: Mutex::default(),
             mode_tx: watch::Sender::new(mode),
+            reading_tx: watch::Sender::new(mode.reads_telegram()),
             announce_wake: Notify::new(),
             setup_wake: Notify::new(),
             ready: Default::default(),

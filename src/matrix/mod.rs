@@ -1,4 +1,4 @@
-//! Matrix side: the appservice HTTP API, a client-server client, HTML conversion, and the
+//! Matrix side: the appservice HTTP API, a client-server client, and the
 //! devices for encrypted rooms (`crypto`: matrix-sdk with the `e2ee` feature, a stand-in without).
 pub mod appservice;
 pub mod client;
@@ -9,4 +9,3 @@ pub mod crypto;
 pub mod crypto;
 mod crypto_files;
 pub mod device;
-pub mod html;

@@ -1,5 +1,8 @@
-//! Telegram side: long polling into the durable inbox, and entity conversion.
+//! Telegram side: long polling into the durable inbox, lenient reading of stored updates,
+//! Telegram entities -> Matrix HTML (`format`), Matrix HTML -> the Telegram HTML subset (`html`),
+//! pacing. Imports nothing from the bridge core.
 pub mod format;
+pub mod html;
 pub mod pacer;
 pub mod poller;
 pub mod update;

@@ -16,7 +16,6 @@ use teloxide::prelude::*;
 use teloxide::types::AllowedUpdate;
 use tokio::sync::{Notify, watch};
 
-use crate::bridge::cutover::Mode;
 use crate::error::{Error, capped};
 use crate::storage::Store;
 
@@ -34,14 +33,14 @@ pub fn allowed_updates() -> Vec<AllowedUpdate> {
     ]
 }
 
-/// Poll while the mode reads Telegram; in standby, make no request at all (updates wait on
+/// Poll while `reading` is true (the bridge mode reads Telegram); in standby, make no request at all (updates wait on
 /// Telegram's side for 24 hours and are fetched on rollback).
 pub async fn run(
     bot: Bot,
     store: Store,
     wake: Arc<Notify>,
     timeout_secs: u32,
-    mut mode: watch::Receiver<Mode>,
+    mut reading: watch::Receiver<bool>,
     reach: Arc<watch::Sender<Option<String>>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -55,10 +54,10 @@ pub async fn run(
         if *shutdown.borrow() {
             return;
         }
-        if !mode.borrow_and_update().reads_telegram() {
+        if !*reading.borrow_and_update() {
             tracing::info!("standby: not reading telegram");
             tokio::select! {
-                _ = mode.wait_for(|m| m.reads_telegram()) => {},
+                _ = reading.wait_for(|r| *r) => {},
                 _ = shutdown.changed() => return,
             }
             tracing::info!("reading telegram again");
@@ -81,7 +80,7 @@ pub async fn run(
         };
         let res = tokio::select! {
             r = get_updates(&bot, offset, limit, timeout_secs) => r,
-            _ = mode.changed() => continue,
+            _ = reading.changed() => continue,
             _ = shutdown.changed() => return,
         };
         if let Err(Poll::Unreachable(why)) = &res {

@@ -7,7 +7,7 @@
 
 use ruma::html::{Html, NodeData, NodeRef};
 
-use crate::telegram::format::{escape_attr, escape_html};
+use super::format::{escape_attr, escape_html};
 
 /// Convert Matrix HTML to Telegram HTML.
 pub fn matrix_html_to_telegram(html: &str) -> String {
