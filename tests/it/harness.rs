@@ -631,7 +631,8 @@ impl MxUser {
         }
     }
 
-    pub async fn member_name(&self, room: &str, user: &str) -> Option<String> {
+    /// `user`'s `m.room.member` state content in `room`, as this user sees it.
+    async fn member_content(&self, room: &str, user: &str) -> Option<Value> {
         self.call(
             "GET",
             &format!(
@@ -643,23 +644,17 @@ impl MxUser {
         )
         .await
         .ok()
-        .and_then(|v| v["displayname"].as_str().map(str::to_owned))
+    }
+
+    pub async fn member_name(&self, room: &str, user: &str) -> Option<String> {
+        let content = self.member_content(room, user).await?;
+        content["displayname"].as_str().map(str::to_owned)
     }
 
     /// `user`'s membership in `room` ("invite", "join", "leave", ...), as this user sees it.
     pub async fn member_state(&self, room: &str, user: &str) -> Option<String> {
-        self.call(
-            "GET",
-            &format!(
-                "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
-                enc(room),
-                enc(user)
-            ),
-            None,
-        )
-        .await
-        .ok()
-        .and_then(|v| v["membership"].as_str().map(str::to_owned))
+        let content = self.member_content(room, user).await?;
+        content["membership"].as_str().map(str::to_owned)
     }
 
     pub async fn joined_members(&self, room: &str) -> Vec<String> {
