@@ -24,7 +24,7 @@ if port_taken "$TGMX_PORT"; then
   exit 1
 fi
 
-echo "building tgmx (release; the first build takes 10-15 minutes)..."
+echo "building tgmx (release; the first build takes 15-30 minutes on 2 cores)..."
 cargo build --release --manifest-path "$ROOT/Cargo.toml"
 BIN=$ROOT/target/release/tgmx
 mkdir -p "$WORK/synapse/appservices"
@@ -44,6 +44,10 @@ elif port_taken "$HS_PORT"; then
 else
   echo "starting Synapse on 127.0.0.1:$HS_PORT (installed into target/synapse-venv on first use)..."
   RIG_DIR=$WORK/synapse HS_PORT=$HS_PORT WATCH_PID=$$ bash "$ROOT/tests/rig/synapse.sh" start
+  # Stop Synapse when tgmx (this process, after the exec below) ends, Ctrl-C included: the rig's
+  # watcher does not outlive Ctrl-C (its `sleep` gets the SIGINT and its loop ends early).
+  SYNAPSE_PID=$(cat "$WORK/synapse/synapse.pid")
+  ( trap '' INT; while kill -0 $$ 2>/dev/null; do sleep 1; done; kill "$SYNAPSE_PID" ) >/dev/null 2>&1 &
   "$ROOT/target/synapse-venv/bin/register_new_matrix_user" -k rig_shared_secret -u admin -p admin --admin \
     "http://127.0.0.1:$HS_PORT" >/dev/null 2>&1 || true
   echo "Matrix account: admin / admin on http://127.0.0.1:$HS_PORT"

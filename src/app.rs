@@ -233,7 +233,7 @@ async fn check_bot_token(tg: &teloxide::Bot, api_url: &url::Url) -> Result<()> {
             Ok(())
         }
         Ok(Err(RequestError::Api(ApiError::InvalidToken))) => Err(Error::Config(
-            "`gateway.telegram.token` (or TGMX_TELEGRAM_TOKEN): Telegram refused the bot token \
+            "`gateway.telegram.bot_token` (or TGMX_TELEGRAM_TOKEN): Telegram refused the bot token \
              (Unauthorized); copy it again from @BotFather"
                 .into(),
         )),
