@@ -2054,7 +2054,7 @@ logging:
         assert!(
             cfg.effective_settings()
                 .iter()
-                .any(|l| l.starts_with("gateway: mode standby"))
+                .any(|l| l.starts_with("gateway: primary matrix, fallback none"))
         );
     }
 }
