@@ -14,7 +14,6 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -73,14 +72,11 @@ where
 {
     let mut backoff = Duration::from_secs(1);
     loop {
-        match tokio::spawn(std::panic::AssertUnwindSafe(task()).catch_unwind()).await {
-            Ok(Ok(())) => return,
-            Ok(Err(panic)) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
+        // The spawned task's panic comes back as its `JoinError`: no catch_unwind needed here.
+        match tokio::spawn(task()).await {
+            Ok(()) => return,
+            Err(e) if e.is_panic() => {
+                let what = panic_message(&*e.into_panic());
                 crate::metrics::METRICS.task_restarted();
                 tracing::error!(task = name, "task crashed: {what}; restarting it in {backoff:?}");
             }
@@ -98,4 +94,13 @@ where
         }
         backoff = (backoff * 2).min(Duration::from_secs(60));
     }
+}
+
+/// The message a panic carried (`panic!("...")` gives a `&str` or a `String`), or "".
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
 }

@@ -560,13 +560,9 @@ pub async fn run_worker<N, H, D, F1, F2, F3>(
                 // stop the worker: it counts as a permanent failure of that item.
                 let outcome = std::panic::AssertUnwindSafe(handle(item.clone())).catch_unwind().await;
                 let outcome = outcome.unwrap_or_else(|panic| {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned());
                     Err(Error::Internal(format!(
                         "panic while bridging: {}",
-                        what.unwrap_or_default()
+                        lanes::panic_message(&*panic)
                     )))
                 });
                 match outcome {

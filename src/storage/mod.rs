@@ -328,13 +328,16 @@ impl Store {
                 crate::metrics::METRICS.storage_ok(true);
                 Ok(v)
             }
-            Err(e) => {
-                if is_storage_fault(&e) {
-                    self.raise(e.to_string());
-                }
-                Err(e.into())
-            }
+            Err(e) => Err(self.failed(e)),
         }
+    }
+
+    /// A failed database call: raises the alarm if it is a storage fault.
+    fn failed(&self, e: sqlx::Error) -> crate::error::Error {
+        if is_storage_fault(&e) {
+            self.raise(e.to_string());
+        }
+        e.into()
     }
 
     fn raise(&self, why: String) {
@@ -389,10 +392,15 @@ impl Store {
     /// the state the writes apply to) and commit. On any failure the transaction is rolled back
     /// and, if that is not certain, its connection is closed (see [`WriteTx`]).
     async fn write<T>(&self, immediate: bool, body: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T>) -> Result<T> {
-        let conn = self.noted(self.pool.acquire().await)?;
+        // Getting a connection and `BEGIN` write nothing: they can raise the alarm, only the
+        // `COMMIT` may clear it.
+        let conn = self.pool.acquire().await.map_err(|e| self.failed(e))?;
         let mut tx = WriteTx { conn, open: true };
         let begin = if immediate { "BEGIN IMMEDIATE" } else { "BEGIN" };
-        self.noted(sqlx::raw_sql(begin).execute(&mut *tx).await)?;
+        sqlx::raw_sql(begin)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.failed(e))?;
         match body(&mut tx).await {
             Ok(v) => {
                 self.noted(sqlx::raw_sql("COMMIT").execute(&mut *tx).await)?;
