@@ -231,14 +231,16 @@ impl Bridge {
             // Posted already; only its link is missing (the database failed after the send).
             Some(sent) => sent,
             None => {
-                self.begin_send(event_id, chat).await?;
                 let sent = if matches!(
                     content["msgtype"].as_str(),
                     Some("m.image" | "m.file" | "m.audio" | "m.video")
                 ) {
+                    self.begin_send(event_id, chat).await?;
                     self.mx_media_to_tg(ev, room, sender, chat, reply_to).await
                 } else {
                     let text = self.relay_text(room, sender, content).await;
+                    // Right before the request: a stop before it leaves no intent behind.
+                    self.begin_send(event_id, chat).await?;
                     let mut req = self.tg.send_message(ChatId(chat), text).parse_mode(ParseMode::Html);
                     if let Some(id) = reply_to {
                         req = req.reply_parameters(ReplyParameters::new(MessageId(id)).allow_sending_without_reply());

@@ -210,14 +210,26 @@ async fn restart_mid_stream_loses_and_duplicates_nothing() {
         "matrix -> telegram order, completeness or duplicates"
     );
     assert!(sent.len() >= N);
-    // The audit agrees: everything delivered, counted per direction.
+    // The audit agrees: everything delivered, counted per direction. A kill between a send's
+    // intent row and its link leaves a "may show twice" row: every repeat Telegram got must be
+    // named there (at most one, for the one kill), and nothing may be undelivered.
     let (ok, out) = app.cli(&["audit", "--since", "1h"]).await;
-    assert!(ok, "{out}");
     assert!(
         out.contains(&format!("tg_to_mx: {N} delivered")) && out.contains(&format!("mx_to_tg: {N} delivered")),
         "{out}"
     );
-    assert!(out.contains("verdict: nothing lost"), "{out}");
+    assert!(!out.contains("NOT DELIVERED"), "{out}");
+    let repeats = got.len() - N;
+    let may_repeat = out.matches("MAY SHOW TWICE").count();
+    assert!(
+        repeats <= may_repeat && may_repeat <= 1,
+        "{repeats} repeat(s) on Telegram, {may_repeat} in the audit:\n{out}"
+    );
+    if may_repeat == 0 {
+        assert!(ok && out.contains("verdict: nothing lost"), "{out}");
+    } else {
+        assert!(!ok && out.contains("verdict: 1 message(s) may show twice"), "{out}");
+    }
 }
 
 both!(
