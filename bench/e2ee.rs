@@ -4,18 +4,12 @@
 //! room of another daemon. Prints the daemons' RSS and the time to bridge each user's first
 //! message (which includes creating the puppet's device in the encrypted case).
 
-#![allow(dead_code)]
 #![recursion_limit = "256"]
-
-#[path = "../tests/it/fake_telegram.rs"]
-mod fake_telegram;
-#[path = "../tests/it/harness.rs"]
-mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::TestApp;
 use serde_json::json;
+use tgmx_testkit::harness::{self, TestApp};
 
 const USERS: i64 = 10;
 
@@ -70,6 +64,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 #[tokio::main]
 async fn main() {
+    harness::use_binaries(env!("CARGO_BIN_EXE_tgmx"), option_env!("TGMX_CONDUIT_BIN"));
     let mut enc = TestApp::prepare().await;
     enc.ezra
         .set_state(

@@ -45,13 +45,6 @@
 //!   `perf stat -e task-clock -p {pid} -o target/perf-{section}.txt`. `TGMX_BENCH_ATTACH_AT`
 //!   [burst] picks the sections.
 
-#![allow(dead_code)]
-
-#[path = "../tests/it/fake_telegram.rs"]
-mod fake_telegram;
-#[path = "../tests/it/harness.rs"]
-mod harness;
-
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -60,8 +53,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use harness::{MxUser, TestApp};
 use serde_json::{Value, json};
+use tgmx_testkit::fake_telegram;
+use tgmx_testkit::harness::{self, MxUser, TestApp};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -1424,6 +1418,7 @@ impl Burst {
 
 #[tokio::main]
 async fn main() {
+    harness::use_binaries(env!("CARGO_BIN_EXE_tgmx"), option_env!("TGMX_CONDUIT_BIN"));
     let only = std::env::var("TGMX_BENCH_ONLY").unwrap_or_else(|_| "base,portals,scale,burst".into());
     let run = |s: &str| only.split(',').any(|x| x.trim() == s);
     let started = Instant::now();

@@ -49,9 +49,14 @@ impl App {
             Err(e) if cfg.gateway.telegram.enabled => return Err(e),
             Err(_) => String::new(),
         };
-        let tg = crate::telegram::bot(token, api_url.clone(), cfg.gateway.telegram.poll_timeout);
+        let tg = crate::telegram::TelegramSender::new(
+            token,
+            api_url,
+            cfg.gateway.telegram.poll_timeout,
+            cfg.gateway.telegram.per_chat_per_minute,
+        );
         if cfg.gateway.telegram.enabled {
-            check_bot_token(&tg, &api_url).await?;
+            check_bot_token(&tg).await?;
         }
         let listener = TcpListener::bind(cfg.appservice.listen).await.map_err(|e| {
             Error::Config(format!(
@@ -135,10 +140,10 @@ impl App {
 
         // Every long-running task runs under the supervisor: a panic is logged and the task
         // started again (see `bridge::lanes::supervise`).
-        let mut tasks = Vec::new();
+        let mut tasks = tokio::task::JoinSet::new();
         let stop = stop_rx.clone();
         let mut run = |name: &'static str, task: Box<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send>| {
-            tasks.push(tokio::spawn(supervise(name, stop.clone(), task)));
+            tasks.spawn(supervise(name, stop.clone(), task));
         };
         let (b, s) = (bridge.clone(), stop_rx.clone());
         run("setup", Box::new(move || Box::pin(setup_loop(b.clone(), s.clone()))));
@@ -202,12 +207,33 @@ impl App {
             Box::new(move || Box::pin(probe_storage(store.clone(), s.clone()))),
         );
 
-        shutdown.await;
+        // Stop on the signal, or when a task keeps crashing (restarting it cannot help).
+        let mut gave_up = None;
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                done = tasks.join_next() => match done {
+                    Some(Ok(Err(e))) => {
+                        tracing::error!("stopping: {e}");
+                        gave_up = Some(e);
+                        break;
+                    }
+                    Some(_) => {}
+                    None => {
+                        (&mut shutdown).await;
+                        break;
+                    }
+                },
+            }
+        }
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
-        bridge.crypto.shutdown();
-        for t in tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        bridge.intents.shutdown();
+        let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+        if let Some(e) = gave_up {
+            http.abort();
+            return Err(e);
         }
         match tokio::time::timeout(Duration::from_secs(12), http).await {
             Ok(Ok(Err(e))) => Err(Error::Io(e)),
@@ -219,11 +245,9 @@ impl App {
 /// Ask Telegram who the bot is, once at start: a refused token stops the start with an error
 /// naming the setting; an unreachable Bot API is logged in one line (host and cause) and the
 /// poller keeps trying (`/ready` says so meanwhile).
-async fn check_bot_token(tg: &teloxide::Bot, api_url: &url::Url) -> Result<()> {
-    use teloxide::prelude::Requester;
-    use teloxide::{ApiError, RequestError};
-    let asked = tokio::time::timeout(Duration::from_secs(20), tg.get_me()).await;
-    match asked {
+async fn check_bot_token(tg: &crate::telegram::TelegramSender) -> Result<()> {
+    use crate::telegram::TgError;
+    match tokio::time::timeout(Duration::from_secs(20), tg.get_me()).await {
         Ok(Ok(me)) => {
             tracing::info!(
                 bot = %me.username.as_deref().unwrap_or("?"),
@@ -232,30 +256,24 @@ async fn check_bot_token(tg: &teloxide::Bot, api_url: &url::Url) -> Result<()> {
             );
             Ok(())
         }
-        Ok(Err(RequestError::Api(ApiError::InvalidToken))) => Err(Error::Config(
+        Ok(Err(TgError::Unauthorized)) => Err(Error::Config(
             "`gateway.telegram.bot_token` (or TGMX_TELEGRAM_TOKEN): Telegram refused the bot token \
              (Unauthorized); copy it again from @BotFather"
                 .into(),
         )),
-        Ok(Err(RequestError::Network(e))) => {
-            let host = api_url.host_str().unwrap_or("?");
-            tracing::error!(
-                "{}; the bridge starts and keeps trying",
-                crate::telegram::unreachable_reason(host, &e)
-            );
+        // Network trouble: the message names the host and the cause.
+        Ok(Err(e @ TgError::Failed { transient: true, .. })) => {
+            tracing::error!("{e}; the bridge starts and keeps trying");
             Ok(())
         }
         Ok(Err(e)) => {
-            tracing::warn!(
-                "telegram getMe failed: {}; the bridge starts and keeps trying",
-                Error::from(e)
-            );
+            tracing::warn!("telegram getMe failed: {e}; the bridge starts and keeps trying");
             Ok(())
         }
         Err(_) => {
             tracing::error!(
                 "cannot reach the Telegram Bot API at {}: no answer in 20 s; the bridge starts and keeps trying",
-                api_url.host_str().unwrap_or("?")
+                tg.host()
             );
             Ok(())
         }
@@ -274,7 +292,9 @@ async fn run_mx_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, stop: watch::Recei
             let b = b.clone();
             async move { b.store.mx_lanes().await }
         },
-        move |room: String, lane_wake: Arc<Notify>| {
+        move |lane: Option<ruma::OwnedRoomId>, lane_wake: Arc<Notify>| {
+            // The lane of events without a room is ''.
+            let room = lane.as_ref().map_or(String::new(), |r| r.to_string());
             let portal = bridge.chat_for_room(&room).is_some();
             let span = tracing::info_span!("lane", %room, chat = bridge.chat_for_room(&room));
             let (b, b2, b3) = (bridge.clone(), bridge.clone(), bridge.clone());
@@ -289,9 +309,9 @@ async fn run_mx_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, stop: watch::Recei
                     DoneAt::EachItem,
                     !portal,
                     move || {
-                        let (b, room, again) = (b.clone(), room.clone(), again.clone());
+                        let (b, room, lane, again) = (b.clone(), room.clone(), lane.clone(), again.clone());
                         async move {
-                            let batch = b.store.next_mx_lane(&room).await?;
+                            let batch = b.store.next_mx_lane(lane.as_deref()).await?;
                             let fetched = batch.len();
                             let batch = b.catch_up_before(&room, batch).await?;
                             if batch.len() < fetched {

@@ -1,9 +1,8 @@
 //! `tgmx check`: the readiness check of the cutover plan's phase 0. One line per condition,
 //! `ok` or `FAIL` with a hint; the caller exits non-zero on any FAIL.
 
-use reqwest::Method;
-use serde_json::json;
-use teloxide::prelude::*;
+use ruma::{OwnedRoomId, RoomAliasId, RoomId, RoomOrAliasId};
+use teloxide::types::ChatId;
 
 use crate::config::{Config, Registration};
 use crate::error::Error;
@@ -21,6 +20,14 @@ fn line(ok: bool, what: impl Into<String>, hint: impl Into<String>) -> Line {
         ok,
         what: what.into(),
         hint: hint.into(),
+    }
+}
+
+/// The id of a configured room: an alias resolved (`None` when that fails), or the id itself.
+async fn room_id(mx: &MatrixClient, room: &RoomOrAliasId) -> Option<OwnedRoomId> {
+    match <&RoomAliasId>::try_from(room) {
+        Ok(alias) => mx.resolve_alias(alias).await.ok(),
+        Err(_) => <&RoomId>::try_from(room).ok().map(ToOwned::to_owned),
     }
 }
 
@@ -46,11 +53,9 @@ pub async fn run(cfg: &Config, daemon_running: bool) -> Vec<Line> {
     ));
     if hs_up && reg.is_some() {
         let ping = mx
-            .request(
-                Method::POST,
-                &format!("/_matrix/client/v1/appservice/{}/ping", cfg.appservice.id),
-                None,
-                Some(&json!({"transaction_id": format!("tgmx-check-{}", crate::storage::now_ms())})),
+            .appservice_ping(
+                &cfg.appservice.id,
+                &crate::matrix::txn::check_ping(crate::storage::now_ms()),
             )
             .await;
         let hint = match &ping {
@@ -62,26 +67,18 @@ pub async fn run(cfg: &Config, daemon_running: bool) -> Vec<Line> {
         };
         out.push(line(ping.is_ok(), "appservice registered and reachable (ping)", hint));
         let bot = cfg.bot_user_id();
-        let exists = mx
-            .request(Method::GET, &format!("/_matrix/client/v3/profile/{}", bot), None, None)
-            .await
-            .is_ok();
+        let exists = mx.profile(&bot).await.is_ok();
         out.push(line(
             exists,
             format!("bot user {bot} exists"),
             "start the daemon once: it registers the bot",
         ));
         for r in &cfg.rooms {
-            let joined = match mx.join(r.matrix.as_str(), &bot).await {
+            let joined = match mx.join(&r.matrix, &bot).await {
                 Ok(room) => mx
-                    .request(
-                        Method::GET,
-                        &format!("/_matrix/client/v3/rooms/{room}/joined_members"),
-                        Some(&bot),
-                        None,
-                    )
+                    .joined_members(&room, &bot)
                     .await
-                    .is_ok_and(|v| v["joined"].get(bot.as_str()).is_some()),
+                    .is_ok_and(|members| members.contains(&bot)),
                 Err(_) => false,
             };
             out.push(line(
@@ -89,19 +86,10 @@ pub async fn run(cfg: &Config, daemon_running: bool) -> Vec<Line> {
                 format!("room {} exists and the bot is in it", r.matrix),
                 format!("invite {bot} to it"),
             ));
-            let encrypted = match mx.resolve_alias(r.matrix.as_str()).await {
-                Ok(id) => id.to_string(),
-                Err(_) => r.matrix.to_string(),
+            let encrypted = match room_id(&mx, &r.matrix).await {
+                Some(room) => matches!(mx.room_encrypted(&room, &bot).await, Ok(true)),
+                None => false,
             };
-            let encrypted = mx
-                .request(
-                    Method::GET,
-                    &format!("/_matrix/client/v3/rooms/{encrypted}/state/m.room.encryption/"),
-                    Some(&bot),
-                    None,
-                )
-                .await
-                .is_ok_and(|v| v["algorithm"].is_string());
             if encrypted {
                 let sender_ok = reg
                     .as_ref()
@@ -135,13 +123,10 @@ pub async fn run(cfg: &Config, daemon_running: bool) -> Vec<Line> {
             for agent in &cfg.fleet.agents {
                 let mut everywhere = true;
                 for r in &cfg.rooms {
-                    let room = match mx.resolve_alias(r.matrix.as_str()).await {
-                        Ok(id) => id.to_string(),
-                        Err(_) => r.matrix.to_string(),
+                    everywhere &= match room_id(&mx, &r.matrix).await {
+                        Some(room) => mx.membership(&room, agent, &bot).await.as_deref() == Some("join"),
+                        None => false,
                     };
-                    let path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{agent}");
-                    let m = mx.request(Method::GET, &path, Some(&bot), None).await;
-                    everywhere &= m.is_ok_and(|v| v["membership"] == "join");
                 }
                 present += usize::from(everywhere);
             }
@@ -167,22 +152,22 @@ pub async fn run(cfg: &Config, daemon_running: bool) -> Vec<Line> {
     let Ok(api) = url::Url::parse(&cfg.gateway.telegram.api_url) else {
         return out;
     };
-    let bot = crate::telegram::bot(token.to_owned(), api, cfg.gateway.telegram.poll_timeout);
-    match bot.get_me().await {
+    let tg = crate::telegram::TelegramSender::new(token.to_owned(), api, cfg.gateway.telegram.poll_timeout, 0);
+    match tg.get_me().await {
         Ok(me) => {
             out.push(line(true, format!("telegram token valid (@{})", me.username()), ""));
             let reads_all = me.can_read_all_group_messages;
             for r in &cfg.rooms {
-                let chat = bot.get_chat(ChatId(r.telegram)).await;
+                let chat = tg.chat_reachable(ChatId(r.telegram)).await;
                 out.push(line(
                     chat.is_ok(),
                     format!("telegram chat {} reachable", r.telegram),
                     "add the bot to the group",
                 ));
-                let admin = bot
-                    .get_chat_member(ChatId(r.telegram), me.id)
+                let admin = tg
+                    .is_privileged(ChatId(r.telegram), me.id)
                     .await
-                    .is_ok_and(|m| m.is_privileged());
+                    .unwrap_or(false);
                 out.push(line(
                     reads_all || admin,
                     format!("bot sees every message in {}", r.telegram),
@@ -196,9 +181,7 @@ pub async fn run(cfg: &Config, daemon_running: bool) -> Vec<Line> {
                     "",
                 ));
             } else {
-                // No offset: confirms nothing, loses nothing.
-                let probe = bot.get_updates().limit(1).timeout(0).await;
-                let conflict = matches!(&probe, Err(e) if e.to_string().contains("Conflict"));
+                let conflict = tg.other_poller().await;
                 out.push(line(
                     !conflict,
                     "no other poller uses this token",
@@ -206,7 +189,7 @@ pub async fn run(cfg: &Config, daemon_running: bool) -> Vec<Line> {
                 ));
             }
         }
-        Err(e) => out.push(line(false, "telegram token valid", Error::from(e).to_string())),
+        Err(e) => out.push(line(false, "telegram token valid", format!("telegram: {e}"))),
     }
     out
 }

@@ -83,42 +83,13 @@ impl Error {
     }
 }
 
-/// Bot API error descriptions that a retry can get past.
-const TRANSIENT_API_ERRORS: [&str; 5] = [
-    "Internal Server Error",
-    "Bad Gateway",
-    "Service Unavailable",
-    "Gateway Timeout",
-    "Too Many Requests",
-];
-
-impl From<teloxide::RequestError> for Error {
-    fn from(e: teloxide::RequestError) -> Self {
-        use teloxide::RequestError as R;
-        let no_effect = match &e {
-            R::Api(_) | R::RetryAfter(_) | R::MigrateToChatId(_) => true,
-            R::Network(n) => n.is_connect() || n.is_builder(),
-            _ => false,
-        };
-        let (transient, retry_after) = match &e {
-            R::RetryAfter(secs) => (true, Some(secs.duration())),
-            R::Network(_) | R::Io(_) => (true, None),
-            R::InvalidJson { .. } => (true, None),
-            // Server trouble, and a 429 that came without `retry_after` (backed off instead).
-            R::Api(api) => (
-                matches!(api, teloxide::ApiError::Unknown(m) if TRANSIENT_API_ERRORS.iter().any(|t| m.contains(t))),
-                None,
-            ),
-            _ => (false, None),
-        };
-        // The request URL (which holds the token) is never part of the message, and an answer
-        // that is not JSON (an HTML error page of megabytes) is quoted only in part.
-        let message = capped(&redact_bot_token(&e.to_string()), 500).into_owned();
+impl From<crate::telegram::TgError> for Error {
+    fn from(e: crate::telegram::TgError) -> Self {
         Error::Telegram {
-            message,
-            transient,
-            retry_after,
-            no_effect,
+            message: e.to_string(),
+            transient: e.is_transient(),
+            retry_after: e.retry_after(),
+            no_effect: e.had_no_effect(),
         }
     }
 }
@@ -180,15 +151,6 @@ mod tests {
         assert_eq!(super::human_size(23 * 1024 * 1024 + 300_000), "23.3 MB");
         assert_eq!(super::human_size(1500), "2 KB");
         assert_eq!(super::human_size(12), "12 B");
-    }
-
-    #[test]
-    fn a_429_without_retry_after_and_server_errors_are_retried() {
-        use teloxide::{ApiError, RequestError};
-        let api = |m: &str| super::Error::from(RequestError::Api(ApiError::Unknown(m.into())));
-        assert!(api("Too Many Requests: retry later").is_transient());
-        assert!(api("Bad Gateway").is_transient());
-        assert!(!api("Bad Request: chat not found").is_transient());
     }
 
     #[test]

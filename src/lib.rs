@@ -43,11 +43,10 @@ pub mod config;
 pub mod config_edit;
 pub mod error;
 pub mod failpoint;
-#[cfg(test)]
-mod fuzz;
 pub mod matrix;
 pub mod metrics;
 pub mod ops;
+pub mod report;
 pub mod storage;
 pub mod telegram;
 

@@ -129,69 +129,12 @@ async fn dispatch() -> anyhow::Result<()> {
             let cfg = load(config.as_ref())?;
             let store = open_state(&cfg, config.as_ref()).await?;
             let since_ms = tgmx::storage::now_ms() - since.as_millis() as i64;
-            let mut lost = 0;
-            println!("audit since {}", fmt_ms(since_ms));
-            for d in [tgmx::storage::Direction::TgToMx, tgmx::storage::Direction::MxToTg] {
-                let mut lat = store.latencies_since(d, since_ms).await?;
-                lat.sort_unstable();
-                let q = |p| tgmx::cli::quantile(&lat, p).map_or("-".to_owned(), |v| format!("{v} ms"));
-                println!(
-                    "{}: {} delivered, latency p50 {} p99 {}",
-                    d.as_str(),
-                    lat.len(),
-                    q(0.5),
-                    q(0.99)
-                );
+            let report = tgmx::report::audit(&cfg, &store, since_ms, daemon_running(&store).await?).await?;
+            for l in &report.lines {
+                println!("{l}");
             }
-            let (mut repeated, mut in_part) = (0, 0);
-            for (direction, source, reason, at) in store.failures_since(since_ms).await? {
-                let kind = tgmx::storage::Shortfall::of(&source);
-                let what = source.strip_prefix("possible-repeat:").unwrap_or(&source);
-                println!("{} {} {direction} {what}: {reason}", kind.label(), fmt_ms(at));
-                match kind {
-                    tgmx::storage::Shortfall::NotDelivered => lost += 1,
-                    tgmx::storage::Shortfall::InPart => in_part += 1,
-                    tgmx::storage::Shortfall::MayRepeat => repeated += 1,
-                }
-            }
-            let writes = store.probe_write().await;
-            if let Err(e) = &writes {
-                println!("DATABASE REFUSES WRITES: {e} (the daemon takes in nothing until it works again)");
-            }
-            let (tg, mx, oldest) = store.pending().await?;
-            let stuck = oldest.is_some_and(|o| tgmx::storage::now_ms() - o > 300_000);
-            println!(
-                "waiting: {tg} from telegram, {mx} from matrix{}",
-                if stuck { " (stuck for over 5 minutes)" } else { "" }
-            );
-            let held = held_by_homeserver(&cfg, &store).await;
-            let mut problems = Vec::new();
-            if lost > 0 {
-                problems.push(format!("{lost} message(s) not delivered"));
-            }
-            if in_part > 0 {
-                problems.push(format!("{in_part} message(s) carried in part"));
-            }
-            if repeated > 0 {
-                problems.push(format!("{repeated} message(s) may show twice"));
-            }
-            if writes.is_err() {
-                problems.push("database refuses writes".to_owned());
-            }
-            if stuck {
-                problems.push("queue stuck".to_owned());
-            }
-            match held {
-                Ok(0) => {}
-                Ok(n) => problems.push(format!("{n} held by the homeserver")),
-                Err(e) => problems.push(format!("cannot tell what the homeserver holds ({e})")),
-            }
-            if !problems.is_empty() {
-                println!("verdict: {}", problems.join(", "));
-                std::process::exit(1);
-            }
-            if !store.has_traffic().await? {
-                println!("verdict: no traffic recorded yet: nothing to audit (is this the daemon's database?)");
+            if !report.ok() {
+                println!("verdict: {}", report.problems.join(", "));
                 std::process::exit(1);
             }
             println!("verdict: nothing lost");
@@ -243,12 +186,7 @@ async fn dispatch() -> anyhow::Result<()> {
             };
             // Never creates the database: before the first start there is none.
             let running = if tgmx::storage::database_file(&cfg.database)?.exists() {
-                let store = tgmx::storage::Store::open(&cfg.database).await?;
-                store
-                    .get_kv("daemon_pid")
-                    .await?
-                    .and_then(|p| p.parse().ok())
-                    .is_some_and(is_tgmx_process)
+                daemon_running(&tgmx::storage::Store::open(&cfg.database).await?).await?
             } else {
                 false
             };
@@ -282,99 +220,16 @@ async fn dispatch() -> anyhow::Result<()> {
             }
         }
         Command::Status { config } => {
-            use tgmx::storage::Direction;
             let cfg = load(config.as_ref())?;
             let store = open_state(&cfg, config.as_ref()).await?;
-            let configured = tgmx::bridge::cutover::Mode::of(&cfg);
-            let current = store.current_mode().await?.unwrap_or_else(|| "never started".into());
-            let day_ago = tgmx::storage::now_ms() - 86_400_000;
-            let mut blockers = Vec::new();
-            println!("mode: {current} (config says {})", configured.as_str());
-            // A write the daemon would need too: a full disk or a read-only file shows here.
-            match store.probe_write().await {
-                Ok(()) => println!("database writes: ok"),
-                Err(e) => {
-                    println!("database writes: FAIL ({e})");
-                    blockers.push("the database refuses writes: the daemon takes in nothing meanwhile".into());
-                }
+            let report = tgmx::report::status(&cfg, &store, daemon_running(&store).await?).await?;
+            for l in &report.lines {
+                println!("{l}");
             }
-            println!("switch history:");
-            for (from, to, at, reason) in store.switches().await? {
-                println!(
-                    "  {}  {} -> {}  ({reason})",
-                    fmt_ms(at),
-                    from.as_deref().unwrap_or("-"),
-                    to
-                );
-            }
-            println!("announcements pending: {}", store.pending_announcements().await?.len());
-            println!("rooms (last 24 h):");
-            for r in &cfg.rooms {
-                let linked = store.portal_room(r.telegram).await?;
-                let t2m = store.count_chat_since(r.telegram, Direction::TgToMx, day_ago).await?;
-                let m2t = store.count_chat_since(r.telegram, Direction::MxToTg, day_ago).await?;
-                println!(
-                    "  {} <-> {}: {}, telegram->matrix {t2m}, matrix->telegram {m2t}",
-                    r.matrix,
-                    r.telegram,
-                    linked
-                        .as_deref()
-                        .map_or("NOT LINKED".to_owned(), |id| format!("linked ({id})"))
-                );
-                if linked.is_none() {
-                    blockers.push(format!("{} not linked", r.matrix));
-                }
-            }
-            for d in [Direction::TgToMx, Direction::MxToTg] {
-                let mut lat = store.latencies_since(d, day_ago).await?;
-                lat.sort_unstable();
-                let q = |p| tgmx::cli::quantile(&lat, p).map_or("-".to_owned(), |v| format!("{v} ms"));
-                println!("latency {}: p50 {} p99 {}", d.as_str(), q(0.5), q(0.99));
-            }
-            let (mut failures, mut in_part, mut repeats) = (0, 0, 0);
-            for (_, source, _, _) in store.failures_since(day_ago).await? {
-                match tgmx::storage::Shortfall::of(&source) {
-                    tgmx::storage::Shortfall::NotDelivered => failures += 1,
-                    tgmx::storage::Shortfall::InPart => in_part += 1,
-                    tgmx::storage::Shortfall::MayRepeat => repeats += 1,
-                }
-            }
-            let (tg, mx, oldest) = store.pending().await?;
-            println!(
-                "undelivered (24 h): {failures}; carried in part: {in_part}; may show twice: {repeats}; \
-                 waiting: {tg} from telegram, {mx} from matrix"
-            );
-            if in_part > 0 {
-                blockers.push(format!("{in_part} carried in part in 24 h (see `tgmx audit`)"));
-            }
-            if failures > 0 {
-                blockers.push(format!("{failures} undelivered in 24 h (see `tgmx audit`)"));
-            }
-            if repeats > 0 {
-                blockers.push(format!("{repeats} may show twice on Telegram (see `tgmx audit`)"));
-            }
-            if oldest.is_some_and(|o| tgmx::storage::now_ms() - o > 300_000) {
-                blockers.push("a queue is stuck".into());
-            }
-            match held_by_homeserver(&cfg, &store).await {
-                Ok(0) => println!("held by the homeserver: 0"),
-                Ok(n) => blockers.push(format!("{n} held by the homeserver (see `tgmx audit`)")),
-                Err(e) => blockers.push(format!("cannot tell what the homeserver holds ({e})")),
-            }
-            if !cfg.fleet.agents.is_empty() {
-                println!("agents, last message bridged:");
-                for a in &cfg.fleet.agents {
-                    let last = store.last_message_by(a.as_str()).await?;
-                    println!("  {a}: {}", last.map_or("never".to_owned(), fmt_ms));
-                }
-            }
-            if !store.has_traffic().await? {
-                blockers.push("no traffic bridged yet: nothing to judge".into());
-            }
-            if blockers.is_empty() {
+            if report.ok() {
                 println!("ready for cutover: yes");
             } else {
-                println!("ready for cutover: no ({})", blockers.join("; "));
+                println!("ready for cutover: no ({})", report.problems.join("; "));
             }
         }
         Command::CheckConfig { config } => {
@@ -390,55 +245,13 @@ async fn dispatch() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Matrix events the homeserver has not delivered to the bridge, per portal (printed) and in all.
-/// While the daemon runs, events younger than a few seconds are in flight and not counted.
-async fn held_by_homeserver(cfg: &Config, store: &tgmx::storage::Store) -> anyhow::Result<usize> {
-    let reg = Registration::load(&cfg.appservice.registration)?;
-    let mx = tgmx::matrix::client::MatrixClient::new(&cfg.homeserver.url, &reg.as_token).acting_as(cfg.bot_user_id());
-    let running = store
+/// Whether the daemon that uses this database is running (its recorded pid is a tgmx process).
+async fn daemon_running(store: &tgmx::storage::Store) -> anyhow::Result<bool> {
+    Ok(store
         .get_kv("daemon_pid")
         .await?
         .and_then(|p| p.parse().ok())
-        .is_some_and(is_tgmx_process);
-    let bridge = tgmx::bridge::Bridge::new(cfg.clone(), store.clone(), mx, teloxide::Bot::new(""));
-    bridge.load_portals().await?;
-    let min_age = if running {
-        tgmx::bridge::catch_up::HELD_AFTER_MS
-    } else {
-        0
-    };
-    let mut total = 0;
-    for (room, n, oldest) in bridge.held_by_homeserver(min_age).await? {
-        if n > 0 {
-            println!(
-                "HELD BY THE HOMESERVER {room}: {n} event(s) not delivered to tgmx, oldest sent {}",
-                oldest.map_or("-".to_owned(), fmt_ms)
-            );
-        }
-        total += n;
-    }
-    Ok(total)
-}
-
-fn fmt_ms(ms: i64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+        .is_some_and(is_tgmx_process))
 }
 
 /// `tgmx primary`: edit the config file in place (validated first), then SIGHUP the daemon.

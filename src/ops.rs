@@ -3,8 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
-use ruma::{OwnedRoomId, OwnedUserId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomAliasId};
 use serde_json::json;
 
 use crate::config::{Config, RoomMapping};
@@ -33,7 +32,8 @@ pub async fn bootstrap(cfg: &Config, mx: &MatrixClient, store: &Store, dry_run: 
     }
     for r in &cfg.rooms {
         let existing = if r.matrix.is_room_alias_id() {
-            match mx.resolve_alias(r.matrix.as_str()).await {
+            let alias = <&RoomAliasId>::try_from(&*r.matrix).map_err(|e| Error::Config(format!("rooms: {e}")))?;
+            match mx.resolve_alias(alias).await {
                 Ok(id) => Some(id),
                 Err(Error::Matrix { status: 404, .. }) => None,
                 Err(e) => return Err(e),
@@ -59,26 +59,26 @@ pub async fn bootstrap(cfg: &Config, mx: &MatrixClient, store: &Store, dry_run: 
                 create_room(cfg, mx, &bot, r).await?
             }
         };
-        if mx.membership(room.as_str(), &bot, &bot).await.as_deref() != Some("join") {
+        if mx.membership(&room, &bot, &bot).await.as_deref() != Some("join") {
             plan.push(verb(&format!("join {bot} to {}", r.matrix)));
             if !dry_run {
-                mx.join(room.as_str(), &bot).await?;
+                mx.join((&*room).into(), &bot).await?;
             }
         }
         for u in expected(cfg) {
-            let m = mx.membership(room.as_str(), &u, &bot).await;
+            let m = mx.membership(&room, &u, &bot).await;
             if !matches!(m.as_deref(), Some("join" | "invite")) {
                 plan.push(verb(&format!("invite {u} to {}", r.matrix)));
                 if !dry_run {
-                    mx.invite(room.as_str(), &bot, &u).await?;
+                    mx.invite(&room, &bot, &u).await?;
                 }
             }
         }
-        if store.portal_room(r.telegram).await?.as_deref() != Some(room.as_str()) {
+        if store.portal_room(r.telegram).await?.as_ref() != Some(&room) {
             plan.push(verb(&format!("link {} to telegram chat {}", r.matrix, r.telegram)));
             if !dry_run {
-                let alias = r.matrix.is_room_alias_id().then(|| r.matrix.as_str());
-                store.upsert_portal(r.telegram, room.as_str(), alias).await?;
+                let alias = <&RoomAliasId>::try_from(r.matrix.as_str()).ok();
+                store.upsert_portal(r.telegram, &room, alias).await?;
             }
         }
     }
@@ -97,11 +97,9 @@ fn describe(r: &RoomMapping, encrypted: bool) -> String {
 async fn create_room(cfg: &Config, mx: &MatrixClient, bot: &OwnedUserId, r: &RoomMapping) -> Result<OwnedRoomId> {
     // From room version 12 the creator (the bot) holds power by the rules and must not be
     // listed; before it, overriding `users` would drop the creator's 100, so it is listed.
-    let caps = mx
-        .request(Method::GET, "/_matrix/client/v3/capabilities", Some(bot), None)
-        .await?;
-    let version: u32 = caps["capabilities"]["m.room_versions"]["default"]
-        .as_str()
+    let version: u32 = mx
+        .default_room_version(bot)
+        .await?
         .and_then(|v| v.parse().ok())
         .unwrap_or(12);
     let mut users = serde_json::Map::new();
@@ -129,23 +127,14 @@ async fn create_room(cfg: &Config, mx: &MatrixClient, bot: &OwnedUserId, r: &Roo
         body["initial_state"] =
             json!([{"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]);
     }
-    let v = match mx
-        .request(Method::POST, "/_matrix/client/v3/createRoom", Some(bot), Some(&body))
-        .await
-    {
-        Err(Error::Matrix { errcode, .. }) if errcode == "M_EXCLUSIVE" => {
-            return Err(Error::Config(format!(
-                "the homeserver will not let the bridge create {}: add the alias to the registration's alias \
-                 namespace (`tgmx generate-registration --force` includes configured aliases) and reload the homeserver",
-                r.matrix
-            )));
-        }
-        other => other?,
-    };
-    v["room_id"]
-        .as_str()
-        .and_then(|id| OwnedRoomId::try_from(id).ok())
-        .ok_or_else(|| Error::MatrixTransport("createRoom: no room_id".into()))
+    match mx.create_room(bot, &body).await {
+        Err(Error::Matrix { errcode, .. }) if errcode == "M_EXCLUSIVE" => Err(Error::Config(format!(
+            "the homeserver will not let the bridge create {}: add the alias to the registration's alias \
+             namespace (`tgmx generate-registration --force` includes configured aliases) and reload the homeserver",
+            r.matrix
+        ))),
+        other => other,
+    }
 }
 
 /// Post "Acknowledge, fleet." and wait for each agent's first message after it.
@@ -159,15 +148,16 @@ pub async fn rollcall(
 ) -> Result<Vec<(OwnedUserId, Option<f64>)>> {
     let bot = cfg.bot_user_id();
     let room_id = if room.starts_with('#') {
-        mx.resolve_alias(room).await?
+        mx.resolve_alias(<&RoomAliasId>::try_from(room).map_err(|e| Error::Config(e.to_string()))?)
+            .await?
     } else {
         OwnedRoomId::try_from(room).map_err(|e| Error::Config(e.to_string()))?
     };
     let start = Instant::now();
-    let txn = format!("rollcall{}", crate::storage::now_ms());
+    let txn = crate::matrix::txn::rollcall(crate::storage::now_ms());
     let sent = mx
         .send(
-            room_id.as_str(),
+            &room_id,
             &bot,
             "m.room.message",
             &txn,

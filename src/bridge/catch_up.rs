@@ -158,12 +158,18 @@ impl Bridge {
                     .and_then(|v| v["event_id"].as_str().map(str::to_owned))
             })
             .collect();
-        let Some(last) = ids.iter().rev().flatten().next() else {
+        let Some(last) = ids
+            .iter()
+            .rev()
+            .flatten()
+            .next()
+            .and_then(|id| ruma::OwnedEventId::try_from(id.as_str()).ok())
+        else {
             return Ok(batch);
         };
         let limit = (2 * (batch.len() as u32 + 20)).min(400);
         // Timeline order up to the batch's last event.
-        let timeline = match self.reader.events_before(&room_id, last, limit).await {
+        let timeline = match self.reader.events_before(&room_id, &last, limit).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(room, "catch-up lookup failed: {e}");
@@ -176,10 +182,10 @@ impl Bridge {
             .iter()
             .map(|id| id.as_deref().map_or(Some(usize::MAX), position))
             .collect::<Vec<_>>();
-        let skipped = self.skipped(room, timeline.clone()).await?;
+        let skipped = self.skipped(&room_id, timeline.clone()).await?;
         let mut cut = batch.len();
         for ev in skipped {
-            let at = ev.event_id.as_deref().and_then(position).unwrap_or(usize::MAX);
+            let at = ev.event_id.as_ref().and_then(|id| position(id.as_str())).unwrap_or(usize::MAX);
             // The batch items that come after this skipped event in the timeline.
             let follows = first_pos
                 .iter()
@@ -192,7 +198,7 @@ impl Bridge {
             if cut < batch.len() {
                 break;
             }
-            let id = ev.event_id.clone().unwrap_or_default();
+            let id = ev.event_id.as_ref().map_or("", |id| id.as_str());
             tracing::warn!(room, event_id = %id, "the homeserver skipped this event; bridging it in its place");
             crate::metrics::METRICS.caught_up();
             match self.handle_mx_event(&ev.json).await {
@@ -242,12 +248,12 @@ impl Bridge {
                 self.encryption_seen(room).await;
             }
             if let Some(first) = found.events.first() {
-                let txn = format!("catch-up:{}", first.event_id.as_deref().unwrap_or_default());
+                let txn = format!("catch-up:{}", first.event_id.as_ref().map_or("", |id| id.as_str()));
                 // Queued like a delivered transaction, unless the homeserver delivered into this
                 // room while it was read (then read again, so the order holds).
                 if !self
                     .store
-                    .accept_found(&txn, room.as_str(), found.read_at, &found.events)
+                    .accept_found(txn.as_str().into(), room, found.read_at, &found.events)
                     .await?
                 {
                     tracing::debug!(%room, "events arrived while the timeline was read; reading again");
@@ -426,7 +432,7 @@ impl Bridge {
             }
             let queued = async {
                 // Pushed meanwhile (the usual case): nothing to read.
-                if self.unseen_events(room.as_str(), events).await?.is_empty() {
+                if self.unseen_events(&room, events).await?.is_empty() {
                     return Ok(Some(0));
                 }
                 self.catch_up_room(&room, SYNC_GRACE.as_millis() as i64 - SLACK_MS / 2)
@@ -476,7 +482,7 @@ impl Bridge {
             .and_then(|m| serde_json::from_str(&m).ok());
         let start = match &mark {
             Some(m) => m.ts,
-            None => self.store.portal_created_at(room.as_str()).await?.unwrap_or(now),
+            None => self.store.portal_created_at(room).await?.unwrap_or(now),
         };
         let floor = (start - SLACK_MS).max(now - REACH_MS);
         let cutoff = now - min_age_ms;
@@ -522,7 +528,7 @@ impl Bridge {
         let candidates: Vec<Value> = read.into_iter().filter(|e| self.may_be_held(e)).collect();
         Ok(Undelivered {
             read_at: now,
-            events: self.unseen_events(room.as_str(), candidates).await?,
+            events: self.unseen_events(room, candidates).await?,
             mark,
             truncated,
             encryption_on,
@@ -531,7 +537,7 @@ impl Bridge {
 
     /// Of `events` (chronological, one room), those the homeserver skipped: relayed types, not
     /// from the bridge, never seen, and newer than the bridge's first event in the room.
-    async fn skipped(&self, room: &str, events: Vec<Value>) -> Result<Vec<MxEvent>> {
+    async fn skipped(&self, room: &RoomId, events: Vec<Value>) -> Result<Vec<MxEvent>> {
         let Some(since) = self.store.first_seen_in(room).await? else {
             return Ok(Vec::new()); // nothing delivered here yet: everything is history
         };
@@ -549,17 +555,20 @@ impl Bridge {
     }
 
     /// The events of `candidates` never seen, as inbox events of `room`.
-    async fn unseen_events(&self, room: &str, candidates: Vec<Value>) -> Result<Vec<MxEvent>> {
-        let ids: Vec<&str> = candidates.iter().filter_map(|e| e["event_id"].as_str()).collect();
+    async fn unseen_events(&self, room: &RoomId, candidates: Vec<Value>) -> Result<Vec<MxEvent>> {
+        let ids: Vec<&ruma::EventId> = candidates
+            .iter()
+            .filter_map(|e| e["event_id"].as_str()?.try_into().ok())
+            .collect();
         let unseen = self.store.unseen(&ids).await?;
         Ok(candidates
             .into_iter()
             .filter(|e| unseen.iter().any(|u| e["event_id"] == u.as_str()))
             .map(|mut e| {
-                e["room_id"] = Value::from(room);
+                e["room_id"] = Value::from(room.as_str());
                 MxEvent {
-                    room: room.to_owned(),
-                    event_id: e["event_id"].as_str().map(str::to_owned),
+                    room: Some(room.to_owned()),
+                    event_id: e["event_id"].as_str().and_then(|id| id.try_into().ok()),
                     ts: e["origin_server_ts"].as_i64(),
                     json: e.to_string(),
                     echo: false,

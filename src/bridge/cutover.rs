@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use teloxide::prelude::*;
-use teloxide::types::MessageId;
+use teloxide::types::{ChatId, MessageId};
 use tokio::sync::watch;
 
 use super::Bridge;
@@ -116,28 +115,61 @@ pub fn merge_live(old: &Config, new: &Config) -> (Config, Vec<&'static str>) {
     (merged, ignored)
 }
 
-impl Bridge {
+/// The one owner of the cutover state in memory: the mode in force, what the poller follows of
+/// it (read Telegram or not), and the announcer's wake-up. What a switch leaves behind is in the
+/// database (`mode_switches`, `announcements`: see `storage::cutover`); what the mode should be
+/// is the config's (`Mode::of`). Only [`Bridge::init_mode`] and [`Bridge::reload`] change it.
+pub struct Cutover {
+    /// The mode in force; the Matrix -> Telegram lanes read it per event.
+    mode: watch::Sender<Mode>,
+    /// Whether the mode reads Telegram: all the poller is told (it imports nothing of the core).
+    reading: watch::Sender<bool>,
+    /// Wakes the announcer when a switch was recorded or a room it waits for was set up.
+    announce: tokio::sync::Notify,
+}
+
+impl Cutover {
+    pub fn new(mode: Mode) -> Cutover {
+        Cutover {
+            mode: watch::Sender::new(mode),
+            reading: watch::Sender::new(mode.reads_telegram()),
+            announce: tokio::sync::Notify::new(),
+        }
+    }
+
     pub fn mode(&self) -> Mode {
-        *self.mode_tx.borrow()
+        *self.mode.borrow()
     }
 
-    /// Post owed announcements now (a room they wait for may just have been set up).
-    pub fn wake_announcer(&self) {
-        self.announce_wake.notify_one();
-    }
-
-    fn set_mode(&self, mode: Mode) {
-        self.mode_tx.send_replace(mode);
-        self.reading_tx.send_replace(mode.reads_telegram());
+    fn set(&self, mode: Mode) {
+        self.mode.send_replace(mode);
+        self.reading.send_replace(mode.reads_telegram());
     }
 
     /// Follows whether the mode reads Telegram (for the poller).
     pub fn reading_watch(&self) -> watch::Receiver<bool> {
-        self.reading_tx.subscribe()
+        self.reading.subscribe()
     }
 
-    pub fn mode_watch(&self) -> watch::Receiver<Mode> {
-        self.mode_tx.subscribe()
+    /// Post owed announcements now.
+    pub fn wake_announcer(&self) {
+        self.announce.notify_one();
+    }
+}
+
+impl Bridge {
+    pub fn mode(&self) -> Mode {
+        self.cutover.mode()
+    }
+
+    /// Post owed announcements now (a room they wait for may just have been set up).
+    pub fn wake_announcer(&self) {
+        self.cutover.wake_announcer();
+    }
+
+    /// Follows whether the mode reads Telegram (for the poller).
+    pub fn reading_watch(&self) -> watch::Receiver<bool> {
+        self.cutover.reading_watch()
     }
 
     /// At start: compare the configured mode with the last recorded one. A change made while the
@@ -154,7 +186,7 @@ impl Bridge {
             Some(prev) if prev != mode => self.switch(prev, mode, "config changed while stopped").await?,
             Some(_) => tracing::info!(mode = mode.as_str(), "bridge mode"),
         }
-        self.set_mode(mode);
+        self.cutover.set(mode);
         Ok(())
     }
 
@@ -180,7 +212,7 @@ impl Bridge {
             from.as_str(),
             to.as_str()
         );
-        self.announce_wake.notify_one();
+        self.cutover.wake_announcer();
         Ok(())
     }
 
@@ -210,7 +242,7 @@ impl Bridge {
             merged.identities.len()
         );
         let rooms_changed = old.rooms != merged.rooms;
-        self.pacer.set_rate(merged.gateway.telegram.per_chat_per_minute);
+        self.tg.set_per_chat_rate(merged.gateway.telegram.per_chat_per_minute);
         self.set_cfg(merged);
         if rooms_changed {
             self.retain_configured_portals();
@@ -218,7 +250,7 @@ impl Bridge {
         }
         if from != to {
             self.switch(from, to, "config reload").await?;
-            self.set_mode(to);
+            self.cutover.set(to);
         }
         Ok(())
     }
@@ -252,25 +284,17 @@ impl Bridge {
     async fn post_announcement(&self, switch_id: i64, target: &str, kind: &str) -> Result<Option<i32>> {
         if let Some(chat) = target.strip_prefix("tg:").and_then(|c| c.parse::<i64>().ok()) {
             let text = self.announcement_text(kind, true, &self.matrix_link(chat));
-            self.pacer.wait(chat).await;
-            let sent = self.tg.send_message(ChatId(chat), text).await?;
-            if let Err(e) = self.tg.pin_chat_message(ChatId(chat), sent.id).await {
-                tracing::warn!(
-                    chat,
-                    "cannot pin the announcement (is the bot an admin?): {}",
-                    Error::from(e)
-                );
+            let turn = self.tg.turn(ChatId(chat)).await;
+            let sent = self.tg.send_plain(turn, text).await?;
+            if let Err(e) = self.tg.pin(ChatId(chat), sent).await {
+                tracing::warn!(chat, "cannot pin the announcement (is the bot an admin?): {e}");
             }
             if kind == "rollback" {
                 for old in self.store.pinned_announcements(target, switch_id).await? {
-                    let _ = self
-                        .tg
-                        .unpin_chat_message(ChatId(chat))
-                        .message_id(MessageId(old))
-                        .await;
+                    let _ = self.tg.unpin(ChatId(chat), MessageId(old)).await;
                 }
             }
-            return Ok(Some(sent.id.0));
+            return Ok(Some(sent.0));
         }
         let room = match target.strip_prefix("mxchat:").and_then(|c| c.parse::<i64>().ok()) {
             Some(chat) => match self.room_for_chat(chat) {
@@ -287,13 +311,13 @@ impl Bridge {
             let chat = self.chat_for_room(room).unwrap_or_default();
             let body = self.announcement_text(kind, false, &self.matrix_link(chat));
             let content = json!({"msgtype": "m.notice", "body": body});
+            let room_id =
+                <&ruma::RoomId>::try_from(room).map_err(|e| Error::Internal(format!("room id {room}: {e}")))?;
             self.send_event(
-                room,
+                room_id,
                 &self.bot_mxid,
                 "m.room.message",
-                // Unique per room: a transaction id is scoped to the sender's access token, not to
-                // the room (Conduit answers a reused one with the first room's event).
-                &format!("announce{switch_id}_{chat}"),
+                &crate::matrix::txn::announcement(switch_id, chat),
                 &content,
             )
             .await?;
@@ -307,7 +331,8 @@ impl Bridge {
         loop {
             let pending = self.store.pending_announcements().await.unwrap_or_default();
             let mut failed = false;
-            for (switch_id, target, kind) in pending {
+            for a in pending {
+                let (switch_id, target, kind) = (a.switch_id, a.target, a.kind);
                 match self.post_announcement(switch_id, &target, &kind).await {
                     Ok(msg) => {
                         tracing::info!(%target, kind, "announcement posted");
@@ -340,7 +365,7 @@ impl Bridge {
                 Duration::from_millis(500)
             };
             tokio::select! {
-                _ = self.announce_wake.notified() => {},
+                _ = self.cutover.announce.notified() => {},
                 _ = tokio::time::sleep(wait) => {},
                 _ = shutdown.wait_for(|s| *s) => return,
             }

@@ -9,8 +9,7 @@
 
 use ruma::{OwnedRoomId, UserId};
 use serde_json::{Value, json};
-use teloxide::prelude::*;
-use teloxide::types::{MessageId, ReactionType, Update, UpdateKind};
+use teloxide::types::{ChatId, MessageId, Update, UpdateKind};
 
 use super::Bridge;
 use crate::error::Result;
@@ -45,11 +44,11 @@ impl Bridge {
         };
         let norm = normalize(text);
         self.store
-            .watch_post("telegram", &msg_id.to_string(), identity.as_str(), chat, &norm, ts)
+            .watch_post("telegram", &msg_id.to_string(), identity, chat, &norm, ts)
             .await?;
         if let Some(ev) = self
             .store
-            .find_watched("matrix", identity.as_str(), chat, &norm, ts, window)
+            .find_watched("matrix", identity, chat, &norm, ts, window)
             .await?
         {
             return Ok(Some(ev));
@@ -88,11 +87,11 @@ impl Bridge {
         };
         let norm = normalize(&strip_reply_fallback(body));
         self.store
-            .watch_post("matrix", event_id, identity.as_str(), chat, &norm, ts)
+            .watch_post("matrix", event_id, identity, chat, &norm, ts)
             .await?;
         if let Some(m) = self
             .store
-            .find_watched("telegram", identity.as_str(), chat, &norm, ts, window)
+            .find_watched("telegram", identity, chat, &norm, ts, window)
             .await?
         {
             return Ok(m.parse().ok());
@@ -122,26 +121,19 @@ impl Bridge {
         let content = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": mx_event, "key": "✓"}});
         // Both workers may mark the same pair: the txn id makes the second a no-op.
         self.send_event(
-            room.as_str(),
+            room,
             &self.bot_mxid,
             "m.reaction",
-            &format!("twin{mx_event}"),
+            &crate::matrix::txn::twin_mark(mx_event),
             &content,
         )
         .await?;
-        let reaction = vec![ReactionType::Emoji { emoji: "👌".into() }];
         if let Err(e) = self
             .tg
-            .set_message_reaction(ChatId(chat), MessageId(tg_msg))
-            .reaction(reaction)
+            .set_reaction(ChatId(chat), MessageId(tg_msg), Some("👌".into()))
             .await
         {
-            tracing::debug!(
-                chat,
-                tg_msg,
-                "cannot react on telegram: {}",
-                crate::error::Error::from(e)
-            );
+            tracing::debug!(chat, tg_msg, "cannot react on telegram: {e}");
         }
         tracing::info!(%room, mx_event, chat, tg_msg, "same post on both platforms: second copy not mirrored");
         Ok(())

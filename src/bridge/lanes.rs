@@ -62,35 +62,61 @@ pub async fn run_lanes<K, L, LF, S>(
     }
 }
 
+/// Crashes in a row (each run shorter than [`STABLE_RUN`]) after which restarting is taken not
+/// to help: with the backoff below that is about three minutes of a task that cannot run.
+pub const GIVE_UP_AFTER: u32 = 8;
+
+/// A run this long resets the crash count and the backoff.
+const STABLE_RUN: Duration = Duration::from_secs(300);
+
 /// Run `task` until it returns (it returns when the daemon stops). If it panics, log the task's
 /// name and the panic, and start it again after a backoff (1 s, doubling up to 60 s): a bug in
 /// one loop must not silently stop the poller, the config watcher or a direction of bridging.
-pub async fn supervise<F, Fut>(name: &'static str, stop: watch::Receiver<bool>, task: F)
+/// After [`GIVE_UP_AFTER`] crashes in a row restarting cannot help: the error stops the daemon
+/// with a non-zero exit, so the service manager starts it afresh (and the operator is paged)
+/// instead of a daemon that runs without one of its loops.
+pub async fn supervise<F, Fut>(name: &'static str, stop: watch::Receiver<bool>, task: F) -> crate::Result<()>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let mut backoff = Duration::from_secs(1);
+    let first_backoff = if crate::failpoint::armed("fast-restarts") {
+        Duration::from_millis(10)
+    } else {
+        Duration::from_secs(1)
+    };
+    let mut backoff = first_backoff;
+    let mut crashes = 0;
     loop {
+        let started = std::time::Instant::now();
         // The spawned task's panic comes back as its `JoinError`: no catch_unwind needed here.
-        match tokio::spawn(task()).await {
-            Ok(()) => return,
+        let what = match tokio::spawn(task()).await {
+            Ok(()) => return Ok(()),
             Err(e) if e.is_panic() => {
-                let what = panic_message(&*e.into_panic());
                 crate::metrics::METRICS.task_restarted();
-                tracing::error!(task = name, "task crashed: {what}; restarting it in {backoff:?}");
+                panic_message(&*e.into_panic())
             }
-            Err(e) => {
-                tracing::error!(task = name, "task ended abnormally: {e}; restarting it in {backoff:?}");
-            }
+            Err(e) => e.to_string(),
+        };
+        if started.elapsed() >= STABLE_RUN {
+            crashes = 0;
+            backoff = first_backoff;
         }
+        crashes += 1;
+        if crashes >= GIVE_UP_AFTER {
+            tracing::error!(task = name, "task crashed: {what}; {crashes} crashes in a row, giving up");
+            return Err(crate::Error::Internal(format!(
+                "task `{name}` crashed {crashes} times in a row (last: {what}); restarting it cannot help"
+            )));
+        }
+        tracing::error!(task = name, "task crashed: {what}; restarting it in {backoff:?}");
         if *stop.borrow() {
-            return;
+            return Ok(());
         }
         let mut stop = stop.clone();
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {},
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.wait_for(|s| *s) => return Ok(()),
         }
         backoff = (backoff * 2).min(Duration::from_secs(60));
     }

@@ -2,12 +2,13 @@
 
 use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use serde_json::Value;
-use teloxide::prelude::*;
-use teloxide::types::{MessageId, ParseMode, ReplyParameters};
+use teloxide::types::{ChatId, MessageId};
 
 use super::{Bridge, SOURCE_KEY};
 use crate::error::{Error, Result};
 use crate::storage::Direction;
+use crate::telegram::TgError;
+use crate::telegram::sender::Turn;
 use crate::telegram::format::escape_html;
 use crate::telegram::html::{matrix_html_to_telegram, plain_to_telegram};
 
@@ -88,7 +89,7 @@ impl Bridge {
             tracing::warn!(%room, "encrypted event not relayed: `encryption.allow` is off");
             return Ok(());
         }
-        match self.crypto.decrypt(&self.bot_mxid, room, ev).await? {
+        match self.intents.decrypt(room, ev).await? {
             Decrypted::Event(clear) => {
                 if clear["type"] == "m.room.encrypted" {
                     return Err(Error::Internal("decrypted event is still encrypted".into()));
@@ -115,11 +116,7 @@ impl Bridge {
                     .await?;
                 let name = crate::telegram::format::escape_html(&self.matrix_name(room, sender).await);
                 let text = format!("⚠ <b>{name}</b> sent an encrypted message the bridge could not decrypt.");
-                self.pacer.wait(chat).await;
-                self.tg
-                    .send_message(teloxide::types::ChatId(chat), text)
-                    .parse_mode(teloxide::types::ParseMode::Html)
-                    .await?;
+                self.tg.post_html(ChatId(chat), text).await?;
                 Ok(())
             }
         }
@@ -141,7 +138,7 @@ impl Bridge {
             "leave" | "ban" => {
                 self.remember_name(room, &target, None);
                 if self.is_bridge_user(target.as_str()) || self.identity_for_mx(&target).is_some() {
-                    self.store.set_member(target.as_str(), room.as_str(), false).await?;
+                    self.store.set_member(&target, room, false).await?;
                 }
             }
             _ => {}
@@ -171,20 +168,22 @@ impl Bridge {
     }
 
     async fn mx_message(&self, ev: &Value, room: &OwnedRoomId, sender: &OwnedUserId, chat: i64) -> Result<()> {
-        let Some(event_id) = ev["event_id"].as_str() else {
+        let Some(event_id) = ev["event_id"].as_str().and_then(|e| <&ruma::EventId>::try_from(e).ok()) else {
             return Ok(());
         };
-        self.pacer.wait(chat).await;
         let content = &ev["content"];
         let relates = &content["m.relates_to"];
         if relates["rel_type"].as_str() == Some("m.replace") {
-            let Some(target) = relates["event_id"].as_str() else {
+            let Some(target) = relates["event_id"]
+                .as_str()
+                .and_then(|e| <&ruma::EventId>::try_from(e).ok())
+            else {
                 return Ok(());
             };
             let Some(link) = self.store.link_by_event(target).await? else {
                 return Ok(());
             };
-            if link.direction != Direction::MxToTg.as_str() || link.sender != sender.as_str() {
+            if link.direction != Direction::MxToTg || link.sender != *sender {
                 return Ok(());
             }
             let new_content = if content["m.new_content"].is_object() {
@@ -195,12 +194,10 @@ impl Bridge {
             let text = self.relay_text(room, sender, new_content).await;
             match self
                 .tg
-                .edit_message_text(ChatId(link.tg_chat_id), MessageId(link.tg_msg_id), text)
-                .parse_mode(ParseMode::Html)
+                .edit_html(ChatId(link.tg_chat_id), MessageId(link.tg_msg_id), text)
                 .await
             {
-                Ok(_) => {}
-                Err(teloxide::RequestError::Api(teloxide::ApiError::MessageNotModified)) => {}
+                Ok(()) | Err(TgError::NotModified) => {}
                 Err(e) => return Err(e.into()),
             }
             return Ok(());
@@ -212,21 +209,27 @@ impl Bridge {
         let is_text = matches!(content["msgtype"].as_str(), Some("m.text" | "m.notice" | "m.emote"));
         if let (Some(tg_user), true) = (self.identity_for_mx(sender), is_text) {
             let body = content["body"].as_str().unwrap_or_default();
-            if let Some(twin) = self.telegram_twin(sender, tg_user, chat, event_id, body, ts).await? {
+            if let Some(twin) = self
+                .telegram_twin(sender, tg_user, chat, event_id.as_str(), body, ts)
+                .await?
+            {
                 // The Telegram post is the original; on Matrix it is its bridged copy, if any.
                 let mx_copy = self
                     .store
                     .link_by_tg(chat, twin)
                     .await?
                     .map_or(event_id.to_owned(), |l| l.mx_event_id);
-                return self.mark_original(room, &mx_copy, chat, twin).await;
+                return self.mark_original(room, mx_copy.as_str(), chat, twin).await;
             }
         }
-        let reply_to = match relates["m.in_reply_to"]["event_id"].as_str() {
+        let reply_to = match relates["m.in_reply_to"]["event_id"]
+            .as_str()
+            .and_then(|e| <&ruma::EventId>::try_from(e).ok())
+        {
             Some(target) => self.store.link_by_event(target).await?.map(|l| l.tg_msg_id),
             None => None,
         };
-        let earlier = self.unlinked.lock().expect("lock").get(event_id).copied();
+        let earlier = self.unlinked.lock().expect("lock").get(event_id.as_str()).copied();
         let sent = match earlier {
             // Posted already; only its link is missing (the database failed after the send).
             Some(sent) => sent,
@@ -235,17 +238,15 @@ impl Bridge {
                     content["msgtype"].as_str(),
                     Some("m.image" | "m.file" | "m.audio" | "m.video")
                 ) {
-                    self.begin_send(event_id, chat).await?;
                     self.mx_media_to_tg(ev, room, sender, chat, reply_to).await
                 } else {
                     let text = self.relay_text(room, sender, content).await;
-                    // Right before the request: a stop before it leaves no intent behind.
-                    self.begin_send(event_id, chat).await?;
-                    let mut req = self.tg.send_message(ChatId(chat), text).parse_mode(ParseMode::Html);
-                    if let Some(id) = reply_to {
-                        req = req.reply_parameters(ReplyParameters::new(MessageId(id)).allow_sending_without_reply());
-                    }
-                    req.await.map(|m| m.id.0).map_err(Error::from)
+                    let turn = self.turn_for(event_id.as_str(), chat).await?;
+                    self.tg
+                        .send_html(turn, text, reply_to.map(MessageId))
+                        .await
+                        .map(|m| m.0)
+                        .map_err(Error::from)
                 };
                 match sent {
                     Ok(sent) => sent,
@@ -260,31 +261,35 @@ impl Bridge {
         };
         if let Err(e) = self
             .store
-            .link_message(
-                chat,
-                sent,
-                room.as_str(),
-                event_id,
-                Direction::MxToTg,
-                sender.as_str(),
-                ts,
-            )
+            .link_message(chat, sent, room, event_id, Direction::MxToTg, sender, ts)
             .await
         {
-            self.unlinked.lock().expect("lock").insert(event_id.to_owned(), sent);
+            self.unlinked.lock().expect("lock").insert(event_id.to_string(), sent);
             return Err(e);
         }
-        self.unlinked.lock().expect("lock").remove(event_id);
+        self.unlinked.lock().expect("lock").remove(event_id.as_str());
         crate::metrics::METRICS.delivered(Direction::MxToTg, crate::storage::now_ms() - ts);
         tracing::debug!(%event_id, chat, msg = sent, "matrix -> telegram");
         Ok(())
+    }
+
+    /// Take a turn to post in `chat` (pacing), then record the send intent of `event_id`: right
+    /// before the request, so a stop before it (while downloading a file, or waiting for the
+    /// chat's rate) leaves no intent behind and no false "may show twice".
+    pub(super) async fn turn_for(&self, event_id: &str, chat: i64) -> Result<Turn> {
+        let turn = self.tg.turn(ChatId(chat)).await;
+        self.begin_send(event_id, chat).await?;
+        Ok(turn)
     }
 
     /// Record that `event_id` is about to be posted. If an earlier attempt may have posted it
     /// (the daemon stopped mid-send, or Telegram's answer was lost), it is posted again and the
     /// possible repeat is recorded for `tgmx audit`: a lost message is worse than a repeated one.
     async fn begin_send(&self, event_id: &str, chat: i64) -> Result<()> {
-        if let Some(at) = self.store.begin_send(event_id, chat).await? {
+        let Ok(id) = <&ruma::EventId>::try_from(event_id) else {
+            return Ok(()); // no id to key an intent by (`mx_message` takes only events with one)
+        };
+        if let Some(at) = self.store.begin_send(id, chat).await? {
             let age_s = (crate::storage::now_ms() - at) / 1000;
             tracing::warn!(
                 event_id,
@@ -312,9 +317,12 @@ impl Bridge {
             return Ok(());
         };
         tracing::debug!(redacts = target, "redaction");
-        if let Some((r_chat, r_msg, direction)) = self.store.delete_reaction(target).await? {
-            if direction == Direction::MxToTg.as_str() {
-                self.sync_bot_reaction(r_chat, r_msg).await?;
+        let Ok(target) = <&ruma::EventId>::try_from(target) else {
+            return Ok(());
+        };
+        if let Some(r) = self.store.delete_reaction(target).await? {
+            if r.direction == Direction::MxToTg {
+                self.sync_bot_reaction(r.tg_chat_id, r.tg_msg_id).await?;
             }
             return Ok(());
         }
@@ -324,15 +332,10 @@ impl Bridge {
         if link.tg_chat_id != chat {
             return Ok(());
         }
-        match self.tg.delete_message(ChatId(chat), MessageId(link.tg_msg_id)).await {
-            Ok(_) => tracing::debug!(chat, msg = link.tg_msg_id, "redaction -> deleteMessage"),
+        match self.tg.delete(ChatId(chat), MessageId(link.tg_msg_id)).await {
+            Ok(()) => tracing::debug!(chat, msg = link.tg_msg_id, "redaction -> deleteMessage"),
             // A Telegram user's message can only be deleted by an admin bot; not fatal.
-            Err(e) => tracing::warn!(
-                chat,
-                msg = link.tg_msg_id,
-                "deleteMessage failed: {}",
-                crate::error::Error::from(e)
-            ),
+            Err(e) => tracing::warn!(chat, msg = link.tg_msg_id, "deleteMessage failed: {e}"),
         }
         Ok(())
     }

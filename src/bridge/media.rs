@@ -7,16 +7,14 @@ use std::time::{Duration, Instant};
 
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
-use teloxide::net::Download;
-use teloxide::prelude::*;
-use teloxide::types::{
-    FileMeta, InputFile, Message, MessageId, MessageReactionUpdated, ParseMode, ReactionType, ReplyParameters,
-};
+use teloxide::types::{ChatId, FileMeta, Message, MessageId, MessageReactionUpdated, ReactionType};
 
 use super::Bridge;
 use crate::error::{Error, Result};
+use crate::matrix::intent::MediaSource;
 use crate::storage::Direction;
 use crate::telegram::format::{entities_to_html, escape_html, has_formatting};
+use crate::telegram::sender::{FileKind, OutFile, TgError};
 
 /// A file attached to a Telegram message, with what Matrix needs to know about it.
 struct TgFile<'a> {
@@ -166,27 +164,14 @@ impl Bridge {
                 limit,
             });
         }
-        let file = match self.tg.get_file(meta.id.clone()).await {
-            Ok(f) => f,
-            Err(teloxide::RequestError::Api(teloxide::ApiError::Unknown(m))) if m.contains("file is too big") => {
-                return Err(Error::TooLarge {
-                    size: meta.size.into(),
-                    limit,
-                });
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let mut bytes = Vec::with_capacity(meta.size.min(64 << 20) as usize);
-        self.tg
-            .download_file(&file.path, &mut bytes)
-            .await
-            .map_err(|e| Error::Telegram {
-                message: crate::error::redact_bot_token(&e.to_string()),
-                transient: true,
-                retry_after: None,
-                no_effect: true,
-            })?;
-        Ok(bytes)
+        match self.tg.download(meta).await {
+            Ok(bytes) => Ok(bytes),
+            Err(TgError::TooLarge) => Err(Error::TooLarge {
+                size: meta.size.into(),
+                limit,
+            }),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The homeserver's upload limit, asked once.
@@ -207,21 +192,21 @@ impl Bridge {
         };
         let caption = m.caption().unwrap_or_default();
         self.check_encryption(room).await?;
-        match self.tg_upload_to_matrix(&tf, sender, self.is_encrypted(room)).await {
+        match self.tg_upload_to_matrix(&tf, sender, room).await {
             Ok((source, size, thumb)) => {
                 let mut info = tf.info.clone();
                 info["mimetype"] = json!(tf.mime);
                 info["size"] = json!(size);
                 if let Some((tsource, tinfo)) = thumb {
                     // `thumbnail_url`, or `thumbnail_file` in an encrypted room.
-                    let key = format!("thumbnail_{}", source_key(&tsource));
-                    info[key] = tsource;
+                    let key = format!("thumbnail_{}", tsource.key());
+                    info[key] = tsource.into_json();
                     info["thumbnail_info"] = tinfo;
                 }
                 let mut content = json!({"msgtype": tf.msgtype, "body": if caption.is_empty() { tf.name.as_str() } else { caption },
                     "filename": tf.name, "info": info});
-                let key = source_key(&source);
-                content[key] = source;
+                let key = source.key();
+                content[key] = source.into_json();
                 let entities = m.caption_entities().unwrap_or_default();
                 if !caption.is_empty() && has_formatting(entities) {
                     let puppet = |id| {
@@ -254,15 +239,15 @@ impl Bridge {
         }
     }
 
-    /// Download from Telegram, check the homeserver limit, upload as `sender`: in an encrypted
-    /// room encrypted by the sender's device (an `EncryptedFile` object), else plain (an mxc
-    /// string). Returns the source, the size, and the thumbnail's source and info.
+    /// Download from Telegram, check the homeserver limit, upload as `sender` into `room` (the
+    /// intent encrypts it in an encrypted room). Returns the source, the size, and the
+    /// thumbnail's source and info.
     async fn tg_upload_to_matrix(
         &self,
         tf: &TgFile<'_>,
         sender: &UserId,
-        encrypted: bool,
-    ) -> Result<(Value, usize, Option<(Value, Value)>)> {
+        room: &RoomId,
+    ) -> Result<(MediaSource, usize, Option<(MediaSource, Value)>)> {
         let bytes = self.tg_download(tf.meta).await?;
         let size = bytes.len();
         if let Some(limit) = self.hs_upload_limit().await.filter(|l| size as u64 > *l) {
@@ -272,11 +257,7 @@ impl Bridge {
             });
         }
         let upload = |bytes: Vec<u8>, mime: String, name: String| async move {
-            if encrypted {
-                self.crypto.upload(sender, bytes).await
-            } else {
-                self.mx.upload(sender, bytes, &mime, &name).await.map(Value::from)
-            }
+            self.intents.user(sender).upload(room, bytes, &mime, &name).await
         };
         let source = upload(bytes, tf.mime.clone(), tf.name.clone()).await?;
         let mut thumb = None;
@@ -304,6 +285,7 @@ impl Bridge {
         chat: i64,
         reply_to: Option<i32>,
     ) -> Result<i32> {
+        let event_id = ev["event_id"].as_str().unwrap_or_default();
         let content = &ev["content"];
         let msgtype = content["msgtype"].as_str().unwrap_or_default();
         let name_html = format!("<b>{}</b>", escape_html(&self.matrix_name(room, sender).await));
@@ -318,22 +300,14 @@ impl Bridge {
             caption = caption.chars().take(1000).collect::<String>() + "…";
         }
         let tcfg = self.cfg().gateway.telegram.clone();
-        let reply = |r: Option<i32>| r.map(|id| ReplyParameters::new(MessageId(id)).allow_sending_without_reply());
-        let encrypted_file = content.get("file").filter(|f| f.is_object());
-        let Some(url) = content["url"]
-            .as_str()
-            .or(encrypted_file.and_then(|f| f["url"].as_str()))
-        else {
+        let Some(source) = MediaSource::of_content(content) else {
             let text = format!(
                 "{name_html} sent a file the bridge cannot carry: {}",
                 escape_html(&filename)
             );
-            let sent = self
-                .tg
-                .send_message(ChatId(chat), text)
-                .parse_mode(ParseMode::Html)
-                .await?;
-            return Ok(sent.id.0);
+            let turn = self.turn_for(event_id, chat).await?;
+            let sent = self.tg.send_html(turn, text, None).await?;
+            return Ok(sent.0);
         };
         let declared = content["info"]["size"].as_u64().unwrap_or(0);
         let fetched = if declared > tcfg.max_upload_bytes {
@@ -341,20 +315,10 @@ impl Bridge {
                 size: declared,
                 limit: tcfg.max_upload_bytes,
             })
-        } else if let Some(file) = encrypted_file {
-            // Decrypted with the bot's device; the mime type comes from the event.
-            self.crypto
-                .download(&self.bot_mxid, file)
-                .await
-                .and_then(|b| match b.len() as u64 {
-                    n if n > tcfg.max_upload_bytes => Err(Error::TooLarge {
-                        size: n,
-                        limit: tcfg.max_upload_bytes,
-                    }),
-                    _ => Ok((b, None)),
-                })
         } else {
-            self.mx.download(url, tcfg.max_upload_bytes).await
+            // An encrypted file is decrypted with the bot's device; its mime type comes from the
+            // event.
+            self.intents.download(&source, tcfg.max_upload_bytes).await
         };
         let (bytes, mime) = match fetched {
             Ok(b) => b,
@@ -368,59 +332,29 @@ impl Bridge {
             .map(str::to_owned)
             .or(mime)
             .unwrap_or_default();
-        let file = InputFile::memory(bytes.clone()).file_name(filename.clone());
-        let chat_id = ChatId(chat);
+        let size = bytes.len() as u64;
         let is_voice = content.get("org.matrix.msc3245.voice").is_some();
-        let sent = match msgtype {
-            "m.image" if (bytes.len() as u64) <= tcfg.max_photo_bytes && mime != "image/gif" => {
-                self.tg
-                    .send_photo(chat_id, file)
-                    .caption(caption)
-                    .parse_mode(ParseMode::Html)
-                    .reply_parameters_opt(reply(reply_to))
-                    .await
-            }
-            "m.audio" if is_voice => {
-                let mut req = self
-                    .tg
-                    .send_voice(chat_id, file)
-                    .caption(caption)
-                    .parse_mode(ParseMode::Html);
-                if let Some(ms) = content["info"]["duration"].as_u64() {
-                    req = req.duration(ms.div_ceil(1000) as u32);
-                }
-                req.reply_parameters_opt(reply(reply_to)).await
-            }
-            "m.audio" => {
-                self.tg
-                    .send_audio(chat_id, file)
-                    .caption(caption)
-                    .parse_mode(ParseMode::Html)
-                    .reply_parameters_opt(reply(reply_to))
-                    .await
-            }
-            "m.video" => {
-                self.tg
-                    .send_video(chat_id, file)
-                    .caption(caption)
-                    .parse_mode(ParseMode::Html)
-                    .reply_parameters_opt(reply(reply_to))
-                    .await
-            }
-            _ => {
-                self.tg
-                    .send_document(chat_id, file)
-                    .caption(caption)
-                    .parse_mode(ParseMode::Html)
-                    .reply_parameters_opt(reply(reply_to))
-                    .await
-            }
+        let kind = match msgtype {
+            "m.image" if size <= tcfg.max_photo_bytes && mime != "image/gif" => FileKind::Photo,
+            "m.audio" if is_voice => FileKind::Voice {
+                duration_secs: content["info"]["duration"].as_u64().map(|ms| ms.div_ceil(1000) as u32),
+            },
+            "m.audio" => FileKind::Audio,
+            "m.video" => FileKind::Video,
+            _ => FileKind::Document,
         };
-        match sent {
-            Ok(m) => Ok(m.id.0),
-            Err(teloxide::RequestError::Api(teloxide::ApiError::RequestEntityTooLarge)) => {
+        let file = OutFile {
+            kind,
+            bytes,
+            name: filename.clone(),
+            caption_html: caption,
+        };
+        let turn = self.turn_for(event_id, chat).await?;
+        match self.tg.send_file(turn, file, reply_to.map(MessageId)).await {
+            Ok(m) => Ok(m.0),
+            Err(TgError::TooLarge) => {
                 let e = Error::TooLarge {
-                    size: bytes.len() as u64,
+                    size,
                     limit: tcfg.max_upload_bytes,
                 };
                 self.tg_too_large_notice(ev, chat, &name_html, &filename, &e).await
@@ -447,12 +381,9 @@ impl Bridge {
             escape_html(filename),
             escape_html(&e.to_string())
         );
-        let sent = self
-            .tg
-            .send_message(ChatId(chat), text)
-            .parse_mode(ParseMode::Html)
-            .await?;
-        Ok(sent.id.0)
+        let turn = self.turn_for(ev["event_id"].as_str().unwrap_or_default(), chat).await?;
+        let sent = self.tg.send_html(turn, text, None).await?;
+        Ok(sent.0)
     }
 
     // ---- reactions ----
@@ -483,18 +414,17 @@ impl Bridge {
                 continue;
             }
             let content = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": link.mx_event_id, "key": e}});
-            let txn = format!("tgr{chat}_{}_{reactor}_{}", link.tg_msg_id, hex(e));
-            let ev = self
-                .send_event(room.as_str(), &sender, "m.reaction", &txn, &content)
-                .await?;
+            let txn = crate::matrix::txn::telegram_reaction(chat, link.tg_msg_id, &reactor, e);
+            let ev = self.send_event(&room, &sender, "m.reaction", &txn, &content).await?;
             self.store
-                .save_reaction(chat, link.tg_msg_id, &reactor, e, ev.as_str(), Direction::TgToMx)
+                .save_reaction(chat, link.tg_msg_id, &reactor, e, &ev, Direction::TgToMx)
                 .await?;
         }
         for e in old.iter().filter(|e| !new.contains(e)) {
             if let Some(ev) = self.store.reaction(chat, link.tg_msg_id, &reactor, e).await? {
-                self.mx
-                    .redact(room.as_str(), &sender, &ev, &format!("unreact{}", hex(&ev)))
+                self.intents
+                    .user(&sender)
+                    .redact(&room, &ev, &crate::matrix::txn::unreaction(ev.as_str()))
                     .await?;
                 self.store.delete_reaction(&ev).await?;
             }
@@ -505,9 +435,14 @@ impl Bridge {
     /// Matrix m.reaction on a bridged message -> the bot's reaction on Telegram.
     pub(super) async fn mx_reaction(&self, ev: &Value, sender: &OwnedUserId, chat: i64) -> Result<()> {
         let rel = &ev["content"]["m.relates_to"];
-        let (Some(target), Some(key), Some(event_id)) =
-            (rel["event_id"].as_str(), rel["key"].as_str(), ev["event_id"].as_str())
-        else {
+        fn event_id(v: &Value) -> Option<&ruma::EventId> {
+            v.as_str().and_then(|e| e.try_into().ok())
+        }
+        let (Some(target), Some(key), Some(event_id)) = (
+            event_id(&rel["event_id"]),
+            rel["key"].as_str(),
+            event_id(&ev["event_id"]),
+        ) else {
             return Ok(());
         };
         let Some(link) = self.store.link_by_event(target).await? else {
@@ -523,15 +458,9 @@ impl Bridge {
     pub(super) async fn sync_bot_reaction(&self, chat: i64, msg: i32) -> Result<()> {
         let current = self.store.latest_mx_reaction(chat, msg).await?;
         tracing::debug!(chat, msg, reaction = ?current, "bot reaction");
-        let reaction: Vec<ReactionType> = current.into_iter().map(|emoji| ReactionType::Emoji { emoji }).collect();
-        if let Err(e) = self
-            .tg
-            .set_message_reaction(ChatId(chat), MessageId(msg))
-            .reaction(reaction)
-            .await
-        {
+        if let Err(e) = self.tg.set_reaction(ChatId(chat), MessageId(msg), current).await {
             // Telegram allows a fixed set of emoji; others cannot be mirrored.
-            tracing::debug!(chat, msg, "setMessageReaction failed: {}", Error::from(e));
+            tracing::debug!(chat, msg, "setMessageReaction failed: {e}");
         }
         Ok(())
     }
@@ -552,15 +481,10 @@ impl Bridge {
             seen.insert(tg_user, Instant::now());
         }
         let result: Result<()> = async {
-            let photos = self
+            let Some(best) = self
                 .tg
-                .get_user_profile_photos(teloxide::types::UserId(tg_user as u64))
-                .limit(1)
-                .await?;
-            let Some(best) = photos
-                .photos
-                .first()
-                .and_then(|sizes| sizes.iter().max_by_key(|p| p.width * p.height))
+                .profile_photo(teloxide::types::UserId(tg_user as u64))
+                .await?
             else {
                 return Ok(());
             };
@@ -579,37 +503,4 @@ impl Bridge {
             tracing::debug!(%mxid, "avatar not updated: {e}");
         }
     }
-}
-
-fn hex(s: &str) -> String {
-    s.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-/// `reply_parameters` only when there is one.
-trait ReplyOpt: Sized {
-    fn reply_parameters_opt(self, r: Option<ReplyParameters>) -> Self;
-}
-
-macro_rules! reply_opt {
-    ($($t:ty),*) => {$(
-        impl ReplyOpt for $t {
-            fn reply_parameters_opt(self, r: Option<ReplyParameters>) -> Self {
-                match r { Some(r) => self.reply_parameters(r), None => self }
-            }
-        }
-    )*};
-}
-
-reply_opt!(
-    teloxide::requests::JsonRequest<teloxide::payloads::SendMessage>,
-    teloxide::requests::MultipartRequest<teloxide::payloads::SendPhoto>,
-    teloxide::requests::MultipartRequest<teloxide::payloads::SendVoice>,
-    teloxide::requests::MultipartRequest<teloxide::payloads::SendAudio>,
-    teloxide::requests::MultipartRequest<teloxide::payloads::SendVideo>,
-    teloxide::requests::MultipartRequest<teloxide::payloads::SendDocument>
-);
-
-/// The content key for a media source: `url` for an mxc string, `file` for an encrypted file.
-fn source_key(source: &Value) -> &'static str {
-    if source.is_object() { "file" } else { "url" }
 }

@@ -22,7 +22,6 @@ use futures::FutureExt;
 
 use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use serde_json::Value;
-use teloxide::Bot;
 use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
@@ -40,20 +39,15 @@ pub struct Bridge {
     cfg: RwLock<Arc<Config>>,
     pub store: Store,
     pub mx: MatrixClient,
-    pub tg: Bot,
-    /// Paces sends per Telegram chat (group rate limit).
-    pub pacer: crate::telegram::pacer::Pacer,
+    /// Every Bot API request (paced, typed outcomes).
+    pub tg: Arc<crate::telegram::TelegramSender>,
     pub bot_mxid: OwnedUserId,
     /// Telegram chat id <-> Matrix room id, filled as configured rooms are resolved.
     portals: RwLock<HashMap<i64, OwnedRoomId>>,
     /// Display names of Matrix senders per room, from member events.
     names: Mutex<HashMap<(OwnedRoomId, OwnedUserId), String>>,
-    /// Current mode; the poller and the workers watch it.
-    mode_tx: watch::Sender<cutover::Mode>,
-    /// Whether the mode reads Telegram (what the poller needs to know of the mode).
-    reading_tx: watch::Sender<bool>,
-    /// Wakes the announcer after a switch is recorded.
-    announce_wake: Notify,
+    /// The mode in force and the announcer's wake-up (the cutover state's one owner).
+    cutover: cutover::Cutover,
     /// Wakes the room setup loop after the room list changed.
     pub setup_wake: Notify,
     /// Setup finished: the bot exists and every configured room is joined.
@@ -66,14 +60,9 @@ pub struct Bridge {
     pub suspect_until: std::sync::atomic::AtomicI64,
     /// Reads room timelines as the bot's device (catch-up, `tgmx audit`, rollcall).
     pub reader: crate::matrix::device::TimelineReader,
-    /// Devices of the bot and puppets for encrypted rooms, created on first use.
-    pub crypto: Arc<crate::matrix::crypto::Crypto>,
-    /// Portals with encryption on (from their `m.room.encryption` state).
-    encrypted_rooms: RwLock<std::collections::HashSet<OwnedRoomId>>,
-    /// Portals whose encryption state was read in this run: a room is checked before the first
-    /// send into it, so start-up need not wait for one request per portal, and a room that
-    /// turned encryption on while the bridge was down never gets a cleartext event.
-    encryption_known: RwLock<std::collections::HashSet<OwnedRoomId>>,
+    /// The users the bridge acts as: sends and uploads, plain or encrypted as the room is (which
+    /// rooms are encrypted, and the devices for them, are known there).
+    pub intents: crate::matrix::intent::Intents,
     /// Matrix events already posted to Telegram whose link could not be written (the database
     /// failed right after the send): event id -> Telegram message id. The retry writes the link
     /// instead of posting the message again.
@@ -81,34 +70,29 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    pub fn new(cfg: Config, store: Store, mx: MatrixClient, tg: Bot) -> Bridge {
+    pub fn new(cfg: Config, store: Store, mx: MatrixClient, tg: crate::telegram::TelegramSender) -> Bridge {
         let bot_mxid = cfg.bot_user_id();
         let mode = cutover::Mode::of(&cfg);
-        let pacer = crate::telegram::pacer::Pacer::new(cfg.gateway.telegram.per_chat_per_minute);
-        let crypto = Arc::new(crate::matrix::crypto::Crypto::new(
+        let crypto = crate::matrix::crypto::Crypto::new(
             &cfg.homeserver.url,
             mx.clone(),
             store.clone(),
             crate::matrix::crypto::dir_for(&cfg.database),
             cfg.encryption.pickle_key.clone(),
-        ));
+        );
         let reader = crate::matrix::device::TimelineReader::new(mx.clone(), store.clone(), bot_mxid.clone());
+        let intents = crate::matrix::intent::Intents::new(mx.clone(), crypto, bot_mxid.clone());
         Bridge {
             reader,
-            crypto,
-            encrypted_rooms: RwLock::default(),
-            encryption_known: RwLock::default(),
-            pacer,
+            intents,
             cfg: RwLock::new(Arc::new(cfg)),
             store,
             mx,
-            tg,
+            tg: Arc::new(tg),
             bot_mxid,
             portals: RwLock::default(),
             names: Mutex::default(),
-            mode_tx: watch::Sender::new(mode),
-            reading_tx: watch::Sender::new(mode.reads_telegram()),
-            announce_wake: Notify::new(),
+            cutover: cutover::Cutover::new(mode),
             setup_wake: Notify::new(),
             ready: Default::default(),
             suspect_until: Default::default(),
@@ -165,16 +149,16 @@ impl Bridge {
     pub async fn load_portals(&self) -> Result<()> {
         let cfg = self.cfg();
         for r in &cfg.rooms {
-            let Some((room, alias)) = self.store.portal(r.telegram).await? else {
+            let Some(portal) = self.store.portal(r.telegram).await? else {
                 continue;
             };
             let same = if r.matrix.is_room_alias_id() {
-                alias.as_deref() == Some(r.matrix.as_str())
+                portal.mx_alias.as_ref().map(|a| a.as_str()) == Some(r.matrix.as_str())
             } else {
-                room == r.matrix.as_str()
+                portal.mx_room_id.as_str() == r.matrix.as_str()
             };
-            if let (true, Ok(room)) = (same, OwnedRoomId::try_from(room)) {
-                self.portals.write().expect("lock").insert(r.telegram, room);
+            if same {
+                self.portals.write().expect("lock").insert(r.telegram, portal.mx_room_id);
             }
         }
         Ok(())
@@ -245,10 +229,10 @@ impl Bridge {
             if self.room_for_chat(r.telegram).is_some() {
                 continue;
             }
-            match self.mx.join(r.matrix.as_str(), &self.bot_mxid).await {
+            match self.mx.join(&r.matrix, &self.bot_mxid).await {
                 Ok(room_id) => {
-                    let alias = r.matrix.is_room_alias_id().then(|| r.matrix.as_str());
-                    self.store.upsert_portal(r.telegram, room_id.as_str(), alias).await?;
+                    let alias = <&ruma::RoomAliasId>::try_from(&*r.matrix).ok();
+                    self.store.upsert_portal(r.telegram, &room_id, alias).await?;
                     tracing::info!(room = %r.matrix, %room_id, chat = r.telegram, "portal ready");
                     self.portals.write().expect("lock").insert(r.telegram, room_id);
                 }
@@ -261,66 +245,50 @@ impl Bridge {
         Ok(pending)
     }
 
-    /// Send an event as `user`: encrypted by that user's own device in an encrypted room.
+    /// Send an event as `user` if the encryption policy lets the bridge act in `room` (the
+    /// intent encrypts it in an encrypted room).
     pub async fn send_event(
         &self,
-        room: &str,
+        room: &ruma::RoomId,
         user: &UserId,
         event_type: &str,
-        txn_id: &str,
+        txn_id: &ruma::TransactionId,
         content: &Value,
     ) -> Result<ruma::OwnedEventId> {
-        let room_id = OwnedRoomId::try_from(room).map_err(|e| Error::Internal(format!("room id {room}: {e}")))?;
-        self.check_encryption(&room_id).await?;
-        if self.is_encrypted(&room_id) {
+        self.check_encryption(room).await?;
+        if self.is_encrypted(room) {
             if !self.cfg().encryption.allow {
                 return Err(Error::Config(format!(
                     "room {room} is encrypted and `encryption.allow` is off: not bridged"
                 )));
             }
-            return self.crypto.send(user, &room_id, event_type, txn_id, content).await;
-        }
-        if self.cfg().encryption.require {
+        } else if self.cfg().encryption.require {
             return Err(Error::Config(format!(
                 "room {room} is not encrypted and `encryption.require` is on: not bridged"
             )));
         }
-        self.mx.send(room, user, event_type, txn_id, content).await
+        self.intents.user(user).send(room, event_type, txn_id, content).await
     }
 
     pub fn is_encrypted(&self, room: &ruma::RoomId) -> bool {
-        self.encrypted_rooms.read().expect("lock").contains(room)
+        self.intents.is_encrypted(room)
     }
 
     /// A portal turned encryption on (its `m.room.encryption` state): from now on events are
     /// encrypted, and the bot's device exists so senders share their keys with it.
-    pub async fn room_encrypted(&self, room: &OwnedRoomId) -> Result<()> {
-        self.encryption_known.write().expect("lock").insert(room.clone());
-        let new = self.encrypted_rooms.write().expect("lock").insert(room.clone());
-        if new {
-            tracing::info!(%room, "room is encrypted");
-        }
+    pub async fn room_encrypted(&self, room: &ruma::RoomId) -> Result<()> {
+        self.intents.set_encrypted(room);
         if self.cfg().encryption.allow {
-            self.crypto.ensure_device(&self.bot_mxid).await?;
+            self.intents.ensure_bot_device().await?;
         }
         Ok(())
     }
 
     /// Read a room's encryption state unless it is known in this run.
     pub(crate) async fn check_encryption(&self, room: &ruma::RoomId) -> Result<()> {
-        if self.encryption_known.read().expect("lock").contains(room) {
-            return Ok(());
+        if self.intents.learn_encryption(room).await? {
+            self.room_encrypted(room).await?;
         }
-        let path = format!(
-            "/_matrix/client/v3/rooms/{}/state/m.room.encryption/",
-            percent_encoding::utf8_percent_encode(room.as_str(), percent_encoding::NON_ALPHANUMERIC)
-        );
-        match self.mx.request(reqwest::Method::GET, &path, None, None).await {
-            Ok(v) if v["algorithm"].is_string() => self.room_encrypted(&room.to_owned()).await?,
-            Ok(_) | Err(Error::Matrix { status: 404, .. }) => {}
-            Err(e) => return Err(e),
-        }
-        self.encryption_known.write().expect("lock").insert(room.to_owned());
         Ok(())
     }
 
@@ -343,22 +311,17 @@ impl Bridge {
     }
 
     /// An invite for the bot to a configured room arrived: join and link it.
-    pub async fn accept_invite(&self, room: &str) -> Result<bool> {
+    pub async fn accept_invite(&self, room: &ruma::RoomId) -> Result<bool> {
         let cfg = self.cfg();
         for r in &cfg.rooms {
-            let matches = if r.matrix.is_room_id() {
-                r.matrix.as_str() == room
-            } else {
-                self.mx
-                    .resolve_alias(r.matrix.as_str())
-                    .await
-                    .ok()
-                    .is_some_and(|id| id.as_str() == room)
+            let matches = match <&ruma::RoomAliasId>::try_from(&*r.matrix) {
+                Err(_) => r.matrix.as_str() == room.as_str(),
+                Ok(alias) => self.mx.resolve_alias(alias).await.ok().is_some_and(|id| id == room),
             };
             if matches {
-                let room_id = self.mx.join(room, &self.bot_mxid).await?;
-                let alias = r.matrix.is_room_alias_id().then(|| r.matrix.as_str());
-                self.store.upsert_portal(r.telegram, room_id.as_str(), alias).await?;
+                let room_id = self.mx.join(room.into(), &self.bot_mxid).await?;
+                let alias = <&ruma::RoomAliasId>::try_from(&*r.matrix).ok();
+                self.store.upsert_portal(r.telegram, &room_id, alias).await?;
                 self.portals.write().expect("lock").insert(r.telegram, room_id);
                 tracing::info!(%room, chat = r.telegram, "joined bridged room after invite");
                 return Ok(true);
@@ -375,7 +338,7 @@ impl Bridge {
         if self.chat_for_room(room.as_str()).is_some() {
             return Ok(());
         }
-        if self.accept_invite(room.as_str()).await? {
+        if self.accept_invite(room).await? {
             self.setup_wake.notify_one(); // readiness may change
             return Ok(());
         }
@@ -390,7 +353,7 @@ impl Bridge {
             );
         } else {
             tracing::info!(%room, sender = ?sender, "declining an invite from a stranger to a room that is not configured");
-            let _ = self.mx.leave(room.as_str(), &self.bot_mxid).await;
+            let _ = self.mx.leave(room, &self.bot_mxid).await;
         }
         Ok(())
     }
@@ -399,7 +362,7 @@ impl Bridge {
     async fn shares_a_portal(&self, user: &UserId) -> bool {
         let rooms: Vec<OwnedRoomId> = self.portals.read().expect("lock").values().cloned().collect();
         for room in rooms {
-            if self.mx.membership(room.as_str(), user, &self.bot_mxid).await.as_deref() == Some("join") {
+            if self.mx.membership(&room, user, &self.bot_mxid).await.as_deref() == Some("join") {
                 return true;
             }
         }
@@ -408,17 +371,17 @@ impl Bridge {
 
     /// Make `user` (puppet or double puppet) a member of `room`: invite by the bot, then join.
     pub async fn ensure_joined(&self, user: &UserId, room: &OwnedRoomId) -> Result<()> {
-        if self.store.is_member(user.as_str(), room.as_str()).await? {
+        if self.store.is_member(user, room).await? {
             return Ok(());
         }
-        if let Err(first) = self.mx.join(room.as_str(), user).await {
+        if let Err(first) = self.mx.join((&**room).into(), user).await {
             tracing::debug!(%user, %room, "join failed ({first}), inviting first");
-            if let Err(e) = self.mx.invite(room.as_str(), &self.bot_mxid, user).await {
+            if let Err(e) = self.mx.invite(room, &self.bot_mxid, user).await {
                 tracing::debug!(%user, %room, "invite failed: {e}");
             }
-            self.mx.join(room.as_str(), user).await?;
+            self.mx.join((&**room).into(), user).await?;
         }
-        self.store.set_member(user.as_str(), room.as_str(), true).await
+        self.store.set_member(user, room, true).await
     }
 
     /// Appservice user query: the bot and puppets of Telegram users we have seen exist.
@@ -446,7 +409,7 @@ impl Bridge {
         if let Some(n) = self.names.lock().expect("lock").get(&key) {
             return n.clone();
         }
-        let name = match self.mx.member_displayname(room.as_str(), user, &self.bot_mxid).await {
+        let name = match self.mx.member_displayname(room, user, &self.bot_mxid).await {
             Ok(Some(n)) => n,
             _ => user.localpart().to_owned(),
         };

@@ -76,9 +76,9 @@ impl Bridge {
                 Some(text) => format!("⚠ A Telegram message from {who} could not be read in full; its text:\n{text}"),
                 None => format!("⚠ A Telegram message from {who} could not be read and is not shown here."),
             };
-            let txn = format!("tgx_{}", source.replace(':', "_"));
+            let txn = crate::matrix::txn::unreadable_update(&source);
             let content = json!({"msgtype": "m.notice", "body": body, SOURCE_KEY: {"unreadable": source}});
-            self.send_event(room.as_str(), &self.bot_mxid, "m.room.message", &txn, &content)
+            self.send_event(room, &self.bot_mxid, "m.room.message", &txn, &content)
                 .await?;
         }
         let carried = if text_carried {
@@ -132,14 +132,14 @@ impl Bridge {
         let mxid = self.puppet_mxid(tg_id);
         let name = user.full_name();
         match self.store.puppet(tg_id).await? {
-            Some((_, stored)) if stored.as_deref() == Some(name.as_str()) => {}
+            Some(p) if p.displayname.as_deref() == Some(name.as_str()) => {}
             known => {
                 if known.is_none() {
                     self.mx.register(mxid.localpart()).await?;
                 }
                 // Always set explicitly: Conduit appends " ⚡️" to new users' names otherwise.
                 self.mx.set_displayname(&mxid, &name).await?;
-                self.store.save_puppet(tg_id, mxid.as_str(), &name).await?;
+                self.store.save_puppet(tg_id, &mxid, &name).await?;
                 tracing::info!(%mxid, tg_user = tg_id, "puppet ready");
             }
         }
@@ -192,7 +192,11 @@ impl Bridge {
                 .await?
         {
             // The Matrix post is the original; on Telegram it is its relayed copy, if any.
-            let tg_copy = self.store.link_by_event(&twin).await?.map_or(m.id.0, |l| l.tg_msg_id);
+            let linked = match <&ruma::EventId>::try_from(twin.as_str()) {
+                Ok(twin) => self.store.link_by_event(twin).await?,
+                Err(_) => None,
+            };
+            let tg_copy = linked.map_or(m.id.0, |l| l.tg_msg_id);
             return self.mark_original(&room, &twin, chat, tg_copy).await;
         }
         let sender = self.sender_for(from, &room).await?;
@@ -215,18 +219,18 @@ impl Bridge {
         }
         content[SOURCE_KEY] = json!({"chat": chat, "message": m.id.0});
         // Derived from the Telegram ids: a retry after a crash reuses it and cannot double-post.
-        let txn = format!("tg{chat}_{}", m.id.0);
+        let txn = crate::matrix::txn::telegram_message(chat, m.id.0);
         let event = self
-            .send_event(room.as_str(), &sender, "m.room.message", &txn, &content)
+            .send_event(&room, &sender, "m.room.message", &txn, &content)
             .await?;
         self.store
             .link_message(
                 chat,
                 m.id.0,
-                room.as_str(),
-                event.as_str(),
+                &room,
+                &event,
                 Direction::TgToMx,
-                sender.as_str(),
+                &sender,
                 m.date.timestamp_millis(),
             )
             .await?;
@@ -244,14 +248,10 @@ impl Bridge {
             tracing::debug!(chat, msg = m.id.0, "edit of a message that was never bridged");
             return Ok(());
         };
-        if link.direction != Direction::TgToMx.as_str() {
+        if link.direction != Direction::TgToMx {
             return Ok(());
         }
-        let sender = OwnedUserId::try_from(link.sender.as_str()).map_err(|e| Error::Matrix {
-            status: 0,
-            errcode: "M_INVALID_PARAM".into(),
-            message: e.to_string(),
-        })?;
+        let sender = link.sender;
         let new_content = self.tg_content(m);
         let mut content = json!({
             "msgtype": new_content["msgtype"],
@@ -269,8 +269,8 @@ impl Bridge {
         }
         content[SOURCE_KEY] = json!({"chat": chat, "message": m.id.0});
         let edit_ts = m.edit_date().map(|d| d.timestamp()).unwrap_or_default();
-        let txn = format!("tg{chat}_{}_e{edit_ts}", m.id.0);
-        self.send_event(room.as_str(), &sender, "m.room.message", &txn, &content)
+        let txn = crate::matrix::txn::telegram_edit(chat, m.id.0, edit_ts);
+        self.send_event(&room, &sender, "m.room.message", &txn, &content)
             .await?;
         Ok(())
     }

@@ -230,7 +230,7 @@ async fn transaction(
         tracing::debug!(%txn_id, echoes, "transaction of own echoes");
         return Json(json!({})).into_response();
     }
-    match state.store.accept_transaction(&txn_id, &events).await {
+    match state.store.accept_transaction(txn_id.as_str().into(), &events).await {
         Ok(true) => {
             (state.delivered)(&events);
             tracing::debug!(%txn_id, events = events.len() - echoes, echoes, "transaction stored");
@@ -269,8 +269,11 @@ pub fn parse_transaction(bytes: &[u8], own_echo: &dyn Fn(&Value) -> bool) -> Res
             }
         }
         out.push(MxEvent {
-            room: o.get("room_id").and_then(Value::as_str).unwrap_or_default().to_owned(),
-            event_id: o.get("event_id").and_then(Value::as_str).map(str::to_owned),
+            room: o.get("room_id").and_then(Value::as_str).and_then(|r| r.try_into().ok()),
+            event_id: o
+                .get("event_id")
+                .and_then(Value::as_str)
+                .and_then(|e| e.try_into().ok()),
             ts: o.get("origin_server_ts").and_then(Value::as_i64),
             json: ev.to_string(),
             echo: own_echo(ev),
@@ -310,7 +313,7 @@ async fn ready(State(state): State<AsState>) -> Response {
 
 async fn metrics(State(state): State<AsState>) -> Response {
     let mode = (state.probe)().mode;
-    let (tg, mx, _) = state.store.pending().await.unwrap_or_default();
+    let crate::storage::Pending { tg, mx, .. } = state.store.pending().await.unwrap_or_default();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::metrics::METRICS.render((tg, mx), mode),

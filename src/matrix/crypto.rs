@@ -26,7 +26,7 @@ use matrix_sdk::deserialized_responses::TimelineEventKind;
 use matrix_sdk::media::{MediaFormat, MediaRequestParameters};
 use matrix_sdk::ruma::events::room::MediaSource;
 use matrix_sdk::ruma::serde::Raw;
-use matrix_sdk::ruma::{OwnedDeviceId, RoomId, TransactionId, UserId};
+use matrix_sdk::ruma::{RoomId, TransactionId, UserId};
 use matrix_sdk::store::RoomLoadSettings;
 use matrix_sdk::{Client, Room, SessionMeta, SessionTokens};
 use ruma::{OwnedEventId, OwnedUserId};
@@ -101,7 +101,7 @@ impl Crypto {
                 "a bridged room is encrypted: set `encryption.pickle_key` or TGMX_PICKLE_KEY".into(),
             ));
         };
-        let (device_id, token) = crate::matrix::device::stored_or_login(
+        let device = crate::matrix::device::stored_or_login(
             &self.mx,
             &self.store,
             user,
@@ -124,10 +124,10 @@ impl Crypto {
         let session = MatrixSession {
             meta: SessionMeta {
                 user_id: user.to_owned(),
-                device_id: OwnedDeviceId::from(device_id.as_str()),
+                device_id: device.device_id,
             },
             tokens: SessionTokens {
-                access_token: token,
+                access_token: device.access_token,
                 refresh_token: None,
             },
         };
@@ -208,13 +208,13 @@ impl Crypto {
         user: &UserId,
         room: &RoomId,
         event_type: &str,
-        txn_id: &str,
+        txn_id: &TransactionId,
         content: &Value,
     ) -> Result<OwnedEventId> {
         let r = self.room(user, room).await?;
         let res = r
             .send_raw(event_type, content)
-            .with_transaction_id(<&TransactionId>::from(txn_id))
+            .with_transaction_id(txn_id)
             .await
             .map_err(sdk_err)?;
         Ok(res.response.event_id)

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use ruma::{OwnedEventId, RoomId, UserId};
+use ruma::{OwnedEventId, RoomId, TransactionId, UserId};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -54,7 +54,7 @@ impl Crypto {
         _user: &UserId,
         _room: &RoomId,
         _event_type: &str,
-        _txn_id: &str,
+        _txn_id: &TransactionId,
         _content: &Value,
     ) -> Result<OwnedEventId> {
         Err(unavailable())

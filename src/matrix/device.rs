@@ -8,16 +8,16 @@
 //! the appservice token: Conduit panics (500) on those endpoints for an appservice request that
 //! names no device, and an appservice request is not a device on any server. It is a device of
 //! its own ("tgmx bridge (reader)"), not the one the encryption code uses: a `/sync` consumes the
-//! device's to-device messages, and the room keys must reach the encrypting client.
+//! device's to-device messages, and the room keys must reach the encrypting client. The requests
+//! are [`MatrixClient`]'s (its endpoints and path encoder), sent with the device's token.
 
-use reqwest::Method;
-use ruma::{OwnedUserId, UserId};
+use ruma::{EventId, OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::error::{Error, Result};
-use crate::matrix::client::MatrixClient;
-use crate::storage::Store;
+use crate::matrix::client::{MatrixClient, endpoint, path};
+use crate::storage::{E2eeDevice, Store};
 
 /// What a device of the bridge is for: each purpose has a device of its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,13 +47,7 @@ impl Purpose {
 }
 
 /// The device of `user` for `purpose`: the stored one, or a new one (logged in and stored).
-/// Returns (device id, access token).
-pub async fn stored_or_login(
-    mx: &MatrixClient,
-    store: &Store,
-    user: &UserId,
-    purpose: Purpose,
-) -> Result<(String, String)> {
+pub async fn stored_or_login(mx: &MatrixClient, store: &Store, user: &UserId, purpose: Purpose) -> Result<E2eeDevice> {
     if let Some(d) = store.e2ee_device(&purpose.key(user)).await? {
         return Ok(d);
     }
@@ -61,26 +55,16 @@ pub async fn stored_or_login(
 }
 
 /// Log `user` in with `m.login.application_service` and store the new device.
-async fn login(mx: &MatrixClient, store: &Store, user: &UserId, purpose: Purpose) -> Result<(String, String)> {
-    let v = mx
-        .request_as_appservice(
-            Method::POST,
-            "/_matrix/client/v3/login",
-            Some(&json!({
-                "type": "m.login.application_service",
-                "identifier": {"type": "m.id.user", "user": user.as_str()},
-                "initial_device_display_name": purpose.display_name(),
-            })),
-        )
+async fn login(mx: &MatrixClient, store: &Store, user: &UserId, purpose: Purpose) -> Result<E2eeDevice> {
+    let (device_id, access_token) = mx.login_appservice(user, purpose.display_name()).await?;
+    store
+        .save_e2ee_device(&purpose.key(user), &device_id, &access_token)
         .await?;
-    let (Some(device), Some(token)) = (v["device_id"].as_str(), v["access_token"].as_str()) else {
-        return Err(Error::MatrixTransport(
-            "login answered without a device or token".into(),
-        ));
-    };
-    store.save_e2ee_device(&purpose.key(user), device, token).await?;
-    tracing::info!(%user, device, ?purpose, "device created");
-    Ok((device.to_owned(), token.to_owned()))
+    tracing::info!(%user, device = %device_id, ?purpose, "device created");
+    Ok(E2eeDevice {
+        device_id,
+        access_token,
+    })
 }
 
 /// Reads room timelines as the reader device of one user (the bot), logging in on first use.
@@ -102,9 +86,9 @@ impl TimelineReader {
         }
     }
 
-    /// `GET path` as the device. A token the homeserver no longer knows (its database was
+    /// `GET path?query` as the device. A token the homeserver no longer knows (its database was
     /// reset, or the device was deleted) is replaced by a new login once.
-    pub async fn get(&self, path: &str) -> Result<Value> {
+    async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value> {
         let current = {
             // Held only while the token is looked up: a long-polling `/sync` must not hold up
             // the catch-up's reads.
@@ -113,22 +97,26 @@ impl TimelineReader {
                 *token = Some(
                     stored_or_login(&self.mx, &self.store, &self.user, Purpose::Reader)
                         .await?
-                        .1,
+                        .access_token,
                 );
             }
             token.clone().unwrap_or_default()
         };
-        match self.mx.request_with_token(&current, Method::GET, path).await {
+        match self.mx.get_with_token(&current, path, query).await {
             Err(Error::Matrix { status: 401, .. }) => {
                 let fresh = {
                     let mut token = self.token.lock().await;
                     if token.as_deref() == Some(current.as_str()) {
                         tracing::warn!(user = %self.user, "the homeserver no longer knows the bridge's device; logging in again");
-                        *token = Some(login(&self.mx, &self.store, &self.user, Purpose::Reader).await?.1);
+                        *token = Some(
+                            login(&self.mx, &self.store, &self.user, Purpose::Reader)
+                                .await?
+                                .access_token,
+                        );
                     }
                     token.clone().unwrap_or_default()
                 };
-                self.mx.request_with_token(&fresh, Method::GET, path).await
+                self.mx.get_with_token(&fresh, path, query).await
             }
             other => other,
         }
@@ -138,19 +126,16 @@ impl TimelineReader {
     /// newest first, and the token for the page before them (`None` at the room's start).
     pub async fn messages_back(
         &self,
-        room: &ruma::RoomId,
+        room: &RoomId,
         from: Option<&str>,
         limit: u32,
     ) -> Result<(Vec<Value>, Option<String>)> {
-        let mut path = format!(
-            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit={limit}",
-            crate::matrix::client::seg(room.as_str())
-        );
+        let limit = limit.to_string();
+        let mut query = vec![("dir", "b"), ("limit", limit.as_str())];
         if let Some(from) = from {
-            path.push_str("&from=");
-            path.push_str(&crate::matrix::client::seg(from));
+            query.push(("from", from));
         }
-        let mut v = self.get(&path).await?;
+        let mut v = self.get(&path(&endpoint::MESSAGES, &[&room]), &query).await?;
         let chunk = match v["chunk"].take() {
             Value::Array(events) => events,
             _ => Vec::new(),
@@ -173,27 +158,25 @@ impl TimelineReader {
                 "state": {"lazy_load_members": true},
                 "timeline": {"limit": limit, "types": types},
             },
-        });
-        let mut path = format!(
-            "/_matrix/client/v3/sync?timeout={}&filter={}",
-            if since.is_some() { timeout_ms } else { 0 },
-            crate::matrix::client::seg(&filter.to_string())
-        );
+        })
+        .to_string();
+        let timeout = if since.is_some() { timeout_ms } else { 0 }.to_string();
+        let mut query = vec![("timeout", timeout.as_str()), ("filter", filter.as_str())];
         if let Some(since) = since {
-            path.push_str("&since=");
-            path.push_str(&crate::matrix::client::seg(since));
+            query.push(("since", since));
         }
-        self.get(&path).await
+        self.get(&path(&endpoint::SYNC, &[]), &query).await
     }
 
     /// Up to `limit` events before `event` in `room`, oldest first (`/context`).
-    pub async fn events_before(&self, room: &ruma::RoomId, event: &str, limit: u32) -> Result<Vec<Value>> {
-        let path = format!(
-            "/_matrix/client/v3/rooms/{}/context/{}?limit={limit}",
-            crate::matrix::client::seg(room.as_str()),
-            crate::matrix::client::seg(event)
-        );
-        let mut v = self.get(&path).await?;
+    pub async fn events_before(&self, room: &RoomId, event: &EventId, limit: u32) -> Result<Vec<Value>> {
+        let limit = limit.to_string();
+        let mut v = self
+            .get(
+                &path(&endpoint::CONTEXT, &[&room, &event]),
+                &[("limit", limit.as_str())],
+            )
+            .await?;
         let mut before = match v["events_before"].take() {
             Value::Array(events) => events,
             _ => Vec::new(),

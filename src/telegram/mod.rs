@@ -1,18 +1,23 @@
-//! Telegram side: long polling into the durable inbox, lenient reading of stored updates,
-//! Telegram entities -> Matrix HTML (`format`), Matrix HTML -> the Telegram HTML subset (`html`),
-//! pacing. Imports nothing from the bridge core.
+//! Telegram side: every Bot API request goes through [`sender::TelegramSender`] (the only
+//! holder of `teloxide::Bot`; it paces and returns typed outcomes), long polling into the durable
+//! inbox (`poller`), lenient reading of stored updates (`update`), Telegram entities -> Matrix
+//! HTML (`format`), Matrix HTML -> the Telegram HTML subset (`html`). Imports nothing from the
+//! bridge core.
 pub mod format;
 pub mod html;
 pub mod pacer;
 pub mod poller;
+pub mod sender;
 pub mod update;
+
+pub use sender::{TelegramSender, TgError};
 
 /// A Bot API client whose HTTP timeout outlasts a long poll of `poll_timeout` seconds.
 ///
 /// teloxide's default client gives up after 17 s: with a longer `getUpdates` timeout every idle
 /// poll failed, the poller backed off (up to 30 s), and the next message in a quiet chat waited
 /// for the backoff. The timeout here is the long poll plus 15 s, and at least 60 s (uploads).
-pub fn bot(token: String, api_url: url::Url, poll_timeout: u32) -> teloxide::Bot {
+fn bot(token: String, api_url: url::Url, poll_timeout: u32) -> teloxide::Bot {
     let timeout = std::time::Duration::from_secs(u64::from(poll_timeout) + 15).max(std::time::Duration::from_secs(60));
     let client = teloxide::net::default_reqwest_settings()
         .timeout(timeout)

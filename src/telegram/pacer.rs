@@ -1,5 +1,7 @@
-//! Per-chat send pacing: Telegram allows a bot about 20 messages per minute in one group. Sends
-//! beyond that wait for the window to move instead of failing with 429 (or being dropped).
+//! Send pacing over a sliding window, per key: Telegram allows a bot about 20 messages per minute
+//! in one group (key: the chat, window: a minute) and about 30 requests per second in all (one
+//! key, window: a second). Sends beyond that wait for the window to move instead of failing with
+//! 429 (or being dropped). Used only by [`crate::telegram::sender`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -7,29 +9,37 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub struct Pacer {
-    /// Sends allowed per chat in any 60-second window (0: unlimited).
-    per_minute: AtomicU32,
+    /// Sends allowed per key in any window (0: unlimited); changed on reload.
+    per_window: AtomicU32,
+    /// The window the limit applies to (a minute per chat, a second per bot).
     window: Duration,
+    /// When each key's sends in the current window are (or were) due, oldest first.
     sent: Mutex<HashMap<i64, VecDeque<Instant>>>,
 }
 
 impl Pacer {
+    /// `per_minute` sends per key in any minute.
     pub fn new(per_minute: u32) -> Pacer {
+        Pacer::per_window(per_minute, Duration::from_secs(60))
+    }
+
+    /// `limit` sends per key in any `window`.
+    pub fn per_window(limit: u32, window: Duration) -> Pacer {
         Pacer {
-            per_minute: AtomicU32::new(per_minute),
-            window: Duration::from_secs(60),
+            per_window: AtomicU32::new(limit),
+            window,
             sent: Mutex::default(),
         }
     }
 
     /// Change the rate (config reload).
-    pub fn set_rate(&self, per_minute: u32) {
-        self.per_minute.store(per_minute, Ordering::Relaxed);
+    pub fn set_rate(&self, per_window: u32) {
+        self.per_window.store(per_window, Ordering::Relaxed);
     }
 
     /// How long a send to `chat` at `now` must wait; records the send at its due time.
     pub fn reserve(&self, chat: i64, now: Instant) -> Duration {
-        let per_minute = self.per_minute.load(Ordering::Relaxed) as usize;
+        let per_minute = self.per_window.load(Ordering::Relaxed) as usize;
         if per_minute == 0 {
             return Duration::ZERO;
         }
@@ -94,6 +104,14 @@ mod tests {
             assert!(in_window <= 5, "{in_window} sends within a minute from {d:?}");
         }
         assert_eq!(p.reserve(0, t0), Duration::ZERO);
+    }
+
+    #[test]
+    fn thirty_a_second_for_the_bot() {
+        let p = Pacer::per_window(30, Duration::from_secs(1));
+        let t0 = Instant::now();
+        assert!((0..30).all(|_| p.reserve(0, t0).is_zero()));
+        assert_eq!(p.reserve(0, t0), Duration::from_secs(1));
     }
 
     #[test]

@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use teloxide::prelude::*;
 use teloxide::types::AllowedUpdate;
 use tokio::sync::{Notify, watch};
 
 use crate::error::{Error, capped};
 use crate::storage::Store;
+use crate::storage::inbox::TgUpdate;
 
 /// Largest `getUpdates` answer read. Telegram's are far smaller (at most 100 updates of a few KB
 /// each); a larger one is asked for again in fewer updates.
@@ -36,7 +36,7 @@ pub fn allowed_updates() -> Vec<AllowedUpdate> {
 /// Poll while `reading` is true (the bridge mode reads Telegram); in standby, make no request at all (updates wait on
 /// Telegram's side for 24 hours and are fetched on rollback).
 pub async fn run(
-    bot: Bot,
+    tg: Arc<super::TelegramSender>,
     store: Store,
     wake: Arc<Notify>,
     timeout_secs: u32,
@@ -45,8 +45,8 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     // A webhook and getUpdates exclude each other; the bridge polls.
-    if let Err(e) = bot.delete_webhook().await {
-        tracing::warn!("deleteWebhook failed: {}", Error::from(e));
+    if let Err(e) = tg.delete_webhook().await {
+        tracing::warn!("deleteWebhook failed: {e}");
     }
     let mut backoff = Duration::from_millis(500);
     let mut limit = MAX_LIMIT;
@@ -79,7 +79,7 @@ pub async fn run(
             }
         };
         let res = tokio::select! {
-            r = get_updates(&bot, offset, limit, timeout_secs) => r,
+            r = get_updates(tg.bot(), offset, limit, timeout_secs) => r,
             _ = reading.changed() => continue,
             _ = shutdown.changed() => return,
         };
@@ -111,7 +111,11 @@ pub async fn run(
                 let mut rows = Vec::with_capacity(updates.len());
                 for u in updates {
                     match u.get("update_id").and_then(Value::as_i64) {
-                        Some(id) => rows.push((id, chat_of(&u), u.to_string())),
+                        Some(id) => rows.push(TgUpdate {
+                            update_id: id,
+                            chat_id: chat_of(&u),
+                            json: u.to_string(),
+                        }),
                         None => tracing::error!(
                             "telegram sent an update without update_id; it cannot be confirmed or bridged: {}",
                             capped(&u.to_string(), 300)
@@ -191,7 +195,7 @@ enum Poll {
 /// `getUpdates` with the updates left as JSON. teloxide would parse the whole answer: an update
 /// it cannot read would fail the batch (and every later update with it) or become an error kind
 /// and be lost. The answer is read up to [`MAX_BODY`].
-async fn get_updates(bot: &Bot, offset: i64, limit: u8, timeout: u32) -> Result<Vec<Value>, Poll> {
+async fn get_updates(bot: &teloxide::Bot, offset: i64, limit: u8, timeout: u32) -> Result<Vec<Value>, Poll> {
     let mut url = bot.api_url();
     url.path_segments_mut()
         .map_err(|()| Poll::Failed(net_error("the Bot API URL cannot take a path".into())))?

@@ -2,7 +2,7 @@
 //! device); the bridge's bot and puppets have devices of their own.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use matrix_sdk::config::SyncSettings;
 use matrix_sdk::media::{MediaFormat, MediaRequestParameters};
@@ -11,7 +11,7 @@ use matrix_sdk::ruma::events::room::message::{MessageType, OriginalSyncRoomMessa
 use matrix_sdk::{Client, Room};
 use serde_json::{Value, json};
 
-use crate::harness::{MxUser, TestApp};
+use crate::harness::{MxUser, TestApp, eventually};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -63,18 +63,14 @@ impl Element {
 
     /// Wait for a decrypted message from `sender` matching `f`.
     async fn wait_for(&self, sender: &str, f: impl Fn(&MessageType) -> bool) -> MessageType {
-        let start = Instant::now();
-        loop {
-            if let Some((_, m)) = self.seen.lock().unwrap().iter().find(|(s, m)| s == sender && f(m)) {
-                return m.clone();
+        eventually(&format!("a matching decrypted message from {sender}"), T, async || {
+            let seen = self.seen.lock().unwrap();
+            match seen.iter().find(|(s, m)| s == sender && f(m)) {
+                Some((_, m)) => Ok(m.clone()),
+                None => Err(format!("{seen:?}")),
             }
-            assert!(
-                start.elapsed() < T,
-                "no matching decrypted message from {sender}: {:?}",
-                self.seen.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        })
+        .await
     }
 }
 
@@ -95,15 +91,11 @@ async fn devices(ezra: &MxUser, user: &str) -> Vec<String> {
 }
 
 async fn wait_device(ezra: &MxUser, user: &str) -> Vec<String> {
-    let start = Instant::now();
-    loop {
+    eventually(&format!("{user} to get a device"), T, async || {
         let d = devices(ezra, user).await;
-        if !d.is_empty() {
-            return d;
-        }
-        assert!(start.elapsed() < T, "{user} never got a device");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        (!d.is_empty()).then_some(d)
+    })
+    .await
 }
 
 /// The raw (as stored by the homeserver) timeline events from `sender`, newest last.

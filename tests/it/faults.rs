@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{MxUser, SmallDisk, TestApp, body};
+use crate::harness::{MxUser, SmallDisk, TestApp, body, eventually};
 
 const T: Duration = Duration::from_secs(90);
 
@@ -27,20 +27,16 @@ async fn on_small_disk() -> (TestApp, SmallDisk) {
 
 /// Wait until `/ready` answers 503 with the storage fault, and return its body.
 async fn wait_storage_fault(app: &TestApp) -> serde_json::Value {
-    let start = Instant::now();
-    loop {
+    eventually("/ready to report the storage fault", T, async || {
         let (status, body) = app.ready().await;
         if body["storage"].as_str().is_some_and(|s| s.starts_with("writes fail")) {
             assert_eq!(status, 503, "{body}");
-            return body;
+            Ok(body)
+        } else {
+            Err(format!("{status} {body}\n{}", app.log()))
         }
-        assert!(
-            start.elapsed() < T,
-            "/ready never reported the full disk: {status} {body}\n{}",
-            app.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 async fn wait_ready(app: &TestApp) {
@@ -229,16 +225,19 @@ async fn rooms_that_are_not_portals_leave_no_lanes_behind() {
     }
     // Each invite is declined (the bot leaves): all 20 were handled.
     for room in &rooms {
-        let start = Instant::now();
-        while stranger.member_state(room, &app.bot).await.as_deref() != Some("leave") {
-            assert!(start.elapsed() < T, "invite to {room} never handled\n{}", app.log());
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        eventually(
+            &format!("the invite to {room} to be declined"),
+            T,
+            async || match stranger.member_state(room, &app.bot).await {
+                Some(m) if m == "leave" => Ok(()),
+                other => Err(format!("membership {other:?}\n{}", app.log())),
+            },
+        )
+        .await;
     }
     app.ezra.send_text(&app.room, "still bridged").await;
     app.tg.wait_sent(app.chat, 1, T).await;
-    let start = Instant::now();
-    loop {
+    eventually("at most one lane left", T, async || {
         let metrics = app.metrics().await;
         let lanes: u64 = metrics
             .lines()
@@ -247,11 +246,12 @@ async fn rooms_that_are_not_portals_leave_no_lanes_behind() {
             .parse()
             .unwrap();
         if lanes <= 1 {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{lanes} lanes running"))
         }
-        assert!(start.elapsed() < T, "{lanes} lanes still running");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
 }
 
 /// A flood of idle connections at the appservice port neither exhausts the daemon's file

@@ -1,5 +1,6 @@
 //! One integration-test binary: real homeservers (Synapse, and Conduit when build.rs found it) +
-//! a fake Telegram Bot API + the daemon.
+//! a fake Telegram Bot API + the daemon. The fake and the harness are the `tgmx-testkit` crate
+//! (tests/testkit), shared with the benchmarks.
 
 // matrix-sdk sync futures are deep; proving them Send needs more than the default 128.
 #![recursion_limit = "256"]
@@ -12,6 +13,7 @@ macro_rules! both {
         mod $name {
             #[tokio::test]
             async fn synapse() {
+                crate::init();
                 crate::harness::HsKind::Synapse.set_current();
                 super::$name().await
             }
@@ -19,11 +21,19 @@ macro_rules! both {
             #[cfg(tgmx_conduit)]
             #[tokio::test]
             async fn conduit() {
+                crate::init();
                 crate::harness::HsKind::Conduit.set_current();
                 super::$name().await
             }
         }
     )+};
+}
+
+use tgmx_testkit::{fake_telegram, harness};
+
+/// Name this build's daemon binary, and the Conduit binary build.rs found, to the harness.
+fn init() {
+    harness::use_binaries(env!("CARGO_BIN_EXE_tgmx"), option_env!("TGMX_CONDUIT_BIN"));
 }
 
 mod appservice_api;
@@ -34,12 +44,12 @@ mod delivery;
 mod encryption;
 #[cfg(not(feature = "e2ee"))]
 mod encryption_off;
-mod fake_telegram;
 mod fake_telegram_selftest;
 mod faults;
-mod harness;
+mod in_process;
 mod lanes;
 mod media;
 mod operations;
+mod properties;
 mod reliability;
 mod text_bridge;

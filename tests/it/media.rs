@@ -1,10 +1,10 @@
 //! Files, voice, reactions and avatars, byte for byte, with limits.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{TestApp, body};
+use crate::harness::{TestApp, body, eventually};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -22,11 +22,7 @@ fn payload(n: usize, seed: u64) -> Vec<u8> {
 }
 
 async fn wait_until<F: Fn() -> bool>(what: &str, f: F) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < T, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(what, T, async || f()).await
 }
 
 async fn voice_file_and_photo_cross_from_telegram_byte_for_byte() {
@@ -178,21 +174,24 @@ async fn reactions_map_both_ways_and_removal_follows() {
         .unwrap()
         .to_owned();
     app.tg.inject_reaction(app.chat, &user, tg_msg, &[], &["👍"]);
-    let start = Instant::now();
-    while app.ezra.reactions(&app.room, &ev).await.is_empty() {
-        assert!(start.elapsed() < T, "telegram reaction never reached matrix");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the telegram reaction to reach matrix", T, async || {
+        !app.ezra.reactions(&app.room, &ev).await.is_empty()
+    })
+    .await;
     assert_eq!(
         app.ezra.reactions(&app.room, &ev).await,
         vec![(app.puppet(3003), "👍".to_owned())]
     );
     app.tg.inject_reaction(app.chat, &user, tg_msg, &["👍"], &[]);
-    let start = Instant::now();
-    while !app.ezra.reactions(&app.room, &ev).await.is_empty() {
-        assert!(start.elapsed() < T, "removed telegram reaction still on matrix");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the removed telegram reaction to leave matrix", T, async || {
+        let left = app.ezra.reactions(&app.room, &ev).await;
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
+    })
+    .await;
 
     // Matrix reaction -> the bot's reaction on Telegram; redaction clears it.
     let mx = app.ezra.send_text(&app.room, "react here").await;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{Homeserver, Proxy, TestApp, http};
+use crate::harness::{Homeserver, Proxy, TestApp, eventually, http};
 
 async fn check_passes_on_a_ready_bridge_and_names_a_wrong_token() {
     let app = TestApp::spawn().await;
@@ -53,19 +53,16 @@ async fn metrics_ready_and_backup_reflect_the_traffic() {
         "tgmx_queue_depth{source=\"matrix\"}",
     ];
     // The counters move just after the delivery the test saw: poll briefly.
-    let start = std::time::Instant::now();
-    loop {
+    eventually("the counters in /metrics", Duration::from_secs(10), async || {
         let text = app.metrics().await;
         let missing: Vec<&&str> = wants.iter().filter(|w| !text.contains(**w)).collect();
         if missing.is_empty() {
-            break;
+            Ok(())
+        } else {
+            Err(format!("missing {missing:?} in:\n{text}"))
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "missing {missing:?} in:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 
     let copy = app.dir.join("backup.db");
     let (ok, out) = app.cli(&["backup", copy.to_str().unwrap()]).await;
@@ -187,16 +184,20 @@ async fn rollcall_reports_who_answered_and_status_counts_match() {
     app.tg.wait_sent(app.chat, 1, Duration::from_secs(30)).await;
 
     // The link of the relayed message is written just after the send the test saw: poll briefly.
-    let start = std::time::Instant::now();
-    let status = loop {
-        let (ok, status) = app.cli(&["status"]).await;
-        assert!(ok, "{status}");
-        if status.contains("telegram->matrix 2, matrix->telegram 1") {
-            break status;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "{status}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let status = eventually(
+        "`tgmx status` to count the links",
+        Duration::from_secs(10),
+        async || {
+            let (ok, status) = app.cli(&["status"]).await;
+            assert!(ok, "{status}");
+            if status.contains("telegram->matrix 2, matrix->telegram 1") {
+                Ok(status)
+            } else {
+                Err(status)
+            }
+        },
+    )
+    .await;
     assert!(status.contains("ready for cutover: yes"), "{status}");
     let (ok, check) = app.cli(&["check"]).await;
     assert!(
@@ -259,25 +260,25 @@ async fn an_unreachable_bot_api_is_named_in_the_log_and_in_ready() {
     drop(dead);
     app.edit_config(|c| c.replace(&app.tg.api_url(), &format!("http://127.0.0.1:{dead_port}")));
     app.launch().await;
-    let start = std::time::Instant::now();
-    loop {
-        let (status, body) = app.ready().await;
-        let telegram = body["telegram"].as_str().unwrap_or_default().to_owned();
-        if telegram.contains("cannot reach") {
-            assert_eq!(status, 503, "{body}");
-            assert!(
-                telegram.contains("127.0.0.1") && telegram.contains("connection was refused"),
-                "{body}"
-            );
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "/ready: {status} {body}\n{}",
-            app.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        "/ready to name the unreachable Bot API",
+        Duration::from_secs(60),
+        async || {
+            let (status, body) = app.ready().await;
+            let telegram = body["telegram"].as_str().unwrap_or_default().to_owned();
+            if telegram.contains("cannot reach") {
+                assert_eq!(status, 503, "{body}");
+                assert!(
+                    telegram.contains("127.0.0.1") && telegram.contains("connection was refused"),
+                    "{body}"
+                );
+                Ok(())
+            } else {
+                Err(format!("/ready: {status} {body}\n{}", app.log()))
+            }
+        },
+    )
+    .await;
     app.wait_log("cannot reach the Telegram Bot API at 127.0.0.1: the connection was refused")
         .await;
 }

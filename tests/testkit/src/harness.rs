@@ -1,11 +1,16 @@
 //! Test harness: one real homeserver of each kind (Synapse, Conduit) per test process, started
 //! on first use and stopped when the process exits, with a pool of appservice slots; each test
 //! takes a fresh slot, its own fake Telegram Bot API, its own rooms and its own database, and runs
-//! the real `tgmx` binary as a child process. Which homeserver a test runs on is set per test
+//! the real `tgmx` binary as a child process ([`TestApp::start`]) or the bridge inside the test
+//! process ([`TestApp::start_in_process`]). Which homeserver a test runs on is set per test
 //! thread by the `both!` macro (tests/it/main.rs); see `hs_kind`.
+//!
+//! Waiting: [`eventually`] polls a condition until it holds and fails with the last observation.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,7 +18,75 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::fake_telegram::FakeTelegram;
+use crate::fake_telegram::{FakeTelegram, SentMessage, TgUser};
+
+/// What [`eventually`] polls: `Some(value)`, `Ok(value)` or `true` when the condition holds, else
+/// `None`, `false` or `Err(what was seen instead)` (formatted only if it is the last one).
+pub trait Observation {
+    type Value;
+    type Seen: std::fmt::Display;
+    fn into_result(self) -> Result<Self::Value, Self::Seen>;
+}
+
+impl<T> Observation for Option<T> {
+    type Value = T;
+    type Seen = &'static str;
+    fn into_result(self) -> Result<T, &'static str> {
+        self.ok_or("nothing yet")
+    }
+}
+
+impl<T, E: std::fmt::Display> Observation for Result<T, E> {
+    type Value = T;
+    type Seen = E;
+    fn into_result(self) -> Result<T, E> {
+        self
+    }
+}
+
+impl Observation for bool {
+    type Value = ();
+    type Seen = &'static str;
+    fn into_result(self) -> Result<(), &'static str> {
+        if self { Ok(()) } else { Err("not yet") }
+    }
+}
+
+/// How often [`eventually`] looks again.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Poll `check` until it holds and return its value; at `timeout`, panic naming `what` with the
+/// last observation. `check` runs at least once, and once more at the deadline.
+pub async fn eventually<O: Observation>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> O) -> O::Value {
+    let start = Instant::now();
+    loop {
+        let last = match check().await.into_result() {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        if start.elapsed() >= timeout {
+            panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}");
+        }
+        tokio::time::sleep(POLL.min(timeout.saturating_sub(start.elapsed()))).await;
+    }
+}
+
+/// Events shown as pretty JSON, for an [`eventually`] that waits for them.
+pub struct Events(pub Vec<Value>);
+
+impl std::fmt::Display for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} event(s): {:#?}", self.0.len(), self.0)
+    }
+}
+
+/// The in-process bridge's entry point (see [`TestApp::start_in_process`]): given the config file
+/// and a future that resolves when the bridge must stop, build the bridge and run it until then.
+pub type RunBridge = Box<dyn FnOnce(PathBuf, StopSignal) -> BridgeRun>;
+/// Resolves when an in-process bridge must stop.
+pub type StopSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// An in-process bridge's run: `Err` with the reason when it fails to start or stops on an error.
+pub type BridgeRun = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// Appservice slots per homeserver, one per `TestApp`. Synapse's are registered before it starts;
 /// Conduit's when a test takes one.
@@ -39,7 +112,6 @@ impl HsKind {
 
     /// Make this the homeserver of the test running on this thread (a `#[tokio::test]` runs all
     /// its tasks on its own thread).
-    #[allow(dead_code)] // used by the tests' `both!`, not by the benchmarks
     pub fn set_current(self) {
         CURRENT_HS.with(|c| c.set(Some(self)));
     }
@@ -89,8 +161,36 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The tgmx repository (this crate is its `tests/testkit`).
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    static REPO: OnceLock<PathBuf> = OnceLock::new();
+    REPO.get_or_init(|| {
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        p.canonicalize().unwrap_or(p)
+    })
+    .clone()
+}
+
+/// The binaries the caller named (see [`use_binaries`]).
+struct Binaries {
+    tgmx: &'static str,
+    conduit: Option<&'static str>,
+}
+
+static BINARIES: OnceLock<Binaries> = OnceLock::new();
+
+/// Name the daemon binary this build made and the Conduit binary build.rs found, if any. Only the
+/// tgmx package's own tests and benches know them:
+/// `use_binaries(env!("CARGO_BIN_EXE_tgmx"), option_env!("TGMX_CONDUIT_BIN"))`. Call it before
+/// the first homeserver or daemon starts; later calls are ignored.
+pub fn use_binaries(tgmx: &'static str, conduit: Option<&'static str>) {
+    let _ = BINARIES.set(Binaries { tgmx, conduit });
+}
+
+fn binaries() -> &'static Binaries {
+    BINARIES
+        .get()
+        .expect("call tgmx_testkit::harness::use_binaries(env!(\"CARGO_BIN_EXE_tgmx\"), ..) first")
 }
 
 /// Test runs whose directories under `target/it/` are kept (logs to read after a failure); older
@@ -131,13 +231,13 @@ fn remove_old_runs(it: &std::path::Path) {
 fn conduit_bin() -> PathBuf {
     std::env::var_os("CONDUIT_BIN")
         .map(PathBuf::from)
-        .or_else(|| option_env!("TGMX_CONDUIT_BIN").map(PathBuf::from))
+        .or_else(|| BINARIES.get().and_then(|b| b.conduit).map(PathBuf::from))
         .unwrap_or_else(|| repo().join("../shared/conduit/conduit"))
 }
 
 /// The daemon under test: this build's, or `TGMX_BIN` (the bench compares builds with it).
 pub fn tgmx_bin() -> String {
-    std::env::var("TGMX_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tgmx").to_owned())
+    std::env::var("TGMX_BIN").unwrap_or_else(|_| binaries().tgmx.to_owned())
 }
 
 /// Config for slot `i` (written again per test with the real Telegram URL and room).
@@ -286,7 +386,7 @@ impl Homeserver {
         let i = self.next_slot.fetch_add(1, Ordering::SeqCst);
         assert!(
             i < SLOTS,
-            "more TestApps than SLOTS ({SLOTS}) on {}; raise SLOTS in harness.rs",
+            "more TestApps than SLOTS ({SLOTS}) on {}; raise SLOTS in tests/testkit/src/harness.rs",
             self.kind.name()
         );
         match self.kind {
@@ -333,38 +433,34 @@ impl Homeserver {
             .await;
         // The server bot answers with an m.text after the command (its notices about new users
         // are m.notice).
-        let start = Instant::now();
-        loop {
-            let v = admin
-                .call(
-                    "GET",
-                    &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50", enc(&room)),
-                    None,
-                )
-                .await
-                .unwrap();
-            let newer = v["chunk"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .take_while(|e| e["event_id"] != command.as_str());
-            let reply = newer
-                .filter(|e| e["sender"] == "@conduit:localhost" && e["content"]["msgtype"] == "m.text")
-                .last()
-                .map(|e| body(e).to_owned());
-            if let Some(reply) = reply {
-                assert!(
-                    reply.contains(&format!("Appservice registered with ID: {id}")),
-                    "conduit refused appservice {id}: {reply}"
-                );
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "no answer from @conduit:localhost to register-appservice {id}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let reply = eventually(
+            &format!("@conduit:localhost to answer register-appservice {id}"),
+            Duration::from_secs(30),
+            async || {
+                let v = admin
+                    .call(
+                        "GET",
+                        &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50", enc(&room)),
+                        None,
+                    )
+                    .await
+                    .unwrap();
+                let newer = v["chunk"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .take_while(|e| e["event_id"] != command.as_str());
+                newer
+                    .filter(|e| e["sender"] == "@conduit:localhost" && e["content"]["msgtype"] == "m.text")
+                    .last()
+                    .map(|e| body(e).to_owned())
+            },
+        )
+        .await;
+        assert!(
+            reply.contains(&format!("Appservice registered with ID: {id}")),
+            "conduit refused appservice {id}: {reply}"
+        );
     }
 }
 
@@ -615,20 +711,15 @@ impl MxUser {
         timeout: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Vec<Value> {
-        let start = Instant::now();
-        loop {
+        eventually(&format!("{n} matching messages in {room}"), timeout, async || {
             let found: Vec<Value> = self.messages(room).await.into_iter().filter(|e| pred(e)).collect();
             if found.len() >= n {
-                return found;
+                Ok(found)
+            } else {
+                Err(Events(found))
             }
-            if start.elapsed() > timeout {
-                panic!(
-                    "timed out after {timeout:?} waiting for {n} matching messages in {room}; have {}: {found:#?}",
-                    found.len()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(150)).await;
-        }
+        })
+        .await
     }
 
     /// `user`'s `m.room.member` state content in `room`, as this user sees it.
@@ -691,11 +782,23 @@ pub struct TestApp {
     pub hs_token: String,
     /// Homeserver URL the daemon is configured with (the homeserver, or a `Proxy` in front of it).
     pub hs_url: String,
-    child: Option<Child>,
+    /// The daemon, while it runs: a child process or a task of the test's runtime.
+    daemon: Option<Daemon>,
     /// More environment for the daemon (e.g. `TGMX_FAILPOINTS`).
     pub env: Vec<(String, String)>,
     /// Answers the homeserver's pushes until the daemon first starts (Conduit only).
     stand_in: Option<StandIn>,
+}
+
+/// A running bridge.
+enum Daemon {
+    /// The `tgmx` binary ([`TestApp::launch`]).
+    Child(Child),
+    /// The bridge in the test process ([`TestApp::start_in_process`]).
+    InProcess {
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        task: tokio::task::JoinHandle<Result<(), String>>,
+    },
 }
 
 /// Acknowledges every appservice transaction at a port (`{}`, `Connection: close`; queries: 404),
@@ -758,25 +861,28 @@ impl StandIn {
 
     /// Wait until a request naming the needle was answered.
     async fn wait_seen(&self) {
-        let start = Instant::now();
-        while self.seen.load(Ordering::SeqCst) == 0 {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "the homeserver never pushed the room's events"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            "the homeserver to push the room's events to the stand-in",
+            Duration::from_secs(20),
+            async || self.seen.load(Ordering::SeqCst) > 0,
+        )
+        .await
     }
 
     /// Stop answering, and wait until the port is free.
     async fn stop(self, port: u16) {
         self.task.abort();
         let _ = self.task.await;
-        let start = Instant::now();
-        while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(10), "port {port} stays taken");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            &format!("port {port} to be free"),
+            Duration::from_secs(10),
+            async || {
+                std::net::TcpListener::bind(("127.0.0.1", port))
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            },
+        )
+        .await
     }
 }
 
@@ -835,7 +941,7 @@ impl TestApp {
             bot,
             hs_token,
             hs_url,
-            child: None,
+            daemon: None,
             env: Vec::new(),
             stand_in,
         };
@@ -875,7 +981,10 @@ impl TestApp {
 
     /// Send SIGHUP to the daemon.
     pub fn hup(&self) {
-        let pid = self.child.as_ref().expect("running").id();
+        let Some(Daemon::Child(child)) = &self.daemon else {
+            panic!("hup: no daemon process runs (not started, or started in process)")
+        };
+        let pid = child.id();
         assert!(
             Command::new("kill")
                 .arg("-HUP")
@@ -915,15 +1024,19 @@ impl TestApp {
 
     /// Wait until the daemon log contains `needle`.
     pub async fn wait_log(&self, needle: &str) {
-        let start = Instant::now();
-        while !self.log().contains(needle) {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "log never said {needle:?}:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(
+            &format!("the log to say {needle:?}"),
+            Duration::from_secs(30),
+            async || {
+                let log = self.log();
+                if log.contains(needle) {
+                    Ok(())
+                } else {
+                    Err(format!("the log:\n{log}"))
+                }
+            },
+        )
+        .await
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -951,29 +1064,94 @@ impl TestApp {
 
     /// Start the daemon and wait until the bot is in the room and Telegram is being polled.
     pub async fn start(&mut self) {
-        self.launch().await;
         let polls = self.tg.calls("getUpdates");
-        let start = Instant::now();
-        loop {
-            let joined = self.ezra.joined_members(&self.room).await.contains(&self.bot);
-            if joined && self.tg.calls("getUpdates") > polls {
-                return;
+        self.launch().await;
+        self.wait_started(polls).await;
+    }
+
+    /// A bridge with one room <-> one chat, run inside the test process by `run` (the caller
+    /// builds it: only the tgmx package's tests link the bridge), started and ready. For tests
+    /// that neither kill nor restart the daemon, nor give it environment (`env`).
+    pub async fn spawn_in_process(run: RunBridge) -> TestApp {
+        let mut app = TestApp::prepare().await;
+        app.start_in_process(run).await;
+        app
+    }
+
+    /// Start the bridge in the test process (a task of the test's runtime, stopped when this
+    /// `TestApp` drops or by [`TestApp::stop_in_process`]) and wait as [`TestApp::start`] does.
+    pub async fn start_in_process(&mut self, run: RunBridge) {
+        assert!(self.daemon.is_none(), "already running");
+        assert!(self.env.is_empty(), "`env` is for the daemon process: {:?}", self.env);
+        self.release_stand_in().await;
+        let polls = self.tg.calls("getUpdates");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let bridge = run(
+            self.config_path(),
+            Box::pin(async move {
+                let _ = stopped.await;
+            }),
+        );
+        self.daemon = Some(Daemon::InProcess {
+            stop: Some(stop),
+            task: tokio::spawn(bridge),
+        });
+        self.wait_started(polls).await;
+    }
+
+    /// Stop the in-process bridge and wait until it returned; panics if it failed.
+    pub async fn stop_in_process(&mut self) {
+        match self.daemon.take() {
+            Some(Daemon::InProcess { mut stop, task }) => {
+                if let Some(stop) = stop.take() {
+                    let _ = stop.send(());
+                }
+                let result = tokio::time::timeout(Duration::from_secs(15), task)
+                    .await
+                    .expect("the in-process bridge did not stop in 15 s");
+                if let Err(e) = result.expect("the in-process bridge panicked") {
+                    panic!("the in-process bridge failed: {e}\n{}", self.log());
+                }
             }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("daemon exited with {status}:\n{}", self.log());
+            other => {
+                self.daemon = other;
+                panic!("stop_in_process: no bridge runs in process");
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "daemon not ready in 30 s:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Why the daemon is no longer running, if it is not.
+    fn exited(&mut self) -> Option<String> {
+        match self.daemon.as_mut()? {
+            Daemon::Child(c) => c.try_wait().unwrap().map(|status| format!("exited with {status}")),
+            Daemon::InProcess { task, .. } => task.is_finished().then(|| "returned".to_owned()),
+        }
+    }
+
+    /// Wait until the bot is in the room and Telegram was polled after `polls` calls.
+    async fn wait_started(&mut self, polls: usize) {
+        let (room, bot) = (self.room.clone(), self.bot.clone());
+        eventually("the daemon to start", Duration::from_secs(30), async || {
+            if let Some(why) = self.exited() {
+                panic!("daemon {why}:\n{}", self.log());
+            }
+            let joined = self.ezra.joined_members(&room).await.contains(&bot);
+            let polled = self.tg.calls("getUpdates") > polls;
+            if joined && polled {
+                Ok(())
+            } else {
+                Err(format!(
+                    "bot joined: {joined}, Telegram polled: {polled}\n{}",
+                    self.log()
+                ))
+            }
+        })
+        .await
     }
 
     /// Start the daemon without waiting for anything.
     pub async fn launch(&mut self) {
-        assert!(self.child.is_none(), "already running");
+        assert!(self.daemon.is_none(), "already running");
         self.release_stand_in().await;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -991,26 +1169,36 @@ impl TestApp {
             .stderr(log)
             .spawn()
             .unwrap();
-        self.child = Some(child);
+        self.daemon = Some(Daemon::Child(child));
     }
 
-    /// The daemon's process id, while it runs.
-    #[allow(dead_code)] // used by the benchmark
+    /// The daemon's process id, while it runs as a process.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        match &self.daemon {
+            Some(Daemon::Child(c)) => Some(c.id()),
+            _ => None,
+        }
     }
 
-    /// SIGKILL: a crash, nothing flushed.
+    /// SIGKILL: a crash, nothing flushed. In process: the bridge is told to stop, not awaited.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        match self.daemon.take() {
+            Some(Daemon::Child(mut c)) => {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            Some(Daemon::InProcess { mut stop, .. }) => {
+                if let Some(stop) = stop.take() {
+                    let _ = stop.send(());
+                }
+            }
+            None => {}
         }
     }
 
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        if let Some(Daemon::Child(mut c)) = self.daemon.take() {
             let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
             let start = Instant::now();
             while c.try_wait().unwrap().is_none() {
@@ -1050,6 +1238,40 @@ impl TestApp {
             .await
     }
 
+    /// For a check that something did NOT happen on the Telegram -> Matrix path: `from` posts a
+    /// sentinel text in the chat, and this waits until it is in the room (returns its event).
+    /// The bridge handles a chat's updates in order, so once the sentinel crossed, everything
+    /// Telegram had before it was handled: what has not shown up by then will not.
+    pub async fn sentinel_from_telegram(&self, from: &TgUser) -> Value {
+        let text = format!("sentinel {}", NEXT_TXN.fetch_add(1, Ordering::SeqCst));
+        self.tg.inject_text(self.chat, from, &text);
+        let found = self
+            .ezra
+            .wait_messages(&self.room, 1, Duration::from_secs(60), |e| body(e) == text)
+            .await;
+        found[0].clone()
+    }
+
+    /// The same for the Matrix -> Telegram path: Ezra posts a sentinel text in the room, and this
+    /// waits until Telegram got it (returns that message). The bridge handles a room's events in
+    /// order, so everything the room had before it was handled.
+    pub async fn sentinel_from_matrix(&self) -> SentMessage {
+        let text = format!("sentinel {}", NEXT_TXN.fetch_add(1, Ordering::SeqCst));
+        self.ezra.send_text(&self.room, &text).await;
+        let sent_text = format!("<b>Ezra</b>: {text}");
+        let chat = self.chat;
+        self.tg
+            .wait_until("the sentinel to reach Telegram", Duration::from_secs(60), |tg| {
+                tg.sent(chat).iter().any(|s| s.text == sent_text)
+            })
+            .await;
+        self.tg
+            .sent(chat)
+            .into_iter()
+            .find(|s| s.text == sent_text)
+            .expect("just seen")
+    }
+
     /// The daemon's `/ready` answer: (HTTP status, body).
     pub async fn ready(&self) -> (u16, Value) {
         // Status 0 while nothing listens yet.
@@ -1062,19 +1284,13 @@ impl TestApp {
     /// Wait until `/ready` answers 200: the bot exists, every configured room is set up, and
     /// the database takes writes.
     pub async fn wait_ready(&self) {
-        let start = Instant::now();
-        loop {
-            let (status, body) = self.ready().await;
-            if status == 200 {
-                return;
+        eventually("/ready to answer 200", Duration::from_secs(90), async || {
+            match self.ready().await {
+                (200, _) => Ok(()),
+                (status, body) => Err(format!("/ready {status} {body}\n{}", self.log())),
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(90),
-                "/ready stays {status} {body}\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -1133,6 +1349,8 @@ impl Drop for SmallDisk {
 }
 
 impl Drop for TestApp {
+    /// The daemon process is killed; an in-process bridge is told to stop (the test's runtime
+    /// drops what is left of it).
     fn drop(&mut self) {
         self.kill();
     }
@@ -1168,6 +1386,8 @@ pub fn body(ev: &Value) -> &str {
 pub struct Proxy {
     pub url: String,
     down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Connections refused while down.
+    refused: std::sync::Arc<AtomicUsize>,
     conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
@@ -1178,10 +1398,12 @@ impl Proxy {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (d, c) = (down.clone(), conns.clone());
+        let refused = std::sync::Arc::new(AtomicUsize::new(0));
+        let (d, c, r) = (down.clone(), conns.clone(), refused.clone());
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 if d.load(Ordering::SeqCst) {
+                    r.fetch_add(1, Ordering::SeqCst);
                     drop(inbound);
                     continue;
                 }
@@ -1194,7 +1416,17 @@ impl Proxy {
                 c.lock().unwrap().push(h.abort_handle());
             }
         });
-        Proxy { url, down, conns }
+        Proxy {
+            url,
+            down,
+            refused,
+            conns,
+        }
+    }
+
+    /// How many connections were refused while down.
+    pub fn refused(&self) -> usize {
+        self.refused.load(Ordering::SeqCst)
     }
 
     /// Refuse (close) every connection, and cut the open ones.

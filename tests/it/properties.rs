@@ -1,13 +1,26 @@
 //! Property tests ("fuzzing" with proptest) of the untrusted-input paths: the format converters
-//! and the appservice transaction parser. Run with the unit tests; `PROPTEST_CASES` raises the
-//! number of cases for a longer run.
+//! and the appservice transaction parser, through their public API. No homeserver needed:
+//! `cargo test --test it properties::`; `PROPTEST_CASES` raises the number of cases for a longer
+//! run. Failing cases found before are kept in `tests/it/properties.proptest-regressions` and
+//! tried first.
 
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use teloxide::types::MessageEntity;
 
-use crate::matrix::appservice::parse_transaction;
-use crate::telegram::format::entities_to_html;
-use crate::telegram::html::matrix_html_to_telegram;
+use tgmx::matrix::appservice::parse_transaction;
+use tgmx::telegram::format::entities_to_html;
+use tgmx::telegram::html::matrix_html_to_telegram;
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        // Relative to the package root, where `cargo test` runs the tests.
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/it/properties.proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    }
+}
 
 const KINDS: &[&str] = &[
     "bold",
@@ -76,6 +89,8 @@ fn only_telegram_tags_balanced(html: &str) -> bool {
 }
 
 proptest! {
+    #![proptest_config(config())]
+
     #[test]
     fn telegram_entities_keep_the_text_exactly(text in "[a-z<>&\"😀 \n]{0,40}", ents in proptest::collection::vec(entity(), 0..6)) {
         let ents: Vec<MessageEntity> = ents.into_iter().filter_map(|e| serde_json::from_value(e).ok()).collect();

@@ -95,7 +95,6 @@
 //!   a method fail with a given status (429 carries `parameters.retry_after`,
 //!   which teloxide turns into `RequestError::RetryAfter`). A failed call has
 //!   no side effect but is counted by [`FakeTelegram::calls`].
-#![allow(dead_code)]
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -200,6 +199,8 @@ pub struct SentMessage {
     pub caption: Option<String>,
     /// The media file sent (media methods only).
     pub file: Option<SentFile>,
+    /// When the fake took it.
+    pub at: std::time::Instant,
 }
 
 /// The file of a media message the bot sent.
@@ -1130,6 +1131,7 @@ impl FakeState {
             link_preview_options,
             caption: None,
             file: None,
+            at: std::time::Instant::now(),
         });
         Ok(result)
     }
@@ -1492,6 +1494,7 @@ impl FakeState {
             link_preview_options: None,
             caption: raw_caption,
             file: Some(file),
+            at: std::time::Instant::now(),
         });
         Ok(result)
     }

@@ -1,0 +1,196 @@
+//! The cutover between Telegram and Matrix as primary: mode switches (`mode_switches`), the
+//! announcements each owes (`announcements`), and posts watched for cross-side duplicates
+//! (`echo_watch`).
+
+use futures::FutureExt;
+use ruma::UserId;
+use sqlx::Row;
+
+use super::{Store, now_ms};
+use crate::error::Result;
+
+/// A row of `mode_switches`: a change of the bridge's mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Switch {
+    /// The mode before (`None` for the first start).
+    pub from_mode: Option<String>,
+    /// The mode after.
+    pub to_mode: String,
+    /// When (unix ms).
+    pub at: i64,
+    /// Why (the config changed, while running or stopped; the first start).
+    pub reason: String,
+}
+
+/// An announcement owed and not yet posted (a row of `announcements` without `done_at`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingAnnouncement {
+    /// The switch that owes it.
+    pub switch_id: i64,
+    /// Where to post it: `tg:<chat>`, `mxchat:<chat>` (the chat's room, looked up when posted)
+    /// or `mx:<room>` (recorded by earlier versions). Not an id of either side.
+    pub target: String,
+    /// Which text (`announcement_for` in `bridge::cutover`).
+    pub kind: String,
+}
+
+impl Store {
+    // ---- modes and announcements ----
+
+    /// The mode of the newest switch, if any was recorded.
+    pub async fn current_mode(&self) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT to_mode FROM mode_switches ORDER BY id DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Record a switch and the announcements it owes (`(target, kind)`, see
+    /// [`PendingAnnouncement`]), atomically. Returns the switch id.
+    pub async fn record_switch(
+        &self,
+        from: Option<&str>,
+        to: &str,
+        reason: &str,
+        announcements: &[(String, String)],
+    ) -> Result<i64> {
+        self.write(false, async |tx| {
+            let id = sqlx::query("INSERT INTO mode_switches (from_mode, to_mode, at, reason) VALUES (?, ?, ?, ?)")
+                .bind(from)
+                .bind(to)
+                .bind(now_ms())
+                .bind(reason)
+                .execute(&mut *tx)
+                .await?
+                .last_insert_rowid();
+            for (target, kind) in announcements {
+                sqlx::query("INSERT INTO announcements (switch_id, target, kind) VALUES (?, ?, ?)")
+                    .bind(id)
+                    .bind(target)
+                    .bind(kind)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(id)
+        })
+        .await
+    }
+
+    /// Switch history, oldest first.
+    pub async fn switches(&self) -> Result<Vec<Switch>> {
+        let rows = sqlx::query("SELECT from_mode, to_mode, at, reason FROM mode_switches ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Switch {
+                from_mode: r.get(0),
+                to_mode: r.get(1),
+                at: r.get(2),
+                reason: r.get(3),
+            })
+            .collect())
+    }
+
+    /// Announcements not yet posted, oldest first.
+    pub async fn pending_announcements(&self) -> Result<Vec<PendingAnnouncement>> {
+        let rows = sqlx::query(
+            "SELECT switch_id, target, kind FROM announcements WHERE done_at IS NULL ORDER BY switch_id, target",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| PendingAnnouncement {
+                switch_id: r.get(0),
+                target: r.get(1),
+                kind: r.get(2),
+            })
+            .collect())
+    }
+
+    /// Record an announcement as posted (`tg_msg_id`: its Telegram message, to unpin later), or
+    /// as given up on.
+    pub async fn announcement_done(&self, switch_id: i64, target: &str, tg_msg_id: Option<i32>) -> Result<()> {
+        sqlx::query("UPDATE announcements SET done_at = ?, tg_msg_id = ? WHERE switch_id = ? AND target = ?")
+            .bind(now_ms())
+            .bind(tg_msg_id)
+            .bind(switch_id)
+            .bind(target)
+            .execute(&self.pool)
+            .map(|r| self.noted(r))
+            .await?;
+        Ok(())
+    }
+
+    /// Telegram messages of earlier posted announcements in a chat (to unpin on rollback).
+    pub async fn pinned_announcements(&self, target: &str, before_switch: i64) -> Result<Vec<i32>> {
+        Ok(sqlx::query_scalar(
+            "SELECT tg_msg_id FROM announcements WHERE target = ? AND switch_id < ? AND tg_msg_id IS NOT NULL",
+        )
+        .bind(target)
+        .bind(before_switch)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    // ---- cross-side duplicate watch ----
+
+    /// Remember a post of a mapped identity (a Matrix user who also posts on Telegram) on
+    /// `platform` (`telegram` or `matrix`). `reference` is the post on that platform: a Telegram
+    /// message id or a Matrix event id, as text (one column for both). `norm` is its normalised
+    /// text, `ts` its time (unix ms); posts older than a day are forgotten.
+    pub async fn watch_post(
+        &self,
+        platform: &str,
+        reference: &str,
+        identity: &UserId,
+        chat: i64,
+        norm: &str,
+        ts: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO echo_watch (platform, ref, identity, tg_chat_id, norm, ts) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(platform)
+        .bind(reference)
+        .bind(identity.as_str())
+        .bind(chat)
+        .bind(norm)
+        .bind(ts)
+        .execute(&self.pool).map(|r| self.noted(r))
+        .await?;
+        sqlx::query("DELETE FROM echo_watch WHERE ts < ?")
+            .bind(now_ms() - 86_400_000)
+            .execute(&self.pool)
+            .map(|r| self.noted(r))
+            .await?;
+        Ok(())
+    }
+
+    /// A post of the same identity and text on `platform` within `window_ms` of `ts`: its
+    /// `reference` (see [`Store::watch_post`]).
+    pub async fn find_watched(
+        &self,
+        platform: &str,
+        identity: &UserId,
+        chat: i64,
+        norm: &str,
+        ts: i64,
+        window_ms: i64,
+    ) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT ref FROM echo_watch WHERE platform = ? AND identity = ? AND tg_chat_id = ? AND norm = ?
+             AND ts BETWEEN ? AND ? ORDER BY ts LIMIT 1",
+        )
+        .bind(platform)
+        .bind(identity.as_str())
+        .bind(chat)
+        .bind(norm)
+        .bind(ts - window_ms)
+        .bind(ts + window_ms)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}

@@ -1,0 +1,297 @@
+//! The message map (`messages`: which Telegram message is which Matrix event), send intents
+//! (`tg_send_intents`: a Telegram post that may have happened), and reactions (`reactions`).
+
+use futures::FutureExt;
+use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{Direction, Store, column, now_ms, parse_id};
+use crate::error::Result;
+
+/// One row of the message map. Read back, an id that does not parse (or an unknown direction)
+/// is an error naming the column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageLink {
+    /// The Telegram chat of the message.
+    pub tg_chat_id: i64,
+    /// The Telegram message.
+    pub tg_msg_id: i32,
+    /// The Matrix room of the event (the chat's portal when it was bridged).
+    pub mx_room_id: OwnedRoomId,
+    /// The Matrix event.
+    pub mx_event_id: OwnedEventId,
+    /// Which side it was posted on first: the other holds the bridged copy.
+    pub direction: Direction,
+    /// Who posted it, as a Matrix user (a puppet for a Telegram user, or a real Matrix user):
+    /// only its sender's edits are carried.
+    pub sender: OwnedUserId,
+}
+
+/// What a removed reaction was on (a row of `reactions`, as deleted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemovedReaction {
+    /// The Telegram chat of the message reacted to.
+    pub tg_chat_id: i64,
+    /// The Telegram message reacted to.
+    pub tg_msg_id: i32,
+    /// Which side the reaction came from (a Matrix one is the bot's reaction on Telegram, which
+    /// then changes).
+    pub direction: Direction,
+}
+
+impl Store {
+    // ---- message map ----
+
+    /// Record that a Telegram message and a Matrix event are the same message (an existing link
+    /// stays). A Matrix -> Telegram link also ends the event's send intent.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn link_message(
+        &self,
+        tg_chat_id: i64,
+        tg_msg_id: i32,
+        mx_room_id: &RoomId,
+        mx_event_id: &EventId,
+        direction: Direction,
+        sender: &UserId,
+        sent_at: i64,
+    ) -> Result<()> {
+        self.write(false, async |tx| {
+            sqlx::query(
+                "INSERT OR IGNORE INTO messages
+                 (tg_chat_id, tg_msg_id, mx_room_id, mx_event_id, direction, sender, sent_at, bridged_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(tg_chat_id)
+            .bind(tg_msg_id)
+            .bind(mx_room_id.as_str())
+            .bind(mx_event_id.as_str())
+            .bind(direction)
+            .bind(sender.as_str())
+            .bind(sent_at)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+            if direction == Direction::MxToTg {
+                sqlx::query("DELETE FROM tg_send_intents WHERE mx_event_id = ?")
+                    .bind(mx_event_id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Note that `mx_event_id` is about to be sent to Telegram. Returns when an earlier attempt
+    /// started (unix ms) if one did and its outcome is unknown: it may have reached Telegram.
+    pub async fn begin_send(&self, mx_event_id: &EventId, tg_chat_id: i64) -> Result<Option<i64>> {
+        self.write(true, async |tx| {
+            let earlier: Option<i64> =
+                sqlx::query_scalar("SELECT started_at FROM tg_send_intents WHERE mx_event_id = ?")
+                    .bind(mx_event_id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if earlier.is_none() {
+                sqlx::query("INSERT INTO tg_send_intents (mx_event_id, tg_chat_id, started_at) VALUES (?, ?, ?)")
+                    .bind(mx_event_id.as_str())
+                    .bind(tg_chat_id)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(earlier)
+        })
+        .await
+    }
+
+    /// An attempt that certainly sent nothing (Telegram answered with an error): forget it.
+    pub async fn forget_send(&self, mx_event_id: &EventId) -> Result<()> {
+        sqlx::query("DELETE FROM tg_send_intents WHERE mx_event_id = ?")
+            .bind(mx_event_id.as_str())
+            .execute(&self.pool)
+            .map(|r| self.noted(r))
+            .await?;
+        Ok(())
+    }
+
+    /// A row of `messages` (columns as selected by the queries below).
+    fn link_from_row(r: SqliteRow) -> Result<MessageLink> {
+        Ok(MessageLink {
+            tg_chat_id: r.get(0),
+            tg_msg_id: r.get(1),
+            mx_room_id: parse_id("messages.mx_room_id", r.get(2))?,
+            mx_event_id: parse_id("messages.mx_event_id", r.get(3))?,
+            direction: column(&r, "messages", "direction")?,
+            sender: parse_id("messages.sender", r.get(5))?,
+        })
+    }
+
+    /// The link of a Telegram message, if it was bridged.
+    pub async fn link_by_tg(&self, tg_chat_id: i64, tg_msg_id: i32) -> Result<Option<MessageLink>> {
+        let row = sqlx::query(
+            "SELECT tg_chat_id, tg_msg_id, mx_room_id, mx_event_id, direction, sender FROM messages
+             WHERE tg_chat_id = ? AND tg_msg_id = ?",
+        )
+        .bind(tg_chat_id)
+        .bind(tg_msg_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(Self::link_from_row).transpose()
+    }
+
+    /// The link of a Matrix event, if it was bridged.
+    pub async fn link_by_event(&self, mx_event_id: &EventId) -> Result<Option<MessageLink>> {
+        let row = sqlx::query(
+            "SELECT tg_chat_id, tg_msg_id, mx_room_id, mx_event_id, direction, sender FROM messages
+             WHERE mx_event_id = ?",
+        )
+        .bind(mx_event_id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(Self::link_from_row).transpose()
+    }
+
+    // ---- reactions ----
+
+    /// The Matrix event of a reaction (`emoji` by `reactor`, a Telegram user id or a Matrix user)
+    /// on a Telegram message, if it is standing.
+    pub async fn reaction(&self, chat: i64, msg: i32, reactor: &str, emoji: &str) -> Result<Option<OwnedEventId>> {
+        sqlx::query_scalar::<_, String>(
+            "SELECT mx_event_id FROM reactions WHERE tg_chat_id = ? AND tg_msg_id = ? AND reactor = ? AND emoji = ?",
+        )
+        .bind(chat)
+        .bind(msg)
+        .bind(reactor)
+        .bind(emoji)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|e| parse_id("reactions.mx_event_id", e))
+        .transpose()
+    }
+
+    /// Record a reaction (`emoji` by `reactor`, see [`Store::reaction`]) and its Matrix event.
+    pub async fn save_reaction(
+        &self,
+        chat: i64,
+        msg: i32,
+        reactor: &str,
+        emoji: &str,
+        mx_event: &EventId,
+        direction: Direction,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO reactions (tg_chat_id, tg_msg_id, reactor, emoji, mx_event_id, direction) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(chat)
+        .bind(msg)
+        .bind(reactor)
+        .bind(emoji)
+        .bind(mx_event.as_str())
+        .bind(direction)
+        .execute(&self.pool).map(|r| self.noted(r))
+        .await?;
+        Ok(())
+    }
+
+    /// Forget a reaction by its Matrix event; returns what it was on, if it was known.
+    pub async fn delete_reaction(&self, mx_event: &EventId) -> Result<Option<RemovedReaction>> {
+        let row = sqlx::query("DELETE FROM reactions WHERE mx_event_id = ? RETURNING tg_chat_id, tg_msg_id, direction")
+            .bind(mx_event.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(RemovedReaction {
+            tg_chat_id: r.get(0),
+            tg_msg_id: r.get(1),
+            direction: column(&r, "reactions", "direction")?,
+        }))
+    }
+
+    /// The newest Matrix-side reaction still standing on a Telegram message.
+    pub async fn latest_mx_reaction(&self, chat: i64, msg: i32) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT emoji FROM reactions WHERE tg_chat_id = ? AND tg_msg_id = ? AND direction = 'mx_to_tg' ORDER BY rowid DESC LIMIT 1",
+        )
+        .bind(chat)
+        .bind(msg)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::temp_store as store;
+
+    use ruma::{event_id, room_id, user_id};
+
+    #[tokio::test]
+    async fn message_links_both_ways() {
+        let (s, _d) = store().await;
+        let (room, ev, sender) = (room_id!("!r:x"), event_id!("$e"), user_id!("@u:x"));
+        s.link_message(-100, 7, room, ev, Direction::TgToMx, sender, 1)
+            .await
+            .unwrap();
+        let link = s.link_by_event(ev).await.unwrap().unwrap();
+        assert_eq!(
+            link,
+            MessageLink {
+                tg_chat_id: -100,
+                tg_msg_id: 7,
+                mx_room_id: room.to_owned(),
+                mx_event_id: ev.to_owned(),
+                direction: Direction::TgToMx,
+                sender: sender.to_owned(),
+            }
+        );
+        assert_eq!(s.link_by_tg(-100, 7).await.unwrap().unwrap().mx_event_id, ev);
+        assert!(s.link_by_tg(-100, 8).await.unwrap().is_none());
+        // Stored as the same TEXT as before the type.
+        let stored: String = sqlx::query_scalar("SELECT direction FROM messages")
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+        assert_eq!(stored, "tg_to_mx");
+    }
+
+    /// A stored id that does not parse (not written by this bridge) is an error naming the
+    /// column, and not a transient one (it would be retried forever).
+    #[tokio::test]
+    async fn a_bad_stored_id_is_an_error_naming_the_column() {
+        let (s, _d) = store().await;
+        sqlx::query(
+            "INSERT INTO messages (tg_chat_id, tg_msg_id, mx_room_id, mx_event_id, direction, sender, sent_at, bridged_at)
+             VALUES (1, 2, 'not a room', '$e', 'mx_to_tg', '@u:x', 0, 0)",
+        )
+        .execute(s.pool())
+        .await
+        .unwrap();
+        let e = s.link_by_tg(1, 2).await.unwrap_err();
+        assert!(e.to_string().contains("messages.mx_room_id"), "{e}");
+        assert!(!e.is_transient());
+    }
+
+    #[tokio::test]
+    async fn removed_reactions_say_what_they_were_on() {
+        let (s, _d) = store().await;
+        s.save_reaction(5, 6, "@u:x", "👍", event_id!("$r"), Direction::MxToTg)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.reaction(5, 6, "@u:x", "👍").await.unwrap().as_deref(),
+            Some(event_id!("$r"))
+        );
+        assert_eq!(s.latest_mx_reaction(5, 6).await.unwrap().as_deref(), Some("👍"));
+        assert_eq!(
+            s.delete_reaction(event_id!("$r")).await.unwrap(),
+            Some(RemovedReaction {
+                tg_chat_id: 5,
+                tg_msg_id: 6,
+                direction: Direction::MxToTg
+            })
+        );
+        assert_eq!(s.delete_reaction(event_id!("$r")).await.unwrap(), None);
+    }
+}

@@ -1,0 +1,460 @@
+//! The one holder of `teloxide::Bot`: every Bot API request the daemon makes goes through
+//! [`TelegramSender`] (the poller uses its client for `getUpdates`).
+//!
+//! - **Pacing is automatic.** Every request waits for the bot's budget (about 30 requests a
+//!   second); posts and edits also wait for their chat's (`gateway.telegram.per_chat_per_minute`,
+//!   a group takes about 20 bot messages a minute). A caller cannot post without a [`Turn`],
+//!   and a turn is only handed out once pacing allows it.
+//! - **Outcomes are typed** ([`TgError`]): not modified, too large, chat gone, retry after N, the
+//!   token refused, or failed (transient or not, and whether the request may have taken effect).
+//!   Nothing above this module matches Telegram's error strings.
+//!
+//! Why a post takes its turn first: the bridge records a send intent right before each post of
+//! a Matrix event (see `storage`); with the pacing wait inside the turn, a daemon stopped while
+//! waiting leaves no record of a post it never attempted.
+
+use std::time::{Duration, Instant};
+
+use teloxide::net::Download;
+use teloxide::prelude::*;
+use teloxide::types::{
+    ChatId, FileMeta, InputFile, Me, MessageId, ParseMode, PhotoSize, ReactionType, ReplyParameters, UserId,
+};
+use teloxide::{ApiError, RequestError};
+
+use super::pacer::Pacer;
+
+/// Requests per second Telegram allows one bot in all (its FAQ: "about 30").
+const PER_BOT_PER_SECOND: u32 = 30;
+
+/// What a Bot API request came to when it did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TgError {
+    /// An edit that would change nothing (the text is already so).
+    #[error("message is not modified")]
+    NotModified,
+    /// Telegram refused the file or text as too large (413, "file is too big").
+    #[error("too large for Telegram")]
+    TooLarge,
+    /// The bot cannot post in the chat any more: not found, kicked, blocked, deactivated, or
+    /// the group became a supergroup (`migrated_to`).
+    #[error("chat gone: {reason}")]
+    ChatGone { reason: String, migrated_to: Option<ChatId> },
+    /// Flood control: Telegram asks to wait this long.
+    #[error("flood control: retry after {} s", .0.as_secs())]
+    RetryAfter(Duration),
+    /// The bot token was refused (401).
+    #[error("the bot token was refused (Unauthorized)")]
+    Unauthorized,
+    /// Anything else. Never contains the token; an HTML error page is quoted only in part.
+    #[error("{message}")]
+    Failed {
+        message: String,
+        /// Worth retrying (network trouble, 5xx, a 429 without `retry_after`).
+        transient: bool,
+        /// The request certainly did nothing: Telegram answered with an error, or no connection
+        /// was made. `false` when a post may have reached Telegram (time-out, connection lost
+        /// mid-request, an answer that did not parse).
+        no_effect: bool,
+    },
+}
+
+impl TgError {
+    /// Whether retrying the same request later can succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            TgError::RetryAfter(_) => true,
+            TgError::Failed { transient, .. } => *transient,
+            _ => false,
+        }
+    }
+
+    /// Whether the request certainly had no effect (see [`TgError::Failed`]).
+    pub fn had_no_effect(&self) -> bool {
+        match self {
+            TgError::Failed { no_effect, .. } => *no_effect,
+            _ => true,
+        }
+    }
+
+    /// The wait Telegram asked for, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            TgError::RetryAfter(d) => Some(*d),
+            _ => None,
+        }
+    }
+
+    fn from_request(e: RequestError, host: &str) -> TgError {
+        match e {
+            RequestError::Api(ApiError::MessageNotModified) => TgError::NotModified,
+            RequestError::Api(ApiError::RequestEntityTooLarge) => TgError::TooLarge,
+            RequestError::Api(ApiError::Unknown(m)) if m.contains("file is too big") => TgError::TooLarge,
+            RequestError::Api(ApiError::InvalidToken) => TgError::Unauthorized,
+            RequestError::Api(
+                api @ (ApiError::ChatNotFound
+                | ApiError::BotBlocked
+                | ApiError::BotKicked
+                | ApiError::BotKickedFromSupergroup
+                | ApiError::BotKickedFromChannel
+                | ApiError::GroupDeactivated
+                | ApiError::UserDeactivated
+                | ApiError::NotEnoughRightsToPostMessages),
+            ) => TgError::ChatGone {
+                reason: api.to_string(),
+                migrated_to: None,
+            },
+            RequestError::MigrateToChatId(to) => TgError::ChatGone {
+                reason: format!("the group became supergroup {to}"),
+                migrated_to: Some(to),
+            },
+            RequestError::RetryAfter(secs) => TgError::RetryAfter(secs.duration()),
+            RequestError::Network(n) => TgError::Failed {
+                no_effect: n.is_connect() || n.is_builder(),
+                message: super::unreachable_reason(host, n.as_ref()),
+                transient: true,
+            },
+            other => {
+                let transient = match &other {
+                    RequestError::Io(_) | RequestError::InvalidJson { .. } => true,
+                    // Server trouble, and a 429 that came without `retry_after` (backed off).
+                    RequestError::Api(ApiError::Unknown(m)) => TRANSIENT_API_ERRORS.iter().any(|t| m.contains(t)),
+                    _ => false,
+                };
+                let no_effect = matches!(other, RequestError::Api(_));
+                TgError::Failed {
+                    message: crate::error::capped(&crate::error::redact_bot_token(&other.to_string()), 500)
+                        .into_owned(),
+                    transient,
+                    no_effect,
+                }
+            }
+        }
+    }
+}
+
+/// Bot API error descriptions that a retry can get past.
+const TRANSIENT_API_ERRORS: [&str; 5] = [
+    "Internal Server Error",
+    "Bad Gateway",
+    "Service Unavailable",
+    "Gateway Timeout",
+    "Too Many Requests",
+];
+
+/// Permission to post once in a chat, handed out by [`TelegramSender::turn`] when pacing allows.
+#[must_use = "a turn is taken to post"]
+pub struct Turn {
+    chat: ChatId,
+}
+
+/// How a file is posted (Telegram shows each kind differently).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Photo,
+    /// A voice message; its length in seconds when known.
+    Voice {
+        duration_secs: Option<u32>,
+    },
+    Audio,
+    Video,
+    Document,
+}
+
+/// A file to post, with its caption (Telegram HTML, at most 1024 characters).
+pub struct OutFile {
+    pub kind: FileKind,
+    pub bytes: Vec<u8>,
+    pub name: String,
+    pub caption_html: String,
+}
+
+/// Every Bot API request of the daemon (see the module doc).
+pub struct TelegramSender {
+    /// The only `Bot`: its HTTP client outlasts a long poll (see [`super::bot`]).
+    bot: Bot,
+    /// Posts and edits per chat in any minute (group limit); changed on reload.
+    per_chat: Pacer,
+    /// Requests of the bot in any second.
+    per_bot: Pacer,
+    /// The Bot API host, to name it when it cannot be reached.
+    host: String,
+}
+
+impl TelegramSender {
+    /// A sender for `token` at `api_url`; `poll_timeout` sizes the HTTP time-out.
+    pub fn new(token: String, api_url: url::Url, poll_timeout: u32, per_chat_per_minute: u32) -> TelegramSender {
+        let host = api_url.host_str().unwrap_or("?").to_owned();
+        TelegramSender {
+            bot: super::bot(token, api_url, poll_timeout),
+            per_chat: Pacer::new(per_chat_per_minute),
+            per_bot: Pacer::per_window(PER_BOT_PER_SECOND, Duration::from_secs(1)),
+            host,
+        }
+    }
+
+    /// A sender that is never used to reach Telegram (offline commands that build the core).
+    pub fn offline() -> TelegramSender {
+        TelegramSender::new(
+            String::new(),
+            url::Url::parse("http://127.0.0.1:9/").expect("static url"),
+            0,
+            0,
+        )
+    }
+
+    /// The client the poller's `getUpdates` uses (same token, URL and time-out).
+    pub(super) fn bot(&self) -> &Bot {
+        &self.bot
+    }
+
+    /// The Bot API host (for messages naming it).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Change the per-chat rate (config reload).
+    pub fn set_per_chat_rate(&self, per_minute: u32) {
+        self.per_chat.set_rate(per_minute);
+    }
+
+    fn error(&self, e: RequestError) -> TgError {
+        TgError::from_request(e, &self.host)
+    }
+
+    async fn wait_bot(&self) {
+        let d = self.per_bot.reserve(0, Instant::now());
+        if !d.is_zero() {
+            tokio::time::sleep(d).await;
+        }
+    }
+
+    /// Wait until `chat` may take another post (and the bot another request).
+    pub async fn turn(&self, chat: ChatId) -> Turn {
+        self.per_chat.wait(chat.0).await;
+        self.wait_bot().await;
+        Turn { chat }
+    }
+
+    /// Post Telegram HTML, as a reply when `reply_to` is set (sent even if that message is gone).
+    pub async fn send_html(&self, turn: Turn, html: String, reply_to: Option<MessageId>) -> Result<MessageId, TgError> {
+        let mut req = self.bot.send_message(turn.chat, html).parse_mode(ParseMode::Html);
+        if let Some(r) = reply(reply_to) {
+            req = req.reply_parameters(r);
+        }
+        req.await.map(|m| m.id).map_err(|e| self.error(e))
+    }
+
+    /// Post plain text (no markup is interpreted).
+    pub async fn send_plain(&self, turn: Turn, text: String) -> Result<MessageId, TgError> {
+        self.bot
+            .send_message(turn.chat, text)
+            .await
+            .map(|m| m.id)
+            .map_err(|e| self.error(e))
+    }
+
+    /// Take a turn and post Telegram HTML (notices).
+    pub async fn post_html(&self, chat: ChatId, html: String) -> Result<MessageId, TgError> {
+        let turn = self.turn(chat).await;
+        self.send_html(turn, html, None).await
+    }
+
+    /// Post a file with its caption.
+    pub async fn send_file(&self, turn: Turn, file: OutFile, reply_to: Option<MessageId>) -> Result<MessageId, TgError> {
+        let chat = turn.chat;
+        let input = InputFile::memory(file.bytes).file_name(file.name);
+        let caption = file.caption_html;
+        let reply = reply(reply_to);
+        macro_rules! send {
+            ($req:expr) => {{
+                let mut req = $req.caption(caption).parse_mode(ParseMode::Html);
+                if let Some(r) = reply {
+                    req = req.reply_parameters(r);
+                }
+                req.await
+            }};
+        }
+        let sent = match file.kind {
+            FileKind::Photo => send!(self.bot.send_photo(chat, input)),
+            FileKind::Voice { duration_secs } => {
+                let mut req = self.bot.send_voice(chat, input);
+                if let Some(s) = duration_secs {
+                    req = req.duration(s);
+                }
+                send!(req)
+            }
+            FileKind::Audio => send!(self.bot.send_audio(chat, input)),
+            FileKind::Video => send!(self.bot.send_video(chat, input)),
+            FileKind::Document => send!(self.bot.send_document(chat, input)),
+        };
+        sent.map(|m| m.id).map_err(|e| self.error(e))
+    }
+
+    /// Replace a posted message's text (Telegram HTML). [`TgError::NotModified`] when it is
+    /// already so.
+    pub async fn edit_html(&self, chat: ChatId, msg: MessageId, html: String) -> Result<(), TgError> {
+        let _turn = self.turn(chat).await;
+        self.bot
+            .edit_message_text(chat, msg, html)
+            .parse_mode(ParseMode::Html)
+            .await
+            .map(drop)
+            .map_err(|e| self.error(e))
+    }
+
+    /// Delete a message (a Telegram user's only when the bot is an admin).
+    pub async fn delete(&self, chat: ChatId, msg: MessageId) -> Result<(), TgError> {
+        self.wait_bot().await;
+        self.bot
+            .delete_message(chat, msg)
+            .await
+            .map(drop)
+            .map_err(|e| self.error(e))
+    }
+
+    /// Pin a message (needs admin rights).
+    pub async fn pin(&self, chat: ChatId, msg: MessageId) -> Result<(), TgError> {
+        self.wait_bot().await;
+        self.bot
+            .pin_chat_message(chat, msg)
+            .await
+            .map(drop)
+            .map_err(|e| self.error(e))
+    }
+
+    /// Unpin one message.
+    pub async fn unpin(&self, chat: ChatId, msg: MessageId) -> Result<(), TgError> {
+        self.wait_bot().await;
+        self.bot
+            .unpin_chat_message(chat)
+            .message_id(msg)
+            .await
+            .map(drop)
+            .map_err(|e| self.error(e))
+    }
+
+    /// Set the bot's reaction on a message (`None`: remove it). Telegram allows a fixed set of
+    /// emoji.
+    pub async fn set_reaction(&self, chat: ChatId, msg: MessageId, emoji: Option<String>) -> Result<(), TgError> {
+        self.wait_bot().await;
+        let reaction: Vec<ReactionType> = emoji.into_iter().map(|emoji| ReactionType::Emoji { emoji }).collect();
+        self.bot
+            .set_message_reaction(chat, msg)
+            .reaction(reaction)
+            .await
+            .map(drop)
+            .map_err(|e| self.error(e))
+    }
+
+    /// Download a file (`getFile`, then the file itself). [`TgError::TooLarge`] for a file over
+    /// the Bot API's download limit.
+    pub async fn download(&self, file: &FileMeta) -> Result<Vec<u8>, TgError> {
+        self.wait_bot().await;
+        let found = self.bot.get_file(file.id.clone()).await.map_err(|e| self.error(e))?;
+        let mut bytes = Vec::with_capacity(file.size.min(64 << 20) as usize);
+        self.bot
+            .download_file(&found.path, &mut bytes)
+            .await
+            .map_err(|e| TgError::Failed {
+                message: crate::error::redact_bot_token(&e.to_string()),
+                transient: true,
+                no_effect: true,
+            })?;
+        Ok(bytes)
+    }
+
+    /// The largest size of a user's current profile photo, if any.
+    pub async fn profile_photo(&self, user: UserId) -> Result<Option<PhotoSize>, TgError> {
+        self.wait_bot().await;
+        let photos = self
+            .bot
+            .get_user_profile_photos(user)
+            .limit(1)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(photos
+            .photos
+            .into_iter()
+            .next()
+            .and_then(|sizes| sizes.into_iter().max_by_key(|p| p.width * p.height)))
+    }
+
+    /// Who the bot is (`getMe`): checks the token.
+    pub async fn get_me(&self) -> Result<Me, TgError> {
+        self.wait_bot().await;
+        self.bot.get_me().await.map_err(|e| self.error(e))
+    }
+
+    /// Whether the bot can see `chat` (`getChat`).
+    pub async fn chat_reachable(&self, chat: ChatId) -> Result<(), TgError> {
+        self.wait_bot().await;
+        self.bot.get_chat(chat).await.map(drop).map_err(|e| self.error(e))
+    }
+
+    /// Whether `user` is an admin or the owner of `chat`.
+    pub async fn is_privileged(&self, chat: ChatId, user: UserId) -> Result<bool, TgError> {
+        self.wait_bot().await;
+        self.bot
+            .get_chat_member(chat, user)
+            .await
+            .map(|m| m.is_privileged())
+            .map_err(|e| self.error(e))
+    }
+
+    /// Whether another client is polling with this token (409 Conflict). Asks `getUpdates`
+    /// without an offset, so it confirms nothing and loses nothing.
+    pub async fn other_poller(&self) -> bool {
+        self.wait_bot().await;
+        match self.bot.get_updates().limit(1).timeout(0).await {
+            Err(RequestError::Api(ApiError::TerminatedByOtherGetUpdates)) => true,
+            // A 409 worded differently from the documented text.
+            Err(RequestError::Api(ApiError::Unknown(m))) => m.starts_with("Conflict"),
+            _ => false,
+        }
+    }
+
+    /// Remove a webhook: a webhook and `getUpdates` exclude each other.
+    pub async fn delete_webhook(&self) -> Result<(), TgError> {
+        self.wait_bot().await;
+        self.bot.delete_webhook().await.map(drop).map_err(|e| self.error(e))
+    }
+}
+
+fn reply(to: Option<MessageId>) -> Option<ReplyParameters> {
+    to.map(|id| ReplyParameters::new(id).allow_sending_without_reply())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn telegram_errors_become_typed_outcomes() {
+        let e = |r| TgError::from_request(r, "api.example");
+        assert!(matches!(e(RequestError::Api(ApiError::MessageNotModified)), TgError::NotModified));
+        assert!(matches!(e(RequestError::Api(ApiError::RequestEntityTooLarge)), TgError::TooLarge));
+        assert!(matches!(
+            e(RequestError::Api(ApiError::Unknown("Bad Request: file is too big".into()))),
+            TgError::TooLarge
+        ));
+        assert!(matches!(e(RequestError::Api(ApiError::ChatNotFound)), TgError::ChatGone { .. }));
+        assert!(matches!(
+            e(RequestError::MigrateToChatId(ChatId(-100))),
+            TgError::ChatGone {
+                migrated_to: Some(ChatId(-100)),
+                ..
+            }
+        ));
+        let wait = e(RequestError::RetryAfter(teloxide::types::Seconds::from_seconds(7)));
+        assert_eq!(wait.retry_after(), Some(Duration::from_secs(7)));
+        assert!(wait.is_transient() && wait.had_no_effect());
+        let no_wait_given = e(RequestError::Api(ApiError::Unknown("Too Many Requests: retry later".into())));
+        assert!(no_wait_given.is_transient() && no_wait_given.retry_after().is_none());
+        let server = e(RequestError::Api(ApiError::Unknown("Bad Gateway".into())));
+        assert!(server.is_transient() && server.had_no_effect());
+        let refused = e(RequestError::Api(ApiError::Unknown("Bad Request: can't parse".into())));
+        assert!(!refused.is_transient());
+        assert!(matches!(e(RequestError::Api(ApiError::InvalidToken)), TgError::Unauthorized));
+    }
+}
