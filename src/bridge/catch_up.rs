@@ -185,7 +185,11 @@ impl Bridge {
         let skipped = self.skipped(&room_id, timeline.clone()).await?;
         let mut cut = batch.len();
         for ev in skipped {
-            let at = ev.event_id.as_ref().and_then(|id| position(id.as_str())).unwrap_or(usize::MAX);
+            let at = ev
+                .event_id
+                .as_ref()
+                .and_then(|id| position(id.as_str()))
+                .unwrap_or(usize::MAX);
             // The batch items that come after this skipped event in the timeline.
             let follows = first_pos
                 .iter()

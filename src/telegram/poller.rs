@@ -16,8 +16,7 @@ use teloxide::types::AllowedUpdate;
 use tokio::sync::{Notify, watch};
 
 use crate::error::{Error, capped};
-use crate::storage::Store;
-use crate::storage::inbox::TgUpdate;
+use crate::storage::{Store, TgUpdate};
 
 /// Largest `getUpdates` answer read. Telegram's are far smaller (at most 100 updates of a few KB
 /// each); a larger one is asked for again in fewer updates.

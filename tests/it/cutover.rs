@@ -268,13 +268,25 @@ async fn a_switch_before_a_room_is_set_up_is_announced_there_once_it_is() {
     // Now the second room can be set up.
     app.ezra.invite(&late_room, &app.bot).await;
     let bot = app.bot.clone();
-    let notices = app
-        .ezra
-        .wait_messages(&late_room, 1, Duration::from_secs(60), move |e| {
-            e["sender"] == bot.as_str() && body(e).contains("PRIMARY SURFACE CHANGE")
-        })
+    let is_notice = move |e: &Value| e["sender"] == bot.as_str() && body(e).contains("PRIMARY SURFACE CHANGE");
+    app.ezra
+        .wait_messages(&late_room, 1, Duration::from_secs(60), &is_notice)
         .await;
-    assert_eq!(notices.len(), 1);
+    // Once: a message from the chat crosses into the room after the announcement, and the room
+    // still has one.
+    let user = app.tg.add_user(2003, "Cedar", None, None);
+    app.tg.inject_text(late_chat, &user, "after the announcement");
+    app.ezra
+        .wait_messages(&late_room, 1, T, |e| body(e) == "after the announcement")
+        .await;
+    let notices: Vec<Value> = app
+        .ezra
+        .messages(&late_room)
+        .await
+        .into_iter()
+        .filter(|e| is_notice(e))
+        .collect();
+    assert_eq!(notices.len(), 1, "{notices:#?}");
 }
 
 both!(
