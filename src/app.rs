@@ -98,7 +98,7 @@ impl App {
         let mx_wake = Arc::new(Notify::new());
         let tg_wake = Arc::new(Notify::new());
         bridge
-            .store
+            .store()
             .set_kv("daemon_pid", &std::process::id().to_string())
             .await?;
         bridge.load_portals().await?;
@@ -111,10 +111,10 @@ impl App {
         let state = AsState {
             probe: Arc::new(move || crate::matrix::appservice::Probe {
                 mode: probe_bridge.mode().as_str(),
-                setup_done: probe_bridge.ready.load(std::sync::atomic::Ordering::Relaxed),
+                setup_done: probe_bridge.portals().is_ready(),
                 telegram: probe_reach.borrow().clone(),
             }),
-            store: bridge.store.clone(),
+            store: bridge.store().clone(),
             hs_token: registration.hs_token.as_str().into(),
             wake: mx_wake.clone(),
             delivered: {
@@ -165,8 +165,8 @@ impl App {
                 "telegram poller",
                 Box::new(move || {
                     Box::pin(crate::telegram::poller::run(
-                        b.tg.clone(),
-                        b.store.clone(),
+                        b.telegram(),
+                        b.store().clone(),
                         w.clone(),
                         b.cfg().gateway.telegram.poll_timeout,
                         b.reading_watch(),
@@ -201,7 +201,7 @@ impl App {
             "memory release",
             Box::new(move || Box::pin(release_memory_after_bursts(s.clone()))),
         );
-        let (store, s) = (bridge.store.clone(), stop_rx.clone());
+        let (store, s) = (bridge.store().clone(), stop_rx.clone());
         run(
             "storage probe",
             Box::new(move || Box::pin(probe_storage(store.clone(), s.clone()))),
@@ -229,7 +229,7 @@ impl App {
         }
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
-        bridge.intents.shutdown();
+        bridge.shutdown_devices();
         let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
         if let Some(e) = gave_up {
             http.abort();
@@ -290,20 +290,21 @@ async fn run_mx_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, stop: watch::Recei
         stop,
         move || {
             let b = b.clone();
-            async move { b.store.mx_lanes().await }
+            async move { b.store().mx_lanes().await }
         },
         move |lane: Option<ruma::OwnedRoomId>, lane_wake: Arc<Notify>| {
             // The lane of events without a room is ''.
             let room = lane.as_ref().map_or(String::new(), |r| r.to_string());
-            let portal = bridge.chat_for_room(&room).is_some();
-            let span = tracing::info_span!("lane", %room, chat = bridge.chat_for_room(&room));
+            let chat = lane.as_deref().and_then(|r| bridge.portals().chat_for_room(r));
+            let portal = chat.is_some();
+            let span = tracing::info_span!("lane", %room, chat);
             let (b, b2, b3) = (bridge.clone(), bridge.clone(), bridge.clone());
             let again = lane_wake.clone();
             tokio::spawn(
                 run_worker(
                     "matrix->telegram",
                     Direction::MxToTg,
-                    bridge.store.clone(),
+                    bridge.store().clone(),
                     lane_wake,
                     lane_stop.clone(),
                     DoneAt::EachItem,
@@ -311,7 +312,7 @@ async fn run_mx_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, stop: watch::Recei
                     move || {
                         let (b, room, lane, again) = (b.clone(), room.clone(), lane.clone(), again.clone());
                         async move {
-                            let batch = b.store.next_mx_lane(lane.as_deref()).await?;
+                            let batch = b.store().next_mx_lane(lane.as_deref()).await?;
                             let fetched = batch.len();
                             let batch = b.catch_up_before(&room, batch).await?;
                             if batch.len() < fetched {
@@ -328,7 +329,7 @@ async fn run_mx_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, stop: watch::Recei
                         let b = b3.clone();
                         async move {
                             for key in keys {
-                                b.store.done_mx_inbox(key).await?;
+                                b.store().done_mx_inbox(key).await?;
                             }
                             Ok(())
                         }
@@ -353,25 +354,25 @@ async fn run_tg_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, stop: watch::Recei
         stop,
         move || {
             let b = b.clone();
-            async move { b.store.tg_lanes().await }
+            async move { b.store().tg_lanes().await }
         },
         move |chat: Option<i64>, lane_wake: Arc<Notify>| {
             let portal = chat.is_some_and(|c| bridge.chat_is_configured(c));
-            let room = chat.and_then(|c| bridge.room_for_chat(c)).map(|r| r.to_string());
+            let room = chat.and_then(|c| bridge.portals().room_for_chat(c)).map(|r| r.to_string());
             let span = tracing::info_span!("lane", chat, room);
             let (b, b2, b3) = (bridge.clone(), bridge.clone(), bridge.clone());
             tokio::spawn(
                 run_worker(
                     "telegram->matrix",
                     Direction::TgToMx,
-                    bridge.store.clone(),
+                    bridge.store().clone(),
                     lane_wake,
                     lane_stop.clone(),
                     DoneAt::EachBatch,
                     !portal,
                     move || {
                         let b = b.clone();
-                        async move { b.store.next_tg_lane(chat).await }
+                        async move { b.store().next_tg_lane(chat).await }
                     },
                     move |item| {
                         let b = b2.clone();
@@ -379,7 +380,7 @@ async fn run_tg_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, stop: watch::Recei
                     },
                     move |keys: Vec<i64>| {
                         let b = b3.clone();
-                        async move { b.store.done_tg_inbox(&keys).await }
+                        async move { b.store().done_tg_inbox(&keys).await }
                     },
                 )
                 .instrument(span),
@@ -454,7 +455,7 @@ async fn catch_up_loop(bridge: Arc<Bridge>, wake: Arc<Notify>, mut stop: watch::
         // Seen event ids are kept a week (the catch-up looks back at most six days).
         if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(24 * 3600)) {
             last_prune = Some(std::time::Instant::now());
-            match bridge.store.prune_seen(7 * 24 * 3600 * 1000).await {
+            match bridge.store().prune_seen(7 * 24 * 3600 * 1000).await {
                 Ok(n) if n > 0 => tracing::debug!(n, "forgot old seen event ids"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!("cannot prune seen event ids: {e}"),
@@ -464,7 +465,7 @@ async fn catch_up_loop(bridge: Arc<Bridge>, wake: Arc<Notify>, mut stop: watch::
         // Rooms already joined are read even while another configured room is not.
         let wait = if every == 0 {
             Duration::from_secs(60)
-        } else if !bridge.has_portals() || !swept_since_start {
+        } else if !bridge.portals().any() || !swept_since_start {
             Duration::from_millis(500)
         } else {
             Duration::from_secs(every)
@@ -473,7 +474,7 @@ async fn catch_up_loop(bridge: Arc<Bridge>, wake: Arc<Notify>, mut stop: watch::
             _ = tokio::time::sleep(wait) => {},
             _ = stop.wait_for(|s| *s) => return,
         }
-        if every == 0 || !bridge.has_portals() {
+        if every == 0 || !bridge.portals().any() {
             continue;
         }
         let min_age = if swept_since_start {
@@ -501,9 +502,8 @@ async fn setup_loop(bridge: Arc<Bridge>, mut stop: watch::Receiver<bool>) {
     loop {
         let done = match bridge.setup().await {
             Ok(pending) => {
-                let was = bridge
-                    .ready
-                    .swap(pending.is_empty(), std::sync::atomic::Ordering::Relaxed);
+                let was = bridge.portals().is_ready();
+                bridge.portals().set_ready(pending.is_empty());
                 if pending.is_empty() && !was {
                     tracing::info!(
                         rooms = bridge.cfg().rooms.len(),
@@ -526,13 +526,13 @@ async fn setup_loop(bridge: Arc<Bridge>, mut stop: watch::Receiver<bool>) {
         if done {
             wait = Duration::from_millis(500);
             tokio::select! {
-                _ = bridge.setup_wake.notified() => {},
+                _ = bridge.portals().setup_woken() => {},
                 _ = stop.wait_for(|s| *s) => return,
             }
         } else {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {},
-                _ = bridge.setup_wake.notified() => {},
+                _ = bridge.portals().setup_woken() => {},
                 _ = stop.wait_for(|s| *s) => return,
             }
             wait = (wait * 2).min(Duration::from_secs(30));

@@ -124,6 +124,14 @@ pub struct Undelivered {
     encryption_on: bool,
 }
 
+/// When lanes compare the timeline before what they bridge (see the module doc): for a while
+/// after a start, and after events arrived late.
+#[derive(Default)]
+pub struct Gaps {
+    /// Until when (unix ms) lanes look for events the homeserver skipped.
+    until: std::sync::atomic::AtomicI64,
+}
+
 impl Bridge {
     /// Note delivered events: whether the homeserver is catching up (an event older than a few
     /// seconds means it was held back: a gap is possible).
@@ -137,14 +145,14 @@ impl Bridge {
     /// Look for skipped events in every lane for a while: twice `catch_up_secs` (none when 0).
     pub fn suspect_gaps(&self) {
         let secs = self.cfg().gateway.matrix.catch_up_secs as i64;
-        self.suspect_until.fetch_max(now_ms() + 2_000 * secs, Ordering::Relaxed);
+        self.gaps.until.fetch_max(now_ms() + 2_000 * secs, Ordering::Relaxed);
     }
 
     /// Before a room's lane bridges `batch`: bridge, in order, the events before its first one
     /// that the homeserver skipped, and cut the batch before any later skipped event (the next
     /// round bridges that one first). Best effort: a failed lookup only logs.
     pub async fn catch_up_before(&self, room: &str, mut batch: Vec<InboxItem>) -> Result<Vec<InboxItem>> {
-        if batch.is_empty() || now_ms() > self.suspect_until.load(Ordering::Relaxed) {
+        if batch.is_empty() || now_ms() > self.gaps.until.load(Ordering::Relaxed) {
             return Ok(batch);
         }
         let Ok(room_id) = OwnedRoomId::try_from(room) else {
@@ -225,7 +233,7 @@ impl Bridge {
     /// never delivered and older than `min_age_ms`. A room that cannot be read, or that the homeserver delivered into while
     /// it was read, is read again next time (`complete` is false then).
     pub async fn catch_up_sweep(&self, min_age_ms: i64) -> Result<Sweep> {
-        let rooms: Vec<OwnedRoomId> = self.portals.read().expect("lock").values().cloned().collect();
+        let rooms: Vec<OwnedRoomId> = self.portals.rooms();
         let mut sweep = Sweep {
             queued: 0,
             complete: true,
@@ -298,7 +306,7 @@ impl Bridge {
         // Events from before the start are the sweep's (an initial sync shows some of them).
         let started = now_ms() - SLACK_MS;
         loop {
-            let wait = if !self.has_portals() {
+            let wait = if !self.portals.any() {
                 Some(Duration::from_millis(250))
             } else {
                 match self.cfg().gateway.matrix.follow_sync {
@@ -377,7 +385,7 @@ impl Bridge {
             let Ok(room) = OwnedRoomId::try_from(room.as_str()) else {
                 continue;
             };
-            if self.chat_for_room(room.as_str()).is_none() {
+            if self.portals.chat_for_room(&room).is_none() {
                 continue;
             }
             let timeline = r["timeline"]["events"].as_array().into_iter().flatten();
@@ -465,7 +473,7 @@ impl Bridge {
     /// Per portal, the relayed events the homeserver holds (never delivered, older than
     /// `min_age_ms`), with the time the oldest was sent. For `tgmx audit` and `tgmx status`.
     pub async fn held_by_homeserver(&self, min_age_ms: i64) -> Result<Vec<(OwnedRoomId, usize, Option<i64>)>> {
-        let rooms: Vec<OwnedRoomId> = self.portals.read().expect("lock").values().cloned().collect();
+        let rooms: Vec<OwnedRoomId> = self.portals.rooms();
         let mut out = Vec::new();
         for room in rooms {
             let found = self.undelivered(&room, min_age_ms).await?;

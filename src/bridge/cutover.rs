@@ -245,8 +245,8 @@ impl Bridge {
         self.tg.set_per_chat_rate(merged.gateway.telegram.per_chat_per_minute);
         self.set_cfg(merged);
         if rooms_changed {
-            self.retain_configured_portals();
-            self.setup_wake.notify_one();
+            self.portals.retain_configured(&self.cfg());
+            self.portals.wake_setup();
         }
         if from != to {
             self.switch(from, to, "config reload").await?;
@@ -276,7 +276,7 @@ impl Bridge {
             .iter()
             .find(|r| r.telegram == chat)
             .map(|r| r.matrix.to_string())
-            .or_else(|| self.room_for_chat(chat).map(|r| r.to_string()))
+            .or_else(|| self.portals.room_for_chat(chat).map(|r| r.to_string()))
             .unwrap_or_default();
         format!("https://matrix.to/#/{target}")
     }
@@ -297,7 +297,7 @@ impl Bridge {
             return Ok(Some(sent.0));
         }
         let room = match target.strip_prefix("mxchat:").and_then(|c| c.parse::<i64>().ok()) {
-            Some(chat) => match self.room_for_chat(chat) {
+            Some(chat) => match self.portals.room_for_chat(chat) {
                 Some(room) => Some(room.to_string()),
                 None if self.chat_is_configured(chat) => {
                     return Err(Error::NotReady(format!("the room for chat {chat} is not set up yet")));
@@ -308,11 +308,11 @@ impl Bridge {
             None => target.strip_prefix("mx:").map(str::to_owned),
         };
         if let Some(room) = room.as_deref() {
-            let chat = self.chat_for_room(room).unwrap_or_default();
-            let body = self.announcement_text(kind, false, &self.matrix_link(chat));
-            let content = json!({"msgtype": "m.notice", "body": body});
             let room_id =
                 <&ruma::RoomId>::try_from(room).map_err(|e| Error::Internal(format!("room id {room}: {e}")))?;
+            let chat = self.portals.chat_for_room(room_id).unwrap_or_default();
+            let body = self.announcement_text(kind, false, &self.matrix_link(chat));
+            let content = json!({"msgtype": "m.notice", "body": body});
             self.send_event(
                 room_id,
                 &self.bot_mxid,

@@ -8,6 +8,10 @@
 //! of a room or chat that is not a portal (an invite from a stranger, an unbridged group) ends
 //! once its inbox is empty, so thousands of such rooms cost nothing once handled.
 
+use futures::FutureExt;
+
+use crate::error::Error;
+use crate::storage::{Direction, InboxItem, Store};
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
@@ -129,4 +133,170 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_default()
+}
+
+/// When a worker removes bridged items from its inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DoneAt {
+    /// After each item, before the next: replaying a bridged item after a crash would send it
+    /// again (Matrix -> Telegram: `sendMessage` has no idempotency key).
+    EachItem,
+    /// Once per batch, in one commit: a replay is a no-op (Telegram -> Matrix: the message map is
+    /// written after each send, and Matrix transaction ids derive from Telegram ids).
+    EachBatch,
+}
+
+/// Drain an inbox in order (`exit_when_drained`: return once it is empty, for a lane of a room
+/// or chat that is not a portal): `next` fetches a batch (at most [`crate::storage::BATCH`] items; a
+/// shorter batch means the inbox is drained, or `next` woke the worker for the rest), `handle`
+/// bridges one item, `done` removes bridged items. Transient failures are retried in place with
+/// backoff; permanent ones are recorded and skipped.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_worker<N, H, D, F1, F2, F3>(
+    name: &'static str,
+    direction: Direction,
+    store: Store,
+    wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+    done_at: DoneAt,
+    exit_when_drained: bool,
+    next: N,
+    handle: H,
+    done: D,
+) where
+    N: Fn() -> F1,
+    F1: std::future::Future<Output = Result<Vec<InboxItem>>>,
+    H: Fn(InboxItem) -> F2,
+    F2: std::future::Future<Output = Result<()>>,
+    D: Fn(Vec<i64>) -> F3,
+    F3: std::future::Future<Output = Result<()>>,
+{
+    // Removing bridged items must not fail quietly: an item left in the inbox is bridged again
+    // (Matrix -> Telegram: posted twice). Retried until it works or the daemon stops.
+    let finish_stop = shutdown.clone();
+    let finish = |keys: Vec<i64>| {
+        let (done, store) = (&done, &store);
+        let mut stop = finish_stop.clone();
+        async move {
+            if keys.is_empty() {
+                return;
+            }
+            let mut wait = Duration::from_millis(250);
+            while let Err(e) = done(keys.clone()).await {
+                tracing::error!(worker = name, ?keys, "cannot mark done, retrying in {wait:?}: {e}");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {},
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                if !store.until_writable(&mut stop).await {
+                    return;
+                }
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+        }
+    };
+    // A short batch drained the inbox: wait for a wake-up instead of asking again (a wake-up
+    // sent meanwhile is kept by the `Notify`, so nothing waits for the timer).
+    let mut drained = false;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        if drained {
+            tokio::select! {
+                _ = wake.notified() => {},
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {},
+                _ = shutdown.changed() => return,
+            }
+        }
+        // Nothing is bridged while results cannot be saved: a post whose link is lost would be
+        // posted again.
+        if store.write_fault().is_some() && !store.until_writable(&mut shutdown).await {
+            return;
+        }
+        let batch = match next().await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(worker = name, "cannot read inbox: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        drained = batch.len() < crate::storage::BATCH;
+        let mut bridged = Vec::with_capacity(batch.len());
+        for item in batch {
+            let key = item.key;
+            let mut backoff = Duration::from_millis(250);
+            loop {
+                // A panic while bridging one item (a bug, or input a parser chokes on) must not
+                // stop the worker: it counts as a permanent failure of that item.
+                let outcome = std::panic::AssertUnwindSafe(handle(item.clone())).catch_unwind().await;
+                let outcome = outcome.unwrap_or_else(|panic| {
+                    Err(Error::Internal(format!(
+                        "panic while bridging: {}",
+                        panic_message(&*panic)
+                    )))
+                });
+                match outcome {
+                    Ok(()) => break,
+                    Err(e) if e.is_transient() => {
+                        let wait = match &e {
+                            Error::Telegram {
+                                retry_after: Some(d), ..
+                            } => *d,
+                            _ => backoff,
+                        };
+                        if store.write_fault().is_some() {
+                            // The database refuses writes: retry as soon as it takes them again.
+                            tracing::warn!(worker = name, key, "waiting for database writes to work: {e}");
+                            if !store.until_writable(&mut shutdown).await {
+                                finish(bridged).await;
+                                return;
+                            }
+                            continue;
+                        }
+                        tracing::warn!(worker = name, key, "transient failure, retrying in {wait:?}: {e}");
+                        // A wake-up (new work, or the room just set up) retries at once, except
+                        // where Telegram said how long to wait.
+                        let told_to_wait = matches!(
+                            &e,
+                            Error::Telegram {
+                                retry_after: Some(_),
+                                ..
+                            }
+                        );
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {},
+                            _ = wake.notified(), if !told_to_wait => {},
+                            _ = shutdown.changed() => {
+                                finish(bridged).await;
+                                return;
+                            }
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(60));
+                    }
+                    Err(e) => {
+                        tracing::error!(worker = name, key, "cannot bridge, skipping: {e}");
+                        crate::metrics::METRICS.failed(direction);
+                        let _ = store
+                            .record_failure(direction, &format!("{name}:{key}"), &e.to_string())
+                            .await;
+                        break;
+                    }
+                }
+            }
+            bridged.push(key);
+            if done_at == DoneAt::EachItem {
+                finish(std::mem::take(&mut bridged)).await;
+            }
+            if *shutdown.borrow() {
+                finish(bridged).await;
+                return;
+            }
+        }
+        finish(bridged).await;
+        if drained && exit_when_drained {
+            return;
+        }
+    }
 }

@@ -15,19 +15,39 @@ use crate::telegram::html::{matrix_html_to_telegram, plain_to_telegram};
 /// How long an encrypted event without keys is retried before the Telegram side is told.
 const UTD_WAIT_MS: i64 = 20_000;
 
+/// Matrix events already posted to Telegram whose link could not be written (the database
+/// failed right after the send): event id -> Telegram message id. The retry writes the link
+/// instead of posting the message again. In memory: a restart meanwhile leaves the send intent
+/// (see `begin_send`), which the audit reports as a possible repeat.
+#[derive(Default)]
+pub struct Unlinked(std::sync::Mutex<std::collections::HashMap<ruma::OwnedEventId, i32>>);
+
+impl Unlinked {
+    fn get(&self, event: &ruma::EventId) -> Option<i32> {
+        self.0.lock().expect("lock").get(event).copied()
+    }
+
+    fn insert(&self, event: &ruma::EventId, msg: i32) {
+        self.0.lock().expect("lock").insert(event.to_owned(), msg);
+    }
+
+    fn remove(&self, event: &ruma::EventId) {
+        self.0.lock().expect("lock").remove(event);
+    }
+}
+
 impl Bridge {
     /// Whether a Matrix event is the bridge's own coming back: a non-state event sent by the bot
     /// or a puppet, or a double puppet's relayed post (a mapped person's event carrying the
     /// bridge's source mark; anyone else's mark is ignored, or any user could hide a message
     /// from Telegram by adding it). State events (membership, encryption) always matter.
     pub fn is_own_echo(&self, ev: &Value) -> bool {
-        let Some(sender) = ev["sender"].as_str() else {
+        let Some(sender) = ev["sender"].as_str().and_then(|s| UserId::parse(s).ok()) else {
             return false;
         };
         ev.get("state_key").is_none()
-            && (self.is_bridge_user(sender)
-                || (ev["content"].get(SOURCE_KEY).is_some()
-                    && UserId::parse(sender).is_ok_and(|u| self.identity_for_mx(&u).is_some())))
+            && (self.is_bridge_user(&sender)
+                || (ev["content"].get(SOURCE_KEY).is_some() && self.identity_for_mx(&sender).is_some()))
     }
 
     pub async fn handle_mx_event(&self, json: &str) -> Result<()> {
@@ -44,7 +64,7 @@ impl Bridge {
         if kind == "m.room.member" {
             return self.mx_member(&ev, &room, &sender).await;
         }
-        let Some(chat) = self.chat_for_room(room.as_str()) else {
+        let Some(chat) = self.portals.chat_for_room(&room) else {
             if self.has_unresolved_rooms() {
                 // It may belong to a configured room not joined yet: retried, never dropped.
                 return Err(crate::error::Error::NotReady(format!("room {room} not resolved yet")));
@@ -134,10 +154,10 @@ impl Bridge {
             return Ok(());
         }
         match membership {
-            "join" => self.remember_name(room, &target, ev["content"]["displayname"].as_str()),
+            "join" => self.people.remember_name(room, &target, ev["content"]["displayname"].as_str()),
             "leave" | "ban" => {
-                self.remember_name(room, &target, None);
-                if self.is_bridge_user(target.as_str()) || self.identity_for_mx(&target).is_some() {
+                self.people.remember_name(room, &target, None);
+                if self.is_bridge_user(&target) || self.identity_for_mx(&target).is_some() {
                     self.store.set_member(&target, room, false).await?;
                 }
             }
@@ -229,7 +249,7 @@ impl Bridge {
             Some(target) => self.store.link_by_event(target).await?.map(|l| l.tg_msg_id),
             None => None,
         };
-        let earlier = self.unlinked.lock().expect("lock").get(event_id.as_str()).copied();
+        let earlier = self.unlinked.get(event_id);
         let sent = match earlier {
             // Posted already; only its link is missing (the database failed after the send).
             Some(sent) => sent,
@@ -264,10 +284,10 @@ impl Bridge {
             .link_message(chat, sent, room, event_id, Direction::MxToTg, sender, ts)
             .await
         {
-            self.unlinked.lock().expect("lock").insert(event_id.to_string(), sent);
+            self.unlinked.insert(event_id, sent);
             return Err(e);
         }
-        self.unlinked.lock().expect("lock").remove(event_id.as_str());
+        self.unlinked.remove(event_id);
         crate::metrics::METRICS.delivered(Direction::MxToTg, crate::storage::now_ms() - ts);
         tracing::debug!(%event_id, chat, msg = sent, "matrix -> telegram");
         Ok(())

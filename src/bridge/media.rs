@@ -3,7 +3,6 @@
 //! homeserver's upload limit); a file over a limit becomes a clear notice on the receiving side
 //! and a row in `failures`, never silence.
 
-use std::time::{Duration, Instant};
 
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
@@ -154,6 +153,13 @@ fn tg_file(m: &Message) -> Option<TgFile<'_>> {
     None
 }
 
+/// What the media path learns once per run.
+#[derive(Default)]
+pub struct MediaLimits {
+    /// The homeserver's upload limit once asked (`Some(None)`: it states none).
+    hs_upload_limit: std::sync::Mutex<Option<Option<u64>>>,
+}
+
 impl Bridge {
     /// Download a Telegram file within the configured limit.
     async fn tg_download(&self, meta: &FileMeta) -> Result<Vec<u8>> {
@@ -176,11 +182,11 @@ impl Bridge {
 
     /// The homeserver's upload limit, asked once.
     async fn hs_upload_limit(&self) -> Option<u64> {
-        if let Some(l) = *self.hs_upload_limit.lock().expect("lock") {
+        if let Some(l) = *self.media.hs_upload_limit.lock().expect("lock") {
             return l;
         }
         let l = self.mx.upload_limit().await.ok()?;
-        *self.hs_upload_limit.lock().expect("lock") = Some(l);
+        *self.media.hs_upload_limit.lock().expect("lock") = Some(l);
         l
     }
 
@@ -391,7 +397,7 @@ impl Bridge {
     /// Telegram reaction change -> m.reaction events (added) and redactions (removed).
     pub(super) async fn tg_reaction(&self, r: &MessageReactionUpdated) -> Result<()> {
         let chat = r.chat.id.0;
-        let Some(room) = self.room_for_chat(chat) else {
+        let Some(room) = self.portals.room_for_chat(chat) else {
             return Ok(());
         };
         let Some(user) = r.user() else { return Ok(()) };
@@ -470,15 +476,8 @@ impl Bridge {
     /// Set a puppet's avatar from the Telegram profile photo, when it changed. Checked at most
     /// once an hour per user; failures only log.
     pub(super) async fn sync_avatar(&self, tg_user: i64, mxid: &UserId) {
-        {
-            let mut seen = self.avatar_checked.lock().expect("lock");
-            if seen
-                .get(&tg_user)
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(3600))
-            {
-                return;
-            }
-            seen.insert(tg_user, Instant::now());
+        if !self.people.avatar_check_due(tg_user) {
+            return;
         }
         let result: Result<()> = async {
             let Some(best) = self

@@ -34,7 +34,7 @@ impl Bridge {
             }
         }
         if let (false, Some((chat, msg))) = (read.dropped.is_empty(), message)
-            && self.room_for_chat(chat).is_some()
+            && self.portals.room_for_chat(chat).is_some()
         {
             let what = read.dropped.join("; ");
             tracing::warn!(chat, msg, "carried without {what}");
@@ -54,7 +54,7 @@ impl Bridge {
     async fn tg_unreadable(&self, read: &crate::telegram::update::ReadUpdate) -> Result<()> {
         let error = read.error.as_deref().unwrap_or("unreadable");
         let salvage = read.salvage.as_ref();
-        let room = salvage.and_then(|s| s.chat).and_then(|c| self.room_for_chat(c));
+        let room = salvage.and_then(|s| s.chat).and_then(|c| self.portals.room_for_chat(c));
         let text_carried = room.is_some() && salvage.is_some_and(|s| s.text.is_some());
         let source = match salvage {
             Some(s) => format!(
@@ -112,7 +112,7 @@ impl Bridge {
     /// The portal for a chat; `None` when the chat is not bridged (ignored), an error when it is
     /// configured but not resolved yet (retried).
     fn portal_of(&self, chat: i64) -> Result<Option<OwnedRoomId>> {
-        match self.room_for_chat(chat) {
+        match self.portals.room_for_chat(chat) {
             Some(r) => Ok(Some(r)),
             None if self.chat_is_configured(chat) => {
                 Err(Error::NotReady(format!("room for chat {chat} not joined yet")))

@@ -12,7 +12,7 @@ async fn without_encryption_built_in_an_encrypted_room_gets_no_cleartext_and_a_c
     let user = app.tg.add_user(7201, "Plain", None, None);
     app.tg.inject_text(app.chat, &user, "must not leak");
     // The audit names the message as not carried, with the reason: the bridge handled it.
-    eventually("the reason in the audit", Duration::from_secs(20), async || {
+    eventually("the reason in the audit", Duration::from_secs(30), async || {
         let out = app.cli(&["audit", "--since", "1h"]).await.1;
         if out.contains("without end-to-end encryption") {
             Ok(())

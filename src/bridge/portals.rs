@@ -1,0 +1,226 @@
+//! Portals: which Matrix room each configured Telegram chat is bridged to, and setting them up
+//! (the bot registered, each configured room joined, invites to configured rooms accepted).
+//!
+//! [`Portals`] owns the chat <-> room map and the setup state (`/ready` reports it); the
+//! configuration says which pairs there should be, the database (`storage::portals`) which
+//! were linked in earlier runs.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ruma::{OwnedRoomId, RoomId, UserId};
+use tokio::sync::Notify;
+
+use super::Bridge;
+use crate::config::Config;
+use crate::error::Result;
+
+/// The portals resolved in this run, and whether setup is done.
+#[derive(Default)]
+pub struct Portals {
+    /// Telegram chat id -> Matrix room id, filled as configured rooms are resolved and joined.
+    map: RwLock<HashMap<i64, OwnedRoomId>>,
+    /// Setup finished: the bot exists and every configured room is joined (for `/ready`).
+    ready: AtomicBool,
+    /// Wakes the setup loop after the room list changed or an invite was accepted.
+    setup_wake: Notify,
+}
+
+impl Portals {
+    /// The room bridged to `chat`, once resolved.
+    pub fn room_for_chat(&self, chat: i64) -> Option<OwnedRoomId> {
+        self.map.read().expect("lock").get(&chat).cloned()
+    }
+
+    /// The chat bridged to `room`, if it is a portal.
+    pub fn chat_for_room(&self, room: &RoomId) -> Option<i64> {
+        self.map
+            .read()
+            .expect("lock")
+            .iter()
+            .find(|(_, r)| r.as_str() == room.as_str())
+            .map(|(c, _)| *c)
+    }
+
+    /// Whether some room is bridged (resolved and joined) already.
+    pub fn any(&self) -> bool {
+        !self.map.read().expect("lock").is_empty()
+    }
+
+    /// Every portal room.
+    pub fn rooms(&self) -> Vec<OwnedRoomId> {
+        self.map.read().expect("lock").values().cloned().collect()
+    }
+
+    /// Whether some room configured in `cfg` is not resolved (joined) yet.
+    pub fn unresolved_in(&self, cfg: &Config) -> bool {
+        let map = self.map.read().expect("lock");
+        cfg.rooms.iter().any(|r| !map.contains_key(&r.telegram))
+    }
+
+    fn insert(&self, chat: i64, room: OwnedRoomId) {
+        self.map.write().expect("lock").insert(chat, room);
+    }
+
+    /// Forget portals whose chat is no longer configured in `cfg` (after a reload).
+    pub fn retain_configured(&self, cfg: &Config) {
+        self.map.write().expect("lock").retain(|chat, room| {
+            cfg.rooms
+                .iter()
+                .any(|r| r.telegram == *chat && (r.matrix.is_room_alias_id() || r.matrix.as_str() == room.as_str()))
+        });
+    }
+
+    /// Whether setup is done (every configured room joined).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Record whether setup is done.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Run the setup loop again now.
+    pub fn wake_setup(&self) {
+        self.setup_wake.notify_one();
+    }
+
+    /// Until [`Portals::wake_setup`] is called (a call made before is kept).
+    pub async fn setup_woken(&self) {
+        self.setup_wake.notified().await;
+    }
+}
+
+impl Bridge {
+    /// Whether some configured room is not resolved (joined) yet.
+    pub fn has_unresolved_rooms(&self) -> bool {
+        self.portals.unresolved_in(&self.cfg())
+    }
+
+    /// Portals known from an earlier run, so bridging starts before the homeserver answers.
+    pub async fn load_portals(&self) -> Result<()> {
+        let cfg = self.cfg();
+        for r in &cfg.rooms {
+            let Some(portal) = self.store.portal(r.telegram).await? else {
+                continue;
+            };
+            let same = if r.matrix.is_room_alias_id() {
+                portal.mx_alias.as_ref().map(|a| a.as_str()) == Some(r.matrix.as_str())
+            } else {
+                portal.mx_room_id.as_str() == r.matrix.as_str()
+            };
+            if same {
+                self.portals.insert(r.telegram, portal.mx_room_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ensure the bot exists and every configured room is resolved and joined. Rooms that fail
+    /// are retried by the caller.
+    pub async fn setup(&self) -> Result<Vec<String>> {
+        let cfg = self.cfg();
+        self.mx.register(&cfg.appservice.bot_localpart).await?;
+        if self.mx.displayname(&self.bot_mxid).await?.as_deref() != Some(&cfg.appservice.bot_displayname) {
+            self.mx
+                .set_displayname(&self.bot_mxid, &cfg.appservice.bot_displayname)
+                .await?;
+            tracing::info!(bot = %self.bot_mxid, name = %cfg.appservice.bot_displayname, "bridge bot registered on the homeserver");
+        }
+        let mut pending = Vec::new();
+        for r in &cfg.rooms {
+            if self.portals.room_for_chat(r.telegram).is_some() {
+                continue;
+            }
+            match self.mx.join(&r.matrix, &self.bot_mxid).await {
+                Ok(room_id) => {
+                    let alias = <&ruma::RoomAliasId>::try_from(&*r.matrix).ok();
+                    self.store.upsert_portal(r.telegram, &room_id, alias).await?;
+                    tracing::info!(room = %r.matrix, %room_id, chat = r.telegram, "portal ready");
+                    self.portals.insert(r.telegram, room_id);
+                }
+                Err(e) => {
+                    tracing::warn!(room = %r.matrix, "cannot join bridged room yet (invite the bot {}): {e}", self.bot_mxid);
+                    pending.push(r.matrix.to_string());
+                }
+            }
+        }
+        Ok(pending)
+    }
+
+    /// An invite for the bot to a configured room arrived: join and link it.
+    pub async fn accept_invite(&self, room: &ruma::RoomId) -> Result<bool> {
+        let cfg = self.cfg();
+        for r in &cfg.rooms {
+            let matches = match <&ruma::RoomAliasId>::try_from(&*r.matrix) {
+                Err(_) => r.matrix.as_str() == room.as_str(),
+                Ok(alias) => self.mx.resolve_alias(alias).await.ok().is_some_and(|id| id == room),
+            };
+            if matches {
+                let room_id = self.mx.join(room.into(), &self.bot_mxid).await?;
+                let alias = <&ruma::RoomAliasId>::try_from(&*r.matrix).ok();
+                self.store.upsert_portal(r.telegram, &room_id, alias).await?;
+                self.portals.insert(r.telegram, room_id);
+                tracing::info!(%room, chat = r.telegram, "joined bridged room after invite");
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The bot was invited to `room` by `sender` (unknown when only `/sync` told): a configured
+    /// room is joined. An invite to a room not configured (yet) stays pending when it comes from
+    /// someone the bridge knows (a mapped identity, or a member of a bridged room), so the room
+    /// is joined on the reload that adds it; anyone else's is declined.
+    pub async fn bot_invited(&self, room: &ruma::RoomId, sender: Option<&UserId>) -> Result<()> {
+        if self.portals.chat_for_room(room).is_some() {
+            return Ok(());
+        }
+        if self.accept_invite(room).await? {
+            self.portals.wake_setup(); // readiness may change
+            return Ok(());
+        }
+        let known = match sender {
+            Some(s) => self.identity_for_mx(s).is_some() || self.shares_a_portal(s).await,
+            None => return Ok(()), // the appservice transaction names the sender
+        };
+        if known {
+            tracing::info!(
+                %room, sender = ?sender,
+                "invited to a room that is not in `rooms`: the invite stays pending; add the room and reload to bridge it"
+            );
+        } else {
+            tracing::info!(%room, sender = ?sender, "declining an invite from a stranger to a room that is not configured");
+            let _ = self.mx.leave(room, &self.bot_mxid).await;
+        }
+        Ok(())
+    }
+
+    /// Whether `user` is joined to some bridged room.
+    async fn shares_a_portal(&self, user: &UserId) -> bool {
+        let rooms = self.portals.rooms();
+        for room in rooms {
+            if self.mx.membership(&room, user, &self.bot_mxid).await.as_deref() == Some("join") {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Make `user` (puppet or double puppet) a member of `room`: invite by the bot, then join.
+    pub async fn ensure_joined(&self, user: &UserId, room: &OwnedRoomId) -> Result<()> {
+        if self.store.is_member(user, room).await? {
+            return Ok(());
+        }
+        if let Err(first) = self.mx.join((&**room).into(), user).await {
+            tracing::debug!(%user, %room, "join failed ({first}), inviting first");
+            if let Err(e) = self.mx.invite(room, &self.bot_mxid, user).await {
+                tracing::debug!(%user, %room, "invite failed: {e}");
+            }
+            self.mx.join((&**room).into(), user).await?;
+        }
+        self.store.set_member(user, room, true).await
+    }
+}
