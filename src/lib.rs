@@ -3,23 +3,33 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the operator's YAML config and the appservice registration, validated on load.
-//! - [`config_edit`]: layout-preserving edits of the config file (`tgmx primary`).
-//! - [`storage`]: SQLite (sqlx, `migrations/`): portals, puppets, message map, inboxes, offset.
-//! - [`matrix`]: the appservice HTTP API (axum), a client-server client, HTML conversion, and
-//!   `crypto`: one matrix-sdk device per acting user for encrypted rooms (cargo feature `e2ee`,
-//!   on by default; without it a stand-in refuses encrypted rooms).
-//! - [`telegram`]: long polling into the durable inbox (updates stored as sent), lenient reading
-//!   of stored updates (`telegram::update`), entity conversion, pacing.
-//! - [`bridge`]: the core that decides: portals, puppets, echo suppression, id mapping,
-//!   `lanes` (one ordered worker per portal in each direction, and the supervisor that restarts
-//!   a crashed task), and `catch_up` (events the homeserver skipped).
+//! The arrows point one way: `bridge` (the core) uses `telegram`, `matrix` and `storage`; those
+//! three import nothing from the core, only convert and transport.
+//!
+//! - [`telegram`]: everything that talks to Telegram. `sender::TelegramSender` is the only holder
+//!   of `teloxide::Bot`: every Bot API request goes through it, paced per chat and per bot, with
+//!   typed outcomes (`TgError`). `poller` long-polls into the durable inbox (updates stored as
+//!   sent), `update` reads them leniently, `format` / `html` convert markup both ways.
+//! - [`matrix`]: everything that talks to the homeserver. `client::MatrixClient` has a typed
+//!   method (ruma ids, ruma's path encoder) for every client-server request; `intent` decides
+//!   plain or encrypted for each send and upload; `appservice` is the HTTP API the homeserver
+//!   pushes to (axum); `crypto` / `device`: one matrix-sdk device per acting user for encrypted
+//!   rooms (cargo feature `e2ee`, on by default); `txn`: every transaction id the bridge uses.
+//! - [`storage`]: SQLite (sqlx, `migrations/`), one file per table group (portals, puppets,
+//!   messages, inboxes, cutover, audit) with typed ids and row structs; `Store::write` is the one
+//!   write path and watches for storage faults.
+//! - [`bridge`]: the core that decides, split into parts that own their state (`portals`,
+//!   `people`, `cutover`, `catch_up`, `media`, `dedupe`), the two directions (`telegram_in`,
+//!   `matrix_in`), and `lanes`: one ordered worker per portal in each direction, and the
+//!   supervisor that restarts a crashed task (or stops the daemon when restarting cannot help).
+//! - [`app`]: `App::build(config)` / `port()` / `run_until_stopped(shutdown)`: wires the parts.
+//! - [`config`]: the operator's YAML config and the appservice registration, validated on load;
+//!   [`config_edit`]: layout-preserving edits of the config file (`tgmx primary`).
+//! - [`report`]: what `tgmx status` and `tgmx audit` say; [`check`]: the readiness check
+//!   (`tgmx check`); [`ops`]: `bootstrap` and `rollcall`, run as the bridge bot; [`cli`]: the
+//!   command line (`main.rs` only parses and dispatches).
 //! - [`metrics`]: Prometheus counters served at `/metrics`.
-//! - [`ops`]: `bootstrap` and `rollcall`, run as the bridge bot.
-//! - [`app`]: `App::build(config)` / `port()` / `run_until_stopped(shutdown)`.
-//! - [`check`]: the readiness check (`tgmx check`).
-//! - [`cli`]: the command line.
-//! - [`failpoint`]: named places tests can make fail once (`TGMX_FAILPOINTS`).
+//! - [`failpoint`]: named places tests can make fail (`TGMX_FAILPOINTS`).
 //!
 //! # Delivery guarantees
 //!
@@ -28,9 +38,9 @@
 //! from Telegram ids, so a retry cannot double-post. A Telegram send has no idempotency key: an
 //! intent row is written before each post; one found on a retry (a crash mid-send, a lost answer)
 //! means the post may have happened, and it is posted again and recorded for `tgmx audit`. A
-//! storage fault stops intake until writes work again (`storage::Store::write_fault`). Synapse can skip an appservice transaction after
-//! a failed delivery; `bridge::catch_up` finds such events in the timeline and bridges them in
-//! their place, once.
+//! storage fault stops intake until writes work again (`storage::Store::write_fault`).
+//! Synapse can skip an appservice transaction after a failed delivery; `bridge::catch_up` finds
+//! such events in the timeline and bridges them in their place, once.
 
 // matrix-sdk sync futures are deep; proving them Send needs more than the default 128.
 #![recursion_limit = "256"]

@@ -83,7 +83,25 @@ async fn a_crashed_poller_is_restarted_and_logged() {
     assert!(metrics.contains("tgmx_task_restarts_total 1"), "{metrics}");
 }
 
+/// A task that cannot run at all (the poller panics each time it starts): restarting cannot
+/// help, so after 8 crashes in a row the daemon stops with an error naming the task and a
+/// non-zero exit, for the service manager to start it afresh (and someone to notice).
+async fn a_task_that_keeps_crashing_stops_the_daemon_with_an_error() {
+    let mut app = TestApp::prepare().await;
+    app.env = vec![("TGMX_FAILPOINTS".into(), "poller-panic*,fast-restarts".into())];
+    app.launch().await;
+    let status = app.wait_exit(T).await;
+    let log = app.log();
+    assert!(!status.success(), "exit {status}: {log}");
+    assert!(
+        log.contains("task `telegram poller` crashed 8 times in a row"),
+        "{log}"
+    );
+    assert_eq!(log.matches("task crashed: failpoint poller-panic").count(), 8, "{log}");
+}
+
 both!(
+    a_task_that_keeps_crashing_stops_the_daemon_with_an_error,
     a_chat_whose_room_is_not_joined_does_not_delay_another_chat,
     a_panicking_handler_stops_neither_its_lane_nor_another,
     a_crashed_poller_is_restarted_and_logged,

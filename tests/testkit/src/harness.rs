@@ -1196,6 +1196,16 @@ impl TestApp {
         }
     }
 
+    /// Wait until the daemon process ends by itself; its exit status.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let Some(Daemon::Child(c)) = self.daemon.as_mut() else {
+            panic!("the daemon does not run as a process");
+        };
+        let status = eventually("the daemon to exit", timeout, async || c.try_wait().unwrap()).await;
+        self.daemon = None;
+        status
+    }
+
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) {
         if let Some(Daemon::Child(mut c)) = self.daemon.take() {
