@@ -230,7 +230,10 @@ impl App {
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
         bridge.shutdown_devices();
-        let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
         if let Some(e) = gave_up {
             http.abort();
             return Err(e);
@@ -358,7 +361,9 @@ async fn run_tg_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, stop: watch::Recei
         },
         move |chat: Option<i64>, lane_wake: Arc<Notify>| {
             let portal = chat.is_some_and(|c| bridge.chat_is_configured(c));
-            let room = chat.and_then(|c| bridge.portals().room_for_chat(c)).map(|r| r.to_string());
+            let room = chat
+                .and_then(|c| bridge.portals().room_for_chat(c))
+                .map(|r| r.to_string());
             let span = tracing::info_span!("lane", chat, room);
             let (b, b2, b3) = (bridge.clone(), bridge.clone(), bridge.clone());
             tokio::spawn(

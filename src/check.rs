@@ -164,10 +164,7 @@ pub async fn run(cfg: &Config, daemon_running: bool) -> Vec<Line> {
                     format!("telegram chat {} reachable", r.telegram),
                     "add the bot to the group",
                 ));
-                let admin = tg
-                    .is_privileged(ChatId(r.telegram), me.id)
-                    .await
-                    .unwrap_or(false);
+                let admin = tg.is_privileged(ChatId(r.telegram), me.id).await.unwrap_or(false);
                 out.push(line(
                     reads_all || admin,
                     format!("bot sees every message in {}", r.telegram),

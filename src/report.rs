@@ -102,14 +102,11 @@ pub async fn audit(cfg: &Config, store: &Store, since_ms: i64, daemon_running: b
     match held {
         Ok(0) => {}
         Ok(n) => r.problems.push(format!("{n} held by the homeserver")),
-        Err(e) => r
-            .problems
-            .push(format!("cannot tell what the homeserver holds ({e})")),
+        Err(e) => r.problems.push(format!("cannot tell what the homeserver holds ({e})")),
     }
     if r.problems.is_empty() && !store.has_traffic().await? {
-        r.problems.push(
-            "no traffic recorded yet: nothing to audit (is this the daemon's database?)".to_owned(),
-        );
+        r.problems
+            .push("no traffic recorded yet: nothing to audit (is this the daemon's database?)".to_owned());
     }
     Ok(r)
 }
@@ -119,10 +116,7 @@ pub async fn audit(cfg: &Config, store: &Store, since_ms: i64, daemon_running: b
 pub async fn status(cfg: &Config, store: &Store, daemon_running: bool) -> Result<Report> {
     let mut r = Report::default();
     let configured = crate::bridge::cutover::Mode::of(cfg).as_str();
-    let current = store
-        .current_mode()
-        .await?
-        .unwrap_or_else(|| "never started".into());
+    let current = store.current_mode().await?.unwrap_or_else(|| "never started".into());
     let day_ago = now_ms() - 86_400_000;
     r.line(format!("mode: {current} (config says {configured})"));
     // A write the daemon would need too: a full disk or a read-only file shows here.
@@ -209,9 +203,7 @@ pub async fn status(cfg: &Config, store: &Store, daemon_running: bool) -> Result
         Ok(n) => r
             .problems
             .push(format!("{n} held by the homeserver (see `tgmx audit`)")),
-        Err(e) => r
-            .problems
-            .push(format!("cannot tell what the homeserver holds ({e})")),
+        Err(e) => r.problems.push(format!("cannot tell what the homeserver holds ({e})")),
     }
     if !cfg.fleet.agents.is_empty() {
         r.line("agents, last message bridged:");

@@ -108,7 +108,10 @@ where
         }
         crashes += 1;
         if crashes >= GIVE_UP_AFTER {
-            tracing::error!(task = name, "task crashed: {what}; {crashes} crashes in a row, giving up");
+            tracing::error!(
+                task = name,
+                "task crashed: {what}; {crashes} crashes in a row, giving up"
+            );
             return Err(crate::Error::Internal(format!(
                 "task `{name}` crashed {crashes} times in a row (last: {what}); restarting it cannot help"
             )));

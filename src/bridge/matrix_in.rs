@@ -8,9 +8,9 @@ use super::{Bridge, SOURCE_KEY};
 use crate::error::{Error, Result};
 use crate::storage::Direction;
 use crate::telegram::TgError;
-use crate::telegram::sender::Turn;
 use crate::telegram::format::escape_html;
 use crate::telegram::html::{matrix_html_to_telegram, plain_to_telegram};
+use crate::telegram::sender::Turn;
 
 /// How long an encrypted event without keys is retried before the Telegram side is told.
 const UTD_WAIT_MS: i64 = 20_000;
@@ -154,7 +154,9 @@ impl Bridge {
             return Ok(());
         }
         match membership {
-            "join" => self.people.remember_name(room, &target, ev["content"]["displayname"].as_str()),
+            "join" => self
+                .people
+                .remember_name(room, &target, ev["content"]["displayname"].as_str()),
             "leave" | "ban" => {
                 self.people.remember_name(room, &target, None);
                 if self.is_bridge_user(&target) || self.identity_for_mx(&target).is_some() {

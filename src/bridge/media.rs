@@ -3,7 +3,6 @@
 //! homeserver's upload limit); a file over a limit becomes a clear notice on the receiving side
 //! and a row in `failures`, never silence.
 
-
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 use teloxide::types::{ChatId, FileMeta, Message, MessageId, MessageReactionUpdated, ReactionType};
@@ -480,11 +479,7 @@ impl Bridge {
             return;
         }
         let result: Result<()> = async {
-            let Some(best) = self
-                .tg
-                .profile_photo(teloxide::types::UserId(tg_user as u64))
-                .await?
-            else {
+            let Some(best) = self.tg.profile_photo(teloxide::types::UserId(tg_user as u64)).await? else {
                 return Ok(());
             };
             if self.store.puppet_avatar(tg_user).await?.as_deref() == Some(best.file.unique_id.0.as_str()) {

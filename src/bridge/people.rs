@@ -116,5 +116,4 @@ impl Bridge {
         self.people.names.lock().expect("lock").insert(key, name.clone());
         name
     }
-
 }

@@ -39,7 +39,10 @@ pub enum TgError {
     /// The bot cannot post in the chat any more: not found, kicked, blocked, deactivated, or
     /// the group became a supergroup (`migrated_to`).
     #[error("chat gone: {reason}")]
-    ChatGone { reason: String, migrated_to: Option<ChatId> },
+    ChatGone {
+        reason: String,
+        migrated_to: Option<ChatId>,
+    },
     /// Flood control: Telegram asks to wait this long.
     #[error("flood control: retry after {} s", .0.as_secs())]
     RetryAfter(Duration),
@@ -261,7 +264,12 @@ impl TelegramSender {
     }
 
     /// Post a file with its caption.
-    pub async fn send_file(&self, turn: Turn, file: OutFile, reply_to: Option<MessageId>) -> Result<MessageId, TgError> {
+    pub async fn send_file(
+        &self,
+        turn: Turn,
+        file: OutFile,
+        reply_to: Option<MessageId>,
+    ) -> Result<MessageId, TgError> {
         let chat = turn.chat;
         let input = InputFile::memory(file.bytes).file_name(file.name);
         let caption = file.caption_html;
@@ -432,13 +440,24 @@ mod tests {
     #[test]
     fn telegram_errors_become_typed_outcomes() {
         let e = |r| TgError::from_request(r, "api.example");
-        assert!(matches!(e(RequestError::Api(ApiError::MessageNotModified)), TgError::NotModified));
-        assert!(matches!(e(RequestError::Api(ApiError::RequestEntityTooLarge)), TgError::TooLarge));
         assert!(matches!(
-            e(RequestError::Api(ApiError::Unknown("Bad Request: file is too big".into()))),
+            e(RequestError::Api(ApiError::MessageNotModified)),
+            TgError::NotModified
+        ));
+        assert!(matches!(
+            e(RequestError::Api(ApiError::RequestEntityTooLarge)),
             TgError::TooLarge
         ));
-        assert!(matches!(e(RequestError::Api(ApiError::ChatNotFound)), TgError::ChatGone { .. }));
+        assert!(matches!(
+            e(RequestError::Api(ApiError::Unknown(
+                "Bad Request: file is too big".into()
+            ))),
+            TgError::TooLarge
+        ));
+        assert!(matches!(
+            e(RequestError::Api(ApiError::ChatNotFound)),
+            TgError::ChatGone { .. }
+        ));
         assert!(matches!(
             e(RequestError::MigrateToChatId(ChatId(-100))),
             TgError::ChatGone {
@@ -449,12 +468,17 @@ mod tests {
         let wait = e(RequestError::RetryAfter(teloxide::types::Seconds::from_seconds(7)));
         assert_eq!(wait.retry_after(), Some(Duration::from_secs(7)));
         assert!(wait.is_transient() && wait.had_no_effect());
-        let no_wait_given = e(RequestError::Api(ApiError::Unknown("Too Many Requests: retry later".into())));
+        let no_wait_given = e(RequestError::Api(ApiError::Unknown(
+            "Too Many Requests: retry later".into(),
+        )));
         assert!(no_wait_given.is_transient() && no_wait_given.retry_after().is_none());
         let server = e(RequestError::Api(ApiError::Unknown("Bad Gateway".into())));
         assert!(server.is_transient() && server.had_no_effect());
         let refused = e(RequestError::Api(ApiError::Unknown("Bad Request: can't parse".into())));
         assert!(!refused.is_transient());
-        assert!(matches!(e(RequestError::Api(ApiError::InvalidToken)), TgError::Unauthorized));
+        assert!(matches!(
+            e(RequestError::Api(ApiError::InvalidToken)),
+            TgError::Unauthorized
+        ));
     }
 }

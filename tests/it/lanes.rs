@@ -93,10 +93,7 @@ async fn a_task_that_keeps_crashing_stops_the_daemon_with_an_error() {
     let status = app.wait_exit(T).await;
     let log = app.log();
     assert!(!status.success(), "exit {status}: {log}");
-    assert!(
-        log.contains("task `telegram poller` crashed 8 times in a row"),
-        "{log}"
-    );
+    assert!(log.contains("task `telegram poller` crashed 8 times in a row"), "{log}");
     assert_eq!(log.matches("task crashed: failpoint poller-panic").count(), 8, "{log}");
 }
 
