@@ -78,6 +78,7 @@ impl App {
 
     /// Watch this file for live reloads (SIGHUP or a change of its content).
     pub fn with_config_path(mut self, path: PathBuf) -> App {
+        self.bridge.portals().set_config_file(path.clone());
         self.config_path = Some(path);
         self
     }
@@ -521,6 +522,8 @@ async fn setup_loop(bridge: Arc<Bridge>, mut stop: watch::Receiver<bool>) {
                 if let Err(e) = bridge.refresh_encryption().await {
                     tracing::warn!("cannot read the encryption state of every portal yet: {e}");
                 }
+                // The group's title, description and photo on portals bridged for the first time.
+                bridge.initial_room_details().await;
                 pending.is_empty()
             }
             Err(e) => {

@@ -31,6 +31,37 @@ async fn room_id(mx: &MatrixClient, room: &RoomOrAliasId) -> Option<OwnedRoomId>
     }
 }
 
+/// Whether the bot sees other bots' (agents') messages in `chat`. Telegram shows a bot another
+/// bot's group messages when it has Bot-to-Bot Communication Mode on, is an admin and has privacy
+/// mode off (<https://core.telegram.org/api/bots/bot-to-bot>). The Bot API reports the last two
+/// (`getChatMember`, `getMe`'s `can_read_all_group_messages`) but not the mode: the line says so.
+fn bot_agents_line(chat: i64, bot: &str, admin: bool, reads_all: bool) -> Line {
+    let mut todo = Vec::new();
+    if !admin {
+        todo.push(format!("make @{bot} an admin of the group"));
+    }
+    if !reads_all {
+        todo.push(format!(
+            "turn privacy mode off: @BotFather, /setprivacy, @{bot}, Disable (then remove the bot from the \
+             group and add it again: Telegram applies it to groups joined afterwards)"
+        ));
+    }
+    todo.push(format!(
+        "make sure Bot-to-Bot Communication Mode is on: @BotFather, /mybots, @{bot}, Bot Settings, \
+         Bot-to-Bot Communication"
+    ));
+    line(
+        admin && reads_all,
+        format!(
+            "bot sees bot agents' messages in {chat} (admin: {}, privacy mode: {}; Bot-to-Bot Communication \
+             Mode cannot be read through the Bot API: it must be on in @BotFather)",
+            if admin { "yes" } else { "no" },
+            if reads_all { "off" } else { "on" },
+        ),
+        todo.join("; "),
+    )
+}
+
 /// Run every check. `daemon_running` skips the second-poller probe (the daemon is the poller).
 pub async fn run(cfg: &Config, daemon_running: bool) -> Vec<Line> {
     let mut out = vec![line(true, "config valid", "")];
@@ -170,6 +201,7 @@ pub async fn run(cfg: &Config, daemon_running: bool) -> Vec<Line> {
                     format!("bot sees every message in {}", r.telegram),
                     "turn privacy mode off (@BotFather /setprivacy) or make the bot an admin",
                 ));
+                out.push(bot_agents_line(r.telegram, me.username(), admin, reads_all));
             }
             if daemon_running {
                 out.push(line(

@@ -316,6 +316,11 @@ pub struct RoomMapping {
     /// Create the room with end-to-end encryption on (`bootstrap`); unset: `encryption.default`.
     #[serde(default)]
     pub encrypted: Option<bool>,
+    /// Carry the Matrix room's name, topic and avatar to the Telegram group (`setChatTitle`,
+    /// `setChatDescription`, `setChatPhoto`; the bot needs the admin right to change the group's
+    /// info). Off by default: Telegram -> Matrix always.
+    #[serde(default)]
+    pub sync_details_to_telegram: bool,
 }
 
 impl RoomMapping {
@@ -575,6 +580,9 @@ impl Config {
             } else {
                 ", created unencrypted"
             });
+            if r.sync_details_to_telegram {
+                line.push_str(", name/topic/avatar synced to telegram");
+            }
             out.push(line);
         }
         out.push(format!("identities: {} mapping(s)", self.identities.len()));
@@ -1925,6 +1933,8 @@ logging:
                 "rooms[1].matrix", 14, 14, "mapped twice (also rooms[0])"),
             ("duplicate chat", "-100124}", "-100123}",
                 "rooms[1].telegram", 14, 48, "mapped twice"),
+            ("a room switch that is not a boolean", "-100124}", "-100124, sync_details_to_telegram: maybe}",
+                "rooms[1].sync_details_to_telegram", 14, 83, "expected a boolean"),
             ("key given twice", "  server_name: localhost\n", "  server_name: localhost\n  server_name: other\n",
                 "homeserver.server_name", 4, 3, "given twice (first on line 3, column 3)"),
             ("invalid URL", "url: \"http://127.0.0.1:8008\"", "url: \"ftp://h\"",
@@ -1985,7 +1995,7 @@ logging:
         assert_eq!(
             e,
             format!(
-                "config: {}: `rooms[1].colour` (line 14, column 57): unknown key; the keys here are matrix, telegram, name, topic, encrypted",
+                "config: {}: `rooms[1].colour` (line 14, column 57): unknown key; the keys here are matrix, telegram, name, topic, encrypted, sync_details_to_telegram",
                 path.display()
             )
         );

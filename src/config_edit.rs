@@ -1,5 +1,6 @@
 //! Minimal, layout-preserving edits of a block-style YAML file: set one scalar at a key path and
-//! leave every other byte (comments, order, blank lines) as it was. Used by `tgmx primary`.
+//! leave every other byte (comments, order, blank lines) as it was. Used by `tgmx primary`, and
+//! by the daemon when a bridged group became a supergroup ([`set_room_chat`]).
 
 use crate::error::{Error, Result};
 
@@ -138,9 +139,105 @@ pub fn set_scalar(text: &str, path: &[&str], value: &str) -> Result<String> {
     Ok(out)
 }
 
+/// The part of `line` before a ` #` comment (quotes respected).
+fn without_comment(line: &str) -> &str {
+    let mut quote: Option<char> = None;
+    let mut prev = ' ';
+    for (i, c) in line.char_indices() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '#') if prev == ' ' || prev == '\t' => return &line[..i],
+            _ => {}
+        }
+        prev = c;
+    }
+    line
+}
+
+/// In the top-level `rooms:` list, change the entry whose `telegram:` is `old` to `new` (block
+/// or flow style, quoted or not); every other byte stays. An error when there is not exactly one
+/// such entry (the caller tells the operator the line to change instead).
+pub fn set_room_chat(text: &str, old: i64, new: i64) -> Result<String> {
+    let old_s = old.to_string();
+    let mut in_rooms = false;
+    let mut found: Vec<usize> = Vec::new(); // byte offsets of the old value
+    let mut offset = 0;
+    for raw in text.split_inclusive('\n') {
+        let line = raw.trim_end_matches(['\n', '\r']);
+        let trimmed = line.trim_start();
+        let top_level = line.len() == trimmed.len() && !trimmed.is_empty() && !trimmed.starts_with('#');
+        if top_level && !trimmed.starts_with('-') {
+            in_rooms = trimmed.starts_with("rooms:");
+        }
+        if in_rooms {
+            let code = without_comment(line);
+            let mut from = 0;
+            while let Some(at) = code[from..].find("telegram") {
+                let start = from + at;
+                from = start + "telegram".len();
+                let before = code[..start].chars().next_back();
+                if before.is_some_and(|c| !matches!(c, ' ' | '\t' | '{' | ',' | '-')) {
+                    continue;
+                }
+                let rest = code[from..].trim_start();
+                let Some(value) = rest.strip_prefix(':') else {
+                    continue;
+                };
+                let value = value.trim_start();
+                let quoted = value.starts_with(['"', '\'']);
+                let digits = if quoted { &value[1..] } else { value };
+                let Some(after) = digits.strip_prefix(old_s.as_str()) else {
+                    continue;
+                };
+                if after.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '.' || c == '_') {
+                    continue;
+                }
+                let value_at = code.len() - digits.len();
+                found.push(offset + value_at);
+            }
+        }
+        offset += raw.len();
+    }
+    match found.as_slice() {
+        [at] => Ok(format!("{}{new}{}", &text[..*at], &text[at + old_s.len()..])),
+        [] => Err(Error::Config(format!("no entry of `rooms` says `telegram: {old}`"))),
+        _ => Err(Error::Config(format!(
+            "{} entries of `rooms` say `telegram: {old}`",
+            found.len()
+        ))),
+    }
+}
+
+/// Replace the file at `path` with `text`: written beside it, given the file's permissions and
+/// owner, then renamed over it (a reader sees the old file or the new one, never half of one).
+/// A symlink is followed: its target is replaced.
+pub fn write_in_place(path: &std::path::Path, text: &str) -> Result<()> {
+    let path = std::fs::canonicalize(path)?;
+    let mut tmp = path.clone().into_os_string();
+    tmp.push(".tgmx-tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, text)?;
+    let done = (|| {
+        if let Ok(meta) = std::fs::metadata(&path) {
+            std::fs::set_permissions(&tmp, meta.permissions())?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::MetadataExt;
+                std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid()))?;
+            }
+        }
+        std::fs::rename(&tmp, &path)
+    })();
+    if done.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    Ok(done?)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::set_scalar;
+    use super::{set_room_chat, set_scalar};
 
     const DOC: &str = "# top\nhomeserver:\n  url: x\ngateway:\n  # the mode\n  primary_platform: telegram   # edit me\n  fallback_platform: matrix\n  telegram:\n    enabled: true\n    api_url: \"http://a#b\"\nrooms: []\n";
 
@@ -177,5 +274,23 @@ mod tests {
     fn refuses_what_it_cannot_edit_safely() {
         assert!(set_scalar("rooms: []\n", &["gateway", "primary_platform"], "m").is_err());
         assert!(set_scalar("gateway: {telegram: {}}\n", &["gateway", "primary_platform"], "m").is_err());
+    }
+
+    #[test]
+    fn a_room_follows_its_upgraded_chat_and_nothing_else_changes() {
+        let doc = "rooms:\n  - {matrix: \"#a:hs\", telegram: -123}  # ops\n  - matrix: \"#b:hs\"\n    telegram: -1234\nidentities:\n  - {matrix: \"@x:hs\", telegram: -123}\n";
+        let out = set_room_chat(doc, -123, -100123).unwrap();
+        assert_eq!(out, doc.replacen("telegram: -123}", "telegram: -100123}", 1));
+        let out = set_room_chat(doc, -1234, -1001234).unwrap();
+        assert_eq!(out, doc.replace("    telegram: -1234\n", "    telegram: -1001234\n"));
+        let quoted = "rooms:\n- matrix: x\n  telegram: \"-5\" # old\n";
+        assert_eq!(
+            set_room_chat(quoted, -5, -1005).unwrap(),
+            "rooms:\n- matrix: x\n  telegram: \"-1005\" # old\n"
+        );
+        // Not in `rooms`, only in a comment, or twice: refused.
+        assert!(set_room_chat(doc, -12, -100).is_err());
+        assert!(set_room_chat("rooms:\n  # telegram: -7\n", -7, -100).is_err());
+        assert!(set_room_chat("rooms:\n  - {telegram: -7}\n  - {telegram: -7}\n", -7, -100).is_err());
     }
 }

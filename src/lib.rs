@@ -57,6 +57,7 @@ pub mod matrix;
 pub mod metrics;
 pub mod ops;
 pub mod report;
+pub mod split;
 pub mod storage;
 pub mod telegram;
 

@@ -163,6 +163,10 @@ pub async fn status(cfg: &Config, store: &Store, daemon_running: bool) -> Result
             r.problems.push(format!("{} not linked", room.matrix));
         }
     }
+    r.line("members (Telegram lists only its administrators and a count):");
+    for l in crate::bridge::room_details::member_report(cfg, store).await {
+        r.line(l);
+    }
     for d in [Direction::TgToMx, Direction::MxToTg] {
         let mut lat = store.latencies_since(d, day_ago).await?;
         lat.sort_unstable();

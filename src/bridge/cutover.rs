@@ -221,6 +221,8 @@ impl Bridge {
     pub async fn reload(&self, new: Config) -> Result<()> {
         let old = self.cfg();
         let (merged, ignored) = merge_live(&old, &new);
+        // A chat that became a supergroup is bridged under its new id, whatever the file says.
+        let merged = self.portals.follow_upgrades(merged);
         for key in &ignored {
             tracing::warn!(
                 key,

@@ -1,12 +1,14 @@
 //! Matrix -> Telegram: one stored appservice event at a time.
 
-use ruma::{OwnedRoomId, OwnedUserId, UserId};
+use ruma::{EventId, OwnedRoomId, OwnedUserId, UserId};
 use serde_json::Value;
 use teloxide::types::{ChatId, MessageId};
 
 use super::{Bridge, SOURCE_KEY};
 use crate::error::{Error, Result};
 use crate::storage::Direction;
+use crate::split::{Measure, TELEGRAM_TEXT, split_html};
+use crate::storage::MessagePart;
 use crate::telegram::TgError;
 use crate::telegram::format::escape_html;
 use crate::telegram::html::{matrix_html_to_telegram, plain_to_telegram};
@@ -74,6 +76,9 @@ impl Bridge {
         };
         if kind == "m.room.encryption" && ev["state_key"] == "" {
             return self.room_encrypted(&room).await;
+        }
+        if matches!(kind, "m.room.name" | "m.room.topic" | "m.room.avatar") {
+            return self.mx_room_detail(&ev, &room, &sender, chat, kind).await;
         }
         if self.is_own_echo(&ev) {
             return Ok(()); // normally not even stored (see `is_own_echo`)
@@ -214,15 +219,7 @@ impl Bridge {
                 content
             };
             let text = self.relay_text(room, sender, new_content).await;
-            match self
-                .tg
-                .edit_html(ChatId(link.tg_chat_id), MessageId(link.tg_msg_id), text)
-                .await
-            {
-                Ok(()) | Err(TgError::NotModified) => {}
-                Err(e) => return Err(e.into()),
-            }
-            return Ok(());
+            return self.edit_text_parts(&link, text).await;
         }
         if self.store.link_by_event(event_id).await?.is_some() {
             return Ok(()); // already relayed before a restart
@@ -263,12 +260,7 @@ impl Bridge {
                     self.mx_media_to_tg(ev, room, sender, chat, reply_to).await
                 } else {
                     let text = self.relay_text(room, sender, content).await;
-                    let turn = self.turn_for(event_id.as_str(), chat).await?;
-                    self.tg
-                        .send_html(turn, text, reply_to.map(MessageId))
-                        .await
-                        .map(|m| m.0)
-                        .map_err(Error::from)
+                    self.send_text_parts(event_id, chat, text, reply_to).await
                 };
                 match sent {
                     Ok(sent) => sent,
@@ -276,7 +268,8 @@ impl Bridge {
                         if !e.may_have_reached_telegram() {
                             self.store.forget_send(event_id).await?;
                         }
-                        return Err(e);
+                        // A group that became a supergroup: sent again, to the new id.
+                        return Err(self.upgraded_since(chat, e).await);
                     }
                 }
             }
@@ -295,23 +288,109 @@ impl Bridge {
         Ok(())
     }
 
+    /// Post Telegram HTML for `event_id`: in one message when it fits, else in parts cut at
+    /// paragraph, line or word boundaries (`crate::split`), each recorded as soon as it is sent,
+    /// so a retry after a crash or an error sends only the parts still missing. The first part
+    /// replies to `reply_to`. Returns the first part's message id.
+    async fn send_text_parts(&self, event_id: &EventId, chat: i64, html: String, reply_to: Option<i32>) -> Result<i32> {
+        let parts = split_html(&html, TELEGRAM_TEXT, Measure::VisibleUtf16);
+        if parts.len() == 1 {
+            let turn = self.turn_for(event_id.as_str(), chat).await?;
+            return Ok(self.tg.send_html(turn, html, reply_to.map(MessageId)).await?.0);
+        }
+        let done = self.store.parts_of_event(event_id).await?;
+        let mut first = done.iter().find(|p| p.part == 0).map(|p| p.tg_msg_id);
+        let count = parts.len();
+        for (i, part) in parts.into_iter().enumerate() {
+            let i = i as i64;
+            if done.iter().any(|p| p.part == i) {
+                continue;
+            }
+            let turn = self.turn_for_part(event_id, chat, i).await?;
+            let reply = if i == 0 { reply_to } else { None };
+            let msg = self.tg.send_html(turn, part, reply.map(MessageId)).await?.0;
+            self.store
+                .save_part(&MessagePart {
+                    mx_event_id: event_id.to_owned(),
+                    part: i,
+                    tg_chat_id: chat,
+                    tg_msg_id: msg,
+                    part_event_id: event_id.to_owned(),
+                })
+                .await?;
+            first.get_or_insert(msg);
+        }
+        tracing::info!(%event_id, chat, parts = count, "long message sent in parts");
+        first.ok_or_else(|| Error::Internal("a message in parts without a first part".into()))
+    }
+
+    /// Apply an edit of a Matrix message to its Telegram message, or to every part of it: parts
+    /// are edited in place, new parts sent, parts no longer needed deleted.
+    async fn edit_text_parts(&self, link: &crate::storage::MessageLink, html: String) -> Result<()> {
+        let chat = link.tg_chat_id;
+        let old = self.store.parts_of_event(&link.mx_event_id).await?;
+        let mut old_msgs: Vec<i32> = old.iter().map(|p| p.tg_msg_id).collect();
+        if old_msgs.is_empty() {
+            old_msgs.push(link.tg_msg_id);
+        }
+        let new = split_html(&html, TELEGRAM_TEXT, Measure::VisibleUtf16);
+        let record = |i: usize, msg: i32| MessagePart {
+            mx_event_id: link.mx_event_id.clone(),
+            part: i as i64,
+            tg_chat_id: chat,
+            tg_msg_id: msg,
+            part_event_id: link.mx_event_id.clone(),
+        };
+        for (i, part) in new.iter().enumerate() {
+            match old_msgs.get(i) {
+                Some(msg) => match self.tg.edit_html(ChatId(chat), MessageId(*msg), part.clone()).await {
+                    Ok(()) | Err(TgError::NotModified) => {}
+                    Err(e) => return Err(e.into()),
+                },
+                None => {
+                    if i == 1 && old.is_empty() {
+                        // The message was whole until now: its first part is recorded too.
+                        self.store.save_part(&record(0, link.tg_msg_id)).await?;
+                    }
+                    let turn = self.tg.turn(ChatId(chat)).await;
+                    let msg = self.tg.send_html(turn, part.clone(), None).await?.0;
+                    self.store.save_part(&record(i, msg)).await?;
+                }
+            }
+        }
+        for (i, msg) in old_msgs.iter().enumerate().skip(new.len()) {
+            if let Err(e) = self.tg.delete(ChatId(chat), MessageId(*msg)).await {
+                tracing::warn!(chat, msg, "deleting a part no longer needed failed: {e}");
+            }
+            self.store.drop_part(&link.mx_event_id, i as i64).await?;
+        }
+        Ok(())
+    }
+
     /// Take a turn to post in `chat` (pacing), then record the send intent of `event_id`: right
     /// before the request, so a stop before it (while downloading a file, or waiting for the
     /// chat's rate) leaves no intent behind and no false "may show twice".
     pub(super) async fn turn_for(&self, event_id: &str, chat: i64) -> Result<Turn> {
         let turn = self.tg.turn(ChatId(chat)).await;
-        self.begin_send(event_id, chat).await?;
+        self.begin_send(event_id, chat, 0).await?;
+        Ok(turn)
+    }
+
+    /// [`Bridge::turn_for`] for part `part` of a message sent in parts.
+    pub(super) async fn turn_for_part(&self, event_id: &EventId, chat: i64, part: i64) -> Result<Turn> {
+        let turn = self.tg.turn(ChatId(chat)).await;
+        self.begin_send(event_id.as_str(), chat, part).await?;
         Ok(turn)
     }
 
     /// Record that `event_id` is about to be posted. If an earlier attempt may have posted it
     /// (the daemon stopped mid-send, or Telegram's answer was lost), it is posted again and the
     /// possible repeat is recorded for `tgmx audit`: a lost message is worse than a repeated one.
-    async fn begin_send(&self, event_id: &str, chat: i64) -> Result<()> {
+    async fn begin_send(&self, event_id: &str, chat: i64, part: i64) -> Result<()> {
         let Ok(id) = <&ruma::EventId>::try_from(event_id) else {
             return Ok(()); // no id to key an intent by (`mx_message` takes only events with one)
         };
-        if let Some(at) = self.store.begin_send(id, chat).await? {
+        if let Some(at) = self.store.begin_send(id, chat, part).await? {
             let age_s = (crate::storage::now_ms() - at) / 1000;
             tracing::warn!(
                 event_id,
@@ -354,10 +433,18 @@ impl Bridge {
         if link.tg_chat_id != chat {
             return Ok(());
         }
-        match self.tg.delete(ChatId(chat), MessageId(link.tg_msg_id)).await {
-            Ok(()) => tracing::debug!(chat, msg = link.tg_msg_id, "redaction -> deleteMessage"),
-            // A Telegram user's message can only be deleted by an admin bot; not fatal.
-            Err(e) => tracing::warn!(chat, msg = link.tg_msg_id, "deleteMessage failed: {e}"),
+        let parts = self.store.parts_of_event(target).await?;
+        let msgs: Vec<i32> = if parts.is_empty() {
+            vec![link.tg_msg_id]
+        } else {
+            parts.iter().map(|p| p.tg_msg_id).collect()
+        };
+        for msg in msgs {
+            match self.tg.delete(ChatId(chat), MessageId(msg)).await {
+                Ok(()) => tracing::debug!(chat, msg, "redaction -> deleteMessage"),
+                // A Telegram user's message can only be deleted by an admin bot; not fatal.
+                Err(e) => tracing::warn!(chat, msg, "deleteMessage failed: {e}"),
+            }
         }
         Ok(())
     }

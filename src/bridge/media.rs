@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::matrix::intent::MediaSource;
 use crate::storage::Direction;
 use crate::telegram::format::{entities_to_html, escape_html, has_formatting};
+use crate::split::{Measure, TELEGRAM_CAPTION, TELEGRAM_TEXT, split_html};
 use crate::telegram::sender::{FileKind, OutFile, TgError};
 
 /// A file attached to a Telegram message, with what Matrix needs to know about it.
@@ -290,20 +291,59 @@ impl Bridge {
         chat: i64,
         reply_to: Option<i32>,
     ) -> Result<i32> {
-        let event_id = ev["event_id"].as_str().unwrap_or_default();
         let content = &ev["content"];
-        let msgtype = content["msgtype"].as_str().unwrap_or_default();
         let name_html = format!("<b>{}</b>", escape_html(&self.matrix_name(room, sender).await));
         let body = content["body"].as_str().unwrap_or_default();
-        let filename = content["filename"].as_str().unwrap_or(body).to_owned();
         let caption_text = content["filename"].as_str().filter(|f| *f != body).map(|_| body);
-        let mut caption = match caption_text {
+        let caption = match caption_text {
             Some(c) => format!("{name_html}: {}", escape_html(c)),
             None => name_html.clone(),
         };
-        if caption.chars().count() > 1000 {
-            caption = caption.chars().take(1000).collect::<String>() + "…";
+        // A caption over Telegram's 1024: the file with the first part, the rest as text.
+        let mut caption_parts = split_html(&caption, TELEGRAM_CAPTION, Measure::VisibleUtf16).into_iter();
+        let caption = caption_parts.next().unwrap_or_default();
+        let rest: String = caption_parts.collect();
+        let event_id = ev["event_id"].as_str().and_then(|e| <&ruma::EventId>::try_from(e).ok());
+        let (false, Some(event_id)) = (rest.is_empty(), event_id) else {
+            return self.mx_media_post(ev, &name_html, caption, chat, reply_to).await;
+        };
+        let done = self.store.parts_of_event(event_id).await?;
+        let first = match done.iter().find(|p| p.part == 0) {
+            Some(p) => p.tg_msg_id,
+            None => {
+                let msg = self.mx_media_post(ev, &name_html, caption, chat, reply_to).await?;
+                self.store.save_part(&part_of(event_id, 0, chat, msg)).await?;
+                msg
+            }
+        };
+        let texts = split_html(&rest, TELEGRAM_TEXT, Measure::VisibleUtf16);
+        for (k, text) in texts.into_iter().enumerate() {
+            let i = k as i64 + 1;
+            if done.iter().any(|p| p.part == i) {
+                continue;
+            }
+            let turn = self.turn_for_part(event_id, chat, i).await?;
+            let msg = self.tg.send_html(turn, text, None).await?.0;
+            self.store.save_part(&part_of(event_id, i, chat, msg)).await?;
         }
+        Ok(first)
+    }
+
+    /// Post a Matrix file to Telegram with `caption` (at most 1024 characters): the file, or a
+    /// notice when it cannot be carried. Returns the message id of what was sent.
+    async fn mx_media_post(
+        &self,
+        ev: &Value,
+        name_html: &str,
+        caption: String,
+        chat: i64,
+        reply_to: Option<i32>,
+    ) -> Result<i32> {
+        let event_id = ev["event_id"].as_str().unwrap_or_default();
+        let content = &ev["content"];
+        let msgtype = content["msgtype"].as_str().unwrap_or_default();
+        let body = content["body"].as_str().unwrap_or_default();
+        let filename = content["filename"].as_str().unwrap_or(body).to_owned();
         let tcfg = self.cfg().gateway.telegram.clone();
         let Some(source) = MediaSource::of_content(content) else {
             let text = format!(
@@ -328,7 +368,7 @@ impl Bridge {
         let (bytes, mime) = match fetched {
             Ok(b) => b,
             Err(e @ Error::TooLarge { .. }) => {
-                return self.tg_too_large_notice(ev, chat, &name_html, &filename, &e).await;
+                return self.tg_too_large_notice(ev, chat, name_html, &filename, &e).await;
             }
             Err(e) => return Err(e),
         };
@@ -362,7 +402,7 @@ impl Bridge {
                     size,
                     limit: tcfg.max_upload_bytes,
                 };
-                self.tg_too_large_notice(ev, chat, &name_html, &filename, &e).await
+                self.tg_too_large_notice(ev, chat, name_html, &filename, &e).await
             }
             Err(e) => Err(e.into()),
         }
@@ -496,5 +536,16 @@ impl Bridge {
         if let Err(e) = result {
             tracing::debug!(%mxid, "avatar not updated: {e}");
         }
+    }
+}
+
+/// A part of a Matrix message sent to Telegram in parts.
+fn part_of(event_id: &ruma::EventId, part: i64, chat: i64, msg: i32) -> crate::storage::MessagePart {
+    crate::storage::MessagePart {
+        mx_event_id: event_id.to_owned(),
+        part,
+        tg_chat_id: chat,
+        tg_msg_id: msg,
+        part_event_id: event_id.to_owned(),
     }
 }

@@ -20,7 +20,10 @@ pub mod matrix_in;
 pub mod media;
 pub mod people;
 pub mod portals;
+pub mod room_details;
+pub mod service;
 pub mod telegram_in;
+pub mod upgrade;
 
 use std::sync::{Arc, RwLock};
 

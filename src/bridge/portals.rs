@@ -6,6 +6,7 @@
 //! were linked in earlier runs.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -25,12 +26,77 @@ pub struct Portals {
     ready: AtomicBool,
     /// Wakes the setup loop after the room list changed or an invite was accepted.
     setup_wake: Notify,
+    /// Groups that became supergroups: old chat id -> new (see `bridge::upgrade`).
+    upgraded: RwLock<HashMap<i64, i64>>,
+    /// The config file the daemon runs with, when it has one (updated when a chat is upgraded).
+    config_file: RwLock<Option<PathBuf>>,
+    /// Held while an upgrade is recorded: its two service messages come in two lanes at once.
+    upgrading: tokio::sync::Mutex<()>,
 }
 
 impl Portals {
-    /// The room bridged to `chat`, once resolved.
+    /// The room bridged to `chat`, once resolved. A group that became a supergroup is bridged
+    /// where its supergroup is (its last messages may still be bridged after the upgrade).
     pub fn room_for_chat(&self, chat: i64) -> Option<OwnedRoomId> {
-        self.map.read().expect("lock").get(&chat).cloned()
+        self.map.read().expect("lock").get(&self.current_chat(chat)).cloned()
+    }
+
+    /// The chat `chat` is now: the supergroup it became, or itself.
+    pub fn current_chat(&self, chat: i64) -> i64 {
+        let upgraded = self.upgraded.read().expect("lock");
+        let mut at = chat;
+        // Chains are resolved when recorded; the bound only guards against a cycle.
+        for _ in 0..8 {
+            match upgraded.get(&at) {
+                Some(&next) if next != at => at = next,
+                _ => break,
+            }
+        }
+        at
+    }
+
+    /// Note that group `old` became supergroup `new`: its portal (if any) is `new`'s from now
+    /// on. `false` when this was known already.
+    pub fn note_upgrade(&self, old: i64, new: i64) -> bool {
+        let mut upgraded = self.upgraded.write().expect("lock");
+        if upgraded.get(&old) == Some(&new) {
+            return false;
+        }
+        for to in upgraded.values_mut() {
+            if *to == old {
+                *to = new;
+            }
+        }
+        upgraded.insert(old, new);
+        drop(upgraded);
+        let mut map = self.map.write().expect("lock");
+        if let Some(room) = map.remove(&old) {
+            map.insert(new, room);
+        }
+        true
+    }
+
+    /// `cfg` with each room's `telegram` chat replaced by the supergroup it became, if it did.
+    pub fn follow_upgrades(&self, mut cfg: Config) -> Config {
+        for r in &mut cfg.rooms {
+            r.telegram = self.current_chat(r.telegram);
+        }
+        cfg
+    }
+
+    /// Until no other upgrade is being recorded (held by the caller while it records one).
+    pub async fn one_upgrade_at_a_time(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.upgrading.lock().await
+    }
+
+    /// The config file the daemon runs with (`tgmx run -c`), to update when a chat is upgraded.
+    pub fn set_config_file(&self, path: PathBuf) {
+        *self.config_file.write().expect("lock") = Some(path);
+    }
+
+    /// The config file the daemon runs with, if it knows it.
+    pub fn config_file(&self) -> Option<PathBuf> {
+        self.config_file.read().expect("lock").clone()
     }
 
     /// The chat bridged to `room`, if it is a portal.
@@ -101,6 +167,7 @@ impl Bridge {
 
     /// Portals known from an earlier run, so bridging starts before the homeserver answers.
     pub async fn load_portals(&self) -> Result<()> {
+        self.load_upgrades().await?;
         let cfg = self.cfg();
         for r in &cfg.rooms {
             let Some(portal) = self.store.portal(r.telegram).await? else {

@@ -9,6 +9,11 @@ use crate::error::{Error, Result};
 use crate::storage::Direction;
 use crate::telegram::format::{entities_to_html, has_formatting};
 
+/// A Matrix event is at most 65,536 bytes; content above this is sent in parts.
+const MATRIX_CONTENT_MAX: usize = 60_000;
+/// The HTML of one part (its plain body is at most as long, so a part stays well under the limit).
+const MATRIX_PART_BYTES: usize = 24_000;
+
 impl Bridge {
     /// Bridge one stored Telegram update (JSON as Telegram sent it), read leniently: what cannot
     /// be read is left out and recorded for `tgmx audit`; an update that cannot be read at all
@@ -130,7 +135,7 @@ impl Bridge {
             return Ok(real);
         }
         let mxid = self.puppet_mxid(tg_id);
-        let name = user.full_name();
+        let name = super::people::puppet_name(user);
         match self.store.puppet(tg_id).await? {
             Some(p) if p.displayname.as_deref() == Some(name.as_str()) => {}
             known => {
@@ -176,6 +181,13 @@ impl Bridge {
 
     async fn tg_message(&self, m: &Message) -> Result<()> {
         let chat = m.chat.id.0;
+        // The group became a supergroup: the portal follows the new id (`upgrade`).
+        if let Some(to) = m.migrate_to_chat_id() {
+            return self.chat_upgraded(chat, to.0, "service message in the group").await;
+        }
+        if let Some(from) = m.migrate_from_chat_id() {
+            return self.chat_upgraded(from.0, chat, "service message in the supergroup").await;
+        }
         let Some(room) = self.portal_of(chat)? else {
             tracing::debug!(chat, "message from an unbridged chat ignored");
             return Ok(());
@@ -183,9 +195,17 @@ impl Bridge {
         if self.store.link_by_tg(chat, m.id.0).await?.is_some() {
             return Ok(()); // already bridged before a restart
         }
+        if self.tg_service(m, &room).await? {
+            return Ok(()); // a service message (joins, leaves, title, photo, pin): `service`
+        }
         let Some(from) = m.from.as_ref() else {
             return Ok(());
         };
+        if self.is_own_bot(Some(from)) {
+            // Telegram does not send a bot its own posts; should one come, it is not relayed back.
+            tracing::debug!(chat, msg = m.id.0, "own bot's message ignored");
+            return Ok(());
+        }
         if let (Some(identity), Some(text)) = (self.identity_for_tg(from.id.0 as i64), m.text().or(m.caption()))
             && let Some(twin) = self
                 .matrix_twin(&identity, chat, &room, m.id.0, text, m.date.timestamp_millis())
@@ -218,11 +238,7 @@ impl Bridge {
             }
         }
         content[SOURCE_KEY] = json!({"chat": chat, "message": m.id.0});
-        // Derived from the Telegram ids: a retry after a crash reuses it and cannot double-post.
-        let txn = crate::matrix::txn::telegram_message(chat, m.id.0);
-        let event = self
-            .send_event(&room, &sender, "m.room.message", &txn, &content)
-            .await?;
+        let event = self.send_message_parts(&room, &sender, chat, m.id.0, content).await?;
         self.store
             .link_message(
                 chat,
@@ -237,6 +253,56 @@ impl Bridge {
         crate::metrics::METRICS.delivered(Direction::TgToMx, crate::storage::now_ms() - m.date.timestamp_millis());
         tracing::debug!(chat, msg = m.id.0, %event, "telegram -> matrix");
         Ok(())
+    }
+
+    /// Send a Telegram message's Matrix content: as one event when it fits, else (a text whose
+    /// HTML, mentions and links make it larger than a Matrix event may be) in parts cut like
+    /// long Matrix messages are for Telegram (`crate::split`), each recorded in `message_parts`.
+    /// Transaction ids derive from the Telegram ids and the part, so a retry after a crash
+    /// cannot double-post. Returns the first part's event.
+    async fn send_message_parts(
+        &self,
+        room: &ruma::RoomId,
+        sender: &ruma::UserId,
+        chat: i64,
+        msg: i32,
+        content: Value,
+    ) -> Result<ruma::OwnedEventId> {
+        use crate::split::{Measure, plain_of, split_html};
+        let size = serde_json::to_vec(&content).map_or(0, |v| v.len());
+        let html = content["formatted_body"].as_str().filter(|_| size > MATRIX_CONTENT_MAX);
+        let is_text = matches!(content["msgtype"].as_str(), Some("m.text" | "m.notice" | "m.emote"));
+        let (Some(html), true) = (html, is_text) else {
+            let txn = crate::matrix::txn::telegram_message(chat, msg);
+            return self.send_event(room, sender, "m.room.message", &txn, &content).await;
+        };
+        let parts = split_html(html, MATRIX_PART_BYTES, Measure::RawBytes);
+        let mut first: Option<ruma::OwnedEventId> = None;
+        for (i, part) in parts.iter().enumerate() {
+            let mut c = content.clone();
+            c["formatted_body"] = json!(part);
+            c["body"] = json!(plain_of(part));
+            if i > 0 && let Some(obj) = c.as_object_mut() {
+                obj.remove("m.relates_to"); // only the first part is the reply
+            }
+            let txn = match i {
+                0 => crate::matrix::txn::telegram_message(chat, msg),
+                _ => crate::matrix::txn::telegram_message_part(chat, msg, i),
+            };
+            let event = self.send_event(room, sender, "m.room.message", &txn, &c).await?;
+            self.store
+                .save_part(&crate::storage::MessagePart {
+                    mx_event_id: first.clone().unwrap_or_else(|| event.clone()),
+                    part: i as i64,
+                    tg_chat_id: chat,
+                    tg_msg_id: msg,
+                    part_event_id: event.clone(),
+                })
+                .await?;
+            first.get_or_insert(event);
+        }
+        tracing::info!(chat, msg, parts = parts.len(), "telegram message too large for one Matrix event: sent in parts");
+        first.ok_or_else(|| Error::Internal("a message in parts without a first part".into()))
     }
 
     async fn tg_edit(&self, m: &Message) -> Result<()> {

@@ -49,6 +49,7 @@ pub(super) mod endpoint {
     pub const MEDIA_CONFIG_LEGACY: SinglePath = SinglePath::new("/_matrix/media/v3/config");
     pub const UPLOAD: SinglePath = SinglePath::new("/_matrix/media/v3/upload");
     pub const DOWNLOAD: SinglePath = SinglePath::new("/_matrix/client/v1/media/download/{serverName}/{mediaId}");
+    pub const KICK: SinglePath = SinglePath::new("/_matrix/client/v3/rooms/{roomId}/kick");
 }
 
 /// The request path of `endpoint` with its variables filled in, percent-encoded by ruma. The
@@ -530,6 +531,42 @@ impl MatrixClient {
             }
         }
         Ok((bytes, mime))
+    }
+}
+
+/// Room state and membership changes with a reason (room details, puppets leaving).
+impl MatrixClient {
+    /// Set a state event of `room` as `user`; returns the event id.
+    pub async fn set_state(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        event_type: &str,
+        state_key: &str,
+        content: &Value,
+    ) -> Result<OwnedEventId> {
+        let path = path(&endpoint::STATE, &[&room, &event_type, &state_key]);
+        let v = self.request(Method::PUT, &path, Some(user), Some(content)).await?;
+        v["event_id"]
+            .as_str()
+            .and_then(|e| OwnedEventId::try_from(e).ok())
+            .ok_or_else(|| Error::MatrixTransport("state: no event_id in response".into()))
+    }
+
+    /// Remove `user` from `room` as `by`, with a reason (needs the kick power level).
+    pub async fn kick(&self, room: &RoomId, by: &UserId, user: &UserId, reason: &str) -> Result<()> {
+        let path = path(&endpoint::KICK, &[&room]);
+        let body = json!({"user_id": user, "reason": reason});
+        self.request(Method::POST, &path, Some(by), Some(&body)).await?;
+        Ok(())
+    }
+
+    /// Leave `room` as `user`, with a reason.
+    pub async fn leave_because(&self, room: &RoomId, user: &UserId, reason: &str) -> Result<()> {
+        let path = path(&endpoint::LEAVE, &[&room]);
+        self.request(Method::POST, &path, Some(user), Some(&json!({"reason": reason})))
+            .await?;
+        Ok(())
     }
 }
 

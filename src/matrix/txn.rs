@@ -21,6 +21,12 @@ pub fn telegram_message(chat: i64, msg: i32) -> OwnedTransactionId {
     id(format!("tg{chat}_{msg}"))
 }
 
+/// Part `part` (1, 2, ...) of a Telegram message too large for one Matrix event (part 0 is
+/// [`telegram_message`]).
+pub fn telegram_message_part(chat: i64, msg: i32, part: usize) -> OwnedTransactionId {
+    id(format!("tg{chat}_{msg}_p{part}"))
+}
+
 /// An edit of a Telegram message (one per edit time).
 pub fn telegram_edit(chat: i64, msg: i32, edit_ts: i64) -> OwnedTransactionId {
     id(format!("tg{chat}_{msg}_e{edit_ts}"))

@@ -40,6 +40,33 @@ pub struct RemovedReaction {
     pub direction: Direction,
 }
 
+/// A row of `message_parts`: one part of a message too long for the other side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessagePart {
+    /// The message's Matrix event (its first part's, for Telegram -> Matrix).
+    pub mx_event_id: OwnedEventId,
+    /// 0, 1, 2, ... in order.
+    pub part: i64,
+    pub tg_chat_id: i64,
+    /// The Telegram message of this part (Matrix -> Telegram), or the one message
+    /// (Telegram -> Matrix).
+    pub tg_msg_id: i32,
+    /// The Matrix event of this part (Telegram -> Matrix), or the one event (Matrix -> Telegram).
+    pub part_event_id: OwnedEventId,
+}
+
+impl MessagePart {
+    fn from_row((ev, part, chat, msg, part_ev): (String, i64, i64, i32, String)) -> Result<MessagePart> {
+        Ok(MessagePart {
+            mx_event_id: parse_id("message_parts.mx_event_id", ev)?,
+            part,
+            tg_chat_id: chat,
+            tg_msg_id: msg,
+            part_event_id: parse_id("message_parts.part_event_id", part_ev)?,
+        })
+    }
+}
+
 impl Store {
     // ---- message map ----
 
@@ -83,26 +110,90 @@ impl Store {
         .await
     }
 
-    /// Note that `mx_event_id` is about to be sent to Telegram. Returns when an earlier attempt
-    /// started (unix ms) if one did and its outcome is unknown: it may have reached Telegram.
-    pub async fn begin_send(&self, mx_event_id: &EventId, tg_chat_id: i64) -> Result<Option<i64>> {
+    /// Note that part `part` of `mx_event_id` (0: the first, or the whole message) is about to
+    /// be sent to Telegram. Returns when an earlier attempt at the same part started (unix ms) if
+    /// one did and its outcome is unknown: it may have reached Telegram. An intent left by an
+    /// earlier part (recorded in `message_parts` since) is moved on to this part.
+    pub async fn begin_send(&self, mx_event_id: &EventId, tg_chat_id: i64, part: i64) -> Result<Option<i64>> {
         self.write(true, async |tx| {
-            let earlier: Option<i64> =
-                sqlx::query_scalar("SELECT started_at FROM tg_send_intents WHERE mx_event_id = ?")
+            let earlier: Option<(i64, i64)> =
+                sqlx::query_as("SELECT started_at, part FROM tg_send_intents WHERE mx_event_id = ?")
                     .bind(mx_event_id.as_str())
                     .fetch_optional(&mut *tx)
                     .await?;
-            if earlier.is_none() {
-                sqlx::query("INSERT INTO tg_send_intents (mx_event_id, tg_chat_id, started_at) VALUES (?, ?, ?)")
+            match earlier {
+                Some((at, p)) if p >= part => Ok(Some(at)),
+                _ => {
+                    sqlx::query(
+                        "INSERT INTO tg_send_intents (mx_event_id, tg_chat_id, started_at, part) VALUES (?, ?, ?, ?) \
+                         ON CONFLICT (mx_event_id) DO UPDATE SET started_at = excluded.started_at, part = excluded.part",
+                    )
                     .bind(mx_event_id.as_str())
                     .bind(tg_chat_id)
                     .bind(now_ms())
+                    .bind(part)
                     .execute(&mut *tx)
                     .await?;
+                    Ok(None)
+                }
             }
-            Ok(earlier)
         })
         .await
+    }
+
+    /// Record part `part` of a message carried in parts, as soon as it is sent (see
+    /// `message_parts`).
+    pub async fn save_part(&self, p: &MessagePart) -> Result<()> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO message_parts (mx_event_id, part, tg_chat_id, tg_msg_id, part_event_id) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(p.mx_event_id.as_str())
+        .bind(p.part)
+        .bind(p.tg_chat_id)
+        .bind(p.tg_msg_id)
+        .bind(p.part_event_id.as_str())
+        .execute(&self.pool)
+        .map(|r| self.noted(r))
+        .await?;
+        Ok(())
+    }
+
+    /// The parts of a message carried in parts, by the Matrix event of its first part (empty:
+    /// carried whole, or no part sent yet).
+    pub async fn parts_of_event(&self, mx_event_id: &EventId) -> Result<Vec<MessagePart>> {
+        let rows: Vec<(String, i64, i64, i32, String)> = sqlx::query_as(
+            "SELECT mx_event_id, part, tg_chat_id, tg_msg_id, part_event_id FROM message_parts \
+             WHERE mx_event_id = ? ORDER BY part",
+        )
+        .bind(mx_event_id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(MessagePart::from_row).collect()
+    }
+
+    /// Forget part `part` of a message (an edit made it shorter).
+    pub async fn drop_part(&self, mx_event_id: &EventId, part: i64) -> Result<()> {
+        sqlx::query("DELETE FROM message_parts WHERE mx_event_id = ? AND part = ?")
+            .bind(mx_event_id.as_str())
+            .bind(part)
+            .execute(&self.pool)
+            .map(|r| self.noted(r))
+            .await?;
+        Ok(())
+    }
+
+    /// The parts of a message carried in parts, by its Telegram message.
+    pub async fn parts_of_tg(&self, tg_chat_id: i64, tg_msg_id: i32) -> Result<Vec<MessagePart>> {
+        let rows: Vec<(String, i64, i64, i32, String)> = sqlx::query_as(
+            "SELECT mx_event_id, part, tg_chat_id, tg_msg_id, part_event_id FROM message_parts \
+             WHERE tg_chat_id = ? AND tg_msg_id = ? ORDER BY part",
+        )
+        .bind(tg_chat_id)
+        .bind(tg_msg_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(MessagePart::from_row).collect()
     }
 
     /// An attempt that certainly sent nothing (Telegram answered with an error): forget it.

@@ -29,7 +29,7 @@ pub mod puppets;
 pub use audit::{Failure, Pending, Shortfall};
 pub use cutover::{PendingAnnouncement, Switch};
 pub use inbox::{BATCH, InboxItem, MxEvent, TgUpdate};
-pub use messages::{MessageLink, RemovedReaction};
+pub use messages::{MessageLink, MessagePart, RemovedReaction};
 pub use portals::Portal;
 pub use puppets::{E2eeDevice, Puppet};
 

@@ -1,4 +1,5 @@
-//! Portals (`portals`): which Matrix room bridges which Telegram chat.
+//! Portals (`portals`): which Matrix room bridges which Telegram chat; `chat_upgrades`: groups that
+//! became supergroups (old chat id -> new), which the portal follows.
 
 use futures::FutureExt;
 use ruma::{OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomId};
@@ -72,5 +73,79 @@ impl Store {
             .await?
             .map(|r| parse_id("portals.mx_room_id", r))
             .transpose()
+    }
+
+    /// Record that group `old` became supergroup `new`, and move the portal of `old` (if any) to
+    /// `new`, in one transaction. `false` when it was recorded already (nothing changed).
+    pub async fn record_chat_upgrade(&self, old: i64, new: i64) -> Result<bool> {
+        self.write(true, async |tx| {
+            let known: Option<i64> = sqlx::query_scalar("SELECT new_chat_id FROM chat_upgrades WHERE old_chat_id = ?")
+                .bind(old)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if known == Some(new) {
+                return Ok(false);
+            }
+            sqlx::query(
+                "INSERT INTO chat_upgrades (old_chat_id, new_chat_id, at) VALUES (?, ?, ?)
+                 ON CONFLICT(old_chat_id) DO UPDATE SET new_chat_id = excluded.new_chat_id, at = excluded.at",
+            )
+            .bind(old)
+            .bind(new)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+            // Earlier upgrades that led to `old` lead on to `new`.
+            sqlx::query("UPDATE chat_upgrades SET new_chat_id = ? WHERE new_chat_id = ?")
+                .bind(new)
+                .bind(old)
+                .execute(&mut *tx)
+                .await?;
+            let moved: Option<i64> = sqlx::query_scalar("SELECT 1 FROM portals WHERE tg_chat_id = ?")
+                .bind(old)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if moved.is_some() {
+                // A portal of the new id cannot be linked before the upgrade is known; if one
+                // is, the old chat's (the configured one) wins.
+                sqlx::query("DELETE FROM portals WHERE tg_chat_id = ?")
+                    .bind(new)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE portals SET tg_chat_id = ? WHERE tg_chat_id = ?")
+                    .bind(new)
+                    .bind(old)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Every recorded upgrade: (old chat id, new chat id).
+    pub async fn chat_upgrades(&self) -> Result<Vec<(i64, i64)>> {
+        Ok(
+            sqlx::query_as::<_, (i64, i64)>("SELECT old_chat_id, new_chat_id FROM chat_upgrades ORDER BY at")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::storage::temp_store;
+
+    #[tokio::test]
+    async fn an_upgrade_moves_the_portal_to_the_new_chat_once() {
+        let (store, _dir) = temp_store().await;
+        let room = <&ruma::RoomId>::try_from("!r:hs").unwrap();
+        store.upsert_portal(-5, room, None).await.unwrap();
+        assert!(store.record_chat_upgrade(-5, -1005).await.unwrap());
+        assert!(!store.record_chat_upgrade(-5, -1005).await.unwrap());
+        assert_eq!(store.portal(-5).await.unwrap(), None);
+        assert_eq!(store.portal_room(-1005).await.unwrap().as_deref(), Some(room));
+        assert_eq!(store.chat_upgrades().await.unwrap(), vec![(-5, -1005)]);
     }
 }

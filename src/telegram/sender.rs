@@ -429,6 +429,96 @@ impl TelegramSender {
     }
 }
 
+/// What `getChat` says about a group: its title, description and photo (the big size; its
+/// size is unknown until downloaded).
+#[derive(Debug, Clone, Default)]
+pub struct ChatDetails {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub photo: Option<FileMeta>,
+}
+
+/// Room details and members: `getChat`, `setChatTitle` / `setChatDescription` / `setChatPhoto` /
+/// `deleteChatPhoto` (the bot needs the admin right to change chat info), the administrators and
+/// the member count (the Bot API cannot list a group's other members).
+impl TelegramSender {
+    /// A group's title, description and photo (`getChat`).
+    pub async fn chat_details(&self, chat: ChatId) -> Result<ChatDetails, TgError> {
+        self.wait_bot().await;
+        let info = self.bot.get_chat(chat).await.map_err(|e| self.error(e))?;
+        Ok(ChatDetails {
+            title: info.title().map(str::to_owned),
+            description: info.description().map(str::to_owned),
+            photo: info.photo.map(|p| FileMeta {
+                id: p.big_file_id,
+                unique_id: p.big_file_unique_id,
+                size: u32::MAX,
+            }),
+        })
+    }
+
+    /// Set a group's title (1-128 characters).
+    pub async fn set_title(&self, chat: ChatId, title: String) -> Result<(), TgError> {
+        self.wait_bot().await;
+        self.bot
+            .set_chat_title(chat, title)
+            .await
+            .map(drop)
+            .map_err(|e| self.error(e))
+    }
+
+    /// Set a group's description (0-255 characters; empty clears it).
+    pub async fn set_description(&self, chat: ChatId, description: String) -> Result<(), TgError> {
+        self.wait_bot().await;
+        self.bot
+            .set_chat_description(chat)
+            .description(description)
+            .await
+            .map(drop)
+            .map_err(|e| self.error(e))
+    }
+
+    /// Set a group's photo from image bytes.
+    pub async fn set_photo(&self, chat: ChatId, bytes: Vec<u8>) -> Result<(), TgError> {
+        self.wait_bot().await;
+        let input = InputFile::memory(bytes).file_name("photo.jpg");
+        self.bot
+            .set_chat_photo(chat, input)
+            .await
+            .map(drop)
+            .map_err(|e| self.error(e))
+    }
+
+    /// Remove a group's photo.
+    pub async fn delete_photo(&self, chat: ChatId) -> Result<(), TgError> {
+        self.wait_bot().await;
+        self.bot
+            .delete_chat_photo(chat)
+            .await
+            .map(drop)
+            .map_err(|e| self.error(e))
+    }
+
+    /// A group's administrators (bots included).
+    pub async fn administrators(&self, chat: ChatId) -> Result<Vec<teloxide::types::User>, TgError> {
+        self.wait_bot().await;
+        self.bot
+            .get_chat_administrators(chat)
+            .await
+            .map(|admins| admins.into_iter().map(|m| m.user).collect())
+            .map_err(|e| self.error(e))
+    }
+
+    /// How many members a group has.
+    pub async fn member_count(&self, chat: ChatId) -> Result<u32, TgError> {
+        self.wait_bot().await;
+        self.bot
+            .get_chat_member_count(chat)
+            .await
+            .map_err(|e| self.error(e))
+    }
+}
+
 fn reply(to: Option<MessageId>) -> Option<ReplyParameters> {
     to.map(|id| ReplyParameters::new(id).allow_sending_without_reply())
 }

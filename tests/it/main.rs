@@ -37,6 +37,7 @@ fn init() {
 }
 
 mod appservice_api;
+mod bots;
 mod catch_up;
 mod cutover;
 mod delivery;
@@ -48,8 +49,11 @@ mod fake_telegram_selftest;
 mod faults;
 mod in_process;
 mod lanes;
+mod long;
 mod media;
 mod operations;
 mod properties;
 mod reliability;
+mod service;
 mod text_bridge;
+mod upgrade;

@@ -87,17 +87,33 @@
 //!   administrator and known users as members; `getChatAdministrators`,
 //!   `getChatMemberCount` give plausible answers; `getUserProfilePhotos`
 //!   returns the photo set with [`FakeTelegram::set_profile_photo`], if any.
+//!   `getChat` includes the description and photo set with
+//!   [`FakeTelegram::set_chat_details`]; `setChatTitle`, `setChatDescription`,
+//!   `setChatPhoto` and `deleteChatPhoto` change them (the bot is always
+//!   allowed to; unlike Telegram, no service message is queued).
 //! * **Bookkeeping no-ops.** `setMyCommands`/`getMyCommands`/
 //!   `deleteMyCommands` (scope ignored), `deleteWebhook`, `getWebhookInfo`,
 //!   `pinChatMessage`, `unpinChatMessage`, `unpinAllChatMessages`,
 //!   `setMessageReaction`, `sendChatAction`.
+//! * **Other bots.** [`FakeTelegram::add_bot`] adds a bot with a token of its own (its own
+//!   `getUpdates` queue, `allowed_updates` and long poll; it acts in the same chats), and
+//!   [`FakeTelegram::add_agent_bot`] a bot that posts but does not poll here. Group messages
+//!   reach a bot as <https://core.telegram.org/api/bots/bot-to-bot> says: a human's when the
+//!   bot's privacy mode is off or it is an admin (else only when addressed to it: `/cmd@bot`,
+//!   `@bot`, a reply to its message); another bot's when the receiving bot has Bot-to-Bot
+//!   Communication Mode on, is an admin and has privacy mode off, or when the message is
+//!   addressed to it (`/cmd@bot`, a reply to its message) and either bot has the mode on; never
+//!   its own. Knobs per bot: [`FakeTelegram::set_privacy`] (`getMe`'s
+//!   `can_read_all_group_messages`), [`FakeTelegram::set_admin`] (`getChatMember`),
+//!   [`FakeTelegram::set_bot_to_bot`] (the mode, which the Bot API does not report). Defaults:
+//!   privacy off, admin everywhere, the mode off.
 //! * **Fault injection.** [`FakeTelegram::fail_next`] makes the next calls of
 //!   a method fail with a given status (429 carries `parameters.retry_after`,
 //!   which teloxide turns into `RequestError::RetryAfter`). A failed call has
 //!   no side effect but is counted by [`FakeTelegram::calls`].
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -161,8 +177,8 @@ pub struct TgUser {
 }
 
 impl TgUser {
-    /// The Bot API `User` object.
-    fn to_json(&self) -> Value {
+    /// The Bot API `User` object (for service messages a test builds: `new_chat_members`, ...).
+    pub fn to_json(&self) -> Value {
         let mut user = json!({ "id": self.id, "is_bot": self.is_bot, "first_name": self.first_name });
         if let Some(last_name) = &self.last_name {
             user["last_name"] = json!(last_name);
@@ -287,6 +303,10 @@ struct Chat {
     next_message_id: i32,
     messages: BTreeMap<i32, StoredMessage>,
     pinned: Vec<i32>,
+    /// The description (`getChat`; `setChatDescription`).
+    description: Option<String>,
+    /// File id of the chat photo (`getChat`; `setChatPhoto`, `deleteChatPhoto`).
+    photo: Option<String>,
 }
 
 impl Chat {
@@ -299,6 +319,8 @@ impl Chat {
             next_message_id: 1,
             messages: BTreeMap::new(),
             pinned: Vec::new(),
+            description: None,
+            photo: None,
         }
     }
 
@@ -321,8 +343,17 @@ impl Chat {
     }
 
     /// The Bot API `ChatFullInfo` object returned by `getChat`.
-    fn full_info_json(&self) -> Value {
+    fn full_info_json(&self, files: &HashMap<String, StoredFile>) -> Value {
         let mut chat = self.to_json();
+        if let Some(description) = &self.description {
+            chat["description"] = json!(description);
+        }
+        if let Some(file) = self.photo.as_ref().and_then(|id| files.get(id)) {
+            chat["photo"] = json!({
+                "small_file_id": file.file_id, "small_file_unique_id": file.file_unique_id,
+                "big_file_id": file.file_id, "big_file_unique_id": file.file_unique_id,
+            });
+        }
         chat["accent_color_id"] = json!(0);
         chat["max_reaction_count"] = json!(11);
         chat["accepted_gift_types"] = json!({
@@ -393,6 +424,8 @@ struct ApiError {
     code: u16,
     description: String,
     retry_after: Option<u32>,
+    /// `parameters.migrate_to_chat_id`: the group became this supergroup.
+    migrate_to_chat_id: Option<i64>,
 }
 
 impl ApiError {
@@ -401,6 +434,16 @@ impl ApiError {
             code,
             description: description.into(),
             retry_after: None,
+            migrate_to_chat_id: None,
+        }
+    }
+
+    /// What any request naming a group that became a supergroup gets (see
+    /// [`FakeTelegram::upgrade_group`]).
+    fn upgraded(to: i64) -> ApiError {
+        ApiError {
+            migrate_to_chat_id: Some(to),
+            ..ApiError::bad_request("group chat was upgraded to a supergroup chat")
         }
     }
 
@@ -438,6 +481,7 @@ impl ApiError {
             code,
             description,
             retry_after,
+            migrate_to_chat_id: None,
         }
     }
 }
@@ -447,6 +491,9 @@ impl IntoResponse for ApiError {
         let mut body = json!({ "ok": false, "error_code": self.code, "description": self.description });
         if let Some(secs) = self.retry_after {
             body["parameters"] = json!({ "retry_after": secs });
+        }
+        if let Some(to) = self.migrate_to_chat_id {
+            body["parameters"] = json!({ "migrate_to_chat_id": to });
         }
         let status = StatusCode::from_u16(self.code).unwrap_or(StatusCode::BAD_REQUEST);
         (status, Json(body)).into_response()
@@ -675,6 +722,8 @@ impl Params {
 struct FakeState {
     bot: TgUser,
     chats: BTreeMap<i64, Chat>,
+    /// Groups that became supergroups: old chat id -> new ([`FakeTelegram::upgrade_group`]).
+    upgraded: HashMap<i64, i64>,
     users: HashMap<i64, TgUser>,
     next_update_id: i64,
     /// Unconfirmed updates, oldest first.
@@ -709,6 +758,29 @@ struct FakeState {
     download_limit: u64,
     /// File ids of the sizes (smallest first) of each user's profile photo.
     profile_photos: HashMap<i64, Vec<String>>,
+    /// Bots with their own token ([`FakeTelegram::add_bot`]); while one of them is served, its
+    /// user, queue and `allowed_updates` are swapped into `bot`, `updates`, `allowed_updates`.
+    accounts: Vec<BotAccount>,
+    /// Per bot id: privacy mode, Bot-to-Bot Communication Mode, admin rights.
+    bot_settings: HashMap<i64, BotSettings>,
+}
+
+/// Another polling bot in the same fake Telegram (see [`FakeTelegram::add_bot`]).
+struct BotAccount {
+    token: String,
+    user: TgUser,
+    updates: VecDeque<Value>,
+    allowed_updates: Option<Vec<String>>,
+    poll_in_flight: bool,
+}
+
+/// What @BotFather and the group's admins set for a bot (default: privacy mode off, the
+/// Bot-to-Bot Communication Mode off, admin of every group).
+#[derive(Clone, Default)]
+struct BotSettings {
+    privacy: bool,
+    bot_to_bot: bool,
+    not_admin_in: HashSet<i64>,
 }
 
 /// A file known to the fake: uploaded or sent by URL by the bot, injected,
@@ -860,6 +932,14 @@ impl MediaKind {
     }
 }
 
+/// Whether an update of `kind` is created under an `allowed_updates` setting.
+fn allowed_by(list: &Option<Vec<String>>, kind: &str) -> bool {
+    match list {
+        Some(list) if !list.is_empty() => list.iter().any(|k| k == kind),
+        _ => !matches!(kind, "chat_member" | "message_reaction" | "message_reaction_count"),
+    }
+}
+
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -878,10 +958,118 @@ impl FakeState {
 
     /// Whether an update of `kind` is created under the current `allowed_updates`.
     fn allows(&self, kind: &str) -> bool {
-        match &self.allowed_updates {
-            Some(list) if !list.is_empty() => list.iter().any(|k| k == kind),
-            _ => !matches!(kind, "chat_member" | "message_reaction" | "message_reaction_count"),
+        allowed_by(&self.allowed_updates, kind)
+    }
+
+    /// The update queue, `allowed_updates` and poll flag of the primary bot (`None`) or an account.
+    fn queue(&mut self, who: Option<usize>) -> (&mut VecDeque<Value>, &mut Option<Vec<String>>, &mut bool) {
+        match who {
+            None => (&mut self.updates, &mut self.allowed_updates, &mut self.poll_in_flight),
+            Some(i) => {
+                let a = &mut self.accounts[i];
+                (&mut a.updates, &mut a.allowed_updates, &mut a.poll_in_flight)
+            }
         }
+    }
+
+    /// Queues an update for one bot (see `push_update`).
+    fn push_update_for(&mut self, who: Option<usize>, kind: &str, payload: Value) -> Option<i64> {
+        let Some(i) = who else {
+            return self.push_update(kind, payload);
+        };
+        if !allowed_by(&self.accounts[i].allowed_updates, kind) {
+            return None;
+        }
+        let update_id = self.next_update_id;
+        self.next_update_id += 1;
+        let mut update = json!({ "update_id": update_id });
+        update[kind] = payload;
+        self.accounts[i].updates.push_back(update);
+        Some(update_id)
+    }
+
+    fn settings(&self, bot_id: i64) -> BotSettings {
+        self.bot_settings.get(&bot_id).cloned().unwrap_or_default()
+    }
+
+    fn account_user(&self, who: Option<usize>) -> &TgUser {
+        who.map_or(&self.bot, |i| &self.accounts[i].user)
+    }
+
+    /// Whether Telegram shows message `message_id` of `chat` to bot `who` (see the module doc).
+    fn sees(&self, who: Option<usize>, chat: &Chat, message_id: i32) -> bool {
+        let me = self.account_user(who);
+        let Some(m) = chat.live(message_id) else {
+            return false;
+        };
+        if m.from.id == me.id {
+            return false;
+        }
+        if chat.kind == ChatType::Private {
+            return who.is_none();
+        }
+        let mine = self.settings(me.id);
+        let admin = !mine.not_admin_in.contains(&chat.id);
+        let username = me.username.clone().unwrap_or_default().to_lowercase();
+        let text = m.text.to_lowercase();
+        let command_to_me = text
+            .split_whitespace()
+            .any(|w| w.starts_with('/') && w.ends_with(&format!("@{username}")));
+        let reply_to_me = m
+            .reply_to
+            .and_then(|r| chat.messages.get(&r))
+            .is_some_and(|r| r.from.id == me.id);
+        if m.from.is_bot {
+            let theirs = self.settings(m.from.id);
+            (mine.bot_to_bot && admin && !mine.privacy)
+                || ((command_to_me || reply_to_me) && (mine.bot_to_bot || theirs.bot_to_bot))
+        } else {
+            !mine.privacy || admin || command_to_me || reply_to_me || text.contains(&format!("@{username}"))
+        }
+    }
+
+    /// Queues `kind` (`message` or `edited_message`) of a stored message for every bot that
+    /// sees it; the primary bot's update id, if it got one.
+    fn deliver(&mut self, chat_id: i64, message_id: i32, kind: &str) -> Option<i64> {
+        let chat = self.chats.get(&chat_id)?;
+        let payload = chat.message_json(message_id, true)?;
+        let who: Vec<Option<usize>> = std::iter::once(None)
+            .chain((0..self.accounts.len()).map(Some))
+            .filter(|&who| self.sees(who, chat, message_id))
+            .collect();
+        let mut primary = None;
+        for w in who {
+            let id = self.push_update_for(w, kind, payload.clone());
+            if w.is_none() {
+                primary = id;
+            }
+        }
+        primary
+    }
+
+    /// Serves a request as the primary bot (`None`) or an account, and shows what it posted to
+    /// the other bots that see it.
+    fn dispatch_as(&mut self, who: Option<usize>, method: &str, p: &Params) -> ApiResult {
+        let before = self.sent.len();
+        if let Some(i) = who {
+            self.swap_account(i);
+        }
+        let result = self.dispatch(method, p);
+        if let Some(i) = who {
+            self.swap_account(i);
+        }
+        let posted: Vec<(i64, i32)> = self.sent[before..].iter().map(|s| (s.chat_id, s.message_id)).collect();
+        for (chat, id) in posted {
+            self.deliver(chat, id, "message");
+        }
+        result
+    }
+
+    fn swap_account(&mut self, i: usize) {
+        let a = &mut self.accounts[i];
+        std::mem::swap(&mut self.bot, &mut a.user);
+        std::mem::swap(&mut self.updates, &mut a.updates);
+        std::mem::swap(&mut self.allowed_updates, &mut a.allowed_updates);
     }
 
     /// Queues an update unless `allowed_updates` filters it out; returns its id.
@@ -897,19 +1085,23 @@ impl FakeState {
         Some(update_id)
     }
 
-    /// Forgets confirmed updates, per `getUpdates`'s `offset` semantics.
-    fn confirm(&mut self, offset: i64) {
+    /// Forgets confirmed updates of bot `who`, per `getUpdates`'s `offset` semantics.
+    fn confirm(&mut self, who: Option<usize>, offset: i64) {
+        let updates = self.queue(who).0;
         if offset > 0 {
-            self.updates.retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
+            updates.retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
         } else if offset < 0 {
             let keep = offset.unsigned_abs() as usize;
-            while self.updates.len() > keep {
-                self.updates.pop_front();
+            while updates.len() > keep {
+                updates.pop_front();
             }
         }
     }
 
     fn dispatch(&mut self, method: &str, p: &Params) -> ApiResult {
+        if let Some(&to) = p.chat_id().ok().and_then(|chat| self.upgraded.get(&chat)) {
+            return Err(ApiError::upgraded(to));
+        }
         if let Some(kind) = MediaKind::for_method(method) {
             return self.send_media(kind, p);
         }
@@ -921,7 +1113,38 @@ impl FakeState {
             "getfile" => self.get_file(p),
             "deletemessage" => self.delete_message(p),
             "deletemessages" => self.delete_messages(p),
-            "getchat" => Ok(self.chat(p.chat_id()?)?.full_info_json()),
+            "getchat" => Ok(self.chat(p.chat_id()?)?.full_info_json(&self.files)),
+            "setchattitle" => {
+                let title = p.string("title").unwrap_or_default();
+                if title.trim().is_empty() {
+                    return Err(ApiError::bad_request("chat title is empty"));
+                }
+                self.chat_mut(p.chat_id()?)?.title = Some(title);
+                Ok(json!(true))
+            }
+            "setchatdescription" => {
+                let description = p.string("description").filter(|d| !d.is_empty());
+                self.chat_mut(p.chat_id()?)?.description = description;
+                Ok(json!(true))
+            }
+            "setchatphoto" => {
+                let chat_id = p.chat_id()?;
+                self.chat(chat_id)?;
+                let upload = p
+                    .files
+                    .get("photo")
+                    .cloned()
+                    .ok_or_else(|| ApiError::bad_request("there is no photo in the request"))?;
+                let mime = Some("image/jpeg".to_owned());
+                let file = self.store_file(MediaKind::Photo, "photos", upload.bytes, None, mime);
+                let id = file.file_id.clone();
+                self.chat_mut(chat_id)?.photo = Some(id);
+                Ok(json!(true))
+            }
+            "deletechatphoto" => {
+                self.chat_mut(p.chat_id()?)?.photo = None;
+                Ok(json!(true))
+            }
             "getchatmember" => self.get_chat_member(p),
             "getchatadministrators" => {
                 self.chat(p.chat_id()?)?;
@@ -1001,7 +1224,7 @@ impl FakeState {
     fn get_me(&self) -> Value {
         let mut me = self.bot.to_json();
         me["can_join_groups"] = json!(true);
-        me["can_read_all_group_messages"] = json!(true);
+        me["can_read_all_group_messages"] = json!(!self.settings(self.bot.id).privacy);
         me["supports_inline_queries"] = json!(false);
         me["can_connect_to_business"] = json!(false);
         me["has_main_web_app"] = json!(false);
@@ -1034,8 +1257,13 @@ impl FakeState {
     }
 
     fn get_chat_member(&self, p: &Params) -> ApiResult {
-        self.chat(p.chat_id()?)?;
+        let chat_id = p.chat_id()?;
+        self.chat(chat_id)?;
         let user_id = p.user_id()?;
+        if self.settings(user_id).not_admin_in.contains(&chat_id) {
+            let user = self.users.get(&user_id).unwrap_or(&self.bot);
+            return Ok(json!({ "user": user.to_json(), "status": "member" }));
+        }
         let user = if user_id == self.bot.id {
             self.bot.clone()
         } else {
@@ -1579,15 +1807,15 @@ impl FakeState {
 
 /// Clears the "a getUpdates call is in flight" flag when the call ends,
 /// including when the client disconnects and the handler future is dropped.
-struct PollGuard(Arc<Shared>);
+struct PollGuard(Arc<Shared>, Option<usize>);
 
 impl Drop for PollGuard {
     fn drop(&mut self) {
-        self.0.lock().poll_in_flight = false;
+        *self.0.lock().queue(self.1).2 = false;
     }
 }
 
-async fn get_updates(shared: &Arc<Shared>, p: &Params) -> ApiResult {
+async fn get_updates(shared: &Arc<Shared>, p: &Params, who: Option<usize>) -> ApiResult {
     let offset = p.int("offset")?.unwrap_or(0);
     let limit = p.int("limit")?.unwrap_or(100).clamp(1, 100) as usize;
     let timeout = p.int("timeout")?.unwrap_or(0).max(0) as u64;
@@ -1600,15 +1828,16 @@ async fn get_updates(shared: &Arc<Shared>, p: &Params) -> ApiResult {
     };
     let _guard = {
         let mut st = shared.lock();
-        if st.poll_in_flight {
+        let (_, allowed_now, in_flight) = st.queue(who);
+        if *in_flight {
             return Err(ApiError::new(409, CONFLICT));
         }
-        st.poll_in_flight = true;
-        st.confirm(offset);
+        *in_flight = true;
         if allowed.is_some() {
-            st.allowed_updates = allowed;
+            *allowed_now = allowed;
         }
-        PollGuard(shared.clone())
+        st.confirm(who, offset);
+        PollGuard(shared.clone(), who)
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
     loop {
@@ -1616,9 +1845,10 @@ async fn get_updates(shared: &Arc<Shared>, p: &Params) -> ApiResult {
         tokio::pin!(notified);
         notified.as_mut().enable();
         {
-            let st = shared.lock();
-            if !st.updates.is_empty() || tokio::time::Instant::now() >= deadline {
-                return Ok(Value::Array(st.updates.iter().take(limit).cloned().collect()));
+            let mut st = shared.lock();
+            let updates = st.queue(who).0;
+            if !updates.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(Value::Array(updates.iter().take(limit).cloned().collect()));
             }
         }
         // Either an update arrived or the deadline passed; the loop re-checks.
@@ -1633,13 +1863,17 @@ async fn handle(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
-    match bot_segment.strip_prefix("bot") {
-        Some(token) if token == shared.token => {}
-        Some(_) => return ApiError::new(401, "Unauthorized").into_response(),
+    let account = |token: &str| shared.lock().accounts.iter().position(|a| a.token == token);
+    let who = match bot_segment.strip_prefix("bot") {
+        Some(token) if token == shared.token => None,
+        Some(token) => match account(token) {
+            Some(i) => Some(i),
+            None => return ApiError::new(401, "Unauthorized").into_response(),
+        },
         None => return ApiError::not_found().into_response(),
-    }
+    };
     let method = method.to_ascii_lowercase();
-    let result = handle_method(&shared, &method, &headers, query.as_deref(), body).await;
+    let result = handle_method(&shared, who, &method, &headers, query.as_deref(), body).await;
     shared.activity.notify_waiters();
     let hold = shared.lock().holds.remove(&method);
     if let Some(gate) = hold {
@@ -1674,6 +1908,7 @@ async fn handle(
 
 async fn handle_method(
     shared: &Arc<Shared>,
+    who: Option<usize>,
     method: &str,
     headers: &HeaderMap,
     query: Option<&str>,
@@ -1693,9 +1928,9 @@ async fn handle_method(
     }
     let params = params?;
     if method == "getupdates" {
-        get_updates(shared, &params).await
+        get_updates(shared, &params, who).await
     } else {
-        shared.lock().dispatch(method, &params)
+        shared.lock().dispatch_as(who, method, &params)
     }
 }
 
@@ -2161,6 +2396,7 @@ impl FakeTelegram {
         let state = FakeState {
             bot,
             chats: BTreeMap::new(),
+            upgraded: HashMap::new(),
             users: HashMap::new(),
             next_update_id: FIRST_UPDATE_ID,
             updates: VecDeque::new(),
@@ -2180,6 +2416,8 @@ impl FakeTelegram {
             next_file: 1,
             download_limit: DEFAULT_DOWNLOAD_LIMIT,
             profile_photos: HashMap::new(),
+            accounts: Vec::new(),
+            bot_settings: HashMap::new(),
         };
         let shared = Arc::new(Shared {
             token: token.to_owned(),
@@ -2209,6 +2447,91 @@ impl FakeTelegram {
     /// The bot's own user, as returned by `getMe` and used as `from` of its messages.
     pub fn bot_user(&self) -> TgUser {
         self.shared.lock().bot.clone()
+    }
+
+    /// Adds another bot with its own `token` (its id is the token's numeric prefix) that polls
+    /// and posts here like the primary bot; see the module doc for what it sees.
+    pub fn add_bot(&self, token: &str, first_name: &str, username: &str) -> TgUser {
+        let id = token
+            .split(':')
+            .next()
+            .and_then(|id| id.parse().ok())
+            .expect("fake Telegram: a bot token starts with the bot's numeric id");
+        let user = self.add_agent_bot(id, first_name, username);
+        self.shared.lock().accounts.push(BotAccount {
+            token: token.to_owned(),
+            user: user.clone(),
+            updates: VecDeque::new(),
+            allowed_updates: None,
+            poll_in_flight: false,
+        });
+        user
+    }
+
+    /// A bot that posts in chats (with `inject_*`) but does not poll this fake (an agent).
+    pub fn add_agent_bot(&self, id: i64, first_name: &str, username: &str) -> TgUser {
+        let user = TgUser {
+            id,
+            first_name: first_name.to_owned(),
+            last_name: None,
+            username: Some(username.to_owned()),
+            is_bot: true,
+        };
+        self.shared.lock().users.insert(id, user.clone());
+        user
+    }
+
+    /// Turns a bot's privacy mode on or off (@BotFather `/setprivacy`; default off).
+    pub fn set_privacy(&self, bot_id: i64, on: bool) {
+        self.shared.lock().bot_settings.entry(bot_id).or_default().privacy = on;
+        self.shared.activity.notify_waiters();
+    }
+
+    /// Turns a bot's Bot-to-Bot Communication Mode on or off (@BotFather; default off).
+    pub fn set_bot_to_bot(&self, bot_id: i64, on: bool) {
+        self.shared.lock().bot_settings.entry(bot_id).or_default().bot_to_bot = on;
+        self.shared.activity.notify_waiters();
+    }
+
+    /// Makes a bot an admin of `chat_id` or a plain member (default: admin).
+    pub fn set_admin(&self, bot_id: i64, chat_id: i64, admin: bool) {
+        let mut st = self.shared.lock();
+        let not_admin = &mut st.bot_settings.entry(bot_id).or_default().not_admin_in;
+        if admin {
+            not_admin.remove(&chat_id);
+        } else {
+            not_admin.insert(chat_id);
+        }
+    }
+
+    /// Every message bot `bot_id` posted in `chat_id`, in order (deleted ones included).
+    pub fn sent_by(&self, chat_id: i64, bot_id: i64) -> Vec<SentMessage> {
+        let st = self.shared.lock();
+        let from = |s: &SentMessage| {
+            st.chats
+                .get(&s.chat_id)
+                .and_then(|c| c.messages.get(&s.message_id))
+                .map(|m| m.from.id)
+        };
+        st.sent
+            .iter()
+            .filter(|s| s.chat_id == chat_id && from(s) == Some(bot_id))
+            .cloned()
+            .collect()
+    }
+
+    /// The updates queued for bot `bot_id` (the primary bot or one added with
+    /// [`FakeTelegram::add_bot`]) and not confirmed yet, oldest first.
+    pub fn updates_for(&self, bot_id: i64) -> Vec<Value> {
+        let st = self.shared.lock();
+        if st.bot.id == bot_id {
+            return st.updates.iter().cloned().collect();
+        }
+        st.accounts
+            .iter()
+            .find(|a| a.user.id == bot_id)
+            .map(|a| a.updates.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Registers a supergroup (or renames an existing chat, keeping its history).
@@ -2311,8 +2634,7 @@ impl FakeTelegram {
                 deleted: false,
             },
         );
-        let payload = chat.message_json(message_id, true).expect("message just stored");
-        st.push_update("message", payload);
+        st.deliver(chat_id, message_id, "message");
         drop(st);
         self.notify_update();
         message_id
@@ -2508,10 +2830,48 @@ impl FakeTelegram {
         message.text = new_text.to_owned();
         message.entities.clear();
         message.edit_date = Some(now().max(message.date));
-        let payload = chat.message_json(message_id, true).expect("message just edited");
-        st.push_update("edited_message", payload);
+        st.deliver(chat_id, message_id, "edited_message");
         drop(st);
         self.notify_update();
+    }
+
+    /// Sets a chat's description and photo (as `getChat` reports them; `None` removes them).
+    pub fn set_chat_details(&self, chat_id: i64, description: Option<&str>, photo: Option<Vec<u8>>) {
+        let mut st = self.shared.lock();
+        let photo = photo.map(|bytes| {
+            let mime = Some("image/jpeg".to_owned());
+            st.store_file(MediaKind::Photo, "photos", bytes.into(), None, mime)
+                .file_id
+                .clone()
+        });
+        let chat = st
+            .chats
+            .get_mut(&chat_id)
+            .unwrap_or_else(|| panic!("fake Telegram: unknown chat {chat_id}"));
+        chat.description = description.map(str::to_owned);
+        chat.photo = photo;
+    }
+
+    /// A chat's title, description and photo bytes, as the bot set them (or the test did).
+    pub fn chat_details(&self, chat_id: i64) -> (Option<String>, Option<String>, Option<Vec<u8>>) {
+        let st = self.shared.lock();
+        let chat = st
+            .chats
+            .get(&chat_id)
+            .unwrap_or_else(|| panic!("fake Telegram: unknown chat {chat_id}"));
+        let photo = chat
+            .photo
+            .as_ref()
+            .and_then(|id| st.files.get(id))
+            .map(|f| f.bytes.to_vec());
+        (chat.title.clone(), chat.description.clone(), photo)
+    }
+
+    /// A service message (`new_chat_members`, `left_chat_member`, `new_chat_title`,
+    /// `pinned_message`, ...) from `from`: `fields` (a JSON object) is merged into the `Message`
+    /// object, which has no text. Queues a `message` update and returns the message id.
+    pub fn inject_service(&self, chat_id: i64, from: &TgUser, fields: Value) -> i32 {
+        self.inject_media(chat_id, from, fields)
     }
 
     /// Queues an arbitrary update `{"update_id": .., kind: payload}` (e.g.
@@ -2521,6 +2881,70 @@ impl FakeTelegram {
         let id = self.shared.lock().push_update(kind, payload);
         self.notify_update();
         id
+    }
+
+    /// The basic group `old` becomes supergroup `new` (same title), as when an admin makes its
+    /// history visible or it grows: from now on every request naming `old` answers 400 `group
+    /// chat was upgraded to a supergroup chat` with `parameters.migrate_to_chat_id`. `by` did
+    /// it; the two service messages are queued (see [`FakeTelegram::announce_upgrade`]).
+    ///
+    /// Panics if `old` is not a registered basic group.
+    pub fn upgrade_group(&self, old: i64, new: i64, by: &TgUser) {
+        self.upgrade_group_quietly(old, new);
+        self.announce_upgrade(old, new, by);
+    }
+
+    /// [`FakeTelegram::upgrade_group`] without its service messages (yet): as when a send to
+    /// the old id crosses the upgrade before the bot read of it.
+    pub fn upgrade_group_quietly(&self, old: i64, new: i64) {
+        let mut st = self.shared.lock();
+        let title = match st.chats.get(&old) {
+            Some(chat) if chat.kind == ChatType::Group => chat.title.clone(),
+            _ => panic!("fake Telegram: {old} is not a basic group to upgrade"),
+        };
+        st.chats
+            .entry(new)
+            .or_insert_with(|| Chat::new(new, ChatType::Supergroup, title, None));
+        st.upgraded.insert(old, new);
+        drop(st);
+        self.shared.activity.notify_waiters();
+    }
+
+    /// The service messages of an upgrade, queued for every bot: `migrate_from_chat_id` in the
+    /// supergroup, then `migrate_to_chat_id` in the old group (the order Telegram uses).
+    pub fn announce_upgrade(&self, old: i64, new: i64, by: &TgUser) {
+        let mut st = self.shared.lock();
+        let service = |st: &mut FakeState, chat_id: i64, key: &str, other: i64| {
+            let chat = st.chats.get_mut(&chat_id).expect("registered by upgrade_group");
+            let payload = json!({
+                "message_id": chat.alloc_message_id(),
+                "from": by.to_json(),
+                "chat": chat.to_json(),
+                "date": now(),
+                key: other,
+            });
+            for who in std::iter::once(None).chain((0..st.accounts.len()).map(Some)) {
+                st.push_update_for(who, "message", payload.clone());
+            }
+        };
+        service(&mut st, new, "migrate_from_chat_id", old);
+        service(&mut st, old, "migrate_to_chat_id", new);
+        drop(st);
+        self.notify_update();
+    }
+
+    /// The ids of the chats the bot asked about or posted to (`chat_id` of every request), in
+    /// order, failed requests included: what went to a group after it was upgraded.
+    pub fn chats_addressed(&self) -> Vec<(String, i64)> {
+        let st = self.shared.lock();
+        st.requests
+            .iter()
+            .filter_map(|(method, p)| {
+                let chat = p.get("chat_id")?;
+                let chat = chat.as_i64().or_else(|| chat.as_str()?.trim().parse().ok())?;
+                Some((method.clone(), chat))
+            })
+            .collect()
     }
 
     fn notify_update(&self) {

@@ -1,0 +1,169 @@
+//! Long outputs are never lost: a Matrix message over Telegram's 4096 characters (counted as
+//! Telegram counts, UTF-16 after entity parsing) crosses in parts cut at paragraph, line or word
+//! boundaries, and its edits and redaction follow every part; a caption over 1024 goes with the
+//! file and the rest as text; a Telegram message too large for one Matrix event crosses in parts.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::{TestApp, body, eventually};
+
+const T: Duration = Duration::from_secs(60);
+
+/// A paragraph of `n` words, each with an emoji (two UTF-16 units) and an escaped character.
+fn paragraph(tag: &str, n: usize) -> String {
+    (0..n).map(|i| format!("{tag}{i}😀<&>")).collect::<Vec<_>>().join(" ")
+}
+
+async fn a_long_matrix_message_arrives_in_parts_and_its_edit_and_redaction_follow() {
+    let app = TestApp::spawn().await;
+    let text = [
+        paragraph("alpha", 200),
+        paragraph("beta", 200),
+        paragraph("gamma", 200),
+        paragraph("omega", 200),
+    ]
+    .join("\n\n");
+    assert!(text.encode_utf16().count() > 2 * 4096);
+    let event = app
+        .ezra
+        .send(&app.room, json!({"msgtype": "m.text", "body": text}))
+        .await;
+    let sentinel = app.sentinel_from_matrix().await;
+    let sent: Vec<_> = app
+        .tg
+        .sent(app.chat)
+        .into_iter()
+        .filter(|s| s.message_id != sentinel.message_id)
+        .collect();
+    assert!(sent.len() >= 3, "{} parts", sent.len());
+    // Each part is within Telegram's limit (the fake refuses longer ones) and nothing is lost:
+    // the parts' text, in order, is the message.
+    let joined = sent
+        .iter()
+        .map(|s| s.rendered_text.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let words = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(words(&joined), words(&format!("Ezra: {text}")));
+    // Cut at the paragraph breaks, not inside a word.
+    assert!(sent[0].rendered_text.ends_with("alpha199😀<&>"), "{}", sent[0].text);
+    assert!(sent[0].text.starts_with("<b>Ezra</b>: alpha0"), "{}", sent[0].text);
+
+    // An edit to a shorter text edits the first part and deletes the others.
+    let event_id = event.clone();
+    app.ezra
+        .send(
+            &app.room,
+            json!({"msgtype": "m.text", "body": "* short now",
+                "m.new_content": {"msgtype": "m.text", "body": "short now"},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": event_id}}),
+        )
+        .await;
+    let first = sent[0].message_id;
+    let rest: Vec<i32> = sent[1..].iter().map(|s| s.message_id).collect();
+    let tg = app.tg.clone();
+    eventually("the edit and the deletion of the other parts", T, async || {
+        let edited = tg
+            .edits(app.chat)
+            .iter()
+            .any(|(m, t)| *m == first && t == "<b>Ezra</b>: short now");
+        let deleted = tg.deleted(app.chat);
+        edited && rest.iter().all(|m| deleted.contains(m))
+    })
+    .await;
+
+    // A long message redacted: every part is deleted.
+    let long = app
+        .ezra
+        .send(&app.room, json!({"msgtype": "m.text", "body": paragraph("delta", 900)}))
+        .await;
+    let sentinel2 = app.sentinel_from_matrix().await;
+    let parts: Vec<i32> = app
+        .tg
+        .sent(app.chat)
+        .iter()
+        .filter(|s| s.message_id > sentinel.message_id && s.message_id < sentinel2.message_id)
+        .map(|s| s.message_id)
+        .collect();
+    assert!(parts.len() >= 2, "{parts:?}");
+    app.ezra.redact(&app.room, &long).await;
+    eventually("every part deleted", T, async || {
+        let deleted = tg.deleted(app.chat);
+        parts.iter().all(|m| deleted.contains(m))
+    })
+    .await;
+}
+
+async fn a_caption_over_1024_goes_with_the_file_and_the_rest_as_text() {
+    let app = TestApp::spawn().await;
+    let img = vec![7u8; 20_000];
+    let url = app.ezra.upload(img.clone(), "image/png", "chart.png").await;
+    let caption = paragraph("cap", 250);
+    app.ezra
+        .send(
+            &app.room,
+            json!({"msgtype": "m.image", "body": caption, "filename": "chart.png", "url": url,
+                "info": {"mimetype": "image/png", "size": img.len()}}),
+        )
+        .await;
+    let sentinel = app.sentinel_from_matrix().await;
+    let sent: Vec<_> = app
+        .tg
+        .sent(app.chat)
+        .into_iter()
+        .filter(|s| s.message_id != sentinel.message_id)
+        .collect();
+    assert_eq!(sent[0].method, "sendPhoto");
+    assert!(sent[0].file.as_ref().is_some_and(|f| f.bytes == img));
+    assert!(
+        sent.len() >= 2 && sent[1..].iter().all(|s| s.method == "sendMessage"),
+        "{sent:?}"
+    );
+    assert!(sent[0].rendered_text.encode_utf16().count() <= 1024);
+    let joined = sent
+        .iter()
+        .map(|s| s.rendered_text.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let words = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(words(&joined), words(&format!("Ezra: {caption}")));
+}
+
+async fn a_telegram_message_too_large_for_one_matrix_event_arrives_in_parts() {
+    let app = TestApp::spawn().await;
+    let user = app.tg.add_user(1701, "Quill", None, None);
+    // 4000 one-character links: about 250 KB of Matrix HTML for 4000 characters of text.
+    let text: String = (0..4000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let entities: Vec<_> = (0..4000)
+        .map(|i| json!({"type": "text_link", "offset": i, "length": 1, "url": format!("https://example.org/docs/section/{i}")}))
+        .collect();
+    app.tg.inject_message(app.chat, &user, &text, json!(entities), None);
+    let sentinel = app.sentinel_from_telegram(&user).await;
+    let puppet = app.puppet(1701);
+    let got: Vec<_> = app
+        .ezra
+        .messages(&app.room)
+        .await
+        .into_iter()
+        .filter(|e| e["sender"] == puppet.as_str() && e["event_id"] != sentinel["event_id"])
+        .collect();
+    assert!(got.len() >= 5, "{} parts", got.len());
+    let joined: String = got.iter().map(|e| body(e)).collect();
+    assert_eq!(joined, text);
+    for e in &got {
+        let html = e["content"]["formatted_body"].as_str().unwrap_or_default();
+        assert!(
+            html.starts_with("<a href=\"https://example.org/docs/section/"),
+            "{html:.80}"
+        );
+        assert!(e.to_string().len() < 65_536);
+    }
+}
+
+both!(
+    a_long_matrix_message_arrives_in_parts_and_its_edit_and_redaction_follow,
+    a_caption_over_1024_goes_with_the_file_and_the_rest_as_text,
+    a_telegram_message_too_large_for_one_matrix_event_arrives_in_parts,
+);
