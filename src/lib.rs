@@ -20,7 +20,8 @@
 //!   write path and watches for storage faults.
 //! - [`bridge`]: the core that decides, split into parts that own their state (`portals`,
 //!   `people`, `cutover`, `catch_up`, `media`, `dedupe`), the two directions (`telegram_in`,
-//!   `matrix_in`), and `lanes`: one ordered worker per portal in each direction, and the
+//!   `matrix_in`; Telegram service messages in `service`, room name/topic/avatar and members in
+//!   `room_details`), and `lanes`: one ordered worker per portal in each direction, and the
 //!   supervisor that restarts a crashed task (or stops the daemon when restarting cannot help).
 //! - [`app`]: `App::build(config)` / `port()` / `run_until_stopped(shutdown)`: wires the parts.
 //! - [`config`]: the operator's YAML config and the appservice registration, validated on load;

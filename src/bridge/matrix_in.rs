@@ -98,10 +98,12 @@ impl Bridge {
             }
         }
         match kind {
-            "m.room.message" => self.mx_message(&ev, &room, &sender, chat).await,
+            "m.room.message" | "m.sticker" | POLL_START | POLL_START_UNSTABLE => {
+                self.mx_message(&ev, &room, &sender, chat).await
+            }
             "m.room.redaction" => self.mx_redaction(&ev, chat).await,
             "m.reaction" => self.mx_reaction(&ev, &sender, chat).await,
-            _ => Ok(()),
+            _ => self.mx_not_carried(&ev, kind, &room, &sender, chat).await,
         }
     }
 
@@ -253,11 +255,24 @@ impl Bridge {
             // Posted already; only its link is missing (the database failed after the send).
             Some(sent) => sent,
             None => {
-                let sent = if matches!(
-                    content["msgtype"].as_str(),
-                    Some("m.image" | "m.file" | "m.audio" | "m.video")
-                ) {
+                let kind = ev["type"].as_str().unwrap_or_default();
+                let sent = if kind == "m.sticker"
+                    || matches!(
+                        content["msgtype"].as_str(),
+                        Some("m.image" | "m.file" | "m.audio" | "m.video")
+                    ) {
                     self.mx_media_to_tg(ev, room, sender, chat, reply_to).await
+                } else if let Some(place) = geo(content) {
+                    let name = self.matrix_name(room, sender).await;
+                    let address = content["body"].as_str().unwrap_or_default().to_owned();
+                    let turn = self.turn_for(event_id.as_str(), chat).await?;
+                    self.tg
+                        .send_venue(turn, place, name, address, reply_to.map(MessageId))
+                        .await
+                        .map(|m| m.0)
+                        .map_err(Error::from)
+                } else if let Some(poll) = Poll::of(kind, content) {
+                    self.mx_poll_to_tg(event_id, room, sender, chat, poll, reply_to).await
                 } else {
                     let text = self.relay_text(room, sender, content).await;
                     self.send_text_parts(event_id, chat, text, reply_to).await
@@ -367,6 +382,73 @@ impl Bridge {
         Ok(())
     }
 
+    /// A Matrix poll: a native Telegram poll when it fits Telegram's limits (the question names
+    /// who asked), else the question and its options as text. Votes do not cross.
+    async fn mx_poll_to_tg(
+        &self,
+        event_id: &EventId,
+        room: &OwnedRoomId,
+        sender: &OwnedUserId,
+        chat: i64,
+        poll: Poll,
+        reply_to: Option<i32>,
+    ) -> Result<i32> {
+        let name = self.matrix_name(room, sender).await;
+        let question = format!("{name}: {}", poll.question);
+        if crate::telegram::sender::poll_fits(&question, &poll.options) {
+            let turn = self.turn_for(event_id.as_str(), chat).await?;
+            return Ok(self
+                .tg
+                .send_poll(turn, question, poll.options, poll.multiple, reply_to.map(MessageId))
+                .await?
+                .0);
+        }
+        let options: String = poll.options.iter().map(|o| format!("\n• {}", escape_html(o))).collect();
+        let html = format!(
+            "<b>{}</b> started a poll: {}{options}",
+            escape_html(&name),
+            escape_html(&poll.question)
+        );
+        self.send_text_parts(event_id, chat, html, reply_to).await
+    }
+
+    /// An event that carries something the bridge cannot carry (a call, an unknown event type
+    /// with a body): a short notice in the chat and a row for `tgmx audit`. Signalling that
+    /// carries nothing for people (poll votes, call negotiation, state) is skipped.
+    async fn mx_not_carried(&self, ev: &Value, kind: &str, room: &OwnedRoomId, sender: &OwnedUserId, chat: i64) -> Result<()> {
+        let content = &ev["content"];
+        let what = if kind == "m.call.invite" {
+            "a call (calls do not cross)".to_owned()
+        } else if ev.get("state_key").is_some()
+            || kind.starts_with("m.call.")
+            || kind.contains("poll.response")
+            || kind.contains("poll.end")
+            || content["body"].as_str().is_none()
+        {
+            tracing::debug!(%room, kind, "nothing to carry");
+            return Ok(());
+        } else {
+            format!("a {kind} event the bridge cannot carry")
+        };
+        let Some(event_id) = ev["event_id"].as_str().and_then(|e| <&EventId>::try_from(e).ok()) else {
+            return Ok(());
+        };
+        if self.store.link_by_event(event_id).await?.is_some() {
+            return Ok(());
+        }
+        let name = escape_html(&self.matrix_name(room, sender).await);
+        let html = format!("<b>{name}</b> sent {}", escape_html(&what));
+        let turn = self.turn_for(event_id.as_str(), chat).await?;
+        let msg = self.tg.send_html(turn, html, None).await?.0;
+        self.store
+            .record_failure(Direction::MxToTg, &format!("mx:{event_id}"), &format!("{kind}: not carried"))
+            .await?;
+        let ts = ev["origin_server_ts"].as_i64().unwrap_or_default();
+        self.store
+            .link_message(chat, msg, room, event_id, Direction::MxToTg, sender, ts)
+            .await
+    }
+
     /// Take a turn to post in `chat` (pacing), then record the send intent of `event_id`: right
     /// before the request, so a stop before it (while downloading a file, or waiting for the
     /// chat's rate) leaves no intent behind and no false "may show twice".
@@ -447,5 +529,79 @@ impl Bridge {
             }
         }
         Ok(())
+    }
+}
+
+/// The unstable and stable event types of a Matrix poll (MSC3381).
+const POLL_START_UNSTABLE: &str = "org.matrix.msc3381.poll.start";
+const POLL_START: &str = "m.poll.start";
+
+/// A Matrix poll's question and answers.
+struct Poll {
+    question: String,
+    options: Vec<String>,
+    multiple: bool,
+}
+
+impl Poll {
+    /// Read a poll start event (stable `m.poll` or unstable MSC3381 content).
+    fn of(kind: &str, content: &Value) -> Option<Poll> {
+        let text = |v: &Value| -> Option<String> {
+            v["org.matrix.msc1767.text"]
+                .as_str()
+                .map(str::to_owned)
+                .or_else(|| v["m.text"][0]["body"].as_str().map(str::to_owned))
+                .or_else(|| v["body"].as_str().map(str::to_owned))
+        };
+        let poll = match kind {
+            POLL_START_UNSTABLE => &content[POLL_START_UNSTABLE],
+            POLL_START => &content["m.poll"],
+            _ => return None,
+        };
+        let question = text(&poll["question"])?;
+        let options: Vec<String> = poll["answers"].as_array()?.iter().filter_map(text).collect();
+        let multiple = poll["max_selections"].as_u64().unwrap_or(1) > 1;
+        Some(Poll {
+            question,
+            options,
+            multiple,
+        })
+    }
+}
+
+/// The place of an `m.location` message (`geo:lat,lon[;u=..]`).
+fn geo(content: &Value) -> Option<(f64, f64)> {
+    if content["msgtype"] != "m.location" {
+        return None;
+    }
+    let uri = content["geo_uri"].as_str()?.strip_prefix("geo:")?;
+    let coords = uri.split(';').next()?;
+    let mut it = coords.split(',');
+    let lat: f64 = it.next()?.trim().parse().ok()?;
+    let lon: f64 = it.next()?.trim().parse().ok()?;
+    ((-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon)).then_some((lat, lon))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn places_and_polls_are_read_from_matrix_content() {
+        assert_eq!(
+            super::geo(&json!({"msgtype": "m.location", "geo_uri": "geo:51.5,-0.12;u=20"})),
+            Some((51.5, -0.12))
+        );
+        assert_eq!(super::geo(&json!({"msgtype": "m.location", "geo_uri": "geo:500,1"})), None);
+        let unstable = json!({"org.matrix.msc3381.poll.start": {"question": {"org.matrix.msc1767.text": "Deploy?"},
+            "answers": [{"id": "a", "org.matrix.msc1767.text": "yes"}, {"id": "b", "org.matrix.msc1767.text": "no"}],
+            "max_selections": 1}});
+        let p = super::Poll::of(super::POLL_START_UNSTABLE, &unstable).unwrap();
+        assert_eq!((p.question.as_str(), p.options.len(), p.multiple), ("Deploy?", 2, false));
+        let stable = json!({"m.poll": {"question": {"m.text": [{"body": "Which?"}]},
+            "answers": [{"m.id": "1", "m.text": [{"body": "A"}]}, {"m.id": "2", "m.text": [{"body": "B"}]}],
+            "max_selections": 2}});
+        let p = super::Poll::of(super::POLL_START, &stable).unwrap();
+        assert_eq!((p.question.as_str(), p.options, p.multiple), ("Which?", vec!["A".to_owned(), "B".to_owned()], true));
     }
 }

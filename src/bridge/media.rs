@@ -96,6 +96,18 @@ fn tg_file(m: &Message) -> Option<TgFile<'_>> {
             info,
         ));
     }
+    if let Some(v) = m.video_note() {
+        // A round video message: a square video on Matrix.
+        let info = json!({"w": v.length, "h": v.length, "duration": v.duration.seconds() * 1000});
+        return Some(f(
+            &v.file,
+            "video note",
+            "m.video",
+            "video_note.mp4".into(),
+            "video/mp4".into(),
+            info,
+        ));
+    }
     if let Some(a) = m.animation() {
         let name = a.file_name.clone().unwrap_or_else(|| "animation.mp4".into());
         let info = json!({"w": a.width, "h": a.height, "duration": a.duration.seconds() * 1000});
@@ -341,7 +353,11 @@ impl Bridge {
     ) -> Result<i32> {
         let event_id = ev["event_id"].as_str().unwrap_or_default();
         let content = &ev["content"];
-        let msgtype = content["msgtype"].as_str().unwrap_or_default();
+        // A sticker is an image on Telegram (its stickers must be made for it).
+        let msgtype = match ev["type"].as_str() {
+            Some("m.sticker") => "m.image",
+            _ => content["msgtype"].as_str().unwrap_or_default(),
+        };
         let body = content["body"].as_str().unwrap_or_default();
         let filename = content["filename"].as_str().unwrap_or(body).to_owned();
         let tcfg = self.cfg().gateway.telegram.clone();

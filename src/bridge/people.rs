@@ -79,7 +79,7 @@ impl Bridge {
 
     /// A user the bridge acts as: the bot or a puppet. Their events are never relayed back.
     pub fn is_bridge_user(&self, user: &UserId) -> bool {
-        user == self.bot_mxid || (self.puppet_tg_id(user).is_some() && std::env::var_os("TGMX_MUTANT").is_none())
+        user == self.bot_mxid || self.puppet_tg_id(user).is_some()
     }
 
     /// The Matrix account a mapped person (double puppet) uses, for a Telegram user id.

@@ -26,6 +26,9 @@ use crate::storage::Store;
 /// Largest Matrix avatar fetched to become a Telegram group photo.
 const MAX_PHOTO_BYTES: u64 = 10 << 20;
 
+/// How long `tgmx status` waits for each Bot API answer about members.
+const ASK_TELEGRAM: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Bridge {
     /// Set the Telegram title, description and photo on every portal that has not had them yet.
     /// Failures are logged; a transient one is tried again after the next setup.
@@ -64,14 +67,34 @@ impl Bridge {
     async fn set_initial_details(&self, r: &RoomMapping, room: &OwnedRoomId) -> Result<()> {
         let details = self.tg.chat_details(ChatId(r.telegram)).await?;
         let mut set = Vec::new();
-        if let (None, Some(title)) = (&r.name, details.title.filter(|t| !t.is_empty())) {
-            if !self.set_room_state(room, "m.room.name", &json!({"name": title})).await? {
+        let current = |event_type: &'static str, key: &'static str| async move {
+            let state = self.mx.state_event(room, event_type, "", &self.bot_mxid).await.ok();
+            state.and_then(|s| s[key].as_str().map(str::to_owned))
+        };
+        let title = details.title.filter(|t| !t.is_empty());
+        let title = match title {
+            Some(t) if current("m.room.name", "name").await.as_deref() == Some(t.as_str()) => None,
+            other => other,
+        };
+        let description = details.description.filter(|d| !d.is_empty());
+        let description = match description {
+            Some(d) if current("m.room.topic", "topic").await.as_deref() == Some(d.as_str()) => None,
+            other => other,
+        };
+        if let (None, Some(title)) = (&r.name, title) {
+            if !self
+                .set_room_state(room, "m.room.name", &json!({"name": title}))
+                .await?
+            {
                 return Ok(()); // no power: said once in the log
             }
             set.push("name");
         }
-        if let (None, Some(description)) = (&r.topic, details.description.filter(|d| !d.is_empty())) {
-            if !self.set_room_state(room, "m.room.topic", &json!({"topic": description})).await? {
+        if let (None, Some(description)) = (&r.topic, description) {
+            if !self
+                .set_room_state(room, "m.room.topic", &json!({"topic": description}))
+                .await?
+            {
                 return Ok(());
             }
             set.push("topic");
@@ -216,17 +239,19 @@ impl Bridge {
             }
             if telegram {
                 let chat = ChatId(r.telegram);
-                let count = match self.tg.member_count(chat).await {
-                    Ok(n) => n.to_string(),
-                    Err(e) => format!("? ({e})"),
+                let count = match tokio::time::timeout(ASK_TELEGRAM, self.tg.member_count(chat)).await {
+                    Ok(Ok(n)) => n.to_string(),
+                    Ok(Err(e)) => format!("? ({e})"),
+                    Err(_) => "? (no answer)".to_owned(),
                 };
-                let admins = match self.tg.administrators(chat).await {
-                    Ok(admins) => admins
+                let admins = match tokio::time::timeout(ASK_TELEGRAM, self.tg.administrators(chat)).await {
+                    Ok(Ok(admins)) => admins
                         .iter()
                         .map(|u| format!("{} ({})", u.full_name(), u.id.0))
                         .collect::<Vec<_>>()
                         .join(", "),
-                    Err(e) => format!("? ({e})"),
+                    Ok(Err(e)) => format!("? ({e})"),
+                    Err(_) => "? (no answer)".to_owned(),
                 };
                 lines.push(format!("    telegram: {count} member(s); administrators: {admins}"));
             }

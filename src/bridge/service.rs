@@ -129,9 +129,7 @@ impl Bridge {
                 }
             }
             None => {
-                self.mx
-                    .leave_because(room, &puppet, "left the Telegram group")
-                    .await?;
+                self.mx.leave_because(room, &puppet, "left the Telegram group").await?;
                 tracing::info!(chat, %puppet, "left on telegram");
             }
         }
@@ -163,7 +161,9 @@ impl Bridge {
                 tracing::info!(%room, event_type, "room detail set from telegram");
                 Ok(true)
             }
-            Err(Error::Matrix { status: 403, message, .. }) => {
+            Err(Error::Matrix {
+                status: 403, message, ..
+            }) => {
                 tracing::warn!(
                     %room, event_type,
                     "the bot may not change this room's state (give it power to mirror the group's details): {message}"
@@ -225,7 +225,13 @@ impl Bridge {
 
     /// A notice from the bot for service message `m`, once (its transaction id comes from the
     /// message's ids).
-    async fn tg_notice(&self, m: &Message, room: &OwnedRoomId, body: String, reply_to: Option<ruma::OwnedEventId>) -> Result<()> {
+    async fn tg_notice(
+        &self,
+        m: &Message,
+        room: &OwnedRoomId,
+        body: String,
+        reply_to: Option<ruma::OwnedEventId>,
+    ) -> Result<()> {
         let (chat, msg) = (m.chat.id.0, m.id.0);
         let mut content = json!({"msgtype": "m.notice", "body": body, SOURCE_KEY: {"chat": chat, "message": msg}});
         if let Some(event) = reply_to {

@@ -299,6 +299,47 @@ impl TelegramSender {
         sent.map(|m| m.id).map_err(|e| self.error(e))
     }
 
+    /// Post a place: `title` and `address` are plain text shown with the map.
+    pub async fn send_venue(
+        &self,
+        turn: Turn,
+        (latitude, longitude): (f64, f64),
+        title: String,
+        address: String,
+        reply_to: Option<MessageId>,
+    ) -> Result<MessageId, TgError> {
+        let mut req = self.bot.send_venue(turn.chat, latitude, longitude, title, address);
+        if let Some(r) = reply(reply_to) {
+            req = req.reply_parameters(r);
+        }
+        req.await.map(|m| m.id).map_err(|e| self.error(e))
+    }
+
+    /// Post a native poll (`question` 1-300 characters, 2-10 `options` of 1-100 characters;
+    /// see [`poll_fits`]). Not anonymous, so people see who voted.
+    pub async fn send_poll(
+        &self,
+        turn: Turn,
+        question: String,
+        options: Vec<String>,
+        multiple: bool,
+        reply_to: Option<MessageId>,
+    ) -> Result<MessageId, TgError> {
+        let options = options.into_iter().map(|text| teloxide::types::InputPollOption {
+            text,
+            formatting: None,
+        });
+        let mut req = self
+            .bot
+            .send_poll(turn.chat, question, options)
+            .is_anonymous(false)
+            .allows_multiple_answers(multiple);
+        if let Some(r) = reply(reply_to) {
+            req = req.reply_parameters(r);
+        }
+        req.await.map(|m| m.id).map_err(|e| self.error(e))
+    }
+
     /// Replace a posted message's text (Telegram HTML). [`TgError::NotModified`] when it is
     /// already so.
     pub async fn edit_html(&self, chat: ChatId, msg: MessageId, html: String) -> Result<(), TgError> {
@@ -517,6 +558,14 @@ impl TelegramSender {
             .await
             .map_err(|e| self.error(e))
     }
+}
+
+/// Whether a poll fits Telegram's limits (question 1-300 characters, 2-10 options of 1-100).
+pub fn poll_fits(question: &str, options: &[String]) -> bool {
+    let len = |s: &str| s.encode_utf16().count();
+    (1..=300).contains(&len(question))
+        && (2..=10).contains(&options.len())
+        && options.iter().all(|o| (1..=100).contains(&len(o)))
 }
 
 fn reply(to: Option<MessageId>) -> Option<ReplyParameters> {

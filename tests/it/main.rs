@@ -48,6 +48,7 @@ mod encryption_off;
 mod fake_telegram_selftest;
 mod faults;
 mod in_process;
+mod kinds;
 mod lanes;
 mod long;
 mod media;

@@ -10,7 +10,9 @@ use crate::in_process;
 
 /// Some bytes standing in for an image (neither side decodes them).
 fn payload(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 /// Give the bridge bot power 100 in the test room (it needs it to set room state and kick).
@@ -18,9 +20,7 @@ async fn give_bot_power(app: &TestApp) {
     let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.power_levels/", app.room);
     let mut levels = app.ezra.call("GET", &path, None).await.unwrap();
     levels["users"][app.bot.as_str()] = json!(100);
-    app.ezra
-        .set_state(&app.room, "m.room.power_levels", levels)
-        .await;
+    app.ezra.set_state(&app.room, "m.room.power_levels", levels).await;
 }
 
 /// The room's current state event of `event_type` (empty state key), as Ezra sees it.
@@ -135,14 +135,18 @@ async fn telegram_title_becomes_the_room_name_and_a_matrix_name_reaches_telegram
     app.wait_log("config reloaded").await;
     app.tg
         .inject_service(app.chat, &rook, json!({"new_chat_title": "Ops, again from Telegram"}));
-    eventually("the second room name from Telegram", Duration::from_secs(30), async || {
-        let name = state(&app, "m.room.name").await;
-        if name.as_ref().is_some_and(|n| n["name"] == "Ops, again from Telegram") {
-            Ok(())
-        } else {
-            Err(format!("{name:?}"))
-        }
-    })
+    eventually(
+        "the second room name from Telegram",
+        Duration::from_secs(30),
+        async || {
+            let name = state(&app, "m.room.name").await;
+            if name.as_ref().is_some_and(|n| n["name"] == "Ops, again from Telegram") {
+                Ok(())
+            } else {
+                Err(format!("{name:?}"))
+            }
+        },
+    )
     .await;
     app.ezra
         .set_state(&app.room, "m.room.name", json!({"name": "Fleet ops (Matrix)"}))
@@ -163,7 +167,11 @@ async fn telegram_title_becomes_the_room_name_and_a_matrix_name_reaches_telegram
         .iter()
         .map(|r| r["title"].clone())
         .collect();
-    assert_eq!(titles, vec![json!("Fleet ops (Matrix)")], "no echo of the bridge's own rename");
+    assert_eq!(
+        titles,
+        vec![json!("Fleet ops (Matrix)")],
+        "no echo of the bridge's own rename"
+    );
 }
 
 async fn a_pin_becomes_a_notice_naming_the_pinned_message() {
@@ -211,21 +219,27 @@ async fn a_new_portal_gets_the_chats_title_description_and_photo() {
     app.tg
         .set_chat_details(app.chat, Some("Where the fleet is run from"), Some(photo.clone()));
     in_process::start(&mut app).await;
-    eventually("the room's name, topic and avatar", Duration::from_secs(30), async || {
-        let (name, topic, avatar) = (
-            state(&app, "m.room.name").await,
-            state(&app, "m.room.topic").await,
-            state(&app, "m.room.avatar").await,
-        );
-        match (&name, &topic, &avatar) {
-            (Some(n), Some(t), Some(a))
-                if n["name"] == "fleet-ops" && t["topic"] == "Where the fleet is run from" && a["url"].is_string() =>
-            {
-                Ok(a["url"].as_str().unwrap().to_owned())
+    eventually(
+        "the room's name, topic and avatar",
+        Duration::from_secs(30),
+        async || {
+            let (name, topic, avatar) = (
+                state(&app, "m.room.name").await,
+                state(&app, "m.room.topic").await,
+                state(&app, "m.room.avatar").await,
+            );
+            match (&name, &topic, &avatar) {
+                (Some(n), Some(t), Some(a))
+                    if n["name"] == "fleet-ops"
+                        && t["topic"] == "Where the fleet is run from"
+                        && a["url"].is_string() =>
+                {
+                    Ok(a["url"].as_str().unwrap().to_owned())
+                }
+                _ => Err(format!("{name:?} {topic:?} {avatar:?}\n{}", app.log())),
             }
-            _ => Err(format!("{name:?} {topic:?} {avatar:?}\n{}", app.log())),
-        }
-    })
+        },
+    )
     .await;
     let avatar = state(&app, "m.room.avatar").await.unwrap();
     assert_eq!(app.ezra.download(avatar["url"].as_str().unwrap()).await, photo);
@@ -245,11 +259,13 @@ async fn status_lists_the_members_on_both_sides() {
     app.tg.inject_text(app.chat, &rook, "present");
     app.wait_from(&app.puppet(5601), 1).await;
     let (_, status) = app.cli(&["status"]).await;
-    eprintln!("STATUS\n{status}");
     assert!(status.contains("members (Telegram lists only"), "{status}");
     assert!(status.contains(&app.ezra.user_id), "Matrix members: {status}");
     assert!(status.contains("the bridge bot"), "{status}");
-    assert!(status.contains("Rook") && status.contains("(5601)"), "puppets seen: {status}");
+    assert!(
+        status.contains("Rook") && status.contains("(5601)"),
+        "puppets seen: {status}"
+    );
     let bot = app.tg.bot_user();
     assert!(
         status.contains("member(s); administrators: ") && status.contains(&format!("({})", bot.id)),

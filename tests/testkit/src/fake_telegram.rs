@@ -55,6 +55,9 @@
 //!   content with `message is not modified`, and sets `edit_date`.
 //!   `deleteMessage` / `deleteMessages` forget messages; deleting an unknown
 //!   or already deleted message is `message to delete not found`.
+//! * **Places and polls.** `sendVenue` (coordinates in range, title and address
+//!   required) and `sendPoll` (question 1-300 characters, 2-10 options of
+//!   1-100) as documented; both answer a `Message` carrying `venue` / `poll`.
 //! * **Media.** `sendPhoto`, `sendDocument`, `sendVoice`, `sendAudio`,
 //!   `sendVideo`, `sendAnimation`, `sendSticker` and `sendVideoNote` take the
 //!   file as an uploaded part (directly under the field name, or referenced as
@@ -1108,6 +1111,8 @@ impl FakeState {
         match method {
             "getme" => Ok(self.get_me()),
             "sendmessage" => self.send_message(p),
+            "sendvenue" => self.send_venue(p),
+            "sendpoll" => self.send_poll(p),
             "editmessagetext" => self.edit_message_text(p),
             "editmessagecaption" => self.edit_message_caption(p),
             "getfile" => self.get_file(p),
@@ -1357,6 +1362,114 @@ impl FakeState {
             entities,
             disable_notification: p.flag("disable_notification"),
             link_preview_options,
+            caption: None,
+            file: None,
+            at: std::time::Instant::now(),
+        });
+        Ok(result)
+    }
+
+    /// `sendVenue`: latitude and longitude in range, `title` and `address` required. Recorded
+    /// with `rendered_text` "title\naddress" and the place in `entities` as `{"latitude", "longitude"}`.
+    fn send_venue(&mut self, p: &Params) -> ApiResult {
+        let chat_id = p.chat_id()?;
+        let coord = |key: &str, max: f64| -> Result<f64, ApiError> {
+            p.string(key)
+                .and_then(|s| s.parse::<f64>().ok())
+                .filter(|v| v.abs() <= max)
+                .ok_or_else(|| ApiError::bad_request(format!("invalid {key} specified")))
+        };
+        let (latitude, longitude) = (coord("latitude", 90.0)?, coord("longitude", 180.0)?);
+        let (Some(title), Some(address)) = (p.string("title"), p.string("address")) else {
+            return Err(ApiError::bad_request("venue title and address must be specified"));
+        };
+        let place = json!({"latitude": latitude, "longitude": longitude});
+        let venue = json!({"location": place, "title": title, "address": address});
+        self.store_special(p, chat_id, "sendVenue", format!("{title}\n{address}"), vec![place], "venue", venue)
+    }
+
+    /// `sendPoll`: question 1-300 characters, 2-10 options (`InputPollOption` objects or strings)
+    /// of 1-100 characters each, as the Bot API documents. Recorded with `rendered_text`
+    /// "question\noption\n..." and the options in `entities` as strings.
+    fn send_poll(&mut self, p: &Params) -> ApiResult {
+        let chat_id = p.chat_id()?;
+        let question = p.string("question").unwrap_or_default();
+        if !(1..=300).contains(&question.encode_utf16().count()) {
+            return Err(ApiError::bad_request("poll question length must not exceed 300"));
+        }
+        let options: Vec<String> = p
+            .structured("options")?
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|o| o.as_str().or(o["text"].as_str()).map(str::to_owned))
+            .collect();
+        if options.len() < 2 {
+            return Err(ApiError::bad_request("poll must have at least 2 option"));
+        }
+        if options.len() > 10 {
+            return Err(ApiError::bad_request("poll can't have more than 10 options"));
+        }
+        if options.iter().any(|o| !(1..=100).contains(&o.encode_utf16().count())) {
+            return Err(ApiError::bad_request("poll options length must not exceed 100"));
+        }
+        let poll = json!({"id": format!("poll{}", self.sent.len()), "question": question,
+            "options": options.iter().map(|o| json!({"text": o, "voter_count": 0})).collect::<Vec<_>>(),
+            "total_voter_count": 0, "is_closed": false, "is_anonymous": p.get("is_anonymous").is_none_or(|_| p.flag("is_anonymous")),
+            "type": "regular", "allows_multiple_answers": p.flag("allows_multiple_answers")});
+        let summary = std::iter::once(question.clone()).chain(options.iter().cloned()).collect::<Vec<_>>().join("\n");
+        let entities = options.iter().map(|o| json!(o)).collect();
+        self.store_special(p, chat_id, "sendPoll", summary, entities, "poll", poll)
+    }
+
+    /// Store a message of a kind without text or file (a venue, a poll) and record its send.
+    #[allow(clippy::too_many_arguments)]
+    fn store_special(
+        &mut self,
+        p: &Params,
+        chat_id: i64,
+        method: &str,
+        summary: String,
+        entities: Vec<Value>,
+        field: &str,
+        value: Value,
+    ) -> ApiResult {
+        let reply_to = self.reply_target(self.chat(chat_id)?, p)?;
+        let bot = self.bot.clone();
+        let chat = self.chat_mut(chat_id)?;
+        let message_id = chat.alloc_message_id();
+        chat.messages.insert(
+            message_id,
+            StoredMessage {
+                from: bot,
+                date: now(),
+                text: String::new(),
+                entities: Vec::new(),
+                media: None,
+                reply_to,
+                edit_date: None,
+                link_preview_options: None,
+                deleted: false,
+            },
+        );
+        let mut result = chat.message_json(message_id, true).expect("message just stored");
+        if let Some(obj) = result.as_object_mut() {
+            obj.remove("text");
+            obj.remove("entities");
+            obj.insert(field.to_owned(), value);
+        }
+        self.sent.push(SentMessage {
+            message_id,
+            chat_id,
+            text: String::new(),
+            parse_mode: None,
+            reply_to,
+            deleted: false,
+            method: method.to_owned(),
+            rendered_text: summary,
+            entities,
+            disable_notification: p.flag("disable_notification"),
+            link_preview_options: None,
             caption: None,
             file: None,
             at: std::time::Instant::now(),
