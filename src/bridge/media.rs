@@ -172,6 +172,11 @@ pub struct MediaLimits {
     hs_upload_limit: std::sync::Mutex<Option<Option<u64>>>,
 }
 
+/// Whether a Telegram message carries a file the bridge takes across.
+pub(super) fn has_file(m: &Message) -> bool {
+    tg_file(m).is_some()
+}
+
 impl Bridge {
     /// Download a Telegram file within the configured limit.
     async fn tg_download(&self, meta: &FileMeta) -> Result<Vec<u8>> {

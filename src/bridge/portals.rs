@@ -291,3 +291,28 @@ impl Bridge {
         self.store.set_member(user, room, true).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upgraded_group_is_bridged_where_its_supergroup_is() {
+        let text = "homeserver: {url: \"http://h\", server_name: hs}\nappservice: {}\ngateway:\n  telegram: {bot_token: \"1:a\"}\nrooms:\n  - {matrix: \"!r:hs\", telegram: -5}\n";
+        let cfg = Config::parse(text, std::path::Path::new(".")).unwrap();
+        let portals = Portals::default();
+        let room = OwnedRoomId::try_from("!r:hs").unwrap();
+        portals.insert(-5, room.clone());
+        assert!(portals.note_upgrade(-5, -1005));
+        assert!(!portals.note_upgrade(-5, -1005));
+        assert_eq!(portals.current_chat(-5), -1005);
+        assert_eq!(portals.current_chat(-6), -6);
+        // Its last messages, and the supergroup's, go to the same room; the room is the new id's.
+        assert_eq!(portals.room_for_chat(-5), Some(room.clone()));
+        assert_eq!(portals.room_for_chat(-1005), Some(room.clone()));
+        assert_eq!(portals.chat_for_room(&room), Some(-1005));
+        let followed = portals.follow_upgrades(cfg);
+        assert_eq!(followed.rooms[0].telegram, -1005);
+        assert!(!portals.unresolved_in(&followed));
+    }
+}

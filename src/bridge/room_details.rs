@@ -43,7 +43,10 @@ impl Bridge {
             };
             let key = format!("room_details:{}", r.telegram);
             match self.store.get_kv(&key).await {
-                Ok(Some(done)) if done == room.as_str() => continue,
+                Ok(Some(done)) if done == room.as_str() => {
+                    tracing::debug!(%room, chat = r.telegram, "room details from telegram set already");
+                    continue;
+                }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(%room, "cannot read whether the room's details were set: {e}");

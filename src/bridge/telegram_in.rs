@@ -305,6 +305,41 @@ impl Bridge {
         first.ok_or_else(|| Error::Internal("a message in parts without a first part".into()))
     }
 
+    /// The Matrix content of a bridged file message with `m`'s (edited) caption: the original
+    /// event's content (read back, decrypted in an encrypted room) with a new body.
+    async fn captioned(&self, room: &ruma::RoomId, event: &ruma::EventId, m: &Message) -> Result<Value> {
+        let mut original = self.reader.event(room, event).await?;
+        if original["type"] == "m.room.encrypted" {
+            match self.intents.decrypt(room, &original).await? {
+                crate::matrix::crypto::Decrypted::Event(clear) => original = clear,
+                crate::matrix::crypto::Decrypted::Undecryptable(why) => {
+                    return Err(Error::NotReady(format!("the captioned file cannot be read back yet: {why}")));
+                }
+            }
+        }
+        let mut content = original["content"].clone();
+        let Some(obj) = content.as_object_mut() else {
+            return Err(Error::Internal(format!("event {event} has no content")));
+        };
+        for key in ["m.relates_to", "m.new_content", "format", "formatted_body", SOURCE_KEY] {
+            obj.remove(key);
+        }
+        let caption = m.caption().unwrap_or_default();
+        let name = obj.get("filename").and_then(Value::as_str).unwrap_or_default().to_owned();
+        obj.insert("body".into(), json!(if caption.is_empty() { name.as_str() } else { caption }));
+        let entities = m.caption_entities().unwrap_or_default();
+        if !caption.is_empty() && has_formatting(entities) {
+            let html = entities_to_html(caption, entities, &|id| {
+                self.identity_for_tg(id)
+                    .unwrap_or_else(|| self.puppet_mxid(id))
+                    .to_string()
+            });
+            obj.insert("format".into(), json!("org.matrix.custom.html"));
+            obj.insert("formatted_body".into(), json!(html));
+        }
+        Ok(content)
+    }
+
     async fn tg_edit(&self, m: &Message) -> Result<()> {
         let chat = m.chat.id.0;
         let Some(room) = self.portal_of(chat)? else {
@@ -318,7 +353,11 @@ impl Bridge {
             return Ok(());
         }
         let sender = link.sender;
-        let new_content = self.tg_content(m);
+        let new_content = match super::media::has_file(m) {
+            // A caption edit: the file stays, only its caption changes.
+            true => self.captioned(&room, &link.mx_event_id, m).await?,
+            false => self.tg_content(m),
+        };
         let mut content = json!({
             "msgtype": new_content["msgtype"],
             "body": format!("* {}", new_content["body"].as_str().unwrap_or_default()),

@@ -168,6 +168,15 @@ impl TimelineReader {
         self.get(&path(&endpoint::SYNC, &[]), &query).await
     }
 
+    /// One event of `room` as the reader device sees it (`/context` without neighbours; an
+    /// encrypted event stays encrypted).
+    pub async fn event(&self, room: &RoomId, event: &EventId) -> Result<Value> {
+        let mut v = self
+            .get(&path(&endpoint::CONTEXT, &[&room, &event]), &[("limit", "0")])
+            .await?;
+        Ok(v["event"].take())
+    }
+
     /// Up to `limit` events before `event` in `room`, oldest first (`/context`).
     pub async fn events_before(&self, room: &RoomId, event: &EventId, limit: u32) -> Result<Vec<Value>> {
         let limit = limit.to_string();

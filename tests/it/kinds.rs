@@ -112,6 +112,30 @@ async fn a_telegram_video_note_arrives_as_a_video() {
     assert_eq!(app.ezra.download(c["url"].as_str().unwrap()).await, bytes);
 }
 
+async fn a_telegram_caption_edit_edits_the_matrix_caption_and_keeps_the_file() {
+    let app = TestApp::spawn().await;
+    let user = app.tg.add_user(1802, "Wren", None, None);
+    let photo = app
+        .tg
+        .inject_photo(app.chat, &user, vec![5u8; 4_000], 640, 480, Some("first caption"));
+    let puppet = app.puppet(1802);
+    let got = app.wait_from(&puppet, 1).await;
+    let url = got[0]["content"]["url"].clone();
+    assert_eq!(got[0]["content"]["body"], "first caption");
+    app.tg.inject_edit(app.chat, photo, "second caption");
+    let edits = app
+        .ezra
+        .wait_messages(&app.room, 1, std::time::Duration::from_secs(60), {
+            let puppet = puppet.clone();
+            move |e| e["sender"] == puppet.as_str() && e["content"]["m.relates_to"]["rel_type"] == "m.replace"
+        })
+        .await;
+    let new = &edits[0]["content"]["m.new_content"];
+    assert_eq!(new["msgtype"], "m.image", "{new}");
+    assert_eq!(new["body"], "second caption");
+    assert_eq!(new["url"], url, "the file stays");
+}
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -124,4 +148,5 @@ fn urlencode(s: &str) -> String {
 both!(
     a_matrix_sticker_location_and_polls_reach_telegram_and_the_rest_is_a_notice,
     a_telegram_video_note_arrives_as_a_video,
+    a_telegram_caption_edit_edits_the_matrix_caption_and_keeps_the_file,
 );
