@@ -553,10 +553,7 @@ impl TelegramSender {
     /// How many members a group has.
     pub async fn member_count(&self, chat: ChatId) -> Result<u32, TgError> {
         self.wait_bot().await;
-        self.bot
-            .get_chat_member_count(chat)
-            .await
-            .map_err(|e| self.error(e))
+        self.bot.get_chat_member_count(chat).await.map_err(|e| self.error(e))
     }
 }
 

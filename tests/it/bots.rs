@@ -109,6 +109,80 @@ async fn matrix_reply_to_a_bot_agent_message_is_a_telegram_reply_the_agent_recei
     );
 }
 
+async fn the_bridge_bots_own_messages_are_never_bridged_back() {
+    let app = in_process::spawn().await;
+    let person = app.tg.add_user(7105, "Ash", None, None);
+    // Telegram does not send a bot its own posts; should it (here: an update made by hand), the
+    // bridge must not post its own bot's words into the room as a puppet.
+    let own = app.tg.bot_user();
+    let from = json!({"id": own.id, "is_bot": true, "first_name": own.first_name, "username": own.username});
+    let date = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    app.tg.inject_update(
+        "message",
+        json!({"message_id": 990, "from": from, "date": date, "text": "own words",
+               "chat": {"id": app.chat, "type": "supergroup", "title": "fleet-ops"}}),
+    );
+    app.sentinel_from_telegram(&person).await;
+    let messages = app.ezra.messages(&app.room).await;
+    assert!(messages.iter().all(|e| body(e) != "own words"), "{messages:?}");
+    assert!(
+        !app.ezra.joined_members(&app.room).await.contains(&app.puppet(own.id)),
+        "a puppet of the bridge's own bot joined"
+    );
+}
+
+/// The fake Bot API shows a bot another bot's group messages as
+/// <https://core.telegram.org/api/bots/bot-to-bot> says (the bridge tests above rely on it).
+#[tokio::test]
+async fn fake_telegram_shows_bot_messages_only_as_telegram_does() {
+    let tg = crate::fake_telegram::FakeTelegram::start(crate::harness::TG_TOKEN).await;
+    let chat = -1_000_000_000_777;
+    tg.add_chat(chat, "agents");
+    let receiver = tg.add_bot("8001:receiver-token", "Receiver", "receiver_bot");
+    let sender = tg.add_agent_bot(8002, "Sender", "sender_bot");
+    let person = tg.add_user(8003, "Pat", None, None);
+    let seen = |text: &str| tg.updates_for(receiver.id).iter().any(|u| u["message"]["text"] == text);
+    // No mode anywhere: nothing, not even a command or a reply addressed to the receiver.
+    let asked = tg.inject_text(chat, &person, "people are always seen (privacy off)");
+    let own = tg.inject_text(chat, &receiver, "the receiver's own post");
+    tg.inject_text(chat, &sender, "plain 1");
+    tg.inject_text(chat, &sender, "/ping@receiver_bot 1");
+    tg.inject_message(chat, &sender, "reply 1", serde_json::Value::Null, Some(own));
+    assert!(seen("people are always seen (privacy off)") && !seen("the receiver's own post"));
+    assert!(!seen("plain 1") && !seen("/ping@receiver_bot 1") && !seen("reply 1"));
+    // The sender has the mode: what is addressed to the receiver arrives, the rest does not.
+    tg.set_bot_to_bot(sender.id, true);
+    tg.inject_text(chat, &sender, "plain 2");
+    tg.inject_text(chat, &sender, "/ping@receiver_bot 2");
+    tg.inject_text(chat, &sender, "/ping@someone_else_bot 2");
+    tg.inject_message(chat, &sender, "reply 2", serde_json::Value::Null, Some(own));
+    tg.inject_message(
+        chat,
+        &sender,
+        "reply to a person 2",
+        serde_json::Value::Null,
+        Some(asked),
+    );
+    assert!(seen("/ping@receiver_bot 2") && seen("reply 2"));
+    assert!(!seen("plain 2") && !seen("/ping@someone_else_bot 2") && !seen("reply to a person 2"));
+    // The receiver has the mode, is an admin, privacy off: everything.
+    tg.set_bot_to_bot(sender.id, false);
+    tg.set_bot_to_bot(receiver.id, true);
+    tg.inject_text(chat, &sender, "plain 3");
+    assert!(seen("plain 3"));
+    // ... but not as a plain member, nor with privacy mode on.
+    tg.set_admin(receiver.id, chat, false);
+    tg.inject_text(chat, &sender, "plain 4");
+    tg.set_admin(receiver.id, chat, true);
+    tg.set_privacy(receiver.id, true);
+    tg.inject_text(chat, &sender, "plain 5");
+    tg.inject_text(chat, &sender, "/ping@receiver_bot 5");
+    assert!(!seen("plain 4") && !seen("plain 5") && seen("/ping@receiver_bot 5"));
+}
+
 /// (sender, body) of every `m.room.message` in the app's room but the bridge bot's notices, sorted.
 async fn bodies(app: &TestApp) -> Vec<(String, String)> {
     let mut all: Vec<(String, String)> = app
@@ -255,6 +329,7 @@ both!(
     bot_agent_message_is_bridged_as_a_bot_marked_puppet,
     bot_agent_messages_the_bridge_bot_cannot_see_are_not_bridged,
     matrix_reply_to_a_bot_agent_message_is_a_telegram_reply_the_agent_receives,
+    the_bridge_bots_own_messages_are_never_bridged_back,
     two_bridges_on_one_group_do_not_ping_pong,
     check_reports_bot_agent_visibility_per_room,
 );

@@ -57,12 +57,7 @@ async fn a_matrix_sticker_location_and_polls_reach_telegram_and_the_rest_is_a_no
         .await
         .unwrap();
     let sentinel = app.sentinel_from_matrix().await;
-    let sent: Vec<_> = app
-        .tg
-        .sent(app.chat)
-        .into_iter()
-        .filter(|s| s.message_id != sentinel.message_id)
-        .collect();
+    let sent = app.sent_before(&sentinel);
     let methods: Vec<&str> = sent.iter().map(|s| s.method.as_str()).collect();
     assert_eq!(
         methods,

@@ -11,6 +11,11 @@ use crate::harness::{TestApp, body, eventually};
 
 const T: Duration = Duration::from_secs(60);
 
+/// The words of a text (whitespace differs: Telegram trims each part).
+fn words(s: &str) -> Vec<&str> {
+    s.split_whitespace().collect()
+}
+
 /// A paragraph of `n` words, each with an emoji (two UTF-16 units) and an escaped character.
 fn paragraph(tag: &str, n: usize) -> String {
     (0..n).map(|i| format!("{tag}{i}😀<&>")).collect::<Vec<_>>().join(" ")
@@ -31,12 +36,7 @@ async fn a_long_matrix_message_arrives_in_parts_and_its_edit_and_redaction_follo
         .send(&app.room, json!({"msgtype": "m.text", "body": text}))
         .await;
     let sentinel = app.sentinel_from_matrix().await;
-    let sent: Vec<_> = app
-        .tg
-        .sent(app.chat)
-        .into_iter()
-        .filter(|s| s.message_id != sentinel.message_id)
-        .collect();
+    let sent = app.sent_before(&sentinel);
     assert!(sent.len() >= 3, "{} parts", sent.len());
     // Each part is within Telegram's limit (the fake refuses longer ones) and nothing is lost:
     // the parts' text, in order, is the message.
@@ -45,7 +45,6 @@ async fn a_long_matrix_message_arrives_in_parts_and_its_edit_and_redaction_follo
         .map(|s| s.rendered_text.as_str())
         .collect::<Vec<_>>()
         .join(" ");
-    let words = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
     assert_eq!(words(&joined), words(&format!("Ezra: {text}")));
     // Cut at the paragraph breaks, not inside a word.
     assert!(sent[0].rendered_text.ends_with("alpha199😀<&>"), "{}", sent[0].text);
@@ -109,12 +108,7 @@ async fn a_caption_over_1024_goes_with_the_file_and_the_rest_as_text() {
         )
         .await;
     let sentinel = app.sentinel_from_matrix().await;
-    let sent: Vec<_> = app
-        .tg
-        .sent(app.chat)
-        .into_iter()
-        .filter(|s| s.message_id != sentinel.message_id)
-        .collect();
+    let sent = app.sent_before(&sentinel);
     assert_eq!(sent[0].method, "sendPhoto");
     assert!(sent[0].file.as_ref().is_some_and(|f| f.bytes == img));
     assert!(
@@ -127,7 +121,6 @@ async fn a_caption_over_1024_goes_with_the_file_and_the_rest_as_text() {
         .map(|s| s.rendered_text.as_str())
         .collect::<Vec<_>>()
         .join(" ");
-    let words = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
     assert_eq!(words(&joined), words(&format!("Ezra: {caption}")));
 }
 
@@ -150,7 +143,7 @@ async fn a_telegram_message_too_large_for_one_matrix_event_arrives_in_parts() {
         .filter(|e| e["sender"] == puppet.as_str() && e["event_id"] != sentinel["event_id"])
         .collect();
     assert!(got.len() >= 5, "{} parts", got.len());
-    let joined: String = got.iter().map(|e| body(e)).collect();
+    let joined: String = got.iter().map(body).collect();
     assert_eq!(joined, text);
     for e in &got {
         let html = e["content"]["formatted_body"].as_str().unwrap_or_default();

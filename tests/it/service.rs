@@ -174,6 +174,37 @@ async fn telegram_title_becomes_the_room_name_and_a_matrix_name_reaches_telegram
     );
 }
 
+/// Without power in the room the bot cannot set the name or kick: a title change is told in a
+/// notice, and a removed member's puppet leaves by itself with the reason.
+async fn without_power_a_title_change_is_told_and_a_removed_puppet_leaves_with_the_reason() {
+    let app = in_process::spawn().await;
+    let rook = app.tg.add_user(5501, "Rook", None, None);
+    let vega = app.tg.add_user(5502, "Vega", None, None);
+    let puppet = app.puppet(5501);
+    app.tg
+        .inject_service(app.chat, &vega, json!({"new_chat_title": "Ops, renamed"}));
+    let notices = app.wait_from(&app.bot, 1).await;
+    assert_eq!(
+        body(&notices[0]),
+        "Vega changed the group's name to “Ops, renamed” on Telegram."
+    );
+    assert_eq!(notices[0]["content"]["msgtype"], "m.notice");
+    assert_eq!(state(&app, "m.room.name").await.unwrap()["name"], "test room");
+
+    app.tg
+        .inject_service(app.chat, &rook, json!({"new_chat_members": [rook.to_json()]}));
+    wait_membership(&app, &puppet, "join").await;
+    app.tg
+        .inject_service(app.chat, &vega, json!({"left_chat_member": rook.to_json()}));
+    wait_membership(&app, &puppet, "leave").await;
+    let left = last_member_event(&app, &puppet).await;
+    assert_eq!(left["sender"], puppet.as_str(), "{left}");
+    assert_eq!(
+        left["content"]["reason"], "removed from the Telegram group by Vega",
+        "{left}"
+    );
+}
+
 async fn a_pin_becomes_a_notice_naming_the_pinned_message() {
     let app = in_process::spawn().await;
     let rook = app.tg.add_user(5301, "Rook", None, None);
@@ -284,6 +315,7 @@ async fn status_lists_the_members_on_both_sides() {
 both!(
     telegram_join_and_leave_become_puppet_membership_and_a_kick_shows_as_a_kick,
     telegram_title_becomes_the_room_name_and_a_matrix_name_reaches_telegram_only_when_switched_on,
+    without_power_a_title_change_is_told_and_a_removed_puppet_leaves_with_the_reason,
     a_pin_becomes_a_notice_naming_the_pinned_message,
     a_contentless_service_message_posts_nothing,
     a_new_portal_gets_the_chats_title_description_and_photo_once,

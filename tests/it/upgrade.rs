@@ -167,7 +167,8 @@ async fn without_its_config_file_the_bridge_follows_and_names_the_line_to_change
     )
     .await;
     app.chat = new;
-    app.sentinel_from_telegram(&pat).await;
+    app.tg.inject_text(new, &pat, "from the supergroup");
+    reaches_the_room(&app, "from the supergroup").await;
     app.sentinel_from_matrix().await;
     assert_eq!(requests_to(&app, old, before), Vec::<String>::new());
     assert_eq!(std::fs::read_to_string(app.config_path()).unwrap(), config_before);
@@ -190,4 +191,23 @@ fn log_to(app: &TestApp) -> tracing::subscriber::DefaultGuard {
         .with_writer(std::sync::Mutex::new(out))
         .finish();
     tracing::subscriber::set_default(subscriber)
+}
+
+/// Wait until a message with this body is in the room (on time-out: the end of the log).
+async fn reaches_the_room(app: &TestApp, text: &str) {
+    eventually(&format!("{text:?} in the room"), Duration::from_secs(60), async || {
+        if app
+            .ezra
+            .messages(&app.room)
+            .await
+            .iter()
+            .any(|e| crate::harness::body(e) == text)
+        {
+            return Ok(());
+        }
+        let log = app.log();
+        let tail: Vec<&str> = log.lines().rev().take(200).collect();
+        Err(tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+    })
+    .await
 }

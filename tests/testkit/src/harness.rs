@@ -1282,6 +1282,16 @@ impl TestApp {
             .expect("just seen")
     }
 
+    /// Everything the bot sent to the test's chat before `sentinel` (a Matrix sentinel that
+    /// crossed: all sent before it was handled), in order.
+    pub fn sent_before(&self, sentinel: &SentMessage) -> Vec<SentMessage> {
+        self.tg
+            .sent(self.chat)
+            .into_iter()
+            .take_while(|s| s.message_id != sentinel.message_id)
+            .collect()
+    }
+
     /// The daemon's `/ready` answer: (HTTP status, body).
     pub async fn ready(&self) -> (u16, Value) {
         // Status 0 while nothing listens yet.
