@@ -58,6 +58,7 @@ impl Portals {
     /// Note that group `old` became supergroup `new`: its portal (if any) is `new`'s from now
     /// on. `false` when this was known already.
     pub fn note_upgrade(&self, old: i64, new: i64) -> bool {
+        let mut map = self.map.write().expect("lock");
         let mut upgraded = self.upgraded.write().expect("lock");
         if upgraded.get(&old) == Some(&new) {
             return false;
@@ -68,8 +69,6 @@ impl Portals {
             }
         }
         upgraded.insert(old, new);
-        drop(upgraded);
-        let mut map = self.map.write().expect("lock");
         if let Some(room) = map.remove(&old) {
             map.insert(new, room);
         }
@@ -125,8 +124,12 @@ impl Portals {
         cfg.rooms.iter().any(|r| !map.contains_key(&r.telegram))
     }
 
+    /// Link `chat` (the supergroup it became, if it did) to `room`.
     fn insert(&self, chat: i64, room: OwnedRoomId) {
-        self.map.write().expect("lock").insert(chat, room);
+        // The map's lock first, then the upgrades' (as everywhere): an upgrade noted meanwhile
+        // cannot slip between reading where `chat` is now and linking it.
+        let mut map = self.map.write().expect("lock");
+        map.insert(self.current_chat(chat), room);
     }
 
     /// Forget portals whose chat is no longer configured in `cfg` (after a reload).
@@ -311,6 +314,10 @@ mod tests {
         assert_eq!(portals.room_for_chat(-5), Some(room.clone()));
         assert_eq!(portals.room_for_chat(-1005), Some(room.clone()));
         assert_eq!(portals.chat_for_room(&room), Some(-1005));
+        // Linked under the old id after the upgrade was noted (setup was under way): the new id's.
+        let other = OwnedRoomId::try_from("!s:hs").unwrap();
+        portals.insert(-5, other.clone());
+        assert_eq!(portals.room_for_chat(-1005), Some(other));
         let followed = portals.follow_upgrades(cfg);
         assert_eq!(followed.rooms[0].telegram, -1005);
         assert!(!portals.unresolved_in(&followed));

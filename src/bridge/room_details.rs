@@ -184,7 +184,7 @@ impl Bridge {
             Err(e) if e.is_transient() => return Err(e.into()),
             Err(e) => tracing::warn!(
                 %room, chat, kind,
-                "room detail not carried to telegram (the bot needs the admin right to change the group's info): {e}"
+                "room detail not carried to telegram (does the bot have the admin right to change the group's info?): {e}"
             ),
         }
         Ok(())

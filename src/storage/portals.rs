@@ -21,10 +21,13 @@ pub struct Portal {
 }
 
 impl Store {
-    /// Link a chat to a room (replacing an earlier link of the chat).
+    /// Link a chat to a room (replacing an earlier link of the chat). A group that became a
+    /// supergroup is linked under the supergroup's id (a link made while the upgrade was being
+    /// recorded lands there too).
     pub async fn upsert_portal(&self, tg_chat_id: i64, mx_room_id: &RoomId, alias: Option<&RoomAliasId>) -> Result<()> {
         sqlx::query(
-            "INSERT INTO portals (tg_chat_id, mx_room_id, mx_alias, created_at) VALUES (?, ?, ?, ?)
+            "INSERT INTO portals (tg_chat_id, mx_room_id, mx_alias, created_at)
+             VALUES (COALESCE((SELECT new_chat_id FROM chat_upgrades WHERE old_chat_id = ?1), ?1), ?2, ?3, ?4)
              ON CONFLICT(tg_chat_id) DO UPDATE SET mx_room_id = excluded.mx_room_id, mx_alias = excluded.mx_alias",
         )
         .bind(tg_chat_id)
@@ -147,5 +150,10 @@ mod tests {
         assert_eq!(store.portal(-5).await.unwrap(), None);
         assert_eq!(store.portal_room(-1005).await.unwrap().as_deref(), Some(room));
         assert_eq!(store.chat_upgrades().await.unwrap(), vec![(-5, -1005)]);
+        // A link of the old id made after the upgrade was recorded is the new id's.
+        let other = <&ruma::RoomId>::try_from("!s:hs").unwrap();
+        store.upsert_portal(-5, other, None).await.unwrap();
+        assert_eq!(store.portal(-5).await.unwrap(), None);
+        assert_eq!(store.portal_room(-1005).await.unwrap().as_deref(), Some(other));
     }
 }

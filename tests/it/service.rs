@@ -98,7 +98,7 @@ async fn telegram_join_and_leave_become_puppet_membership_and_a_kick_shows_as_a_
     assert_eq!(msgs[0]["event_id"], sentinel["event_id"]);
 }
 
-async fn telegram_title_becomes_the_room_name_and_a_matrix_name_reaches_telegram_only_when_switched_on() {
+async fn telegram_title_becomes_the_room_name_and_matrix_details_reach_telegram_only_when_switched_on() {
     let app = in_process::spawn().await;
     give_bot_power(&app).await;
     let rook = app.tg.add_user(5201, "Rook", None, None);
@@ -172,6 +172,18 @@ async fn telegram_title_becomes_the_room_name_and_a_matrix_name_reaches_telegram
         vec![json!("Fleet ops (Matrix)")],
         "no echo of the bridge's own rename"
     );
+
+    // A new room avatar becomes the group's photo.
+    let photo = payload(9_000, 3);
+    let mxc = app.ezra.upload(photo.clone(), "image/png", "avatar.png").await;
+    app.ezra
+        .set_state(&app.room, "m.room.avatar", json!({"url": mxc}))
+        .await;
+    app.tg
+        .wait_until("the group photo on Telegram", Duration::from_secs(30), |tg| {
+            tg.chat_details(chat).2.as_deref() == Some(photo.as_slice())
+        })
+        .await;
 }
 
 /// Without power in the room the bot cannot set the name or kick: a title change is told in a
@@ -314,7 +326,7 @@ async fn status_lists_the_members_on_both_sides() {
 
 both!(
     telegram_join_and_leave_become_puppet_membership_and_a_kick_shows_as_a_kick,
-    telegram_title_becomes_the_room_name_and_a_matrix_name_reaches_telegram_only_when_switched_on,
+    telegram_title_becomes_the_room_name_and_matrix_details_reach_telegram_only_when_switched_on,
     without_power_a_title_change_is_told_and_a_removed_puppet_leaves_with_the_reason,
     a_pin_becomes_a_notice_naming_the_pinned_message,
     a_contentless_service_message_posts_nothing,

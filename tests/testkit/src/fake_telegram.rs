@@ -1135,9 +1135,14 @@ impl FakeState {
             "setchatphoto" => {
                 let chat_id = p.chat_id()?;
                 self.chat(chat_id)?;
+                // The part itself, or `attach://<part>` as teloxide sends it.
+                let part = p
+                    .string("photo")
+                    .and_then(|v| v.strip_prefix("attach://").map(str::to_owned));
                 let upload = p
                     .files
                     .get("photo")
+                    .or_else(|| part.and_then(|part| p.files.get(&part)))
                     .cloned()
                     .ok_or_else(|| ApiError::bad_request("there is no photo in the request"))?;
                 let mime = Some("image/jpeg".to_owned());
