@@ -131,6 +131,62 @@ async fn a_telegram_caption_edit_edits_the_matrix_caption_and_keeps_the_file() {
     assert_eq!(new["url"], url, "the file stays");
 }
 
+/// Telegram kinds without a Matrix twin arrive as the nearest kind, never as nothing: a
+/// sticker as an image, an animation as a video, a location as `m.location`, a contact, a poll
+/// and a dice roll as text.
+async fn telegram_stickers_animations_places_contacts_polls_and_dice_all_arrive() {
+    let app = TestApp::spawn().await;
+    let user = app.tg.add_user(1803, "Finch", None, None);
+    let file = |bytes: Vec<u8>, extra: serde_json::Value| {
+        let mut meta = app.tg.file_meta(&app.tg.add_file(bytes)).unwrap();
+        for (k, v) in extra.as_object().unwrap() {
+            meta[k] = v.clone();
+        }
+        meta
+    };
+    let sticker = file(
+        b"RIFF....WEBP".to_vec(),
+        json!({"width": 512, "height": 512, "type": "regular", "is_animated": false, "is_video": false, "emoji": "🙂"}),
+    );
+    let animation = file(
+        vec![1u8; 3_000],
+        json!({"width": 320, "height": 240, "duration": 2, "mime_type": "video/mp4"}),
+    );
+    app.tg.inject_media(app.chat, &user, json!({"sticker": sticker}));
+    app.tg
+        .inject_media(app.chat, &user, json!({"animation": animation, "document": animation}));
+    app.tg.inject_media(
+        app.chat,
+        &user,
+        json!({"location": {"latitude": 52.5, "longitude": 13.4}}),
+    );
+    app.tg.inject_media(
+        app.chat,
+        &user,
+        json!({"contact": {"phone_number": "+491234", "first_name": "Ops", "last_name": "Desk"}}),
+    );
+    app.tg.inject_media(
+        app.chat,
+        &user,
+        json!({"poll": {"id": "p1", "question": "Ship it?", "options": [{"text": "yes", "voter_count": 0}, {"text": "no", "voter_count": 0}],
+            "total_voter_count": 0, "is_closed": false, "is_anonymous": true, "type": "regular", "allows_multiple_answers": false}}),
+    );
+    app.tg
+        .inject_media(app.chat, &user, json!({"dice": {"emoji": "🎲", "value": 4}}));
+    let got = app.wait_from(&app.puppet(1803), 6).await;
+    let kinds: Vec<(&str, &str)> = got
+        .iter()
+        .map(|e| (e["content"]["msgtype"].as_str().unwrap_or(""), crate::harness::body(e)))
+        .collect();
+    assert_eq!(kinds[0].0, "m.image", "{kinds:?}");
+    assert_eq!(kinds[1].0, "m.video", "{kinds:?}");
+    assert_eq!(kinds[2].0, "m.location", "{kinds:?}");
+    assert_eq!(got[2]["content"]["geo_uri"], "geo:52.5,13.4");
+    assert_eq!(kinds[3], ("m.text", "Contact: Ops Desk +491234"));
+    assert_eq!(kinds[4], ("m.text", "Poll: Ship it?\n• yes\n• no"));
+    assert_eq!(kinds[5], ("m.text", "rolled a 4"));
+}
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -144,4 +200,5 @@ both!(
     a_matrix_sticker_location_and_polls_reach_telegram_and_the_rest_is_a_notice,
     a_telegram_video_note_arrives_as_a_video,
     a_telegram_caption_edit_edits_the_matrix_caption_and_keeps_the_file,
+    telegram_stickers_animations_places_contacts_polls_and_dice_all_arrive,
 );
