@@ -76,7 +76,9 @@ fn units(html: &str, measure: Measure) -> Vec<Unit<'_>> {
         let take = if c == '<' {
             rest.find('>').map(|i| i + 1)
         } else if c == '&' {
-            rest.find(';').filter(|i| *i <= 10 && decode_entity(&rest[..=*i]).is_some()).map(|i| i + 1)
+            rest.find(';')
+                .filter(|i| *i <= 10 && decode_entity(&rest[..=*i]).is_some())
+                .map(|i| i + 1)
         } else {
             None
         };
@@ -135,7 +137,13 @@ pub fn split_html(html: &str, limit: usize, measure: Measure) -> Vec<String> {
     stacks.push(stack);
     let closing = |tags: &[&str]| -> String { tags.iter().rev().map(|t| format!("</{}>", tag_name(t))).collect() };
     let raw = measure == Measure::RawBytes;
-    let open_cost = |k: usize| if raw { stacks[k].iter().map(|t| t.len()).sum() } else { 0 };
+    let open_cost = |k: usize| {
+        if raw {
+            stacks[k].iter().map(|t| t.len()).sum()
+        } else {
+            0
+        }
+    };
     let close_cost = |k: usize| if raw { closing(&stacks[k]).len() } else { 0 };
 
     let mut parts = Vec::new();
@@ -196,23 +204,38 @@ mod tests {
 
     #[test]
     fn a_text_that_fits_is_one_part() {
-        assert_eq!(split_html("<b>hi</b> there", 10, Measure::VisibleUtf16), vec!["<b>hi</b> there"]);
+        assert_eq!(
+            split_html("<b>hi</b> there", 10, Measure::VisibleUtf16),
+            vec!["<b>hi</b> there"]
+        );
     }
 
     #[test]
     fn cuts_prefer_paragraphs_then_lines_then_words() {
-        let text = format!("{}\n\n{}\n{} {}", "a".repeat(30), "b".repeat(30), "c".repeat(5), "d".repeat(5));
+        let text = format!(
+            "{}\n\n{}\n{} {}",
+            "a".repeat(30),
+            "b".repeat(30),
+            "c".repeat(5),
+            "d".repeat(5)
+        );
         let parts = split_html(&text, 40, Measure::VisibleUtf16);
         assert_eq!(parts[0], format!("{}\n\n", "a".repeat(30)));
         assert_eq!(parts.concat(), text);
         let words = "word ".repeat(20);
         let parts = split_html(&words, 12, Measure::VisibleUtf16);
-        assert!(parts.iter().all(|p| p.ends_with(' ') || p == parts.last().unwrap()), "{parts:?}");
+        assert!(
+            parts.iter().all(|p| p.ends_with(' ') || p == parts.last().unwrap()),
+            "{parts:?}"
+        );
     }
 
     #[test]
     fn tags_are_closed_and_reopened_entities_and_pairs_kept() {
-        let html = format!("<b><a href=\"https://x.test/?a=1&amp;b=2\">{}</a></b>", "x&amp;😀".repeat(10));
+        let html = format!(
+            "<b><a href=\"https://x.test/?a=1&amp;b=2\">{}</a></b>",
+            "x&amp;😀".repeat(10)
+        );
         let parts = split_html(&html, 7, Measure::VisibleUtf16);
         assert!(parts.len() > 1);
         for p in &parts {
@@ -235,7 +258,11 @@ mod tests {
     fn raw_bytes_count_the_markup_reopened() {
         let html = format!("<pre>{}</pre>", "line of code\n".repeat(100));
         let parts = split_html(&html, 200, Measure::RawBytes);
-        assert!(parts.iter().all(|p| p.len() <= 200 && p.starts_with("<pre>") && p.ends_with("</pre>")));
+        assert!(
+            parts
+                .iter()
+                .all(|p| p.len() <= 200 && p.starts_with("<pre>") && p.ends_with("</pre>"))
+        );
     }
 
     proptest::proptest! {

@@ -6,8 +6,8 @@ use teloxide::types::{ChatId, MessageId};
 
 use super::{Bridge, SOURCE_KEY};
 use crate::error::{Error, Result};
-use crate::storage::Direction;
 use crate::split::{Measure, TELEGRAM_TEXT, split_html};
+use crate::storage::Direction;
 use crate::storage::MessagePart;
 use crate::telegram::TgError;
 use crate::telegram::format::escape_html;
@@ -415,7 +415,14 @@ impl Bridge {
     /// An event that carries something the bridge cannot carry (a call, an unknown event type
     /// with a body): a short notice in the chat and a row for `tgmx audit`. Signalling that
     /// carries nothing for people (poll votes, call negotiation, state) is skipped.
-    async fn mx_not_carried(&self, ev: &Value, kind: &str, room: &OwnedRoomId, sender: &OwnedUserId, chat: i64) -> Result<()> {
+    async fn mx_not_carried(
+        &self,
+        ev: &Value,
+        kind: &str,
+        room: &OwnedRoomId,
+        sender: &OwnedUserId,
+        chat: i64,
+    ) -> Result<()> {
         let content = &ev["content"];
         let what = if kind == "m.call.invite" {
             "a call (calls do not cross)".to_owned()
@@ -441,7 +448,11 @@ impl Bridge {
         let turn = self.turn_for(event_id.as_str(), chat).await?;
         let msg = self.tg.send_html(turn, html, None).await?.0;
         self.store
-            .record_failure(Direction::MxToTg, &format!("mx:{event_id}"), &format!("{kind}: not carried"))
+            .record_failure(
+                Direction::MxToTg,
+                &format!("mx:{event_id}"),
+                &format!("{kind}: not carried"),
+            )
             .await?;
         let ts = ev["origin_server_ts"].as_i64().unwrap_or_default();
         self.store
@@ -592,16 +603,25 @@ mod tests {
             super::geo(&json!({"msgtype": "m.location", "geo_uri": "geo:51.5,-0.12;u=20"})),
             Some((51.5, -0.12))
         );
-        assert_eq!(super::geo(&json!({"msgtype": "m.location", "geo_uri": "geo:500,1"})), None);
+        assert_eq!(
+            super::geo(&json!({"msgtype": "m.location", "geo_uri": "geo:500,1"})),
+            None
+        );
         let unstable = json!({"org.matrix.msc3381.poll.start": {"question": {"org.matrix.msc1767.text": "Deploy?"},
             "answers": [{"id": "a", "org.matrix.msc1767.text": "yes"}, {"id": "b", "org.matrix.msc1767.text": "no"}],
             "max_selections": 1}});
         let p = super::Poll::of(super::POLL_START_UNSTABLE, &unstable).unwrap();
-        assert_eq!((p.question.as_str(), p.options.len(), p.multiple), ("Deploy?", 2, false));
+        assert_eq!(
+            (p.question.as_str(), p.options.len(), p.multiple),
+            ("Deploy?", 2, false)
+        );
         let stable = json!({"m.poll": {"question": {"m.text": [{"body": "Which?"}]},
             "answers": [{"m.id": "1", "m.text": [{"body": "A"}]}, {"m.id": "2", "m.text": [{"body": "B"}]}],
             "max_selections": 2}});
         let p = super::Poll::of(super::POLL_START, &stable).unwrap();
-        assert_eq!((p.question.as_str(), p.options, p.multiple), ("Which?", vec!["A".to_owned(), "B".to_owned()], true));
+        assert_eq!(
+            (p.question.as_str(), p.options, p.multiple),
+            ("Which?", vec!["A".to_owned(), "B".to_owned()], true)
+        );
     }
 }

@@ -10,9 +10,9 @@ use teloxide::types::{ChatId, FileMeta, Message, MessageId, MessageReactionUpdat
 use super::Bridge;
 use crate::error::{Error, Result};
 use crate::matrix::intent::MediaSource;
+use crate::split::{Measure, TELEGRAM_CAPTION, TELEGRAM_TEXT, split_html};
 use crate::storage::Direction;
 use crate::telegram::format::{entities_to_html, escape_html, has_formatting};
-use crate::split::{Measure, TELEGRAM_CAPTION, TELEGRAM_TEXT, split_html};
 use crate::telegram::sender::{FileKind, OutFile, TgError};
 
 /// A file attached to a Telegram message, with what Matrix needs to know about it.

@@ -186,7 +186,9 @@ impl Bridge {
             return self.chat_upgraded(chat, to.0, "service message in the group").await;
         }
         if let Some(from) = m.migrate_from_chat_id() {
-            return self.chat_upgraded(from.0, chat, "service message in the supergroup").await;
+            return self
+                .chat_upgraded(from.0, chat, "service message in the supergroup")
+                .await;
         }
         let Some(room) = self.portal_of(chat)? else {
             tracing::debug!(chat, "message from an unbridged chat ignored");
@@ -282,7 +284,9 @@ impl Bridge {
             let mut c = content.clone();
             c["formatted_body"] = json!(part);
             c["body"] = json!(plain_of(part));
-            if i > 0 && let Some(obj) = c.as_object_mut() {
+            if i > 0
+                && let Some(obj) = c.as_object_mut()
+            {
                 obj.remove("m.relates_to"); // only the first part is the reply
             }
             let txn = match i {
@@ -301,7 +305,12 @@ impl Bridge {
                 .await?;
             first.get_or_insert(event);
         }
-        tracing::info!(chat, msg, parts = parts.len(), "telegram message too large for one Matrix event: sent in parts");
+        tracing::info!(
+            chat,
+            msg,
+            parts = parts.len(),
+            "telegram message too large for one Matrix event: sent in parts"
+        );
         first.ok_or_else(|| Error::Internal("a message in parts without a first part".into()))
     }
 
@@ -313,7 +322,9 @@ impl Bridge {
             match self.intents.decrypt(room, &original).await? {
                 crate::matrix::crypto::Decrypted::Event(clear) => original = clear,
                 crate::matrix::crypto::Decrypted::Undecryptable(why) => {
-                    return Err(Error::NotReady(format!("the captioned file cannot be read back yet: {why}")));
+                    return Err(Error::NotReady(format!(
+                        "the captioned file cannot be read back yet: {why}"
+                    )));
                 }
             }
         }
@@ -325,8 +336,15 @@ impl Bridge {
             obj.remove(key);
         }
         let caption = m.caption().unwrap_or_default();
-        let name = obj.get("filename").and_then(Value::as_str).unwrap_or_default().to_owned();
-        obj.insert("body".into(), json!(if caption.is_empty() { name.as_str() } else { caption }));
+        let name = obj
+            .get("filename")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        obj.insert(
+            "body".into(),
+            json!(if caption.is_empty() { name.as_str() } else { caption }),
+        );
         let entities = m.caption_entities().unwrap_or_default();
         if !caption.is_empty() && has_formatting(entities) {
             let html = entities_to_html(caption, entities, &|id| {

@@ -71,12 +71,17 @@ impl Bridge {
     pub async fn follow_upgrade<T>(&self, chat: i64, answer: Result<T, TgError>) -> Result<T> {
         match answer {
             Ok(v) => Ok(v),
-            Err(TgError::ChatGone {
-                migrated_to: Some(ChatId(new)),
-                ..
-            }) => {
+            Err(
+                e @ TgError::ChatGone {
+                    migrated_to: Some(ChatId(new)),
+                    ..
+                },
+            ) => {
                 self.chat_upgraded(chat, new, "Telegram refused a send to the old id")
                     .await?;
+                if self.portals.current_chat(chat) != new {
+                    return Err(e.into()); // not a bridged chat: nothing to send again
+                }
                 Err(Error::NotReady(format!(
                     "chat {chat} became supergroup {new}: sending there instead"
                 )))

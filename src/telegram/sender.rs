@@ -325,10 +325,9 @@ impl TelegramSender {
         multiple: bool,
         reply_to: Option<MessageId>,
     ) -> Result<MessageId, TgError> {
-        let options = options.into_iter().map(|text| teloxide::types::InputPollOption {
-            text,
-            formatting: None,
-        });
+        let options = options
+            .into_iter()
+            .map(|text| teloxide::types::InputPollOption { text, formatting: None });
         let mut req = self
             .bot
             .send_poll(turn.chat, question, options)

@@ -155,6 +155,7 @@ async fn without_its_config_file_the_bridge_follows_and_names_the_line_to_change
     }))
     .await;
     let pat = app.tg.add_user(77, "Pat", None, None);
+    app.sentinel_from_matrix().await;
     let before = app.tg.chats_addressed().len();
     let config_before = std::fs::read_to_string(app.config_path()).unwrap();
 

@@ -94,6 +94,13 @@
 //!   [`FakeTelegram::set_chat_details`]; `setChatTitle`, `setChatDescription`,
 //!   `setChatPhoto` and `deleteChatPhoto` change them (the bot is always
 //!   allowed to; unlike Telegram, no service message is queued).
+//! * **Supergroup upgrades.** [`FakeTelegram::upgrade_group`] turns a basic group into a
+//!   supergroup with a new id: every later request naming the old id answers 400 `Bad Request:
+//!   group chat was upgraded to a supergroup chat` with `parameters.migrate_to_chat_id`, and the
+//!   service messages (`migrate_from_chat_id` in the supergroup, then `migrate_to_chat_id` in the
+//!   group) are queued ([`FakeTelegram::upgrade_group_quietly`] holds them back,
+//!   [`FakeTelegram::announce_upgrade`] queues them later). [`FakeTelegram::chats_addressed`]
+//!   lists the chat of every request, to check what went to the old id.
 //! * **Bookkeeping no-ops.** `setMyCommands`/`getMyCommands`/
 //!   `deleteMyCommands` (scope ignored), `deleteWebhook`, `getWebhookInfo`,
 //!   `pinChatMessage`, `unpinChatMessage`, `unpinAllChatMessages`,
@@ -1390,7 +1397,15 @@ impl FakeState {
         };
         let place = json!({"latitude": latitude, "longitude": longitude});
         let venue = json!({"location": place, "title": title, "address": address});
-        self.store_special(p, chat_id, "sendVenue", format!("{title}\n{address}"), vec![place], "venue", venue)
+        self.store_special(
+            p,
+            chat_id,
+            "sendVenue",
+            format!("{title}\n{address}"),
+            vec![place],
+            "venue",
+            venue,
+        )
     }
 
     /// `sendPoll`: question 1-300 characters, 2-10 options (`InputPollOption` objects or strings)
@@ -1422,7 +1437,10 @@ impl FakeState {
             "options": options.iter().map(|o| json!({"text": o, "voter_count": 0})).collect::<Vec<_>>(),
             "total_voter_count": 0, "is_closed": false, "is_anonymous": p.get("is_anonymous").is_none_or(|_| p.flag("is_anonymous")),
             "type": "regular", "allows_multiple_answers": p.flag("allows_multiple_answers")});
-        let summary = std::iter::once(question.clone()).chain(options.iter().cloned()).collect::<Vec<_>>().join("\n");
+        let summary = std::iter::once(question.clone())
+            .chain(options.iter().cloned())
+            .collect::<Vec<_>>()
+            .join("\n");
         let entities = options.iter().map(|o| json!(o)).collect();
         self.store_special(p, chat_id, "sendPoll", summary, entities, "poll", poll)
     }
