@@ -21,11 +21,14 @@
 //! - [`bridge`]: the core that decides, split into parts that own their state (`portals`,
 //!   `people`, `cutover`, `catch_up`, `media`, `dedupe`), the two directions (`telegram_in`,
 //!   `matrix_in`; Telegram service messages in `service`, room name/topic/avatar and members in
-//!   `room_details`), and `lanes`: one ordered worker per portal in each direction, and the
-//!   supervisor that restarts a crashed task (or stops the daemon when restarting cannot help).
+//!   `room_details`, a group that became a supergroup in `upgrade`), and `lanes`: one ordered
+//!   worker per portal in each direction, and the supervisor that restarts a crashed task (or
+//!   stops the daemon when restarting cannot help).
+//! - [`split`]: cutting a long HTML message into parts that fit a platform's limit.
 //! - [`app`]: `App::build(config)` / `port()` / `run_until_stopped(shutdown)`: wires the parts.
 //! - [`config`]: the operator's YAML config and the appservice registration, validated on load;
-//!   [`config_edit`]: layout-preserving edits of the config file (`tgmx primary`).
+//!   [`config_edit`]: layout-preserving edits of the config file (`tgmx primary`, a chat id
+//!   that changed in an upgrade).
 //! - [`report`]: what `tgmx status` and `tgmx audit` say; [`check`]: the readiness check
 //!   (`tgmx check`); [`ops`]: `bootstrap` and `rollcall`, run as the bridge bot; [`cli`]: the
 //!   command line (`main.rs` only parses and dispatches).
