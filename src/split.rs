@@ -113,6 +113,10 @@ fn units(html: &str, measure: Measure) -> Vec<Unit<'_>> {
 /// fits is returned whole. Tags open at a cut count toward the next part's length under
 /// [`Measure::RawBytes`] (they are written again there).
 pub fn split_html(html: &str, limit: usize, measure: Measure) -> Vec<String> {
+    // Bytes are never fewer than the visible UTF-16 units: a short text needs no parsing.
+    if html.len() <= limit {
+        return vec![html.to_owned()];
+    }
     let units = units(html, measure);
     let total: usize = units.iter().map(|u| u.len).sum();
     if total <= limit {

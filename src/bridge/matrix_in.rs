@@ -443,21 +443,35 @@ impl Bridge {
         if self.store.link_by_event(event_id).await?.is_some() {
             return Ok(());
         }
-        let name = escape_html(&self.matrix_name(room, sender).await);
-        let html = format!("<b>{name}</b> sent {}", escape_html(&what));
-        let turn = self.turn_for(event_id.as_str(), chat).await?;
-        let msg = self.tg.send_html(turn, html, None).await?.0;
-        self.store
-            .record_failure(
-                Direction::MxToTg,
-                &format!("mx:{event_id}"),
-                &format!("{kind}: not carried"),
-            )
-            .await?;
+        let msg = match self.unlinked.get(event_id) {
+            // Posted already; only its link is missing (the database failed after the send).
+            Some(msg) => msg,
+            None => {
+                let name = escape_html(&self.matrix_name(room, sender).await);
+                let html = format!("<b>{name}</b> sent {}", escape_html(&what));
+                // Recorded first: whatever happens to the notice, the audit knows.
+                self.store
+                    .record_failure(
+                        Direction::MxToTg,
+                        &format!("mx:{event_id}"),
+                        &format!("{kind}: not carried"),
+                    )
+                    .await?;
+                let turn = self.turn_for(event_id.as_str(), chat).await?;
+                self.tg.send_html(turn, html, None).await?.0
+            }
+        };
         let ts = ev["origin_server_ts"].as_i64().unwrap_or_default();
-        self.store
+        if let Err(e) = self
+            .store
             .link_message(chat, msg, room, event_id, Direction::MxToTg, sender, ts)
             .await
+        {
+            self.unlinked.insert(event_id, msg);
+            return Err(e);
+        }
+        self.unlinked.remove(event_id);
+        Ok(())
     }
 
     /// Take a turn to post in `chat` (pacing), then record the send intent of `event_id`: right

@@ -179,7 +179,7 @@ pub(super) fn has_file(m: &Message) -> bool {
 
 impl Bridge {
     /// Download a Telegram file within the configured limit.
-    async fn tg_download(&self, meta: &FileMeta) -> Result<Vec<u8>> {
+    pub(super) async fn tg_download(&self, meta: &FileMeta) -> Result<Vec<u8>> {
         let limit = self.cfg().gateway.telegram.max_download_bytes;
         if meta.size != u32::MAX && u64::from(meta.size) > limit {
             return Err(Error::TooLarge {
@@ -419,6 +419,10 @@ impl Bridge {
         match self.tg.send_file(turn, file, reply_to.map(MessageId)).await {
             Ok(m) => Ok(m.0),
             Err(TgError::TooLarge) => {
+                // Refused: nothing was posted, and the notice takes the send intent next.
+                if let Ok(id) = <&ruma::EventId>::try_from(event_id) {
+                    self.store.forget_send(id).await?;
+                }
                 let e = Error::TooLarge {
                     size,
                     limit: tcfg.max_upload_bytes,

@@ -68,7 +68,10 @@ impl Bridge {
     }
 
     async fn set_initial_details(&self, r: &RoomMapping, room: &OwnedRoomId) -> Result<()> {
-        let details = self.tg.chat_details(ChatId(r.telegram)).await?;
+        // A group that became a supergroup is followed (and this retried at the next setup).
+        let details = self
+            .follow_upgrade(r.telegram, self.tg.chat_details(ChatId(r.telegram)).await)
+            .await?;
         let mut set = Vec::new();
         let current = |event_type: &'static str, key: &'static str| async move {
             let state = self.mx.state_event(room, event_type, "", &self.bot_mxid).await.ok();
@@ -103,7 +106,7 @@ impl Bridge {
             set.push("topic");
         }
         if let Some(photo) = details.photo {
-            let bytes = self.tg_download_avatar(&photo).await?;
+            let bytes = self.tg_download(&photo).await?;
             let size = bytes.len();
             let url = self
                 .mx

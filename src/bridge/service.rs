@@ -35,7 +35,7 @@ impl Bridge {
     /// `false` for a message that carries content, bridged as a message.
     pub(super) async fn tg_service(&self, m: &Message, room: &OwnedRoomId) -> Result<bool> {
         let chat = m.chat.id.0;
-        let own = self.is_own_telegram_bot(m.from.as_ref());
+        let own = self.is_own_bot(m.from.as_ref());
         match &m.kind {
             // Content: text, media, polls, dice, …
             MessageKind::Common(_)
@@ -45,7 +45,7 @@ impl Bridge {
             | MessageKind::GiveawayWinners(_) => return Ok(false),
             MessageKind::NewChatMembers(k) => {
                 for user in &k.new_chat_members {
-                    if self.is_own_telegram_bot(Some(user)) {
+                    if self.is_own_bot(Some(user)) {
                         continue;
                     }
                     let mxid = self.sender_for(user, room).await?;
@@ -86,21 +86,10 @@ impl Bridge {
         Ok(true)
     }
 
-    /// Whether `user` is this bridge's Telegram bot (its id is the token's prefix).
-    fn is_own_telegram_bot(&self, user: Option<&User>) -> bool {
-        let own = self
-            .cfg()
-            .telegram_token()
-            .ok()
-            .and_then(|t| t.split(':').next())
-            .and_then(|id| id.parse::<u64>().ok());
-        user.is_some_and(|u| u.is_bot && Some(u.id.0) == own)
-    }
-
     /// A member left the Telegram group (`by`: removed by that admin): their puppet leaves.
     async fn tg_member_left(&self, chat: i64, room: &OwnedRoomId, member: &User, by: Option<&User>) -> Result<()> {
         let tg_id = member.id.0 as i64;
-        if self.is_own_telegram_bot(Some(member)) {
+        if self.is_own_bot(Some(member)) {
             tracing::warn!(chat, "the bot was removed from the Telegram group");
             return Ok(());
         }
@@ -179,25 +168,13 @@ impl Bridge {
         let Some(big) = sizes.iter().max_by_key(|p| p.width * p.height) else {
             return Ok(json!({}));
         };
-        let bytes = self.tg_download_avatar(&big.file).await?;
+        let bytes = self.tg_download(&big.file).await?;
         let size = bytes.len();
         let url = self
             .mx
             .upload(&self.bot_mxid, bytes, "image/jpeg", "avatar.jpg")
             .await?;
         Ok(json!({"url": url, "info": {"mimetype": "image/jpeg", "size": size, "w": big.width, "h": big.height}}))
-    }
-
-    /// Download a chat photo within the configured download limit.
-    pub(super) async fn tg_download_avatar(&self, meta: &teloxide::types::FileMeta) -> Result<Vec<u8>> {
-        let limit = self.cfg().gateway.telegram.max_download_bytes;
-        if meta.size != u32::MAX && u64::from(meta.size) > limit {
-            return Err(Error::TooLarge {
-                size: meta.size.into(),
-                limit,
-            });
-        }
-        Ok(self.tg.download(meta).await?)
     }
 
     /// A pin: a notice from the bot naming the pinned message, as a reply to its Matrix copy.

@@ -104,7 +104,7 @@ impl Bridge {
     }
 
     /// Whether `user` is this bridge's Telegram bot (its id is the token's prefix).
-    fn is_own_bot(&self, user: Option<&User>) -> bool {
+    pub(super) fn is_own_bot(&self, user: Option<&User>) -> bool {
         let cfg = self.cfg();
         let own = cfg
             .telegram_token()

@@ -400,7 +400,8 @@ impl TelegramSender {
     pub async fn download(&self, file: &FileMeta) -> Result<Vec<u8>, TgError> {
         self.wait_bot().await;
         let found = self.bot.get_file(file.id.clone()).await.map_err(|e| self.error(e))?;
-        let mut bytes = Vec::with_capacity(file.size.min(64 << 20) as usize);
+        // `size` is `u32::MAX` when unknown (chat photos): reserve little, grow as needed.
+        let mut bytes = Vec::with_capacity(file.size.min(8 << 20) as usize);
         self.bot
             .download_file(&found.path, &mut bytes)
             .await
