@@ -211,13 +211,20 @@ fn run_dir() -> &'static PathBuf {
 }
 
 /// Remove all but the newest `KEEP_RUNS - 1` run directories (this run makes the last one).
+/// The directory of a test process still running (tests run side by side) is never removed.
 fn remove_old_runs(it: &std::path::Path) {
     let Ok(entries) = std::fs::read_dir(it) else {
         return;
     };
+    let running = |name: &str| {
+        name.strip_prefix("run-")
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+    };
     let mut runs: Vec<(std::time::SystemTime, PathBuf)> = entries
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("run-"))
+        .filter(|e| !running(&e.file_name().to_string_lossy()))
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
     runs.sort();
