@@ -367,9 +367,20 @@ impl Bridge {
                         // The message was whole until now: its first part is recorded too.
                         self.store.save_part(&record(0, link.tg_msg_id)).await?;
                     }
-                    let turn = self.tg.turn(ChatId(chat)).await;
-                    let msg = self.tg.send_html(turn, part.clone(), None).await?.0;
+                    // A send intent like any post: a stop mid-send is reported, not hidden.
+                    let turn = self.turn_for_part(&link.mx_event_id, chat, i as i64).await?;
+                    let msg = match self.tg.send_html(turn, part.clone(), None).await {
+                        Ok(m) => m.0,
+                        Err(e) => {
+                            let e = Error::from(e);
+                            if !e.may_have_reached_telegram() {
+                                self.store.forget_send(&link.mx_event_id).await?;
+                            }
+                            return Err(e);
+                        }
+                    };
                     self.store.save_part(&record(i, msg)).await?;
+                    self.store.forget_send(&link.mx_event_id).await?;
                 }
             }
         }

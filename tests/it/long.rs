@@ -95,6 +95,51 @@ async fn a_long_matrix_message_arrives_in_parts_and_its_edit_and_redaction_follo
     .await;
 }
 
+/// A short message edited into a long one: the first message is edited, the rest sent as new
+/// parts, and a later redaction deletes them all.
+async fn a_short_message_edited_into_a_long_one_grows_parts() {
+    let app = TestApp::spawn().await;
+    let event = app.ezra.send_text(&app.room, "short at first").await;
+    let first = app.sentinel_from_matrix().await;
+    let original = app.sent_before(&first);
+    assert_eq!(original.len(), 1);
+    let long = [paragraph("grow", 200), paragraph("more", 200)].join("\n\n");
+    app.ezra
+        .send(
+            &app.room,
+            json!({"msgtype": "m.text", "body": format!("* {long}"),
+                "m.new_content": {"msgtype": "m.text", "body": long},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": event}}),
+        )
+        .await;
+    let second = app.sentinel_from_matrix().await;
+    let added: Vec<i32> = app
+        .tg
+        .sent(app.chat)
+        .iter()
+        .filter(|s| s.message_id > first.message_id && s.message_id < second.message_id)
+        .map(|s| s.message_id)
+        .collect();
+    assert!(!added.is_empty(), "the rest went as new parts");
+    let edits = app.tg.edits(app.chat);
+    let edited = edits
+        .iter()
+        .find(|(m, _)| *m == original[0].message_id)
+        .expect("first part edited");
+    assert!(edited.1.starts_with("<b>Ezra</b>: grow0"), "{}", edited.1);
+    app.ezra.redact(&app.room, &event).await;
+    let tg = app.tg.clone();
+    let all: Vec<i32> = std::iter::once(original[0].message_id).chain(added).collect();
+    eventually("every part deleted", T, async || {
+        let deleted = tg.deleted(app.chat);
+        all.iter().all(|m| deleted.contains(m))
+    })
+    .await;
+    // The parts the edit added left no send intent behind: nothing to report.
+    let (ok, audit) = app.cli(&["audit", "--since", "1h"]).await;
+    assert!(ok && !audit.contains("MAY SHOW TWICE"), "{audit}");
+}
+
 async fn a_caption_over_1024_goes_with_the_file_and_the_rest_as_text() {
     let app = TestApp::spawn().await;
     let img = vec![7u8; 20_000];
@@ -157,6 +202,7 @@ async fn a_telegram_message_too_large_for_one_matrix_event_arrives_in_parts() {
 
 both!(
     a_long_matrix_message_arrives_in_parts_and_its_edit_and_redaction_follow,
+    a_short_message_edited_into_a_long_one_grows_parts,
     a_caption_over_1024_goes_with_the_file_and_the_rest_as_text,
     a_telegram_message_too_large_for_one_matrix_event_arrives_in_parts,
 );
