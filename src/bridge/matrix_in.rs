@@ -4,11 +4,11 @@ use ruma::{EventId, OwnedRoomId, OwnedUserId, UserId};
 use serde_json::Value;
 use teloxide::types::{ChatId, MessageId};
 
+use super::media::part_of;
 use super::{Bridge, SOURCE_KEY};
 use crate::error::{Error, Result};
 use crate::split::{Measure, TELEGRAM_TEXT, split_html};
 use crate::storage::Direction;
-use crate::storage::MessagePart;
 use crate::telegram::TgError;
 use crate::telegram::format::escape_html;
 use crate::telegram::html::{matrix_html_to_telegram, plain_to_telegram};
@@ -261,11 +261,11 @@ impl Bridge {
                         content["msgtype"].as_str(),
                         Some("m.image" | "m.file" | "m.audio" | "m.video")
                     ) {
-                    self.mx_media_to_tg(ev, room, sender, chat, reply_to).await
+                    self.mx_media_to_tg(ev, event_id, room, sender, chat, reply_to).await
                 } else if let Some(place) = geo(content) {
                     let name = self.matrix_name(room, sender).await;
                     let address = content["body"].as_str().unwrap_or_default().to_owned();
-                    let turn = self.turn_for(event_id.as_str(), chat).await?;
+                    let turn = self.turn_for(event_id, chat, 0).await?;
                     self.tg
                         .send_venue(turn, place, name, address, reply_to.map(MessageId))
                         .await
@@ -310,7 +310,7 @@ impl Bridge {
     async fn send_text_parts(&self, event_id: &EventId, chat: i64, html: String, reply_to: Option<i32>) -> Result<i32> {
         let parts = split_html(&html, TELEGRAM_TEXT, Measure::VisibleUtf16);
         if parts.len() == 1 {
-            let turn = self.turn_for(event_id.as_str(), chat).await?;
+            let turn = self.turn_for(event_id, chat, 0).await?;
             return Ok(self.tg.send_html(turn, html, reply_to.map(MessageId)).await?.0);
         }
         let done = self.store.parts_of_event(event_id).await?;
@@ -321,18 +321,10 @@ impl Bridge {
             if done.iter().any(|p| p.part == i) {
                 continue;
             }
-            let turn = self.turn_for_part(event_id, chat, i).await?;
+            let turn = self.turn_for(event_id, chat, i).await?;
             let reply = if i == 0 { reply_to } else { None };
             let msg = self.tg.send_html(turn, part, reply.map(MessageId)).await?.0;
-            self.store
-                .save_part(&MessagePart {
-                    mx_event_id: event_id.to_owned(),
-                    part: i,
-                    tg_chat_id: chat,
-                    tg_msg_id: msg,
-                    part_event_id: event_id.to_owned(),
-                })
-                .await?;
+            self.store.save_part(&part_of(event_id, i, chat, msg)).await?;
             first.get_or_insert(msg);
         }
         tracing::info!(%event_id, chat, parts = count, "long message sent in parts");
@@ -349,13 +341,7 @@ impl Bridge {
             old_msgs.push(link.tg_msg_id);
         }
         let new = split_html(&html, TELEGRAM_TEXT, Measure::VisibleUtf16);
-        let record = |i: usize, msg: i32| MessagePart {
-            mx_event_id: link.mx_event_id.clone(),
-            part: i as i64,
-            tg_chat_id: chat,
-            tg_msg_id: msg,
-            part_event_id: link.mx_event_id.clone(),
-        };
+        let record = |i: usize, msg: i32| part_of(&link.mx_event_id, i as i64, chat, msg);
         for (i, part) in new.iter().enumerate() {
             match old_msgs.get(i) {
                 Some(msg) => match self.tg.edit_html(ChatId(chat), MessageId(*msg), part.clone()).await {
@@ -368,7 +354,7 @@ impl Bridge {
                         self.store.save_part(&record(0, link.tg_msg_id)).await?;
                     }
                     // A send intent like any post: a stop mid-send is reported, not hidden.
-                    let turn = self.turn_for_part(&link.mx_event_id, chat, i as i64).await?;
+                    let turn = self.turn_for(&link.mx_event_id, chat, i as i64).await?;
                     let msg = match self.tg.send_html(turn, part.clone(), None).await {
                         Ok(m) => m.0,
                         Err(e) => {
@@ -407,7 +393,7 @@ impl Bridge {
         let name = self.matrix_name(room, sender).await;
         let question = format!("{name}: {}", poll.question);
         if crate::telegram::sender::poll_fits(&question, &poll.options) {
-            let turn = self.turn_for(event_id.as_str(), chat).await?;
+            let turn = self.turn_for(event_id, chat, 0).await?;
             return Ok(self
                 .tg
                 .send_poll(turn, question, poll.options, poll.multiple, reply_to.map(MessageId))
@@ -468,7 +454,7 @@ impl Bridge {
                         &format!("{kind}: not carried"),
                     )
                     .await?;
-                let turn = self.turn_for(event_id.as_str(), chat).await?;
+                let turn = self.turn_for(event_id, chat, 0).await?;
                 self.tg.send_html(turn, html, None).await?.0
             }
         };
@@ -485,33 +471,24 @@ impl Bridge {
         Ok(())
     }
 
-    /// Take a turn to post in `chat` (pacing), then record the send intent of `event_id`: right
-    /// before the request, so a stop before it (while downloading a file, or waiting for the
-    /// chat's rate) leaves no intent behind and no false "may show twice".
-    pub(super) async fn turn_for(&self, event_id: &str, chat: i64) -> Result<Turn> {
+    /// Take a turn to post part `part` of `event_id` in `chat` (0: the first, or the whole
+    /// message; pacing), then record its send intent: right before the request, so a stop before
+    /// it (while downloading a file, or waiting for the chat's rate) leaves no intent behind and
+    /// no false "may show twice".
+    pub(super) async fn turn_for(&self, event_id: &EventId, chat: i64, part: i64) -> Result<Turn> {
         let turn = self.tg.turn(ChatId(chat)).await;
-        self.begin_send(event_id, chat, 0).await?;
-        Ok(turn)
-    }
-
-    /// [`Bridge::turn_for`] for part `part` of a message sent in parts.
-    pub(super) async fn turn_for_part(&self, event_id: &EventId, chat: i64, part: i64) -> Result<Turn> {
-        let turn = self.tg.turn(ChatId(chat)).await;
-        self.begin_send(event_id.as_str(), chat, part).await?;
+        self.begin_send(event_id, chat, part).await?;
         Ok(turn)
     }
 
     /// Record that `event_id` is about to be posted. If an earlier attempt may have posted it
     /// (the daemon stopped mid-send, or Telegram's answer was lost), it is posted again and the
     /// possible repeat is recorded for `tgmx audit`: a lost message is worse than a repeated one.
-    async fn begin_send(&self, event_id: &str, chat: i64, part: i64) -> Result<()> {
-        let Ok(id) = <&ruma::EventId>::try_from(event_id) else {
-            return Ok(()); // no id to key an intent by (`mx_message` takes only events with one)
-        };
-        if let Some(at) = self.store.begin_send(id, chat, part).await? {
+    async fn begin_send(&self, event_id: &EventId, chat: i64, part: i64) -> Result<()> {
+        if let Some(at) = self.store.begin_send(event_id, chat, part).await? {
             let age_s = (crate::storage::now_ms() - at) / 1000;
             tracing::warn!(
-                event_id,
+                %event_id,
                 chat,
                 "an attempt {age_s} s ago may have posted this message already (stopped mid-send, or the \
                  answer was lost); posting it again"

@@ -303,6 +303,7 @@ impl Bridge {
     pub(super) async fn mx_media_to_tg(
         &self,
         ev: &Value,
+        event_id: &ruma::EventId,
         room: &OwnedRoomId,
         sender: &OwnedUserId,
         chat: i64,
@@ -320,15 +321,18 @@ impl Bridge {
         let mut caption_parts = split_html(&caption, TELEGRAM_CAPTION, Measure::VisibleUtf16).into_iter();
         let caption = caption_parts.next().unwrap_or_default();
         let rest: String = caption_parts.collect();
-        let event_id = ev["event_id"].as_str().and_then(|e| <&ruma::EventId>::try_from(e).ok());
-        let (false, Some(event_id)) = (rest.is_empty(), event_id) else {
-            return self.mx_media_post(ev, &name_html, caption, chat, reply_to).await;
-        };
+        if rest.is_empty() {
+            return self
+                .mx_media_post(ev, event_id, &name_html, caption, chat, reply_to)
+                .await;
+        }
         let done = self.store.parts_of_event(event_id).await?;
         let first = match done.iter().find(|p| p.part == 0) {
             Some(p) => p.tg_msg_id,
             None => {
-                let msg = self.mx_media_post(ev, &name_html, caption, chat, reply_to).await?;
+                let msg = self
+                    .mx_media_post(ev, event_id, &name_html, caption, chat, reply_to)
+                    .await?;
                 self.store.save_part(&part_of(event_id, 0, chat, msg)).await?;
                 msg
             }
@@ -339,7 +343,7 @@ impl Bridge {
             if done.iter().any(|p| p.part == i) {
                 continue;
             }
-            let turn = self.turn_for_part(event_id, chat, i).await?;
+            let turn = self.turn_for(event_id, chat, i).await?;
             let msg = self.tg.send_html(turn, text, None).await?.0;
             self.store.save_part(&part_of(event_id, i, chat, msg)).await?;
         }
@@ -351,12 +355,12 @@ impl Bridge {
     async fn mx_media_post(
         &self,
         ev: &Value,
+        event_id: &ruma::EventId,
         name_html: &str,
         caption: String,
         chat: i64,
         reply_to: Option<i32>,
     ) -> Result<i32> {
-        let event_id = ev["event_id"].as_str().unwrap_or_default();
         let content = &ev["content"];
         // A sticker is an image on Telegram (its stickers must be made for it).
         let msgtype = match ev["type"].as_str() {
@@ -371,7 +375,7 @@ impl Bridge {
                 "{name_html} sent a file the bridge cannot carry: {}",
                 escape_html(&filename)
             );
-            let turn = self.turn_for(event_id, chat).await?;
+            let turn = self.turn_for(event_id, chat, 0).await?;
             let sent = self.tg.send_html(turn, text, None).await?;
             return Ok(sent.0);
         };
@@ -389,7 +393,7 @@ impl Bridge {
         let (bytes, mime) = match fetched {
             Ok(b) => b,
             Err(e @ Error::TooLarge { .. }) => {
-                return self.tg_too_large_notice(ev, chat, name_html, &filename, &e).await;
+                return self.tg_too_large_notice(event_id, chat, name_html, &filename, &e).await;
             }
             Err(e) => return Err(e),
         };
@@ -415,19 +419,17 @@ impl Bridge {
             name: filename.clone(),
             caption_html: caption,
         };
-        let turn = self.turn_for(event_id, chat).await?;
+        let turn = self.turn_for(event_id, chat, 0).await?;
         match self.tg.send_file(turn, file, reply_to.map(MessageId)).await {
             Ok(m) => Ok(m.0),
             Err(TgError::TooLarge) => {
                 // Refused: nothing was posted, and the notice takes the send intent next.
-                if let Ok(id) = <&ruma::EventId>::try_from(event_id) {
-                    self.store.forget_send(id).await?;
-                }
+                self.store.forget_send(event_id).await?;
                 let e = Error::TooLarge {
                     size,
                     limit: tcfg.max_upload_bytes,
                 };
-                self.tg_too_large_notice(ev, chat, name_html, &filename, &e).await
+                self.tg_too_large_notice(event_id, chat, name_html, &filename, &e).await
             }
             Err(e) => Err(e.into()),
         }
@@ -435,13 +437,13 @@ impl Bridge {
 
     async fn tg_too_large_notice(
         &self,
-        ev: &Value,
+        event_id: &ruma::EventId,
         chat: i64,
         name_html: &str,
         filename: &str,
         e: &Error,
     ) -> Result<i32> {
-        let source = format!("mx:{}", ev["event_id"].as_str().unwrap_or_default());
+        let source = format!("mx:{event_id}");
         self.store
             .record_failure(Direction::MxToTg, &source, &format!("{filename}: {e}"))
             .await?;
@@ -451,7 +453,7 @@ impl Bridge {
             escape_html(filename),
             escape_html(&e.to_string())
         );
-        let turn = self.turn_for(ev["event_id"].as_str().unwrap_or_default(), chat).await?;
+        let turn = self.turn_for(event_id, chat, 0).await?;
         let sent = self.tg.send_html(turn, text, None).await?;
         Ok(sent.0)
     }
@@ -565,7 +567,7 @@ impl Bridge {
 }
 
 /// A part of a Matrix message sent to Telegram in parts.
-fn part_of(event_id: &ruma::EventId, part: i64, chat: i64, msg: i32) -> crate::storage::MessagePart {
+pub(super) fn part_of(event_id: &ruma::EventId, part: i64, chat: i64, msg: i32) -> crate::storage::MessagePart {
     crate::storage::MessagePart {
         mx_event_id: event_id.to_owned(),
         part,

@@ -79,13 +79,7 @@ async fn a_long_matrix_message_arrives_in_parts_and_its_edit_and_redaction_follo
         .send(&app.room, json!({"msgtype": "m.text", "body": paragraph("delta", 900)}))
         .await;
     let sentinel2 = app.sentinel_from_matrix().await;
-    let parts: Vec<i32> = app
-        .tg
-        .sent(app.chat)
-        .iter()
-        .filter(|s| s.message_id > sentinel.message_id && s.message_id < sentinel2.message_id)
-        .map(|s| s.message_id)
-        .collect();
+    let parts = app.sent_between(&sentinel, &sentinel2);
     assert!(parts.len() >= 2, "{parts:?}");
     app.ezra.redact(&app.room, &long).await;
     eventually("every part deleted", T, async || {
@@ -113,13 +107,7 @@ async fn a_short_message_edited_into_a_long_one_grows_parts() {
         )
         .await;
     let second = app.sentinel_from_matrix().await;
-    let added: Vec<i32> = app
-        .tg
-        .sent(app.chat)
-        .iter()
-        .filter(|s| s.message_id > first.message_id && s.message_id < second.message_id)
-        .map(|s| s.message_id)
-        .collect();
+    let added = app.sent_between(&first, &second);
     assert!(!added.is_empty(), "the rest went as new parts");
     let edits = app.tg.edits(app.chat);
     let edited = edits

@@ -1289,6 +1289,17 @@ impl TestApp {
             .expect("just seen")
     }
 
+    /// The ids of what the bot sent to the test's chat between two Matrix sentinels that
+    /// crossed (so everything sent between them was handled), in order.
+    pub fn sent_between(&self, after: &SentMessage, before: &SentMessage) -> Vec<i32> {
+        self.tg
+            .sent(self.chat)
+            .iter()
+            .map(|s| s.message_id)
+            .filter(|m| *m > after.message_id && *m < before.message_id)
+            .collect()
+    }
+
     /// Everything the bot sent to the test's chat before `sentinel` (a Matrix sentinel that
     /// crossed: all sent before it was handled), in order.
     pub fn sent_before(&self, sentinel: &SentMessage) -> Vec<SentMessage> {
