@@ -15,13 +15,19 @@ both!(
 /// A bridge whose room is bridged to a basic group (started); (the old group id, the id of the
 /// supergroup it will become).
 async fn bridged_to_a_basic_group() -> (TestApp, i64, i64) {
+    let (mut app, old, new) = with_a_basic_group().await;
+    app.start().await;
+    (app, old, new)
+}
+
+/// [`bridged_to_a_basic_group`], not started yet.
+async fn with_a_basic_group() -> (TestApp, i64, i64) {
     let mut app = TestApp::prepare().await;
     let old = -4_000_000 - app.slot as i64;
     let new = -1_002_000_000_000 - app.slot as i64;
     app.tg.add_group(old, "fleet-ops");
     app.chat = old;
     app.write_config("");
-    app.start().await;
     (app, old, new)
 }
 
@@ -131,12 +137,7 @@ async fn a_matrix_message_sent_across_the_upgrade_is_delivered_once() {
 }
 
 async fn without_its_config_file_the_bridge_follows_and_names_the_line_to_change() {
-    let mut app = TestApp::prepare().await;
-    let old = -4_000_000 - app.slot as i64;
-    let new = -1_002_000_000_000 - app.slot as i64;
-    app.tg.add_group(old, "fleet-ops");
-    app.chat = old;
-    app.write_config("");
+    let (mut app, old, new) = with_a_basic_group().await;
     app.edit_config(|c| {
         c.replacen(
             "    enabled: true\n",
