@@ -153,6 +153,19 @@ impl App {
             "announcer",
             Box::new(move || Box::pin(b.clone().run_announcer(s.clone()))),
         );
+        let (b, s) = (bridge.clone(), stop_rx.clone());
+        run(
+            "fallback timer",
+            Box::new(move || {
+                let (b, s) = (b.clone(), s.clone());
+                Box::pin(async move { b.run_fallback_timer(s).await })
+            }),
+        );
+        let (b, s) = (bridge.clone(), stop_rx.clone());
+        run(
+            "management rollcalls",
+            Box::new(move || Box::pin(b.clone().run_management(s.clone()))),
+        );
         if let Some(path) = config_path {
             let (b, s) = (bridge.clone(), stop_rx.clone());
             run(
@@ -316,6 +329,13 @@ async fn run_mx_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, stop: watch::Recei
                     move || {
                         let (b, room, lane, again) = (b.clone(), room.clone(), lane.clone(), again.clone());
                         async move {
+                            // Standby (and a rollback's backlog not yet dealt with): a portal's
+                            // events wait (`bridge::standby`); other rooms' are handled.
+                            if let Some(chat) = chat
+                                && b.holds_matrix(chat)
+                            {
+                                return Ok(Vec::new());
+                            }
                             let batch = b.store().next_mx_lane(lane.as_deref()).await?;
                             let fetched = batch.len();
                             let batch = b.catch_up_before(&room, batch).await?;
@@ -378,7 +398,19 @@ async fn run_tg_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, stop: watch::Recei
                     !portal,
                     move || {
                         let b = b.clone();
-                        async move { b.store().next_tg_lane(chat).await }
+                        async move {
+                            // `gateway.matrix.enabled: false`: nothing is relayed to Matrix. The
+                            // updates stay in the inbox (`tgmx status` and `tgmx audit` count
+                            // them) and are bridged in order once it is true again (read live).
+                            if !b.cfg().gateway.matrix.enabled {
+                                return Ok(Vec::new());
+                            }
+                            // Standby: everything waits for the rollback (`bridge::standby`).
+                            if b.holds_telegram() {
+                                return Ok(Vec::new());
+                            }
+                            b.store().next_tg_lane(chat).await
+                        }
                     },
                     move |item| {
                         let b = b2.clone();
@@ -524,7 +556,9 @@ async fn setup_loop(bridge: Arc<Bridge>, mut stop: watch::Receiver<bool>) {
                 }
                 // The group's title, description and photo on portals bridged for the first time.
                 bridge.initial_room_details().await;
-                pending.is_empty()
+                // Not part of readiness (nothing is bridged there), but tried again until joined.
+                let management = bridge.join_management_room().await;
+                pending.is_empty() && management
             }
             Err(e) => {
                 tracing::warn!("setup failed (homeserver down?): {e}");

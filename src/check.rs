@@ -202,6 +202,19 @@ pub async fn run(cfg: &Config, daemon_running: bool) -> Vec<Line> {
                     "turn privacy mode off (@BotFather /setprivacy) or make the bot an admin",
                 ));
                 out.push(bot_agents_line(r.telegram, me.username(), admin, reads_all));
+                // The cutover and standby notices are pinned there.
+                let pin = tg.can_pin(ChatId(r.telegram), me.id).await;
+                out.push(line(
+                    matches!(pin, Ok(true)),
+                    format!("bot may pin messages in {} (the cutover notice is pinned)", r.telegram),
+                    match pin {
+                        Ok(_) => format!(
+                            "make @{} an admin of the group with the right to pin messages",
+                            me.username()
+                        ),
+                        Err(e) => format!("cannot tell: {e}"),
+                    },
+                ));
             }
             if daemon_running {
                 out.push(line(

@@ -88,7 +88,9 @@ pub struct FleetConfig {
     /// Agents' Matrix accounts (invited by `bootstrap`, expected by `check` and `rollcall`).
     #[serde(default)]
     pub agents: Vec<OwnedUserId>,
-    /// `check` fails unless at least this many agents exist and are joined to every room.
+    /// `check` fails unless at least this many agents exist and are joined to every room, and
+    /// `status` is not ready for cutover unless this many answered the last rollcall (on
+    /// Matrix, or on Telegram from the account an `identities` entry maps to the agent).
     #[serde(default)]
     pub min_agents: usize,
 }
@@ -96,7 +98,9 @@ pub struct FleetConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HomeserverConfig {
-    /// Client-server API base URL of the homeserver, e.g. `http://127.0.0.1:8008`.
+    /// Client-server API base URL of the homeserver, e.g. `http://127.0.0.1:8008`. Required,
+    /// here or as `gateway.matrix.homeserver` (filled in from there on load).
+    #[serde(default)]
     pub url: String,
     /// The server name in user ids (`@user:<server_name>`).
     pub server_name: OwnedServerName,
@@ -154,6 +158,16 @@ pub struct GatewayConfig {
     pub primary_platform: Platform,
     #[serde(default = "default_fallback")]
     pub fallback_platform: Platform,
+    /// How long Telegram stays the fallback after a cutover, in hours: when the window ends the
+    /// bridge puts Telegram in standby by itself (announced, pinned, recorded), unless the
+    /// operator rolled back. 0: never by itself. Fractions allowed (tests use seconds).
+    #[serde(default = "default_fallback_hours")]
+    pub fallback_hours: f64,
+    /// On a rollback from standby, what was said on Matrix meanwhile is posted to Telegram one
+    /// by one (in order, at the group's pace) up to this many messages per room; above it, as one
+    /// digest (who said what, when) with a link to the Matrix room. 0: always a digest.
+    #[serde(default = "default_rollback_digest_over")]
+    pub rollback_digest_over: usize,
     #[serde(default)]
     pub matrix: MatrixGateway,
     pub telegram: TelegramGateway,
@@ -163,6 +177,47 @@ pub struct GatewayConfig {
     /// Texts posted (and pinned in Telegram) when the primary surface changes.
     #[serde(default)]
     pub announcements: Announcements,
+    /// A room (alias or id) where operators command the bridge from a Matrix client (`!tgmx
+    /// status`, ...; see `bridge::management`). The bot joins it; nothing in it is bridged.
+    #[serde(default)]
+    pub management_room: Option<OwnedRoomOrAliasId>,
+    /// Who may command the bridge in the management room (`fleet.operator` also may).
+    #[serde(default)]
+    pub operators: Vec<OwnedUserId>,
+}
+
+impl GatewayConfig {
+    /// Whether `user` may command the bridge in the management room: listed in `operators`,
+    /// or the fleet's operator.
+    pub fn is_operator(&self, fleet: &FleetConfig, user: &ruma::UserId) -> bool {
+        self.operators.iter().any(|o| o == user) || fleet.operator.as_deref() == Some(user)
+    }
+
+    /// The management room is a room of its own, and someone may command there.
+    fn check_management(&self, cfg: &Config) -> std::result::Result<(), Invalid> {
+        let Some(room) = &self.management_room else {
+            if !self.operators.is_empty() {
+                return Err(invalid(
+                    "gateway.operators",
+                    "has no effect without gateway.management_room (the room they command the bridge in)",
+                ));
+            }
+            return Ok(());
+        };
+        if let Some(i) = cfg.rooms.iter().position(|r| r.matrix == *room) {
+            return Err(invalid(
+                "gateway.management_room",
+                format!("{room} is bridged (rooms[{i}]); the management room must be a room of its own"),
+            ));
+        }
+        if self.operators.is_empty() && cfg.fleet.operator.is_none() {
+            return Err(invalid(
+                "gateway.management_room",
+                "no one may command the bridge there: list their Matrix ids in gateway.operators (or set fleet.operator)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -228,6 +283,24 @@ pub struct MatrixGateway {
     /// any homeserver but Synapse, which retries by itself.
     #[serde(default)]
     pub follow_sync: Option<bool>,
+    /// Alias of `homeserver.url`, as agents' configs spell it (`gateway.matrix.homeserver`):
+    /// either may be given, or both when they agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub homeserver: Option<String>,
+    /// The rooms agents' configs list (`gateway.matrix.rooms: ["#fleet-ops:server"]`). A bridged
+    /// room needs its Telegram chat, so each must also be in `rooms`; this list adds nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rooms: Vec<OwnedRoomOrAliasId>,
+}
+
+fn default_fallback_hours() -> f64 {
+    48.0
+}
+
+/// 20 is a minute of Telegram's group rate: a longer backlog posted one by one would bury the
+/// chat for minutes; a digest reads at a glance.
+fn default_rollback_digest_over() -> usize {
+    20
 }
 
 fn default_catch_up_secs() -> u64 {
@@ -240,6 +313,8 @@ impl Default for MatrixGateway {
             enabled: true,
             catch_up_secs: default_catch_up_secs(),
             follow_sync: None,
+            homeserver: None,
+            rooms: Vec::new(),
         }
     }
 }
@@ -307,6 +382,12 @@ pub struct RoomMapping {
     pub matrix: OwnedRoomOrAliasId,
     /// Telegram chat id (negative for groups and supergroups).
     pub telegram: i64,
+    /// A forum topic of the chat (its `message_thread_id`): this room bridges that topic only.
+    /// Unset: the room bridges the chat, and in a forum every topic without a room of its own
+    /// (each message shown with its topic's name). A chat may be listed once per topic and once
+    /// without one; a forum listed only with topics ignores its other topics (audited).
+    #[serde(default)]
+    pub telegram_topic: Option<i32>,
     /// Room name set by `bootstrap` when it creates the room.
     #[serde(default)]
     pub name: Option<String>,
@@ -324,6 +405,11 @@ pub struct RoomMapping {
 }
 
 impl RoomMapping {
+    /// Where on Telegram this room is bridged to.
+    pub fn place(&self) -> crate::telegram::Place {
+        crate::telegram::Place::topic(self.telegram, self.telegram_topic)
+    }
+
     /// Whether `bootstrap` creates this room encrypted.
     pub fn wants_encryption(&self, enc: &EncryptionConfig) -> bool {
         self.encrypted.unwrap_or(enc.default)
@@ -442,6 +528,8 @@ impl Config {
     fn parse_located(text: &str, base_dir: &Path) -> Result<(Config, located::Node)> {
         let tree = located::parse(text).map_err(located::Problem::into_error)?;
         let mut cfg: Config = located::read(&tree).map_err(located::Problem::into_error)?;
+        cfg.resolve_aliases()
+            .map_err(|bad| tree.problem(&bad.key, bad.problem).into_error())?;
         if cfg.appservice.registration.is_relative() {
             cfg.appservice.registration = base_dir.join(&cfg.appservice.registration);
         }
@@ -562,7 +650,11 @@ impl Config {
             ),
             format!(
                 "gateway.matrix: {}, catch_up_secs {}, follow_sync {}",
-                if m.enabled { "enabled" } else { "disabled" },
+                if m.enabled {
+                    "enabled"
+                } else {
+                    "disabled (nothing relayed to Matrix: Telegram messages wait in the inbox)"
+                },
                 m.catch_up_secs,
                 m.follow_sync.map_or("unset (on unless the homeserver is Synapse)", on)
             ),
@@ -571,7 +663,7 @@ impl Config {
             out.push("rooms: none".to_owned());
         }
         for (i, r) in self.rooms.iter().enumerate() {
-            let mut line = format!("rooms[{i}]: {} <-> telegram chat {}", r.matrix, r.telegram);
+            let mut line = format!("rooms[{i}]: {} <-> telegram {}", r.matrix, r.place());
             if let Some(name) = &r.name {
                 line.push_str(&format!(", name {name:?}"));
             }
@@ -620,7 +712,39 @@ impl Config {
             .map_err(|bad| Error::Config(format!("`{}`: {}", bad.key, bad.problem)))
     }
 
+    /// Keys of agents' configs that mean the same as ours (see [`MatrixGateway::homeserver`]):
+    /// `gateway.matrix.homeserver` fills `homeserver.url`; given both, they must agree.
+    fn resolve_aliases(&mut self) -> std::result::Result<(), Invalid> {
+        const ALIAS: &str = "gateway.matrix.homeserver";
+        let Some(alias) = self.gateway.matrix.homeserver.clone() else {
+            return Ok(());
+        };
+        let url = url::Url::parse(&alias).map_err(|e| invalid(ALIAS, e))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid(ALIAS, "must be an http(s) URL"));
+        }
+        let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+        if self.homeserver.url.is_empty() {
+            self.homeserver.url = alias;
+        } else if !same(&self.homeserver.url, &alias) {
+            return Err(invalid(
+                ALIAS,
+                format!(
+                    "{alias} differs from homeserver.url ({}); it is the same setting: give one of them, or the same URL in both",
+                    without_password(&self.homeserver.url)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn check(&self) -> std::result::Result<(), Invalid> {
+        if self.homeserver.url.is_empty() {
+            return Err(invalid(
+                "homeserver.url",
+                "required, but missing (or give it as gateway.matrix.homeserver)",
+            ));
+        }
         let url = url::Url::parse(&self.homeserver.url).map_err(|e| invalid("homeserver.url", e))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(invalid("homeserver.url", "must be an http(s) URL"));
@@ -662,16 +786,59 @@ impl Config {
                 "cannot be false while primary_platform is telegram",
             ));
         }
+        if !self.gateway.matrix.enabled && self.gateway.primary_platform == Platform::Matrix {
+            return Err(invalid(
+                "gateway.matrix.enabled",
+                "cannot be false while primary_platform is matrix",
+            ));
+        }
+        for (i, room) in self.gateway.matrix.rooms.iter().enumerate() {
+            if !self.rooms.iter().any(|r| r.matrix == *room) {
+                return Err(invalid(
+                    &format!("gateway.matrix.rooms[{i}]"),
+                    format!(
+                        "{room} is not bridged: a bridged room needs its Telegram chat, so list it in `rooms` \
+                         too (- {{matrix: \"{room}\", telegram: <chat id>}}), spelled the same"
+                    ),
+                ));
+            }
+        }
+        let hours = self.gateway.fallback_hours;
+        if !hours.is_finite() || !(0.0..=24.0 * 365.0).contains(&hours) {
+            return Err(invalid(
+                "gateway.fallback_hours",
+                "hours from 0 (never by itself) to 8760",
+            ));
+        }
         if self.gateway.dedupe.window_secs > 24 * 3600 {
             return Err(invalid("gateway.dedupe.window_secs", "at most 86400"));
         }
         let mut chats = std::collections::HashMap::new();
         let mut rooms = std::collections::HashMap::new();
         for (i, r) in self.rooms.iter().enumerate() {
-            if let Some(first) = chats.insert(r.telegram, i) {
+            if r.telegram_topic.is_some_and(|t| t < 1) {
                 return Err(invalid(
-                    &format!("rooms[{i}].telegram"),
-                    format!("chat {} is mapped twice (also rooms[{first}])", r.telegram),
+                    &format!("rooms[{i}].telegram_topic"),
+                    "a topic's message_thread_id is a positive number",
+                ));
+            }
+            if r.telegram_topic.is_some() && r.sync_details_to_telegram {
+                return Err(invalid(
+                    &format!("rooms[{i}].sync_details_to_telegram"),
+                    "a forum topic's room cannot set the group's title, description and photo (only the chat's room can)",
+                ));
+            }
+            if let Some(first) = chats.insert(r.place(), i) {
+                return Err(invalid(
+                    &format!(
+                        "rooms[{i}].{}",
+                        if r.telegram_topic.is_some() {
+                            "telegram_topic"
+                        } else {
+                            "telegram"
+                        }
+                    ),
+                    format!("{} is mapped twice (also rooms[{first}])", r.place()),
                 ));
             }
             if let Some(first) = rooms.insert(r.matrix.clone(), i) {
@@ -696,6 +863,7 @@ impl Config {
                 ));
             }
         }
+        self.gateway.check_management(self)?;
         tracing_subscriber::EnvFilter::try_new(&self.logging.level).map_err(|e| invalid("logging.level", e))?;
         Ok(())
     }
@@ -1757,6 +1925,32 @@ identities:
     }
 
     #[test]
+    fn a_forum_chat_maps_once_per_topic() {
+        let topics = MIN.replace(
+            "-100123}",
+            "-100123}\n  - {matrix: \"#b:localhost\", telegram: -100123, telegram_topic: 7}\n  - {matrix: \"#c:localhost\", telegram: -100123, telegram_topic: 8}",
+        );
+        let c = Config::parse(&topics, Path::new(".")).unwrap();
+        assert_eq!(c.rooms[1].place(), crate::telegram::Place::topic(-100123, Some(7)));
+        assert_eq!(c.rooms[0].place(), crate::telegram::Place::chat(-100123));
+        let twice = topics.replace("telegram_topic: 8", "telegram_topic: 7");
+        let e = Config::parse(&twice, Path::new(".")).unwrap_err().to_string();
+        assert!(
+            e.contains("rooms[2].telegram_topic") && e.contains("chat -100123 topic 7 is mapped twice"),
+            "{e}"
+        );
+        let zero = topics.replace("telegram_topic: 8", "telegram_topic: 0");
+        let e = Config::parse(&zero, Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("rooms[2].telegram_topic") && e.contains("positive"), "{e}");
+        let details = topics.replace(
+            "telegram_topic: 8}",
+            "telegram_topic: 8, sync_details_to_telegram: true}",
+        );
+        let e = Config::parse(&details, Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("rooms[2].sync_details_to_telegram"), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let bad = MIN.replace(
             "-100123}",
@@ -1884,6 +2078,45 @@ logging:
         assert!(!e.contains('\n'), "one line: {e}");
     }
 
+    /// `gateway.management_room` and `gateway.operators`: checked, and errors name the key.
+    #[test]
+    fn management_room_keys_are_checked() {
+        let with = |extra: &str| BASE.replace("    poll_timeout: 30\n", &format!("    poll_timeout: 30\n{extra}"));
+        let c = Config::parse(
+            &with("  management_room: \"#admin:localhost\"\n  operators: [\"@op:elsewhere\"]\n"),
+            Path::new("/etc/tgmx"),
+        )
+        .unwrap();
+        let op = ruma::UserId::parse("@op:elsewhere").unwrap();
+        let fleet_op = ruma::UserId::parse("@alexander:localhost").unwrap();
+        assert!(c.gateway.is_operator(&c.fleet, &op));
+        assert!(!c.gateway.is_operator(&c.fleet, &fleet_op));
+        // Default: no management room, no operators.
+        let c = Config::parse(BASE, Path::new("/etc/tgmx")).unwrap();
+        assert!(c.gateway.management_room.is_none() && c.gateway.operators.is_empty());
+        // `fleet.operator` alone may command.
+        let text = with("  management_room: \"!room:localhost\"\n")
+            .replace("fleet:\n", "fleet:\n  operator: \"@alexander:localhost\"\n");
+        let c = Config::parse(&text, Path::new("/etc/tgmx")).unwrap();
+        assert!(c.gateway.is_operator(&c.fleet, &fleet_op));
+
+        // (the lines added to `gateway`, what the error must say)
+        #[rustfmt::skip]
+        let table: &[(&str, &[&str])] = &[
+            ("  management_room: \"#admin:localhost\"\n  operators: [\"alexander\"]\n", &["gateway.operators[0]"]),
+            ("  management_room: \"admin\"\n  operators: [\"@op:localhost\"]\n", &["gateway.management_room"]),
+            ("  operators: [\"@op:localhost\"]\n", &["gateway.operators", "without gateway.management_room"]),
+            ("  management_room: \"#admin:localhost\"\n", &["gateway.management_room", "gateway.operators"]),
+            ("  management_room: \"#fleet-dev:localhost\"\n  operators: [\"@op:localhost\"]\n",
+                &["gateway.management_room", "rooms[1]"]),
+            ("  management_rooom: \"#admin:localhost\"\n", &["gateway.management_rooom", "unknown key"]),
+        ];
+        for (extra, says) in table {
+            let e = error_of(&with(extra));
+            assert!(says.iter().all(|s| e.contains(s)), "{extra}: {e}");
+        }
+    }
+
     #[test]
     fn the_base_is_valid() {
         let c = Config::parse(BASE, Path::new("/etc/tgmx")).unwrap();
@@ -1995,7 +2228,7 @@ logging:
         assert_eq!(
             e,
             format!(
-                "config: {}: `rooms[1].colour` (line 14, column 57): unknown key; the keys here are matrix, telegram, name, topic, encrypted, sync_details_to_telegram",
+                "config: {}: `rooms[1].colour` (line 14, column 57): unknown key; the keys here are matrix, telegram, telegram_topic, name, topic, encrypted, sync_details_to_telegram",
                 path.display()
             )
         );
@@ -2066,5 +2299,115 @@ logging:
                 .iter()
                 .any(|l| l.starts_with("gateway: primary matrix, fallback none"))
         );
+    }
+}
+
+/// The `gateway:` block of the agents' configs (issue 18): its keys are accepted where they mean
+/// the same as ours, anything else is refused naming the key.
+#[cfg(test)]
+mod alias_tests {
+    use super::*;
+
+    /// A config whose `gateway:` block is copied from an agent's config.
+    const SEED: &str = r##"homeserver:
+  server_name: localhost
+appservice:
+  listen: "127.0.0.1:29317"
+gateway:
+  primary_platform: telegram
+  fallback_platform: matrix
+  matrix:
+    enabled: true
+    homeserver: "http://127.0.0.1:8008"
+    rooms: ["#fleet-ops:localhost"]
+  telegram:
+    enabled: true
+    bot_token: "123:abc"
+rooms:
+  - {matrix: "#fleet-ops:localhost", telegram: -100123}
+  - {matrix: "#fleet-dev:localhost", telegram: -100124}
+"##;
+
+    fn error_of(text: &str) -> String {
+        match Config::parse(text, Path::new("/etc/tgmx")) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_seeds_gateway_block_is_accepted() {
+        let c = Config::parse(SEED, Path::new("/etc/tgmx")).unwrap();
+        assert_eq!(c.homeserver.url, "http://127.0.0.1:8008");
+        assert_eq!(c.gateway.matrix.rooms.len(), 1);
+        assert!(c.gateway.matrix.enabled && c.gateway.telegram.enabled);
+        assert_eq!(c.gateway.primary_platform, Platform::Telegram);
+        assert_eq!(c.gateway.fallback_platform, Platform::Matrix);
+        // Given in both places, the same URL (a trailing slash aside) is fine.
+        let both = SEED.replace(
+            "  server_name: localhost",
+            "  url: \"http://127.0.0.1:8008/\"\n  server_name: localhost",
+        );
+        let c = Config::parse(&both, Path::new("/etc/tgmx")).unwrap();
+        assert_eq!(c.homeserver.url, "http://127.0.0.1:8008/");
+        // `matrix.enabled: false` while Telegram is primary: parsed and shown.
+        let off = SEED.replace(
+            "    enabled: true\n    homeserver",
+            "    enabled: false\n    homeserver",
+        );
+        let c = Config::parse(&off, Path::new("/etc/tgmx")).unwrap();
+        assert!(!c.gateway.matrix.enabled);
+        assert!(
+            c.effective_settings()
+                .iter()
+                .any(|l| l.starts_with("gateway.matrix: disabled (nothing relayed to Matrix"))
+        );
+    }
+
+    #[test]
+    fn wrong_alias_values_name_the_key() {
+        #[rustfmt::skip]
+        let table: &[(&str, &str, &str, &str, &str)] = &[
+            ("the two homeserver URLs disagree", "  server_name: localhost",
+                "  url: \"http://10.0.0.1:8008\"\n  server_name: localhost",
+                "`gateway.matrix.homeserver` (line 11, column 17)", "differs from homeserver.url (http://10.0.0.1:8008)"),
+            ("no homeserver URL at all", "    homeserver: \"http://127.0.0.1:8008\"\n", "",
+                "`homeserver.url` (line 1, column 1)", "required, but missing (or give it as gateway.matrix.homeserver)"),
+            ("the alias is no URL", "homeserver: \"http://127.0.0.1:8008\"", "homeserver: \"nope\"",
+                "`gateway.matrix.homeserver` (line 10, column 17)", "relative URL"),
+            ("the alias is not http(s)", "homeserver: \"http://127.0.0.1:8008\"", "homeserver: \"ftp://h\"",
+                "`gateway.matrix.homeserver` (line 10, column 17)", "http(s)"),
+            ("a listed room without a Telegram chat", "[\"#fleet-ops:localhost\"]",
+                "[\"#fleet-ops:localhost\", \"#fleet-intel:localhost\"]",
+                "`gateway.matrix.rooms[1]` (line 11, column 37)", "#fleet-intel:localhost is not bridged"),
+            ("a listed room that is no room", "[\"#fleet-ops:localhost\"]", "[\"fleet-ops\"]",
+                "`gateway.matrix.rooms[0]` (line 11, column 13)", "sigil"),
+            ("matrix off while it is primary", "primary_platform: telegram\n  fallback_platform: matrix",
+                "primary_platform: matrix\n  fallback_platform: telegram",
+                "`gateway.matrix.enabled`", "cannot be false while primary_platform is matrix"),
+            ("a key of the seed's that is not ours", "    enabled: true\n    homeserver",
+                "    enabled: true\n    user_id: \"@scout:localhost\"\n    homeserver",
+                "`gateway.matrix.user_id` (line 10, column 5)", "unknown key; the keys here are enabled, catch_up_secs, follow_sync, homeserver, rooms"),
+            ("a misspelt alias", "    rooms: [", "    room: [",
+                "`gateway.matrix.room` (line 11, column 5)", "unknown key"),
+            ("a list where the URL goes", "homeserver: \"http://127.0.0.1:8008\"", "homeserver: [a]",
+                "`gateway.matrix.homeserver` (line 10, column 5)", "sequence"),
+        ];
+        for &(what, from, to, place, words) in table {
+            assert_eq!(SEED.matches(from).count(), 1, "{what}: {from:?} must occur once");
+            let mut text = SEED.replacen(from, to, 1);
+            if what == "matrix off while it is primary" {
+                text = text.replace(
+                    "    enabled: true\n    homeserver",
+                    "    enabled: false\n    homeserver",
+                );
+            }
+            let e = error_of(&text);
+            assert!(
+                e.starts_with(&format!("config: {place}")),
+                "{what}: expected {place} in\n{e}"
+            );
+            assert!(e.contains(words), "{what}: expected {words:?} in\n{e}");
+        }
     }
 }

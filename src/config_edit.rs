@@ -139,6 +139,66 @@ pub fn set_scalar(text: &str, path: &[&str], value: &str) -> Result<String> {
     Ok(out)
 }
 
+/// What [`set_primary`] wrote: the platforms, and the config as it is now.
+#[derive(Debug)]
+pub struct PrimarySwitch {
+    pub primary: &'static str,
+    pub fallback: &'static str,
+    /// The edited file, parsed (its mode: `bridge::cutover::Mode::of`).
+    pub config: crate::config::Config,
+}
+
+/// `tgmx primary` and the management room's `!tgmx primary` (the same edit from both, so that
+/// the file and the running mode never disagree): set `gateway.primary_platform` to `platform`
+/// (`matrix` or `telegram`) and `gateway.fallback_platform` to the other one (`none` with
+/// `standby`) in the file at `path`, keeping every other byte; validate the result and write it
+/// in place (see [`write_in_place`]). Rolling back from a standby made with
+/// `gateway.telegram.enabled: false` turns Telegram on again. The file is left unchanged on any
+/// error. The daemon picks the change up by reloading the file.
+pub fn set_primary(path: &std::path::Path, platform: &str, standby: bool) -> Result<PrimarySwitch> {
+    use crate::config::Config;
+    let primary = match platform {
+        "matrix" => "matrix",
+        "telegram" => "telegram",
+        other => {
+            return Err(Error::Config(format!(
+                "unknown platform {other:?}: `matrix` or `telegram`"
+            )));
+        }
+    };
+    if standby && primary != "matrix" {
+        return Err(Error::Config("--standby only goes with `matrix`".into()));
+    }
+    let original =
+        std::fs::read_to_string(path).map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+    let fallback = match (primary, standby) {
+        ("matrix", true) => "none",
+        ("matrix", false) => "telegram",
+        _ => "matrix",
+    };
+    let mut text = set_scalar(&original, &["gateway", "primary_platform"], primary)?;
+    text = set_scalar(&text, &["gateway", "fallback_platform"], fallback)?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let config = match Config::parse(&text, base) {
+        Ok(c) if c.gateway.telegram.enabled || primary == "matrix" => c,
+        _ => {
+            // Rolling back from a standby that was made with `telegram.enabled: false`.
+            text = set_scalar(&text, &["gateway", "telegram", "enabled"], "true")?;
+            Config::parse(&text, base)
+                .map_err(|e| Error::Config(format!("the edited config would be invalid; file left unchanged: {e}")))?
+        }
+    };
+    write_in_place(path, &text).map_err(|e| Error::Config(format!("cannot write {}: {e}", path.display())))?;
+    Ok(PrimarySwitch {
+        primary,
+        fallback,
+        config,
+    })
+}
+
 /// The part of `line` before a ` #` comment (quotes respected).
 fn without_comment(line: &str) -> &str {
     let mut quote: Option<char> = None;
@@ -268,6 +328,32 @@ mod tests {
         let doc = "gateway:\nrooms: []\n";
         let out = set_scalar(doc, &["gateway", "primary_platform"], "matrix").unwrap();
         assert_eq!(out, "gateway:\n  primary_platform: matrix\nrooms: []\n");
+    }
+
+    /// `tgmx primary` and `!tgmx primary` share this edit: two values change, nothing else; a
+    /// rollback from a standby made with `telegram.enabled: false` turns Telegram on again; a
+    /// refused switch leaves the file as it was.
+    #[test]
+    fn primary_switches_edit_the_file_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        let doc = "homeserver: {url: \"http://h\", server_name: hs}\nappservice: {}\ngateway:\n  # mode\n  primary_platform: telegram\n  fallback_platform: matrix\n  telegram:\n    enabled: true\n    bot_token: \"1:a\"\n";
+        std::fs::write(&path, doc).unwrap();
+        let s = super::set_primary(&path, "matrix", true).unwrap();
+        assert_eq!((s.primary, s.fallback), ("matrix", "none"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            doc.replace("primary_platform: telegram", "primary_platform: matrix")
+                .replace("fallback_platform: matrix", "fallback_platform: none")
+        );
+        assert!(super::set_primary(&path, "telegram", true).is_err());
+        assert!(super::set_primary(&path, "signal", false).is_err());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        std::fs::write(&path, text.replace("enabled: true", "enabled: false")).unwrap();
+        let s = super::set_primary(&path, "telegram", false).unwrap();
+        assert!(s.config.gateway.telegram.enabled);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), doc);
     }
 
     #[test]

@@ -23,7 +23,8 @@
 //!   `matrix_in`; Telegram service messages in `service`, room name/topic/avatar and members in
 //!   `room_details`, a group that became a supergroup in `upgrade`), and `lanes`: one ordered
 //!   worker per portal in each direction, and the supervisor that restarts a crashed task (or
-//!   stops the daemon when restarting cannot help).
+//!   stops the daemon when restarting cannot help). `management`: the operators' `!tgmx`
+//!   commands in the management room, which is never bridged.
 //! - [`split`]: cutting a long HTML message into parts that fit a platform's limit.
 //! - [`app`]: `App::build(config)` / `port()` / `run_until_stopped(shutdown)`: wires the parts.
 //! - [`config`]: the operator's YAML config and the appservice registration, validated on load;

@@ -130,14 +130,10 @@ async fn dispatch() -> anyhow::Result<()> {
             let store = open_state(&cfg, config.as_ref()).await?;
             let since_ms = tgmx::storage::now_ms() - since.as_millis() as i64;
             let report = tgmx::report::audit(&cfg, &store, since_ms, daemon_running(&store).await?).await?;
-            for l in &report.lines {
-                println!("{l}");
-            }
+            println!("{}", report.text(tgmx::report::Verdict::NothingLost));
             if !report.ok() {
-                println!("verdict: {}", report.problems.join(", "));
                 std::process::exit(1);
             }
-            println!("verdict: nothing lost");
         }
         Command::Bootstrap { dry_run, config } => {
             let cfg = load(config.as_ref())?;
@@ -223,14 +219,7 @@ async fn dispatch() -> anyhow::Result<()> {
             let cfg = load(config.as_ref())?;
             let store = open_state(&cfg, config.as_ref()).await?;
             let report = tgmx::report::status(&cfg, &store, daemon_running(&store).await?).await?;
-            for l in &report.lines {
-                println!("{l}");
-            }
-            if report.ok() {
-                println!("ready for cutover: yes");
-            } else {
-                println!("ready for cutover: no ({})", report.problems.join("; "));
-            }
+            println!("{}", report.text(tgmx::report::Verdict::Ready));
         }
         Command::CheckConfig { config } => {
             // Also what `run` needs before it starts: the bot token, the registration.
@@ -254,50 +243,17 @@ async fn daemon_running(store: &tgmx::storage::Store) -> anyhow::Result<bool> {
         .is_some_and(is_tgmx_process))
 }
 
-/// `tgmx primary`: edit the config file in place (validated first), then SIGHUP the daemon.
+/// `tgmx primary`: edit the config file in place (validated first; the same edit as the
+/// management room's `!tgmx primary`), then SIGHUP the daemon.
 async fn primary(platform: &str, standby: bool, path: &Path) -> anyhow::Result<()> {
-    use tgmx::config_edit::set_scalar;
-    if standby && platform != "matrix" {
-        bail!("--standby only goes with `matrix`");
-    }
-    let original = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let fallback = match (platform, standby) {
-        ("matrix", true) => "none",
-        ("matrix", false) => "telegram",
-        _ => "matrix",
-    };
-    let mut text = set_scalar(&original, &["gateway", "primary_platform"], platform)?;
-    text = set_scalar(&text, &["gateway", "fallback_platform"], fallback)?;
-    let base = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let cfg = match Config::parse(&text, base) {
-        Ok(c) if c.gateway.telegram.enabled || platform == "matrix" => c,
-        _ => {
-            // Rolling back from a standby that was made with `telegram.enabled: false`.
-            text = set_scalar(&text, &["gateway", "telegram", "enabled"], "true")?;
-            Config::parse(&text, base).context("the edited config would be invalid; file left unchanged")?
-        }
-    };
+    let switch = tgmx::config_edit::set_primary(path, platform, standby)?;
+    let cfg = switch.config;
     let mode = tgmx::bridge::cutover::Mode::of(&cfg);
-    let tmp = path.with_extension("yaml.tgmx-tmp");
-    std::fs::write(&tmp, &text)?;
-    if let Ok(meta) = std::fs::metadata(path) {
-        std::fs::set_permissions(&tmp, meta.permissions())?;
-        // Run as root, the new file would be root's: the daemon (its own user) could no longer
-        // read it, and the switch would not happen. Keep the owner the file had.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid()))
-                .with_context(|| format!("cannot give {} its owner back", tmp.display()))?;
-        }
-    }
-    std::fs::rename(&tmp, path)?;
     println!(
-        "{}: primary_platform {platform}, fallback_platform {fallback} (mode {})",
+        "{}: primary_platform {}, fallback_platform {} (mode {})",
         path.display(),
+        switch.primary,
+        switch.fallback,
         mode.as_str()
     );
     let store = tgmx::storage::Store::open(&cfg.database).await?;

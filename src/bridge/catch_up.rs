@@ -233,7 +233,9 @@ impl Bridge {
     /// never delivered and older than `min_age_ms`. A room that cannot be read, or that the homeserver delivered into while
     /// it was read, is read again next time (`complete` is false then).
     pub async fn catch_up_sweep(&self, min_age_ms: i64) -> Result<Sweep> {
-        let rooms: Vec<OwnedRoomId> = self.portals.rooms();
+        let mut rooms: Vec<OwnedRoomId> = self.portals.rooms();
+        // Operators' commands are not held either.
+        rooms.extend(self.joined_management_room());
         let mut sweep = Sweep {
             queued: 0,
             complete: true,
@@ -385,7 +387,7 @@ impl Bridge {
             let Ok(room) = OwnedRoomId::try_from(room.as_str()) else {
                 continue;
             };
-            if self.portals.chat_for_room(&room).is_none() {
+            if self.portals.chat_for_room(&room).is_none() && self.joined_management_room().as_ref() != Some(&room) {
                 continue;
             }
             let timeline = r["timeline"]["events"].as_array().into_iter().flatten();
@@ -494,7 +496,14 @@ impl Bridge {
             .and_then(|m| serde_json::from_str(&m).ok());
         let start = match &mark {
             Some(m) => m.ts,
-            None => self.store.portal_created_at(room).await?.unwrap_or(now),
+            None => match self.store.portal_created_at(room).await? {
+                Some(created) => created,
+                // The management room: from when the bot joined it.
+                None => self
+                    .management_joined_at()
+                    .filter(|(r, _)| r == room)
+                    .map_or(now, |(_, at)| at),
+            },
         };
         let floor = (start - SLACK_MS).max(now - REACH_MS);
         let cutoff = now - min_age_ms;

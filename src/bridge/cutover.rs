@@ -22,7 +22,9 @@ pub enum Mode {
     Parallel,
     /// Matrix is primary; Telegram is still mirrored as fallback.
     Cutover,
-    /// Matrix only; the bot neither reads Telegram nor relays to it (it is not deleted).
+    /// Matrix only; nothing is relayed either way. The bot keeps reading Telegram into the
+    /// durable inbox (unless `gateway.telegram.enabled` is false), and what waits on both sides
+    /// is bridged on rollback (see `bridge::standby`).
     Standby,
 }
 
@@ -53,13 +55,8 @@ impl Mode {
         }
     }
 
-    /// Whether Telegram updates are fetched.
-    pub fn reads_telegram(self) -> bool {
-        self != Mode::Standby
-    }
-
-    /// Whether Matrix messages are relayed to Telegram.
-    pub fn relays_to_telegram(self) -> bool {
+    /// Whether Telegram is live: its messages are relayed, and the bridge posts there.
+    pub fn telegram_live(self) -> bool {
         self != Mode::Standby
     }
 }
@@ -122,18 +119,34 @@ pub fn merge_live(old: &Config, new: &Config) -> (Config, Vec<&'static str>) {
 pub struct Cutover {
     /// The mode in force; the Matrix -> Telegram lanes read it per event.
     mode: watch::Sender<Mode>,
-    /// Whether the mode reads Telegram: all the poller is told (it imports nothing of the core).
+    /// Whether Telegram is read: all the poller is told (it imports nothing of the core).
+    /// In standby too, unless `gateway.telegram.enabled` is false (Telegram keeps unread
+    /// updates for 24 hours only).
     reading: watch::Sender<bool>,
     /// Wakes the announcer when a switch was recorded or a room it waits for was set up.
-    announce: tokio::sync::Notify,
+    pub(super) announce: tokio::sync::Notify,
+    /// When the bridge last left standby (unix ms; 0: never): what was posted before then and
+    /// bridged after was held, and shows its original time.
+    pub(super) resumed_at: std::sync::atomic::AtomicI64,
+    /// Wakes the fallback timer (the mode or the config changed).
+    pub(super) reconsider: tokio::sync::Notify,
+    /// Held while the mode is being switched (a reload and the fallback timer may race).
+    pub(super) switching: tokio::sync::Mutex<()>,
+    /// Chats whose Matrix backlog from a standby is not yet dealt with (posted as a digest, or
+    /// left to the lanes): their rooms' lanes wait.
+    pub(super) backlog_pending: std::sync::Mutex<std::collections::HashSet<i64>>,
 }
 
 impl Cutover {
     pub fn new(mode: Mode) -> Cutover {
         Cutover {
             mode: watch::Sender::new(mode),
-            reading: watch::Sender::new(mode.reads_telegram()),
+            reading: watch::Sender::new(true),
             announce: tokio::sync::Notify::new(),
+            resumed_at: std::sync::atomic::AtomicI64::new(0),
+            reconsider: tokio::sync::Notify::new(),
+            switching: tokio::sync::Mutex::new(()),
+            backlog_pending: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -141,9 +154,11 @@ impl Cutover {
         *self.mode.borrow()
     }
 
-    fn set(&self, mode: Mode) {
+    /// Put `mode` in force; `reads`: whether Telegram is read (`gateway.telegram.enabled`).
+    pub(super) fn set(&self, mode: Mode, reads: bool) {
         self.mode.send_replace(mode);
-        self.reading.send_replace(mode.reads_telegram());
+        self.reading.send_replace(reads);
+        self.reconsider.notify_one();
     }
 
     /// Follows whether the mode reads Telegram (for the poller).
@@ -175,35 +190,58 @@ impl Bridge {
     /// At start: compare the configured mode with the last recorded one. A change made while the
     /// daemon was down is a switch like any other (announced once); the first run only records.
     pub async fn init_mode(&self) -> Result<()> {
-        let mode = Mode::of(&self.cfg());
-        match self.store.current_mode().await?.as_deref().and_then(Mode::parse) {
+        let _switching = self.cutover.switching.lock().await;
+        let cfg = self.cfg();
+        let last = self.last_switch().await?;
+        let mode = self
+            .effective_mode(&cfg, last.as_ref().map(|(m, r)| (*m, r.as_str())))
+            .await?;
+        match last.map(|(m, _)| m) {
             None => {
                 self.store
                     .record_switch(None, mode.as_str(), "first start", &[])
                     .await?;
                 tracing::info!(mode = mode.as_str(), "bridge mode (first start)");
             }
-            Some(prev) if prev != mode => self.switch(prev, mode, "config changed while stopped").await?,
+            Some(prev) if prev != mode => {
+                let reason = match (prev, mode, Mode::of(&cfg)) {
+                    (Mode::Cutover, Mode::Standby, Mode::Cutover) => super::standby::FALLBACK_ENDED,
+                    _ => "config changed while stopped",
+                };
+                self.switch(prev, mode, reason).await?
+            }
             Some(_) => tracing::info!(mode = mode.as_str(), "bridge mode"),
         }
-        self.cutover.set(mode);
-        Ok(())
+        self.put_in_force(mode).await
     }
 
-    async fn switch(&self, from: Mode, to: Mode, reason: &str) -> Result<()> {
+    pub(super) async fn switch(&self, from: Mode, to: Mode, reason: &str) -> Result<()> {
         let mut targets = Vec::new();
         if let Some(kind) = announcement_for(from, to) {
             let cfg = self.cfg();
             // The Matrix target is the chat's room, looked up when it is posted: a room not set
             // up yet gets its announcement once it is, not never.
+            // One Telegram post per chat (a forum's topic rooms share it), one per Matrix room.
             for r in &cfg.rooms {
-                targets.push((format!("tg:{}", r.telegram), kind.to_owned()));
-                targets.push((format!("mxchat:{}", r.telegram), kind.to_owned()));
+                let tg = (format!("tg:{}", r.telegram), kind.to_owned());
+                if !targets.contains(&tg) {
+                    targets.push(tg);
+                }
+                let room = match r.telegram_topic {
+                    Some(topic) => format!("mxchat:{}/{topic}", r.telegram),
+                    None => format!("mxchat:{}", r.telegram),
+                };
+                targets.push((room, kind.to_owned()));
             }
         }
         self.store
             .record_switch(Some(from.as_str()), to.as_str(), reason, &targets)
             .await?;
+        if from == Mode::Standby && to != Mode::Standby {
+            // What Matrix said meanwhile waits for each chat's announcement (then a digest or
+            // the lanes): see `bridge::standby`.
+            self.backlog_owed(&self.cfg());
+        }
         tracing::info!(
             from = from.as_str(),
             to = to.as_str(),
@@ -233,7 +271,12 @@ impl Bridge {
             tracing::info!("config reloaded: no change");
             return Ok(());
         }
-        let (from, to) = (Mode::of(&old), Mode::of(&merged));
+        let _switching = self.cutover.switching.lock().await;
+        let from = self.mode();
+        let last = self.last_switch().await?;
+        let to = self
+            .effective_mode(&merged, last.as_ref().map(|(m, r)| (*m, r.as_str())))
+            .await?;
         tracing::info!(
             "config reloaded: mode {} -> {}, rooms {} -> {}, identities {} -> {}",
             from.as_str(),
@@ -246,15 +289,15 @@ impl Bridge {
         let rooms_changed = old.rooms != merged.rooms;
         self.tg.set_per_chat_rate(merged.gateway.telegram.per_chat_per_minute);
         self.set_cfg(merged);
-        if rooms_changed {
+        if rooms_changed || old.gateway.management_room != self.cfg().gateway.management_room {
             self.portals.retain_configured(&self.cfg());
             self.portals.wake_setup();
         }
         if from != to {
             self.switch(from, to, "config reload").await?;
-            self.cutover.set(to);
         }
-        Ok(())
+        // Also when the mode stays: whether Telegram is read, or the fallback window, may change.
+        self.put_in_force(to).await
     }
 
     fn announcement_text(&self, kind: &str, telegram: bool, room_link: &str) -> String {
@@ -276,7 +319,8 @@ impl Bridge {
         let target = cfg
             .rooms
             .iter()
-            .find(|r| r.telegram == chat)
+            .filter(|r| r.telegram == chat)
+            .min_by_key(|r| r.telegram_topic.is_some()) // the chat's room before its topics'
             .map(|r| r.matrix.to_string())
             .or_else(|| self.portals.room_for_chat(chat).map(|r| r.to_string()))
             .unwrap_or_default();
@@ -298,11 +342,19 @@ impl Bridge {
             }
             return Ok(Some(sent.0));
         }
-        let room = match target.strip_prefix("mxchat:").and_then(|c| c.parse::<i64>().ok()) {
-            Some(chat) => match self.portals.room_for_chat(chat) {
+        // `mxchat:<chat>` or `mxchat:<chat>/<topic>`: the room of the chat, or of one forum topic.
+        let place = target.strip_prefix("mxchat:").and_then(|p| {
+            let (chat, topic) = match p.split_once('/') {
+                Some((c, t)) => (c, Some(t.parse::<i32>().ok()?)),
+                None => (p, None),
+            };
+            Some(crate::telegram::Place::topic(chat.parse::<i64>().ok()?, topic))
+        });
+        let room = match place {
+            Some(place) => match self.portals.room_for(place) {
                 Some(room) => Some(room.to_string()),
-                None if self.chat_is_configured(chat) => {
-                    return Err(Error::NotReady(format!("the room for chat {chat} is not set up yet")));
+                None if self.cfg().rooms.iter().any(|r| r.place() == place) => {
+                    return Err(Error::NotReady(format!("the room for {place} is not set up yet")));
                 }
                 None => None, // the room left the config meanwhile
             },
@@ -312,14 +364,18 @@ impl Bridge {
         if let Some(room) = room.as_deref() {
             let room_id =
                 <&ruma::RoomId>::try_from(room).map_err(|e| Error::Internal(format!("room id {room}: {e}")))?;
-            let chat = self.portals.chat_for_room(room_id).unwrap_or_default();
+            let place = self
+                .portals
+                .place_for_room(room_id)
+                .unwrap_or(crate::telegram::Place::chat(0));
+            let chat = place.chat;
             let body = self.announcement_text(kind, false, &self.matrix_link(chat));
             let content = json!({"msgtype": "m.notice", "body": body});
             self.send_event(
                 room_id,
                 &self.bot_mxid,
                 "m.room.message",
-                &crate::matrix::txn::announcement(switch_id, chat),
+                &crate::matrix::txn::announcement(switch_id, chat, place.topic),
                 &content,
             )
             .await?;
@@ -357,6 +413,38 @@ impl Bridge {
                             )
                             .await;
                         let _ = self.store.announcement_done(switch_id, &target, None).await;
+                    }
+                }
+            }
+            // After a rollback from standby: each chat announced gets its Matrix backlog.
+            let owed: Vec<i64> = self
+                .cutover
+                .backlog_pending
+                .lock()
+                .expect("lock")
+                .iter()
+                .copied()
+                .collect();
+            if !owed.is_empty() {
+                let announcing: Vec<String> = match self.store.pending_announcements().await {
+                    Ok(p) => p.into_iter().map(|a| a.target).collect(),
+                    Err(_) => owed.iter().map(|c| format!("tg:{c}")).collect(),
+                };
+                for chat in owed {
+                    if announcing.contains(&format!("tg:{chat}")) {
+                        continue;
+                    }
+                    match self.settle_backlog(chat).await {
+                        Ok(()) => {}
+                        Err(e) if e.is_transient() => {
+                            tracing::warn!(chat, "the standby's matrix backlog is not posted yet: {e}");
+                            failed = true;
+                        }
+                        Err(e) => {
+                            // The lanes post it one by one instead: nothing is lost.
+                            tracing::error!(chat, "no digest of the standby's matrix backlog: {e}");
+                            self.cutover.backlog_pending.lock().expect("lock").remove(&chat);
+                        }
                     }
                 }
             }
@@ -401,9 +489,7 @@ mod tests {
         let mut c = cfg("  primary_platform: matrix\n  fallback_platform: telegram");
         c.gateway.telegram.enabled = false;
         assert_eq!(Mode::of(&c), Mode::Standby);
-        assert!(
-            !Mode::Standby.reads_telegram() && Mode::Cutover.reads_telegram() && Mode::Parallel.relays_to_telegram()
-        );
+        assert!(!Mode::Standby.telegram_live() && Mode::Cutover.telegram_live() && Mode::Parallel.telegram_live());
     }
 
     #[test]

@@ -9,10 +9,10 @@ use super::{Bridge, SOURCE_KEY};
 use crate::error::{Error, Result};
 use crate::split::{Measure, TELEGRAM_TEXT, split_html};
 use crate::storage::Direction;
-use crate::telegram::TgError;
 use crate::telegram::format::escape_html;
 use crate::telegram::html::{matrix_html_to_telegram, plain_to_telegram};
 use crate::telegram::sender::Turn;
+use crate::telegram::{Place, TgError};
 
 /// How long an encrypted event without keys is retried before the Telegram side is told.
 const UTD_WAIT_MS: i64 = 20_000;
@@ -66,7 +66,11 @@ impl Bridge {
         if kind == "m.room.member" {
             return self.mx_member(&ev, &room, &sender).await;
         }
-        let Some(chat) = self.portals.chat_for_room(&room) else {
+        // The management room is never bridged: operators' commands (see `management`).
+        if self.is_management_room(&room).await? {
+            return self.management_event(&ev, &room, &sender).await;
+        }
+        let Some(portal) = self.portals.place_for_room(&room) else {
             if self.has_unresolved_rooms() {
                 // It may belong to a configured room not joined yet: retried, never dropped.
                 return Err(crate::error::Error::NotReady(format!("room {room} not resolved yet")));
@@ -78,17 +82,18 @@ impl Bridge {
             return self.room_encrypted(&room).await;
         }
         if matches!(kind, "m.room.name" | "m.room.topic" | "m.room.avatar") {
-            return self.mx_room_detail(&ev, &room, &sender, chat, kind).await;
+            return self.mx_room_detail(&ev, &room, &sender, portal, kind).await;
         }
         if self.is_own_echo(&ev) {
             return Ok(()); // normally not even stored (see `is_own_echo`)
         }
-        if !self.mode().relays_to_telegram() {
-            tracing::debug!(%room, kind, "standby: not relayed to telegram");
-            return Ok(());
+        if self.holds_matrix(portal.chat) {
+            // Normally held in the inbox by the lane (`bridge::standby`); one taken just before
+            // the switch waits here, in order, for the rollback.
+            return Err(Error::NotReady("standby: held for the rollback".into()));
         }
         if kind == "m.room.encrypted" {
-            return self.mx_encrypted(&ev, &room, &sender, chat).await;
+            return self.mx_encrypted(&ev, &room, &sender, portal).await;
         }
         if self.cfg().encryption.require {
             self.check_encryption(&room).await?;
@@ -99,18 +104,18 @@ impl Bridge {
         }
         match kind {
             "m.room.message" | "m.sticker" | POLL_START | POLL_START_UNSTABLE => {
-                self.mx_message(&ev, &room, &sender, chat).await
+                self.mx_message(&ev, &room, &sender, portal).await
             }
-            "m.room.redaction" => self.mx_redaction(&ev, chat).await,
-            "m.reaction" => self.mx_reaction(&ev, &sender, chat).await,
-            _ => self.mx_not_carried(&ev, kind, &room, &sender, chat).await,
+            "m.room.redaction" => self.mx_redaction(&ev, portal.chat).await,
+            "m.reaction" => self.mx_reaction(&ev, &sender, portal.chat).await,
+            _ => self.mx_not_carried(&ev, kind, &room, &sender, portal).await,
         }
     }
 
     /// An encrypted event: decrypted with the bot's device, then bridged like a plain one. Keys
     /// that have not arrived yet are waited for (the lane retries) until the event is
     /// [`UTD_WAIT_MS`] old; then the Telegram side gets a notice instead of silence.
-    async fn mx_encrypted(&self, ev: &Value, room: &OwnedRoomId, sender: &OwnedUserId, chat: i64) -> Result<()> {
+    async fn mx_encrypted(&self, ev: &Value, room: &OwnedRoomId, sender: &OwnedUserId, portal: Place) -> Result<()> {
         use crate::matrix::crypto::Decrypted;
         if !self.cfg().encryption.allow {
             tracing::warn!(%room, "encrypted event not relayed: `encryption.allow` is off");
@@ -143,7 +148,8 @@ impl Bridge {
                     .await?;
                 let name = crate::telegram::format::escape_html(&self.matrix_name(room, sender).await);
                 let text = format!("⚠ <b>{name}</b> sent an encrypted message the bridge could not decrypt.");
-                self.tg.post_html(ChatId(chat), text).await?;
+                let turn = self.tg.turn_at(portal).await;
+                self.tg.send_html(turn, text, None).await?;
                 Ok(())
             }
         }
@@ -196,7 +202,8 @@ impl Bridge {
         }
     }
 
-    async fn mx_message(&self, ev: &Value, room: &OwnedRoomId, sender: &OwnedUserId, chat: i64) -> Result<()> {
+    async fn mx_message(&self, ev: &Value, room: &OwnedRoomId, sender: &OwnedUserId, portal: Place) -> Result<()> {
+        let chat = portal.chat;
         let Some(event_id) = ev["event_id"].as_str().and_then(|e| <&ruma::EventId>::try_from(e).ok()) else {
             return Ok(());
         };
@@ -243,13 +250,15 @@ impl Bridge {
                 return self.mark_original(room, mx_copy.as_str(), chat, twin).await;
             }
         }
-        let reply_to = match relates["m.in_reply_to"]["event_id"]
+        let reply_link = match relates["m.in_reply_to"]["event_id"]
             .as_str()
             .and_then(|e| <&ruma::EventId>::try_from(e).ok())
         {
-            Some(target) => self.store.link_by_event(target).await?.map(|l| l.tg_msg_id),
+            Some(target) => self.store.link_by_event(target).await?,
             None => None,
         };
+        let reply_to = reply_link.as_ref().map(|l| l.tg_msg_id);
+        let to = self.post_place(portal, reply_link.as_ref(), relates).await?;
         let earlier = self.unlinked.get(event_id);
         let sent = match earlier {
             // Posted already; only its link is missing (the database failed after the send).
@@ -261,21 +270,25 @@ impl Bridge {
                         content["msgtype"].as_str(),
                         Some("m.image" | "m.file" | "m.audio" | "m.video")
                     ) {
-                    self.mx_media_to_tg(ev, event_id, room, sender, chat, reply_to).await
+                    self.mx_media_to_tg(ev, event_id, room, sender, to, reply_to).await
                 } else if let Some(place) = geo(content) {
                     let name = self.matrix_name(room, sender).await;
                     let address = content["body"].as_str().unwrap_or_default().to_owned();
-                    let turn = self.turn_for(event_id, chat, 0).await?;
+                    let turn = self.turn_for(event_id, to, 0).await?;
                     self.tg
                         .send_venue(turn, place, name, address, reply_to.map(MessageId))
                         .await
                         .map(|m| m.0)
                         .map_err(Error::from)
                 } else if let Some(poll) = Poll::of(kind, content) {
-                    self.mx_poll_to_tg(event_id, room, sender, chat, poll, reply_to).await
+                    self.mx_poll_to_tg(event_id, room, sender, to, poll, reply_to).await
                 } else {
-                    let text = self.relay_text(room, sender, content).await;
-                    self.send_text_parts(event_id, chat, text, reply_to).await
+                    let mut text = self.relay_text(room, sender, content).await;
+                    if self.was_held(ts) {
+                        // Held by a standby and posted after the rollback: when it was said.
+                        text = format!("<i>{}</i> {text}", super::standby::held_time(ts));
+                    }
+                    self.send_text_parts(event_id, to, text, reply_to).await
                 };
                 match sent {
                     Ok(sent) => sent,
@@ -291,7 +304,7 @@ impl Bridge {
         };
         if let Err(e) = self
             .store
-            .link_message(chat, sent, room, event_id, Direction::MxToTg, sender, ts)
+            .link_message(to, sent, room, event_id, Direction::MxToTg, sender, ts)
             .await
         {
             self.unlinked.insert(event_id, sent);
@@ -307,10 +320,10 @@ impl Bridge {
     /// paragraph, line or word boundaries (`crate::split`), each recorded as soon as it is sent,
     /// so a retry after a crash or an error sends only the parts still missing. The first part
     /// replies to `reply_to`. Returns the first part's message id.
-    async fn send_text_parts(&self, event_id: &EventId, chat: i64, html: String, reply_to: Option<i32>) -> Result<i32> {
+    async fn send_text_parts(&self, event_id: &EventId, to: Place, html: String, reply_to: Option<i32>) -> Result<i32> {
         let parts = split_html(&html, TELEGRAM_TEXT, Measure::VisibleUtf16);
         if parts.len() == 1 {
-            let turn = self.turn_for(event_id, chat, 0).await?;
+            let turn = self.turn_for(event_id, to, 0).await?;
             return Ok(self.tg.send_html(turn, html, reply_to.map(MessageId)).await?.0);
         }
         let done = self.store.parts_of_event(event_id).await?;
@@ -321,13 +334,13 @@ impl Bridge {
             if done.iter().any(|p| p.part == i) {
                 continue;
             }
-            let turn = self.turn_for(event_id, chat, i).await?;
+            let turn = self.turn_for(event_id, to, i).await?;
             let reply = if i == 0 { reply_to } else { None };
             let msg = self.tg.send_html(turn, part, reply.map(MessageId)).await?.0;
-            self.store.save_part(&part_of(event_id, i, chat, msg)).await?;
+            self.store.save_part(&part_of(event_id, i, to.chat, msg)).await?;
             first.get_or_insert(msg);
         }
-        tracing::info!(%event_id, chat, parts = count, "long message sent in parts");
+        tracing::info!(%event_id, chat = to.chat, parts = count, "long message sent in parts");
         first.ok_or_else(|| Error::Internal("a message in parts without a first part".into()))
     }
 
@@ -354,7 +367,8 @@ impl Bridge {
                         self.store.save_part(&record(0, link.tg_msg_id)).await?;
                     }
                     // A send intent like any post: a stop mid-send is reported, not hidden.
-                    let turn = self.turn_for(&link.mx_event_id, chat, i as i64).await?;
+                    let place = Place::topic(chat, link.tg_thread_id);
+                    let turn = self.turn_for(&link.mx_event_id, place, i as i64).await?;
                     let msg = match self.tg.send_html(turn, part.clone(), None).await {
                         Ok(m) => m.0,
                         Err(e) => {
@@ -386,14 +400,14 @@ impl Bridge {
         event_id: &EventId,
         room: &OwnedRoomId,
         sender: &OwnedUserId,
-        chat: i64,
+        to: Place,
         poll: Poll,
         reply_to: Option<i32>,
     ) -> Result<i32> {
         let name = self.matrix_name(room, sender).await;
         let question = format!("{name}: {}", poll.question);
         if crate::telegram::sender::poll_fits(&question, &poll.options) {
-            let turn = self.turn_for(event_id, chat, 0).await?;
+            let turn = self.turn_for(event_id, to, 0).await?;
             return Ok(self
                 .tg
                 .send_poll(turn, question, poll.options, poll.multiple, reply_to.map(MessageId))
@@ -406,7 +420,7 @@ impl Bridge {
             escape_html(&name),
             escape_html(&poll.question)
         );
-        self.send_text_parts(event_id, chat, html, reply_to).await
+        self.send_text_parts(event_id, to, html, reply_to).await
     }
 
     /// An event that carries something the bridge cannot carry (a call, an unknown event type
@@ -418,7 +432,7 @@ impl Bridge {
         kind: &str,
         room: &OwnedRoomId,
         sender: &OwnedUserId,
-        chat: i64,
+        portal: Place,
     ) -> Result<()> {
         let content = &ev["content"];
         let what = if kind == "m.call.invite" {
@@ -454,14 +468,14 @@ impl Bridge {
                         &format!("{kind}: not carried"),
                     )
                     .await?;
-                let turn = self.turn_for(event_id, chat, 0).await?;
+                let turn = self.turn_for(event_id, portal, 0).await?;
                 self.tg.send_html(turn, html, None).await?.0
             }
         };
         let ts = ev["origin_server_ts"].as_i64().unwrap_or_default();
         if let Err(e) = self
             .store
-            .link_message(chat, msg, room, event_id, Direction::MxToTg, sender, ts)
+            .link_message(portal, msg, room, event_id, Direction::MxToTg, sender, ts)
             .await
         {
             self.unlinked.insert(event_id, msg);
@@ -475,10 +489,37 @@ impl Bridge {
     /// message; pacing), then record its send intent: right before the request, so a stop before
     /// it (while downloading a file, or waiting for the chat's rate) leaves no intent behind and
     /// no false "may show twice".
-    pub(super) async fn turn_for(&self, event_id: &EventId, chat: i64, part: i64) -> Result<Turn> {
-        let turn = self.tg.turn(ChatId(chat)).await;
-        self.begin_send(event_id, chat, part).await?;
+    pub(super) async fn turn_for(&self, event_id: &EventId, to: Place, part: i64) -> Result<Turn> {
+        let turn = self.tg.turn_at(to).await;
+        self.begin_send(event_id, to.chat, part).await?;
         Ok(turn)
+    }
+
+    /// Where on Telegram a Matrix post from `portal`'s room goes: a topic's room posts in its
+    /// topic; the chat's room posts in the topic of the message it replies to (or of its Matrix
+    /// thread's root), else in the chat (a forum's General topic).
+    async fn post_place(
+        &self,
+        portal: Place,
+        reply: Option<&crate::storage::MessageLink>,
+        relates: &Value,
+    ) -> Result<Place> {
+        if portal.topic.is_some() {
+            return Ok(portal);
+        }
+        let mut linked = reply.cloned();
+        if linked.is_none()
+            && relates["rel_type"] == "m.thread"
+            && let Some(root) = relates["event_id"].as_str().and_then(|e| <&EventId>::try_from(e).ok())
+        {
+            linked = self.store.link_by_event(root).await?;
+        }
+        Ok(match linked {
+            Some(l) if self.portals.current_chat(l.tg_chat_id) == portal.chat => {
+                Place::topic(portal.chat, l.tg_thread_id)
+            }
+            _ => portal,
+        })
     }
 
     /// Record that `event_id` is about to be posted. If an earlier attempt may have posted it

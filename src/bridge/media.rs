@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::matrix::intent::MediaSource;
 use crate::split::{Measure, TELEGRAM_CAPTION, TELEGRAM_TEXT, split_html};
 use crate::storage::Direction;
+use crate::telegram::Place;
 use crate::telegram::format::{entities_to_html, escape_html, has_formatting};
 use crate::telegram::sender::{FileKind, OutFile, TgError};
 
@@ -244,6 +245,9 @@ impl Bridge {
                     content["org.matrix.msc3245.voice"] = json!({});
                     content["org.matrix.msc1767.audio"] = json!({"duration": tf.info["duration"]});
                 }
+                let original = format!("tg:{}:{}", m.chat.id.0, m.id.0);
+                self.note_file(Direction::TgToMx, &original, file_kind(tf.voice, tf.msgtype))
+                    .await;
                 Ok(Some(content))
             }
             Err(e @ Error::TooLarge { .. }) => {
@@ -306,7 +310,7 @@ impl Bridge {
         event_id: &ruma::EventId,
         room: &OwnedRoomId,
         sender: &OwnedUserId,
-        chat: i64,
+        to: Place,
         reply_to: Option<i32>,
     ) -> Result<i32> {
         let content = &ev["content"];
@@ -323,7 +327,7 @@ impl Bridge {
         let rest: String = caption_parts.collect();
         if rest.is_empty() {
             return self
-                .mx_media_post(ev, event_id, &name_html, caption, chat, reply_to)
+                .mx_media_post(ev, event_id, &name_html, caption, to, reply_to)
                 .await;
         }
         let done = self.store.parts_of_event(event_id).await?;
@@ -331,9 +335,9 @@ impl Bridge {
             Some(p) => p.tg_msg_id,
             None => {
                 let msg = self
-                    .mx_media_post(ev, event_id, &name_html, caption, chat, reply_to)
+                    .mx_media_post(ev, event_id, &name_html, caption, to, reply_to)
                     .await?;
-                self.store.save_part(&part_of(event_id, 0, chat, msg)).await?;
+                self.store.save_part(&part_of(event_id, 0, to.chat, msg)).await?;
                 msg
             }
         };
@@ -343,9 +347,9 @@ impl Bridge {
             if done.iter().any(|p| p.part == i) {
                 continue;
             }
-            let turn = self.turn_for(event_id, chat, i).await?;
+            let turn = self.turn_for(event_id, to, i).await?;
             let msg = self.tg.send_html(turn, text, None).await?.0;
-            self.store.save_part(&part_of(event_id, i, chat, msg)).await?;
+            self.store.save_part(&part_of(event_id, i, to.chat, msg)).await?;
         }
         Ok(first)
     }
@@ -358,7 +362,7 @@ impl Bridge {
         event_id: &ruma::EventId,
         name_html: &str,
         caption: String,
-        chat: i64,
+        to: Place,
         reply_to: Option<i32>,
     ) -> Result<i32> {
         let content = &ev["content"];
@@ -375,7 +379,7 @@ impl Bridge {
                 "{name_html} sent a file the bridge cannot carry: {}",
                 escape_html(&filename)
             );
-            let turn = self.turn_for(event_id, chat, 0).await?;
+            let turn = self.turn_for(event_id, to, 0).await?;
             let sent = self.tg.send_html(turn, text, None).await?;
             return Ok(sent.0);
         };
@@ -393,7 +397,7 @@ impl Bridge {
         let (bytes, mime) = match fetched {
             Ok(b) => b,
             Err(e @ Error::TooLarge { .. }) => {
-                return self.tg_too_large_notice(event_id, chat, name_html, &filename, &e).await;
+                return self.tg_too_large_notice(event_id, to, name_html, &filename, &e).await;
             }
             Err(e) => return Err(e),
         };
@@ -419,9 +423,13 @@ impl Bridge {
             name: filename.clone(),
             caption_html: caption,
         };
-        let turn = self.turn_for(event_id, chat, 0).await?;
+        let turn = self.turn_for(event_id, to, 0).await?;
         match self.tg.send_file(turn, file, reply_to.map(MessageId)).await {
-            Ok(m) => Ok(m.0),
+            Ok(m) => {
+                self.note_file(Direction::MxToTg, event_id.as_str(), file_kind(is_voice, msgtype))
+                    .await;
+                Ok(m.0)
+            }
             Err(TgError::TooLarge) => {
                 // Refused: nothing was posted, and the notice takes the send intent next.
                 self.store.forget_send(event_id).await?;
@@ -429,16 +437,26 @@ impl Bridge {
                     size,
                     limit: tcfg.max_upload_bytes,
                 };
-                self.tg_too_large_notice(event_id, chat, name_html, &filename, &e).await
+                self.tg_too_large_notice(event_id, to, name_html, &filename, &e).await
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Note for `tgmx status` (its "voice or file each way" gate) that a file of `kind` crossed
+    /// for the message `source`; it counts once the message's link is written. Not noted is
+    /// only a stricter gate, so a failure is logged and bridging goes on (after a send, an error
+    /// would make the lane post the file again).
+    async fn note_file(&self, direction: Direction, source: &str, kind: &str) {
+        if let Err(e) = self.store.note_file(direction, source, kind).await {
+            tracing::warn!(%direction, source, kind, "cannot note the file for `tgmx status`: {e}");
         }
     }
 
     async fn tg_too_large_notice(
         &self,
         event_id: &ruma::EventId,
-        chat: i64,
+        to: Place,
         name_html: &str,
         filename: &str,
         e: &Error,
@@ -453,7 +471,7 @@ impl Bridge {
             escape_html(filename),
             escape_html(&e.to_string())
         );
-        let turn = self.turn_for(event_id, chat, 0).await?;
+        let turn = self.turn_for(event_id, to, 0).await?;
         let sent = self.tg.send_html(turn, text, None).await?;
         Ok(sent.0)
     }
@@ -463,13 +481,16 @@ impl Bridge {
     /// Telegram reaction change -> m.reaction events (added) and redactions (removed).
     pub(super) async fn tg_reaction(&self, r: &MessageReactionUpdated) -> Result<()> {
         let chat = r.chat.id.0;
-        let Some(room) = self.portals.room_for_chat(chat) else {
-            return Ok(());
-        };
         let Some(user) = r.user() else { return Ok(()) };
         let Some(link) = self.store.link_by_tg(chat, r.message_id.0).await? else {
             return Ok(());
         };
+        // In the room the message went to (a forum's topics may have rooms of their own), while
+        // that room is still a portal.
+        let room = link.mx_room_id.clone();
+        if self.portals.place_for_room(&room).is_none() {
+            return Ok(());
+        }
         let emojis = |v: &[ReactionType]| -> Vec<String> {
             v.iter()
                 .filter_map(|t| match t {
@@ -574,5 +595,16 @@ pub(super) fn part_of(event_id: &ruma::EventId, part: i64, chat: i64, msg: i32) 
         tg_chat_id: chat,
         tg_msg_id: msg,
         part_event_id: event_id.to_owned(),
+    }
+}
+
+/// The kind of a file for `tgmx status`: `voice`, `file` (a document), `image`, `audio`, `video`.
+fn file_kind(voice: bool, msgtype: &str) -> &'static str {
+    match msgtype {
+        _ if voice => "voice",
+        "m.image" => "image",
+        "m.audio" => "audio",
+        "m.video" => "video",
+        _ => "file",
     }
 }

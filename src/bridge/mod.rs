@@ -16,12 +16,14 @@ pub mod catch_up;
 pub mod cutover;
 pub mod dedupe;
 pub mod lanes;
+pub mod management;
 pub mod matrix_in;
 pub mod media;
 pub mod people;
 pub mod portals;
 pub mod room_details;
 pub mod service;
+pub mod standby;
 pub mod telegram_in;
 pub mod upgrade;
 
@@ -71,6 +73,8 @@ pub struct Bridge {
     media: media::MediaLimits,
     /// Posts whose message-map row could not be written yet.
     unlinked: matrix_in::Unlinked,
+    /// The management room (operators' `!tgmx` commands) and its rollcalls.
+    management: management::Management,
 }
 
 impl Bridge {
@@ -100,6 +104,7 @@ impl Bridge {
             gaps: Default::default(),
             media: Default::default(),
             unlinked: Default::default(),
+            management: Default::default(),
         }
     }
 

@@ -1,9 +1,15 @@
-//! Portals: which Matrix room each configured Telegram chat is bridged to, and setting them up
-//! (the bot registered, each configured room joined, invites to configured rooms accepted).
+//! Portals: which Matrix room each configured Telegram chat or forum topic is bridged to, and
+//! setting them up (the bot registered, each configured room joined, invites to configured rooms
+//! accepted).
 //!
-//! [`Portals`] owns the chat <-> room map and the setup state (`/ready` reports it); the
+//! [`Portals`] owns the place <-> room map and the setup state (`/ready` reports it); the
 //! configuration says which pairs there should be, the database (`storage::portals`) which
 //! were linked in earlier runs.
+//!
+//! Forum topics: a room configured with `telegram_topic` bridges that topic; a room configured
+//! for the chat alone bridges the chat's General topic and every topic without a room of its own
+//! (its messages name their topic, see [`Routed::shows_topic`]). A forum with topic rooms only
+//! bridges nothing else ([`Portals::route`] is `None`; the caller audits what it ignores).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,12 +22,26 @@ use tokio::sync::Notify;
 use super::Bridge;
 use crate::config::Config;
 use crate::error::Result;
+use crate::telegram::Place;
+
+/// Where a Telegram message of a place goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    /// The room.
+    pub room: OwnedRoomId,
+    /// The topic the message is from when the room shows several (the chat's room, for a topic
+    /// without a room of its own): its messages name it.
+    pub shows_topic: Option<i32>,
+    /// The portal the room bridges (the chat as a whole, or the topic).
+    pub portal: Place,
+}
 
 /// The portals resolved in this run, and whether setup is done.
 #[derive(Default)]
 pub struct Portals {
-    /// Telegram chat id -> Matrix room id, filled as configured rooms are resolved and joined.
-    map: RwLock<HashMap<i64, OwnedRoomId>>,
+    /// Telegram chat or topic -> Matrix room id, filled as configured rooms are resolved and
+    /// joined.
+    map: RwLock<HashMap<Place, OwnedRoomId>>,
     /// Setup finished: the bot exists and every configured room is joined (for `/ready`).
     ready: AtomicBool,
     /// Wakes the setup loop after the room list changed or an invite was accepted.
@@ -35,10 +55,46 @@ pub struct Portals {
 }
 
 impl Portals {
-    /// The room bridged to `chat`, once resolved. A group that became a supergroup is bridged
-    /// where its supergroup is (its last messages may still be bridged after the upgrade).
+    /// The room bridged to `chat` as a whole, once resolved. A group that became a supergroup is
+    /// bridged where its supergroup is (its last messages may still be bridged after the upgrade).
     pub fn room_for_chat(&self, chat: i64) -> Option<OwnedRoomId> {
-        self.map.read().expect("lock").get(&self.current_chat(chat)).cloned()
+        self.room_for(Place::chat(chat))
+    }
+
+    /// The room bridged to exactly `place` (a chat as a whole, or one topic), once resolved.
+    pub fn room_for(&self, place: Place) -> Option<OwnedRoomId> {
+        let place = Place::topic(self.current_chat(place.chat), place.topic);
+        self.map.read().expect("lock").get(&place).cloned()
+    }
+
+    /// Where a message posted in `place` goes: its topic's room, else the chat's room (which
+    /// then shows the topic), else nowhere.
+    pub fn route(&self, place: Place) -> Option<Routed> {
+        let chat = self.current_chat(place.chat);
+        let map = self.map.read().expect("lock");
+        if let Some(topic) = place.topic
+            && let Some(room) = map.get(&Place::topic(chat, Some(topic)))
+        {
+            return Some(Routed {
+                room: room.clone(),
+                shows_topic: None,
+                portal: Place::topic(chat, Some(topic)),
+            });
+        }
+        map.get(&Place::chat(chat)).map(|room| Routed {
+            room: room.clone(),
+            shows_topic: place.topic,
+            portal: Place::chat(chat),
+        })
+    }
+
+    /// Every resolved room of `chat` (the chat's and its topics').
+    pub fn rooms_of_chat(&self, chat: i64) -> Vec<OwnedRoomId> {
+        let chat = self.current_chat(chat);
+        let map = self.map.read().expect("lock");
+        let mut places: Vec<(&Place, &OwnedRoomId)> = map.iter().filter(|(p, _)| p.chat == chat).collect();
+        places.sort();
+        places.into_iter().map(|(_, r)| r.clone()).collect()
     }
 
     /// The chat `chat` is now: the supergroup it became, or itself.
@@ -69,8 +125,11 @@ impl Portals {
             }
         }
         upgraded.insert(old, new);
-        if let Some(room) = map.remove(&old) {
-            map.insert(new, room);
+        let moved: Vec<Place> = map.keys().filter(|p| p.chat == old).copied().collect();
+        for place in moved {
+            if let Some(room) = map.remove(&place) {
+                map.insert(Place::topic(new, place.topic), room);
+            }
         }
         true
     }
@@ -98,14 +157,19 @@ impl Portals {
         self.config_file.read().expect("lock").clone()
     }
 
-    /// The chat bridged to `room`, if it is a portal.
+    /// The chat bridged to `room`, if it is a portal (of the chat or of one of its topics).
     pub fn chat_for_room(&self, room: &RoomId) -> Option<i64> {
+        self.place_for_room(room).map(|p| p.chat)
+    }
+
+    /// The chat or topic bridged to `room`, if it is a portal.
+    pub fn place_for_room(&self, room: &RoomId) -> Option<Place> {
         self.map
             .read()
             .expect("lock")
             .iter()
             .find(|(_, r)| r.as_str() == room.as_str())
-            .map(|(c, _)| *c)
+            .map(|(p, _)| *p)
     }
 
     /// Whether some room is bridged (resolved and joined) already.
@@ -121,23 +185,25 @@ impl Portals {
     /// Whether some room configured in `cfg` is not resolved (joined) yet.
     pub fn unresolved_in(&self, cfg: &Config) -> bool {
         let map = self.map.read().expect("lock");
-        cfg.rooms.iter().any(|r| !map.contains_key(&r.telegram))
+        cfg.rooms.iter().any(|r| !map.contains_key(&r.place()))
     }
 
-    /// Link `chat` (the supergroup it became, if it did) to `room`.
-    fn insert(&self, chat: i64, room: OwnedRoomId) {
+    /// Link `place` (in the supergroup its chat became, if it did) to `room`.
+    fn insert(&self, place: Place, room: OwnedRoomId) {
         // The map's lock first, then the upgrades' (as everywhere): an upgrade noted meanwhile
-        // cannot slip between reading where `chat` is now and linking it.
+        // cannot slip between reading where the chat is now and linking it.
         let mut map = self.map.write().expect("lock");
-        map.insert(self.current_chat(chat), room);
+        // A room bridges one place (a reload may move a room to another topic).
+        map.retain(|_, r| *r != room);
+        map.insert(Place::topic(self.current_chat(place.chat), place.topic), room);
     }
 
-    /// Forget portals whose chat is no longer configured in `cfg` (after a reload).
+    /// Forget portals whose place is no longer configured in `cfg` (after a reload).
     pub fn retain_configured(&self, cfg: &Config) {
-        self.map.write().expect("lock").retain(|chat, room| {
+        self.map.write().expect("lock").retain(|place, room| {
             cfg.rooms
                 .iter()
-                .any(|r| r.telegram == *chat && (r.matrix.is_room_alias_id() || r.matrix.as_str() == room.as_str()))
+                .any(|r| r.place() == *place && (r.matrix.is_room_alias_id() || r.matrix.as_str() == room.as_str()))
         });
     }
 
@@ -173,7 +239,7 @@ impl Bridge {
         self.load_upgrades().await?;
         let cfg = self.cfg();
         for r in &cfg.rooms {
-            let Some(portal) = self.store.portal(r.telegram).await? else {
+            let Some(portal) = self.store.portal(r.place()).await? else {
                 continue;
             };
             let same = if r.matrix.is_room_alias_id() {
@@ -182,7 +248,7 @@ impl Bridge {
                 portal.mx_room_id.as_str() == r.matrix.as_str()
             };
             if same {
-                self.portals.insert(r.telegram, portal.mx_room_id);
+                self.portals.insert(r.place(), portal.mx_room_id);
             }
         }
         Ok(())
@@ -201,15 +267,15 @@ impl Bridge {
         }
         let mut pending = Vec::new();
         for r in &cfg.rooms {
-            if self.portals.room_for_chat(r.telegram).is_some() {
+            if self.portals.room_for(r.place()).is_some() {
                 continue;
             }
             match self.mx.join(&r.matrix, &self.bot_mxid).await {
                 Ok(room_id) => {
                     let alias = <&ruma::RoomAliasId>::try_from(&*r.matrix).ok();
-                    self.store.upsert_portal(r.telegram, &room_id, alias).await?;
-                    tracing::info!(room = %r.matrix, %room_id, chat = r.telegram, "portal ready");
-                    self.portals.insert(r.telegram, room_id);
+                    self.store.upsert_portal(r.place(), &room_id, alias).await?;
+                    tracing::info!(room = %r.matrix, %room_id, telegram = %r.place(), "portal ready");
+                    self.portals.insert(r.place(), room_id);
                 }
                 Err(e) => {
                     tracing::warn!(room = %r.matrix, "cannot join bridged room yet (invite the bot {}): {e}", self.bot_mxid);
@@ -231,9 +297,9 @@ impl Bridge {
             if matches {
                 let room_id = self.mx.join(room.into(), &self.bot_mxid).await?;
                 let alias = <&ruma::RoomAliasId>::try_from(&*r.matrix).ok();
-                self.store.upsert_portal(r.telegram, &room_id, alias).await?;
-                self.portals.insert(r.telegram, room_id);
-                tracing::info!(%room, chat = r.telegram, "joined bridged room after invite");
+                self.store.upsert_portal(r.place(), &room_id, alias).await?;
+                self.portals.insert(r.place(), room_id);
+                tracing::info!(%room, telegram = %r.place(), "joined bridged room after invite");
                 return Ok(true);
             }
         }
@@ -246,6 +312,9 @@ impl Bridge {
     /// is joined on the reload that adds it; anyone else's is declined.
     pub async fn bot_invited(&self, room: &ruma::RoomId, sender: Option<&UserId>) -> Result<()> {
         if self.portals.chat_for_room(room).is_some() {
+            return Ok(());
+        }
+        if self.management_invite(room, sender).await? {
             return Ok(());
         }
         if self.accept_invite(room).await? {
@@ -305,7 +374,7 @@ mod tests {
         let cfg = Config::parse(text, std::path::Path::new(".")).unwrap();
         let portals = Portals::default();
         let room = OwnedRoomId::try_from("!r:hs").unwrap();
-        portals.insert(-5, room.clone());
+        portals.insert(Place::chat(-5), room.clone());
         assert!(portals.note_upgrade(-5, -1005));
         assert!(!portals.note_upgrade(-5, -1005));
         assert_eq!(portals.current_chat(-5), -1005);
@@ -316,10 +385,45 @@ mod tests {
         assert_eq!(portals.chat_for_room(&room), Some(-1005));
         // Linked under the old id after the upgrade was noted (setup was under way): the new id's.
         let other = OwnedRoomId::try_from("!s:hs").unwrap();
-        portals.insert(-5, other.clone());
+        portals.insert(Place::chat(-5), other.clone());
         assert_eq!(portals.room_for_chat(-1005), Some(other));
         let followed = portals.follow_upgrades(cfg);
         assert_eq!(followed.rooms[0].telegram, -1005);
         assert!(!portals.unresolved_in(&followed));
+    }
+
+    #[test]
+    fn a_topic_goes_to_its_room_else_to_the_chats_room_else_nowhere() {
+        let portals = Portals::default();
+        let (whole, deploys) = (
+            OwnedRoomId::try_from("!whole:hs").unwrap(),
+            OwnedRoomId::try_from("!deploys:hs").unwrap(),
+        );
+        // Topic rooms only: the General topic and other topics go nowhere.
+        portals.insert(Place::topic(-100, Some(7)), deploys.clone());
+        assert_eq!(portals.route(Place::topic(-100, Some(7))).unwrap().room, deploys);
+        assert_eq!(portals.route(Place::topic(-100, Some(8))), None);
+        assert_eq!(portals.route(Place::chat(-100)), None);
+        // With the chat's room: everything else goes there, naming its topic.
+        portals.insert(Place::chat(-100), whole.clone());
+        let other = portals.route(Place::topic(-100, Some(8))).unwrap();
+        assert_eq!(
+            (other.room, other.shows_topic, other.portal),
+            (whole.clone(), Some(8), Place::chat(-100))
+        );
+        let general = portals.route(Place::chat(-100)).unwrap();
+        assert_eq!((general.room, general.shows_topic), (whole.clone(), None));
+        let own = portals.route(Place::topic(-100, Some(7))).unwrap();
+        assert_eq!((own.room, own.shows_topic), (deploys.clone(), None));
+        assert_eq!(portals.place_for_room(&deploys), Some(Place::topic(-100, Some(7))));
+        assert_eq!(portals.chat_for_room(&deploys), Some(-100));
+        assert_eq!(portals.rooms_of_chat(-100), vec![whole.clone(), deploys.clone()]);
+        // The forum was a group once: its rooms follow.
+        assert!(portals.note_upgrade(-100, -1100));
+        assert_eq!(portals.route(Place::topic(-100, Some(7))).unwrap().room, deploys);
+        assert_eq!(portals.place_for_room(&deploys), Some(Place::topic(-1100, Some(7))));
+        // A room moved to another topic leaves the first.
+        portals.insert(Place::topic(-1100, Some(9)), deploys.clone());
+        assert_eq!(portals.room_for(Place::topic(-1100, Some(7))), None);
     }
 }

@@ -37,7 +37,8 @@ impl Bridge {
         if !cfg.gateway.telegram.enabled {
             return;
         }
-        for r in &cfg.rooms {
+        // A forum topic's room keeps its own name: the group's details are the chat's room's.
+        for r in cfg.rooms.iter().filter(|r| r.telegram_topic.is_none()) {
             let Some(room) = self.portals.room_for_chat(r.telegram) else {
                 continue;
             };
@@ -129,9 +130,10 @@ impl Bridge {
         ev: &Value,
         room: &OwnedRoomId,
         sender: &OwnedUserId,
-        chat: i64,
+        portal: crate::telegram::Place,
         kind: &str,
     ) -> Result<()> {
+        let chat = portal.chat;
         if ev["state_key"] != "" {
             return Ok(());
         }
@@ -143,14 +145,13 @@ impl Bridge {
         if !cfg
             .rooms
             .iter()
-            .any(|r| r.telegram == chat && r.sync_details_to_telegram)
+            .any(|r| r.place() == portal && r.sync_details_to_telegram)
         {
             tracing::debug!(%room, kind, "room detail not carried: `sync_details_to_telegram` is off");
             return Ok(());
         }
-        if !self.mode().relays_to_telegram() {
-            tracing::debug!(%room, kind, "standby: room detail not carried to telegram");
-            return Ok(());
+        if self.holds_matrix(chat) {
+            return Err(crate::error::Error::NotReady("standby: held for the rollback".into()));
         }
         let content = &ev["content"];
         let text = |key: &str, max: usize| -> String {
@@ -199,10 +200,10 @@ impl Bridge {
         let cfg = self.cfg();
         let mut lines = Vec::new();
         for r in &cfg.rooms {
-            let Some(room) = self.portals.room_for_chat(r.telegram) else {
+            let Some(room) = self.portals.room_for(r.place()) else {
                 continue;
             };
-            lines.push(format!("  {} <-> {}:", r.matrix, r.telegram));
+            lines.push(format!("  {} <-> {}:", r.matrix, r.place()));
             let mut seen = Vec::new();
             match self.mx.joined_members(&room, &self.bot_mxid).await {
                 Ok(mut members) => {

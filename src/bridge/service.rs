@@ -14,8 +14,11 @@
 //!   taken from Telegram only when the portal is first bridged (see `room_details`).
 //! - `pinned_message`: a notice from the bot naming the pinned message (a reply to its Matrix
 //!   copy when there is one).
-//! - Anything else without content (chat created, auto-delete timer, forum topics, video chats,
-//!   boosts, …) is skipped with a debug log.
+//! - `forum_topic_created`, `forum_topic_edited`: the topic's name is remembered (messages of a
+//!   topic shown in the chat's room start with it) and a notice from the bot in the room that
+//!   shows the topic says who created or renamed it.
+//! - Anything else without content (chat created, auto-delete timer, topics closed or reopened,
+//!   video chats, boosts, …) is skipped with a debug log.
 //!
 //! Changes the bridge itself made (title and photo set by the bot on Telegram, pins of the
 //! cutover notices) are not carried back.
@@ -26,6 +29,7 @@ use teloxide::types::{MaybeInaccessibleMessage, Message, MessageKind, PhotoSize,
 
 use super::{Bridge, SOURCE_KEY};
 use crate::error::{Error, Result};
+use crate::telegram::Place;
 
 /// Longest excerpt of a pinned message quoted in the notice, in characters.
 const PIN_EXCERPT_CHARS: usize = 120;
@@ -83,6 +87,47 @@ impl Bridge {
                 tracing::debug!(chat, msg = m.id.0, kind, "service message without content skipped");
             }
         }
+        Ok(true)
+    }
+
+    /// Handle `m` if it creates or renames a forum topic (returns `true`). `place`: where `m` was
+    /// posted (a topic's creation is posted in the topic it creates).
+    pub(super) async fn tg_topic_service(&self, m: &Message, place: Place) -> Result<bool> {
+        let (name, created) = match (m.forum_topic_created(), m.forum_topic_edited()) {
+            (Some(c), _) => (Some(c.name.clone()), true),
+            (None, Some(e)) => (e.name.clone(), false),
+            _ => return Ok(false),
+        };
+        let chat = place.chat;
+        let place = match place.topic {
+            None if created => Place::topic(chat, Some(m.id.0)),
+            _ => place,
+        };
+        let Some(name) = name else {
+            tracing::debug!(%place, "a topic's icon changed: skipped");
+            return Ok(true);
+        };
+        // Where it is told: waited for while the room is being set up.
+        let routed = self.route_of(place)?;
+        let before = self.store.topic_name(place).await?;
+        self.store.save_topic_name(place, &name).await?;
+        tracing::info!(%place, name, "forum topic {}", if created { "created" } else { "renamed" });
+        let Some(routed) = routed else {
+            return Ok(true);
+        };
+        if self.is_own_bot(m.from.as_ref()) {
+            return Ok(true); // created by the bridge: nothing to tell
+        }
+        let who = m.from.as_ref().map_or("someone".to_owned(), User::full_name);
+        let body = match (created, before) {
+            (true, _) => format!("{who} created the topic “{name}”"),
+            (false, Some(old)) if old != name => format!("{who} renamed the topic “{old}” to “{name}”"),
+            (false, _) => format!("{who} renamed the topic to “{name}”"),
+        };
+        let content = json!({"msgtype": "m.notice", "body": body, SOURCE_KEY: {"chat": chat, "message": m.id.0}});
+        let txn = crate::matrix::txn::telegram_message(chat, m.id.0);
+        self.send_event(&routed.room, &self.bot_mxid, "m.room.message", &txn, &content)
+            .await?;
         Ok(true)
     }
 

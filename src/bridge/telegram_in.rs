@@ -4,9 +4,11 @@ use ruma::{OwnedRoomId, OwnedUserId};
 use serde_json::{Value, json};
 use teloxide::types::{Message, UpdateKind, User};
 
+use super::portals::Routed;
 use super::{Bridge, SOURCE_KEY};
 use crate::error::{Error, Result};
 use crate::storage::Direction;
+use crate::telegram::Place;
 use crate::telegram::format::{entities_to_html, has_formatting};
 
 /// A Matrix event is at most 65,536 bytes; content above this is sent in parts. Well below the
@@ -40,7 +42,7 @@ impl Bridge {
             }
         }
         if let (false, Some((chat, msg))) = (read.dropped.is_empty(), message)
-            && self.portals.room_for_chat(chat).is_some()
+            && !self.portals.rooms_of_chat(chat).is_empty()
         {
             let what = read.dropped.join("; ");
             tracing::warn!(chat, msg, "carried without {what}");
@@ -115,16 +117,66 @@ impl Bridge {
         user.is_some_and(|u| u.is_bot && Some(u.id.0) == own)
     }
 
-    /// The portal for a chat; `None` when the chat is not bridged (ignored), an error when it is
-    /// configured but not resolved yet (retried).
-    fn portal_of(&self, chat: i64) -> Result<Option<OwnedRoomId>> {
-        match self.portals.room_for_chat(chat) {
-            Some(r) => Ok(Some(r)),
-            None if self.chat_is_configured(chat) => {
-                Err(Error::NotReady(format!("room for chat {chat} not joined yet")))
-            }
-            None => Ok(None),
+    /// Where a message posted in `place` goes (see [`super::portals::Portals::route`]); `None`
+    /// when it is not bridged (ignored), an error when its room is configured but not resolved
+    /// yet (retried).
+    pub(super) fn route_of(&self, place: Place) -> Result<Option<Routed>> {
+        if let Some(routed) = self.portals.route(place) {
+            return Ok(Some(routed));
         }
+        let cfg = self.cfg();
+        let chat = self.portals.current_chat(place.chat);
+        let configured = |p: Place| {
+            cfg.rooms
+                .iter()
+                .any(|r| self.portals.current_chat(r.telegram) == chat && r.telegram_topic == p.topic)
+        };
+        if configured(place) || configured(Place::chat(chat)) {
+            return Err(Error::NotReady(format!("room for {place} not joined yet")));
+        }
+        Ok(None)
+    }
+
+    /// A message from a forum topic that has no room, in a forum bridged by topic rooms only:
+    /// not bridged, by configuration; logged and recorded for `tgmx audit`.
+    async fn unrouted_topic(&self, place: Place, msg: i32) -> Result<()> {
+        if !self.chat_is_configured(place.chat) {
+            tracing::debug!(chat = place.chat, "message from an unbridged chat ignored");
+            return Ok(());
+        }
+        let topic = match place.topic {
+            Some(t) => format!("topic {t}"),
+            None => "the General topic".to_owned(),
+        };
+        tracing::debug!(%place, msg, "message from a forum topic without a room ignored");
+        self.store
+            .record_failure(
+                Direction::TgToMx,
+                &format!("topic:{}:{msg}", place.chat),
+                &format!(
+                    "not bridged: {topic} of chat {} has no room (`rooms` maps only other topics of this chat)",
+                    place.chat
+                ),
+            )
+            .await
+    }
+
+    /// Show which forum topic a message comes from, in a room that shows several: its text
+    /// (or a file's caption) starts with the topic's name.
+    async fn show_topic(&self, content: &mut Value, place: Place, m: &Message) -> Result<()> {
+        let name = match self.store.topic_name(place).await? {
+            Some(name) => name,
+            None => match m.reply_to_message().and_then(|r| r.forum_topic_created()) {
+                // Messages in a topic reply to the message that created it, which names it.
+                Some(created) => {
+                    self.store.save_topic_name(place, &created.name).await?;
+                    created.name.clone()
+                }
+                None => format!("topic {}", place.topic.unwrap_or_default()),
+            },
+        };
+        with_label(content, &format!("[{name}]"));
+        Ok(())
     }
 
     /// The Matrix account that speaks for a Telegram user in `room`: their own (double puppet)
@@ -191,10 +243,14 @@ impl Bridge {
                 .chat_upgraded(from.0, chat, "service message in the supergroup")
                 .await;
         }
-        let Some(room) = self.portal_of(chat)? else {
-            tracing::debug!(chat, "message from an unbridged chat ignored");
-            return Ok(());
+        let place = Place::topic(chat, topic_of(m));
+        if self.tg_topic_service(m, place).await? {
+            return Ok(()); // a topic created or renamed: `service`
+        }
+        let Some(routed) = self.route_of(place)? else {
+            return self.unrouted_topic(place, m.id.0).await;
         };
+        let room = routed.room;
         if self.store.link_by_tg(chat, m.id.0).await?.is_some() {
             return Ok(()); // already bridged before a restart
         }
@@ -227,7 +283,17 @@ impl Bridge {
             Some(c) => c,
             None => self.tg_content(m),
         };
-        if let Some(reply) = m.reply_to_message() {
+        let sent_at = m.date.timestamp_millis();
+        if self.was_held(sent_at) {
+            // Held by a standby and bridged after the rollback: it shows when it was sent.
+            let label = format!("[sent {}]", super::standby::held_time(sent_at));
+            with_label(&mut content, &label);
+        }
+        if routed.shows_topic.is_some() {
+            self.show_topic(&mut content, place, m).await?;
+        }
+        // In a forum topic, a message that replies to nothing replies to the topic's creation.
+        if let Some(reply) = m.reply_to_message().filter(|r| r.forum_topic_created().is_none()) {
             match self.store.link_by_tg(chat, reply.id.0).await? {
                 Some(link) => content["m.relates_to"] = json!({"m.in_reply_to": {"event_id": link.mx_event_id}}),
                 // A quick reply to a message the bot just relayed can overtake the write of its
@@ -244,7 +310,7 @@ impl Bridge {
         let event = self.send_message_parts(&room, &sender, chat, m.id.0, content).await?;
         self.store
             .link_message(
-                chat,
+                place,
                 m.id.0,
                 &room,
                 &event,
@@ -369,9 +435,10 @@ impl Bridge {
 
     async fn tg_edit(&self, m: &Message) -> Result<()> {
         let chat = m.chat.id.0;
-        let Some(room) = self.portal_of(chat)? else {
+        let place = Place::topic(chat, topic_of(m));
+        if self.route_of(place)?.is_none() {
             return Ok(());
-        };
+        }
         let Some(link) = self.store.link_by_tg(chat, m.id.0).await? else {
             tracing::debug!(chat, msg = m.id.0, "edit of a message that was never bridged");
             return Ok(());
@@ -379,12 +446,20 @@ impl Bridge {
         if link.direction != Direction::TgToMx {
             return Ok(());
         }
+        // The room the message went to (a forum topic's, or the chat's), while it is a portal.
+        let room = link.mx_room_id.clone();
+        let Some(portal) = self.portals.place_for_room(&room) else {
+            return Ok(());
+        };
         let sender = link.sender;
-        let new_content = match super::media::has_file(m) {
+        let mut new_content = match super::media::has_file(m) {
             // A caption edit: the file stays, only its caption changes.
             true => self.captioned(&room, &link.mx_event_id, m).await?,
             false => self.tg_content(m),
         };
+        if portal.topic.is_none() && place.topic.is_some() {
+            self.show_topic(&mut new_content, place, m).await?;
+        }
         let mut content = json!({
             "msgtype": new_content["msgtype"],
             "body": format!("* {}", new_content["body"].as_str().unwrap_or_default()),
@@ -405,6 +480,31 @@ impl Bridge {
         self.send_event(&room, &sender, "m.room.message", &txn, &content)
             .await?;
         Ok(())
+    }
+}
+
+/// The forum topic a message is in (`None`: not a forum, or its General topic). A reply thread
+/// in a supergroup without topics has a `message_thread_id` too, but is no topic.
+pub(super) fn topic_of(m: &Message) -> Option<i32> {
+    m.thread_id.filter(|_| m.is_topic_message).map(|t| t.0.0)
+}
+
+/// Start a message's text, or a file's caption, with `label` (`[Intel]`, `[sent …]`).
+fn with_label(content: &mut Value, label: &str) {
+    let body = content["body"].as_str().unwrap_or_default().to_owned();
+    match content["msgtype"].as_str() {
+        Some("m.text" | "m.notice" | "m.emote") | None => {}
+        // A file: its body is its caption, or its name when it has none.
+        Some(_) => {
+            if content.get("filename").is_none() {
+                content["filename"] = json!(body);
+            }
+        }
+    }
+    content["body"] = json!(format!("{label} {body}"));
+    if let Some(html) = content["formatted_body"].as_str() {
+        let html = format!("<b>{}</b> {html}", crate::telegram::format::escape_html(label));
+        content["formatted_body"] = json!(html);
     }
 }
 

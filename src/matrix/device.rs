@@ -86,6 +86,11 @@ impl TimelineReader {
         }
     }
 
+    /// The database the device's token is kept in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// `GET path?query` as the device. A token the homeserver no longer knows (its database was
     /// reset, or the device was deleted) is replaced by a new login once.
     async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value> {

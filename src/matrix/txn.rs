@@ -52,11 +52,20 @@ pub fn twin_mark(event: &str) -> OwnedTransactionId {
     id(format!("twin{event}"))
 }
 
-/// A cutover announcement in the room of `chat`. Unique per room: a transaction id is scoped to
-/// the sender's access token, not to the room (Conduit answers a reused one with the first
-/// room's event).
-pub fn announcement(switch_id: i64, chat: i64) -> OwnedTransactionId {
-    id(format!("announce{switch_id}_{chat}"))
+/// A cutover announcement in the room of `chat` (or of its forum topic `topic`). Unique per
+/// room: a transaction id is scoped to the sender's access token, not to the room (Conduit
+/// answers a reused one with the first room's event).
+pub fn announcement(switch_id: i64, chat: i64, topic: Option<i32>) -> OwnedTransactionId {
+    match topic {
+        Some(t) => id(format!("announce{switch_id}_{chat}_t{t}")),
+        None => id(format!("announce{switch_id}_{chat}")),
+    }
+}
+
+/// Answer `n` (0: the first) of the management room to the command `event` (a command handled
+/// again after a crash is not answered twice).
+pub fn management_reply(event: &str, n: u32) -> OwnedTransactionId {
+    id(format!("mgmt{}_{n}", hex(event)))
 }
 
 /// `tgmx rollcall`'s question (a new one each run).
@@ -84,7 +93,8 @@ mod tests {
         assert_eq!(telegram_reaction(-1, 2, "42", "👍").as_str(), "tgr-1_2_42_f09f918d");
         assert_eq!(unreaction("$ab").as_str(), "unreact246162");
         assert_eq!(twin_mark("$ev").as_str(), "twin$ev");
-        assert_eq!(announcement(3, -1).as_str(), "announce3_-1");
+        assert_eq!(announcement(3, -1, None).as_str(), "announce3_-1");
+        assert_eq!(announcement(3, -1, Some(5)).as_str(), "announce3_-1_t5");
         assert_eq!(rollcall(5).as_str(), "rollcall5");
         assert_eq!(check_ping(5), "tgmx-check-5");
     }

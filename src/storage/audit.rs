@@ -5,7 +5,7 @@
 use futures::FutureExt;
 use sqlx::Row;
 
-use ruma::UserId;
+use ruma::{OwnedUserId, UserId};
 
 use super::{Direction, Store, column, now_ms};
 use crate::error::Result;
@@ -161,5 +161,282 @@ impl Store {
             .map(|r| self.noted(r))
             .await?;
         Ok(())
+    }
+}
+
+// ---- readiness gates (`message_files`, `rollcalls`, `rollcall_answers`) ----
+
+/// A file that crossed and was delivered (a row of `message_files` with its `messages` row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileCrossed {
+    /// `voice`, `file`, ...
+    pub kind: String,
+    /// The Telegram chat it crossed from or to.
+    pub tg_chat_id: i64,
+    /// The Matrix room it crossed from or to.
+    pub mx_room_id: String,
+    /// When it was delivered (unix ms).
+    pub bridged_at: i64,
+}
+
+/// One agent's answer to a rollcall.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollcallAnswer {
+    /// The agent, as listed in `fleet.agents`.
+    pub agent: OwnedUserId,
+    /// Answered on Telegram (its post reached the room through the bridge), else on Matrix.
+    pub on_telegram: bool,
+    /// How long after the question (ms).
+    pub after_ms: i64,
+}
+
+/// A rollcall as recorded: when, where, how many agents were called, who answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollcall {
+    /// When it was asked (unix ms).
+    pub at: i64,
+    /// The room it was asked in (as given: alias or id).
+    pub room: String,
+    /// The Telegram chat it was asked in too, if it was.
+    pub tg_chat_id: Option<i64>,
+    /// How many agents were called.
+    pub agents: i64,
+    /// How long answers were waited for.
+    pub timeout_secs: i64,
+    /// Who answered, in the order they did.
+    pub answers: Vec<RollcallAnswer>,
+}
+
+impl Store {
+    /// Note that the message `source` (`tg:<chat>:<msg>` or a Matrix event id) carries a file of
+    /// `kind` across in `direction`. It counts for `tgmx status` once the message is delivered.
+    pub async fn note_file(&self, direction: Direction, source: &str, kind: &str) -> Result<()> {
+        sqlx::query("INSERT OR REPLACE INTO message_files (direction, source, kind, at) VALUES (?, ?, ?, ?)")
+            .bind(direction)
+            .bind(source)
+            .bind(kind)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .map(|r| self.noted(r))
+            .await?;
+        Ok(())
+    }
+
+    /// The last voice message or file (a document) delivered in `direction` since `since_ms`.
+    pub async fn last_voice_or_file(&self, direction: Direction, since_ms: i64) -> Result<Option<FileCrossed>> {
+        let sql = match direction {
+            Direction::TgToMx => {
+                "SELECT f.kind, m.tg_chat_id, m.mx_room_id, m.bridged_at FROM messages m
+                 JOIN message_files f
+                   ON f.direction = m.direction AND f.source = 'tg:' || m.tg_chat_id || ':' || m.tg_msg_id
+                 WHERE m.direction = ? AND m.bridged_at >= ? AND f.kind IN ('voice', 'file')
+                 ORDER BY m.bridged_at DESC LIMIT 1"
+            }
+            Direction::MxToTg => {
+                "SELECT f.kind, m.tg_chat_id, m.mx_room_id, m.bridged_at FROM messages m
+                 JOIN message_files f ON f.direction = m.direction AND f.source = m.mx_event_id
+                 WHERE m.direction = ? AND m.bridged_at >= ? AND f.kind IN ('voice', 'file')
+                 ORDER BY m.bridged_at DESC LIMIT 1"
+            }
+        };
+        Ok(sqlx::query_as::<_, (String, i64, String, i64)>(sql)
+            .bind(direction)
+            .bind(since_ms)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|(kind, tg_chat_id, mx_room_id, bridged_at)| FileCrossed {
+                kind,
+                tg_chat_id,
+                mx_room_id,
+                bridged_at,
+            }))
+    }
+
+    /// The Matrix events `sender` posted that crossed to Telegram, newest first (room, event).
+    pub async fn crossed_to_telegram_by(&self, sender: &UserId, limit: i64) -> Result<Vec<(String, String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT mx_room_id, mx_event_id, bridged_at FROM messages
+             WHERE direction = 'mx_to_tg' AND sender = ? ORDER BY bridged_at DESC LIMIT ?",
+        )
+        .bind(sender.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Keep a rollcall's outcome.
+    pub async fn record_rollcall(&self, r: &Rollcall) -> Result<()> {
+        self.write(false, async |tx| {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO rollcalls (at, room, tg_chat_id, agents, timeout_secs) VALUES (?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(r.at)
+            .bind(&r.room)
+            .bind(r.tg_chat_id)
+            .bind(r.agents)
+            .bind(r.timeout_secs)
+            .fetch_one(&mut *tx)
+            .await?;
+            for a in &r.answers {
+                sqlx::query("INSERT OR IGNORE INTO rollcall_answers (rollcall_id, agent, side, after_ms) VALUES (?, ?, ?, ?)")
+                    .bind(id)
+                    .bind(a.agent.as_str())
+                    .bind(if a.on_telegram { "telegram" } else { "matrix" })
+                    .bind(a.after_ms)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The last rollcall kept, if any.
+    pub async fn last_rollcall(&self) -> Result<Option<Rollcall>> {
+        let Some((id, at, room, tg_chat_id, agents, timeout_secs)) =
+            sqlx::query_as::<_, (i64, i64, String, Option<i64>, i64, i64)>(
+                "SELECT id, at, room, tg_chat_id, agents, timeout_secs FROM rollcalls ORDER BY id DESC LIMIT 1",
+            )
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT agent, side, after_ms FROM rollcall_answers WHERE rollcall_id = ? ORDER BY after_ms",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let answers = rows
+            .into_iter()
+            .map(|(agent, side, after_ms)| {
+                Ok(RollcallAnswer {
+                    agent: super::parse_id("rollcall_answers.agent", agent)?,
+                    on_telegram: side == "telegram",
+                    after_ms,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Some(Rollcall {
+            at,
+            room,
+            tg_chat_id,
+            agents,
+            timeout_secs,
+            answers,
+        }))
+    }
+}
+
+impl Store {
+    /// When the oldest item waiting in one inbox arrived (unix ms): `TgToMx` the Telegram
+    /// updates, `MxToTg` the Matrix events.
+    pub async fn oldest_waiting(&self, direction: Direction) -> Result<Option<i64>> {
+        let sql = match direction {
+            Direction::TgToMx => "SELECT MIN(received_at) FROM tg_inbox",
+            Direction::MxToTg => "SELECT MIN(received_at) FROM mx_inbox",
+        };
+        Ok(sqlx::query_scalar(sql).fetch_one(&self.pool).await?)
+    }
+}
+
+#[cfg(test)]
+mod readiness_tests {
+    use super::*;
+    use crate::storage::temp_store as store;
+    use crate::telegram::Place;
+
+    use ruma::{event_id, room_id, user_id};
+
+    /// A file counts once its message is delivered, in its own direction, and only a voice
+    /// message or a document.
+    #[tokio::test]
+    async fn a_file_counts_once_delivered_and_only_voice_or_document() {
+        let (s, _d) = store().await;
+        let room = room_id!("!r:x");
+        let since = now_ms() - 60_000;
+        s.note_file(Direction::TgToMx, "tg:-100:7", "voice").await.unwrap();
+        s.note_file(Direction::MxToTg, "$img", "image").await.unwrap();
+        s.note_file(Direction::MxToTg, "$doc", "file").await.unwrap();
+        // Noted, not delivered yet.
+        assert_eq!(s.last_voice_or_file(Direction::TgToMx, since).await.unwrap(), None);
+        s.link_message(
+            Place::chat(-100),
+            7,
+            room,
+            event_id!("$v"),
+            Direction::TgToMx,
+            user_id!("@p:x"),
+            1,
+        )
+        .await
+        .unwrap();
+        s.link_message(
+            Place::chat(-100),
+            8,
+            room,
+            event_id!("$img"),
+            Direction::MxToTg,
+            user_id!("@e:x"),
+            1,
+        )
+        .await
+        .unwrap();
+        let got = s.last_voice_or_file(Direction::TgToMx, since).await.unwrap().unwrap();
+        assert_eq!(
+            (got.kind.as_str(), got.tg_chat_id, got.mx_room_id.as_str()),
+            ("voice", -100, "!r:x")
+        );
+        // An image is not a file; the document is not delivered yet.
+        assert_eq!(s.last_voice_or_file(Direction::MxToTg, since).await.unwrap(), None);
+        s.link_message(
+            Place::chat(-100),
+            9,
+            room,
+            event_id!("$doc"),
+            Direction::MxToTg,
+            user_id!("@e:x"),
+            1,
+        )
+        .await
+        .unwrap();
+        let got = s.last_voice_or_file(Direction::MxToTg, since).await.unwrap().unwrap();
+        assert_eq!(got.kind, "file");
+        // Older than the window: not counted.
+        assert_eq!(
+            s.last_voice_or_file(Direction::MxToTg, now_ms() + 60_000)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn the_last_rollcall_is_kept_with_its_answers() {
+        let (s, _d) = store().await;
+        assert_eq!(s.last_rollcall().await.unwrap(), None);
+        let answer = |agent: &str, on_telegram, after_ms| RollcallAnswer {
+            agent: OwnedUserId::try_from(agent).unwrap(),
+            on_telegram,
+            after_ms,
+        };
+        let first = Rollcall {
+            at: 1,
+            room: "#ops:x".into(),
+            tg_chat_id: None,
+            agents: 2,
+            timeout_secs: 60,
+            answers: vec![answer("@a:x", false, 900)],
+        };
+        s.record_rollcall(&first).await.unwrap();
+        let second = Rollcall {
+            at: 2,
+            tg_chat_id: Some(-100),
+            answers: vec![answer("@b:x", true, 400), answer("@a:x", false, 1200)],
+            ..first.clone()
+        };
+        s.record_rollcall(&second).await.unwrap();
+        assert_eq!(s.last_rollcall().await.unwrap(), Some(second));
     }
 }

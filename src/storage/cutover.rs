@@ -77,6 +77,37 @@ impl Store {
         .await
     }
 
+    /// When the cutover in force began (unix ms): the newest switch to `cutover` since the last
+    /// switch to `parallel`; `None` when there is none (no cutover since the last rollback).
+    pub async fn cutover_since(&self) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT at FROM mode_switches WHERE to_mode = 'cutover'
+               AND id > (SELECT COALESCE(MAX(id), 0) FROM mode_switches WHERE to_mode = 'parallel')
+             ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// When the bridge last left standby (unix ms): what was posted before then, and bridged
+    /// after, was held by the standby.
+    pub async fn left_standby_at(&self) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT at FROM mode_switches WHERE from_mode = 'standby' AND to_mode <> 'standby' ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// When the standby in force began (unix ms), if the newest switch is to `standby`.
+    pub async fn standby_since(&self) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT at FROM mode_switches WHERE id = (SELECT MAX(id) FROM mode_switches) AND to_mode = 'standby'",
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// Switch history, oldest first.
     pub async fn switches(&self) -> Result<Vec<Switch>> {
         let rows = sqlx::query("SELECT from_mode, to_mode, at, reason FROM mode_switches ORDER BY id")

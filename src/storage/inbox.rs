@@ -245,6 +245,27 @@ impl Store {
         Ok(inbox_items(rows))
     }
 
+    /// Every waiting event of one room, in arrival order (the backlog of a standby).
+    pub async fn mx_lane_all(&self, room: &RoomId) -> Result<Vec<InboxItem>> {
+        let rows = sqlx::query("SELECT seq, event_json FROM mx_inbox WHERE room_id = ? ORDER BY seq")
+            .bind(room.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(inbox_items(rows))
+    }
+
+    /// How many Telegram updates and Matrix events wait in the inboxes (in standby: what a
+    /// rollback bridges).
+    pub async fn inbox_counts(&self) -> Result<(i64, i64)> {
+        let tg: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tg_inbox")
+            .fetch_one(&self.pool)
+            .await?;
+        let mx: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM mx_inbox")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((tg, mx))
+    }
+
     /// Every waiting Matrix event, in arrival order.
     pub async fn all_mx_inbox(&self) -> Result<Vec<InboxItem>> {
         let rows = sqlx::query("SELECT seq, event_json FROM mx_inbox ORDER BY seq")

@@ -17,6 +17,8 @@ pub struct MessageLink {
     pub tg_chat_id: i64,
     /// The Telegram message.
     pub tg_msg_id: i32,
+    /// The forum topic the Telegram message is in, if known.
+    pub tg_thread_id: Option<i32>,
     /// The Matrix room of the event (the chat's portal when it was bridged).
     pub mx_room_id: OwnedRoomId,
     /// The Matrix event.
@@ -75,7 +77,7 @@ impl Store {
     #[allow(clippy::too_many_arguments)]
     pub async fn link_message(
         &self,
-        tg_chat_id: i64,
+        place: crate::telegram::Place,
         tg_msg_id: i32,
         mx_room_id: &RoomId,
         mx_event_id: &EventId,
@@ -86,10 +88,10 @@ impl Store {
         self.write(false, async |tx| {
             sqlx::query(
                 "INSERT OR IGNORE INTO messages
-                 (tg_chat_id, tg_msg_id, mx_room_id, mx_event_id, direction, sender, sent_at, bridged_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                 (tg_chat_id, tg_msg_id, mx_room_id, mx_event_id, direction, sender, sent_at, bridged_at, tg_thread_id)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
-            .bind(tg_chat_id)
+            .bind(place.chat)
             .bind(tg_msg_id)
             .bind(mx_room_id.as_str())
             .bind(mx_event_id.as_str())
@@ -97,6 +99,7 @@ impl Store {
             .bind(sender.as_str())
             .bind(sent_at)
             .bind(now_ms())
+            .bind(place.topic)
             .execute(&mut *tx)
             .await?;
             if direction == Direction::MxToTg {
@@ -215,13 +218,14 @@ impl Store {
             mx_event_id: parse_id("messages.mx_event_id", r.get(3))?,
             direction: column(&r, "messages", "direction")?,
             sender: parse_id("messages.sender", r.get(5))?,
+            tg_thread_id: r.get(6),
         })
     }
 
     /// The link of a Telegram message, if it was bridged.
     pub async fn link_by_tg(&self, tg_chat_id: i64, tg_msg_id: i32) -> Result<Option<MessageLink>> {
         let row = sqlx::query(
-            "SELECT tg_chat_id, tg_msg_id, mx_room_id, mx_event_id, direction, sender FROM messages
+            "SELECT tg_chat_id, tg_msg_id, mx_room_id, mx_event_id, direction, sender, tg_thread_id FROM messages
              WHERE tg_chat_id = ? AND tg_msg_id = ?",
         )
         .bind(tg_chat_id)
@@ -234,7 +238,7 @@ impl Store {
     /// The link of a Matrix event, if it was bridged.
     pub async fn link_by_event(&self, mx_event_id: &EventId) -> Result<Option<MessageLink>> {
         let row = sqlx::query(
-            "SELECT tg_chat_id, tg_msg_id, mx_room_id, mx_event_id, direction, sender FROM messages
+            "SELECT tg_chat_id, tg_msg_id, mx_room_id, mx_event_id, direction, sender, tg_thread_id FROM messages
              WHERE mx_event_id = ?",
         )
         .bind(mx_event_id.as_str())
@@ -322,15 +326,24 @@ mod tests {
     async fn message_links_both_ways() {
         let (s, _d) = store().await;
         let (room, ev, sender) = (room_id!("!r:x"), event_id!("$e"), user_id!("@u:x"));
-        s.link_message(-100, 7, room, ev, Direction::TgToMx, sender, 1)
-            .await
-            .unwrap();
+        s.link_message(
+            crate::telegram::Place::chat(-100),
+            7,
+            room,
+            ev,
+            Direction::TgToMx,
+            sender,
+            1,
+        )
+        .await
+        .unwrap();
         let link = s.link_by_event(ev).await.unwrap().unwrap();
         assert_eq!(
             link,
             MessageLink {
                 tg_chat_id: -100,
                 tg_msg_id: 7,
+                tg_thread_id: None,
                 mx_room_id: room.to_owned(),
                 mx_event_id: ev.to_owned(),
                 direction: Direction::TgToMx,

@@ -11,7 +11,9 @@
 //! - [`messages`] holds `messages` (the message map), `tg_send_intents`, `reactions`;
 //! - [`inbox`] holds `mx_transactions`, `mx_seen`, `mx_inbox`, `tg_inbox` and the Telegram offset;
 //! - [`cutover`] holds `mode_switches`, `announcements`, `echo_watch`;
-//! - [`audit`] holds `failures`, and reads the counts `tgmx audit` / `tgmx status` show.
+//! - [`audit`] holds `failures`, and for the readiness gates `message_files` (files that crossed,
+//!   by kind) and `rollcalls` / `rollcall_answers`; it reads the counts `tgmx audit` / `tgmx status`
+//!   show.
 //!
 //! Ids are typed (ruma) in and out; Telegram chat and message ids stay `i64` / `i32`, as
 //! everywhere in the bridge. An id read back that does not parse was not written by this bridge:

@@ -1,5 +1,6 @@
-//! Portals (`portals`): which Matrix room bridges which Telegram chat; `chat_upgrades`: groups that
-//! became supergroups (old chat id -> new), which the portal follows.
+//! Portals (`portals`): which Matrix room bridges which Telegram chat or forum topic
+//! (`tg_thread_id` 0: the chat as a whole); `chat_upgrades`: groups that became supergroups (old
+//! chat id -> new), which the portal follows; `forum_topics`: topic names.
 
 use futures::FutureExt;
 use ruma::{OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomId};
@@ -7,12 +8,18 @@ use sqlx::Row;
 
 use super::{Store, now_ms, parse_id};
 use crate::error::Result;
+use crate::telegram::Place;
+
+/// `portals.tg_thread_id` of a place: 0 for the chat as a whole.
+fn thread_column(place: Place) -> i64 {
+    place.topic.map_or(0, i64::from)
+}
 
 /// A row of `portals`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Portal {
-    /// The Telegram chat (the key).
-    pub tg_chat_id: i64,
+    /// The Telegram chat or topic (the key).
+    pub place: Place,
     /// The Matrix room that bridges it.
     pub mx_room_id: OwnedRoomId,
     /// The alias the room was configured by, if it was (a config naming another room or alias
@@ -21,35 +28,46 @@ pub struct Portal {
 }
 
 impl Store {
-    /// Link a chat to a room (replacing an earlier link of the chat). A group that became a
-    /// supergroup is linked under the supergroup's id (a link made while the upgrade was being
-    /// recorded lands there too).
-    pub async fn upsert_portal(&self, tg_chat_id: i64, mx_room_id: &RoomId, alias: Option<&RoomAliasId>) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO portals (tg_chat_id, mx_room_id, mx_alias, created_at)
-             VALUES (COALESCE((SELECT new_chat_id FROM chat_upgrades WHERE old_chat_id = ?1), ?1), ?2, ?3, ?4)
-             ON CONFLICT(tg_chat_id) DO UPDATE SET mx_room_id = excluded.mx_room_id, mx_alias = excluded.mx_alias",
-        )
-        .bind(tg_chat_id)
-        .bind(mx_room_id.as_str())
-        .bind(alias.map(RoomAliasId::as_str))
-        .bind(now_ms())
-        .execute(&self.pool)
-        .map(|r| self.noted(r))
-        .await?;
-        Ok(())
+    /// Link a chat or topic to a room (replacing an earlier link of the place). A group that
+    /// became a supergroup is linked under the supergroup's id (a link made while the upgrade was
+    /// being recorded lands there too).
+    pub async fn upsert_portal(&self, place: Place, mx_room_id: &RoomId, alias: Option<&RoomAliasId>) -> Result<()> {
+        self.write(false, async |tx| {
+            // A room bridges one place: a room moved to another topic leaves its old one.
+            sqlx::query("DELETE FROM portals WHERE mx_room_id = ?1 AND NOT (tg_chat_id = ?2 AND tg_thread_id = ?3)")
+                .bind(mx_room_id.as_str())
+                .bind(place.chat)
+                .bind(thread_column(place))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO portals (tg_chat_id, tg_thread_id, mx_room_id, mx_alias, created_at)
+                 VALUES (COALESCE((SELECT new_chat_id FROM chat_upgrades WHERE old_chat_id = ?1), ?1), ?2, ?3, ?4, ?5)
+                 ON CONFLICT(tg_chat_id, tg_thread_id) DO UPDATE SET mx_room_id = excluded.mx_room_id, mx_alias = excluded.mx_alias",
+            )
+            .bind(place.chat)
+            .bind(thread_column(place))
+            .bind(mx_room_id.as_str())
+            .bind(alias.map(RoomAliasId::as_str))
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
-    /// The stored portal of a chat. A stored room id or alias that does not parse is an error
-    /// naming the column.
-    pub async fn portal(&self, tg_chat_id: i64) -> Result<Option<Portal>> {
-        let row = sqlx::query("SELECT mx_room_id, mx_alias FROM portals WHERE tg_chat_id = ?")
-            .bind(tg_chat_id)
+    /// The stored portal of a chat or topic. A stored room id or alias that does not parse is an
+    /// error naming the column.
+    pub async fn portal(&self, place: Place) -> Result<Option<Portal>> {
+        let row = sqlx::query("SELECT mx_room_id, mx_alias FROM portals WHERE tg_chat_id = ? AND tg_thread_id = ?")
+            .bind(place.chat)
+            .bind(thread_column(place))
             .fetch_optional(&self.pool)
             .await?;
         let Some(r) = row else { return Ok(None) };
         Ok(Some(Portal {
-            tg_chat_id,
+            place,
             mx_room_id: parse_id("portals.mx_room_id", r.get(0))?,
             mx_alias: r
                 .get::<Option<String>, _>(1)
@@ -68,14 +86,38 @@ impl Store {
         )
     }
 
-    /// The room of a chat's portal, if it has one.
-    pub async fn portal_room(&self, tg_chat_id: i64) -> Result<Option<OwnedRoomId>> {
-        sqlx::query_scalar::<_, String>("SELECT mx_room_id FROM portals WHERE tg_chat_id = ?")
-            .bind(tg_chat_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| parse_id("portals.mx_room_id", r))
-            .transpose()
+    /// The room of a chat's or topic's portal, if it has one.
+    pub async fn portal_room(&self, place: Place) -> Result<Option<OwnedRoomId>> {
+        Ok(self.portal(place).await?.map(|p| p.mx_room_id))
+    }
+
+    /// Remember a forum topic's name (from the service message that created or renamed it).
+    pub async fn save_topic_name(&self, place: Place, name: &str) -> Result<()> {
+        let Some(topic) = place.topic else { return Ok(()) };
+        sqlx::query(
+            "INSERT INTO forum_topics (tg_chat_id, tg_thread_id, name, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT(tg_chat_id, tg_thread_id) DO UPDATE SET name = excluded.name, updated_at = excluded.updated_at",
+        )
+        .bind(place.chat)
+        .bind(topic)
+        .bind(name)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .map(|r| self.noted(r))
+        .await?;
+        Ok(())
+    }
+
+    /// A forum topic's name, if the bridge has seen it.
+    pub async fn topic_name(&self, place: Place) -> Result<Option<String>> {
+        let Some(topic) = place.topic else { return Ok(None) };
+        Ok(
+            sqlx::query_scalar("SELECT name FROM forum_topics WHERE tg_chat_id = ? AND tg_thread_id = ?")
+                .bind(place.chat)
+                .bind(topic)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// Record that group `old` became supergroup `new`, and move the portal of `old` (if any) to
@@ -139,21 +181,52 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use crate::storage::temp_store;
+    use crate::telegram::Place;
 
     #[tokio::test]
     async fn an_upgrade_moves_the_portal_to_the_new_chat_once() {
         let (store, _dir) = temp_store().await;
         let room = <&ruma::RoomId>::try_from("!r:hs").unwrap();
-        store.upsert_portal(-5, room, None).await.unwrap();
+        store.upsert_portal(Place::chat(-5), room, None).await.unwrap();
         assert!(store.record_chat_upgrade(-5, -1005).await.unwrap());
         assert!(!store.record_chat_upgrade(-5, -1005).await.unwrap());
-        assert_eq!(store.portal(-5).await.unwrap(), None);
-        assert_eq!(store.portal_room(-1005).await.unwrap().as_deref(), Some(room));
+        assert_eq!(store.portal(Place::chat(-5)).await.unwrap(), None);
+        assert_eq!(
+            store.portal_room(Place::chat(-1005)).await.unwrap().as_deref(),
+            Some(room)
+        );
         assert_eq!(store.chat_upgrades().await.unwrap(), vec![(-5, -1005)]);
         // A link of the old id made after the upgrade was recorded is the new id's.
         let other = <&ruma::RoomId>::try_from("!s:hs").unwrap();
-        store.upsert_portal(-5, other, None).await.unwrap();
-        assert_eq!(store.portal(-5).await.unwrap(), None);
-        assert_eq!(store.portal_room(-1005).await.unwrap().as_deref(), Some(other));
+        store.upsert_portal(Place::chat(-5), other, None).await.unwrap();
+        assert_eq!(store.portal(Place::chat(-5)).await.unwrap(), None);
+        assert_eq!(
+            store.portal_room(Place::chat(-1005)).await.unwrap().as_deref(),
+            Some(other)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_forum_has_a_portal_per_topic_and_topic_names() {
+        let (store, _dir) = temp_store().await;
+        let (whole, deploys) = (Place::chat(-100), Place::topic(-100, Some(7)));
+        let r1 = <&ruma::RoomId>::try_from("!whole:hs").unwrap();
+        let r2 = <&ruma::RoomId>::try_from("!deploys:hs").unwrap();
+        store.upsert_portal(whole, r1, None).await.unwrap();
+        store.upsert_portal(deploys, r2, None).await.unwrap();
+        assert_eq!(store.portal_room(whole).await.unwrap().as_deref(), Some(r1));
+        assert_eq!(store.portal_room(deploys).await.unwrap().as_deref(), Some(r2));
+        assert_eq!(store.portal(Place::topic(-100, Some(8))).await.unwrap(), None);
+        // A room moved to another topic leaves its old one.
+        store
+            .upsert_portal(Place::topic(-100, Some(8)), r2, None)
+            .await
+            .unwrap();
+        assert_eq!(store.portal(deploys).await.unwrap(), None);
+        assert_eq!(store.topic_name(deploys).await.unwrap(), None);
+        store.save_topic_name(deploys, "Deploys").await.unwrap();
+        store.save_topic_name(deploys, "Releases").await.unwrap();
+        assert_eq!(store.topic_name(deploys).await.unwrap().as_deref(), Some("Releases"));
+        assert_eq!(store.topic_name(whole).await.unwrap(), None);
     }
 }

@@ -12,6 +12,40 @@ pub mod update;
 
 pub use sender::{TelegramSender, TgError};
 
+/// Where on Telegram a portal is: a chat, or one topic of a forum supergroup.
+///
+/// `topic` is the topic's `message_thread_id` (the id of the message that created it); `None` is
+/// the chat as a whole: a chat without topics, or in a forum its General topic and every topic
+/// that has no portal of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Place {
+    /// The chat id (negative for groups and supergroups).
+    pub chat: i64,
+    /// The forum topic, if the place is one.
+    pub topic: Option<i32>,
+}
+
+impl Place {
+    /// The chat as a whole.
+    pub fn chat(chat: i64) -> Place {
+        Place { chat, topic: None }
+    }
+
+    /// One topic of a forum (`None`: the chat as a whole).
+    pub fn topic(chat: i64, topic: Option<i32>) -> Place {
+        Place { chat, topic }
+    }
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.topic {
+            Some(t) => write!(f, "chat {} topic {t}", self.chat),
+            None => write!(f, "chat {}", self.chat),
+        }
+    }
+}
+
 /// A Bot API client whose HTTP timeout outlasts a long poll of `poll_timeout` seconds.
 ///
 /// teloxide's default client gives up after 17 s: with a longer `getUpdates` timeout every idle

@@ -32,8 +32,9 @@ pub fn allowed_updates() -> Vec<AllowedUpdate> {
     ]
 }
 
-/// Poll while `reading` is true (the bridge mode reads Telegram); in standby, make no request at all (updates wait on
-/// Telegram's side for 24 hours and are fetched on rollback).
+/// Poll while `reading` is true: in every mode, standby included (what is read waits in the
+/// inbox for the rollback), unless Telegram is disabled (`gateway.telegram.enabled: false`); then
+/// no request at all is made, and updates wait on Telegram's side, for 24 hours only.
 pub async fn run(
     tg: Arc<super::TelegramSender>,
     store: Store,
@@ -54,7 +55,7 @@ pub async fn run(
             return;
         }
         if !*reading.borrow_and_update() {
-            tracing::info!("standby: not reading telegram");
+            tracing::info!("telegram disabled: not reading it (telegram keeps unread updates for 24 hours)");
             tokio::select! {
                 _ = reading.wait_for(|r| *r) => {},
                 _ = shutdown.changed() => return,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use teloxide::net::Download;
 use teloxide::prelude::*;
 use teloxide::types::{
-    ChatId, FileMeta, InputFile, Me, MessageId, ParseMode, PhotoSize, ReactionType, ReplyParameters, UserId,
+    ChatId, FileMeta, InputFile, Me, MessageId, ParseMode, PhotoSize, ReactionType, ReplyParameters, ThreadId, UserId,
 };
 use teloxide::{ApiError, RequestError};
 
@@ -149,6 +149,8 @@ const TRANSIENT_API_ERRORS: [&str; 5] = [
 #[must_use = "a turn is taken to post"]
 pub struct Turn {
     chat: ChatId,
+    /// The forum topic to post in (`message_thread_id`); `None`: the chat (in a forum, General).
+    thread: Option<ThreadId>,
 }
 
 /// How a file is posted (Telegram shows each kind differently).
@@ -234,9 +236,18 @@ impl TelegramSender {
 
     /// Wait until `chat` may take another post (and the bot another request).
     pub async fn turn(&self, chat: ChatId) -> Turn {
-        self.per_chat.wait(chat.0).await;
+        self.turn_at(super::Place::chat(chat.0)).await
+    }
+
+    /// Wait until `place`'s chat may take another post, to post in `place` (its topic, if any:
+    /// a forum's topics share the chat's rate).
+    pub async fn turn_at(&self, place: super::Place) -> Turn {
+        self.per_chat.wait(place.chat).await;
         self.wait_bot().await;
-        Turn { chat }
+        Turn {
+            chat: ChatId(place.chat),
+            thread: place.topic.map(|t| ThreadId(MessageId(t))),
+        }
     }
 
     /// Post Telegram HTML, as a reply when `reply_to` is set (sent even if that message is gone).
@@ -245,16 +256,19 @@ impl TelegramSender {
         if let Some(r) = reply(reply_to) {
             req = req.reply_parameters(r);
         }
+        if let Some(t) = turn.thread {
+            req = req.message_thread_id(t);
+        }
         req.await.map(|m| m.id).map_err(|e| self.error(e))
     }
 
     /// Post plain text (no markup is interpreted).
     pub async fn send_plain(&self, turn: Turn, text: String) -> Result<MessageId, TgError> {
-        self.bot
-            .send_message(turn.chat, text)
-            .await
-            .map(|m| m.id)
-            .map_err(|e| self.error(e))
+        let mut req = self.bot.send_message(turn.chat, text);
+        if let Some(t) = turn.thread {
+            req = req.message_thread_id(t);
+        }
+        req.await.map(|m| m.id).map_err(|e| self.error(e))
     }
 
     /// Take a turn and post Telegram HTML (notices).
@@ -270,7 +284,7 @@ impl TelegramSender {
         file: OutFile,
         reply_to: Option<MessageId>,
     ) -> Result<MessageId, TgError> {
-        let chat = turn.chat;
+        let (chat, thread) = (turn.chat, turn.thread);
         let input = InputFile::memory(file.bytes).file_name(file.name);
         let caption = file.caption_html;
         let reply = reply(reply_to);
@@ -279,6 +293,9 @@ impl TelegramSender {
                 let mut req = $req.caption(caption).parse_mode(ParseMode::Html);
                 if let Some(r) = reply {
                     req = req.reply_parameters(r);
+                }
+                if let Some(t) = thread {
+                    req = req.message_thread_id(t);
                 }
                 req.await
             }};
@@ -312,6 +329,9 @@ impl TelegramSender {
         if let Some(r) = reply(reply_to) {
             req = req.reply_parameters(r);
         }
+        if let Some(t) = turn.thread {
+            req = req.message_thread_id(t);
+        }
         req.await.map(|m| m.id).map_err(|e| self.error(e))
     }
 
@@ -335,6 +355,9 @@ impl TelegramSender {
             .allows_multiple_answers(multiple);
         if let Some(r) = reply(reply_to) {
             req = req.reply_parameters(r);
+        }
+        if let Some(t) = turn.thread {
+            req = req.message_thread_id(t);
         }
         req.await.map(|m| m.id).map_err(|e| self.error(e))
     }
@@ -448,6 +471,22 @@ impl TelegramSender {
             .get_chat_member(chat, user)
             .await
             .map(|m| m.is_privileged())
+            .map_err(|e| self.error(e))
+    }
+
+    /// Whether `user` may pin messages in `chat` (`getChatMember`): the group's creator, or an
+    /// administrator with the pin right.
+    pub async fn can_pin(&self, chat: ChatId, user: UserId) -> Result<bool, TgError> {
+        use teloxide::types::ChatMemberKind;
+        self.wait_bot().await;
+        self.bot
+            .get_chat_member(chat, user)
+            .await
+            .map(|m| match m.kind {
+                ChatMemberKind::Owner(_) => true,
+                ChatMemberKind::Administrator(a) => a.can_pin_messages,
+                _ => false,
+            })
             .map_err(|e| self.error(e))
     }
 

@@ -1,4 +1,5 @@
-//! The cutover plan end to end: modes, announcements, standby, rollback, reload, twins.
+//! The cutover plan end to end: modes, announcements, reload, twins (standby and rollback:
+//! `standby.rs`).
 
 use std::time::Duration;
 
@@ -77,63 +78,6 @@ async fn cutover_by_sighup_announces_pins_once_and_keeps_mirroring() {
     assert!(ok, "{status}");
     assert!(
         status.contains("mode: cutover") && status.contains("parallel -> cutover  (config reload)"),
-        "{status}"
-    );
-}
-
-async fn standby_stops_reading_and_rollback_bridges_the_backlog_in_order() {
-    let app = TestApp::spawn().await;
-    app.wait_ready().await;
-    let (ok, out) = app.cli(&["primary", "matrix", "--standby"]).await;
-    assert!(ok, "{out}");
-    assert!(out.contains("signalled the running daemon"), "{out}");
-    let cfg = std::fs::read_to_string(app.config_path()).unwrap();
-    assert!(
-        cfg.contains("  # the mode under test\n  primary_platform: matrix\n  fallback_platform: none\n"),
-        "layout kept: {cfg}"
-    );
-    let notice = wait_sent_containing(&app, "Fallback mode only. Active surface is Matrix.").await;
-    assert!(app.tg.pinned(app.chat).contains(&notice.message_id));
-    bot_notices(&app, "standby", 1).await;
-
-    // No more getUpdates: Telegram keeps the updates.
-    app.wait_log("standby: not reading telegram").await;
-    let polls = app.tg.calls("getUpdates");
-    let user = app.tg.add_user(2002, "Birch", None, None);
-    for i in 0..5 {
-        app.tg.inject_text(app.chat, &user, &format!("backlog {i}"));
-    }
-    // Sentinel: once the daemon has handled a Matrix message after the updates were queued
-    // (and not relayed it), a poll would have fetched them.
-    app.ezra.send_text(&app.room, "not for telegram").await;
-    app.wait_log("standby: not relayed to telegram").await;
-    assert_eq!(app.tg.calls("getUpdates"), polls, "the bot polled during standby");
-    assert_eq!(app.tg.pending_updates(), 5);
-    assert!(
-        sent_containing(&app, "not for telegram").is_empty(),
-        "relayed to telegram in standby"
-    );
-    assert!(
-        app.ezra
-            .messages(&app.room)
-            .await
-            .iter()
-            .all(|e| e["sender"] != app.puppet(2002).as_str())
-    );
-
-    // Rollback.
-    let (ok, out) = app.cli(&["primary", "telegram"]).await;
-    assert!(ok, "{out}");
-    wait_sent_containing(&app, "PRIMARY SURFACE CHANGE (rollback)").await;
-    bot_notices(&app, "rollback", 1).await;
-    let msgs = app.wait_from(&app.puppet(2002), 5).await;
-    let got: Vec<&str> = msgs.iter().map(body).collect();
-    assert_eq!(got, ["backlog 0", "backlog 1", "backlog 2", "backlog 3", "backlog 4"]);
-    // The earlier standby notice is unpinned, the rollback notice pinned.
-    assert!(!app.tg.pinned(app.chat).contains(&notice.message_id));
-    let (_, status) = app.cli(&["status"]).await;
-    assert!(
-        status.contains("parallel -> standby") && status.contains("standby -> parallel"),
         "{status}"
     );
 }
@@ -292,7 +236,6 @@ async fn a_switch_before_a_room_is_set_up_is_announced_there_once_it_is() {
 both!(
     a_switch_before_a_room_is_set_up_is_announced_there_once_it_is,
     cutover_by_sighup_announces_pins_once_and_keeps_mirroring,
-    standby_stops_reading_and_rollback_bridges_the_backlog_in_order,
     invalid_config_is_rejected_and_the_old_mode_stays,
     the_same_post_on_both_sides_is_shown_once_per_side,
     posts_outside_the_window_are_both_mirrored,

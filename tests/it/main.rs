@@ -39,6 +39,7 @@ fn init() {
 mod appservice_api;
 mod bots;
 mod catch_up;
+mod config_aliases;
 mod cutover;
 mod delivery;
 #[cfg(feature = "e2ee")]
@@ -51,10 +52,14 @@ mod in_process;
 mod kinds;
 mod lanes;
 mod long;
+mod management;
 mod media;
 mod operations;
 mod properties;
+mod readiness;
 mod reliability;
 mod service;
+mod standby;
 mod text_bridge;
+mod topics;
 mod upgrade;

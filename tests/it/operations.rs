@@ -198,7 +198,9 @@ async fn rollcall_reports_who_answered_and_status_counts_match() {
         },
     )
     .await;
-    assert!(status.contains("ready for cutover: yes"), "{status}");
+    // The gates this traffic can pass (the rest: `readiness.rs`).
+    assert!(status.contains("ok   every room linked: 1 of 1 linked"), "{status}");
+    assert!(status.contains("ok   nothing stuck or failed"), "{status}");
     let (ok, check) = app.cli(&["check"]).await;
     assert!(
         ok && check.contains("ok   2 of 2 agents joined to every room"),

@@ -36,6 +36,16 @@
 //!   between calls; like the real server it applies to updates created
 //!   *after* the call, an empty list meaning "all except `chat_member`,
 //!   `message_reaction` and `message_reaction_count`").
+//! * **Retention and clock.** The fake's clock is real time plus an offset that
+//!   [`FakeTelegram::advance_clock`] moves ahead (for a long standby in seconds); `date`s and
+//!   `edit_date`s follow it. As the Bot API server does (Client.cpp: every update is queued with
+//!   a timeout, `date + 86400 - now` for messages), an update not confirmed through `offset`
+//!   within its lifetime is dropped, read or not: 24 hours for messages, edits and everything
+//!   else, 150 s for `callback_query` (and shipping/pre-checkout queries), 30 s for
+//!   `inline_query`, 600 s for `chosen_inline_result`, counted from when the fake queued it (for
+//!   [`FakeTelegram::inject_update`] too, whatever `date` its payload has).
+//!   [`FakeTelegram::expired_updates`] counts the drops. The rule is applied whenever updates are
+//!   read or counted and when the clock moves; real time never runs long enough to matter.
 //! * **Concurrent polling.** While a `getUpdates` call is in flight, another
 //!   one answers 409 `Conflict: terminated by other getUpdates request; make
 //!   sure that only one bot instance is running`. (The real server instead
@@ -51,6 +61,8 @@
 //!   `reply_to_message` (which, as in the real API, never nests further).
 //!   `Markdown`/`MarkdownV2` are accepted but not rendered: the text is kept
 //!   verbatim without entities.
+//!   Every send method here (`sendMessage`, the media methods, `sendVenue`, `sendPoll`) takes
+//!   `message_thread_id`; see forum topics below.
 //!   `editMessageText` only edits the bot's own messages, rejects unchanged
 //!   content with `message is not modified`, and sets `edit_date`.
 //!   `deleteMessage` / `deleteMessages` forget messages; deleting an unknown
@@ -93,7 +105,49 @@
 //!   `getChat` includes the description and photo set with
 //!   [`FakeTelegram::set_chat_details`]; `setChatTitle`, `setChatDescription`,
 //!   `setChatPhoto` and `deleteChatPhoto` change them (the bot is always
-//!   allowed to; unlike Telegram, no service message is queued).
+//!   allowed to; unlike Telegram, no service message is queued). A bot in privacy mode still gets
+//!   service messages ([`FakeTelegram::inject_service`]), as the privacy mode docs say.
+//! * **Forum topics.** [`FakeTelegram::add_forum`] registers a supergroup with topics
+//!   (`is_forum: true` in every `chat` object and in `getChat`). A topic's id
+//!   (`message_thread_id`) is the `message_id` of its `forum_topic_created` service message
+//!   ([`FakeTelegram::create_topic`], `createForumTopic`), which carries that
+//!   `message_thread_id` and `is_topic_message` itself; message id 1 stays the General topic's,
+//!   so a forum's messages start at 2. Every message in a topic carries `message_thread_id` and
+//!   `is_topic_message: true`, and, when it replies to nothing else in the topic, the topic's
+//!   creation message as `reply_to_message` (the Bot API server adds it:
+//!   `get_same_chat_reply_to_message_id`), service messages (`forum_topic_edited`) included.
+//!   Messages in the General topic carry none of these, but, as in every supergroup, a reply
+//!   outside topics carries the root of its reply chain as `message_thread_id` (TDLib's
+//!   `top_thread_message_id`) without `is_topic_message`; basic groups and private chats have no
+//!   threads. A send with `message_thread_id` (0 or less meaning none, as in the Bot API server)
+//!   must name a topic of the chat, else `Bad Request: message thread not found` (also in a chat
+//!   that is no forum, and for 1, the General topic); if it names the root of a reply thread of
+//!   a supergroup, `Bad Request: message thread is not a forum topic thread` (Client.cpp
+//!   `TdOnCheckMessageThreadCallback`; that TDLib gives such a root its own id as thread is
+//!   inferred). Without it a message goes to the General topic, unless it replies to a message in
+//!   a topic: then it goes there (as with the real server, where a reply never needs
+//!   `message_thread_id`). A reply with a `message_thread_id` naming another topic than its
+//!   target's goes to the named topic and shows the target as `external_reply` (origin, chat,
+//!   message id, media fields; a text target has no content field there, as in the real API,
+//!   and teloxide 0.17 then parses the whole message as `MessageKind::Empty`), with the topic's
+//!   creation message as `reply_to_message` (Client.cpp `check_reply_parameters` keeps such a
+//!   reply "in another topic").
+//!   `createForumTopic` needs a forum (`the chat is not a forum`) and `can_manage_topics`
+//!   (`not enough rights to create a topic`; the bot has it wherever it is an admin unless
+//!   [`FakeTelegram::set_topic_rights`] takes it away, and `getChatMember` reports it); the name
+//!   is trimmed and cut to 128 characters (`title must be non-empty`, TDLib's `clean_name`); the
+//!   icon color defaults to 7322096 (a guess: the real server picks one) and must be an RGB value
+//!   (`invalid icon color specified`; the six documented colors are not enforced). It answers a
+//!   `ForumTopic`, and the bot gets the `forum_topic_created` message as an update, as it gets its
+//!   own `forum_topic_edited` (Client.cpp `need_skip_update_message` delivers a bot's own topic,
+//!   title, photo and pin service messages). `editForumTopic`: `invalid forum topic identifier
+//!   specified` for an id of 0 or less, `TOPIC_ID_INVALID` for an unknown topic,
+//!   `not enough rights to edit the topic` without `can_manage_topics` unless the bot created the
+//!   topic, `TOPIC_NOT_MODIFIED` for the same name and icon; an empty name keeps the old one
+//!   (the rights and name texts are TDLib's `ForumTopicManager`; the other three are Telegram's
+//!   server answers as others report them, unverified here). The creation message keeps the
+//!   first name. Not modeled: closing, reopening, deleting
+//!   topics, the General topic's methods, topics in private chats.
 //! * **Supergroup upgrades.** [`FakeTelegram::upgrade_group`] turns a basic group into a
 //!   supergroup with a new id: every later request naming the old id answers 400 `Bad Request:
 //!   group chat was upgraded to a supergroup chat` with `parameters.migrate_to_chat_id`, and the
@@ -225,6 +279,10 @@ pub struct SentMessage {
     pub caption: Option<String>,
     /// The media file sent (media methods only).
     pub file: Option<SentFile>,
+    /// The forum topic (`message_thread_id`) the message went to; `None` for the General topic
+    /// and for chats that are no forum (even when Telegram gives a reply a reply-thread
+    /// `message_thread_id` there).
+    pub thread: Option<i32>,
     /// When the fake took it.
     pub at: std::time::Instant,
 }
@@ -302,6 +360,38 @@ struct StoredMessage {
     edit_date: Option<i64>,
     link_preview_options: Option<Value>,
     deleted: bool,
+    /// Where it is: `message_thread_id` and `is_topic_message` (see [`Placement`]).
+    place: Placement,
+    /// A service message (`inject_service`, topic creation and edits): no text, seen by bots in
+    /// privacy mode, and, for the kinds in `OWN_SERVICE`, by the bot that caused it.
+    service: bool,
+}
+
+/// Where a message is in its chat.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Placement {
+    /// `message_thread_id`: the forum topic, or in a supergroup the root of the reply chain.
+    thread: Option<i32>,
+    /// Whether `thread` is a forum topic (`is_topic_message`).
+    in_topic: bool,
+    /// Whether the reply target is in another topic (shown as `external_reply`).
+    external_reply: bool,
+}
+
+impl Placement {
+    /// The forum topic, if the message is in one.
+    fn topic(self) -> Option<i32> {
+        self.thread.filter(|_| self.in_topic)
+    }
+}
+
+/// A forum topic ([`FakeTelegram::create_topic`], `createForumTopic`); its id is the
+/// `message_id` of its `forum_topic_created` service message.
+struct Topic {
+    name: String,
+    icon_custom_emoji_id: Option<String>,
+    /// Who created it: a bot may rename its own topics without `can_manage_topics`.
+    creator: i64,
 }
 
 struct Chat {
@@ -317,6 +407,10 @@ struct Chat {
     description: Option<String>,
     /// File id of the chat photo (`getChat`; `setChatPhoto`, `deleteChatPhoto`).
     photo: Option<String>,
+    /// A supergroup with topics enabled ([`FakeTelegram::add_forum`]).
+    is_forum: bool,
+    /// The forum's topics by `message_thread_id` (the General topic is not listed).
+    topics: BTreeMap<i32, Topic>,
 }
 
 impl Chat {
@@ -331,6 +425,8 @@ impl Chat {
             pinned: Vec::new(),
             description: None,
             photo: None,
+            is_forum: false,
+            topics: BTreeMap::new(),
         }
     }
 
@@ -339,6 +435,9 @@ impl Chat {
         let mut chat = json!({ "id": self.id, "type": self.kind.as_str() });
         if let Some(title) = &self.title {
             chat["title"] = json!(title);
+        }
+        if self.is_forum {
+            chat["is_forum"] = json!(true);
         }
         if let Some(peer) = &self.peer {
             chat["first_name"] = json!(peer.first_name);
@@ -390,8 +489,85 @@ impl Chat {
         self.messages.get(&message_id).filter(|m| !m.deleted)
     }
 
+    /// The forum topic a live message is in (`None` for the General topic and outside forums).
+    fn topic_of(&self, message_id: i32) -> Option<i32> {
+        self.live(message_id)
+            .filter(|m| m.place.in_topic)
+            .and_then(|m| m.place.thread)
+    }
+
+    /// Checks a `message_thread_id` parameter as the Bot API server does (`getMessage` on it,
+    /// then its own `message_thread_id` must be itself and a forum topic).
+    fn check_thread(&self, thread: i64) -> Result<i32, ApiError> {
+        let not_found = || ApiError::bad_request("message thread not found");
+        let id = i32::try_from(thread).map_err(|_| not_found())?;
+        if self.topic_of(id) == Some(id) {
+            return Ok(id);
+        }
+        let roots_reply_thread = self.kind == ChatType::Supergroup
+            && self.live(id).is_some()
+            && self
+                .messages
+                .values()
+                .any(|m| !m.deleted && !m.place.in_topic && m.place.thread == Some(id));
+        if roots_reply_thread {
+            Err(ApiError::bad_request("message thread is not a forum topic thread"))
+        } else {
+            Err(not_found())
+        }
+    }
+
+    /// Where a new message goes: into topic `thread` (already checked) if given, else where its
+    /// reply target is (a topic, or in a supergroup the target's reply chain), else nowhere in
+    /// particular (the General topic).
+    fn place(&self, thread: Option<i32>, reply_to: Option<i32>) -> Placement {
+        match (thread, reply_to) {
+            (Some(topic), reply_to) => Placement {
+                thread: Some(topic),
+                in_topic: true,
+                external_reply: reply_to.is_some_and(|r| self.topic_of(r) != Some(topic)),
+            },
+            (None, Some(r)) => match self.topic_of(r) {
+                Some(topic) => Placement {
+                    thread: Some(topic),
+                    in_topic: true,
+                    external_reply: false,
+                },
+                None if self.kind == ChatType::Supergroup => Placement {
+                    thread: Some(self.live(r).and_then(|m| m.place.thread).unwrap_or(r)),
+                    in_topic: false,
+                    external_reply: false,
+                },
+                None => Placement::default(),
+            },
+            (None, None) => Placement::default(),
+        }
+    }
+
+    /// The `ExternalReplyInfo` of a reply to `message_id` from another topic: origin, chat and
+    /// message id, plus the target's media fields (a text has none, as in the real API).
+    fn external_reply_json(&self, message_id: i32) -> Option<Value> {
+        let target = self.live(message_id)?;
+        let mut info = json!({
+            "origin": { "type": "user", "date": target.date, "sender_user": target.from.to_json() },
+            "chat": self.to_json(),
+            "message_id": message_id,
+        });
+        if let Some(media) = target.media.as_ref().filter(|_| !target.service) {
+            for (key, value) in media {
+                info[key] = value.clone();
+            }
+        }
+        if let Some(options) = &target.link_preview_options {
+            info["link_preview_options"] = options.clone();
+        }
+        Some(info)
+    }
+
     /// The Bot API `Message` object; `reply_to_message` is included (one level
     /// deep, as Telegram does) when `with_reply` is set and the target still exists.
+    /// A message in a topic that replies to nothing in it shows the topic's creation message
+    /// there, as the Bot API server adds it (`get_same_chat_reply_to_message_id`).
     fn message_json(&self, message_id: i32, with_reply: bool) -> Option<Value> {
         let message = self.live(message_id)?;
         let mut json = json!({
@@ -400,6 +576,12 @@ impl Chat {
             "chat": self.to_json(),
             "date": message.date,
         });
+        if let Some(thread) = message.place.thread {
+            json["message_thread_id"] = json!(thread);
+        }
+        if message.place.in_topic {
+            json["is_topic_message"] = json!(true);
+        }
         let (text_key, entities_key) = match &message.media {
             None => ("text", "entities"),
             Some(media) => {
@@ -421,8 +603,20 @@ impl Chat {
         if let Some(options) = &message.link_preview_options {
             json["link_preview_options"] = options.clone();
         }
-        if with_reply && let Some(reply) = message.reply_to.and_then(|id| self.message_json(id, false)) {
-            json["reply_to_message"] = reply;
+        if with_reply {
+            let implicit = message.place.thread.filter(|&thread| thread < message_id);
+            let same_chat_reply = match message.reply_to {
+                Some(target) if !message.place.external_reply => Some(target),
+                _ => implicit,
+            };
+            if let Some(reply) = same_chat_reply.and_then(|id| self.message_json(id, false)) {
+                json["reply_to_message"] = reply;
+            }
+            if message.place.external_reply
+                && let Some(info) = message.reply_to.and_then(|id| self.external_reply_json(id))
+            {
+                json["external_reply"] = info;
+            }
         }
         Some(json)
     }
@@ -773,6 +967,15 @@ struct FakeState {
     accounts: Vec<BotAccount>,
     /// Per bot id: privacy mode, Bot-to-Bot Communication Mode, admin rights.
     bot_settings: HashMap<i64, BotSettings>,
+    /// How far the fake's clock is ahead of the real one ([`FakeTelegram::advance_clock`]).
+    clock_offset: Duration,
+    /// When each queued update expires (fake unix time), by update id.
+    update_expiry: HashMap<i64, i64>,
+    /// Updates dropped unconfirmed after their lifetime ([`FakeTelegram::expired_updates`]).
+    expired: usize,
+    /// Messages a request posted besides its sends (topic service messages), to show the other
+    /// bots once the request is served.
+    posted: Vec<(i64, i32)>,
 }
 
 /// Another polling bot in the same fake Telegram (see [`FakeTelegram::add_bot`]).
@@ -791,6 +994,9 @@ struct BotSettings {
     privacy: bool,
     bot_to_bot: bool,
     not_admin_in: HashSet<i64>,
+    /// Chats where the bot, though an admin, lacks `can_manage_topics` (default: it has it in
+    /// forums).
+    no_topic_rights_in: HashSet<i64>,
 }
 
 /// A file known to the fake: uploaded or sent by URL by the bot, injected,
@@ -950,14 +1156,104 @@ fn allowed_by(list: &Option<Vec<String>>, kind: &str) -> bool {
     }
 }
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+/// Seconds an update waits unconfirmed before the server drops it, by kind: the Bot API server
+/// (Client.cpp `add_update` calls) keeps callback and shipping/pre-checkout queries 150 s, inline
+/// queries 30 s, chosen inline results 600 s, and everything else (messages from their date,
+/// edits from their edit date) 24 hours.
+fn update_lifetime(kind: &str) -> i64 {
+    match kind {
+        "callback_query" | "shipping_query" | "pre_checkout_query" => 150,
+        "inline_query" => 30,
+        "chosen_inline_result" => 600,
+        _ => 86_400,
+    }
+}
+
+/// Service messages a bot gets although it caused them (Client.cpp `need_skip_update_message`
+/// skips every other outgoing message).
+const OWN_SERVICE: &[&str] = &[
+    "new_chat_title",
+    "new_chat_photo",
+    "delete_chat_photo",
+    "left_chat_member",
+    "pinned_message",
+    "forum_topic_created",
+    "forum_topic_edited",
+    "forum_topic_closed",
+    "forum_topic_reopened",
+    "general_forum_topic_hidden",
+    "general_forum_topic_unhidden",
+];
+
+/// The icon colors Telegram allows for a topic; a topic created without one gets the first
+/// (a guess: the real server picks one itself).
+const TOPIC_ICON_COLORS: [i64; 6] = [0x6FB9F0, 0xFFD67E, 0xCB86DB, 0x8EEE98, 0xFF93B2, 0xFB6F5F];
+
+/// Longest topic name; longer names are cut (TDLib `clean_name`).
+const MAX_TOPIC_NAME: usize = 128;
+
+/// A topic name as TDLib cleans it: trimmed and cut to 128 characters.
+fn clean_topic_name(name: &str) -> String {
+    name.trim()
+        .chars()
+        .take(MAX_TOPIC_NAME)
+        .collect::<String>()
+        .trim_end()
+        .to_owned()
 }
 
 impl FakeState {
+    /// The fake's unix time: the real time plus [`FakeTelegram::advance_clock`]'s offset.
+    fn now(&self) -> i64 {
+        (SystemTime::now() + self.clock_offset)
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+
+    /// Drops every queued update whose lifetime has passed without `getUpdates` confirming it,
+    /// as the real server does ("they will not be kept longer than 24 hours").
+    fn expire_updates(&mut self) {
+        let now = self.now();
+        let expiry = &self.update_expiry;
+        let mut dropped = 0;
+        let mut keep = |update: &Value| {
+            let expires = update["update_id"].as_i64().and_then(|id| expiry.get(&id));
+            match expires {
+                Some(&at) if at <= now => {
+                    dropped += 1;
+                    false
+                }
+                _ => true,
+            }
+        };
+        self.updates.retain(&mut keep);
+        for account in &mut self.accounts {
+            account.updates.retain(&mut keep);
+        }
+        self.expired += dropped;
+        self.update_expiry.retain(|_, at| *at > now);
+    }
+
+    /// A queued update `{"update_id": .., kind: payload}` with a fresh id, its expiry recorded.
+    fn new_update(&mut self, kind: &str, payload: Value) -> (i64, Value) {
+        let update_id = self.next_update_id;
+        self.next_update_id += 1;
+        let expires = self.now() + update_lifetime(kind);
+        self.update_expiry.insert(update_id, expires);
+        let mut update = json!({ "update_id": update_id });
+        update[kind] = payload;
+        (update_id, update)
+    }
+
+    /// Whether bot `bot_id` may create and edit any topic of `chat_id` (an admin with
+    /// `can_manage_topics`).
+    fn can_manage_topics(&self, bot_id: i64, chat_id: i64) -> bool {
+        let settings = self.settings(bot_id);
+        let forum = self.chats.get(&chat_id).is_some_and(|c| c.is_forum);
+        forum && !settings.not_admin_in.contains(&chat_id) && !settings.no_topic_rights_in.contains(&chat_id)
+    }
+
     fn chat(&self, chat_id: i64) -> Result<&Chat, ApiError> {
         self.chats.get(&chat_id).ok_or_else(ApiError::chat_not_found)
     }
@@ -990,10 +1286,7 @@ impl FakeState {
         if !allowed_by(&self.accounts[i].allowed_updates, kind) {
             return None;
         }
-        let update_id = self.next_update_id;
-        self.next_update_id += 1;
-        let mut update = json!({ "update_id": update_id });
-        update[kind] = payload;
+        let (update_id, update) = self.new_update(kind, payload);
         self.accounts[i].updates.push_back(update);
         Some(update_id)
     }
@@ -1013,7 +1306,10 @@ impl FakeState {
             return false;
         };
         if m.from.id == me.id {
-            return false;
+            return m.service
+                && m.media
+                    .as_ref()
+                    .is_some_and(|fields| OWN_SERVICE.iter().any(|key| fields.contains_key(*key)));
         }
         if chat.kind == ChatType::Private {
             return who.is_none();
@@ -1034,7 +1330,12 @@ impl FakeState {
             (mine.bot_to_bot && admin && !mine.privacy)
                 || ((command_to_me || reply_to_me) && (mine.bot_to_bot || theirs.bot_to_bot))
         } else {
-            !mine.privacy || admin || command_to_me || reply_to_me || text.contains(&format!("@{username}"))
+            m.service
+                || !mine.privacy
+                || admin
+                || command_to_me
+                || reply_to_me
+                || text.contains(&format!("@{username}"))
         }
     }
 
@@ -1068,7 +1369,8 @@ impl FakeState {
         if let Some(i) = who {
             self.swap_account(i);
         }
-        let posted: Vec<(i64, i32)> = self.sent[before..].iter().map(|s| (s.chat_id, s.message_id)).collect();
+        let mut posted: Vec<(i64, i32)> = self.sent[before..].iter().map(|s| (s.chat_id, s.message_id)).collect();
+        posted.append(&mut self.posted);
         for (chat, id) in posted {
             self.deliver(chat, id, "message");
         }
@@ -1087,10 +1389,7 @@ impl FakeState {
         if !self.allows(kind) {
             return None;
         }
-        let update_id = self.next_update_id;
-        self.next_update_id += 1;
-        let mut update = json!({ "update_id": update_id });
-        update[kind] = payload;
+        let (update_id, update) = self.new_update(kind, payload);
         self.updates.push_back(update);
         Some(update_id)
     }
@@ -1120,6 +1419,8 @@ impl FakeState {
             "sendmessage" => self.send_message(p),
             "sendvenue" => self.send_venue(p),
             "sendpoll" => self.send_poll(p),
+            "createforumtopic" => self.create_forum_topic(p),
+            "editforumtopic" => self.edit_forum_topic(p),
             "editmessagetext" => self.edit_message_text(p),
             "editmessagecaption" => self.edit_message_caption(p),
             "getfile" => self.get_file(p),
@@ -1164,8 +1465,9 @@ impl FakeState {
             }
             "getchatmember" => self.get_chat_member(p),
             "getchatadministrators" => {
-                self.chat(p.chat_id()?)?;
-                Ok(json!([self.member_json(&self.bot.clone())]))
+                let chat_id = p.chat_id()?;
+                self.chat(chat_id)?;
+                Ok(json!([self.member_json(&self.bot.clone(), chat_id)]))
             }
             "getchatmembercount" => {
                 let chat = self.chat(p.chat_id()?)?;
@@ -1191,11 +1493,14 @@ impl FakeState {
                 Ok(json!(true))
             }
             "deletewebhook" => Ok(json!(true)),
-            "getwebhookinfo" => Ok(json!({
-                "url": "",
-                "has_custom_certificate": false,
-                "pending_update_count": self.updates.len(),
-            })),
+            "getwebhookinfo" => {
+                self.expire_updates();
+                Ok(json!({
+                    "url": "",
+                    "has_custom_certificate": false,
+                    "pending_update_count": self.updates.len(),
+                }))
+            }
             "pinchatmessage" => {
                 let message_id = p.message_id()?;
                 let chat = self.chat_mut(p.chat_id()?)?;
@@ -1248,7 +1553,7 @@ impl FakeState {
         me
     }
 
-    fn member_json(&self, user: &TgUser) -> Value {
+    fn member_json(&self, user: &TgUser, chat_id: i64) -> Value {
         if user.id == self.bot.id {
             json!({
                 "user": user.to_json(),
@@ -1266,7 +1571,7 @@ impl FakeState {
                 "can_edit_stories": false,
                 "can_delete_stories": false,
                 "can_pin_messages": true,
-                "can_manage_topics": false,
+                "can_manage_topics": self.can_manage_topics(user.id, chat_id),
             })
         } else {
             json!({ "user": user.to_json(), "status": "member" })
@@ -1289,7 +1594,7 @@ impl FakeState {
                 .cloned()
                 .ok_or_else(|| ApiError::bad_request("user not found"))?
         };
-        Ok(self.member_json(&user))
+        Ok(self.member_json(&user, chat_id))
     }
 
     /// Resolves the reply target of a send: `Ok(None)` when there is none or
@@ -1330,6 +1635,18 @@ impl FakeState {
         }
     }
 
+    /// Resolves where a send goes: its reply target (see `reply_target`), then its
+    /// `message_thread_id` (0 or less meaning none, as in the Bot API server), which must name a
+    /// topic of the chat (see `Chat::check_thread`).
+    fn placement(&self, chat: &Chat, p: &Params) -> Result<(Option<i32>, Placement), ApiError> {
+        let reply_to = self.reply_target(chat, p)?;
+        let thread = match p.int("message_thread_id")? {
+            Some(thread) if thread > 0 => Some(chat.check_thread(thread)?),
+            _ => None,
+        };
+        Ok((reply_to, chat.place(thread, reply_to)))
+    }
+
     fn send_message(&mut self, p: &Params) -> ApiResult {
         let chat_id = p.chat_id()?;
         let raw = p.string("text").unwrap_or_default();
@@ -1343,15 +1660,16 @@ impl FakeState {
             return Err(ApiError::bad_request("message is too long"));
         }
         let link_preview_options = p.structured("link_preview_options")?;
-        let reply_to = self.reply_target(self.chat(chat_id)?, p)?;
+        let (reply_to, place) = self.placement(self.chat(chat_id)?, p)?;
         let bot = self.bot.clone();
+        let date = self.now();
         let chat = self.chat_mut(chat_id)?;
         let message_id = chat.alloc_message_id();
         chat.messages.insert(
             message_id,
             StoredMessage {
                 from: bot,
-                date: now(),
+                date,
                 text: text.clone(),
                 entities: entities.clone(),
                 media: None,
@@ -1359,6 +1677,8 @@ impl FakeState {
                 edit_date: None,
                 link_preview_options: link_preview_options.clone(),
                 deleted: false,
+                place,
+                service: false,
             },
         );
         let result = chat.message_json(message_id, true).expect("message just stored");
@@ -1376,6 +1696,7 @@ impl FakeState {
             link_preview_options,
             caption: None,
             file: None,
+            thread: place.topic(),
             at: std::time::Instant::now(),
         });
         Ok(result)
@@ -1445,6 +1766,167 @@ impl FakeState {
         self.store_special(p, chat_id, "sendPoll", summary, entities, "poll", poll)
     }
 
+    /// Posts the `forum_topic_created` service message of a new topic of forum `chat_id` from
+    /// `from` and registers the topic; returns its id (the service message's id).
+    fn open_topic(&mut self, chat_id: i64, from: &TgUser, name: String, icon_color: i64, emoji: Option<String>) -> i32 {
+        let date = self.now();
+        let chat = self.chats.get_mut(&chat_id).expect("open_topic in a known chat");
+        let id = chat.alloc_message_id();
+        let mut created = json!({ "name": name, "icon_color": icon_color });
+        if let Some(emoji) = &emoji {
+            created["icon_custom_emoji_id"] = json!(emoji);
+        }
+        let place = Placement {
+            thread: Some(id),
+            in_topic: true,
+            external_reply: false,
+        };
+        chat.messages.insert(
+            id,
+            StoredMessage {
+                from: from.clone(),
+                date,
+                text: String::new(),
+                entities: Vec::new(),
+                media: Some(Map::from_iter([("forum_topic_created".to_owned(), created)])),
+                reply_to: None,
+                edit_date: None,
+                link_preview_options: None,
+                deleted: false,
+                place,
+                service: true,
+            },
+        );
+        let topic = Topic {
+            name,
+            icon_custom_emoji_id: emoji,
+            creator: from.id,
+        };
+        chat.topics.insert(id, topic);
+        id
+    }
+
+    /// Posts a `forum_topic_edited` service message (`edited` holds `name` and/or
+    /// `icon_custom_emoji_id`) in topic `thread` from `from`; returns its id.
+    fn post_topic_edit(&mut self, chat_id: i64, from: &TgUser, thread: i32, edited: Value) -> i32 {
+        let date = self.now();
+        let chat = self.chats.get_mut(&chat_id).expect("post_topic_edit in a known chat");
+        let id = chat.alloc_message_id();
+        let place = chat.place(Some(thread), None);
+        chat.messages.insert(
+            id,
+            StoredMessage {
+                from: from.clone(),
+                date,
+                text: String::new(),
+                entities: Vec::new(),
+                media: Some(Map::from_iter([("forum_topic_edited".to_owned(), edited)])),
+                reply_to: None,
+                edit_date: None,
+                link_preview_options: None,
+                deleted: false,
+                place,
+                service: true,
+            },
+        );
+        id
+    }
+
+    /// `createForumTopic`: in a forum (`the chat is not a forum`), by an admin with
+    /// `can_manage_topics` (`not enough rights to create a topic`); the name is cleaned and cut to
+    /// 128 characters (`title must be non-empty`). Posts the `forum_topic_created` message, which
+    /// the bot gets as an update too, and answers a `ForumTopic`.
+    fn create_forum_topic(&mut self, p: &Params) -> ApiResult {
+        let chat_id = p.chat_id()?;
+        if !self.chat(chat_id)?.is_forum {
+            return Err(ApiError::bad_request("the chat is not a forum"));
+        }
+        if !self.can_manage_topics(self.bot.id, chat_id) {
+            return Err(ApiError::bad_request("not enough rights to create a topic"));
+        }
+        let name = clean_topic_name(&p.string("name").unwrap_or_default());
+        if name.is_empty() {
+            return Err(ApiError::bad_request("title must be non-empty"));
+        }
+        let icon_color = match p.int("icon_color")? {
+            None => TOPIC_ICON_COLORS[0],
+            Some(color) if (0..=0xFF_FFFF).contains(&color) => color,
+            Some(_) => return Err(ApiError::bad_request("invalid icon color specified")),
+        };
+        let emoji = p.string("icon_custom_emoji_id").filter(|e| !e.is_empty());
+        let bot = self.bot.clone();
+        let id = self.open_topic(chat_id, &bot, name.clone(), icon_color, emoji.clone());
+        self.posted.push((chat_id, id));
+        let mut topic = json!({ "message_thread_id": id, "name": name, "icon_color": icon_color });
+        if let Some(emoji) = emoji {
+            topic["icon_custom_emoji_id"] = json!(emoji);
+        }
+        Ok(topic)
+    }
+
+    /// `editForumTopic`: a topic of a forum (`invalid forum topic identifier specified` for an id
+    /// of 0 or less, `TOPIC_ID_INVALID` for an unknown one), by an admin with `can_manage_topics`
+    /// or the topic's creator (`not enough rights to edit the topic`). An empty or missing name
+    /// keeps the old one; nothing to change does nothing; the same name and icon again is
+    /// `TOPIC_NOT_MODIFIED`. Posts `forum_topic_edited`, which the bot gets as an update too.
+    fn edit_forum_topic(&mut self, p: &Params) -> ApiResult {
+        let chat_id = p.chat_id()?;
+        let chat = self.chat(chat_id)?;
+        if !chat.is_forum {
+            return Err(ApiError::bad_request("the chat is not a forum"));
+        }
+        let thread = p.int("message_thread_id")?.unwrap_or(0);
+        if thread <= 0 {
+            return Err(ApiError::bad_request("invalid forum topic identifier specified"));
+        }
+        let topic = i32::try_from(thread)
+            .ok()
+            .and_then(|id| chat.topics.get(&id).map(|topic| (id, topic)))
+            .filter(|(id, _)| chat.live(*id).is_some());
+        let Some((thread, topic)) = topic else {
+            return Err(ApiError::bad_request("TOPIC_ID_INVALID"));
+        };
+        if !self.can_manage_topics(self.bot.id, chat_id) && topic.creator != self.bot.id {
+            return Err(ApiError::bad_request("not enough rights to edit the topic"));
+        }
+        let name = p
+            .string("name")
+            .map(|name| clean_topic_name(&name))
+            .filter(|name| !name.is_empty());
+        let emoji = p.string("icon_custom_emoji_id");
+        if name.is_none() && emoji.is_none() {
+            return Ok(json!(true));
+        }
+        let new_name = name.filter(|name| *name != topic.name);
+        let current_emoji = topic.icon_custom_emoji_id.clone().unwrap_or_default();
+        let new_emoji = emoji.filter(|emoji| *emoji != current_emoji);
+        if new_name.is_none() && new_emoji.is_none() {
+            return Err(ApiError::bad_request("TOPIC_NOT_MODIFIED"));
+        }
+        let mut edited = json!({});
+        if let Some(name) = &new_name {
+            edited["name"] = json!(name);
+        }
+        if let Some(emoji) = &new_emoji {
+            edited["icon_custom_emoji_id"] = json!(emoji);
+        }
+        let topic = self
+            .chat_mut(chat_id)?
+            .topics
+            .get_mut(&thread)
+            .expect("topic found above");
+        if let Some(name) = new_name {
+            topic.name = name;
+        }
+        if let Some(emoji) = new_emoji {
+            topic.icon_custom_emoji_id = Some(emoji).filter(|e| !e.is_empty());
+        }
+        let bot = self.bot.clone();
+        let id = self.post_topic_edit(chat_id, &bot, thread, edited);
+        self.posted.push((chat_id, id));
+        Ok(json!(true))
+    }
+
     /// Store a message of a kind without text or file (a venue, a poll) and record its send.
     #[allow(clippy::too_many_arguments)]
     fn store_special(
@@ -1457,15 +1939,16 @@ impl FakeState {
         field: &str,
         value: Value,
     ) -> ApiResult {
-        let reply_to = self.reply_target(self.chat(chat_id)?, p)?;
+        let (reply_to, place) = self.placement(self.chat(chat_id)?, p)?;
         let bot = self.bot.clone();
+        let date = self.now();
         let chat = self.chat_mut(chat_id)?;
         let message_id = chat.alloc_message_id();
         chat.messages.insert(
             message_id,
             StoredMessage {
                 from: bot,
-                date: now(),
+                date,
                 text: String::new(),
                 entities: Vec::new(),
                 media: None,
@@ -1473,6 +1956,8 @@ impl FakeState {
                 edit_date: None,
                 link_preview_options: None,
                 deleted: false,
+                place,
+                service: false,
             },
         );
         let mut result = chat.message_json(message_id, true).expect("message just stored");
@@ -1495,6 +1980,7 @@ impl FakeState {
             link_preview_options: None,
             caption: None,
             file: None,
+            thread: place.topic(),
             at: std::time::Instant::now(),
         });
         Ok(result)
@@ -1511,6 +1997,7 @@ impl FakeState {
         let (text, entities) = render(&raw, parse_mode.as_deref(), p.structured("entities")?)?;
         let link_preview_options = p.structured("link_preview_options")?;
         let bot_id = self.bot.id;
+        let now = self.now();
         let chat = self.chat_mut(chat_id)?;
         let message = chat
             .messages
@@ -1534,7 +2021,7 @@ impl FakeState {
         }
         message.text = text;
         message.entities = entities;
-        message.edit_date = Some(now().max(message.date));
+        message.edit_date = Some(now.max(message.date));
         if link_preview_options.is_some() {
             message.link_preview_options = link_preview_options;
         }
@@ -1813,17 +2300,18 @@ impl FakeState {
         if text.encode_utf16().count() > MAX_CAPTION_LEN {
             return Err(ApiError::bad_request("message caption is too long"));
         }
-        let reply_to = self.reply_target(self.chat(chat_id)?, p)?;
+        let (reply_to, place) = self.placement(self.chat(chat_id)?, p)?;
         let file_id = self.input_file(kind, p)?;
         let media = self.media_fields(kind, &file_id, p)?;
         let bot = self.bot.clone();
+        let date = self.now();
         let chat = self.chat_mut(chat_id)?;
         let message_id = chat.alloc_message_id();
         chat.messages.insert(
             message_id,
             StoredMessage {
                 from: bot,
-                date: now(),
+                date,
                 text: text.clone(),
                 entities: entities.clone(),
                 media: Some(media),
@@ -1831,6 +2319,8 @@ impl FakeState {
                 edit_date: None,
                 link_preview_options: None,
                 deleted: false,
+                place,
+                service: false,
             },
         );
         let result = chat.message_json(message_id, true).expect("message just stored");
@@ -1858,6 +2348,7 @@ impl FakeState {
             link_preview_options: None,
             caption: raw_caption,
             file: Some(file),
+            thread: place.topic(),
             at: std::time::Instant::now(),
         });
         Ok(result)
@@ -1873,6 +2364,7 @@ impl FakeState {
         let parse_mode = p.string("parse_mode").filter(|m| !m.is_empty());
         let (text, entities) = render(&raw, parse_mode.as_deref(), p.structured("caption_entities")?)?;
         let bot_id = self.bot.id;
+        let now = self.now();
         let chat = self.chat_mut(chat_id)?;
         let message = chat
             .messages
@@ -1893,7 +2385,7 @@ impl FakeState {
         }
         message.text = text;
         message.entities = entities;
-        message.edit_date = Some(now().max(message.date));
+        message.edit_date = Some(now.max(message.date));
         let result = chat.message_json(message_id, true).expect("message just edited");
         self.edits.push((chat_id, message_id, raw));
         Ok(result)
@@ -1973,6 +2465,7 @@ async fn get_updates(shared: &Arc<Shared>, p: &Params, who: Option<usize>) -> Ap
             *allowed_now = allowed;
         }
         st.confirm(who, offset);
+        st.expire_updates();
         PollGuard(shared.clone(), who)
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
@@ -1982,6 +2475,7 @@ async fn get_updates(shared: &Arc<Shared>, p: &Params, who: Option<usize>) -> Ap
         notified.as_mut().enable();
         {
             let mut st = shared.lock();
+            st.expire_updates();
             let updates = st.queue(who).0;
             if !updates.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(Value::Array(updates.iter().take(limit).cloned().collect()));
@@ -2554,6 +3048,10 @@ impl FakeTelegram {
             profile_photos: HashMap::new(),
             accounts: Vec::new(),
             bot_settings: HashMap::new(),
+            clock_offset: Duration::ZERO,
+            update_expiry: HashMap::new(),
+            expired: 0,
+            posted: Vec::new(),
         };
         let shared = Arc::new(Shared {
             token: token.to_owned(),
@@ -2659,7 +3157,8 @@ impl FakeTelegram {
     /// The updates queued for bot `bot_id` (the primary bot or one added with
     /// [`FakeTelegram::add_bot`]) and not confirmed yet, oldest first.
     pub fn updates_for(&self, bot_id: i64) -> Vec<Value> {
-        let st = self.shared.lock();
+        let mut st = self.shared.lock();
+        st.expire_updates();
         if st.bot.id == bot_id {
             return st.updates.iter().cloned().collect();
         }
@@ -2678,6 +3177,133 @@ impl FakeTelegram {
     /// Registers a basic group (or renames an existing chat, keeping its history).
     pub fn add_group(&self, chat_id: i64, title: &str) {
         self.register_chat(chat_id, ChatType::Group, title);
+    }
+
+    /// Registers a supergroup with topics enabled (`is_forum: true` in every `chat` object and
+    /// in `getChat`), or turns an existing supergroup into one (renaming it, keeping its
+    /// history). The bot, an admin by default, has `can_manage_topics` there unless
+    /// [`FakeTelegram::set_topic_rights`] takes it away.
+    ///
+    /// Panics if `chat_id` is a chat of another kind.
+    pub fn add_forum(&self, chat_id: i64, title: &str) {
+        self.register_chat(chat_id, ChatType::Supergroup, title);
+        let mut st = self.shared.lock();
+        let chat = st.chats.get_mut(&chat_id).expect("just registered");
+        assert!(
+            chat.kind == ChatType::Supergroup,
+            "fake Telegram: only a supergroup can be a forum; {chat_id} is a {}",
+            chat.kind.as_str()
+        );
+        chat.is_forum = true;
+        // Message id 1 is the General topic's: a forum's first message is never 1.
+        chat.next_message_id = chat.next_message_id.max(2);
+    }
+
+    /// `from` creates a topic `name` in forum `chat_id`: queues the `forum_topic_created`
+    /// service message (`{"name", "icon_color": 7322096}`), whose `message_id` is the topic's
+    /// `message_thread_id` and which carries that `message_thread_id` and `is_topic_message`
+    /// itself; returns the thread id.
+    ///
+    /// Panics if the chat is not a forum.
+    pub fn create_topic(&self, chat_id: i64, from: &TgUser, name: &str) -> i32 {
+        let mut st = self.shared.lock();
+        st.users.entry(from.id).or_insert_with(|| from.clone());
+        assert!(
+            st.chats.get(&chat_id).is_some_and(|c| c.is_forum),
+            "fake Telegram: {chat_id} is not a forum; call add_forum first"
+        );
+        let id = st.open_topic(chat_id, from, name.to_owned(), TOPIC_ICON_COLORS[0], None);
+        st.deliver(chat_id, id, "message");
+        drop(st);
+        self.notify_update();
+        id
+    }
+
+    /// `from` renames topic `thread` of forum `chat_id` to `name`: queues a `forum_topic_edited`
+    /// service message (`{"name"}`) in that topic; returns its message id. The topic's creation
+    /// message keeps the old name, as on Telegram.
+    ///
+    /// Panics if `thread` is not a topic of the chat.
+    pub fn edit_topic(&self, chat_id: i64, from: &TgUser, thread: i32, name: &str) -> i32 {
+        let mut st = self.shared.lock();
+        st.users.entry(from.id).or_insert_with(|| from.clone());
+        let chat = st
+            .chats
+            .get_mut(&chat_id)
+            .unwrap_or_else(|| panic!("fake Telegram: unknown chat {chat_id}"));
+        let topic = chat
+            .topics
+            .get_mut(&thread)
+            .unwrap_or_else(|| panic!("fake Telegram: {thread} is not a topic of chat {chat_id}"));
+        topic.name = name.to_owned();
+        let id = st.post_topic_edit(chat_id, from, thread, json!({ "name": name }));
+        st.deliver(chat_id, id, "message");
+        drop(st);
+        self.notify_update();
+        id
+    }
+
+    /// The current name of topic `thread` of `chat_id` (`None` if there is no such topic).
+    pub fn topic_name(&self, chat_id: i64, thread: i32) -> Option<String> {
+        let st = self.shared.lock();
+        Some(st.chats.get(&chat_id)?.topics.get(&thread)?.name.clone())
+    }
+
+    /// The topics of `chat_id`: `(message_thread_id, current name)`, oldest first.
+    pub fn topics(&self, chat_id: i64) -> Vec<(i32, String)> {
+        let st = self.shared.lock();
+        st.chats
+            .get(&chat_id)
+            .map(|c| c.topics.iter().map(|(id, t)| (*id, t.name.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Gives bot `bot_id` `can_manage_topics` in forum `chat_id` or takes it away (default: it
+    /// has it wherever it is an admin): `createForumTopic` then fails with `not enough rights to
+    /// create a topic`, `editForumTopic` of a topic it did not create with `not enough rights to
+    /// edit the topic`, and `getChatMember` reports it.
+    pub fn set_topic_rights(&self, bot_id: i64, chat_id: i64, can_manage_topics: bool) {
+        let mut st = self.shared.lock();
+        let none_in = &mut st.bot_settings.entry(bot_id).or_default().no_topic_rights_in;
+        if can_manage_topics {
+            none_in.remove(&chat_id);
+        } else {
+            none_in.insert(chat_id);
+        }
+    }
+
+    /// Every message the bot sent to topic `thread` of `chat_id` (`None`: the General topic, or
+    /// anywhere in a chat that is no forum), in order, deleted ones included.
+    pub fn sent_in_topic(&self, chat_id: i64, thread: Option<i32>) -> Vec<SentMessage> {
+        self.sent(chat_id).into_iter().filter(|s| s.thread == thread).collect()
+    }
+
+    /// Moves the fake's clock `by` ahead of real time (cumulative; it starts at real time).
+    /// Later messages, edits and updates carry the new time in `date`, and updates left
+    /// unconfirmed for longer than they live (24 hours for messages) are dropped now, as the real
+    /// server drops them: see [`FakeTelegram::expired_updates`]. The daemon's own clock does not
+    /// move: dates from the fake are then in its future.
+    pub fn advance_clock(&self, by: Duration) {
+        let mut st = self.shared.lock();
+        st.clock_offset += by;
+        st.expire_updates();
+        drop(st);
+        self.notify_update();
+    }
+
+    /// The fake's current unix time (real time plus [`FakeTelegram::advance_clock`]).
+    pub fn unix_time(&self) -> i64 {
+        self.shared.lock().now()
+    }
+
+    /// How many updates (for any bot) the fake dropped because they were not confirmed through
+    /// `getUpdates`'s `offset` within their lifetime (24 hours for messages, edits, reactions;
+    /// 150 s for callback queries), whether or not a `getUpdates` had returned them: what a
+    /// daemon asleep that long would have lost.
+    pub fn expired_updates(&self) -> usize {
+        let mut st = self.shared.lock();
+        st.expire_updates();
+        st.expired
     }
 
     fn register_chat(&self, chat_id: i64, kind: ChatType, title: &str) {
@@ -2724,27 +3350,55 @@ impl FakeTelegram {
         entities: Value,
         reply_to: Option<i32>,
     ) -> i32 {
+        self.inject_message_in(chat_id, None, from, text, entities, reply_to)
+    }
+
+    /// [`FakeTelegram::inject_message`] in forum topic `thread` (`None`: where the reply target
+    /// is, else the General topic). As on Telegram, a reply lands in its target's topic without
+    /// naming it, and a reply to a message of another topic shows it as `external_reply`.
+    ///
+    /// Panics if `thread` is not a topic of the chat.
+    pub fn inject_message_in(
+        &self,
+        chat_id: i64,
+        thread: Option<i32>,
+        from: &TgUser,
+        text: &str,
+        entities: Value,
+        reply_to: Option<i32>,
+    ) -> i32 {
         let entities = match entities {
             Value::Null => Vec::new(),
             Value::Array(entities) => entities,
             other => panic!("fake Telegram: entities must be a JSON array or null, got {other}"),
         };
-        self.inject(chat_id, from, text, entities, reply_to, None)
+        self.inject(chat_id, thread, from, text, entities, reply_to, None, false)
+    }
+
+    /// A user posts `text` in topic `thread` of forum `chat_id`; queues a `message` update (with
+    /// `message_thread_id`, `is_topic_message` and the topic's creation message as
+    /// `reply_to_message`) and returns the message id.
+    pub fn inject_topic_text(&self, chat_id: i64, thread: i32, from: &TgUser, text: &str) -> i32 {
+        self.inject_message_in(chat_id, Some(thread), from, text, Value::Null, None)
     }
 
     /// Stores a user message (a text, or a caption with `media` fields) and
     /// queues its `message` update.
+    #[allow(clippy::too_many_arguments)]
     fn inject(
         &self,
         chat_id: i64,
+        thread: Option<i32>,
         from: &TgUser,
         text: &str,
         entities: Vec<Value>,
         reply_to: Option<i32>,
         media: Option<Map<String, Value>>,
+        service: bool,
     ) -> i32 {
         let mut st = self.shared.lock();
         st.users.entry(from.id).or_insert_with(|| from.clone());
+        let date = st.now();
         let chat = st
             .chats
             .get_mut(&chat_id)
@@ -2755,12 +3409,19 @@ impl FakeTelegram {
                 "fake Telegram: reply target {target} does not exist in chat {chat_id}"
             );
         }
+        if let Some(thread) = thread {
+            assert!(
+                chat.topic_of(thread) == Some(thread),
+                "fake Telegram: {thread} is not a topic of chat {chat_id}"
+            );
+        }
+        let place = chat.place(thread, reply_to);
         let message_id = chat.alloc_message_id();
         chat.messages.insert(
             message_id,
             StoredMessage {
                 from: from.clone(),
-                date: now(),
+                date,
                 text: text.to_owned(),
                 entities,
                 media,
@@ -2768,6 +3429,8 @@ impl FakeTelegram {
                 edit_date: None,
                 link_preview_options: None,
                 deleted: false,
+                place,
+                service,
             },
         );
         st.deliver(chat_id, message_id, "message");
@@ -2848,10 +3511,15 @@ impl FakeTelegram {
     /// Use [`FakeTelegram::add_file`] and [`FakeTelegram::file_meta`] for the
     /// file fields of a downloadable attachment.
     pub fn inject_media(&self, chat_id: i64, from: &TgUser, fields: Value) -> i32 {
+        self.inject_media_in(chat_id, None, from, fields)
+    }
+
+    /// [`FakeTelegram::inject_media`] in forum topic `thread` (`None`: the General topic).
+    pub fn inject_media_in(&self, chat_id: i64, thread: Option<i32>, from: &TgUser, fields: Value) -> i32 {
         let Value::Object(fields) = fields else {
             panic!("fake Telegram: inject_media fields must be a JSON object, got {fields}");
         };
-        self.inject(chat_id, from, "", Vec::new(), None, Some(fields))
+        self.inject(chat_id, thread, from, "", Vec::new(), None, Some(fields), false)
     }
 
     fn inject_file_message(
@@ -2863,7 +3531,8 @@ impl FakeTelegram {
         value: Value,
     ) -> i32 {
         let media = Map::from_iter([(field.to_owned(), value)]);
-        self.inject(chat_id, from, caption.unwrap_or(""), Vec::new(), None, Some(media))
+        let caption = caption.unwrap_or("");
+        self.inject(chat_id, None, from, caption, Vec::new(), None, Some(media), false)
     }
 
     /// `user` changes their reactions to `message_id` from the emoji `old` to
@@ -2891,7 +3560,7 @@ impl FakeTelegram {
             "chat": chat.to_json(),
             "message_id": message_id,
             "user": user.to_json(),
-            "date": now(),
+            "date": st.now(),
             "old_reaction": emoji(old),
             "new_reaction": emoji(new),
         });
@@ -2954,6 +3623,7 @@ impl FakeTelegram {
     /// Panics if the message does not exist.
     pub fn inject_edit(&self, chat_id: i64, message_id: i32, new_text: &str) {
         let mut st = self.shared.lock();
+        let now = st.now();
         let chat = st
             .chats
             .get_mut(&chat_id)
@@ -2965,7 +3635,7 @@ impl FakeTelegram {
             .unwrap_or_else(|| panic!("fake Telegram: no message {message_id} in chat {chat_id} to edit"));
         message.text = new_text.to_owned();
         message.entities.clear();
-        message.edit_date = Some(now().max(message.date));
+        message.edit_date = Some(now.max(message.date));
         st.deliver(chat_id, message_id, "edited_message");
         drop(st);
         self.notify_update();
@@ -3007,7 +3677,15 @@ impl FakeTelegram {
     /// `pinned_message`, ...) from `from`: `fields` (a JSON object) is merged into the `Message`
     /// object, which has no text. Queues a `message` update and returns the message id.
     pub fn inject_service(&self, chat_id: i64, from: &TgUser, fields: Value) -> i32 {
-        self.inject_media(chat_id, from, fields)
+        self.inject_service_in(chat_id, None, from, fields)
+    }
+
+    /// [`FakeTelegram::inject_service`] in forum topic `thread` (`None`: the General topic).
+    pub fn inject_service_in(&self, chat_id: i64, thread: Option<i32>, from: &TgUser, fields: Value) -> i32 {
+        let Value::Object(fields) = fields else {
+            panic!("fake Telegram: inject_service fields must be a JSON object, got {fields}");
+        };
+        self.inject(chat_id, thread, from, "", Vec::new(), None, Some(fields), true)
     }
 
     /// Queues an arbitrary update `{"update_id": .., kind: payload}` (e.g.
@@ -3051,12 +3729,13 @@ impl FakeTelegram {
     pub fn announce_upgrade(&self, old: i64, new: i64, by: &TgUser) {
         let mut st = self.shared.lock();
         let service = |st: &mut FakeState, chat_id: i64, key: &str, other: i64| {
+            let date = st.now();
             let chat = st.chats.get_mut(&chat_id).expect("registered by upgrade_group");
             let payload = json!({
                 "message_id": chat.alloc_message_id(),
                 "from": by.to_json(),
                 "chat": chat.to_json(),
-                "date": now(),
+                "date": date,
                 key: other,
             });
             for who in std::iter::once(None).chain((0..st.accounts.len()).map(Some)) {
@@ -3148,7 +3827,9 @@ impl FakeTelegram {
 
     /// Number of queued updates not yet confirmed through `getUpdates`'s `offset`.
     pub fn pending_updates(&self) -> usize {
-        self.shared.lock().updates.len()
+        let mut st = self.shared.lock();
+        st.expire_updates();
+        st.updates.len()
     }
 
     /// How many times `method` was called (case-insensitive), failed calls included.
