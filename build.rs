@@ -10,13 +10,15 @@
 //! The flag is used only if a probe program linked with it also runs here, so an older linker or
 //! C library gets the ordinary build instead of a failure.
 //!
-//! Also: whether the integration tests can run on Conduit too (see `conduit()`).
+//! Also: whether the integration tests can run on Conduit too (see `conduit()`), and the storage
+//! tests on PostgreSQL too (see `postgres()`).
 
 use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     conduit();
+    postgres();
     let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let target_env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
     let cross = std::env::var("HOST").ok() != std::env::var("TARGET").ok();
@@ -81,5 +83,35 @@ fn conduit() {
                 path.display()
             );
         }
+    }
+}
+
+/// The storage tests run on SQLite and, when PostgreSQL is here, on PostgreSQL too: a server named
+/// by `TGMX_TEST_POSTGRES_URL`, or `initdb` (on the `PATH` or in `/usr/lib/postgresql/*/bin`) for
+/// the throwaway cluster of `tests/rig/postgres.sh`. With it, `cfg(tgmx_postgres)` turns on the
+/// PostgreSQL variant of every storage test. Without it a developer gets one warning;
+/// `TGMX_REQUIRE_POSTGRES=1` (CI) makes it an error.
+fn postgres() {
+    println!("cargo:rustc-check-cfg=cfg(tgmx_postgres)");
+    println!("cargo:rerun-if-env-changed=TGMX_TEST_POSTGRES_URL");
+    println!("cargo:rerun-if-env-changed=TGMX_REQUIRE_POSTGRES");
+    println!("cargo:rerun-if-env-changed=PATH");
+    let url = std::env::var("TGMX_TEST_POSTGRES_URL").is_ok_and(|u| !u.is_empty());
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("initdb").is_file()));
+    let packaged = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|dirs| dirs.flatten().any(|d| d.path().join("bin/initdb").is_file()))
+        .unwrap_or(false);
+    if url || on_path || packaged {
+        println!("cargo:rustc-cfg=tgmx_postgres");
+    } else if std::env::var("TGMX_REQUIRE_POSTGRES").is_ok_and(|v| !v.is_empty() && v != "0") {
+        panic!(
+            "TGMX_REQUIRE_POSTGRES is set but there is no PostgreSQL here (no initdb, no \
+             TGMX_TEST_POSTGRES_URL): install it (Debian: apt-get install postgresql)"
+        );
+    } else {
+        println!(
+            "cargo:warning=PostgreSQL not found (no initdb, no TGMX_TEST_POSTGRES_URL): storage tests run on SQLite only"
+        );
     }
 }

@@ -32,8 +32,13 @@ pub struct App {
 impl App {
     pub async fn build(cfg: Config) -> Result<App> {
         let registration = Registration::load(&cfg.appservice.registration)?;
-        let lock = Store::lock_for_daemon(&cfg.database)?;
+        let lock = Store::lock_for_daemon(&cfg.database).await?;
         let store = Store::open(&cfg.database).await?;
+        tracing::info!(
+            backend = store.backend().name(),
+            database = %crate::storage::redacted(&cfg.database),
+            "database open"
+        );
         let mx = MatrixClient::new(&cfg.homeserver.url, &registration.as_token).acting_as(cfg.bot_user_id());
         if registration.sender_localpart == cfg.appservice.bot_localpart {
             tracing::warn!(

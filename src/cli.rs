@@ -87,7 +87,8 @@ pub enum Command {
         #[arg(short, long, env = "TGMX_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Copy the database to `path` while the daemon runs (SQLite `VACUUM INTO`).
+    /// Copy the database to `path` while the daemon runs (SQLite `VACUUM INTO`; for PostgreSQL it
+    /// prints the `pg_dump` command to run instead).
     Backup {
         /// The new file to write (must not exist); crypto stores go beside it as `<path>.crypto`.
         path: PathBuf,
@@ -101,6 +102,18 @@ pub enum Command {
         /// Config file (default: ./config.yaml if there is one, else the embedded default).
         #[arg(short, long, env = "TGMX_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// Copy a bridge's whole state (portals, puppets, message map, inboxes, offsets, mode history,
+    /// audit rows, rollcalls...) from an SQLite database into a new, empty PostgreSQL database,
+    /// with the daemon stopped. Prints the rows copied per table.
+    MigrateDb {
+        /// The database to copy: `sqlite://path/to/tgmx.db`.
+        #[arg(long)]
+        from: String,
+        /// The database to fill: `postgres://user:password@host/dbname` (it must exist and hold
+        /// no tgmx data; its tables are created).
+        #[arg(long)]
+        to: String,
     },
     /// Validate the config file, check what `run` needs before it starts (the bot token while
     /// Telegram is enabled, the registration file, the database's directory), and print the

@@ -52,6 +52,10 @@ pub struct EncryptionConfig {
     /// `TGMX_PICKLE_KEY`. Required once a bridged room is encrypted.
     #[serde(default)]
     pub pickle_key: Option<String>,
+    /// The directory of the crypto stores (relative to the config file). Default: `tgmx-crypto`
+    /// beside an SQLite database; with PostgreSQL, `tgmx-crypto` beside the config file.
+    #[serde(default)]
+    pub store_dir: Option<PathBuf>,
 }
 
 impl Default for EncryptionConfig {
@@ -61,6 +65,7 @@ impl Default for EncryptionConfig {
             default: false,
             require: false,
             pickle_key: None,
+            store_dir: None,
         }
     }
 }
@@ -73,6 +78,7 @@ impl std::fmt::Debug for EncryptionConfig {
             .field("default", &self.default)
             .field("require", &self.require)
             .field("pickle_key", &self.pickle_key.as_ref().map(|_| "<redacted>"))
+            .field("store_dir", &self.store_dir)
             .finish()
     }
 }
@@ -533,12 +539,23 @@ impl Config {
         if cfg.appservice.registration.is_relative() {
             cfg.appservice.registration = base_dir.join(&cfg.appservice.registration);
         }
+        if let Ok(url) = std::env::var("TGMX_DATABASE_URL")
+            && !url.is_empty()
+        {
+            cfg.database = url;
+        }
         if let Some(rest) = cfg.database.strip_prefix("sqlite://") {
             let p = Path::new(rest.split('?').next().unwrap_or(rest));
             if p.is_relative() && rest != ":memory:" {
                 cfg.database = format!("sqlite://{}", base_dir.join(rest).display());
             }
         }
+        cfg.encryption.store_dir = Some(match cfg.encryption.store_dir.take() {
+            Some(dir) if dir.is_relative() => base_dir.join(dir),
+            Some(dir) => dir,
+            None if cfg.database.starts_with("sqlite:") => crate::matrix::crypto::dir_for(&cfg.database),
+            None => base_dir.join("tgmx-crypto"),
+        });
         if cfg.gateway.telegram.bot_token.as_deref().is_none_or(str::is_empty) {
             cfg.gateway.telegram.bot_token = std::env::var("TGMX_TELEGRAM_TOKEN").ok().filter(|t| !t.is_empty());
         }
@@ -588,6 +605,14 @@ impl Config {
         Ok((cfg, registration))
     }
 
+    /// The directory of the crypto stores (`encryption.store_dir`, see there).
+    pub fn crypto_dir(&self) -> PathBuf {
+        self.encryption
+            .store_dir
+            .clone()
+            .unwrap_or_else(|| crate::matrix::crypto::dir_for(&self.database))
+    }
+
     /// The directory of an SQLite database file (`None` for an in-memory database).
     fn database_dir(&self) -> Option<PathBuf> {
         let rest = self.database.strip_prefix("sqlite://")?;
@@ -628,7 +653,11 @@ impl Config {
                 a.puppet_prefix,
                 hs.server_name
             ),
-            format!("database: {}", self.database),
+            format!(
+                "database: {} ({})",
+                crate::storage::redacted(&self.database),
+                crate::storage::Backend::of(&self.database).map_or("?", crate::storage::Backend::name)
+            ),
             format!(
                 "gateway: primary {}, fallback {}, dedupe {} (window {} s)",
                 g.primary_platform.as_str(),
@@ -767,8 +796,17 @@ impl Config {
                 "must not start with the puppet prefix",
             ));
         }
-        if !self.database.starts_with("sqlite:") {
-            return Err(invalid("database", "only sqlite:// URLs are supported"));
+        match crate::storage::Backend::of(&self.database) {
+            Some(crate::storage::Backend::Sqlite) => {}
+            Some(crate::storage::Backend::Postgres) => {
+                url::Url::parse(&self.database).map_err(|e| invalid("database", e))?;
+            }
+            None => {
+                return Err(invalid(
+                    "database",
+                    "must be an sqlite:// or postgres:// URL (or set TGMX_DATABASE_URL)",
+                ));
+            }
         }
         url::Url::parse(&self.gateway.telegram.api_url).map_err(|e| invalid("gateway.telegram.api_url", e))?;
         if self.gateway.primary_platform == Platform::None {

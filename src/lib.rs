@@ -15,9 +15,11 @@
 //!   plain or encrypted for each send and upload; `appservice` is the HTTP API the homeserver
 //!   pushes to (axum); `crypto` / `device`: one matrix-sdk device per acting user for encrypted
 //!   rooms (cargo feature `e2ee`, on by default); `txn`: every transaction id the bridge uses.
-//! - [`storage`]: SQLite (sqlx, `migrations/`), one file per table group (portals, puppets,
-//!   messages, inboxes, cutover, audit) with typed ids and row structs; `Store::write` is the one
-//!   write path and watches for storage faults.
+//! - [`storage`]: SQLite (the default) or PostgreSQL (sqlx, `migrations/sqlite/` and
+//!   `migrations/postgres/`: the same schema in each dialect), one file per table group (portals,
+//!   puppets, messages, inboxes, cutover, audit) with typed ids and row structs; each query is
+//!   written once and runs on either backend's own driver (`on!`); `Store::write` is the one
+//!   write path and watches for storage faults; `copy`: `tgmx migrate-db`.
 //! - [`bridge`]: the core that decides, split into parts that own their state (`portals`,
 //!   `people`, `cutover`, `catch_up`, `media`, `dedupe`), the two directions (`telegram_in`,
 //!   `matrix_in`; Telegram service messages in `service`, room name/topic/avatar and members in

@@ -31,17 +31,25 @@ fn config_name(arg: Option<&PathBuf>) -> String {
 /// The database of a command that reads the bridge's state, which it never creates: an empty
 /// database made on the spot would report "nothing lost" about a bridge it never saw.
 async fn open_state(cfg: &Config, arg: Option<&PathBuf>) -> anyhow::Result<tgmx::storage::Store> {
-    let file = tgmx::storage::database_file(&cfg.database)?;
-    println!("config: {}; database: {}", config_name(arg), file.display());
-    if !file.exists() {
-        bail!(
-            "no database at {} (config: {}): this command reads the bridge's state and does not create \
-             it; pass the daemon's config with -c",
-            file.display(),
+    let shown = database_name(&cfg.database)?;
+    println!("config: {}; database: {shown}", config_name(arg));
+    match tgmx::storage::Store::open_existing(&cfg.database).await? {
+        Some(store) => Ok(store),
+        None => bail!(
+            "no bridge database at {shown} (config: {}): this command reads the bridge's state and does \
+             not create it; pass the daemon's config with -c",
             config_name(arg)
-        );
+        ),
     }
-    Ok(tgmx::storage::Store::open(&cfg.database).await?)
+}
+
+/// How a database is named to the operator: an SQLite file's path, a PostgreSQL URL without
+/// its password.
+fn database_name(url: &str) -> anyhow::Result<String> {
+    Ok(match tgmx::storage::Backend::of(url) {
+        Some(tgmx::storage::Backend::Postgres) => tgmx::storage::redacted(url),
+        _ => tgmx::storage::database_file(url)?.display().to_string(),
+    })
 }
 
 fn init_tracing(level: &str) {
@@ -181,11 +189,27 @@ async fn dispatch() -> anyhow::Result<()> {
                 }
             };
             // Never creates the database: before the first start there is none.
-            let running = if tgmx::storage::database_file(&cfg.database)?.exists() {
-                daemon_running(&tgmx::storage::Store::open(&cfg.database).await?).await?
-            } else {
-                false
+            let (store, db_line) = match tgmx::storage::Store::open_existing(&cfg.database).await {
+                Ok(store) => {
+                    let what = match &store {
+                        Some(s) => s.version().await.map_err(anyhow::Error::from),
+                        None => Ok("no tables yet: created on the first start".to_owned()),
+                    };
+                    (store, what)
+                }
+                Err(e) => (None, Err(e.into())),
             };
+            let running = match &store {
+                Some(s) => daemon_running(s).await?,
+                None => false,
+            };
+            let backend = tgmx::storage::Backend::of(&cfg.database).map_or("?", tgmx::storage::Backend::name);
+            let shown = database_name(&cfg.database)?;
+            let db_ok = db_line.is_ok();
+            match db_line {
+                Ok(version) => println!("ok   database: {backend} at {shown} ({version})"),
+                Err(e) => println!("FAIL database: {backend} at {shown} — cannot open it: {e:#}"),
+            }
             let lines = tgmx::check::run(&cfg, running).await;
             for l in &lines {
                 if l.ok {
@@ -194,7 +218,7 @@ async fn dispatch() -> anyhow::Result<()> {
                     println!("FAIL {} — {}", l.what, l.hint);
                 }
             }
-            if lines.iter().any(|l| !l.ok) {
+            if !db_ok || lines.iter().any(|l| !l.ok) {
                 std::process::exit(1);
             }
         }
@@ -205,10 +229,20 @@ async fn dispatch() -> anyhow::Result<()> {
                 bail!("{} exists; choose a new file", path.display());
             }
             let store = open_state(&cfg, config.as_ref()).await?;
-            store.backup(&path).await?;
-            println!("database copied to {}", path.display());
+            if store.backend() == tgmx::storage::Backend::Postgres {
+                println!(
+                    "the database is PostgreSQL: back it up with pg_dump (not run here), as the database's \
+                     owner, with the password in PGPASSWORD or ~/.pgpass:\n  {}\nrestore with pg_restore \
+                     --dbname=<an empty database> {}",
+                    tgmx::storage::pg_dump_command(&cfg.database, &path),
+                    path.display()
+                );
+            } else {
+                store.backup(&path).await?;
+                println!("database copied to {}", path.display());
+            }
             // The devices' crypto stores (keys of encrypted rooms) go beside it.
-            let crypto = tgmx::matrix::crypto::dir_for(&cfg.database);
+            let crypto = cfg.crypto_dir();
             let target = path.with_extension("crypto");
             let n = tgmx::matrix::crypto::backup_dir(&crypto, &target).await?;
             if n > 0 {
@@ -220,6 +254,29 @@ async fn dispatch() -> anyhow::Result<()> {
             let store = open_state(&cfg, config.as_ref()).await?;
             let report = tgmx::report::status(&cfg, &store, daemon_running(&store).await?).await?;
             println!("{}", report.text(tgmx::report::Verdict::Ready));
+        }
+        Command::MigrateDb { from, to } => {
+            let counts = tgmx::storage::copy::migrate(&from, &to).await?;
+            for (table, n) in &counts {
+                println!("{table:<18} {n:>8} rows");
+            }
+            println!(
+                "copied {} rows in {} tables from {} to {}",
+                counts.iter().map(|(_, n)| n).sum::<u64>(),
+                counts.len(),
+                database_name(&from)?,
+                tgmx::storage::redacted(&to)
+            );
+            let crypto = tgmx::matrix::crypto::dir_for(&from);
+            if crypto.is_dir() {
+                println!(
+                    "the crypto stores (encrypted rooms) stay in {}: set `encryption.store_dir: {}` in the \
+                     config (or move the directory to tgmx-crypto/ beside the config file)",
+                    crypto.display(),
+                    crypto.display()
+                );
+            }
+            println!("now set `database:` (or TGMX_DATABASE_URL) to the new database and start the daemon");
         }
         Command::CheckConfig { config } => {
             // Also what `run` needs before it starts: the bot token, the registration.

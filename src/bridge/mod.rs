@@ -85,7 +85,7 @@ impl Bridge {
             &cfg.homeserver.url,
             mx.clone(),
             store.clone(),
-            crate::matrix::crypto::dir_for(&cfg.database),
+            cfg.crypto_dir(),
             cfg.encryption.pickle_key.clone(),
         );
         let reader = crate::matrix::device::TimelineReader::new(mx.clone(), store.clone(), bot_mxid.clone());

@@ -2,9 +2,7 @@
 //! announcements each owes (`announcements`), and posts watched for cross-side duplicates
 //! (`echo_watch`).
 
-use futures::FutureExt;
 use ruma::UserId;
-use sqlx::Row;
 
 use super::{Store, now_ms};
 use crate::error::Result;
@@ -39,11 +37,11 @@ impl Store {
 
     /// The mode of the newest switch, if any was recorded.
     pub async fn current_mode(&self) -> Result<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT to_mode FROM mode_switches ORDER BY id DESC LIMIT 1")
-                .fetch_optional(&self.pool)
-                .await?,
+        Ok(on!(self.db(), |p| sqlx::query_scalar(
+            "SELECT to_mode FROM mode_switches ORDER BY id DESC LIMIT 1"
         )
+        .fetch_optional(p)
+        .await)?)
     }
 
     /// Record a switch and the announcements it owes (`(target, kind)`, see
@@ -56,21 +54,23 @@ impl Store {
         announcements: &[(String, String)],
     ) -> Result<i64> {
         self.write(false, async |tx| {
-            let id = sqlx::query("INSERT INTO mode_switches (from_mode, to_mode, at, reason) VALUES (?, ?, ?, ?)")
-                .bind(from)
-                .bind(to)
-                .bind(now_ms())
-                .bind(reason)
-                .execute(&mut *tx)
-                .await?
-                .last_insert_rowid();
+            let id: i64 = on!(tx.db(), |c| sqlx::query_scalar(
+                "INSERT INTO mode_switches (from_mode, to_mode, at, reason) VALUES ($1, $2, $3, $4) RETURNING id"
+            )
+            .bind(from)
+            .bind(to)
+            .bind(now_ms())
+            .bind(reason)
+            .fetch_one(c)
+            .await)?;
             for (target, kind) in announcements {
-                sqlx::query("INSERT INTO announcements (switch_id, target, kind) VALUES (?, ?, ?)")
+                on!(tx.db(), |c| sqlx::query("INSERT INTO announcements (switch_id, target, kind) VALUES ($1, $2, $3)")
                     .bind(id)
                     .bind(target)
                     .bind(kind)
-                    .execute(&mut *tx)
-                    .await?;
+                    .execute(c)
+                    .await
+                    .map(|_| ()))?;
             }
             Ok(id)
         })
@@ -80,90 +80,90 @@ impl Store {
     /// When the cutover in force began (unix ms): the newest switch to `cutover` since the last
     /// switch to `parallel`; `None` when there is none (no cutover since the last rollback).
     pub async fn cutover_since(&self) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar(
+        Ok(on!(self.db(), |p| sqlx::query_scalar(
             "SELECT at FROM mode_switches WHERE to_mode = 'cutover'
                AND id > (SELECT COALESCE(MAX(id), 0) FROM mode_switches WHERE to_mode = 'parallel')
              ORDER BY id DESC LIMIT 1",
         )
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(p)
+        .await)?)
     }
 
     /// When the bridge last left standby (unix ms): what was posted before then, and bridged
     /// after, was held by the standby.
     pub async fn left_standby_at(&self) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar(
+        Ok(on!(self.db(), |p| sqlx::query_scalar(
             "SELECT at FROM mode_switches WHERE from_mode = 'standby' AND to_mode <> 'standby' ORDER BY id DESC LIMIT 1",
         )
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(p)
+        .await)?)
     }
 
     /// When the standby in force began (unix ms), if the newest switch is to `standby`.
     pub async fn standby_since(&self) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar(
+        Ok(on!(self.db(), |p| sqlx::query_scalar(
             "SELECT at FROM mode_switches WHERE id = (SELECT MAX(id) FROM mode_switches) AND to_mode = 'standby'",
         )
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(p)
+        .await)?)
     }
 
     /// Switch history, oldest first.
     pub async fn switches(&self) -> Result<Vec<Switch>> {
-        let rows = sqlx::query("SELECT from_mode, to_mode, at, reason FROM mode_switches ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<(Option<String>, String, i64, String)> = on!(self.db(), |p| sqlx::query_as(
+            "SELECT from_mode, to_mode, at, reason FROM mode_switches ORDER BY id"
+        )
+        .fetch_all(p)
+        .await)?;
         Ok(rows
             .into_iter()
-            .map(|r| Switch {
-                from_mode: r.get(0),
-                to_mode: r.get(1),
-                at: r.get(2),
-                reason: r.get(3),
+            .map(|(from_mode, to_mode, at, reason)| Switch {
+                from_mode,
+                to_mode,
+                at,
+                reason,
             })
             .collect())
     }
 
     /// Announcements not yet posted, oldest first.
     pub async fn pending_announcements(&self) -> Result<Vec<PendingAnnouncement>> {
-        let rows = sqlx::query(
+        let rows: Vec<(i64, String, String)> = on!(self.db(), |p| sqlx::query_as(
             "SELECT switch_id, target, kind FROM announcements WHERE done_at IS NULL ORDER BY switch_id, target",
         )
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(p)
+        .await)?;
         Ok(rows
             .into_iter()
-            .map(|r| PendingAnnouncement {
-                switch_id: r.get(0),
-                target: r.get(1),
-                kind: r.get(2),
-            })
+            .map(|(switch_id, target, kind)| PendingAnnouncement { switch_id, target, kind })
             .collect())
     }
 
     /// Record an announcement as posted (`tg_msg_id`: its Telegram message, to unpin later), or
     /// as given up on.
     pub async fn announcement_done(&self, switch_id: i64, target: &str, tg_msg_id: Option<i32>) -> Result<()> {
-        sqlx::query("UPDATE announcements SET done_at = ?, tg_msg_id = ? WHERE switch_id = ? AND target = ?")
-            .bind(now_ms())
-            .bind(tg_msg_id)
-            .bind(switch_id)
-            .bind(target)
-            .execute(&self.pool)
-            .map(|r| self.noted(r))
-            .await?;
-        Ok(())
+        let r = on!(self.db(), |p| sqlx::query(
+            "UPDATE announcements SET done_at = $1, tg_msg_id = $2 WHERE switch_id = $3 AND target = $4"
+        )
+        .bind(now_ms())
+        .bind(tg_msg_id)
+        .bind(switch_id)
+        .bind(target)
+        .execute(p)
+        .await
+        .map(|_| ()));
+        self.noted(r)
     }
 
     /// Telegram messages of earlier posted announcements in a chat (to unpin on rollback).
     pub async fn pinned_announcements(&self, target: &str, before_switch: i64) -> Result<Vec<i32>> {
-        Ok(sqlx::query_scalar(
-            "SELECT tg_msg_id FROM announcements WHERE target = ? AND switch_id < ? AND tg_msg_id IS NOT NULL",
+        Ok(on!(self.db(), |p| sqlx::query_scalar(
+            "SELECT tg_msg_id FROM announcements WHERE target = $1 AND switch_id < $2 AND tg_msg_id IS NOT NULL",
         )
         .bind(target)
         .bind(before_switch)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(p)
+        .await)?)
     }
 
     // ---- cross-side duplicate watch ----
@@ -181,8 +181,9 @@ impl Store {
         norm: &str,
         ts: i64,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT OR IGNORE INTO echo_watch (platform, ref, identity, tg_chat_id, norm, ts) VALUES (?, ?, ?, ?, ?, ?)",
+        let r = on!(self.db(), |p| sqlx::query(
+            "INSERT INTO echo_watch (platform, ref, identity, tg_chat_id, norm, ts) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT DO NOTHING",
         )
         .bind(platform)
         .bind(reference)
@@ -190,14 +191,16 @@ impl Store {
         .bind(chat)
         .bind(norm)
         .bind(ts)
-        .execute(&self.pool).map(|r| self.noted(r))
-        .await?;
-        sqlx::query("DELETE FROM echo_watch WHERE ts < ?")
+        .execute(p)
+        .await
+        .map(|_| ()));
+        self.noted(r)?;
+        let r = on!(self.db(), |p| sqlx::query("DELETE FROM echo_watch WHERE ts < $1")
             .bind(now_ms() - 86_400_000)
-            .execute(&self.pool)
-            .map(|r| self.noted(r))
-            .await?;
-        Ok(())
+            .execute(p)
+            .await
+            .map(|_| ()));
+        self.noted(r)
     }
 
     /// A post of the same identity and text on `platform` within `window_ms` of `ts`: its
@@ -211,9 +214,9 @@ impl Store {
         ts: i64,
         window_ms: i64,
     ) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT ref FROM echo_watch WHERE platform = ? AND identity = ? AND tg_chat_id = ? AND norm = ?
-             AND ts BETWEEN ? AND ? ORDER BY ts LIMIT 1",
+        Ok(on!(self.db(), |p| sqlx::query_scalar(
+            "SELECT ref FROM echo_watch WHERE platform = $1 AND identity = $2 AND tg_chat_id = $3 AND norm = $4
+             AND ts BETWEEN $5 AND $6 ORDER BY ts LIMIT 1",
         )
         .bind(platform)
         .bind(identity.as_str())
@@ -221,7 +224,7 @@ impl Store {
         .bind(norm)
         .bind(ts - window_ms)
         .bind(ts + window_ms)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(p)
+        .await)?)
     }
 }

@@ -2,11 +2,9 @@
 //! (`mx_transactions`), events seen (`mx_seen`), and the inbox (`mx_inbox`). Telegram: the inbox
 //! (`tg_inbox`) and the update offset (`kv` key `tg_offset`).
 
-use futures::FutureExt;
 use ruma::{EventId, OwnedEventId, OwnedRoomId, RoomId, TransactionId};
-use sqlx::Row;
 
-use super::{Store, now_ms};
+use super::{Store, WriteTx, dialect, now_ms};
 use crate::error::Result;
 
 /// A Matrix event as received.
@@ -54,30 +52,25 @@ pub struct InboxItem {
 }
 
 /// Rows of `(key, json)` as inbox items.
-fn inbox_items(rows: Vec<sqlx::sqlite::SqliteRow>) -> Vec<InboxItem> {
-    rows.into_iter()
-        .map(|r| InboxItem {
-            key: r.get(0),
-            json: r.get(1),
-        })
-        .collect()
+fn inbox_items(rows: Vec<(i64, String)>) -> Vec<InboxItem> {
+    rows.into_iter().map(|(key, json)| InboxItem { key, json }).collect()
 }
 
 /// Record `ev` as seen inside `tx`; `false` if it was already (events without an id: always new).
-async fn mark_seen(tx: &mut sqlx::SqliteConnection, ev: &MxEvent, now: i64) -> Result<bool> {
+async fn mark_seen(tx: &mut WriteTx, ev: &MxEvent, now: i64) -> Result<bool> {
     let Some(id) = &ev.event_id else {
         return Ok(true);
     };
-    Ok(
-        sqlx::query("INSERT OR IGNORE INTO mx_seen (event_id, room_id, received_at) VALUES (?, ?, ?)")
-            .bind(id.as_str())
-            .bind(ev.lane())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 1,
+    let n = on!(tx.db(), |c| sqlx::query(
+        "INSERT INTO mx_seen (event_id, room_id, received_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
     )
+    .bind(id.as_str())
+    .bind(ev.lane())
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(n == 1)
 }
 
 /// Inbox items fetched per batch (a literal in the queries, so SQLite keeps them prepared).
@@ -86,7 +79,7 @@ pub const BATCH: usize = 64;
 impl Store {
     // ---- appservice transactions and the Matrix inbox ----
 
-    /// Store a transaction and its events in one SQLite transaction (all or nothing); `false`
+    /// Store a transaction and its events in one database transaction (all or nothing); `false`
     /// when both its id and every event were known (a repeat).
     /// An event already seen (fetched by the catch-up before the homeserver delivered it) is
     /// not queued again, and the bridge's own echoes are not stored at all.
@@ -118,23 +111,26 @@ impl Store {
         // IMMEDIATE: the check below and the inserts see the same state (no writer in between).
         self.write(true, async |tx| {
             if let Some((room, since)) = quiet_since {
-                let delivered: Option<i64> =
-                    sqlx::query_scalar("SELECT 1 FROM mx_seen WHERE room_id = ? AND received_at >= ? LIMIT 1")
-                        .bind(room.as_str())
-                        .bind(since)
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                let delivered: Option<i32> = on!(tx.db(), |c| sqlx::query_scalar(
+                    "SELECT 1 FROM mx_seen WHERE room_id = $1 AND received_at >= $2 LIMIT 1"
+                )
+                .bind(room.as_str())
+                .bind(since)
+                .fetch_optional(c)
+                .await)?;
                 if delivered.is_some() {
                     return Ok(false);
                 }
             }
             let now = now_ms();
-            let inserted = sqlx::query("INSERT OR IGNORE INTO mx_transactions (txn_id, received_at) VALUES (?, ?)")
-                .bind(txn_id.as_str())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let inserted = on!(tx.db(), |c| sqlx::query(
+                "INSERT INTO mx_transactions (txn_id, received_at) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+            )
+            .bind(txn_id.as_str())
+            .bind(now)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
             // A known transaction id is no reason to drop events: Synapse on SQLite numbers its
             // transactions from 1 again after a restart. Events are deduplicated by their ids, so
             // a real repeat stores nothing.
@@ -145,13 +141,16 @@ impl Store {
                     continue;
                 }
                 queued += 1;
-                sqlx::query("INSERT INTO mx_inbox (txn_id, room_id, event_json, received_at) VALUES (?, ?, ?, ?)")
-                    .bind(txn_id.as_str())
-                    .bind(ev.lane())
-                    .bind(&ev.json)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                on!(tx.db(), |c| sqlx::query(
+                    "INSERT INTO mx_inbox (txn_id, room_id, event_json, received_at) VALUES ($1, $2, $3, $4)"
+                )
+                .bind(txn_id.as_str())
+                .bind(ev.lane())
+                .bind(&ev.json)
+                .bind(now)
+                .execute(c)
+                .await
+                .map(|_| ()))?;
             }
             Ok(inserted > 0 || queued > 0)
         })
@@ -167,10 +166,10 @@ impl Store {
     pub async fn unseen(&self, event_ids: &[&EventId]) -> Result<Vec<OwnedEventId>> {
         let mut out = Vec::new();
         for id in event_ids {
-            let seen: Option<i64> = sqlx::query_scalar("SELECT 1 FROM mx_seen WHERE event_id = ?")
+            let seen: Option<i32> = on!(self.db(), |p| sqlx::query_scalar("SELECT 1 FROM mx_seen WHERE event_id = $1")
                 .bind(id.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
+                .fetch_optional(p)
+                .await)?;
             if seen.is_none() {
                 out.push((*id).to_owned());
             }
@@ -180,34 +179,36 @@ impl Store {
 
     /// When the bridge first saw an event of this room (events before that are history).
     pub async fn first_seen_in(&self, room: &RoomId) -> Result<Option<i64>> {
-        Ok(
-            sqlx::query_scalar("SELECT MIN(received_at) FROM mx_seen WHERE room_id = ?")
-                .bind(room.as_str())
-                .fetch_one(&self.pool)
-                .await?,
+        Ok(on!(self.db(), |p| sqlx::query_scalar(
+            "SELECT MIN(received_at) FROM mx_seen WHERE room_id = $1"
         )
+        .bind(room.as_str())
+        .fetch_one(p)
+        .await)?)
     }
 
     /// Forget seen event ids and transaction ids older than `max_age_ms`.
     pub async fn prune_seen(&self, max_age_ms: i64) -> Result<u64> {
         let before = now_ms() - max_age_ms;
-        sqlx::query("DELETE FROM mx_transactions WHERE received_at < ?")
+        let r = on!(self.db(), |p| sqlx::query("DELETE FROM mx_transactions WHERE received_at < $1")
             .bind(before)
-            .execute(&self.pool)
-            .map(|r| self.noted(r))
-            .await?;
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()));
+        self.noted(r)?;
         // An intent that old belongs to an event given up on (a permanent failure).
-        sqlx::query("DELETE FROM tg_send_intents WHERE started_at < ?")
+        let r = on!(self.db(), |p| sqlx::query("DELETE FROM tg_send_intents WHERE started_at < $1")
             .bind(before)
-            .execute(&self.pool)
-            .map(|r| self.noted(r))
-            .await?;
-        Ok(sqlx::query("DELETE FROM mx_seen WHERE received_at < ?")
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()));
+        self.noted(r)?;
+        let r = on!(self.db(), |p| sqlx::query("DELETE FROM mx_seen WHERE received_at < $1")
             .bind(before)
-            .execute(&self.pool)
-            .map(|r| self.noted(r))
-            .await?
-            .rows_affected())
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()));
+        self.noted(r)
     }
 
     /// Rooms with Matrix events waiting (each is bridged by its own ordered worker; `None`: the
@@ -215,9 +216,9 @@ impl Store {
     /// version, which stored what the homeserver sent as it was) is left out with a warning: such
     /// events stay in the inbox, counted as waiting, until removed by hand.
     pub async fn mx_lanes(&self) -> Result<Vec<Option<OwnedRoomId>>> {
-        let rooms: Vec<String> = sqlx::query_scalar("SELECT DISTINCT room_id FROM mx_inbox")
-            .fetch_all(&self.pool)
-            .await?;
+        let rooms: Vec<String> = on!(self.db(), |p| sqlx::query_scalar("SELECT DISTINCT room_id FROM mx_inbox")
+            .fetch_all(p)
+            .await)?;
         Ok(rooms
             .into_iter()
             .filter_map(|r| match r.as_str() {
@@ -238,50 +239,54 @@ impl Store {
     /// The next [`BATCH`] waiting events of one room (`None`: of events without one), in
     /// arrival order.
     pub async fn next_mx_lane(&self, room: Option<&RoomId>) -> Result<Vec<InboxItem>> {
-        let rows = sqlx::query("SELECT seq, event_json FROM mx_inbox WHERE room_id = ? ORDER BY seq LIMIT 64")
-            .bind(room.map_or("", RoomId::as_str))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = on!(self.db(), |p| sqlx::query_as(
+            "SELECT seq, event_json FROM mx_inbox WHERE room_id = $1 ORDER BY seq LIMIT 64"
+        )
+        .bind(room.map_or("", RoomId::as_str))
+        .fetch_all(p)
+        .await)?;
         Ok(inbox_items(rows))
     }
 
     /// Every waiting event of one room, in arrival order (the backlog of a standby).
     pub async fn mx_lane_all(&self, room: &RoomId) -> Result<Vec<InboxItem>> {
-        let rows = sqlx::query("SELECT seq, event_json FROM mx_inbox WHERE room_id = ? ORDER BY seq")
-            .bind(room.as_str())
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = on!(self.db(), |p| sqlx::query_as(
+            "SELECT seq, event_json FROM mx_inbox WHERE room_id = $1 ORDER BY seq"
+        )
+        .bind(room.as_str())
+        .fetch_all(p)
+        .await)?;
         Ok(inbox_items(rows))
     }
 
     /// How many Telegram updates and Matrix events wait in the inboxes (in standby: what a
     /// rollback bridges).
     pub async fn inbox_counts(&self) -> Result<(i64, i64)> {
-        let tg: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tg_inbox")
-            .fetch_one(&self.pool)
-            .await?;
-        let mx: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM mx_inbox")
-            .fetch_one(&self.pool)
-            .await?;
+        let tg: i64 = on!(self.db(), |p| sqlx::query_scalar("SELECT COUNT(*) FROM tg_inbox")
+            .fetch_one(p)
+            .await)?;
+        let mx: i64 = on!(self.db(), |p| sqlx::query_scalar("SELECT COUNT(*) FROM mx_inbox")
+            .fetch_one(p)
+            .await)?;
         Ok((tg, mx))
     }
 
     /// Every waiting Matrix event, in arrival order.
     pub async fn all_mx_inbox(&self) -> Result<Vec<InboxItem>> {
-        let rows = sqlx::query("SELECT seq, event_json FROM mx_inbox ORDER BY seq")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = on!(self.db(), |p| sqlx::query_as("SELECT seq, event_json FROM mx_inbox ORDER BY seq")
+            .fetch_all(p)
+            .await)?;
         Ok(inbox_items(rows))
     }
 
     /// Remove a bridged event (by its `seq`, [`InboxItem::key`]).
     pub async fn done_mx_inbox(&self, seq: i64) -> Result<()> {
-        sqlx::query("DELETE FROM mx_inbox WHERE seq = ?")
+        let r = on!(self.db(), |p| sqlx::query("DELETE FROM mx_inbox WHERE seq = $1")
             .bind(seq)
-            .execute(&self.pool)
-            .map(|r| self.noted(r))
-            .await?;
-        Ok(())
+            .execute(p)
+            .await
+            .map(|_| ()));
+        self.noted(r)
     }
 
     // ---- Telegram inbox and offset ----
@@ -295,23 +300,30 @@ impl Store {
         self.write(false, async |tx| {
             let now = now_ms();
             for u in updates {
-                sqlx::query(
-                    "INSERT OR IGNORE INTO tg_inbox (update_id, chat_id, update_json, received_at) VALUES (?, ?, ?, ?)",
+                on!(tx.db(), |c| sqlx::query(
+                    "INSERT INTO tg_inbox (update_id, chat_id, update_json, received_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT DO NOTHING",
                 )
                 .bind(u.update_id)
                 .bind(u.chat_id)
                 .bind(&u.json)
                 .bind(now)
-                .execute(&mut *tx)
-                .await?;
+                .execute(c)
+                .await
+                .map(|_| ()))?;
             }
-            sqlx::query(
-                "INSERT INTO kv (key, value) VALUES ('tg_offset', ?)
+            on!(tx.db(), |c, pg| sqlx::query(dialect(
+                pg,
+                "INSERT INTO kv (key, value) VALUES ('tg_offset', $1)
                  ON CONFLICT(key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
-            )
+                "INSERT INTO kv (key, value) VALUES ('tg_offset', $1)
+                 ON CONFLICT(key) DO UPDATE SET
+                   value = CAST(GREATEST(CAST(kv.value AS BIGINT), CAST(excluded.value AS BIGINT)) AS TEXT)",
+            ))
             .bind((max + 1).to_string())
-            .execute(&mut *tx)
-            .await?;
+            .execute(c)
+            .await
+            .map(|_| ()))?;
             Ok(())
         })
         .await
@@ -319,18 +331,22 @@ impl Store {
 
     /// Chats with updates waiting (`None`: updates without a chat).
     pub async fn tg_lanes(&self) -> Result<Vec<Option<i64>>> {
-        Ok(sqlx::query_scalar("SELECT DISTINCT chat_id FROM tg_inbox")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(on!(self.db(), |p| sqlx::query_scalar("SELECT DISTINCT chat_id FROM tg_inbox")
+            .fetch_all(p)
+            .await)?)
     }
 
     /// The next [`BATCH`] waiting updates of one chat, in order.
     pub async fn next_tg_lane(&self, chat: Option<i64>) -> Result<Vec<InboxItem>> {
-        let rows =
-            sqlx::query("SELECT update_id, update_json FROM tg_inbox WHERE chat_id IS ? ORDER BY update_id LIMIT 64")
-                .bind(chat)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = on!(self.db(), |p, pg| sqlx::query_as(dialect(
+            pg,
+            "SELECT update_id, update_json FROM tg_inbox WHERE chat_id IS $1 ORDER BY update_id LIMIT 64",
+            "SELECT update_id, update_json FROM tg_inbox WHERE chat_id IS NOT DISTINCT FROM $1
+             ORDER BY update_id LIMIT 64",
+        ))
+        .bind(chat)
+        .fetch_all(p)
+        .await)?;
         Ok(inbox_items(rows))
     }
 
@@ -345,9 +361,11 @@ impl Store {
 
     /// Every waiting Telegram update, in order.
     pub async fn all_tg_inbox(&self) -> Result<Vec<InboxItem>> {
-        let rows = sqlx::query("SELECT update_id, update_json FROM tg_inbox ORDER BY update_id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = on!(self.db(), |p| sqlx::query_as(
+            "SELECT update_id, update_json FROM tg_inbox ORDER BY update_id"
+        )
+        .fetch_all(p)
+        .await)?;
         Ok(inbox_items(rows))
     }
 
@@ -357,17 +375,23 @@ impl Store {
             return Ok(());
         }
         let ids = serde_json::to_string(update_ids)?;
-        sqlx::query("DELETE FROM tg_inbox WHERE update_id IN (SELECT value FROM json_each(?))")
-            .bind(ids)
-            .execute(&self.pool)
-            .map(|r| self.noted(r))
-            .await?;
-        Ok(())
+        let r = on!(self.db(), |p, pg| sqlx::query(dialect(
+            pg,
+            "DELETE FROM tg_inbox WHERE update_id IN (SELECT value FROM json_each($1))",
+            "DELETE FROM tg_inbox WHERE update_id IN
+               (SELECT CAST(value AS BIGINT) FROM json_array_elements_text(CAST($1 AS JSON)))",
+        ))
+        .bind(ids)
+        .execute(p)
+        .await
+        .map(|_| ()));
+        self.noted(r)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use crate::storage::testing::both_backends;
     use super::*;
     use crate::storage::temp_store as store;
     use ruma::{event_id, room_id};
@@ -390,120 +414,122 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn an_event_found_by_the_catch_up_is_not_queued_again() {
-        let (s, _d) = store().await;
-        assert!(s.mark_seen(&ev("$late", "{}")).await.unwrap());
-        assert!(!s.mark_seen(&ev("$late", "{}")).await.unwrap());
-        assert_eq!(
-            s.unseen(&[event_id!("$late"), event_id!("$other")]).await.unwrap(),
-            [event_id!("$other")]
-        );
-        // Delivered at last, in a transaction with a new event.
-        assert!(
-            s.accept_transaction("t9".into(), &[ev("$late", "{\"late\":1}"), ev("$new", "{\"new\":1}")])
-                .await
-                .unwrap()
-        );
-        let items = s.all_mx_inbox().await.unwrap();
-        assert_eq!(
-            items.iter().map(|i| i.json.as_str()).collect::<Vec<_>>(),
-            ["{\"new\":1}"]
-        );
+    both_backends! {
+        async fn an_event_found_by_the_catch_up_is_not_queued_again() {
+            let (s, _d) = store().await;
+            assert!(s.mark_seen(&ev("$late", "{}")).await.unwrap());
+            assert!(!s.mark_seen(&ev("$late", "{}")).await.unwrap());
+            assert_eq!(
+                s.unseen(&[event_id!("$late"), event_id!("$other")]).await.unwrap(),
+                [event_id!("$other")]
+            );
+            // Delivered at last, in a transaction with a new event.
+            assert!(
+                s.accept_transaction("t9".into(), &[ev("$late", "{\"late\":1}"), ev("$new", "{\"new\":1}")])
+                    .await
+                    .unwrap()
+            );
+            let items = s.all_mx_inbox().await.unwrap();
+            assert_eq!(
+                items.iter().map(|i| i.json.as_str()).collect::<Vec<_>>(),
+                ["{\"new\":1}"]
+            );
+        }
     }
 
-    #[tokio::test]
-    async fn own_echoes_are_neither_queued_nor_recorded() {
-        let (s, _d) = store().await;
-        let echo = MxEvent {
-            echo: true,
-            ..ev("$echo", "{\"echo\":1}")
-        };
-        assert!(
-            s.accept_transaction("t2".into(), &[echo, ev("$real", "{\"real\":1}")])
-                .await
-                .unwrap()
-        );
-        let items = s.all_mx_inbox().await.unwrap();
-        assert_eq!(
-            items.iter().map(|i| i.json.as_str()).collect::<Vec<_>>(),
-            ["{\"real\":1}"]
-        );
-        assert_eq!(
-            s.unseen(&[event_id!("$echo"), event_id!("$real")]).await.unwrap(),
-            [event_id!("$echo")]
-        );
+    both_backends! {
+        async fn own_echoes_are_neither_queued_nor_recorded() {
+            let (s, _d) = store().await;
+            let echo = MxEvent {
+                echo: true,
+                ..ev("$echo", "{\"echo\":1}")
+            };
+            assert!(
+                s.accept_transaction("t2".into(), &[echo, ev("$real", "{\"real\":1}")])
+                    .await
+                    .unwrap()
+            );
+            let items = s.all_mx_inbox().await.unwrap();
+            assert_eq!(
+                items.iter().map(|i| i.json.as_str()).collect::<Vec<_>>(),
+                ["{\"real\":1}"]
+            );
+            assert_eq!(
+                s.unseen(&[event_id!("$echo"), event_id!("$real")]).await.unwrap(),
+                [event_id!("$echo")]
+            );
+        }
     }
 
-    /// A repeated transaction stores nothing; a known transaction id with new events (Synapse on
-    /// SQLite numbers transactions from 1 again after a restart) stores the new events.
-    #[tokio::test]
-    async fn repeated_transactions_are_noops_but_a_reused_id_loses_nothing() {
-        let (s, _d) = store().await;
-        let first = [ev("$1", "{\"a\":1}"), ev("$2", "{\"a\":2}")];
-        assert!(s.accept_transaction("t1".into(), &first).await.unwrap());
-        assert!(!s.accept_transaction("t1".into(), &first).await.unwrap());
-        assert!(
-            s.accept_transaction("t1".into(), &[ev("$3", "{\"a\":3}")])
-                .await
-                .unwrap()
-        );
-        let items = s.all_mx_inbox().await.unwrap();
-        assert_eq!(
-            items.iter().map(|i| i.json.as_str()).collect::<Vec<_>>(),
-            ["{\"a\":1}", "{\"a\":2}", "{\"a\":3}"]
-        );
+    both_backends! {
+        /// A repeated transaction stores nothing; a known transaction id with new events (Synapse on
+        /// SQLite numbers transactions from 1 again after a restart) stores the new events.
+        async fn repeated_transactions_are_noops_but_a_reused_id_loses_nothing() {
+            let (s, _d) = store().await;
+            let first = [ev("$1", "{\"a\":1}"), ev("$2", "{\"a\":2}")];
+            assert!(s.accept_transaction("t1".into(), &first).await.unwrap());
+            assert!(!s.accept_transaction("t1".into(), &first).await.unwrap());
+            assert!(
+                s.accept_transaction("t1".into(), &[ev("$3", "{\"a\":3}")])
+                    .await
+                    .unwrap()
+            );
+            let items = s.all_mx_inbox().await.unwrap();
+            assert_eq!(
+                items.iter().map(|i| i.json.as_str()).collect::<Vec<_>>(),
+                ["{\"a\":1}", "{\"a\":2}", "{\"a\":3}"]
+            );
+        }
     }
 
-    #[tokio::test]
-    async fn offset_only_moves_forward_and_inbox_keeps_order_per_chat() {
-        let (s, _d) = store().await;
-        assert_eq!(s.tg_offset().await.unwrap(), 0);
-        s.accept_updates(&[u(11, Some(-1), "b"), u(10, Some(-1), "a"), u(12, Some(-2), "c")])
-            .await
-            .unwrap();
-        assert_eq!(s.tg_offset().await.unwrap(), 13);
-        s.accept_updates(&[u(5, Some(-1), "old"), u(4, None, "no chat")])
-            .await
-            .unwrap();
-        assert_eq!(s.tg_offset().await.unwrap(), 13);
-        let mut lanes = s.tg_lanes().await.unwrap();
-        lanes.sort();
-        assert_eq!(lanes, [None, Some(-2), Some(-1)]);
-        let items = s.next_tg_lane(Some(-1)).await.unwrap();
-        assert_eq!(items.iter().map(|i| i.key).collect::<Vec<_>>(), [5, 10, 11]);
-        assert_eq!(s.next_tg_lane(None).await.unwrap()[0].key, 4);
-        s.done_tg_inbox(&[10]).await.unwrap();
-        assert_eq!(s.next_tg_lane(Some(-1)).await.unwrap().len(), 2);
-        s.done_tg_inbox(&[4, 5, 11, 12]).await.unwrap();
-        assert!(s.all_tg_inbox().await.unwrap().is_empty());
+    both_backends! {
+        async fn offset_only_moves_forward_and_inbox_keeps_order_per_chat() {
+            let (s, _d) = store().await;
+            assert_eq!(s.tg_offset().await.unwrap(), 0);
+            s.accept_updates(&[u(11, Some(-1), "b"), u(10, Some(-1), "a"), u(12, Some(-2), "c")])
+                .await
+                .unwrap();
+            assert_eq!(s.tg_offset().await.unwrap(), 13);
+            s.accept_updates(&[u(5, Some(-1), "old"), u(4, None, "no chat")])
+                .await
+                .unwrap();
+            assert_eq!(s.tg_offset().await.unwrap(), 13);
+            let mut lanes = s.tg_lanes().await.unwrap();
+            lanes.sort();
+            assert_eq!(lanes, [None, Some(-2), Some(-1)]);
+            let items = s.next_tg_lane(Some(-1)).await.unwrap();
+            assert_eq!(items.iter().map(|i| i.key).collect::<Vec<_>>(), [5, 10, 11]);
+            assert_eq!(s.next_tg_lane(None).await.unwrap()[0].key, 4);
+            s.done_tg_inbox(&[10]).await.unwrap();
+            assert_eq!(s.next_tg_lane(Some(-1)).await.unwrap().len(), 2);
+            s.done_tg_inbox(&[4, 5, 11, 12]).await.unwrap();
+            assert!(s.all_tg_inbox().await.unwrap().is_empty());
+        }
     }
 
-    /// Events without a room share one lane (stored as `''`, as before the room was typed).
-    #[tokio::test]
-    async fn events_without_a_room_have_a_lane_of_their_own() {
-        let (s, _d) = store().await;
-        let none = MxEvent {
-            room: None,
-            ..ev("$n", "{\"n\":1}")
-        };
-        assert!(
-            s.accept_transaction("t".into(), &[none, ev("$r", "{\"r\":1}")])
-                .await
-                .unwrap()
-        );
-        let mut lanes = s.mx_lanes().await.unwrap();
-        lanes.sort();
-        assert_eq!(lanes, [None, Some(room_id!("!r:x").to_owned())]);
-        assert_eq!(s.next_mx_lane(None).await.unwrap()[0].json, "{\"n\":1}");
-        assert_eq!(
-            s.next_mx_lane(Some(room_id!("!r:x"))).await.unwrap()[0].json,
-            "{\"r\":1}"
-        );
-        let stored: Vec<String> = sqlx::query_scalar("SELECT room_id FROM mx_inbox ORDER BY seq")
-            .fetch_all(s.pool())
-            .await
-            .unwrap();
-        assert_eq!(stored, ["", "!r:x"]);
+    both_backends! {
+        /// Events without a room share one lane (stored as `''`, as before the room was typed).
+        async fn events_without_a_room_have_a_lane_of_their_own() {
+            let (s, _d) = store().await;
+            let none = MxEvent {
+                room: None,
+                ..ev("$n", "{\"n\":1}")
+            };
+            assert!(
+                s.accept_transaction("t".into(), &[none, ev("$r", "{\"r\":1}")])
+                    .await
+                    .unwrap()
+            );
+            let mut lanes = s.mx_lanes().await.unwrap();
+            lanes.sort();
+            assert_eq!(lanes, [None, Some(room_id!("!r:x").to_owned())]);
+            assert_eq!(s.next_mx_lane(None).await.unwrap()[0].json, "{\"n\":1}");
+            assert_eq!(
+                s.next_mx_lane(Some(room_id!("!r:x"))).await.unwrap()[0].json,
+                "{\"r\":1}"
+            );
+            let stored = s.test_strings("SELECT room_id FROM mx_inbox ORDER BY seq").await;
+            assert_eq!(stored, ["", "!r:x"]);
+        }
     }
 }

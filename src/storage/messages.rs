@@ -1,12 +1,9 @@
 //! The message map (`messages`: which Telegram message is which Matrix event), send intents
 //! (`tg_send_intents`: a Telegram post that may have happened), and reactions (`reactions`).
 
-use futures::FutureExt;
 use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
-use super::{Direction, Store, column, now_ms, parse_id};
+use super::{Direction, Store, dialect, direction_of, now_ms, parse_id};
 use crate::error::Result;
 
 /// One row of the message map. Read back, an id that does not parse (or an unknown direction)
@@ -69,6 +66,10 @@ impl MessagePart {
     }
 }
 
+/// The columns of a `messages` row as [`Store::link_by_tg`] and [`Store::link_by_event`] select
+/// them.
+type LinkRow = (i64, i32, String, String, String, String, Option<i32>);
+
 impl Store {
     // ---- message map ----
 
@@ -86,10 +87,10 @@ impl Store {
         sent_at: i64,
     ) -> Result<()> {
         self.write(false, async |tx| {
-            sqlx::query(
-                "INSERT OR IGNORE INTO messages
+            on!(tx.db(), |c| sqlx::query(
+                "INSERT INTO messages
                  (tg_chat_id, tg_msg_id, mx_room_id, mx_event_id, direction, sender, sent_at, bridged_at, tg_thread_id)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
             )
             .bind(place.chat)
             .bind(tg_msg_id)
@@ -100,13 +101,15 @@ impl Store {
             .bind(sent_at)
             .bind(now_ms())
             .bind(place.topic)
-            .execute(&mut *tx)
-            .await?;
+            .execute(c)
+            .await
+            .map(|_| ()))?;
             if direction == Direction::MxToTg {
-                sqlx::query("DELETE FROM tg_send_intents WHERE mx_event_id = ?")
+                on!(tx.db(), |c| sqlx::query("DELETE FROM tg_send_intents WHERE mx_event_id = $1")
                     .bind(mx_event_id.as_str())
-                    .execute(&mut *tx)
-                    .await?;
+                    .execute(c)
+                    .await
+                    .map(|_| ()))?;
             }
             Ok(())
         })
@@ -119,24 +122,26 @@ impl Store {
     /// earlier part (recorded in `message_parts` since) is moved on to this part.
     pub async fn begin_send(&self, mx_event_id: &EventId, tg_chat_id: i64, part: i64) -> Result<Option<i64>> {
         self.write(true, async |tx| {
-            let earlier: Option<(i64, i64)> =
-                sqlx::query_as("SELECT started_at, part FROM tg_send_intents WHERE mx_event_id = ?")
-                    .bind(mx_event_id.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let earlier: Option<(i64, i64)> = on!(tx.db(), |c| sqlx::query_as(
+                "SELECT started_at, part FROM tg_send_intents WHERE mx_event_id = $1"
+            )
+            .bind(mx_event_id.as_str())
+            .fetch_optional(c)
+            .await)?;
             match earlier {
                 Some((at, p)) if p >= part => Ok(Some(at)),
                 _ => {
-                    sqlx::query(
-                        "INSERT INTO tg_send_intents (mx_event_id, tg_chat_id, started_at, part) VALUES (?, ?, ?, ?) \
+                    on!(tx.db(), |c| sqlx::query(
+                        "INSERT INTO tg_send_intents (mx_event_id, tg_chat_id, started_at, part) VALUES ($1, $2, $3, $4) \
                          ON CONFLICT (mx_event_id) DO UPDATE SET started_at = excluded.started_at, part = excluded.part",
                     )
                     .bind(mx_event_id.as_str())
                     .bind(tg_chat_id)
                     .bind(now_ms())
                     .bind(part)
-                    .execute(&mut *tx)
-                    .await?;
+                    .execute(c)
+                    .await
+                    .map(|_| ()))?;
                     Ok(None)
                 }
             }
@@ -147,103 +152,106 @@ impl Store {
     /// Record part `part` of a message carried in parts, as soon as it is sent (see
     /// `message_parts`).
     pub async fn save_part(&self, p: &MessagePart) -> Result<()> {
-        sqlx::query(
-            "INSERT OR REPLACE INTO message_parts (mx_event_id, part, tg_chat_id, tg_msg_id, part_event_id) \
-             VALUES (?, ?, ?, ?, ?)",
+        let r = on!(self.db(), |pool| sqlx::query(
+            "INSERT INTO message_parts (mx_event_id, part, tg_chat_id, tg_msg_id, part_event_id) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (mx_event_id, part) DO UPDATE SET \
+             tg_chat_id = excluded.tg_chat_id, tg_msg_id = excluded.tg_msg_id, part_event_id = excluded.part_event_id",
         )
         .bind(p.mx_event_id.as_str())
         .bind(p.part)
         .bind(p.tg_chat_id)
         .bind(p.tg_msg_id)
         .bind(p.part_event_id.as_str())
-        .execute(&self.pool)
-        .map(|r| self.noted(r))
-        .await?;
-        Ok(())
+        .execute(pool)
+        .await
+        .map(|_| ()));
+        self.noted(r)
     }
 
     /// The parts of a message carried in parts, by the Matrix event of its first part (empty:
     /// carried whole, or no part sent yet).
     pub async fn parts_of_event(&self, mx_event_id: &EventId) -> Result<Vec<MessagePart>> {
-        let rows: Vec<(String, i64, i64, i32, String)> = sqlx::query_as(
+        let rows: Vec<(String, i64, i64, i32, String)> = on!(self.db(), |p| sqlx::query_as(
             "SELECT mx_event_id, part, tg_chat_id, tg_msg_id, part_event_id FROM message_parts \
-             WHERE mx_event_id = ? ORDER BY part",
+             WHERE mx_event_id = $1 ORDER BY part",
         )
         .bind(mx_event_id.as_str())
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(p)
+        .await)?;
         rows.into_iter().map(MessagePart::from_row).collect()
     }
 
     /// Forget part `part` of a message (an edit made it shorter).
     pub async fn drop_part(&self, mx_event_id: &EventId, part: i64) -> Result<()> {
-        sqlx::query("DELETE FROM message_parts WHERE mx_event_id = ? AND part = ?")
+        let r = on!(self.db(), |p| sqlx::query("DELETE FROM message_parts WHERE mx_event_id = $1 AND part = $2")
             .bind(mx_event_id.as_str())
             .bind(part)
-            .execute(&self.pool)
-            .map(|r| self.noted(r))
-            .await?;
-        Ok(())
+            .execute(p)
+            .await
+            .map(|_| ()));
+        self.noted(r)
     }
 
     /// The parts of a message carried in parts, by its Telegram message.
     pub async fn parts_of_tg(&self, tg_chat_id: i64, tg_msg_id: i32) -> Result<Vec<MessagePart>> {
-        let rows: Vec<(String, i64, i64, i32, String)> = sqlx::query_as(
+        let rows: Vec<(String, i64, i64, i32, String)> = on!(self.db(), |p| sqlx::query_as(
             "SELECT mx_event_id, part, tg_chat_id, tg_msg_id, part_event_id FROM message_parts \
-             WHERE tg_chat_id = ? AND tg_msg_id = ? ORDER BY part",
+             WHERE tg_chat_id = $1 AND tg_msg_id = $2 ORDER BY part",
         )
         .bind(tg_chat_id)
         .bind(tg_msg_id)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(p)
+        .await)?;
         rows.into_iter().map(MessagePart::from_row).collect()
     }
 
     /// An attempt that certainly sent nothing (Telegram answered with an error): forget it.
     pub async fn forget_send(&self, mx_event_id: &EventId) -> Result<()> {
-        sqlx::query("DELETE FROM tg_send_intents WHERE mx_event_id = ?")
+        let r = on!(self.db(), |p| sqlx::query("DELETE FROM tg_send_intents WHERE mx_event_id = $1")
             .bind(mx_event_id.as_str())
-            .execute(&self.pool)
-            .map(|r| self.noted(r))
-            .await?;
-        Ok(())
+            .execute(p)
+            .await
+            .map(|_| ()));
+        self.noted(r)
     }
 
     /// A row of `messages` (columns as selected by the queries below).
-    fn link_from_row(r: SqliteRow) -> Result<MessageLink> {
+    fn link_from_row(
+        (tg_chat_id, tg_msg_id, room, event, direction, sender, tg_thread_id): LinkRow,
+    ) -> Result<MessageLink> {
         Ok(MessageLink {
-            tg_chat_id: r.get(0),
-            tg_msg_id: r.get(1),
-            mx_room_id: parse_id("messages.mx_room_id", r.get(2))?,
-            mx_event_id: parse_id("messages.mx_event_id", r.get(3))?,
-            direction: column(&r, "messages", "direction")?,
-            sender: parse_id("messages.sender", r.get(5))?,
-            tg_thread_id: r.get(6),
+            tg_chat_id,
+            tg_msg_id,
+            mx_room_id: parse_id("messages.mx_room_id", room)?,
+            mx_event_id: parse_id("messages.mx_event_id", event)?,
+            direction: direction_of("messages", &direction)?,
+            sender: parse_id("messages.sender", sender)?,
+            tg_thread_id,
         })
     }
 
     /// The link of a Telegram message, if it was bridged.
     pub async fn link_by_tg(&self, tg_chat_id: i64, tg_msg_id: i32) -> Result<Option<MessageLink>> {
-        let row = sqlx::query(
+        let row: Option<LinkRow> = on!(self.db(), |p| sqlx::query_as(
             "SELECT tg_chat_id, tg_msg_id, mx_room_id, mx_event_id, direction, sender, tg_thread_id FROM messages
-             WHERE tg_chat_id = ? AND tg_msg_id = ?",
+             WHERE tg_chat_id = $1 AND tg_msg_id = $2",
         )
         .bind(tg_chat_id)
         .bind(tg_msg_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_optional(p)
+        .await)?;
         row.map(Self::link_from_row).transpose()
     }
 
     /// The link of a Matrix event, if it was bridged.
     pub async fn link_by_event(&self, mx_event_id: &EventId) -> Result<Option<MessageLink>> {
-        let row = sqlx::query(
+        let row: Option<LinkRow> = on!(self.db(), |p| sqlx::query_as(
             "SELECT tg_chat_id, tg_msg_id, mx_room_id, mx_event_id, direction, sender, tg_thread_id FROM messages
-             WHERE mx_event_id = ?",
+             WHERE mx_event_id = $1",
         )
         .bind(mx_event_id.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_optional(p)
+        .await)?;
         row.map(Self::link_from_row).transpose()
     }
 
@@ -252,20 +260,21 @@ impl Store {
     /// The Matrix event of a reaction (`emoji` by `reactor`, a Telegram user id or a Matrix user)
     /// on a Telegram message, if it is standing.
     pub async fn reaction(&self, chat: i64, msg: i32, reactor: &str, emoji: &str) -> Result<Option<OwnedEventId>> {
-        sqlx::query_scalar::<_, String>(
-            "SELECT mx_event_id FROM reactions WHERE tg_chat_id = ? AND tg_msg_id = ? AND reactor = ? AND emoji = ?",
+        on!(self.db(), |p| sqlx::query_scalar::<_, String>(
+            "SELECT mx_event_id FROM reactions WHERE tg_chat_id = $1 AND tg_msg_id = $2 AND reactor = $3 AND emoji = $4",
         )
         .bind(chat)
         .bind(msg)
         .bind(reactor)
         .bind(emoji)
-        .fetch_optional(&self.pool)
-        .await?
+        .fetch_optional(p)
+        .await)?
         .map(|e| parse_id("reactions.mx_event_id", e))
         .transpose()
     }
 
     /// Record a reaction (`emoji` by `reactor`, see [`Store::reaction`]) and its Matrix event.
+    /// It becomes the newest (see [`Store::latest_mx_reaction`]), also when it replaces one.
     pub async fn save_reaction(
         &self,
         chat: i64,
@@ -275,127 +284,140 @@ impl Store {
         mx_event: &EventId,
         direction: Direction,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT OR REPLACE INTO reactions (tg_chat_id, tg_msg_id, reactor, emoji, mx_event_id, direction) VALUES (?, ?, ?, ?, ?, ?)",
-        )
+        let r = on!(self.db(), |p, pg| sqlx::query(dialect(
+            pg,
+            "INSERT OR REPLACE INTO reactions (tg_chat_id, tg_msg_id, reactor, emoji, mx_event_id, direction) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO reactions (tg_chat_id, tg_msg_id, reactor, emoji, mx_event_id, direction) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tg_chat_id, tg_msg_id, reactor, emoji) DO UPDATE SET \
+             mx_event_id = excluded.mx_event_id, direction = excluded.direction, seq = DEFAULT",
+        ))
         .bind(chat)
         .bind(msg)
         .bind(reactor)
         .bind(emoji)
         .bind(mx_event.as_str())
         .bind(direction)
-        .execute(&self.pool).map(|r| self.noted(r))
-        .await?;
-        Ok(())
+        .execute(p)
+        .await
+        .map(|_| ()));
+        self.noted(r)
     }
 
     /// Forget a reaction by its Matrix event; returns what it was on, if it was known.
     pub async fn delete_reaction(&self, mx_event: &EventId) -> Result<Option<RemovedReaction>> {
-        let row = sqlx::query("DELETE FROM reactions WHERE mx_event_id = ? RETURNING tg_chat_id, tg_msg_id, direction")
-            .bind(mx_event.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(r) = row else { return Ok(None) };
+        let row: Option<(i64, i32, String)> = on!(self.db(), |p| sqlx::query_as(
+            "DELETE FROM reactions WHERE mx_event_id = $1 RETURNING tg_chat_id, tg_msg_id, direction"
+        )
+        .bind(mx_event.as_str())
+        .fetch_optional(p)
+        .await)?;
+        let Some((tg_chat_id, tg_msg_id, direction)) = row else {
+            return Ok(None);
+        };
         Ok(Some(RemovedReaction {
-            tg_chat_id: r.get(0),
-            tg_msg_id: r.get(1),
-            direction: column(&r, "reactions", "direction")?,
+            tg_chat_id,
+            tg_msg_id,
+            direction: direction_of("reactions", &direction)?,
         }))
     }
 
     /// The newest Matrix-side reaction still standing on a Telegram message.
     pub async fn latest_mx_reaction(&self, chat: i64, msg: i32) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT emoji FROM reactions WHERE tg_chat_id = ? AND tg_msg_id = ? AND direction = 'mx_to_tg' ORDER BY rowid DESC LIMIT 1",
-        )
+        Ok(on!(self.db(), |p, pg| sqlx::query_scalar(dialect(
+            pg,
+            "SELECT emoji FROM reactions WHERE tg_chat_id = $1 AND tg_msg_id = $2 AND direction = 'mx_to_tg' \
+             ORDER BY rowid DESC LIMIT 1",
+            "SELECT emoji FROM reactions WHERE tg_chat_id = $1 AND tg_msg_id = $2 AND direction = 'mx_to_tg' \
+             ORDER BY seq DESC LIMIT 1",
+        ))
         .bind(chat)
         .bind(msg)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(p)
+        .await)?)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use crate::storage::testing::both_backends;
     use super::*;
     use crate::storage::temp_store as store;
 
     use ruma::{event_id, room_id, user_id};
 
-    #[tokio::test]
-    async fn message_links_both_ways() {
-        let (s, _d) = store().await;
-        let (room, ev, sender) = (room_id!("!r:x"), event_id!("$e"), user_id!("@u:x"));
-        s.link_message(
-            crate::telegram::Place::chat(-100),
-            7,
-            room,
-            ev,
-            Direction::TgToMx,
-            sender,
-            1,
-        )
-        .await
-        .unwrap();
-        let link = s.link_by_event(ev).await.unwrap().unwrap();
-        assert_eq!(
-            link,
-            MessageLink {
-                tg_chat_id: -100,
-                tg_msg_id: 7,
-                tg_thread_id: None,
-                mx_room_id: room.to_owned(),
-                mx_event_id: ev.to_owned(),
-                direction: Direction::TgToMx,
-                sender: sender.to_owned(),
-            }
-        );
-        assert_eq!(s.link_by_tg(-100, 7).await.unwrap().unwrap().mx_event_id, ev);
-        assert!(s.link_by_tg(-100, 8).await.unwrap().is_none());
-        // Stored as the same TEXT as before the type.
-        let stored: String = sqlx::query_scalar("SELECT direction FROM messages")
-            .fetch_one(s.pool())
+    both_backends! {
+        async fn message_links_both_ways() {
+            let (s, _d) = store().await;
+            let (room, ev, sender) = (room_id!("!r:x"), event_id!("$e"), user_id!("@u:x"));
+            s.link_message(
+                crate::telegram::Place::chat(-100),
+                7,
+                room,
+                ev,
+                Direction::TgToMx,
+                sender,
+                1,
+            )
             .await
             .unwrap();
-        assert_eq!(stored, "tg_to_mx");
+            let link = s.link_by_event(ev).await.unwrap().unwrap();
+            assert_eq!(
+                link,
+                MessageLink {
+                    tg_chat_id: -100,
+                    tg_msg_id: 7,
+                    tg_thread_id: None,
+                    mx_room_id: room.to_owned(),
+                    mx_event_id: ev.to_owned(),
+                    direction: Direction::TgToMx,
+                    sender: sender.to_owned(),
+                }
+            );
+            assert_eq!(s.link_by_tg(-100, 7).await.unwrap().unwrap().mx_event_id, ev);
+            assert!(s.link_by_tg(-100, 8).await.unwrap().is_none());
+            // Stored as the same TEXT as before the type.
+            let stored = s.test_strings("SELECT direction FROM messages").await;
+            assert_eq!(stored, ["tg_to_mx"]);
+        }
     }
 
-    /// A stored id that does not parse (not written by this bridge) is an error naming the
-    /// column, and not a transient one (it would be retried forever).
-    #[tokio::test]
-    async fn a_bad_stored_id_is_an_error_naming_the_column() {
-        let (s, _d) = store().await;
-        sqlx::query(
-            "INSERT INTO messages (tg_chat_id, tg_msg_id, mx_room_id, mx_event_id, direction, sender, sent_at, bridged_at)
-             VALUES (1, 2, 'not a room', '$e', 'mx_to_tg', '@u:x', 0, 0)",
-        )
-        .execute(s.pool())
-        .await
-        .unwrap();
-        let e = s.link_by_tg(1, 2).await.unwrap_err();
-        assert!(e.to_string().contains("messages.mx_room_id"), "{e}");
-        assert!(!e.is_transient());
+    both_backends! {
+        /// A stored id that does not parse (not written by this bridge) is an error naming the
+        /// column, and not a transient one (it would be retried forever).
+        async fn a_bad_stored_id_is_an_error_naming_the_column() {
+            let (s, _d) = store().await;
+            s.test_exec(
+                "INSERT INTO messages (tg_chat_id, tg_msg_id, mx_room_id, mx_event_id, direction, sender, sent_at, bridged_at)
+                 VALUES (1, 2, 'not a room', '$e', 'mx_to_tg', '@u:x', 0, 0)",
+            )
+            .await;
+            let e = s.link_by_tg(1, 2).await.unwrap_err();
+            assert!(e.to_string().contains("messages.mx_room_id"), "{e}");
+            assert!(!e.is_transient());
+        }
     }
 
-    #[tokio::test]
-    async fn removed_reactions_say_what_they_were_on() {
-        let (s, _d) = store().await;
-        s.save_reaction(5, 6, "@u:x", "👍", event_id!("$r"), Direction::MxToTg)
-            .await
-            .unwrap();
-        assert_eq!(
-            s.reaction(5, 6, "@u:x", "👍").await.unwrap().as_deref(),
-            Some(event_id!("$r"))
-        );
-        assert_eq!(s.latest_mx_reaction(5, 6).await.unwrap().as_deref(), Some("👍"));
-        assert_eq!(
-            s.delete_reaction(event_id!("$r")).await.unwrap(),
-            Some(RemovedReaction {
-                tg_chat_id: 5,
-                tg_msg_id: 6,
-                direction: Direction::MxToTg
-            })
-        );
-        assert_eq!(s.delete_reaction(event_id!("$r")).await.unwrap(), None);
+    both_backends! {
+        async fn removed_reactions_say_what_they_were_on() {
+            let (s, _d) = store().await;
+            s.save_reaction(5, 6, "@u:x", "👍", event_id!("$r"), Direction::MxToTg)
+                .await
+                .unwrap();
+            assert_eq!(
+                s.reaction(5, 6, "@u:x", "👍").await.unwrap().as_deref(),
+                Some(event_id!("$r"))
+            );
+            assert_eq!(s.latest_mx_reaction(5, 6).await.unwrap().as_deref(), Some("👍"));
+            assert_eq!(
+                s.delete_reaction(event_id!("$r")).await.unwrap(),
+                Some(RemovedReaction {
+                    tg_chat_id: 5,
+                    tg_msg_id: 6,
+                    direction: Direction::MxToTg
+                })
+            );
+            assert_eq!(s.delete_reaction(event_id!("$r")).await.unwrap(), None);
+        }
     }
 }

@@ -1,11 +1,15 @@
-//! SQLite storage (sqlx). Everything the bridge must not forget across a restart lives here:
+//! Storage on SQLite (the default) or PostgreSQL (sqlx, each with its own driver: SQLite is
+//! opened exactly as before PostgreSQL existed). Everything the bridge must not forget across a restart lives here:
 //! portals, puppets, the message map, accepted appservice transactions, inboxes of work not yet
 //! bridged, and the Telegram update offset.
 //!
 //! One file per table group, each an `impl Store` block (as mautrix bridgev2's `database/`):
 //!
 //! - this file: [`Store`] itself (opening, the daemon lock, the single write path
-//!   `Store::write`, the write-fault alarm), `kv`, backups, [`Direction`];
+//!   `Store::write`, the write-fault alarm), `kv`, backups, [`Direction`], and `on!`, which runs
+//!   one query text on either backend (`$N` placeholders, which SQLite takes too; the few
+//!   statements whose dialects differ are written twice, see [`dialect`]);
+//! - [`copy`]: `tgmx migrate-db` (SQLite -> PostgreSQL), and the list of every table;
 //! - [`portals`] holds `portals`;
 //! - [`puppets`] holds `puppets` (and their avatars), `memberships`, `e2ee_devices`;
 //! - [`messages`] holds `messages` (the message map), `tg_send_intents`, `reactions`;
@@ -21,9 +25,35 @@
 //! recorded instead of being retried forever); a list (`Store::mx_lanes`) leaves it out with a
 //! warning.
 
+/// Run `$body` once per backend: `$c` is the backend's pool or connection (a [`Db`] arm), so the
+/// same query text and binds compile for SQLite and for PostgreSQL, each with its own driver.
+/// With `|$c, $pg|`, `$pg` says which (`true`: PostgreSQL), for the few statements whose text
+/// differs (see [`dialect`]).
+macro_rules! on {
+    ($db:expr, |$c:ident, $pg:ident| $body:expr) => {
+        match $db {
+            $crate::storage::Db::Sqlite($c) => {
+                let $pg = false;
+                $body
+            }
+            $crate::storage::Db::Postgres($c) => {
+                let $pg = true;
+                $body
+            }
+        }
+    };
+    ($db:expr, |$c:ident| $body:expr) => {
+        match $db {
+            $crate::storage::Db::Sqlite($c) => $body,
+            $crate::storage::Db::Postgres($c) => $body,
+        }
+    };
+}
+
 pub mod audit;
 pub mod cutover;
 pub mod inbox;
+pub mod copy;
 pub mod messages;
 pub mod portals;
 pub mod puppets;
@@ -39,16 +69,16 @@ use std::str::FromStr;
 
 use std::sync::Arc;
 
-use futures::FutureExt;
 use ruma::{OwnedRoomId, OwnedUserId};
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgArgumentBuffer, PgConnectOptions, PgPoolOptions, PgTypeInfo, PgValueRef};
 use sqlx::sqlite::{
-    SqliteArgumentsBuffer, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteArgumentsBuffer, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
     SqliteTypeInfo, SqliteValueRef,
 };
-use sqlx::{Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::watch;
 
 use crate::error::Result;
@@ -119,19 +149,36 @@ impl<'r> sqlx::Decode<'r, Sqlite> for Direction {
     }
 }
 
-/// Column `column` of a row of `table` (named in the error). A value that does not decode (a
-/// [`Direction`] not known) is an error naming the column, not transient (a `Db` error would be
-/// retried forever).
-fn column<'r, T>(row: &'r SqliteRow, table: &str, column: &str) -> Result<T>
-where
-    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
-{
-    use sqlx::Row;
-    row.try_get(column).map_err(|e| match e {
-        sqlx::Error::ColumnDecode { source, .. } => {
-            crate::error::Error::Internal(format!("database: {table}.{column} cannot be read: {source}"))
-        }
-        e => e.into(),
+impl sqlx::Type<Postgres> for Direction {
+    fn type_info() -> PgTypeInfo {
+        <str as sqlx::Type<Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <str as sqlx::Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl sqlx::Encode<'_, Postgres> for Direction {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> std::result::Result<IsNull, BoxDynError> {
+        <&str as sqlx::Encode<Postgres>>::encode(self.as_str(), buf)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, Postgres> for Direction {
+    fn decode(value: PgValueRef<'r>) -> std::result::Result<Self, BoxDynError> {
+        let s = <&str as sqlx::Decode<Postgres>>::decode(value)?;
+        Direction::parse(s).ok_or_else(|| format!("not a direction: {s:?}").into())
+    }
+}
+
+/// The `direction` column of a row of `table`, read as text. A value that is not a [`Direction`]
+/// is an error naming the column, not transient (a `Db` error would be retried forever).
+fn direction_of(table: &str, raw: &str) -> Result<Direction> {
+    Direction::parse(raw).ok_or_else(|| {
+        crate::error::Error::Internal(format!(
+            "database: {table}.direction cannot be read: not a direction: {raw:?}"
+        ))
     })
 }
 
@@ -147,37 +194,116 @@ where
         .map_err(|e| crate::error::Error::Internal(format!("database: {table_column} holds {raw:?}, not an id: {e}")))
 }
 
-/// The bridge's database: a pool of SQLite connections, the caches and the write-fault alarm,
-/// shared by every task (cheap to clone).
+/// The statement of one dialect: SQLite's, or PostgreSQL's when `pg` (see `on!`). Only the
+/// few statements SQL does not share are written twice: `INSERT OR REPLACE` where the row order
+/// matters, SQLite's two-argument `MAX`, `json_each`, `IS` with a parameter, `rowid`.
+fn dialect(pg: bool, sqlite: &'static str, postgres: &'static str) -> &'static str {
+    if pg { postgres } else { sqlite }
+}
+
+/// One value per backend: a pool, a connection, a query's outcome (see `on!`).
+pub enum Db<S, P> {
+    /// SQLite (`sqlite://`), the default.
+    Sqlite(S),
+    /// PostgreSQL (`postgres://`, `postgresql://`).
+    Postgres(P),
+}
+
+impl<S: Clone, P: Clone> Clone for Db<S, P> {
+    fn clone(&self) -> Self {
+        match self {
+            Db::Sqlite(s) => Db::Sqlite(s.clone()),
+            Db::Postgres(p) => Db::Postgres(p.clone()),
+        }
+    }
+}
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend of a database URL (`sqlite:`, `postgres:` or `postgresql:`).
+    pub fn of(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
+    }
+
+    /// Its name, for the operator.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+/// A database URL to show: the password of a PostgreSQL URL replaced (never logged or printed).
+pub fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("<redacted>"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The bridge's database: a pool of connections (SQLite or PostgreSQL), the caches and the
+/// write-fault alarm, shared by every task (cheap to clone).
 #[derive(Clone)]
 pub struct Store {
-    /// Connections to the database file (four; WAL, so reads go on while one writes).
-    pool: SqlitePool,
+    /// Connections to the database (SQLite: four, WAL, so reads go on while one writes).
+    pool: Db<SqlitePool, PgPool>,
     /// Facts read before every Telegram -> Matrix send, kept in memory once read or written
     /// (only this process writes them): registered puppets and memberships.
     cache: std::sync::Arc<std::sync::Mutex<Cache>>,
-    /// Why writes fail, while they do (disk full, I/O error, read-only, locked); `None` when the
-    /// last write committed. Intake stops while it is set: nothing may be confirmed to Telegram
-    /// or a homeserver that could not be saved.
+    /// Why writes fail, while they do (disk full, I/O error, read-only, locked, the database
+    /// server gone); `None` when the last write committed. Intake stops while it is set: nothing
+    /// may be confirmed to Telegram or a homeserver that could not be saved.
     fault: Arc<watch::Sender<Option<String>>>,
     /// The database file and its identity (device, inode) when opened: a file deleted or
-    /// replaced under the daemon takes writes that no one will ever read.
+    /// replaced under the daemon takes writes that no one will ever read. (SQLite only.)
     file: Option<Arc<(std::path::PathBuf, (u64, u64))>>,
     /// Set once the file is found deleted or replaced: writes into the old file still succeed,
     /// but no longer clear the fault (only a restart does).
     file_gone: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// The file of a `sqlite://` database URL.
+/// The file of a `sqlite://` database URL (an error for another backend).
 pub fn database_file(url: &str) -> Result<std::path::PathBuf> {
+    if Backend::of(url) == Some(Backend::Postgres) {
+        return Err(crate::error::Error::Config(format!(
+            "the database {} is PostgreSQL, not a file",
+            redacted(url)
+        )));
+    }
     Ok(SqliteConnectOptions::from_str(url)?.get_filename().to_path_buf())
 }
 
 /// Held by the running daemon (see [`Store::lock_for_daemon`]).
-pub struct DaemonLock {
-    /// The lock file, `flock`ed while open.
-    _file: std::fs::File,
+pub enum DaemonLock {
+    /// SQLite: the lock file, `flock`ed while open.
+    File(std::fs::File),
+    /// PostgreSQL: the connection holding the session advisory lock [`PG_DAEMON_LOCK`].
+    Postgres(Box<PgConnection>),
 }
+
+/// The key of the session advisory lock a daemon holds on a PostgreSQL database (`tgmx` in
+/// ASCII). It shows in `pg_locks` as `locktype = 'advisory'`, `classid = 0`, `objid = 1952935288`.
+pub const PG_DAEMON_LOCK: i64 = 0x7467_6d78;
+
+/// The key of the transaction advisory lock an immediate write transaction takes on PostgreSQL
+/// (see `Store::write`; written out in the statement there).
+pub const PG_WRITE_LOCK: i64 = 0x7467_6d77;
 
 /// (device, inode) of a file.
 fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
@@ -194,15 +320,33 @@ fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
 }
 
 /// Whether an error says the database cannot take writes now (as opposed to a bad statement or
-/// a constraint): disk full, I/O error, read-only file, a lock held too long, a broken file.
+/// a constraint): SQLite: disk full, I/O error, read-only file, a lock held too long, a broken
+/// file; PostgreSQL: the connection lost or refused, the server shutting down, out of disk or
+/// memory, read-only (a standby server), I/O or data corruption errors.
 pub fn is_storage_fault(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => {
+            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                let code = pg.code();
+                // 08: connection exception; 53: insufficient resources (disk full, out of
+                // memory, too many connections); 57P0x: operator intervention (shutdown, crash
+                // of another backend, cannot connect now); 58: system (I/O) error; XX001/XX002:
+                // data or index corrupted; 25006: read-only transaction (a hot standby).
+                return code.starts_with("08")
+                    || code.starts_with("53")
+                    || code.starts_with("57P")
+                    || code.starts_with("58")
+                    || matches!(code, "XX001" | "XX002" | "25006");
+            }
             let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff;
             // BUSY, LOCKED, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB
             matches!(code, 5 | 6 | 8 | 10 | 11 | 13 | 14 | 26)
         }
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
         _ => false,
     }
 }
@@ -211,31 +355,37 @@ pub fn is_storage_fault(e: &sqlx::Error) -> bool {
 /// rolled back), the connection is closed instead of going back to the pool: after a failed
 /// `COMMIT` or `ROLLBACK` (disk full) SQLite may still hold the transaction open, and a pooled
 /// connection in that state would turn every later transaction into a savepoint of one that
-/// never commits, and lock out the other connections.
-struct WriteTx {
+/// never commits, and lock out the other connections. (PostgreSQL: a connection lost mid-way,
+/// or a transaction left aborted by a failed statement, is not reused either.)
+pub struct WriteTx {
     /// The connection the transaction runs on.
-    conn: PoolConnection<Sqlite>,
+    conn: Db<PoolConnection<Sqlite>, PoolConnection<Postgres>>,
     /// Still open (not certainly committed or rolled back): the connection is closed on drop.
     open: bool,
 }
 
-impl std::ops::Deref for WriteTx {
-    type Target = SqliteConnection;
-    fn deref(&self) -> &SqliteConnection {
-        &self.conn
+impl WriteTx {
+    /// The transaction's connection, to run statements on (see `on!`).
+    pub(crate) fn db(&mut self) -> Db<&mut SqliteConnection, &mut PgConnection> {
+        match &mut self.conn {
+            Db::Sqlite(c) => Db::Sqlite(&mut **c),
+            Db::Postgres(c) => Db::Postgres(&mut **c),
+        }
     }
-}
 
-impl std::ops::DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
-        &mut self.conn
+    /// Run one statement without arguments (`BEGIN`, `COMMIT`...).
+    async fn raw(&mut self, sql: &'static str) -> std::result::Result<(), sqlx::Error> {
+        on!(self.db(), |c| sqlx::raw_sql(sql).execute(c).await.map(|_| ()))
     }
 }
 
 impl Drop for WriteTx {
     fn drop(&mut self) {
         if self.open {
-            self.conn.close_on_drop();
+            match &mut self.conn {
+                Db::Sqlite(c) => c.close_on_drop(),
+                Db::Postgres(c) => c.close_on_drop(),
+            }
         }
     }
 }
@@ -249,9 +399,49 @@ struct Cache {
     members: std::collections::HashSet<(OwnedUserId, OwnedRoomId)>,
 }
 
+/// Connection options of a PostgreSQL URL; the connections name themselves `tgmx` (seen in
+/// `pg_stat_activity`).
+fn pg_options(url: &str) -> Result<PgConnectOptions> {
+    Ok(PgConnectOptions::from_str(url)?.application_name("tgmx"))
+}
+
 impl Store {
-    /// Open (creating if missing, mode 0600) and migrate.
+    /// Open (SQLite: creating the file if missing, mode 0600) and migrate. A PostgreSQL database
+    /// must exist (created by its administrator, see the README); its tables are created here.
     pub async fn open(url: &str) -> Result<Store> {
+        match Backend::of(url) {
+            Some(Backend::Postgres) => Self::open_postgres(url).await,
+            _ => Self::open_sqlite(url).await,
+        }
+    }
+
+    /// Open a database the bridge already uses, without creating anything: `None` when there is
+    /// none yet (SQLite: no file; PostgreSQL: no tgmx tables in the database). For the commands
+    /// that read the bridge's state: an empty database made on the spot would report "nothing
+    /// lost" about a bridge it never saw.
+    pub async fn open_existing(url: &str) -> Result<Option<Store>> {
+        match Backend::of(url) {
+            Some(Backend::Postgres) => {
+                let mut conn: PgConnection = <PgConnection as sqlx::Connection>::connect_with(&pg_options(url)?).await?;
+                let made: Option<String> = sqlx::query_scalar("SELECT CAST(to_regclass('_sqlx_migrations') AS TEXT)")
+                    .fetch_one(&mut conn)
+                    .await?;
+                sqlx::Connection::close(conn).await?;
+                if made.is_none() {
+                    return Ok(None);
+                }
+                Ok(Some(Self::open_postgres(url).await?))
+            }
+            _ => {
+                if !database_file(url)?.exists() {
+                    return Ok(None);
+                }
+                Ok(Some(Self::open_sqlite(url).await?))
+            }
+        }
+    }
+
+    async fn open_sqlite(url: &str) -> Result<Store> {
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -268,20 +458,70 @@ impl Store {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
         }
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         let file = file_id(&path).map(|id| Arc::new((path, id)));
-        Ok(Store {
+        Ok(Store::with_pool(Db::Sqlite(pool), file))
+    }
+
+    async fn open_postgres(url: &str) -> Result<Store> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect_with(pg_options(url)?)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Store::with_pool(Db::Postgres(pool), None))
+    }
+
+    fn with_pool(pool: Db<SqlitePool, PgPool>, file: Option<Arc<(std::path::PathBuf, (u64, u64))>>) -> Store {
+        Store {
             pool,
             cache: Default::default(),
             fault: Arc::new(watch::channel(None).0),
             file,
             file_gone: Default::default(),
+        }
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// The backend and its version, for `tgmx check`: `SQLite 3.46.0`, `PostgreSQL 15.18 (Debian
+    /// 15.18-0+deb12u1) on x86_64-pc-linux-gnu`.
+    pub async fn version(&self) -> Result<String> {
+        Ok(match self.db() {
+            Db::Sqlite(p) => {
+                let v: String = sqlx::query_scalar("SELECT sqlite_version()").fetch_one(p).await?;
+                format!("SQLite {v}")
+            }
+            Db::Postgres(p) => {
+                let v: String = sqlx::query_scalar("SELECT version()").fetch_one(p).await?;
+                v.split(", compiled by").next().unwrap_or(&v).to_owned()
+            }
         })
     }
 
-    /// Refuse a second daemon on the same database: an exclusive lock on `<database>.lock`, held
-    /// until the returned guard is dropped (or the process ends, however it ends).
-    pub fn lock_for_daemon(url: &str) -> Result<DaemonLock> {
+    /// The pool of each backend, to run a statement on (see `on!`).
+    pub(crate) fn db(&self) -> Db<&SqlitePool, &PgPool> {
+        match &self.pool {
+            Db::Sqlite(p) => Db::Sqlite(p),
+            Db::Postgres(p) => Db::Postgres(p),
+        }
+    }
+
+    /// Refuse a second daemon on the same database, until the returned guard is dropped (or the
+    /// process ends, however it ends). SQLite: an exclusive lock on `<database>.lock`.
+    /// PostgreSQL: the session advisory lock [`PG_DAEMON_LOCK`], held by a connection of its
+    /// own (two daemons on one PostgreSQL database, active and standby, are not supported yet).
+    pub async fn lock_for_daemon(url: &str) -> Result<DaemonLock> {
+        if Backend::of(url) == Some(Backend::Postgres) {
+            return Self::lock_postgres(url).await;
+        }
         let path = SqliteConnectOptions::from_str(url)?.get_filename().to_path_buf();
         let mut lock_path = path.clone().into_os_string();
         lock_path.push(".lock");
@@ -312,7 +552,53 @@ impl Store {
             let _ = f.rewind();
             let _ = write!(f, "{}", std::process::id());
         }
-        Ok(DaemonLock { _file: file })
+        Ok(DaemonLock::File(file))
+    }
+
+    async fn lock_postgres(url: &str) -> Result<DaemonLock> {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "?".to_owned());
+        // Who holds the lock is read from pg_stat_activity.application_name (at most 63 bytes).
+        let mut name = format!("tgmx daemon pid {} on {host}", std::process::id());
+        name.truncate(63);
+        let opts = PgConnectOptions::from_str(url)?.application_name(&name);
+        let mut conn: PgConnection = <PgConnection as sqlx::Connection>::connect_with(&opts).await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(PG_DAEMON_LOCK)
+            .fetch_one(&mut conn)
+            .await?;
+        if got {
+            return Ok(DaemonLock::Postgres(Box::new(conn)));
+        }
+        let holder: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT a.application_name, CAST(a.client_addr AS TEXT), CAST(a.backend_start AS TEXT)
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE l.locktype = 'advisory' AND l.granted AND CAST(l.classid AS BIGINT) = 0
+               AND CAST(l.objid AS BIGINT) = $1
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+             LIMIT 1",
+        )
+        .bind(PG_DAEMON_LOCK)
+        .fetch_optional(&mut conn)
+        .await
+        .ok()
+        .flatten();
+        let _ = sqlx::Connection::close(conn).await;
+        let who = match holder {
+            Some((app, addr, since)) => format!(
+                "{} (connected from {}, since {})",
+                if app.is_empty() { "a client" } else { app.as_str() },
+                addr.as_deref().unwrap_or("a local socket"),
+                since.as_deref().unwrap_or("?")
+            ),
+            None => "another process".to_owned(),
+        };
+        Err(crate::error::Error::Config(format!(
+            "{who} holds the tgmx daemon lock of the database {}: stop it first (one daemon per \
+             database; an active/standby pair is not supported yet)",
+            redacted(url)
+        )))
     }
 
     // ---- write health ----
@@ -403,31 +689,43 @@ impl Store {
     /// The database file must also still be the one opened.
     pub async fn probe_write(&self) -> Result<()> {
         self.check_file()?;
-        let r = sqlx::query(
-            "INSERT INTO kv (key, value) VALUES ('write_probe', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        let r = on!(self.db(), |p| sqlx::query(
+            "INSERT INTO kv (key, value) VALUES ('write_probe', $1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         )
         .bind(now_ms().to_string())
-        .execute(&self.pool)
-        .await;
-        self.noted(r).map(|_| ())
+        .execute(p)
+        .await
+        .map(|_| ()));
+        self.noted(r)
     }
 
     /// Run `body` in one write transaction (`BEGIN IMMEDIATE` when `immediate`: reads inside see
     /// the state the writes apply to) and commit. On any failure the transaction is rolled back
     /// and, if that is not certain, its connection is closed (see [`WriteTx`]).
-    async fn write<T>(&self, immediate: bool, body: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T>) -> Result<T> {
+    ///
+    /// PostgreSQL has no `BEGIN IMMEDIATE`: an immediate transaction takes a transaction-level
+    /// advisory lock first, so immediate transactions run one at a time there too (as SQLite's
+    /// one writer). A failed statement aborts a PostgreSQL transaction: the body's error ends it
+    /// with `ROLLBACK`.
+    async fn write<T>(&self, immediate: bool, body: impl AsyncFnOnce(&mut WriteTx) -> Result<T>) -> Result<T> {
         // Getting a connection and `BEGIN` write nothing: they can raise the alarm, only the
         // `COMMIT` may clear it.
-        let conn = self.pool.acquire().await.map_err(|e| self.failed(e))?;
+        let conn = match &self.pool {
+            Db::Sqlite(p) => p.acquire().await.map(Db::Sqlite),
+            Db::Postgres(p) => p.acquire().await.map(Db::Postgres),
+        }
+        .map_err(|e| self.failed(e))?;
         let mut tx = WriteTx { conn, open: true };
-        let begin = if immediate { "BEGIN IMMEDIATE" } else { "BEGIN" };
-        sqlx::raw_sql(begin)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.failed(e))?;
+        let begin = match (&tx.conn, immediate) {
+            (Db::Sqlite(_), true) => "BEGIN IMMEDIATE",
+            (Db::Postgres(_), true) => "BEGIN; SELECT pg_advisory_xact_lock(1952935287)",
+            (_, false) => "BEGIN",
+            // PG_WRITE_LOCK, written out.
+        };
+        tx.raw(begin).await.map_err(|e| self.failed(e))?;
         match body(&mut tx).await {
             Ok(v) => {
-                self.noted(sqlx::raw_sql("COMMIT").execute(&mut *tx).await)?;
+                self.noted(tx.raw("COMMIT").await)?;
                 tx.open = false;
                 Ok(v)
             }
@@ -437,7 +735,7 @@ impl Store {
                 {
                     self.raise(db.to_string());
                 }
-                if sqlx::raw_sql("ROLLBACK").execute(&mut *tx).await.is_ok() {
+                if tx.raw("ROLLBACK").await.is_ok() {
                     tx.open = false;
                 }
                 Err(e)
@@ -445,9 +743,9 @@ impl Store {
         }
     }
 
-    /// The connection pool, for reads outside these methods (checks, tests).
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// The connection pools, for reads outside these methods (checks, tests, `migrate-db`).
+    pub fn pool(&self) -> Db<&SqlitePool, &PgPool> {
+        self.db()
     }
 
     // ---- key/value ----
@@ -455,28 +753,36 @@ impl Store {
     /// A value of the `kv` table (small state: the Telegram offset, catch-up marks, the daemon's
     /// pid...).
     pub async fn get_kv(&self, key: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM kv WHERE key = ?")
+        Ok(on!(self.db(), |p| sqlx::query_scalar("SELECT value FROM kv WHERE key = $1")
             .bind(key)
-            .fetch_optional(&self.pool)
-            .await?)
+            .fetch_optional(p)
+            .await)?)
     }
 
     /// Set a value of the `kv` table.
     pub async fn set_kv(&self, key: &str, value: &str) -> Result<()> {
-        sqlx::query("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
-            .bind(key)
-            .bind(value)
-            .execute(&self.pool)
-            .map(|r| self.noted(r))
-            .await?;
-        Ok(())
+        let r = on!(self.db(), |p| sqlx::query(
+            "INSERT INTO kv (key, value) VALUES ($1, $2) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+        )
+        .bind(key)
+        .bind(value)
+        .execute(p)
+        .await
+        .map(|_| ()));
+        self.noted(r)
     }
 
-    /// A consistent copy of the database at `path`, taken online (`VACUUM INTO`).
+    /// A consistent copy of an SQLite database at `path`, taken online (`VACUUM INTO`). A
+    /// PostgreSQL database is copied with `pg_dump` (see [`pg_dump_command`]).
     pub async fn backup(&self, path: &std::path::Path) -> Result<()> {
+        let Db::Sqlite(pool) = self.db() else {
+            return Err(crate::error::Error::Config(
+                "a PostgreSQL database is backed up with pg_dump (see `tgmx backup`)".into(),
+            ));
+        };
         sqlx::query("VACUUM INTO ?")
             .bind(path.to_string_lossy().into_owned())
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
         #[cfg(unix)]
         {
@@ -487,10 +793,26 @@ impl Store {
     }
 }
 
-/// A fresh store in a temporary directory (kept while the `TempDir` lives).
-#[cfg(test)]
-pub(crate) async fn temp_store() -> (Store, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    (Store::open(&url).await.unwrap(), dir)
+/// The `pg_dump` command that backs up a PostgreSQL database to `path` (custom format, for
+/// `pg_restore`), with the password left out of the URL: `pg_dump` takes it from `PGPASSWORD` or
+/// `~/.pgpass`.
+pub fn pg_dump_command(url: &str, path: &std::path::Path) -> String {
+    let shown = match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Err(_) => redacted(url),
+    };
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    format!(
+        "pg_dump --format=custom --file={} --dbname={}",
+        quote(&path.display().to_string()),
+        quote(&shown)
+    )
 }
+
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+pub(crate) use testing::temp_store;

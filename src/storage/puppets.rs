@@ -2,9 +2,7 @@
 //! rooms they joined (`memberships`), and the devices of users that act in encrypted rooms
 //! (`e2ee_devices`).
 
-use futures::FutureExt;
 use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, RoomId, UserId};
-use sqlx::Row;
 
 use super::{Store, now_ms, parse_id};
 use crate::error::Result;
@@ -36,14 +34,16 @@ impl Store {
         if let Some(p) = self.cache.lock().expect("lock").puppets.get(&tg_user_id) {
             return Ok(Some(p.clone()));
         }
-        let row = sqlx::query("SELECT mxid, displayname FROM puppets WHERE tg_user_id = ? AND registered = 1")
-            .bind(tg_user_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(r) = row else { return Ok(None) };
+        let row: Option<(String, Option<String>)> = on!(self.db(), |p| sqlx::query_as(
+            "SELECT mxid, displayname FROM puppets WHERE tg_user_id = $1 AND registered = 1"
+        )
+        .bind(tg_user_id)
+        .fetch_optional(p)
+        .await)?;
+        let Some((mxid, displayname)) = row else { return Ok(None) };
         let puppet = Puppet {
-            mxid: parse_id("puppets.mxid", r.get(0))?,
-            displayname: r.get(1),
+            mxid: parse_id("puppets.mxid", mxid)?,
+            displayname,
         };
         self.cache
             .lock()
@@ -55,8 +55,8 @@ impl Store {
 
     /// Record a puppet as registered, with the display name just set.
     pub async fn save_puppet(&self, tg_user_id: i64, mxid: &UserId, displayname: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO puppets (tg_user_id, mxid, displayname, registered, updated_at) VALUES (?, ?, ?, 1, ?)
+        let r = on!(self.db(), |p| sqlx::query(
+            "INSERT INTO puppets (tg_user_id, mxid, displayname, registered, updated_at) VALUES ($1, $2, $3, 1, $4)
              ON CONFLICT(tg_user_id) DO UPDATE SET displayname = excluded.displayname, registered = 1,
              updated_at = excluded.updated_at",
         )
@@ -64,9 +64,10 @@ impl Store {
         .bind(mxid.as_str())
         .bind(displayname)
         .bind(now_ms())
-        .execute(&self.pool)
-        .map(|r| self.noted(r))
-        .await?;
+        .execute(p)
+        .await
+        .map(|_| ()));
+        self.noted(r)?;
         self.cache.lock().expect("lock").puppets.insert(
             tg_user_id,
             Puppet {
@@ -83,12 +84,14 @@ impl Store {
         if self.cache.lock().expect("lock").members.contains(&key) {
             return Ok(true);
         }
-        let member = sqlx::query_scalar::<_, i64>("SELECT 1 FROM memberships WHERE mxid = ? AND mx_room_id = ?")
-            .bind(mxid.as_str())
-            .bind(room.as_str())
-            .fetch_optional(&self.pool)
-            .await?
-            .is_some();
+        let member = on!(self.db(), |p| sqlx::query_scalar::<_, i32>(
+            "SELECT 1 FROM memberships WHERE mxid = $1 AND mx_room_id = $2"
+        )
+        .bind(mxid.as_str())
+        .bind(room.as_str())
+        .fetch_optional(p)
+        .await)?
+        .is_some();
         if member {
             self.cache.lock().expect("lock").members.insert(key);
         }
@@ -101,16 +104,17 @@ impl Store {
         // Forgotten before the delete: a failed delete must not leave a stale "joined" behind.
         self.cache.lock().expect("lock").members.remove(&key);
         let q = if member {
-            "INSERT OR IGNORE INTO memberships (mxid, mx_room_id) VALUES (?, ?)"
+            "INSERT INTO memberships (mxid, mx_room_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
         } else {
-            "DELETE FROM memberships WHERE mxid = ? AND mx_room_id = ?"
+            "DELETE FROM memberships WHERE mxid = $1 AND mx_room_id = $2"
         };
-        sqlx::query(q)
+        let r = on!(self.db(), |p| sqlx::query(q)
             .bind(mxid.as_str())
             .bind(room.as_str())
-            .execute(&self.pool)
-            .map(|r| self.noted(r))
-            .await?;
+            .execute(p)
+            .await
+            .map(|_| ()));
+        self.noted(r)?;
         if member {
             self.cache.lock().expect("lock").members.insert(key);
         }
@@ -123,11 +127,12 @@ impl Store {
     /// id, or another key per device of a user (`matrix::device::Purpose::key`), so not a
     /// [`UserId`].
     pub async fn e2ee_device(&self, owner: &str) -> Result<Option<E2eeDevice>> {
-        let row: Option<(String, String)> =
-            sqlx::query_as("SELECT device_id, access_token FROM e2ee_devices WHERE user_id = ?")
-                .bind(owner)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<(String, String)> = on!(self.db(), |p| sqlx::query_as(
+            "SELECT device_id, access_token FROM e2ee_devices WHERE user_id = $1"
+        )
+        .bind(owner)
+        .fetch_optional(p)
+        .await)?;
         Ok(row.map(|(device_id, access_token)| E2eeDevice {
             device_id: device_id.into(),
             access_token,
@@ -136,40 +141,42 @@ impl Store {
 
     /// Store the device of `owner` (see [`Store::e2ee_device`]), replacing an earlier one.
     pub async fn save_e2ee_device(&self, owner: &str, device_id: &DeviceId, access_token: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT OR REPLACE INTO e2ee_devices (user_id, device_id, access_token, created_at) VALUES (?, ?, ?, ?)",
+        let r = on!(self.db(), |p| sqlx::query(
+            "INSERT INTO e2ee_devices (user_id, device_id, access_token, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (user_id) DO UPDATE SET device_id = excluded.device_id,
+             access_token = excluded.access_token, created_at = excluded.created_at",
         )
         .bind(owner)
         .bind(device_id.as_str())
         .bind(access_token)
         .bind(now_ms())
-        .execute(&self.pool)
-        .map(|r| self.noted(r))
-        .await?;
-        Ok(())
+        .execute(p)
+        .await
+        .map(|_| ()));
+        self.noted(r)
     }
 
     // ---- avatars ----
 
     /// The Telegram file (`unique_id`) of the puppet's avatar last set.
     pub async fn puppet_avatar(&self, tg_user_id: i64) -> Result<Option<String>> {
-        Ok(
-            sqlx::query_scalar::<_, Option<String>>("SELECT avatar_id FROM puppets WHERE tg_user_id = ?")
-                .bind(tg_user_id)
-                .fetch_optional(&self.pool)
-                .await?
-                .flatten(),
+        Ok(on!(self.db(), |p| sqlx::query_scalar::<_, Option<String>>(
+            "SELECT avatar_id FROM puppets WHERE tg_user_id = $1"
         )
+        .bind(tg_user_id)
+        .fetch_optional(p)
+        .await)?
+        .flatten())
     }
 
     /// Record the Telegram file (`unique_id`) of the puppet's avatar just set.
     pub async fn set_puppet_avatar(&self, tg_user_id: i64, avatar_id: &str) -> Result<()> {
-        sqlx::query("UPDATE puppets SET avatar_id = ? WHERE tg_user_id = ?")
+        let r = on!(self.db(), |p| sqlx::query("UPDATE puppets SET avatar_id = $1 WHERE tg_user_id = $2")
             .bind(avatar_id)
             .bind(tg_user_id)
-            .execute(&self.pool)
-            .map(|r| self.noted(r))
-            .await?;
-        Ok(())
+            .execute(p)
+            .await
+            .map(|_| ()));
+        self.noted(r)
     }
 }
