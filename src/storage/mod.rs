@@ -250,8 +250,8 @@ impl Backend {
 pub fn redacted(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("<redacted>"));
-            u.to_string()
+            let _ = u.set_password(Some("REDACTED"));
+            u.to_string().replacen(":REDACTED@", ":<redacted>@", 1)
         }
         _ => url.to_owned(),
     }
@@ -572,7 +572,7 @@ impl Store {
             return Ok(DaemonLock::Postgres(Box::new(conn)));
         }
         let holder: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT a.application_name, CAST(a.client_addr AS TEXT), CAST(a.backend_start AS TEXT)
+            "SELECT a.application_name, host(a.client_addr), CAST(date_trunc('second', a.backend_start) AS TEXT)
              FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
              WHERE l.locktype = 'advisory' AND l.granted AND CAST(l.classid AS BIGINT) = 0
                AND CAST(l.objid AS BIGINT) = $1
@@ -816,3 +816,78 @@ pub fn pg_dump_command(url: &str, path: &std::path::Path) -> String {
 pub(crate) mod testing;
 #[cfg(test)]
 pub(crate) use testing::temp_store;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_password_is_never_shown() {
+        let url = "postgres://tgmx:s3cret@db.example.org:5432/tgmx";
+        assert_eq!(redacted(url), "postgres://tgmx:<redacted>@db.example.org:5432/tgmx");
+        let cmd = pg_dump_command(url, std::path::Path::new("/backups/tgmx.dump"));
+        assert_eq!(
+            cmd,
+            "pg_dump --format=custom --file='/backups/tgmx.dump' --dbname='postgres://tgmx@db.example.org:5432/tgmx'"
+        );
+        assert_eq!(redacted("sqlite:///var/lib/tgmx/tgmx.db"), "sqlite:///var/lib/tgmx/tgmx.db");
+        let e = database_file(url).unwrap_err().to_string();
+        assert!(!e.contains("s3cret"), "{e}");
+    }
+
+    /// A PostgreSQL connection lost in the middle of a write transaction is a storage fault (as
+    /// a full disk is on SQLite): the alarm is raised, the connection is not reused, and the
+    /// next write that commits clears the alarm.
+    #[cfg(tgmx_postgres)]
+    #[tokio::test]
+    async fn a_postgres_connection_lost_mid_write_is_a_storage_fault() {
+        testing::on_postgres(async {
+            let (s, _d) = temp_store().await;
+            let r = s
+                .write(false, async |tx| {
+                    on!(tx.db(), |c| sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
+                        .execute(c)
+                        .await
+                        .map(|_| ()))?;
+                    Ok(())
+                })
+                .await;
+            assert!(r.is_err());
+            let why = s.write_fault().expect("the alarm is raised");
+            assert!(why.contains("terminating connection"), "{why}");
+            s.probe_write().await.unwrap();
+            assert_eq!(s.write_fault(), None);
+            s.set_kv("after", "1").await.unwrap();
+            assert_eq!(s.get_kv("after").await.unwrap().as_deref(), Some("1"));
+        })
+        .await
+    }
+
+    /// A second daemon on the same PostgreSQL database is refused, naming the holder; the lock
+    /// is free again once the first one's guard is dropped.
+    #[cfg(tgmx_postgres)]
+    #[tokio::test]
+    async fn a_second_daemon_on_a_postgres_database_is_refused() {
+        let url = testing::fresh_postgres_database().await;
+        let first = Store::lock_for_daemon(&url).await.unwrap();
+        let Err(e) = Store::lock_for_daemon(&url).await else {
+            panic!("a second lock was given")
+        };
+        let e = e.to_string();
+        assert!(
+            e.contains(&format!("tgmx daemon pid {}", std::process::id())) && e.contains("stop it first"),
+            "{e}"
+        );
+        drop(first);
+        // The server notices the closed connection at once or nearly.
+        let mut again = None;
+        for _ in 0..50 {
+            if let Ok(l) = Store::lock_for_daemon(&url).await {
+                again = Some(l);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(again.is_some(), "the lock is free once the first daemon is gone");
+    }
+}
