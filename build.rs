@@ -97,8 +97,8 @@ fn postgres() {
     println!("cargo:rerun-if-env-changed=TGMX_REQUIRE_POSTGRES");
     println!("cargo:rerun-if-env-changed=PATH");
     let url = std::env::var("TGMX_TEST_POSTGRES_URL").is_ok_and(|u| !u.is_empty());
-    let on_path = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("initdb").is_file()));
+    let on_path =
+        std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("initdb").is_file()));
     let packaged = std::fs::read_dir("/usr/lib/postgresql")
         .map(|dirs| dirs.flatten().any(|d| d.path().join("bin/initdb").is_file()))
         .unwrap_or(false);

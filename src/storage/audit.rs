@@ -117,10 +117,12 @@ impl Store {
 
     /// When `sender` (a Matrix user, puppet or real) last had a message bridged.
     pub async fn last_message_by(&self, sender: &UserId) -> Result<Option<i64>> {
-        Ok(on!(self.db(), |p| sqlx::query_scalar("SELECT MAX(bridged_at) FROM messages WHERE sender = $1")
-            .bind(sender.as_str())
-            .fetch_one(p)
-            .await)?)
+        Ok(on!(self.db(), |p| sqlx::query_scalar(
+            "SELECT MAX(bridged_at) FROM messages WHERE sender = $1"
+        )
+        .bind(sender.as_str())
+        .fetch_one(p)
+        .await)?)
     }
 
     /// What waits in the inboxes.
@@ -253,11 +255,11 @@ impl Store {
             .fetch_optional(p)
             .await)?
         .map(|(kind, tg_chat_id, mx_room_id, bridged_at)| FileCrossed {
-                kind,
-                tg_chat_id,
-                mx_room_id,
-                bridged_at,
-            }))
+            kind,
+            tg_chat_id,
+            mx_room_id,
+            bridged_at,
+        }))
     }
 
     /// The Matrix events `sender` posted that crossed to Telegram, newest first (room, event).
@@ -305,12 +307,14 @@ impl Store {
 
     /// The last rollcall kept, if any.
     pub async fn last_rollcall(&self) -> Result<Option<Rollcall>> {
-        let Some((id, at, room, tg_chat_id, agents, timeout_secs)) =
-            on!(self.db(), |p| sqlx::query_as::<_, (i64, i64, String, Option<i64>, i64, i64)>(
-                "SELECT id, at, room, tg_chat_id, agents, timeout_secs FROM rollcalls ORDER BY id DESC LIMIT 1",
-            )
-            .fetch_optional(p)
-            .await)?
+        let Some((id, at, room, tg_chat_id, agents, timeout_secs)) = on!(self.db(), |p| sqlx::query_as::<
+            _,
+            (i64, i64, String, Option<i64>, i64, i64),
+        >(
+            "SELECT id, at, room, tg_chat_id, agents, timeout_secs FROM rollcalls ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(p)
+        .await)?
         else {
             return Ok(None);
         };
@@ -355,9 +359,9 @@ impl Store {
 
 #[cfg(test)]
 mod readiness_tests {
-    use crate::storage::testing::both_backends;
     use super::*;
     use crate::storage::temp_store as store;
+    use crate::storage::testing::both_backends;
     use crate::telegram::Place;
 
     use ruma::{event_id, room_id, user_id};

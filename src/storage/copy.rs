@@ -115,7 +115,10 @@ pub async fn migrate(from: &str, to: &str) -> Result<Vec<(&'static str, u64)>> {
         )));
     }
     if !super::database_file(from)?.is_file() {
-        return Err(Error::Config(format!("no database at {}", super::database_file(from)?.display())));
+        return Err(Error::Config(format!(
+            "no database at {}",
+            super::database_file(from)?.display()
+        )));
     }
     // Neither database may be in use by a daemon: held until the copy is done.
     let _from_lock = Store::lock_for_daemon(from).await?;
@@ -295,18 +298,26 @@ mod tests {
             .await
             .unwrap();
         old.record_chat_upgrade(-5, -1005).await.unwrap();
-        old.save_topic_name(Place::topic(-100, Some(7)), "Deploys").await.unwrap();
+        old.save_topic_name(Place::topic(-100, Some(7)), "Deploys")
+            .await
+            .unwrap();
         old.save_puppet(42, user_id!("@telegram_42:hs"), "Pat").await.unwrap();
         old.set_puppet_avatar(42, "avatar-1").await.unwrap();
         old.set_member(user_id!("@telegram_42:hs"), room, true).await.unwrap();
-        old.save_e2ee_device("@telegrambot:hs", ruma::device_id!("DEVICE"), "secret").await.unwrap();
+        old.save_e2ee_device("@telegrambot:hs", ruma::device_id!("DEVICE"), "secret")
+            .await
+            .unwrap();
         for i in 0..250 {
             old.link_message(
                 Place::chat(-100),
                 i,
                 room,
                 &ruma::EventId::parse(format!("$e{i}")).unwrap(),
-                if i % 2 == 0 { Direction::TgToMx } else { Direction::MxToTg },
+                if i % 2 == 0 {
+                    Direction::TgToMx
+                } else {
+                    Direction::MxToTg
+                },
                 user_id!("@telegram_42:hs"),
                 1000 + i64::from(i),
             )
@@ -336,23 +347,47 @@ mod tests {
             json: format!("{{\"id\":\"{id}\"}}"),
             echo: false,
         };
-        old.accept_transaction("t1".into(), &[ev("$in1"), ev("$in2")]).await.unwrap();
+        old.accept_transaction("t1".into(), &[ev("$in1"), ev("$in2")])
+            .await
+            .unwrap();
         old.accept_updates(&[
-            TgUpdate { update_id: 500, chat_id: Some(-100), json: "{\"u\":500}".into() },
-            TgUpdate { update_id: 501, chat_id: None, json: "{\"u\":501}".into() },
+            TgUpdate {
+                update_id: 500,
+                chat_id: Some(-100),
+                json: "{\"u\":500}".into(),
+            },
+            TgUpdate {
+                update_id: 501,
+                chat_id: None,
+                json: "{\"u\":501}".into(),
+            },
         ])
         .await
         .unwrap();
         let first = old.record_switch(None, "parallel", "first start", &[]).await.unwrap();
         let second = old
-            .record_switch(Some("parallel"), "cutover", "config", &[("tg:-100".into(), "cutover".into())])
+            .record_switch(
+                Some("parallel"),
+                "cutover",
+                "config",
+                &[("tg:-100".into(), "cutover".into())],
+            )
             .await
             .unwrap();
         old.announcement_done(second, "tg:-100", Some(77)).await.unwrap();
-        old.watch_post("telegram", "5", user_id!("@alexander:hs"), -100, "hello", crate::storage::now_ms())
+        old.watch_post(
+            "telegram",
+            "5",
+            user_id!("@alexander:hs"),
+            -100,
+            "hello",
+            crate::storage::now_ms(),
+        )
+        .await
+        .unwrap();
+        old.record_failure(Direction::TgToMx, "tg:-100:3", "too large")
             .await
             .unwrap();
-        old.record_failure(Direction::TgToMx, "tg:-100:3", "too large").await.unwrap();
         old.note_file(Direction::TgToMx, "tg:-100:2", "voice").await.unwrap();
         let rollcall = crate::storage::audit::Rollcall {
             at: 5,
@@ -372,7 +407,10 @@ mod tests {
         for t in TABLES {
             expected.push((*t, count(&old, t).await.unwrap()));
         }
-        assert!(expected.iter().all(|(_, n)| *n > 0), "every table has rows to copy: {expected:?}");
+        assert!(
+            expected.iter().all(|(_, n)| *n > 0),
+            "every table has rows to copy: {expected:?}"
+        );
 
         // A daemon on the source: refused.
         let to = crate::storage::testing::fresh_postgres_database().await;
@@ -389,25 +427,46 @@ mod tests {
         assert_eq!(link.mx_event_id, event_id!("$e7"));
         assert_eq!(link.direction, Direction::MxToTg);
         assert_eq!(new.portal_room(Place::chat(-100)).await.unwrap().as_deref(), Some(room));
-        assert_eq!(new.topic_name(Place::topic(-100, Some(7))).await.unwrap().as_deref(), Some("Deploys"));
+        assert_eq!(
+            new.topic_name(Place::topic(-100, Some(7))).await.unwrap().as_deref(),
+            Some("Deploys")
+        );
         assert_eq!(new.chat_upgrades().await.unwrap(), [(-5, -1005)]);
-        assert_eq!(new.puppet(42).await.unwrap().unwrap().displayname.as_deref(), Some("Pat"));
+        assert_eq!(
+            new.puppet(42).await.unwrap().unwrap().displayname.as_deref(),
+            Some("Pat")
+        );
         assert_eq!(new.puppet_avatar(42).await.unwrap().as_deref(), Some("avatar-1"));
         assert_eq!(new.parts_of_tg(-100, 900).await.unwrap().len(), 1);
         assert_eq!(new.latest_mx_reaction(-100, 1).await.unwrap().as_deref(), Some("🔥"));
         assert_eq!(new.tg_offset().await.unwrap(), 502);
         assert_eq!(new.all_tg_inbox().await.unwrap().len(), 2);
         let inbox = new.all_mx_inbox().await.unwrap();
-        assert_eq!(inbox.iter().map(|i| i.json.as_str()).collect::<Vec<_>>(), ["{\"id\":\"$in1\"}", "{\"id\":\"$in2\"}"]);
-        assert_eq!(new.unseen(&[event_id!("$in1")]).await.unwrap(), Vec::<ruma::OwnedEventId>::new());
-        assert_eq!(new.begin_send(event_id!("$pending"), -100, 0).await.unwrap().is_some(), true);
+        assert_eq!(
+            inbox.iter().map(|i| i.json.as_str()).collect::<Vec<_>>(),
+            ["{\"id\":\"$in1\"}", "{\"id\":\"$in2\"}"]
+        );
+        assert_eq!(
+            new.unseen(&[event_id!("$in1")]).await.unwrap(),
+            Vec::<ruma::OwnedEventId>::new()
+        );
+        assert!(new.begin_send(event_id!("$pending"), -100, 0).await.unwrap().is_some());
         assert_eq!(new.switches().await.unwrap(), old.switches().await.unwrap());
         assert_eq!(new.pinned_announcements("tg:-100", second + 1).await.unwrap(), [77]);
         assert_eq!(new.last_rollcall().await.unwrap(), Some(rollcall));
-        assert_eq!(new.failures_since(0).await.unwrap(), old.failures_since(0).await.unwrap());
-        assert_eq!(new.e2ee_device("@telegrambot:hs").await.unwrap().unwrap().access_token, "secret");
+        assert_eq!(
+            new.failures_since(0).await.unwrap(),
+            old.failures_since(0).await.unwrap()
+        );
+        assert_eq!(
+            new.e2ee_device("@telegrambot:hs").await.unwrap().unwrap().access_token,
+            "secret"
+        );
         // Serial keys go on after the copied ones.
-        let third = new.record_switch(Some("cutover"), "parallel", "rollback", &[]).await.unwrap();
+        let third = new
+            .record_switch(Some("cutover"), "parallel", "rollback", &[])
+            .await
+            .unwrap();
         assert!(third > second && second > first, "{first} {second} {third}");
         new.accept_transaction("t2".into(), &[ev("$in3")]).await.unwrap();
         let keys: Vec<i64> = new.all_mx_inbox().await.unwrap().iter().map(|i| i.key).collect();

@@ -64,13 +64,15 @@ impl Store {
             .fetch_one(c)
             .await)?;
             for (target, kind) in announcements {
-                on!(tx.db(), |c| sqlx::query("INSERT INTO announcements (switch_id, target, kind) VALUES ($1, $2, $3)")
-                    .bind(id)
-                    .bind(target)
-                    .bind(kind)
-                    .execute(c)
-                    .await
-                    .map(|_| ()))?;
+                on!(tx.db(), |c| sqlx::query(
+                    "INSERT INTO announcements (switch_id, target, kind) VALUES ($1, $2, $3)"
+                )
+                .bind(id)
+                .bind(target)
+                .bind(kind)
+                .execute(c)
+                .await
+                .map(|_| ()))?;
             }
             Ok(id)
         })
@@ -92,11 +94,13 @@ impl Store {
     /// When the bridge last left standby (unix ms): what was posted before then, and bridged
     /// after, was held by the standby.
     pub async fn left_standby_at(&self) -> Result<Option<i64>> {
-        Ok(on!(self.db(), |p| sqlx::query_scalar(
+        Ok(on!(self.db(), |p| {
+            sqlx::query_scalar(
             "SELECT at FROM mode_switches WHERE from_mode = 'standby' AND to_mode <> 'standby' ORDER BY id DESC LIMIT 1",
         )
         .fetch_optional(p)
-        .await)?)
+        .await
+        })?)
     }
 
     /// When the standby in force began (unix ms), if the newest switch is to `standby`.
@@ -135,7 +139,11 @@ impl Store {
         .await)?;
         Ok(rows
             .into_iter()
-            .map(|(switch_id, target, kind)| PendingAnnouncement { switch_id, target, kind })
+            .map(|(switch_id, target, kind)| PendingAnnouncement {
+                switch_id,
+                target,
+                kind,
+            })
             .collect())
     }
 

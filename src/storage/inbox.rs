@@ -166,10 +166,12 @@ impl Store {
     pub async fn unseen(&self, event_ids: &[&EventId]) -> Result<Vec<OwnedEventId>> {
         let mut out = Vec::new();
         for id in event_ids {
-            let seen: Option<i32> = on!(self.db(), |p| sqlx::query_scalar("SELECT 1 FROM mx_seen WHERE event_id = $1")
-                .bind(id.as_str())
-                .fetch_optional(p)
-                .await)?;
+            let seen: Option<i32> = on!(self.db(), |p| sqlx::query_scalar(
+                "SELECT 1 FROM mx_seen WHERE event_id = $1"
+            )
+            .bind(id.as_str())
+            .fetch_optional(p)
+            .await)?;
             if seen.is_none() {
                 out.push((*id).to_owned());
             }
@@ -190,18 +192,22 @@ impl Store {
     /// Forget seen event ids and transaction ids older than `max_age_ms`.
     pub async fn prune_seen(&self, max_age_ms: i64) -> Result<u64> {
         let before = now_ms() - max_age_ms;
-        let r = on!(self.db(), |p| sqlx::query("DELETE FROM mx_transactions WHERE received_at < $1")
-            .bind(before)
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()));
+        let r = on!(self.db(), |p| sqlx::query(
+            "DELETE FROM mx_transactions WHERE received_at < $1"
+        )
+        .bind(before)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()));
         self.noted(r)?;
         // An intent that old belongs to an event given up on (a permanent failure).
-        let r = on!(self.db(), |p| sqlx::query("DELETE FROM tg_send_intents WHERE started_at < $1")
-            .bind(before)
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()));
+        let r = on!(self.db(), |p| sqlx::query(
+            "DELETE FROM tg_send_intents WHERE started_at < $1"
+        )
+        .bind(before)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()));
         self.noted(r)?;
         let r = on!(self.db(), |p| sqlx::query("DELETE FROM mx_seen WHERE received_at < $1")
             .bind(before)
@@ -216,9 +222,11 @@ impl Store {
     /// version, which stored what the homeserver sent as it was) is left out with a warning: such
     /// events stay in the inbox, counted as waiting, until removed by hand.
     pub async fn mx_lanes(&self) -> Result<Vec<Option<OwnedRoomId>>> {
-        let rooms: Vec<String> = on!(self.db(), |p| sqlx::query_scalar("SELECT DISTINCT room_id FROM mx_inbox")
-            .fetch_all(p)
-            .await)?;
+        let rooms: Vec<String> = on!(self.db(), |p| sqlx::query_scalar(
+            "SELECT DISTINCT room_id FROM mx_inbox"
+        )
+        .fetch_all(p)
+        .await)?;
         Ok(rooms
             .into_iter()
             .filter_map(|r| match r.as_str() {
@@ -273,9 +281,11 @@ impl Store {
 
     /// Every waiting Matrix event, in arrival order.
     pub async fn all_mx_inbox(&self) -> Result<Vec<InboxItem>> {
-        let rows = on!(self.db(), |p| sqlx::query_as("SELECT seq, event_json FROM mx_inbox ORDER BY seq")
-            .fetch_all(p)
-            .await)?;
+        let rows = on!(self.db(), |p| sqlx::query_as(
+            "SELECT seq, event_json FROM mx_inbox ORDER BY seq"
+        )
+        .fetch_all(p)
+        .await)?;
         Ok(inbox_items(rows))
     }
 
@@ -331,9 +341,11 @@ impl Store {
 
     /// Chats with updates waiting (`None`: updates without a chat).
     pub async fn tg_lanes(&self) -> Result<Vec<Option<i64>>> {
-        Ok(on!(self.db(), |p| sqlx::query_scalar("SELECT DISTINCT chat_id FROM tg_inbox")
-            .fetch_all(p)
-            .await)?)
+        Ok(on!(self.db(), |p| sqlx::query_scalar(
+            "SELECT DISTINCT chat_id FROM tg_inbox"
+        )
+        .fetch_all(p)
+        .await)?)
     }
 
     /// The next [`BATCH`] waiting updates of one chat, in order.
@@ -391,9 +403,9 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::storage::testing::both_backends;
     use super::*;
     use crate::storage::temp_store as store;
+    use crate::storage::testing::both_backends;
     use ruma::{event_id, room_id};
 
     fn u(update_id: i64, chat_id: Option<i64>, json: &str) -> TgUpdate {

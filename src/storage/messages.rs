@@ -105,11 +105,13 @@ impl Store {
             .await
             .map(|_| ()))?;
             if direction == Direction::MxToTg {
-                on!(tx.db(), |c| sqlx::query("DELETE FROM tg_send_intents WHERE mx_event_id = $1")
-                    .bind(mx_event_id.as_str())
-                    .execute(c)
-                    .await
-                    .map(|_| ()))?;
+                on!(tx.db(), |c| sqlx::query(
+                    "DELETE FROM tg_send_intents WHERE mx_event_id = $1"
+                )
+                .bind(mx_event_id.as_str())
+                .execute(c)
+                .await
+                .map(|_| ()))?;
             }
             Ok(())
         })
@@ -183,12 +185,14 @@ impl Store {
 
     /// Forget part `part` of a message (an edit made it shorter).
     pub async fn drop_part(&self, mx_event_id: &EventId, part: i64) -> Result<()> {
-        let r = on!(self.db(), |p| sqlx::query("DELETE FROM message_parts WHERE mx_event_id = $1 AND part = $2")
-            .bind(mx_event_id.as_str())
-            .bind(part)
-            .execute(p)
-            .await
-            .map(|_| ()));
+        let r = on!(self.db(), |p| sqlx::query(
+            "DELETE FROM message_parts WHERE mx_event_id = $1 AND part = $2"
+        )
+        .bind(mx_event_id.as_str())
+        .bind(part)
+        .execute(p)
+        .await
+        .map(|_| ()));
         self.noted(r)
     }
 
@@ -207,11 +211,13 @@ impl Store {
 
     /// An attempt that certainly sent nothing (Telegram answered with an error): forget it.
     pub async fn forget_send(&self, mx_event_id: &EventId) -> Result<()> {
-        let r = on!(self.db(), |p| sqlx::query("DELETE FROM tg_send_intents WHERE mx_event_id = $1")
-            .bind(mx_event_id.as_str())
-            .execute(p)
-            .await
-            .map(|_| ()));
+        let r = on!(self.db(), |p| sqlx::query(
+            "DELETE FROM tg_send_intents WHERE mx_event_id = $1"
+        )
+        .bind(mx_event_id.as_str())
+        .execute(p)
+        .await
+        .map(|_| ()));
         self.noted(r)
     }
 
@@ -340,9 +346,9 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::storage::testing::both_backends;
     use super::*;
     use crate::storage::temp_store as store;
+    use crate::storage::testing::both_backends;
 
     use ruma::{event_id, room_id, user_id};
 

@@ -51,9 +51,9 @@ macro_rules! on {
 }
 
 pub mod audit;
+pub mod copy;
 pub mod cutover;
 pub mod inbox;
-pub mod copy;
 pub mod messages;
 pub mod portals;
 pub mod puppets;
@@ -422,7 +422,8 @@ impl Store {
     pub async fn open_existing(url: &str) -> Result<Option<Store>> {
         match Backend::of(url) {
             Some(Backend::Postgres) => {
-                let mut conn: PgConnection = <PgConnection as sqlx::Connection>::connect_with(&pg_options(url)?).await?;
+                let mut conn: PgConnection =
+                    <PgConnection as sqlx::Connection>::connect_with(&pg_options(url)?).await?;
                 let made: Option<String> = sqlx::query_scalar("SELECT CAST(to_regclass('_sqlx_migrations') AS TEXT)")
                     .fetch_one(&mut conn)
                     .await?;
@@ -689,13 +690,15 @@ impl Store {
     /// The database file must also still be the one opened.
     pub async fn probe_write(&self) -> Result<()> {
         self.check_file()?;
-        let r = on!(self.db(), |p| sqlx::query(
+        let r = on!(self.db(), |p| {
+            sqlx::query(
             "INSERT INTO kv (key, value) VALUES ('write_probe', $1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         )
         .bind(now_ms().to_string())
         .execute(p)
         .await
-        .map(|_| ()));
+        .map(|_| ())
+        });
         self.noted(r)
     }
 
@@ -753,10 +756,12 @@ impl Store {
     /// A value of the `kv` table (small state: the Telegram offset, catch-up marks, the daemon's
     /// pid...).
     pub async fn get_kv(&self, key: &str) -> Result<Option<String>> {
-        Ok(on!(self.db(), |p| sqlx::query_scalar("SELECT value FROM kv WHERE key = $1")
-            .bind(key)
-            .fetch_optional(p)
-            .await)?)
+        Ok(on!(self.db(), |p| sqlx::query_scalar(
+            "SELECT value FROM kv WHERE key = $1"
+        )
+        .bind(key)
+        .fetch_optional(p)
+        .await)?)
     }
 
     /// Set a value of the `kv` table.
@@ -830,7 +835,10 @@ mod tests {
             cmd,
             "pg_dump --format=custom --file='/backups/tgmx.dump' --dbname='postgres://tgmx@db.example.org:5432/tgmx'"
         );
-        assert_eq!(redacted("sqlite:///var/lib/tgmx/tgmx.db"), "sqlite:///var/lib/tgmx/tgmx.db");
+        assert_eq!(
+            redacted("sqlite:///var/lib/tgmx/tgmx.db"),
+            "sqlite:///var/lib/tgmx/tgmx.db"
+        );
         let e = database_file(url).unwrap_err().to_string();
         assert!(!e.contains("s3cret"), "{e}");
     }
@@ -845,10 +853,12 @@ mod tests {
             let (s, _d) = temp_store().await;
             let r = s
                 .write(false, async |tx| {
-                    on!(tx.db(), |c| sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
-                        .execute(c)
-                        .await
-                        .map(|_| ()))?;
+                    on!(tx.db(), |c| sqlx::query(
+                        "SELECT pg_terminate_backend(pg_backend_pid())"
+                    )
+                    .execute(c)
+                    .await
+                    .map(|_| ()))?;
                     Ok(())
                 })
                 .await;

@@ -79,10 +79,12 @@ impl Store {
 
     /// When the portal of this room was linked (events before it are history).
     pub async fn portal_created_at(&self, mx_room_id: &RoomId) -> Result<Option<i64>> {
-        Ok(on!(self.db(), |p| sqlx::query_scalar("SELECT created_at FROM portals WHERE mx_room_id = $1")
-            .bind(mx_room_id.as_str())
-            .fetch_optional(p)
-            .await)?)
+        Ok(on!(self.db(), |p| sqlx::query_scalar(
+            "SELECT created_at FROM portals WHERE mx_room_id = $1"
+        )
+        .bind(mx_room_id.as_str())
+        .fetch_optional(p)
+        .await)?)
     }
 
     /// The room of a chat's or topic's portal, if it has one.
@@ -93,7 +95,8 @@ impl Store {
     /// Remember a forum topic's name (from the service message that created or renamed it).
     pub async fn save_topic_name(&self, place: Place, name: &str) -> Result<()> {
         let Some(topic) = place.topic else { return Ok(()) };
-        let r = on!(self.db(), |p| sqlx::query(
+        let r = on!(self.db(), |p| {
+            sqlx::query(
             "INSERT INTO forum_topics (tg_chat_id, tg_thread_id, name, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT(tg_chat_id, tg_thread_id) DO UPDATE SET name = excluded.name, updated_at = excluded.updated_at",
         )
@@ -103,7 +106,8 @@ impl Store {
         .bind(now_ms())
         .execute(p)
         .await
-        .map(|_| ()));
+        .map(|_| ())
+        });
         self.noted(r)
     }
 
@@ -143,16 +147,20 @@ impl Store {
             .await
             .map(|_| ()))?;
             // Earlier upgrades that led to `old` lead on to `new`.
-            on!(tx.db(), |c| sqlx::query("UPDATE chat_upgrades SET new_chat_id = $1 WHERE new_chat_id = $2")
-                .bind(new)
-                .bind(old)
-                .execute(c)
-                .await
-                .map(|_| ()))?;
-            let moved: Option<i32> = on!(tx.db(), |c| sqlx::query_scalar("SELECT 1 FROM portals WHERE tg_chat_id = $1")
-                .bind(old)
-                .fetch_optional(c)
-                .await)?;
+            on!(tx.db(), |c| sqlx::query(
+                "UPDATE chat_upgrades SET new_chat_id = $1 WHERE new_chat_id = $2"
+            )
+            .bind(new)
+            .bind(old)
+            .execute(c)
+            .await
+            .map(|_| ()))?;
+            let moved: Option<i32> = on!(tx.db(), |c| sqlx::query_scalar(
+                "SELECT 1 FROM portals WHERE tg_chat_id = $1"
+            )
+            .bind(old)
+            .fetch_optional(c)
+            .await)?;
             if moved.is_some() {
                 // A portal of the new id cannot be linked before the upgrade is known; if one
                 // is, the old chat's (the configured one) wins.
@@ -161,12 +169,14 @@ impl Store {
                     .execute(c)
                     .await
                     .map(|_| ()))?;
-                on!(tx.db(), |c| sqlx::query("UPDATE portals SET tg_chat_id = $1 WHERE tg_chat_id = $2")
-                    .bind(new)
-                    .bind(old)
-                    .execute(c)
-                    .await
-                    .map(|_| ()))?;
+                on!(tx.db(), |c| sqlx::query(
+                    "UPDATE portals SET tg_chat_id = $1 WHERE tg_chat_id = $2"
+                )
+                .bind(new)
+                .bind(old)
+                .execute(c)
+                .await
+                .map(|_| ()))?;
             }
             Ok(true)
         })
@@ -185,8 +195,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::storage::testing::both_backends;
     use crate::storage::temp_store;
+    use crate::storage::testing::both_backends;
     use crate::telegram::Place;
 
     both_backends! {

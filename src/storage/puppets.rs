@@ -40,7 +40,9 @@ impl Store {
         .bind(tg_user_id)
         .fetch_optional(p)
         .await)?;
-        let Some((mxid, displayname)) = row else { return Ok(None) };
+        let Some((mxid, displayname)) = row else {
+            return Ok(None);
+        };
         let puppet = Puppet {
             mxid: parse_id("puppets.mxid", mxid)?,
             displayname,
@@ -171,12 +173,14 @@ impl Store {
 
     /// Record the Telegram file (`unique_id`) of the puppet's avatar just set.
     pub async fn set_puppet_avatar(&self, tg_user_id: i64, avatar_id: &str) -> Result<()> {
-        let r = on!(self.db(), |p| sqlx::query("UPDATE puppets SET avatar_id = $1 WHERE tg_user_id = $2")
-            .bind(avatar_id)
-            .bind(tg_user_id)
-            .execute(p)
-            .await
-            .map(|_| ()));
+        let r = on!(self.db(), |p| sqlx::query(
+            "UPDATE puppets SET avatar_id = $1 WHERE tg_user_id = $2"
+        )
+        .bind(avatar_id)
+        .bind(tg_user_id)
+        .execute(p)
+        .await
+        .map(|_| ()));
         self.noted(r)
     }
 }

@@ -64,7 +64,9 @@ pub async fn fresh_postgres_database() -> String {
         N.fetch_add(1, Ordering::Relaxed),
         super::now_ms()
     );
-    let mut conn: sqlx::PgConnection = <sqlx::PgConnection as sqlx::Connection>::connect(admin).await.expect("connect to the test server");
+    let mut conn: sqlx::PgConnection = <sqlx::PgConnection as sqlx::Connection>::connect(admin)
+        .await
+        .expect("connect to the test server");
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await
