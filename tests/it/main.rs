@@ -55,6 +55,8 @@ mod long;
 mod management;
 mod media;
 mod operations;
+#[cfg(tgmx_postgres)]
+mod postgres;
 mod properties;
 mod readiness;
 mod reliability;

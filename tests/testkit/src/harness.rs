@@ -198,6 +198,34 @@ fn binaries() -> &'static Binaries {
 const KEEP_RUNS: usize = 3;
 
 /// This process's directory under `target/it/` (emptied once, on first use).
+/// The `database:` of a slot's config: SQLite, in the slot's directory.
+const SQLITE_DATABASE: &str = "sqlite://tgmx.db";
+
+/// A PostgreSQL server for the apps that use one (see [`TestApp::use_postgres`]).
+fn postgres_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("TGMX_TEST_POSTGRES_URL")
+            && !url.is_empty()
+        {
+            return url;
+        }
+        let out = Command::new("bash")
+            .arg(repo().join("tests/rig/postgres.sh"))
+            .arg("start")
+            .env("RIG_DIR", run_dir().join("postgres"))
+            .env("WATCH_PID", std::process::id().to_string())
+            .output()
+            .expect("run tests/rig/postgres.sh");
+        assert!(
+            out.status.success(),
+            "tests/rig/postgres.sh start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
+    })
+}
+
 fn run_dir() -> &'static PathBuf {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
     RUN.get_or_init(|| {
@@ -793,6 +821,8 @@ pub struct TestApp {
     daemon: Option<Daemon>,
     /// More environment for the daemon (e.g. `TGMX_FAILPOINTS`).
     pub env: Vec<(String, String)>,
+    /// The app's `database:` (SQLite in its directory unless [`TestApp::use_postgres`]).
+    pub database: String,
     /// Answers the homeserver's pushes until the daemon first starts (Conduit only).
     stand_in: Option<StandIn>,
 }
@@ -936,7 +966,7 @@ impl TestApp {
             .trim_matches('"')
             .to_owned();
         let hs_url = hs.url.clone();
-        let app = TestApp {
+        let mut app = TestApp {
             slot,
             dir: s.dir,
             port: s.port,
@@ -951,9 +981,59 @@ impl TestApp {
             daemon: None,
             env: Vec::new(),
             stand_in,
+            database: SQLITE_DATABASE.to_owned(),
         };
         app.write_config("");
+        // `TGMX_TEST_DB=postgres`: every app of the run keeps its state in PostgreSQL.
+        if std::env::var("TGMX_TEST_DB").as_deref() == Ok("postgres") {
+            app.use_postgres();
+        }
         app
+    }
+
+    /// Keep this app's state in a fresh PostgreSQL database instead of SQLite (before the bridge
+    /// starts): `TGMX_TEST_POSTGRES_URL`'s server, or the throwaway cluster of
+    /// `tests/rig/postgres.sh` (started once per test process, under the run directory, stopped
+    /// when the process ends). The database is named after the homeserver and the slot.
+    pub fn use_postgres(&mut self) {
+        let admin = postgres_url();
+        let name = format!("tgmx_it_{}_{}_{}", std::process::id(), hs_kind().name(), self.slot);
+        let out = Command::new("psql")
+            .arg(admin)
+            .args(["-q", "-v", "ON_ERROR_STOP=1", "-c"])
+            .arg(format!("DROP DATABASE IF EXISTS {name}"))
+            .arg("-c")
+            .arg(format!("CREATE DATABASE {name}"))
+            .output()
+            .expect("run psql (PostgreSQL's client)");
+        assert!(
+            out.status.success(),
+            "cannot create the test database {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut url = url::Url::parse(admin).expect("a URL");
+        url.set_path(&name);
+        self.database = url.to_string();
+        let database = self.database.clone();
+        self.edit_config(|c| {
+            c.replacen(
+                &format!("database: \"{SQLITE_DATABASE}\""),
+                &format!("database: \"{database}\""),
+                1,
+            )
+        });
+    }
+
+    /// A query's result on this app's PostgreSQL database (`psql -tA`: one line per row).
+    pub fn psql(&self, sql: &str) -> String {
+        assert!(self.database.starts_with("postgres"), "this app is on SQLite");
+        let out = Command::new("psql")
+            .arg(&self.database)
+            .args(["-tA", "-c", sql])
+            .output()
+            .expect("run psql");
+        assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     /// Stop the stand-in that answers at the appservice port before the first start (Conduit),
@@ -969,7 +1049,7 @@ impl TestApp {
     }
 
     pub fn write_config(&self, gateway_extra: &str) {
-        let cfg = slot_config(
+        let mut cfg = slot_config(
             self.slot,
             self.port,
             &self.hs_url,
@@ -977,6 +1057,13 @@ impl TestApp {
             &[(self.room.clone(), self.chat)],
             gateway_extra,
         );
+        if self.database != SQLITE_DATABASE {
+            cfg = cfg.replacen(
+                &format!("database: \"{SQLITE_DATABASE}\""),
+                &format!("database: \"{}\"", self.database),
+                1,
+            );
+        }
         std::fs::write(self.config_path(), cfg).unwrap();
     }
 
