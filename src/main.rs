@@ -36,7 +36,7 @@ async fn open_state(cfg: &Config, arg: Option<&PathBuf>) -> anyhow::Result<tgmx:
     match tgmx::storage::Store::open_existing(&cfg.database).await? {
         Some(store) => Ok(store),
         None => bail!(
-            "no bridge database at {shown} (config: {}): this command reads the bridge's state and does \
+            "no database at {shown} (config: {}): this command reads the bridge's state and does \
              not create it; pass the daemon's config with -c",
             config_name(arg)
         ),
