@@ -331,12 +331,13 @@ pub fn is_storage_fault(e: &sqlx::Error) -> bool {
                 // 08: connection exception; 53: insufficient resources (disk full, out of
                 // memory, too many connections); 57P0x: operator intervention (shutdown, crash
                 // of another backend, cannot connect now); 58: system (I/O) error; XX001/XX002:
-                // data or index corrupted; 25006: read-only transaction (a hot standby).
+                // data or index corrupted; 25006: read-only transaction (a hot standby); 55P03:
+                // a lock not had within lock_timeout (as SQLite's BUSY).
                 return code.starts_with("08")
                     || code.starts_with("53")
                     || code.starts_with("57P")
                     || code.starts_with("58")
-                    || matches!(code, "XX001" | "XX002" | "25006");
+                    || matches!(code, "XX001" | "XX002" | "25006" | "55P03");
             }
             let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff;
             // BUSY, LOCKED, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB
@@ -721,7 +722,10 @@ impl Store {
         let mut tx = WriteTx { conn, open: true };
         let begin = match (&tx.conn, immediate) {
             (Db::Sqlite(_), true) => "BEGIN IMMEDIATE",
-            (Db::Postgres(_), true) => "BEGIN; SELECT pg_advisory_xact_lock(1952935287)",
+            // As SQLite's busy timeout: a lock not had in 10 s is a storage fault (55P03).
+            (Db::Postgres(_), true) => {
+                "BEGIN; SET LOCAL lock_timeout = '10s'; SELECT pg_advisory_xact_lock(1952935287)"
+            }
             (_, false) => "BEGIN",
             // PG_WRITE_LOCK, written out.
         };
