@@ -94,7 +94,7 @@ impl App {
 
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let App {
-            _lock,
+            _lock: mut lock,
             listener,
             bridge,
             registration,
@@ -229,9 +229,18 @@ impl App {
         // Stop on the signal, or when a task keeps crashing (restarting it cannot help).
         let mut gave_up = None;
         let mut shutdown = std::pin::pin!(shutdown);
+        // PostgreSQL: the daemon lock is kept (taken again after a lost connection); lost to
+        // another process, this daemon stops.
+        let mut keeper = std::pin::pin!(lock.keep());
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
+                kept = &mut keeper => {
+                    let e = kept.err().unwrap_or_else(|| Error::Internal("daemon lock keeper ended".into()));
+                    tracing::error!("stopping: {e}");
+                    gave_up = Some(e);
+                    break;
+                }
                 done = tasks.join_next() => match done {
                     Some(Ok(Err(e))) => {
                         tracing::error!("stopping: {e}");

@@ -293,8 +293,49 @@ pub fn database_file(url: &str) -> Result<std::path::PathBuf> {
 pub enum DaemonLock {
     /// SQLite: the lock file, `flock`ed while open.
     File(std::fs::File),
-    /// PostgreSQL: the connection holding the session advisory lock [`PG_DAEMON_LOCK`].
-    Postgres(Box<PgConnection>),
+    /// PostgreSQL: the connection holding the session advisory lock [`PG_DAEMON_LOCK`], and the
+    /// database's URL (to take the lock again, see [`DaemonLock::keep`]).
+    Postgres { conn: Box<PgConnection>, url: String },
+}
+
+impl DaemonLock {
+    /// Keep the lock while the daemon runs. SQLite: nothing to do (the `flock` lasts as long as
+    /// the process; pending forever). PostgreSQL: a session lock lasts as long as its connection,
+    /// so the connection is checked every 5 s; lost (the server restarted, the network was cut),
+    /// the lock is taken again on a new connection as soon as the server answers. Returns only
+    /// when another process took it meanwhile: the daemon must stop, or two would run.
+    pub async fn keep(&mut self) -> Result<()> {
+        let DaemonLock::Postgres { conn, url } = self else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            if sqlx::query("SELECT 1").execute(&mut **conn).await.is_ok() {
+                continue;
+            }
+            tracing::warn!(
+                "the database connection that holds the daemon lock was lost; taking the lock again (a second \
+                 daemon could start meanwhile)"
+            );
+            loop {
+                match Store::lock_postgres(url).await {
+                    Ok(DaemonLock::Postgres { conn: new, .. }) => {
+                        *conn = new;
+                        tracing::info!("daemon lock taken again");
+                        break;
+                    }
+                    Ok(DaemonLock::File(_)) => unreachable!("a PostgreSQL lock"),
+                    Err(crate::error::Error::Config(why)) => {
+                        return Err(crate::error::Error::Config(format!(
+                            "lost the daemon lock of the database, and another process took it: {why}"
+                        )));
+                    }
+                    // The server does not answer yet.
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_secs(2)).await,
+                }
+            }
+        }
+    }
 }
 
 /// The key of the session advisory lock a daemon holds on a PostgreSQL database (`tgmx` in
@@ -571,7 +612,10 @@ impl Store {
             .fetch_one(&mut conn)
             .await?;
         if got {
-            return Ok(DaemonLock::Postgres(Box::new(conn)));
+            return Ok(DaemonLock::Postgres {
+                conn: Box::new(conn),
+                url: url.to_owned(),
+            });
         }
         let holder: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
             "SELECT a.application_name, host(a.client_addr), CAST(date_trunc('second', a.backend_start) AS TEXT)
@@ -903,5 +947,41 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         assert!(again.is_some(), "the lock is free once the first daemon is gone");
+    }
+
+    /// The daemon's lock survives the loss of its connection (a database restart): taken again
+    /// on a new connection; if another process took it first, `keep` says so (the daemon stops).
+    #[cfg(tgmx_postgres)]
+    #[tokio::test]
+    async fn a_daemon_lock_whose_connection_is_lost_is_taken_again_or_the_daemon_stops() {
+        use std::time::Duration;
+        let url = testing::fresh_postgres_database().await;
+        let kill_holder = async || {
+            let mut c: PgConnection = <PgConnection as sqlx::Connection>::connect(&url).await.unwrap();
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = current_database() AND application_name LIKE 'tgmx daemon%'",
+            )
+            .execute(&mut c)
+            .await
+            .unwrap();
+        };
+        let mut lock = Store::lock_for_daemon(&url).await.unwrap();
+        kill_holder().await;
+        // Within the next check (5 s) the lock is held again: a second daemon is refused.
+        let kept = tokio::time::timeout(Duration::from_secs(8), lock.keep()).await;
+        assert!(kept.is_err(), "keep returned: {kept:?}");
+        assert!(Store::lock_for_daemon(&url).await.is_err(), "the lock was taken again");
+
+        // Lost, and taken by another process before the daemon could: keep says so.
+        kill_holder().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _other = Store::lock_for_daemon(&url).await.unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(8), lock.keep())
+            .await
+            .expect("keep returns")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lost the daemon lock") && e.contains("stop it first"), "{e}");
     }
 }
