@@ -12,7 +12,7 @@
 # initdb refuses root), so $RIG_DIR is handed to that user.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-RIG_DIR=${RIG_DIR:-$ROOT/target/pg-rig}
+RIG_DIR=$(realpath -m "${RIG_DIR:-$ROOT/target/pg-rig}")
 
 find_bin() {
   if [ -n "${PG_BIN:-}" ]; then echo "$PG_BIN"; return; fi
