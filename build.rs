@@ -95,7 +95,11 @@ fn postgres() {
     println!("cargo:rustc-check-cfg=cfg(tgmx_postgres)");
     println!("cargo:rerun-if-env-changed=TGMX_TEST_POSTGRES_URL");
     println!("cargo:rerun-if-env-changed=TGMX_REQUIRE_POSTGRES");
-    println!("cargo:rerun-if-env-changed=PATH");
+    // Installing the distribution's package is noticed (not every change of PATH: that would
+    // rebuild the crate whenever a shell's PATH differs).
+    if std::path::Path::new("/usr/lib/postgresql").is_dir() {
+        println!("cargo:rerun-if-changed=/usr/lib/postgresql");
+    }
     let url = std::env::var("TGMX_TEST_POSTGRES_URL").is_ok_and(|u| !u.is_empty());
     let on_path =
         std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("initdb").is_file()));
