@@ -18,6 +18,7 @@ thread_local! {
 }
 
 /// Run a test body with [`temp_store`] giving PostgreSQL stores.
+#[cfg_attr(not(tgmx_postgres), allow(dead_code))]
 pub(crate) async fn on_postgres<F: std::future::Future<Output = ()>>(body: F) {
     POSTGRES.with(|p| p.set(true));
     body.await;
