@@ -36,6 +36,10 @@ use crate::telegram::format::escape_html;
 /// The reason recorded when the fallback window ends.
 pub const FALLBACK_ENDED: &str = "the fallback window ended";
 
+/// Hours into a standby with Telegram disabled at which the log warns again (Telegram drops
+/// unread updates after 24).
+const UNREAD_WARNINGS_H: [i64; 4] = [12, 18, 23, 24];
+
 /// Longest excerpt of one message in a digest, in characters.
 const DIGEST_EXCERPT: usize = 300;
 
@@ -107,6 +111,7 @@ impl Bridge {
             if *shutdown.borrow() {
                 return;
             }
+            let silent = self.mode() == Mode::Standby && !self.cfg().gateway.telegram.enabled;
             let wait = match self.mode() {
                 Mode::Cutover => match self.fallback_ends_at(&self.cfg()).await {
                     Ok(Some(end)) => Duration::from_millis((end - now_ms()).max(0) as u64),
@@ -116,10 +121,28 @@ impl Bridge {
                         Duration::from_secs(60)
                     }
                 },
+                // Telegram is not read: warn as its 24 hours of unread updates run out.
+                Mode::Standby if silent => match self.store.standby_since().await {
+                    Ok(Some(since)) => {
+                        let line = unread_window_line(since, now_ms());
+                        tracing::warn!("{line}");
+                        let next = UNREAD_WARNINGS_H
+                            .iter()
+                            .map(|h| since + h * 3_600_000)
+                            .find(|at| *at > now_ms());
+                        next.map_or(Duration::from_secs(24 * 3600), |at| {
+                            Duration::from_millis((at - now_ms()).max(1000) as u64)
+                        })
+                    }
+                    _ => Duration::from_secs(3600),
+                },
                 _ => Duration::from_secs(3600),
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {
+                    if silent {
+                        continue; // the warning is logged at the top
+                    }
                     if let Err(e) = self.reconsider_mode().await {
                         tracing::warn!("cannot end the fallback window yet: {e}");
                         tokio::time::sleep(Duration::from_secs(10)).await;
@@ -339,6 +362,15 @@ pub fn held_time(at_ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_unread_window_counts_down_then_says_it_closed() {
+        let h = 3_600_000;
+        let open = super::unread_window_line(0, 5 * h + 60_000);
+        assert!(open.contains("(18 h 59 min left)"), "{open}");
+        let closed = super::unread_window_line(0, 25 * h);
+        assert!(closed.contains("older than 24 hours are lost"), "{closed}");
+    }
+
     #[test]
     fn held_times_read_to_the_minute() {
         assert_eq!(super::held_time(1_764_597_720_000), "2025-12-01 14:02 UTC");

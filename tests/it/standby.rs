@@ -13,6 +13,7 @@ both!(
     a_standby_longer_than_telegrams_retention_loses_nothing_and_rollback_bridges_both_sides_in_order,
     a_long_matrix_backlog_reaches_telegram_as_one_digest_on_rollback,
     the_fallback_window_ends_in_standby_by_itself_and_stays_so_across_a_restart,
+    with_telegram_disabled_check_and_the_log_tell_how_long_telegram_keeps_unread_updates,
 );
 
 const T: Duration = Duration::from_secs(60);
@@ -228,4 +229,32 @@ async fn the_fallback_window_ends_in_standby_by_itself_and_stays_so_across_a_res
     assert!(status.contains("mode: standby"), "{status}");
     assert_eq!(sent_containing(&app, "Fallback mode only").len(), 1);
     assert_eq!(sent_containing(&app, "PRIMARY SURFACE CHANGE").len(), 1);
+}
+
+async fn with_telegram_disabled_check_and_the_log_tell_how_long_telegram_keeps_unread_updates() {
+    let app = TestApp::spawn().await;
+    app.wait_ready().await;
+    // The operator wants the bot truly silent: standby with Telegram disabled.
+    app.edit_config(|c| {
+        c.replace("primary_platform: telegram", "primary_platform: matrix")
+            .replace("fallback_platform: matrix", "fallback_platform: telegram")
+            .replace("    enabled: true\n", "    enabled: false\n")
+    });
+    app.hup();
+    app.wait_log("its unread updates are kept until").await;
+    assert!(app.log().contains("left); set it true"), "{}", app.log());
+    let (_, check) = app.cli(&["check"]).await;
+    let line = check
+        .lines()
+        .find(|l| l.contains("telegram is not read (gateway.telegram.enabled: false)"))
+        .unwrap_or_else(|| panic!("{check}"));
+    assert!(
+        line.contains("ok") && line.contains(" h ") && line.contains(" min left"),
+        "{line}"
+    );
+    let (_, status) = app.cli(&["status"]).await;
+    assert!(
+        status.contains("mode: standby") && status.contains("min left"),
+        "{status}"
+    );
 }
