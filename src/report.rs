@@ -116,11 +116,18 @@ pub async fn audit(cfg: &Config, store: &Store, since_ms: i64, daemon_running: b
     if let Some(p) = &paused {
         r.line(format!("HELD {p}"));
     }
+    let standby = store.current_mode().await?.as_deref() == Some("standby");
     r.line(format!(
         "waiting: {} from telegram, {} from matrix{}",
         pending.tg,
         pending.mx,
-        if stuck { " (stuck for over 5 minutes)" } else { "" }
+        if stuck {
+            " (stuck for over 5 minutes)"
+        } else if standby {
+            " (standby: held, bridged in order on rollback)"
+        } else {
+            ""
+        }
     ));
     let held = held_by_homeserver(cfg, store, daemon_running, &mut r).await;
     if lost > 0 {

@@ -99,6 +99,12 @@ async fn a_standby_longer_than_telegrams_retention_loses_nothing_and_rollback_br
     })
     .await;
 
+    let (_, audit) = app.cli(&["audit", "--since", "1h"]).await;
+    assert!(
+        audit.contains("(standby: held, bridged in order on rollback)"),
+        "{audit}"
+    );
+
     // Rollback: Telegram's backlog reaches Matrix in order, with the time it was sent; Matrix's
     // reaches Telegram in order, with its time, after the rollback notice.
     let (ok, out) = app.cli(&["primary", "telegram"]).await;
