@@ -135,6 +135,9 @@ pub struct Cutover {
     /// Chats whose Matrix backlog from a standby is not yet dealt with (posted as a digest, or
     /// left to the lanes): their rooms' lanes wait.
     pub(super) backlog_pending: std::sync::Mutex<std::collections::HashSet<i64>>,
+    /// Chats whose rooms have not had the rollback announcement yet: their Telegram backlog
+    /// waits for it (it says the backlog follows).
+    pub(super) notice_pending: std::sync::Mutex<std::collections::HashSet<i64>>,
 }
 
 impl Cutover {
@@ -147,6 +150,7 @@ impl Cutover {
             reconsider: tokio::sync::Notify::new(),
             switching: tokio::sync::Mutex::new(()),
             backlog_pending: std::sync::Mutex::new(std::collections::HashSet::new()),
+            notice_pending: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -416,7 +420,8 @@ impl Bridge {
                     }
                 }
             }
-            // After a rollback from standby: each chat announced gets its Matrix backlog.
+            // After a rollback from standby: each chat whose rooms were told gets its Telegram
+            // backlog, each chat announced on Telegram its Matrix backlog.
             let owed: Vec<i64> = self
                 .cutover
                 .backlog_pending
@@ -425,11 +430,22 @@ impl Bridge {
                 .iter()
                 .copied()
                 .collect();
-            if !owed.is_empty() {
+            let told = self.cutover.notice_pending.lock().expect("lock").is_empty();
+            if !owed.is_empty() || !told {
                 let announcing: Vec<String> = match self.store.pending_announcements().await {
                     Ok(p) => p.into_iter().map(|a| a.target).collect(),
                     Err(_) => owed.iter().map(|c| format!("tg:{c}")).collect(),
                 };
+                let rooms_waiting: std::collections::HashSet<i64> = announcing
+                    .iter()
+                    .filter_map(|t| t.strip_prefix("mxchat:"))
+                    .filter_map(|t| t.split('/').next()?.parse().ok())
+                    .collect();
+                self.cutover
+                    .notice_pending
+                    .lock()
+                    .expect("lock")
+                    .retain(|c| rooms_waiting.contains(c));
                 for chat in owed {
                     if announcing.contains(&format!("tg:{chat}")) {
                         continue;

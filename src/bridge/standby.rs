@@ -169,9 +169,14 @@ impl Bridge {
         Ok(())
     }
 
-    /// Whether the Telegram -> Matrix lanes wait (standby).
-    pub fn holds_telegram(&self) -> bool {
+    /// Whether the Telegram -> Matrix lane of `chat` waits: in standby, and after a rollback
+    /// until the chat's rooms have the announcement (it says the backlog follows).
+    pub fn holds_telegram(&self, chat: Option<i64>) -> bool {
         self.mode() == Mode::Standby
+            || chat.is_some_and(|c| {
+                let c = self.portals.current_chat(c);
+                self.cutover.notice_pending.lock().expect("lock").contains(&c)
+            })
     }
 
     /// Whether the lanes of `chat`'s rooms (Matrix -> Telegram) wait: in standby, and after a
@@ -189,8 +194,10 @@ impl Bridge {
     /// rollback from standby, until their announcement is posted).
     pub(super) fn backlog_owed(&self, cfg: &Config) {
         let mut pending = self.cutover.backlog_pending.lock().expect("lock");
+        let mut notice = self.cutover.notice_pending.lock().expect("lock");
         for r in &cfg.rooms {
             pending.insert(self.portals.current_chat(r.telegram));
+            notice.insert(self.portals.current_chat(r.telegram));
         }
     }
 
