@@ -102,6 +102,7 @@ pub async fn audit(cfg: &Config, store: &Store, since_ms: i64, daemon_running: b
             Shortfall::NotDelivered => lost += 1,
             Shortfall::InPart => in_part += 1,
             Shortfall::MayRepeat => repeated += 1,
+            Shortfall::Ignored => {}
         }
     }
     let writes = store.probe_write().await;
@@ -235,6 +236,7 @@ pub async fn status(cfg: &Config, store: &Store, daemon_running: bool) -> Result
             Shortfall::NotDelivered => failures += 1,
             Shortfall::InPart => in_part += 1,
             Shortfall::MayRepeat => repeats += 1,
+            Shortfall::Ignored => {}
         }
     }
     let pending = store.pending().await?;

@@ -216,6 +216,17 @@ impl Bridge {
             }
             Some(_) => tracing::info!(mode = mode.as_str(), "bridge mode"),
         }
+        // Stopped between a rollback from standby and its announcements: what waits still waits
+        // for them (the digest, and the notice before the Telegram backlog).
+        let rolled_back = self
+            .store
+            .switches()
+            .await?
+            .pop()
+            .is_some_and(|s| s.from_mode.as_deref() == Some("standby") && s.to_mode != "standby");
+        if rolled_back && !self.store.pending_announcements().await?.is_empty() {
+            self.backlog_owed(&cfg);
+        }
         self.put_in_force(mode).await
     }
 
@@ -434,18 +445,36 @@ impl Bridge {
             if !owed.is_empty() || !told {
                 let announcing: Vec<String> = match self.store.pending_announcements().await {
                     Ok(p) => p.into_iter().map(|a| a.target).collect(),
-                    Err(_) => owed.iter().map(|c| format!("tg:{c}")).collect(),
+                    Err(e) => {
+                        tracing::warn!("cannot read the pending announcements: {e}");
+                        failed = true;
+                        owed.iter()
+                            .map(|c| format!("tg:{c}"))
+                            .chain(["mxchat:?".into()])
+                            .collect()
+                    }
                 };
+                // A room not set up yet cannot have its notice: it holds nothing meanwhile.
                 let rooms_waiting: std::collections::HashSet<i64> = announcing
                     .iter()
                     .filter_map(|t| t.strip_prefix("mxchat:"))
-                    .filter_map(|t| t.split('/').next()?.parse().ok())
+                    .filter_map(|t| {
+                        let (chat, topic) = match t.split_once('/') {
+                            Some((c, t)) => (c.parse().ok()?, Some(t.parse().ok()?)),
+                            None => (t.parse().ok()?, None),
+                        };
+                        let place = crate::telegram::Place::topic(chat, topic);
+                        self.portals.room_for(place).map(|_| chat)
+                    })
                     .collect();
-                self.cutover
-                    .notice_pending
-                    .lock()
-                    .expect("lock")
-                    .retain(|c| rooms_waiting.contains(c));
+                let unreadable = announcing.iter().any(|t| t == "mxchat:?");
+                if !unreadable {
+                    self.cutover
+                        .notice_pending
+                        .lock()
+                        .expect("lock")
+                        .retain(|c| rooms_waiting.contains(c));
+                }
                 for chat in owed {
                     if announcing.contains(&format!("tg:{chat}")) {
                         continue;

@@ -218,14 +218,29 @@ impl Bridge {
                 continue;
             };
             let html = self.digest_html(&room, &held).await;
-            for part in split_html(&html, TELEGRAM_TEXT, Measure::VisibleUtf16) {
+            // Parts are recorded as they are posted: a retry (an error, a restart) posts only
+            // what is missing, and the messages leave the inbox together, after the last part.
+            let progress = format!("digest:{room}:{}", held[0].key);
+            let done: usize = self
+                .store
+                .get_kv(&progress)
+                .await?
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(0);
+            for (i, part) in split_html(&html, TELEGRAM_TEXT, Measure::VisibleUtf16)
+                .into_iter()
+                .enumerate()
+            {
+                if i < done {
+                    continue;
+                }
                 let turn = self.tg.turn_at(place).await;
                 let sent: MessageId = self.tg.send_html(turn, part, None).await?;
+                self.store.set_kv(&progress, &(i + 1).to_string()).await?;
                 tracing::debug!(%room, msg = sent.0, "digest part posted");
             }
-            for h in &held {
-                self.store.done_mx_inbox(h.key).await?;
-            }
+            let keys: Vec<i64> = held.iter().map(|h| h.key).collect();
+            self.store.done_mx_inbox_all(&keys).await?;
             tracing::info!(%room, chat, messages = held.len(), "matrix backlog of the standby posted as a digest");
         }
         self.cutover.backlog_pending.lock().expect("lock").remove(&chat);

@@ -29,6 +29,15 @@ impl Bridge {
         let Some(update) = read.update else {
             return self.tg_unreadable(&read).await;
         };
+        // Taken just before a standby began (the lane checks before it fetches): it waits too.
+        let chat = match &update.kind {
+            UpdateKind::Message(m) | UpdateKind::EditedMessage(m) => Some(m.chat.id.0),
+            UpdateKind::MessageReaction(r) => Some(r.chat.id.0),
+            _ => None,
+        };
+        if self.holds_telegram(chat) {
+            return Err(Error::Held("standby: waits for the rollback".into()));
+        }
         let message = match &update.kind {
             UpdateKind::Message(m) | UpdateKind::EditedMessage(m) => Some((m.chat.id.0, m.id.0)),
             _ => None,
@@ -121,9 +130,6 @@ impl Bridge {
     /// when it is not bridged (ignored), an error when its room is configured but not resolved
     /// yet (retried).
     pub(super) fn route_of(&self, place: Place) -> Result<Option<Routed>> {
-        if let Some(routed) = self.portals.route(place) {
-            return Ok(Some(routed));
-        }
         let cfg = self.cfg();
         let chat = self.portals.current_chat(place.chat);
         let configured = |p: Place| {
@@ -131,6 +137,13 @@ impl Bridge {
                 .iter()
                 .any(|r| self.portals.current_chat(r.telegram) == chat && r.telegram_topic == p.topic)
         };
+        // A topic whose own room is not set up yet waits for it (not the chat's room).
+        if place.topic.is_some() && configured(place) && self.portals.room_for(place).is_none() {
+            return Err(Error::NotReady(format!("room for {place} not joined yet")));
+        }
+        if let Some(routed) = self.portals.route(place) {
+            return Ok(Some(routed));
+        }
         if configured(place) || configured(Place::chat(chat)) {
             return Err(Error::NotReady(format!("room for {place} not joined yet")));
         }
@@ -152,7 +165,7 @@ impl Bridge {
         self.store
             .record_failure(
                 Direction::TgToMx,
-                &format!("topic:{}:{msg}", place.chat),
+                &format!("ignored:topic:{}:{msg}", place.chat),
                 &format!(
                     "not bridged: {topic} of chat {} has no room (`rooms` maps only other topics of this chat)",
                     place.chat

@@ -245,6 +245,20 @@ impl Store {
         Ok(inbox_items(rows))
     }
 
+    /// Remove several events at once (a standby's backlog posted as one digest): all or none.
+    pub async fn done_mx_inbox_all(&self, seqs: &[i64]) -> Result<()> {
+        self.write(false, async |tx| {
+            for seq in seqs {
+                sqlx::query("DELETE FROM mx_inbox WHERE seq = ?")
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Every waiting event of one room, in arrival order (the backlog of a standby).
     pub async fn mx_lane_all(&self, room: &RoomId) -> Result<Vec<InboxItem>> {
         let rows = sqlx::query("SELECT seq, event_json FROM mx_inbox WHERE room_id = ? ORDER BY seq")

@@ -34,7 +34,10 @@ impl Store {
     pub async fn upsert_portal(&self, place: Place, mx_room_id: &RoomId, alias: Option<&RoomAliasId>) -> Result<()> {
         self.write(false, async |tx| {
             // A room bridges one place: a room moved to another topic leaves its old one.
-            sqlx::query("DELETE FROM portals WHERE mx_room_id = ?1 AND NOT (tg_chat_id = ?2 AND tg_thread_id = ?3)")
+            sqlx::query(
+                "DELETE FROM portals WHERE mx_room_id = ?1 AND NOT (tg_chat_id = \
+                 COALESCE((SELECT new_chat_id FROM chat_upgrades WHERE old_chat_id = ?2), ?2) AND tg_thread_id = ?3)",
+            )
                 .bind(mx_room_id.as_str())
                 .bind(place.chat)
                 .bind(thread_column(place))

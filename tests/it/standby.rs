@@ -208,11 +208,14 @@ async fn the_fallback_window_ends_in_standby_by_itself_and_stays_so_across_a_res
         status.contains("mode: standby") && status.contains("cutover -> standby  (the fallback window ended)"),
         "{status}"
     );
-    // Standby relays nothing; a restart (the config still says cutover) keeps it.
+    // A restart (the config still says cutover) keeps the standby: the daemon starts in it,
+    // records no switch, owes no announcement.
     app.stop();
     app.start().await;
+    app.wait_log(r#"bridge mode mode="standby""#).await;
     let (_, status) = app.cli(&["status"]).await;
-    assert!(status.contains("mode: standby"), "{status}");
+    assert_eq!(status.matches("cutover -> standby").count(), 1, "{status}");
+    assert!(status.contains("announcements pending: 0"), "{status}");
     assert_eq!(app.sent_containing("Fallback mode only").len(), 1);
     assert_eq!(app.sent_containing("PRIMARY SURFACE CHANGE").len(), 1);
 }
