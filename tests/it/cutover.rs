@@ -105,10 +105,12 @@ async fn the_same_post_on_both_sides_is_shown_once_per_side() {
         app.ezra.reactions(&app.room, &bridged).await,
         vec![(app.bot.clone(), "✓".to_owned())]
     );
-    assert!(
-        app.tg.reactions(app.chat).iter().any(|(m, _)| *m == tg_orig),
-        "no 👌 on the telegram original"
-    );
+    // The 👌 on Telegram is set after the ✓ on Matrix.
+    app.tg
+        .wait_until("a 👌 on the telegram original", T, |tg| {
+            tg.reactions(app.chat).iter().any(|(m, _)| *m == tg_orig)
+        })
+        .await;
 
     // Matrix first: relayed; the Telegram copy is not bridged to Matrix.
     let mx_orig = app.alex.send_text(&app.room, "rotate the keys").await;
@@ -118,7 +120,11 @@ async fn the_same_post_on_both_sides_is_shown_once_per_side() {
         !app.ezra.reactions(&app.room, &mx_orig).await.is_empty()
     })
     .await;
-    assert!(app.tg.reactions(app.chat).iter().any(|(m, _)| *m == relayed.message_id));
+    app.tg
+        .wait_until("a 👌 on the relayed copy", T, |tg| {
+            tg.reactions(app.chat).iter().any(|(m, _)| *m == relayed.message_id)
+        })
+        .await;
 
     // Sync point, then count: each text once per side.
     app.ezra.send_text(&app.room, "sync").await;
