@@ -420,7 +420,7 @@ async fn run_tg_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, stop: watch::Recei
                                 return Ok(Vec::new());
                             }
                             // Standby: everything waits for the rollback (`bridge::standby`).
-                            if b.holds_telegram() {
+                            if b.holds_telegram(chat) {
                                 return Ok(Vec::new());
                             }
                             b.store().next_tg_lane(chat).await

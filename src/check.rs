@@ -62,6 +62,30 @@ fn bot_agents_line(chat: i64, bot: &str, admin: bool, reads_all: bool) -> Line {
     )
 }
 
+/// With Telegram disabled nothing reads it, and Telegram keeps unread updates for 24 hours:
+/// the time left since the standby began; FAIL once under 6 hours are left.
+async fn unread_window(cfg: &Config) -> Line {
+    let hint = "set gateway.telegram.enabled: true: in standby the bot then reads Telegram into its inbox and \
+                relays nothing, so a later rollback loses nothing";
+    let since = match crate::storage::Store::open(&cfg.database).await {
+        Ok(store) => store.standby_since().await.ok().flatten(),
+        Err(_) => None,
+    };
+    let now = crate::storage::now_ms();
+    match since {
+        Some(since) => line(
+            since + 18 * 3_600_000 > now,
+            crate::bridge::standby::unread_window_line(since, now),
+            hint,
+        ),
+        None => line(
+            false,
+            "telegram is not read (gateway.telegram.enabled: false) and the database does not say since when",
+            hint,
+        ),
+    }
+}
+
 /// Run every check. `daemon_running` skips the second-poller probe (the daemon is the poller).
 pub async fn run(cfg: &Config, daemon_running: bool) -> Vec<Line> {
     let mut out = vec![line(true, "config valid", "")];
@@ -171,6 +195,9 @@ pub async fn run(cfg: &Config, daemon_running: bool) -> Vec<Line> {
                 "run `tgmx bootstrap` to invite them, and have them accept",
             ));
         }
+    }
+    if !cfg.gateway.telegram.enabled {
+        out.push(unread_window(cfg).await);
     }
     let Ok(token) = cfg.telegram_token() else {
         out.push(line(

@@ -759,7 +759,8 @@ impl Config {
             return Err(invalid(
                 ALIAS,
                 format!(
-                    "{alias} differs from homeserver.url ({}); it is the same setting: give one of them, or the same URL in both",
+                    "{} differs from homeserver.url ({}); it is the same setting: give one of them, or the same URL in both",
+                    without_password(&alias),
                     without_password(&self.homeserver.url)
                 ),
             ));
@@ -858,6 +859,12 @@ impl Config {
                 return Err(invalid(
                     &format!("rooms[{i}].telegram_topic"),
                     "a topic's message_thread_id is a positive number",
+                ));
+            }
+            if r.telegram_topic == Some(1) {
+                return Err(invalid(
+                    &format!("rooms[{i}].telegram_topic"),
+                    "1 is the General topic, which has no message_thread_id: map the chat without `telegram_topic`",
                 ));
             }
             if r.telegram_topic.is_some() && r.sync_details_to_telegram {
@@ -1980,6 +1987,12 @@ identities:
         let zero = topics.replace("telegram_topic: 8", "telegram_topic: 0");
         let e = Config::parse(&zero, Path::new(".")).unwrap_err().to_string();
         assert!(e.contains("rooms[2].telegram_topic") && e.contains("positive"), "{e}");
+        let general = topics.replace("telegram_topic: 8", "telegram_topic: 1");
+        let e = Config::parse(&general, Path::new(".")).unwrap_err().to_string();
+        assert!(
+            e.contains("rooms[2].telegram_topic") && e.contains("General topic"),
+            "{e}"
+        );
         let details = topics.replace(
             "telegram_topic: 8}",
             "telegram_topic: 8, sync_details_to_telegram: true}",

@@ -46,6 +46,10 @@ pub enum Error {
     /// Work that cannot be done yet (e.g. a room not resolved); retried later.
     #[error("not ready: {0}")]
     NotReady(String),
+    /// The item's lane is held (standby): the worker puts its batch back, untouched, and waits
+    /// (the inbox keeps it; what happens to it next is decided when the hold ends).
+    #[error("held: {0}")]
+    Held(String),
     /// End-to-end encryption (a device, a crypto store, encrypting or decrypting).
     #[error("encryption: {message}")]
     Crypto { message: String, transient: bool },
@@ -77,7 +81,7 @@ impl Error {
             Error::Matrix { status, errcode, .. } => *status >= 500 || *status == 429 || errcode == "M_LIMIT_EXCEEDED",
             Error::Db(_) => true,
             Error::Telegram { transient, .. } => *transient,
-            Error::NotReady(_) => true,
+            Error::NotReady(_) | Error::Held(_) => true,
             _ => false,
         }
     }

@@ -26,7 +26,9 @@
 //!   `room_details`, a group that became a supergroup in `upgrade`), and `lanes`: one ordered
 //!   worker per portal in each direction, and the supervisor that restarts a crashed task (or
 //!   stops the daemon when restarting cannot help). `management`: the operators' `!tgmx`
-//!   commands in the management room, which is never bridged.
+//!   commands in the management room, which is never bridged. `standby`: what waits while
+//!   Telegram is not live, the rollback's backlog (digest), and the fallback window. A portal
+//!   is a chat or one forum topic (`telegram::Place`).
 //! - [`split`]: cutting a long HTML message into parts that fit a platform's limit.
 //! - [`app`]: `App::build(config)` / `port()` / `run_until_stopped(shutdown)`: wires the parts.
 //! - [`config`]: the operator's YAML config and the appservice registration, validated on load;

@@ -256,7 +256,12 @@ pub const ROLLCALL: &str = "Acknowledge, fleet.";
 /// Post the question in the Telegram chat bridged to `room`, unless Telegram is in standby (or
 /// off) or the room is not bridged. Returns the chat when it was asked there.
 async fn ask_on_telegram(cfg: &Config, store: &Store, room: &str, room_id: &OwnedRoomId) -> Option<i64> {
-    if !crate::bridge::cutover::Mode::of(cfg).telegram_live() || !cfg.gateway.telegram.enabled {
+    // The mode in force (a standby after the fallback window is not in the config).
+    let mode = match store.current_mode().await.ok().flatten() {
+        Some(m) => crate::bridge::cutover::Mode::parse(&m).unwrap_or(crate::bridge::cutover::Mode::of(cfg)),
+        None => crate::bridge::cutover::Mode::of(cfg),
+    };
+    if !mode.telegram_live() || !cfg.gateway.telegram.enabled {
         return None;
     }
     let mut place = None;

@@ -102,6 +102,7 @@ pub async fn audit(cfg: &Config, store: &Store, since_ms: i64, daemon_running: b
             Shortfall::NotDelivered => lost += 1,
             Shortfall::InPart => in_part += 1,
             Shortfall::MayRepeat => repeated += 1,
+            Shortfall::Ignored => {}
         }
     }
     let writes = store.probe_write().await;
@@ -116,11 +117,18 @@ pub async fn audit(cfg: &Config, store: &Store, since_ms: i64, daemon_running: b
     if let Some(p) = &paused {
         r.line(format!("HELD {p}"));
     }
+    let standby = store.current_mode().await?.as_deref() == Some("standby");
     r.line(format!(
         "waiting: {} from telegram, {} from matrix{}",
         pending.tg,
         pending.mx,
-        if stuck { " (stuck for over 5 minutes)" } else { "" }
+        if stuck {
+            " (stuck for over 5 minutes)"
+        } else if standby {
+            " (standby: held, bridged in order on rollback)"
+        } else {
+            ""
+        }
     ));
     let held = held_by_homeserver(cfg, store, daemon_running, &mut r).await;
     if lost > 0 {
@@ -228,6 +236,7 @@ pub async fn status(cfg: &Config, store: &Store, daemon_running: bool) -> Result
             Shortfall::NotDelivered => failures += 1,
             Shortfall::InPart => in_part += 1,
             Shortfall::MayRepeat => repeats += 1,
+            Shortfall::Ignored => {}
         }
     }
     let pending = store.pending().await?;

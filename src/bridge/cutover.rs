@@ -135,6 +135,9 @@ pub struct Cutover {
     /// Chats whose Matrix backlog from a standby is not yet dealt with (posted as a digest, or
     /// left to the lanes): their rooms' lanes wait.
     pub(super) backlog_pending: std::sync::Mutex<std::collections::HashSet<i64>>,
+    /// Chats whose rooms have not had the rollback announcement yet: their Telegram backlog
+    /// waits for it (it says the backlog follows).
+    pub(super) notice_pending: std::sync::Mutex<std::collections::HashSet<i64>>,
 }
 
 impl Cutover {
@@ -147,6 +150,7 @@ impl Cutover {
             reconsider: tokio::sync::Notify::new(),
             switching: tokio::sync::Mutex::new(()),
             backlog_pending: std::sync::Mutex::new(std::collections::HashSet::new()),
+            notice_pending: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -211,6 +215,17 @@ impl Bridge {
                 self.switch(prev, mode, reason).await?
             }
             Some(_) => tracing::info!(mode = mode.as_str(), "bridge mode"),
+        }
+        // Stopped between a rollback from standby and its announcements: what waits still waits
+        // for them (the digest, and the notice before the Telegram backlog).
+        let rolled_back = self
+            .store
+            .switches()
+            .await?
+            .pop()
+            .is_some_and(|s| s.from_mode.as_deref() == Some("standby") && s.to_mode != "standby");
+        if rolled_back && !self.store.pending_announcements().await?.is_empty() {
+            self.backlog_owed(&cfg);
         }
         self.put_in_force(mode).await
     }
@@ -416,7 +431,8 @@ impl Bridge {
                     }
                 }
             }
-            // After a rollback from standby: each chat announced gets its Matrix backlog.
+            // After a rollback from standby: each chat whose rooms were told gets its Telegram
+            // backlog, each chat announced on Telegram its Matrix backlog.
             let owed: Vec<i64> = self
                 .cutover
                 .backlog_pending
@@ -425,11 +441,40 @@ impl Bridge {
                 .iter()
                 .copied()
                 .collect();
-            if !owed.is_empty() {
+            let told = self.cutover.notice_pending.lock().expect("lock").is_empty();
+            if !owed.is_empty() || !told {
                 let announcing: Vec<String> = match self.store.pending_announcements().await {
                     Ok(p) => p.into_iter().map(|a| a.target).collect(),
-                    Err(_) => owed.iter().map(|c| format!("tg:{c}")).collect(),
+                    Err(e) => {
+                        tracing::warn!("cannot read the pending announcements: {e}");
+                        failed = true;
+                        owed.iter()
+                            .map(|c| format!("tg:{c}"))
+                            .chain(["mxchat:?".into()])
+                            .collect()
+                    }
                 };
+                // A room not set up yet cannot have its notice: it holds nothing meanwhile.
+                let rooms_waiting: std::collections::HashSet<i64> = announcing
+                    .iter()
+                    .filter_map(|t| t.strip_prefix("mxchat:"))
+                    .filter_map(|t| {
+                        let (chat, topic) = match t.split_once('/') {
+                            Some((c, t)) => (c.parse().ok()?, Some(t.parse().ok()?)),
+                            None => (t.parse().ok()?, None),
+                        };
+                        let place = crate::telegram::Place::topic(chat, topic);
+                        self.portals.room_for(place).map(|_| chat)
+                    })
+                    .collect();
+                let unreadable = announcing.iter().any(|t| t == "mxchat:?");
+                if !unreadable {
+                    self.cutover
+                        .notice_pending
+                        .lock()
+                        .expect("lock")
+                        .retain(|c| rooms_waiting.contains(c));
+                }
                 for chat in owed {
                     if announcing.contains(&format!("tg:{chat}")) {
                         continue;

@@ -227,7 +227,7 @@ pub async fn run_worker<N, H, D, F1, F2, F3>(
         };
         drained = batch.len() < crate::storage::BATCH;
         let mut bridged = Vec::with_capacity(batch.len());
-        for item in batch {
+        'batch: for item in batch {
             let key = item.key;
             let mut backoff = Duration::from_millis(250);
             loop {
@@ -242,6 +242,13 @@ pub async fn run_worker<N, H, D, F1, F2, F3>(
                 });
                 match outcome {
                     Ok(()) => break,
+                    // Held (standby): the rest of the batch stays in the inbox, untouched; the
+                    // lane asks again (and gets nothing while the hold lasts).
+                    Err(Error::Held(why)) => {
+                        tracing::debug!(worker = name, key, "held: {why}");
+                        drained = true;
+                        break 'batch;
+                    }
                     Err(e) if e.is_transient() => {
                         let wait = match &e {
                             Error::Telegram {

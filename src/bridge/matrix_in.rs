@@ -90,7 +90,7 @@ impl Bridge {
         if self.holds_matrix(portal.chat) {
             // Normally held in the inbox by the lane (`bridge::standby`); one taken just before
             // the switch waits here, in order, for the rollback.
-            return Err(Error::NotReady("standby: held for the rollback".into()));
+            return Err(Error::Held("standby: waits for the rollback".into()));
         }
         if kind == "m.room.encrypted" {
             return self.mx_encrypted(&ev, &room, &sender, portal).await;

@@ -151,7 +151,7 @@ impl Bridge {
             return Ok(());
         }
         if self.holds_matrix(chat) {
-            return Err(crate::error::Error::NotReady("standby: held for the rollback".into()));
+            return Err(crate::error::Error::Held("standby: waits for the rollback".into()));
         }
         let content = &ev["content"];
         let text = |key: &str, max: usize| -> String {

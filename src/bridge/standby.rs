@@ -36,6 +36,10 @@ use crate::telegram::format::escape_html;
 /// The reason recorded when the fallback window ends.
 pub const FALLBACK_ENDED: &str = "the fallback window ended";
 
+/// Hours into a standby with Telegram disabled at which the log warns again (Telegram drops
+/// unread updates after 24).
+const UNREAD_WARNINGS_H: [i64; 4] = [12, 18, 23, 24];
+
 /// Longest excerpt of one message in a digest, in characters.
 const DIGEST_EXCERPT: usize = 300;
 
@@ -107,6 +111,7 @@ impl Bridge {
             if *shutdown.borrow() {
                 return;
             }
+            let silent = self.mode() == Mode::Standby && !self.cfg().gateway.telegram.enabled;
             let wait = match self.mode() {
                 Mode::Cutover => match self.fallback_ends_at(&self.cfg()).await {
                     Ok(Some(end)) => Duration::from_millis((end - now_ms()).max(0) as u64),
@@ -116,10 +121,28 @@ impl Bridge {
                         Duration::from_secs(60)
                     }
                 },
+                // Telegram is not read: warn as its 24 hours of unread updates run out.
+                Mode::Standby if silent => match self.store.standby_since().await {
+                    Ok(Some(since)) => {
+                        let line = unread_window_line(since, now_ms());
+                        tracing::warn!("{line}");
+                        let next = UNREAD_WARNINGS_H
+                            .iter()
+                            .map(|h| since + h * 3_600_000)
+                            .find(|at| *at > now_ms());
+                        next.map_or(Duration::from_secs(24 * 3600), |at| {
+                            Duration::from_millis((at - now_ms()).max(1000) as u64)
+                        })
+                    }
+                    _ => Duration::from_secs(3600),
+                },
                 _ => Duration::from_secs(3600),
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {
+                    if silent {
+                        continue; // the warning is logged at the top
+                    }
                     if let Err(e) = self.reconsider_mode().await {
                         tracing::warn!("cannot end the fallback window yet: {e}");
                         tokio::time::sleep(Duration::from_secs(10)).await;
@@ -146,9 +169,14 @@ impl Bridge {
         Ok(())
     }
 
-    /// Whether the Telegram -> Matrix lanes wait (standby).
-    pub fn holds_telegram(&self) -> bool {
+    /// Whether the Telegram -> Matrix lane of `chat` waits: in standby, and after a rollback
+    /// until the chat's rooms have the announcement (it says the backlog follows).
+    pub fn holds_telegram(&self, chat: Option<i64>) -> bool {
         self.mode() == Mode::Standby
+            || chat.is_some_and(|c| {
+                let c = self.portals.current_chat(c);
+                self.cutover.notice_pending.lock().expect("lock").contains(&c)
+            })
     }
 
     /// Whether the lanes of `chat`'s rooms (Matrix -> Telegram) wait: in standby, and after a
@@ -166,8 +194,10 @@ impl Bridge {
     /// rollback from standby, until their announcement is posted).
     pub(super) fn backlog_owed(&self, cfg: &Config) {
         let mut pending = self.cutover.backlog_pending.lock().expect("lock");
+        let mut notice = self.cutover.notice_pending.lock().expect("lock");
         for r in &cfg.rooms {
             pending.insert(self.portals.current_chat(r.telegram));
+            notice.insert(self.portals.current_chat(r.telegram));
         }
     }
 
@@ -188,14 +218,29 @@ impl Bridge {
                 continue;
             };
             let html = self.digest_html(&room, &held).await;
-            for part in split_html(&html, TELEGRAM_TEXT, Measure::VisibleUtf16) {
+            // Parts are recorded as they are posted: a retry (an error, a restart) posts only
+            // what is missing, and the messages leave the inbox together, after the last part.
+            let progress = format!("digest:{room}:{}", held[0].key);
+            let done: usize = self
+                .store
+                .get_kv(&progress)
+                .await?
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(0);
+            for (i, part) in split_html(&html, TELEGRAM_TEXT, Measure::VisibleUtf16)
+                .into_iter()
+                .enumerate()
+            {
+                if i < done {
+                    continue;
+                }
                 let turn = self.tg.turn_at(place).await;
                 let sent: MessageId = self.tg.send_html(turn, part, None).await?;
+                self.store.set_kv(&progress, &(i + 1).to_string()).await?;
                 tracing::debug!(%room, msg = sent.0, "digest part posted");
             }
-            for h in &held {
-                self.store.done_mx_inbox(h.key).await?;
-            }
+            let keys: Vec<i64> = held.iter().map(|h| h.key).collect();
+            self.store.done_mx_inbox_all(&keys).await?;
             tracing::info!(%room, chat, messages = held.len(), "matrix backlog of the standby posted as a digest");
         }
         self.cutover.backlog_pending.lock().expect("lock").remove(&chat);
@@ -339,6 +384,15 @@ pub fn held_time(at_ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_unread_window_counts_down_then_says_it_closed() {
+        let h = 3_600_000;
+        let open = super::unread_window_line(0, 5 * h + 60_000);
+        assert!(open.contains("(18 h 59 min left)"), "{open}");
+        let closed = super::unread_window_line(0, 25 * h);
+        assert!(closed.contains("older than 24 hours are lost"), "{closed}");
+    }
+
     #[test]
     fn held_times_read_to_the_minute() {
         assert_eq!(super::held_time(1_764_597_720_000), "2025-12-01 14:02 UTC");

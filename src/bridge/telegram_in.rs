@@ -29,6 +29,15 @@ impl Bridge {
         let Some(update) = read.update else {
             return self.tg_unreadable(&read).await;
         };
+        // Taken just before a standby began (the lane checks before it fetches): it waits too.
+        let chat = match &update.kind {
+            UpdateKind::Message(m) | UpdateKind::EditedMessage(m) => Some(m.chat.id.0),
+            UpdateKind::MessageReaction(r) => Some(r.chat.id.0),
+            _ => None,
+        };
+        if self.holds_telegram(chat) {
+            return Err(Error::Held("standby: waits for the rollback".into()));
+        }
         let message = match &update.kind {
             UpdateKind::Message(m) | UpdateKind::EditedMessage(m) => Some((m.chat.id.0, m.id.0)),
             _ => None,
@@ -121,9 +130,6 @@ impl Bridge {
     /// when it is not bridged (ignored), an error when its room is configured but not resolved
     /// yet (retried).
     pub(super) fn route_of(&self, place: Place) -> Result<Option<Routed>> {
-        if let Some(routed) = self.portals.route(place) {
-            return Ok(Some(routed));
-        }
         let cfg = self.cfg();
         let chat = self.portals.current_chat(place.chat);
         let configured = |p: Place| {
@@ -131,6 +137,13 @@ impl Bridge {
                 .iter()
                 .any(|r| self.portals.current_chat(r.telegram) == chat && r.telegram_topic == p.topic)
         };
+        // A topic whose own room is not set up yet waits for it (not the chat's room).
+        if place.topic.is_some() && configured(place) && self.portals.room_for(place).is_none() {
+            return Err(Error::NotReady(format!("room for {place} not joined yet")));
+        }
+        if let Some(routed) = self.portals.route(place) {
+            return Ok(Some(routed));
+        }
         if configured(place) || configured(Place::chat(chat)) {
             return Err(Error::NotReady(format!("room for {place} not joined yet")));
         }
@@ -152,7 +165,7 @@ impl Bridge {
         self.store
             .record_failure(
                 Direction::TgToMx,
-                &format!("topic:{}:{msg}", place.chat),
+                &format!("ignored:topic:{}:{msg}", place.chat),
                 &format!(
                     "not bridged: {topic} of chat {} has no room (`rooms` maps only other topics of this chat)",
                     place.chat
@@ -338,15 +351,7 @@ impl Bridge {
         content: Value,
     ) -> Result<ruma::OwnedEventId> {
         use crate::split::{Measure, plain_of, split_html};
-        // Measured only when the text could be near the limit (JSON escaping at most sextuples).
-        let text_len = ["body", "formatted_body"]
-            .iter()
-            .map(|k| content[*k].as_str().map_or(0, str::len))
-            .sum::<usize>();
-        let size = match text_len * 6 > MATRIX_CONTENT_MAX {
-            true => serde_json::to_vec(&content).map_or(0, |v| v.len()),
-            false => text_len,
-        };
+        let size = content_size(&content);
         let html = content["formatted_body"].as_str().filter(|_| size > MATRIX_CONTENT_MAX);
         let is_text = matches!(content["msgtype"].as_str(), Some("m.text" | "m.notice" | "m.emote"));
         let (Some(html), true) = (html, is_text) else {
@@ -369,14 +374,9 @@ impl Bridge {
                 _ => crate::matrix::txn::telegram_message_part(chat, msg, i),
             };
             let event = self.send_event(room, sender, "m.room.message", &txn, &c).await?;
+            let first_event = first.clone().unwrap_or_else(|| event.clone());
             self.store
-                .save_part(&crate::storage::MessagePart {
-                    mx_event_id: first.clone().unwrap_or_else(|| event.clone()),
-                    part: i as i64,
-                    tg_chat_id: chat,
-                    tg_msg_id: msg,
-                    part_event_id: event.clone(),
-                })
+                .save_part(&tg_part(&first_event, i, chat, msg, &event))
                 .await?;
             first.get_or_insert(event);
         }
@@ -460,6 +460,23 @@ impl Bridge {
         if portal.topic.is_none() && place.topic.is_some() {
             self.show_topic(&mut new_content, place, m).await?;
         }
+        let edit_ts = m.edit_date().map(|d| d.timestamp()).unwrap_or_default();
+        let is_text = matches!(new_content["msgtype"].as_str(), Some("m.text" | "m.notice" | "m.emote"));
+        if is_text {
+            let parts = self.store.parts_of_event(&link.mx_event_id).await?;
+            if !parts.is_empty() || content_size(&new_content) > MATRIX_CONTENT_MAX {
+                return self
+                    .tg_edit_parts(
+                        &room,
+                        &sender,
+                        (chat, m.id.0, edit_ts),
+                        &link.mx_event_id,
+                        &parts,
+                        new_content,
+                    )
+                    .await;
+            }
+        }
         let mut content = json!({
             "msgtype": new_content["msgtype"],
             "body": format!("* {}", new_content["body"].as_str().unwrap_or_default()),
@@ -475,11 +492,104 @@ impl Bridge {
             content["formatted_body"] = json!(format!("* {f}"));
         }
         content[SOURCE_KEY] = json!({"chat": chat, "message": m.id.0});
-        let edit_ts = m.edit_date().map(|d| d.timestamp()).unwrap_or_default();
         let txn = crate::matrix::txn::telegram_edit(chat, m.id.0, edit_ts);
         self.send_event(&room, &sender, "m.room.message", &txn, &content)
             .await?;
         Ok(())
+    }
+
+    /// A Telegram edit of a text carried in parts (or that no longer fits one Matrix event):
+    /// the new text is cut as the first was, each part edits its event, parts it needs more are
+    /// sent, parts it no longer needs are redacted. `(chat, msg, edit_ts)` name the edit.
+    async fn tg_edit_parts(
+        &self,
+        room: &OwnedRoomId,
+        sender: &ruma::UserId,
+        (chat, msg, edit_ts): (i64, i32, i64),
+        first: &ruma::EventId,
+        old: &[crate::storage::MessagePart],
+        new_content: Value,
+    ) -> Result<()> {
+        use crate::split::{Measure, plain_of, split_html};
+        let html = match new_content["formatted_body"].as_str() {
+            Some(h) => h.to_owned(),
+            None => crate::telegram::format::escape_html(new_content["body"].as_str().unwrap_or_default()),
+        };
+        let old_events: Vec<ruma::OwnedEventId> = match old.is_empty() {
+            true => vec![first.to_owned()],
+            false => old.iter().map(|p| p.part_event_id.clone()).collect(),
+        };
+        let parts = split_html(&html, MATRIX_PART_BYTES, Measure::RawBytes);
+        for (i, part) in parts.iter().enumerate() {
+            let part_content = json!({
+                "msgtype": new_content["msgtype"],
+                "body": plain_of(part),
+                "format": "org.matrix.custom.html",
+                "formatted_body": part,
+            });
+            let txn = crate::matrix::txn::telegram_edit_part(chat, msg, edit_ts, i);
+            match old_events.get(i) {
+                Some(event) => {
+                    let mut content = json!({
+                        "msgtype": new_content["msgtype"],
+                        "body": format!("* {}", plain_of(part)),
+                        "format": "org.matrix.custom.html",
+                        "formatted_body": format!("* {part}"),
+                        "m.new_content": part_content,
+                        "m.relates_to": {"rel_type": "m.replace", "event_id": event},
+                    });
+                    content[SOURCE_KEY] = json!({"chat": chat, "message": msg});
+                    self.send_event(room, sender, "m.room.message", &txn, &content).await?;
+                }
+                None => {
+                    let mut content = part_content;
+                    content[SOURCE_KEY] = json!({"chat": chat, "message": msg});
+                    let event = self.send_event(room, sender, "m.room.message", &txn, &content).await?;
+                    if i == 1 && old.is_empty() {
+                        // The message was whole until now: its first part is recorded too.
+                        self.store.save_part(&tg_part(first, 0, chat, msg, first)).await?;
+                    }
+                    self.store.save_part(&tg_part(first, i, chat, msg, &event)).await?;
+                }
+            }
+        }
+        for (i, event) in old_events.iter().enumerate().skip(parts.len()) {
+            let txn = crate::matrix::txn::telegram_edit_drop(chat, msg, edit_ts, i);
+            self.intents.user(sender).redact(room, event, &txn).await?;
+            self.store.drop_part(first, i as i64).await?;
+        }
+        tracing::debug!(
+            chat,
+            msg,
+            parts = parts.len(),
+            was = old_events.len(),
+            "telegram edit carried in parts"
+        );
+        Ok(())
+    }
+}
+
+/// Part `i` of a Telegram message carried to Matrix in parts.
+fn tg_part(first: &ruma::EventId, i: usize, chat: i64, msg: i32, event: &ruma::EventId) -> crate::storage::MessagePart {
+    crate::storage::MessagePart {
+        mx_event_id: first.to_owned(),
+        part: i as i64,
+        tg_chat_id: chat,
+        tg_msg_id: msg,
+        part_event_id: event.to_owned(),
+    }
+}
+
+/// The size of Matrix content as JSON, measured only when its text could be near the limit
+/// (JSON escaping at most sextuples it).
+fn content_size(content: &Value) -> usize {
+    let text_len = ["body", "formatted_body"]
+        .iter()
+        .map(|k| content[*k].as_str().map_or(0, str::len))
+        .sum::<usize>();
+    match text_len * 6 > MATRIX_CONTENT_MAX {
+        true => serde_json::to_vec(content).map_or(0, |v| v.len()),
+        false => text_len,
     }
 }
 

@@ -32,6 +32,17 @@ pub fn telegram_edit(chat: i64, msg: i32, edit_ts: i64) -> OwnedTransactionId {
     id(format!("tg{chat}_{msg}_e{edit_ts}"))
 }
 
+/// Part `part` of an edit of a Telegram message carried in parts (an edit of that part's event,
+/// or a part the edit adds).
+pub fn telegram_edit_part(chat: i64, msg: i32, edit_ts: i64, part: usize) -> OwnedTransactionId {
+    id(format!("tg{chat}_{msg}_e{edit_ts}_p{part}"))
+}
+
+/// The redaction of part `part` of a Telegram message in parts that an edit made shorter.
+pub fn telegram_edit_drop(chat: i64, msg: i32, edit_ts: i64, part: usize) -> OwnedTransactionId {
+    id(format!("tg{chat}_{msg}_e{edit_ts}_d{part}"))
+}
+
 /// The bot's notice for a Telegram update that could not be read (`source`: its failure row).
 pub fn unreadable_update(source: &str) -> OwnedTransactionId {
     id(format!("tgx_{}", source.replace(':', "_")))

@@ -17,6 +17,9 @@ pub enum Shortfall {
     InPart,
     /// Carried, and possibly twice: an earlier attempt may have posted it too.
     MayRepeat,
+    /// Not carried because the configuration says so (a forum topic without a room, in a forum
+    /// bridged by topic rooms only): listed, not counted as a loss.
+    Ignored,
 }
 
 impl Shortfall {
@@ -24,6 +27,8 @@ impl Shortfall {
     pub fn of(source_ref: &str) -> Shortfall {
         if source_ref.starts_with("possible-repeat:") {
             Shortfall::MayRepeat
+        } else if source_ref.starts_with("ignored:") {
+            Shortfall::Ignored
         } else if source_ref.starts_with("partly:") {
             Shortfall::InPart
         } else {
@@ -37,6 +42,7 @@ impl Shortfall {
             Shortfall::NotDelivered => "NOT DELIVERED",
             Shortfall::InPart => "CARRIED IN PART",
             Shortfall::MayRepeat => "MAY SHOW TWICE",
+            Shortfall::Ignored => "IGNORED (config)",
         }
     }
 }

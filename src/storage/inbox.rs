@@ -256,6 +256,21 @@ impl Store {
         Ok(inbox_items(rows))
     }
 
+    /// Remove several events at once (a standby's backlog posted as one digest): all or none.
+    pub async fn done_mx_inbox_all(&self, seqs: &[i64]) -> Result<()> {
+        self.write(false, async |tx| {
+            for seq in seqs {
+                on!(tx.db(), |c| sqlx::query("DELETE FROM mx_inbox WHERE seq = $1")
+                    .bind(seq)
+                    .execute(c)
+                    .await
+                    .map(|_| ()))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Every waiting event of one room, in arrival order (the backlog of a standby).
     pub async fn mx_lane_all(&self, room: &RoomId) -> Result<Vec<InboxItem>> {
         let rows = on!(self.db(), |p| sqlx::query_as(

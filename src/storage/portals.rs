@@ -33,7 +33,8 @@ impl Store {
         self.write(false, async |tx| {
             // A room bridges one place: a room moved to another topic leaves its old one.
             on!(tx.db(), |c| sqlx::query(
-                "DELETE FROM portals WHERE mx_room_id = $1 AND NOT (tg_chat_id = $2 AND tg_thread_id = $3)"
+                "DELETE FROM portals WHERE mx_room_id = $1 AND NOT (tg_chat_id = \
+                 COALESCE((SELECT new_chat_id FROM chat_upgrades WHERE old_chat_id = $2), $2) AND tg_thread_id = $3)"
             )
             .bind(mx_room_id.as_str())
             .bind(place.chat)

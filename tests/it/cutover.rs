@@ -14,37 +14,13 @@ fn to_matrix(cfg: String) -> String {
         .replace("fallback_platform: matrix", "fallback_platform: telegram")
 }
 
-async fn bot_notices(app: &TestApp, needle: &str, n: usize) -> Vec<Value> {
-    let (bot, needle) = (app.bot.clone(), needle.to_owned());
-    app.ezra
-        .wait_messages(&app.room, n, T, move |e| {
-            e["sender"] == bot.as_str() && e["content"]["msgtype"] == "m.notice" && body(e).contains(&needle)
-        })
-        .await
-}
-
-fn sent_containing(app: &TestApp, needle: &str) -> Vec<crate::fake_telegram::SentMessage> {
-    app.tg
-        .sent(app.chat)
-        .into_iter()
-        .filter(|s| s.text.contains(needle))
-        .collect()
-}
-
-async fn wait_sent_containing(app: &TestApp, needle: &str) -> crate::fake_telegram::SentMessage {
-    eventually(&format!("Telegram to get {needle:?}"), T, async || {
-        sent_containing(app, needle)
-            .pop()
-            .ok_or_else(|| format!("{:#?}", app.tg.sent(app.chat)))
-    })
-    .await
-}
-
 async fn cutover_by_sighup_announces_pins_once_and_keeps_mirroring() {
     let mut app = TestApp::spawn().await;
     app.edit_config(to_matrix);
     app.hup();
-    let notice = wait_sent_containing(&app, "PRIMARY SURFACE CHANGE: Matrix is now the command channel").await;
+    let notice = app
+        .wait_sent_containing("PRIMARY SURFACE CHANGE: Matrix is now the command channel")
+        .await;
     assert!(
         notice.text.contains(&format!("https://matrix.to/#/{}", app.room)),
         "{}",
@@ -54,7 +30,7 @@ async fn cutover_by_sighup_announces_pins_once_and_keeps_mirroring() {
         app.tg.pinned(app.chat).contains(&notice.message_id),
         "announcement not pinned"
     );
-    bot_notices(&app, "PRIMARY SURFACE CHANGE", 1).await;
+    app.bot_notices("PRIMARY SURFACE CHANGE", 1).await;
     app.wait_log("mode parallel -> cutover").await;
 
     // Both directions still mirrored.
@@ -65,15 +41,15 @@ async fn cutover_by_sighup_announces_pins_once_and_keeps_mirroring() {
         "fallback still works"
     );
     app.ezra.send_text(&app.room, "matrix is primary").await;
-    wait_sent_containing(&app, "matrix is primary").await;
+    app.wait_sent_containing("matrix is primary").await;
 
     // A restart does not announce again.
     app.stop();
     app.start().await;
     app.ezra.send_text(&app.room, "after restart").await;
-    wait_sent_containing(&app, "after restart").await;
-    assert_eq!(sent_containing(&app, "PRIMARY SURFACE CHANGE").len(), 1);
-    assert_eq!(bot_notices(&app, "PRIMARY SURFACE CHANGE", 1).await.len(), 1);
+    app.wait_sent_containing("after restart").await;
+    assert_eq!(app.sent_containing("PRIMARY SURFACE CHANGE").len(), 1);
+    assert_eq!(app.bot_notices("PRIMARY SURFACE CHANGE", 1).await.len(), 1);
     let (ok, status) = app.cli(&["status"]).await;
     assert!(ok, "{status}");
     assert!(
@@ -98,15 +74,15 @@ async fn invalid_config_is_rejected_and_the_old_mode_stays() {
     app.wait_log("must differ from primary_platform").await;
     // Still in parallel mode: mirrored, nothing announced.
     app.ezra.send_text(&app.room, "still parallel").await;
-    wait_sent_containing(&app, "still parallel").await;
-    assert!(sent_containing(&app, "PRIMARY SURFACE CHANGE").is_empty());
+    app.wait_sent_containing("still parallel").await;
+    assert!(app.sent_containing("PRIMARY SURFACE CHANGE").is_empty());
     // A restart-only key is named; a good file then switches.
     std::fs::write(
         app.config_path(),
         to_matrix(good).replace("poll_timeout: 2", "poll_timeout: 3"),
     )
     .unwrap();
-    wait_sent_containing(&app, "PRIMARY SURFACE CHANGE").await;
+    app.wait_sent_containing("PRIMARY SURFACE CHANGE").await;
     app.wait_log("gateway.telegram.poll_timeout").await;
 }
 
@@ -129,24 +105,30 @@ async fn the_same_post_on_both_sides_is_shown_once_per_side() {
         app.ezra.reactions(&app.room, &bridged).await,
         vec![(app.bot.clone(), "✓".to_owned())]
     );
-    assert!(
-        app.tg.reactions(app.chat).iter().any(|(m, _)| *m == tg_orig),
-        "no 👌 on the telegram original"
-    );
+    // The 👌 on Telegram is set after the ✓ on Matrix.
+    app.tg
+        .wait_until("a 👌 on the telegram original", T, |tg| {
+            tg.reactions(app.chat).iter().any(|(m, _)| *m == tg_orig)
+        })
+        .await;
 
     // Matrix first: relayed; the Telegram copy is not bridged to Matrix.
     let mx_orig = app.alex.send_text(&app.room, "rotate the keys").await;
-    let relayed = wait_sent_containing(&app, "rotate the keys").await;
+    let relayed = app.wait_sent_containing("rotate the keys").await;
     app.tg.inject_text(app.chat, &op, "rotate the keys");
     eventually("a ✓ on the matrix original", T, async || {
         !app.ezra.reactions(&app.room, &mx_orig).await.is_empty()
     })
     .await;
-    assert!(app.tg.reactions(app.chat).iter().any(|(m, _)| *m == relayed.message_id));
+    app.tg
+        .wait_until("a 👌 on the relayed copy", T, |tg| {
+            tg.reactions(app.chat).iter().any(|(m, _)| *m == relayed.message_id)
+        })
+        .await;
 
     // Sync point, then count: each text once per side.
     app.ezra.send_text(&app.room, "sync").await;
-    wait_sent_containing(&app, "sync").await;
+    app.wait_sent_containing("sync").await;
     let from_alex: Vec<String> = app
         .ezra
         .messages(&app.room)
@@ -157,11 +139,11 @@ async fn the_same_post_on_both_sides_is_shown_once_per_side() {
         .collect();
     assert_eq!(from_alex, ["Deploy  build 42", "deploy build 42", "rotate the keys"]);
     assert!(
-        sent_containing(&app, "build 42").is_empty(),
+        app.sent_containing("build 42").is_empty(),
         "{:#?}",
         app.tg.sent(app.chat)
     );
-    assert_eq!(sent_containing(&app, "rotate the keys").len(), 1);
+    assert_eq!(app.sent_containing("rotate the keys").len(), 1);
 }
 
 async fn posts_outside_the_window_are_both_mirrored() {
@@ -175,7 +157,7 @@ async fn posts_outside_the_window_are_both_mirrored() {
     // daemon measures by the clock.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     app.alex.send_text(&app.room, "status?").await;
-    let relayed = wait_sent_containing(&app, "status?").await;
+    let relayed = app.wait_sent_containing("status?").await;
     assert_eq!(relayed.text, "<b>Alexander</b>: status?");
 }
 
@@ -201,7 +183,7 @@ async fn a_switch_before_a_room_is_set_up_is_announced_there_once_it_is() {
     app.start().await;
     let (ok, out) = app.cli(&["primary", "matrix"]).await;
     assert!(ok, "{out}");
-    bot_notices(&app, "PRIMARY SURFACE CHANGE", 1).await;
+    app.bot_notices("PRIMARY SURFACE CHANGE", 1).await;
     app.tg
         .wait_until("both chats announced", T, |tg| {
             tg.sent(late_chat)

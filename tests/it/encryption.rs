@@ -23,22 +23,30 @@ struct Element {
     _store: tempfile::TempDir,
 }
 
+/// A real encrypting client (matrix-sdk, its own crypto store) logged in as `user` (a test
+/// account, password `testpass-123`) with a device named `device`; the store lives as long as
+/// the returned directory.
+pub(crate) async fn client_login(app: &TestApp, user: &str, device: &str) -> (Client, tempfile::TempDir) {
+    let store = tempfile::tempdir().unwrap();
+    let client = Client::builder()
+        .homeserver_url(&app.hs_url)
+        .sqlite_store(store.path(), None)
+        .build()
+        .await
+        .unwrap();
+    client
+        .matrix_auth()
+        .login_username(user, "testpass-123")
+        .initial_device_display_name(device)
+        .send()
+        .await
+        .unwrap();
+    (client, store)
+}
+
 impl Element {
     async fn login(app: &TestApp) -> Element {
-        let store = tempfile::tempdir().unwrap();
-        let client = Client::builder()
-            .homeserver_url(&app.hs_url)
-            .sqlite_store(store.path(), None)
-            .build()
-            .await
-            .unwrap();
-        client
-            .matrix_auth()
-            .login_username(&app.ezra.user_id, "testpass-123")
-            .initial_device_display_name("element stand-in")
-            .send()
-            .await
-            .unwrap();
+        let (client, store) = client_login(app, &app.ezra.user_id, "element stand-in").await;
         let seen: Arc<Mutex<Vec<(String, MessageType)>>> = Arc::default();
         let s = seen.clone();
         client.add_event_handler(move |ev: OriginalSyncRoomMessageEvent| {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::harness::{TestApp, body, eventually};
 
@@ -188,7 +188,50 @@ async fn a_telegram_message_too_large_for_one_matrix_event_arrives_in_parts() {
     }
 }
 
+/// A Telegram edit of a message carried to Matrix in parts edits the parts (here: the first, with
+/// the whole new text) and redacts those it no longer needs.
+async fn a_telegram_edit_of_a_message_in_parts_edits_and_drops_parts() {
+    let app = TestApp::spawn().await;
+    let user = app.tg.add_user(1702, "Quill", None, None);
+    let text: String = (0..4000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let entities: Vec<_> = (0..4000)
+        .map(|i| json!({"type": "text_link", "offset": i, "length": 1, "url": format!("https://example.org/docs/section/{i}")}))
+        .collect();
+    let msg = app.tg.inject_message(app.chat, &user, &text, json!(entities), None);
+    let sentinel = app.sentinel_from_telegram(&user).await;
+    let puppet = app.puppet(1702);
+    let parts: Vec<String> = app
+        .ezra
+        .messages(&app.room)
+        .await
+        .into_iter()
+        .filter(|e| e["sender"] == puppet.as_str() && e["event_id"] != sentinel["event_id"])
+        .map(|e| e["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(parts.len() >= 2, "{} parts", parts.len());
+
+    app.tg.inject_edit(app.chat, msg, "short now");
+    app.sentinel_from_telegram(&user).await;
+    let events = app.ezra.events(&app.room).await;
+    let edits: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["content"]["m.relates_to"]["rel_type"] == "m.replace")
+        .collect();
+    assert_eq!(edits.len(), 1, "{edits:#?}");
+    assert_eq!(edits[0]["content"]["m.relates_to"]["event_id"], parts[0].as_str());
+    assert_eq!(edits[0]["content"]["m.new_content"]["body"], "short now");
+    let redacted: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "m.room.redaction")
+        .filter_map(|e| e["redacts"].as_str().or(e["content"]["redacts"].as_str()))
+        .collect();
+    for part in &parts[1..] {
+        assert!(redacted.contains(&part.as_str()), "{part} not redacted: {redacted:?}");
+    }
+}
+
 both!(
+    a_telegram_edit_of_a_message_in_parts_edits_and_drops_parts,
     a_long_matrix_message_arrives_in_parts_and_its_edit_and_redaction_follow,
     a_short_message_edited_into_a_long_one_grows_parts,
     a_caption_over_1024_goes_with_the_file_and_the_rest_as_text,

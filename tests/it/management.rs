@@ -180,7 +180,6 @@ both!(management_room_commands_from_an_operator_and_from_a_stranger);
 mod encrypted {
     use std::sync::{Arc, Mutex};
 
-    use matrix_sdk::Client;
     use matrix_sdk::config::SyncSettings;
     use matrix_sdk::ruma::OwnedRoomId;
     use matrix_sdk::ruma::events::room::message::{MessageType, OriginalSyncRoomMessageEvent, RoomMessageEventContent};
@@ -225,20 +224,7 @@ mod encrypted {
         })
         .await;
 
-        let store = tempfile::tempdir().unwrap();
-        let client = Client::builder()
-            .homeserver_url(&app.hs_url)
-            .sqlite_store(store.path(), None)
-            .build()
-            .await
-            .unwrap();
-        client
-            .matrix_auth()
-            .login_username(&alex.user_id, "testpass-123")
-            .initial_device_display_name("element on a phone")
-            .send()
-            .await
-            .unwrap();
+        let (client, _store) = crate::encryption::client_login(&app, &alex.user_id, "element on a phone").await;
         let notices: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
         let seen = notices.clone();
         client.add_event_handler(move |ev: OriginalSyncRoomMessageEvent| {

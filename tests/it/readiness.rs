@@ -207,20 +207,7 @@ async fn operator_in_an_encrypted_room(app: &TestApp) {
             .is_some_and(|m| !m.is_empty())
     })
     .await;
-    let store = tempfile::tempdir().unwrap();
-    let client = matrix_sdk::Client::builder()
-        .homeserver_url(&app.hs_url)
-        .sqlite_store(store.path(), None)
-        .build()
-        .await
-        .unwrap();
-    client
-        .matrix_auth()
-        .login_username(&app.ezra.user_id, "testpass-123")
-        .initial_device_display_name("element stand-in")
-        .send()
-        .await
-        .unwrap();
+    let (client, _store) = crate::encryption::client_login(app, &app.ezra.user_id, "element stand-in").await;
     client.sync_once(SyncSettings::default()).await.unwrap();
     let room = client
         .get_room(&app.room.parse::<matrix_sdk::ruma::OwnedRoomId>().unwrap())

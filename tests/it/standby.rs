@@ -13,43 +13,19 @@ both!(
     a_standby_longer_than_telegrams_retention_loses_nothing_and_rollback_bridges_both_sides_in_order,
     a_long_matrix_backlog_reaches_telegram_as_one_digest_on_rollback,
     the_fallback_window_ends_in_standby_by_itself_and_stays_so_across_a_restart,
+    with_telegram_disabled_check_and_the_log_tell_how_long_telegram_keeps_unread_updates,
 );
 
 const T: Duration = Duration::from_secs(60);
-
-fn sent_containing(app: &TestApp, needle: &str) -> Vec<crate::fake_telegram::SentMessage> {
-    app.tg
-        .sent(app.chat)
-        .into_iter()
-        .filter(|s| s.text.contains(needle))
-        .collect()
-}
-
-async fn wait_sent_containing(app: &TestApp, needle: &str) -> crate::fake_telegram::SentMessage {
-    eventually(&format!("Telegram to get {needle:?}"), T, async || {
-        sent_containing(app, needle)
-            .pop()
-            .ok_or_else(|| format!("{:#?}", app.tg.sent(app.chat)))
-    })
-    .await
-}
-
-/// The bot's notices in the test room that contain `needle` (waited for, at least `n`).
-async fn bot_notices(app: &TestApp, needle: &str, n: usize) -> Vec<Value> {
-    let (bot, needle) = (app.bot.clone(), needle.to_owned());
-    app.ezra
-        .wait_messages(&app.room, n, T, move |e| {
-            e["sender"] == bot.as_str() && e["content"]["msgtype"] == "m.notice" && body(e).contains(&needle)
-        })
-        .await
-}
 
 /// `tgmx primary matrix --standby`, and wait until Telegram has the standby notice.
 async fn into_standby(app: &TestApp) -> crate::fake_telegram::SentMessage {
     let (ok, out) = app.cli(&["primary", "matrix", "--standby"]).await;
     assert!(ok, "{out}");
-    let notice = wait_sent_containing(app, "Fallback mode only. Active surface is Matrix.").await;
-    bot_notices(app, "standby", 1).await;
+    let notice = app
+        .wait_sent_containing("Fallback mode only. Active surface is Matrix.")
+        .await;
+    app.bot_notices("standby", 1).await;
     notice
 }
 
@@ -98,11 +74,17 @@ async fn a_standby_longer_than_telegrams_retention_loses_nothing_and_rollback_br
     })
     .await;
 
+    let (_, audit) = app.cli(&["audit", "--since", "1h"]).await;
+    assert!(
+        audit.contains("(standby: held, bridged in order on rollback)"),
+        "{audit}"
+    );
+
     // Rollback: Telegram's backlog reaches Matrix in order, with the time it was sent; Matrix's
     // reaches Telegram in order, with its time, after the rollback notice.
     let (ok, out) = app.cli(&["primary", "telegram"]).await;
     assert!(ok, "{out}");
-    let rollback = wait_sent_containing(&app, "PRIMARY SURFACE CHANGE (rollback)").await;
+    let rollback = app.wait_sent_containing("PRIMARY SURFACE CHANGE (rollback)").await;
     let msgs = app.wait_from(&app.puppet(2002), 5).await;
     for (i, m) in msgs.iter().enumerate() {
         let b = body(m);
@@ -113,7 +95,7 @@ async fn a_standby_longer_than_telegrams_retention_loses_nothing_and_rollback_br
     }
     let mut relayed = Vec::new();
     for i in 0..3 {
-        relayed.push(wait_sent_containing(&app, &format!("<b>Ezra</b>: while away {i}")).await);
+        relayed.push(app.wait_sent_containing(&format!("<b>Ezra</b>: while away {i}")).await);
     }
     let ids: Vec<i32> = relayed.iter().map(|s| s.message_id).collect();
     assert!(
@@ -167,8 +149,10 @@ async fn a_long_matrix_backlog_reaches_telegram_as_one_digest_on_rollback() {
 
     let (ok, out) = app.cli(&["primary", "telegram"]).await;
     assert!(ok, "{out}");
-    let rollback = wait_sent_containing(&app, "PRIMARY SURFACE CHANGE (rollback)").await;
-    let digest = wait_sent_containing(&app, "While Telegram was in standby, 4 messages were posted on Matrix").await;
+    let rollback = app.wait_sent_containing("PRIMARY SURFACE CHANGE (rollback)").await;
+    let digest = app
+        .wait_sent_containing("While Telegram was in standby, 4 messages were posted on Matrix")
+        .await;
     assert!(digest.message_id > rollback.message_id);
     for i in 0..4 {
         assert!(
@@ -207,25 +191,59 @@ async fn the_fallback_window_ends_in_standby_by_itself_and_stays_so_across_a_res
             .replace("fallback_platform: matrix", "fallback_platform: telegram")
     });
     app.hup();
-    wait_sent_containing(&app, "PRIMARY SURFACE CHANGE: Matrix is now the command channel").await;
+    app.wait_sent_containing("PRIMARY SURFACE CHANGE: Matrix is now the command channel")
+        .await;
     let (_, status) = app.cli(&["status"]).await;
     assert!(status.contains("mode: cutover"), "{status}");
     assert!(status.contains("telegram goes to standby at"), "{status}");
 
     // The window ends: standby, announced and pinned, recorded with its reason.
-    let notice = wait_sent_containing(&app, "Fallback mode only. Active surface is Matrix.").await;
+    let notice = app
+        .wait_sent_containing("Fallback mode only. Active surface is Matrix.")
+        .await;
     assert!(app.tg.pinned(app.chat).contains(&notice.message_id));
-    bot_notices(&app, "standby", 1).await;
+    app.bot_notices("standby", 1).await;
     let (_, status) = app.cli(&["status"]).await;
     assert!(
         status.contains("mode: standby") && status.contains("cutover -> standby  (the fallback window ended)"),
         "{status}"
     );
-    // Standby relays nothing; a restart (the config still says cutover) keeps it.
+    // A restart (the config still says cutover) keeps the standby: the daemon starts in it,
+    // records no switch, owes no announcement.
     app.stop();
     app.start().await;
+    app.wait_log(r#"bridge mode mode="standby""#).await;
     let (_, status) = app.cli(&["status"]).await;
-    assert!(status.contains("mode: standby"), "{status}");
-    assert_eq!(sent_containing(&app, "Fallback mode only").len(), 1);
-    assert_eq!(sent_containing(&app, "PRIMARY SURFACE CHANGE").len(), 1);
+    assert_eq!(status.matches("cutover -> standby").count(), 1, "{status}");
+    assert!(status.contains("announcements pending: 0"), "{status}");
+    assert_eq!(app.sent_containing("Fallback mode only").len(), 1);
+    assert_eq!(app.sent_containing("PRIMARY SURFACE CHANGE").len(), 1);
+}
+
+async fn with_telegram_disabled_check_and_the_log_tell_how_long_telegram_keeps_unread_updates() {
+    let app = TestApp::spawn().await;
+    app.wait_ready().await;
+    // The operator wants the bot truly silent: standby with Telegram disabled.
+    app.edit_config(|c| {
+        c.replace("primary_platform: telegram", "primary_platform: matrix")
+            .replace("fallback_platform: matrix", "fallback_platform: telegram")
+            .replace("    enabled: true\n", "    enabled: false\n")
+    });
+    app.hup();
+    app.wait_log("its unread updates are kept until").await;
+    assert!(app.log().contains("left); set it true"), "{}", app.log());
+    let (_, check) = app.cli(&["check"]).await;
+    let line = check
+        .lines()
+        .find(|l| l.contains("telegram is not read (gateway.telegram.enabled: false)"))
+        .unwrap_or_else(|| panic!("{check}"));
+    assert!(
+        line.contains("ok") && line.contains(" h ") && line.contains(" min left"),
+        "{line}"
+    );
+    let (_, status) = app.cli(&["status"]).await;
+    assert!(
+        status.contains("mode: standby") && status.contains("min left"),
+        "{status}"
+    );
 }

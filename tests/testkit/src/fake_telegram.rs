@@ -367,6 +367,25 @@ struct StoredMessage {
     service: bool,
 }
 
+impl StoredMessage {
+    /// A service message from `from`: no text, its one field `kind` (`forum_topic_created`, ...).
+    fn service(from: &TgUser, date: i64, kind: &str, value: Value, place: Placement) -> StoredMessage {
+        StoredMessage {
+            from: from.clone(),
+            date,
+            text: String::new(),
+            entities: Vec::new(),
+            media: Some(Map::from_iter([(kind.to_owned(), value)])),
+            reply_to: None,
+            edit_date: None,
+            link_preview_options: None,
+            deleted: false,
+            place,
+            service: true,
+        }
+    }
+}
+
 /// Where a message is in its chat.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Placement {
@@ -1783,19 +1802,7 @@ impl FakeState {
         };
         chat.messages.insert(
             id,
-            StoredMessage {
-                from: from.clone(),
-                date,
-                text: String::new(),
-                entities: Vec::new(),
-                media: Some(Map::from_iter([("forum_topic_created".to_owned(), created)])),
-                reply_to: None,
-                edit_date: None,
-                link_preview_options: None,
-                deleted: false,
-                place,
-                service: true,
-            },
+            StoredMessage::service(from, date, "forum_topic_created", created, place),
         );
         let topic = Topic {
             name,
@@ -1815,19 +1822,7 @@ impl FakeState {
         let place = chat.place(Some(thread), None);
         chat.messages.insert(
             id,
-            StoredMessage {
-                from: from.clone(),
-                date,
-                text: String::new(),
-                entities: Vec::new(),
-                media: Some(Map::from_iter([("forum_topic_edited".to_owned(), edited)])),
-                reply_to: None,
-                edit_date: None,
-                link_preview_options: None,
-                deleted: false,
-                place,
-                service: true,
-            },
+            StoredMessage::service(from, date, "forum_topic_edited", edited, place),
         );
         id
     }

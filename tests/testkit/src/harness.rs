@@ -1359,6 +1359,40 @@ impl TestApp {
     /// The same for the Matrix -> Telegram path: Ezra posts a sentinel text in the room, and this
     /// waits until Telegram got it (returns that message). The bridge handles a room's events in
     /// order, so everything the room had before it was handled.
+    /// What the bot sent to the test's chat whose text contains `needle`, in order.
+    pub fn sent_containing(&self, needle: &str) -> Vec<SentMessage> {
+        self.tg
+            .sent(self.chat)
+            .into_iter()
+            .filter(|s| s.text.contains(needle))
+            .collect()
+    }
+
+    /// Wait until the bot sent a text containing `needle` to the test's chat; the newest one.
+    pub async fn wait_sent_containing(&self, needle: &str) -> SentMessage {
+        eventually(
+            &format!("Telegram to get {needle:?}"),
+            Duration::from_secs(60),
+            async || {
+                self.sent_containing(needle)
+                    .pop()
+                    .ok_or_else(|| format!("{:#?}", self.tg.sent(self.chat)))
+            },
+        )
+        .await
+    }
+
+    /// The bridge bot's notices in the test room that contain `needle` (waited for: at least
+    /// `n`).
+    pub async fn bot_notices(&self, needle: &str, n: usize) -> Vec<Value> {
+        let (bot, needle) = (self.bot.clone(), needle.to_owned());
+        self.ezra
+            .wait_messages(&self.room, n, Duration::from_secs(60), move |e| {
+                e["sender"] == bot.as_str() && e["content"]["msgtype"] == "m.notice" && body(e).contains(&needle)
+            })
+            .await
+    }
+
     pub async fn sentinel_from_matrix(&self) -> SentMessage {
         let text = format!("sentinel {}", NEXT_TXN.fetch_add(1, Ordering::SeqCst));
         self.ezra.send_text(&self.room, &text).await;
