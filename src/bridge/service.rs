@@ -107,6 +107,9 @@ impl Bridge {
             tracing::debug!(%place, "a topic's icon changed: skipped");
             return Ok(true);
         };
+        if !self.chat_is_configured(place.chat) {
+            return Ok(true); // a forum that is not bridged: nothing to remember
+        }
         // Where it is told: waited for while the room is being set up.
         let routed = self.route_of(place)?;
         let before = self.store.topic_name(place).await?;

@@ -77,14 +77,7 @@ impl Bridge {
     /// When the fallback window of the cutover in force ends (unix ms): `None` without a window
     /// (`fallback_hours: 0`) or without a cutover.
     pub async fn fallback_ends_at(&self, cfg: &Config) -> Result<Option<i64>> {
-        let hours = cfg.gateway.fallback_hours;
-        if hours <= 0.0 {
-            return Ok(None);
-        }
-        let Some(since) = self.store.cutover_since().await? else {
-            return Ok(None);
-        };
-        Ok(Some(since + (hours * 3_600_000.0) as i64))
+        fallback_end(cfg, &self.store).await
     }
 
     /// The last recorded switch: its mode and reason.
@@ -310,24 +303,34 @@ impl Bridge {
     }
 }
 
+/// When the fallback window of the cutover in force ends (unix ms): `None` without a window
+/// (`fallback_hours: 0`) or without a cutover.
+async fn fallback_end(cfg: &Config, store: &crate::storage::Store) -> Result<Option<i64>> {
+    let hours = cfg.gateway.fallback_hours;
+    if hours <= 0.0 {
+        return Ok(None);
+    }
+    let Some(since) = store.cutover_since().await? else {
+        return Ok(None);
+    };
+    Ok(Some(since + (hours * 3_600_000.0) as i64))
+}
+
 /// Lines for `tgmx status` (also without the daemon): when the fallback window ends, what waits
 /// for a rollback, and how long Telegram keeps what the bot does not read.
 pub async fn status_lines(cfg: &Config, store: &crate::storage::Store) -> Result<Vec<String>> {
     let mut lines = Vec::new();
     let now = now_ms();
     let current = store.current_mode().await?;
-    let hours = cfg.gateway.fallback_hours;
     match current.as_deref() {
-        Some("cutover") if hours > 0.0 => {
-            let since = store.cutover_since().await?.unwrap_or(now);
-            let end = since + (hours * 3_600_000.0) as i64;
-            lines.push(format!(
+        Some("cutover") => match fallback_end(cfg, store).await? {
+            Some(end) => lines.push(format!(
                 "fallback window: telegram goes to standby at {} (in {}), unless rolled back",
                 held_time(end),
                 span((end - now).max(0))
-            ));
-        }
-        Some("cutover") => lines.push("fallback window: none (gateway.fallback_hours: 0)".into()),
+            )),
+            None => lines.push("fallback window: none (gateway.fallback_hours: 0)".into()),
+        },
         Some("standby") => {
             let (tg, mx) = store.inbox_counts().await?;
             lines.push(format!(

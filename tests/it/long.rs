@@ -157,24 +157,31 @@ async fn a_caption_over_1024_goes_with_the_file_and_the_rest_as_text() {
     assert_eq!(words(&joined), words(&format!("Ezra: {caption}")));
 }
 
-async fn a_telegram_message_too_large_for_one_matrix_event_arrives_in_parts() {
-    let app = TestApp::spawn().await;
-    let user = app.tg.add_user(1701, "Quill", None, None);
-    // 4000 one-character links: about 250 KB of Matrix HTML for 4000 characters of text.
+/// Telegram user `user` posts a message too large for one Matrix event: 4000 one-character
+/// links, about 250 KB of Matrix HTML for 4000 characters of text. Returns its author, its text,
+/// its Telegram id, and the Matrix events it arrived as (waited for with a sentinel).
+async fn post_too_large(app: &TestApp, user: i64) -> (crate::fake_telegram::TgUser, String, i32, Vec<Value>) {
+    let from = app.tg.add_user(user, "Quill", None, None);
     let text: String = (0..4000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
     let entities: Vec<_> = (0..4000)
         .map(|i| json!({"type": "text_link", "offset": i, "length": 1, "url": format!("https://example.org/docs/section/{i}")}))
         .collect();
-    app.tg.inject_message(app.chat, &user, &text, json!(entities), None);
-    let sentinel = app.sentinel_from_telegram(&user).await;
-    let puppet = app.puppet(1701);
-    let got: Vec<_> = app
+    let msg = app.tg.inject_message(app.chat, &from, &text, json!(entities), None);
+    let sentinel = app.sentinel_from_telegram(&from).await;
+    let puppet = app.puppet(user);
+    let got = app
         .ezra
         .messages(&app.room)
         .await
         .into_iter()
         .filter(|e| e["sender"] == puppet.as_str() && e["event_id"] != sentinel["event_id"])
         .collect();
+    (from, text, msg, got)
+}
+
+async fn a_telegram_message_too_large_for_one_matrix_event_arrives_in_parts() {
+    let app = TestApp::spawn().await;
+    let (_, text, _, got) = post_too_large(&app, 1701).await;
     assert!(got.len() >= 5, "{} parts", got.len());
     let joined: String = got.iter().map(body).collect();
     assert_eq!(joined, text);
@@ -192,22 +199,8 @@ async fn a_telegram_message_too_large_for_one_matrix_event_arrives_in_parts() {
 /// the whole new text) and redacts those it no longer needs.
 async fn a_telegram_edit_of_a_message_in_parts_edits_and_drops_parts() {
     let app = TestApp::spawn().await;
-    let user = app.tg.add_user(1702, "Quill", None, None);
-    let text: String = (0..4000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
-    let entities: Vec<_> = (0..4000)
-        .map(|i| json!({"type": "text_link", "offset": i, "length": 1, "url": format!("https://example.org/docs/section/{i}")}))
-        .collect();
-    let msg = app.tg.inject_message(app.chat, &user, &text, json!(entities), None);
-    let sentinel = app.sentinel_from_telegram(&user).await;
-    let puppet = app.puppet(1702);
-    let parts: Vec<String> = app
-        .ezra
-        .messages(&app.room)
-        .await
-        .into_iter()
-        .filter(|e| e["sender"] == puppet.as_str() && e["event_id"] != sentinel["event_id"])
-        .map(|e| e["event_id"].as_str().unwrap().to_owned())
-        .collect();
+    let (user, _, msg, got) = post_too_large(&app, 1702).await;
+    let parts: Vec<String> = got.iter().map(|e| e["event_id"].as_str().unwrap().to_owned()).collect();
     assert!(parts.len() >= 2, "{} parts", parts.len());
 
     app.tg.inject_edit(app.chat, msg, "short now");
