@@ -291,8 +291,19 @@ async fn dispatch() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether the daemon that uses this database is running (its recorded pid is a tgmx process).
+/// Whether the daemon that uses this database is running: on PostgreSQL, an active instance
+/// said it was alive lately (it may run on another host); on SQLite, its recorded pid is a tgmx
+/// process.
 async fn daemon_running(store: &tgmx::storage::Store) -> anyhow::Result<bool> {
+    use tgmx::storage::{Backend, Store};
+    if store.backend() == Backend::Postgres {
+        let now = tgmx::storage::now_ms();
+        return Ok(store
+            .instances()
+            .await?
+            .iter()
+            .any(|i| i.role == "active" && now - i.seen_at <= 3 * Store::HEARTBEAT_MS));
+    }
     Ok(store
         .get_kv("daemon_pid")
         .await?

@@ -15,6 +15,7 @@
 //! - [`messages`] holds `messages` (the message map), `tg_send_intents`, `reactions`;
 //! - [`inbox`] holds `mx_transactions`, `mx_seen`, `mx_inbox`, `tg_inbox` and the Telegram offset;
 //! - [`cutover`] holds `mode_switches`, `announcements`, `echo_watch`;
+//! - [`instances`] holds `instances` and `leases` (who is active in an active/standby pair);
 //! - [`audit`] holds `failures`, and for the readiness gates `message_files` (files that crossed,
 //!   by kind) and `rollcalls` / `rollcall_answers`; it reads the counts `tgmx audit` / `tgmx status`
 //!   show.
@@ -54,6 +55,7 @@ pub mod audit;
 pub mod copy;
 pub mod cutover;
 pub mod inbox;
+pub mod instances;
 pub mod messages;
 pub mod portals;
 pub mod puppets;
@@ -61,6 +63,7 @@ pub mod puppets;
 pub use audit::{Failure, Pending, Shortfall};
 pub use cutover::{PendingAnnouncement, Switch};
 pub use inbox::{BATCH, InboxItem, MxEvent, TgUpdate};
+pub use instances::{Instance, LeaseTaken};
 pub use messages::{MessageLink, MessagePart, RemovedReaction};
 pub use portals::Portal;
 pub use puppets::{E2eeDevice, Puppet};
@@ -289,49 +292,70 @@ pub fn database_file(url: &str) -> Result<std::path::PathBuf> {
     Ok(SqliteConnectOptions::from_str(url)?.get_filename().to_path_buf())
 }
 
-/// Held by the running daemon (see [`Store::lock_for_daemon`]).
+/// Held by the running daemon (see [`Store::lock_for_daemon`]); on PostgreSQL it is the lease of
+/// an active/standby pair (see [`Store::acquire_lease`]).
 pub enum DaemonLock {
     /// SQLite: the lock file, `flock`ed while open.
     File(std::fs::File),
-    /// PostgreSQL: the connection holding the session advisory lock [`PG_DAEMON_LOCK`], and the
-    /// database's URL (to take the lock again, see [`DaemonLock::keep`]).
-    Postgres { conn: Box<PgConnection>, url: String },
+    /// PostgreSQL: the connection holding the session advisory lock [`PG_DAEMON_LOCK`], the
+    /// database's URL and the instance's name (to take the lock again, see [`DaemonLock::keep`]).
+    Postgres {
+        conn: Box<PgConnection>,
+        url: String,
+        instance: String,
+    },
 }
+
+/// How often the active instance checks the connection that holds its lease.
+const LEASE_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long the active instance may go without confirming its lease before it gives way: the
+/// server frees the lock of a connection it finds dead within about 11 s (the keepalives set in
+/// [`Store::try_lock_postgres`]), and a standby then takes it; the active one stops first.
+const LEASE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl DaemonLock {
     /// Keep the lock while the daemon runs. SQLite: nothing to do (the `flock` lasts as long as
     /// the process; pending forever). PostgreSQL: a session lock lasts as long as its connection,
-    /// so the connection is checked every 5 s; lost (the server restarted, the network was cut),
-    /// the lock is taken again on a new connection as soon as the server answers. Returns only
-    /// when another process took it meanwhile: the daemon must stop, or two would run.
+    /// so the connection is checked every 2 s; lost (the server restarted, the session was
+    /// ended), the lock is taken again on a new connection if it is still free. Returns (an
+    /// error saying why) when another instance took it meanwhile, or when the lease could not be
+    /// confirmed for 5 s (a standby may take over once the server drops the old session): this
+    /// daemon must then stop bridging at once, or two would run.
     pub async fn keep(&mut self) -> Result<()> {
-        let DaemonLock::Postgres { conn, url } = self else {
+        let DaemonLock::Postgres { conn, url, instance } = self else {
             return std::future::pending().await;
         };
         loop {
-            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-            if sqlx::query("SELECT 1").execute(&mut **conn).await.is_ok() {
+            tokio::time::sleep(LEASE_CHECK).await;
+            let check = tokio::time::timeout(LEASE_CHECK, sqlx::query("SELECT 1").execute(&mut **conn)).await;
+            if matches!(check, Ok(Ok(_))) {
                 continue;
             }
-            tracing::warn!(
-                "the database connection that holds the daemon lock was lost; taking the lock again (a second \
-                 daemon could start meanwhile)"
-            );
+            tracing::warn!("the database connection that holds the lease was lost; taking the lease again");
+            let lost = std::time::Instant::now();
             loop {
-                match Store::lock_postgres(url).await {
-                    Ok(DaemonLock::Postgres { conn: new, .. }) => {
+                let attempt = tokio::time::timeout(LEASE_CHECK, Store::try_lock_postgres(url, instance)).await;
+                match attempt {
+                    Ok(Ok(Ok(DaemonLock::Postgres { conn: new, .. }))) => {
                         *conn = new;
-                        tracing::info!("daemon lock taken again");
+                        tracing::info!("lease taken again");
                         break;
                     }
-                    Ok(DaemonLock::File(_)) => unreachable!("a PostgreSQL lock"),
-                    Err(crate::error::Error::Config(why)) => {
+                    Ok(Ok(Ok(DaemonLock::File(_)))) => unreachable!("a PostgreSQL lock"),
+                    Ok(Ok(Err(holder))) => {
                         return Err(crate::error::Error::Config(format!(
-                            "lost the daemon lock of the database, and another process took it: {why}"
+                            "lost the lease of the database: {holder} took it"
                         )));
                     }
-                    // The server does not answer yet.
-                    Err(_) => tokio::time::sleep(std::time::Duration::from_secs(2)).await,
+                    // The server does not answer (yet).
+                    Ok(Err(_)) | Err(_) if lost.elapsed() >= LEASE_GRACE => {
+                        return Err(crate::error::Error::Config(format!(
+                            "lost the lease of the database: it could not be confirmed for {} s (the \
+                             database cannot be reached; another instance may take over)",
+                            LEASE_GRACE.as_secs()
+                        )));
+                    }
+                    Ok(Err(_)) | Err(_) => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
                 }
             }
         }
@@ -560,10 +584,16 @@ impl Store {
     /// Refuse a second daemon on the same database, until the returned guard is dropped (or the
     /// process ends, however it ends). SQLite: an exclusive lock on `<database>.lock`.
     /// PostgreSQL: the session advisory lock [`PG_DAEMON_LOCK`], held by a connection of its
-    /// own (two daemons on one PostgreSQL database, active and standby, are not supported yet).
+    /// own (the daemon itself waits for it as a standby instead, see [`Store::acquire_lease`]).
     pub async fn lock_for_daemon(url: &str) -> Result<DaemonLock> {
         if Backend::of(url) == Some(Backend::Postgres) {
-            return Self::lock_postgres(url).await;
+            return match Self::try_lock_postgres(url, "tgmx").await? {
+                Ok(lock) => Ok(lock),
+                Err(holder) => Err(crate::error::Error::Config(format!(
+                    "{holder} holds the tgmx daemon lock of the database {}: stop it first",
+                    redacted(url)
+                ))),
+            };
         }
         let path = SqliteConnectOptions::from_str(url)?.get_filename().to_path_buf();
         let mut lock_path = path.clone().into_os_string();
@@ -598,24 +628,62 @@ impl Store {
         Ok(DaemonLock::File(file))
     }
 
-    async fn lock_postgres(url: &str) -> Result<DaemonLock> {
+    /// PostgreSQL: wait for the lease (the daemon lock) as a standby instance, trying every
+    /// second; `waiting` is told who holds it each time that changes. Returns once this instance
+    /// holds it (it is then the active one), or with an error that is not the server's absence
+    /// (a refused password, a database that does not exist).
+    pub async fn acquire_lease(url: &str, instance: &str, mut waiting: impl FnMut(&str)) -> Result<DaemonLock> {
+        let mut last = String::new();
+        loop {
+            match tokio::time::timeout(LEASE_CHECK, Self::try_lock_postgres(url, instance)).await {
+                Ok(Ok(Ok(lock))) => return Ok(lock),
+                Ok(Ok(Err(holder))) => {
+                    if holder != last {
+                        waiting(&holder);
+                        last = holder;
+                    }
+                }
+                Ok(Err(e)) if !e.is_transient() => return Err(e),
+                Ok(Err(e)) => {
+                    let why = format!("the database cannot be reached: {e}");
+                    if why != last {
+                        tracing::warn!("standby: {why}");
+                        last = why;
+                    }
+                }
+                Err(_) => tracing::warn!("standby: the database took over 2 s to answer"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+
+    /// One try at the PostgreSQL daemon lock, on a new connection named after the instance
+    /// (`tgmx <instance> lease pid <pid>` in `pg_stat_activity`): the lock, or who holds it.
+    /// The connection asks the server to probe the client every 2 s after 5 s of silence, so
+    /// that a host that vanished (cut off, powered down) loses the lock within about 11 s.
+    async fn try_lock_postgres(url: &str, instance: &str) -> Result<std::result::Result<DaemonLock, String>> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "?".to_owned());
         // Who holds the lock is read from pg_stat_activity.application_name (at most 63 bytes).
-        let mut name = format!("tgmx daemon pid {} on {host}", std::process::id());
+        let mut name = format!("tgmx {instance} lease pid {} on {host}", std::process::id());
         name.truncate(63);
-        let opts = PgConnectOptions::from_str(url)?.application_name(&name);
+        let opts = PgConnectOptions::from_str(url)?.application_name(&name).options([
+            ("tcp_keepalives_idle", "5"),
+            ("tcp_keepalives_interval", "2"),
+            ("tcp_keepalives_count", "3"),
+        ]);
         let mut conn: PgConnection = <PgConnection as sqlx::Connection>::connect_with(&opts).await?;
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(PG_DAEMON_LOCK)
             .fetch_one(&mut conn)
             .await?;
         if got {
-            return Ok(DaemonLock::Postgres {
+            return Ok(Ok(DaemonLock::Postgres {
                 conn: Box::new(conn),
                 url: url.to_owned(),
-            });
+                instance: instance.to_owned(),
+            }));
         }
         let holder: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
             "SELECT a.application_name, host(a.client_addr), CAST(date_trunc('second', a.backend_start) AS TEXT)
@@ -631,7 +699,7 @@ impl Store {
         .ok()
         .flatten();
         let _ = sqlx::Connection::close(conn).await;
-        let who = match holder {
+        Ok(Err(match holder {
             Some((app, addr, since)) => format!(
                 "{} (connected from {}, since {})",
                 if app.is_empty() { "a client" } else { app.as_str() },
@@ -639,12 +707,7 @@ impl Store {
                 since.as_deref().unwrap_or("?")
             ),
             None => "another process".to_owned(),
-        };
-        Err(crate::error::Error::Config(format!(
-            "{who} holds the tgmx daemon lock of the database {}: stop it first (one daemon per \
-             database; an active/standby pair is not supported yet)",
-            redacted(url)
-        )))
+        }))
     }
 
     // ---- write health ----
@@ -933,7 +996,7 @@ mod tests {
         };
         let e = e.to_string();
         assert!(
-            e.contains(&format!("tgmx daemon pid {}", std::process::id())) && e.contains("stop it first"),
+            e.contains(&format!("lease pid {}", std::process::id())) && e.contains("stop it first"),
             "{e}"
         );
         drop(first);
@@ -950,7 +1013,8 @@ mod tests {
     }
 
     /// The daemon's lock survives the loss of its connection (a database restart): taken again
-    /// on a new connection; if another process took it first, `keep` says so (the daemon stops).
+    /// on a new connection; if another process took it first, `keep` says so (the daemon stops;
+    /// a standby instance takes over).
     #[cfg(tgmx_postgres)]
     #[tokio::test]
     async fn a_daemon_lock_whose_connection_is_lost_is_taken_again_or_the_daemon_stops() {
@@ -960,7 +1024,7 @@ mod tests {
             let mut c: PgConnection = <PgConnection as sqlx::Connection>::connect(&url).await.unwrap();
             sqlx::query(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                 WHERE datname = current_database() AND application_name LIKE 'tgmx daemon%'",
+                 WHERE datname = current_database() AND application_name LIKE 'tgmx % lease pid %'",
             )
             .execute(&mut c)
             .await
@@ -968,7 +1032,7 @@ mod tests {
         };
         let mut lock = Store::lock_for_daemon(&url).await.unwrap();
         kill_holder().await;
-        // Within the next check (5 s) the lock is held again: a second daemon is refused.
+        // Within the next check (2 s) the lock is held again: a second daemon is refused.
         let kept = tokio::time::timeout(Duration::from_secs(8), lock.keep()).await;
         assert!(kept.is_err(), "keep returned: {kept:?}");
         assert!(Store::lock_for_daemon(&url).await.is_err(), "the lock was taken again");
@@ -982,6 +1046,6 @@ mod tests {
             .expect("keep returns")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("lost the daemon lock") && e.contains("stop it first"), "{e}");
+        assert!(e.contains("lost the lease") && e.contains("took it"), "{e}");
     }
 }

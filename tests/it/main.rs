@@ -55,6 +55,9 @@ mod long;
 mod management;
 mod media;
 mod operations;
+/// Needs PostgreSQL, as `postgres`.
+#[cfg(tgmx_postgres)]
+mod pair;
 #[cfg(tgmx_postgres)]
 mod postgres;
 mod properties;

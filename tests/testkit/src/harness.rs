@@ -153,7 +153,8 @@ static CONDUIT: OnceLock<Homeserver> = OnceLock::new();
 /// Conduit registers one appservice at a time (its answer in the admin room is matched by order).
 static CONDUIT_REGISTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn free_port() -> u16 {
+/// A free TCP port of 127.0.0.1 (free when asked).
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
