@@ -179,6 +179,16 @@ impl App {
             previous = previous.as_deref().unwrap_or("none"),
             "lease taken: this instance ({instance}) is active"
         );
+        // A standby read its file at its start; the file may have changed since.
+        let took_over_from = previous.filter(|p| *p != instance);
+        if took_over_from.is_some()
+            && let Some(path) = &config_path
+        {
+            match Config::load(path) {
+                Ok(cfg) => bridge.refresh_config(&cfg),
+                Err(e) => tracing::error!("the config file is invalid; keeping the one read at the start: {e}"),
+            }
+        }
         // Right after a start the homeserver delivers what it held back: gaps are possible.
         bridge.suspect_gaps();
         bridge
@@ -186,7 +196,7 @@ impl App {
             .set_kv("daemon_pid", &std::process::id().to_string())
             .await?;
         bridge.load_portals().await?;
-        bridge.init_mode().await?;
+        bridge.init_mode(took_over_from.as_deref()).await?;
 
         // Every long-running task runs under the supervisor: a panic is logged and the task
         // started again (see `bridge::lanes::supervise`).

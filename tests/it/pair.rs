@@ -16,6 +16,7 @@ both!(
     a_standby_takes_over_within_15_s_of_a_sigkill_mid_burst_and_nothing_is_lost_or_doubled,
     an_active_that_loses_its_database_connection_gives_way_within_15_s,
     a_transaction_the_standby_accepts_is_bridged_by_the_active_at_once,
+    a_standby_whose_config_was_not_switched_keeps_the_mode_in_force,
 );
 
 /// The longest a takeover may take (the figure).
@@ -352,4 +353,30 @@ async fn a_transaction_the_standby_accepts_is_bridged_by_the_active_at_once() {
     app.sentinel_from_matrix().await;
     assert_eq!(app.sent_containing("pushed to the standby").len(), 1);
     assert_standby(&mut pair.b).await;
+}
+
+/// The operator switched the active instance's file to cutover (a live reload) and forgot the
+/// standby's: when the standby takes over, the bridge stays in cutover (no switch back, no
+/// announcement), and the new active one says in an ERROR which file disagrees.
+async fn a_standby_whose_config_was_not_switched_keeps_the_mode_in_force() {
+    let (app, mut pair) = active_and_standby().await;
+    let switches = || app.psql("SELECT count(*) FROM mode_switches");
+    // A's file is the app's.
+    app.edit_config(|c| {
+        c.replace("primary_platform: telegram", "primary_platform: matrix")
+            .replace("fallback_platform: matrix", "fallback_platform: telegram")
+    });
+    pair.a.wait_log("config reloaded: mode parallel -> cutover").await;
+    let before = switches();
+    pair.a.kill();
+    pair.b.wait_log_for(&lease_taken("B"), TAKEOVER).await;
+    pair.b.wait_ready_status(200, T).await;
+    let log = pair.b.log();
+    assert!(
+        log.contains("this instance's config says mode parallel but the bridge runs in mode cutover"),
+        "{log}"
+    );
+    let (_, ready) = pair.b.ready().await;
+    assert_eq!(ready["mode"], "cutover", "{ready}");
+    assert_eq!(switches(), before, "no switch was recorded by the takeover");
 }
