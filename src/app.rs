@@ -174,13 +174,15 @@ impl App {
             }
         };
         let previous = bridge.store().lease_taken(&instance).await?;
-        *standby.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        // Whether this instance waited as a standby while another one held the lease (not a
+        // single daemon's start, even one whose host name changed since its last run).
+        let waited = standby.lock().unwrap_or_else(|e| e.into_inner()).take().is_some();
         tracing::info!(
             previous = previous.as_deref().unwrap_or("none"),
             "lease taken: this instance ({instance}) is active"
         );
         // A standby read its file at its start; the file may have changed since.
-        let took_over_from = previous.filter(|p| *p != instance);
+        let took_over_from = previous.filter(|p| waited && *p != instance);
         if took_over_from.is_some()
             && let Some(path) = &config_path
         {
