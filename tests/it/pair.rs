@@ -20,10 +20,10 @@ both!(
 );
 
 /// The longest a takeover may take (the figure).
-const TAKEOVER: Duration = Duration::from_secs(15);
-const T: Duration = Duration::from_secs(60);
+pub(crate) const TAKEOVER: Duration = Duration::from_secs(15);
+pub(crate) const T: Duration = Duration::from_secs(60);
 
-fn lease_taken(name: &str) -> String {
+pub(crate) fn lease_taken(name: &str) -> String {
     format!("lease taken: this instance ({name}) is active")
 }
 
@@ -31,18 +31,25 @@ fn lease_taken(name: &str) -> String {
 /// started and waiting as a standby (`/health` 200, `/ready` 503 naming its role and name).
 async fn active_and_standby() -> (TestApp, Pair) {
     let mut app = TestApp::prepare().await;
+    let mut pair = a_active(&mut app).await;
+    pair.b.launch();
+    pair.b.wait_log("standby: waiting for the lease").await;
+    assert_standby(&mut pair.b).await;
+    (app, pair)
+}
+
+/// `app` moved to a fresh PostgreSQL database and made a pair: A started, active and ready; B
+/// not started.
+pub(crate) async fn a_active(app: &mut TestApp) -> Pair {
     app.use_postgres();
-    let mut pair = Pair::new(&mut app, "A", "B").await;
+    let mut pair = Pair::new(app, "A", "B").await;
     pair.a.launch();
     pair.a.wait_log(&lease_taken("A")).await;
     pair.a
         .wait_log_for("bridge ready: every configured room is set up", Duration::from_secs(90))
         .await;
     pair.a.wait_ready_status(200, Duration::from_secs(90)).await;
-    pair.b.launch();
-    pair.b.wait_log("standby: waiting for the lease").await;
-    assert_standby(&mut pair.b).await;
-    (app, pair)
+    pair
 }
 
 async fn assert_standby(b: &mut Instance) {

@@ -5,60 +5,20 @@
 //! before the failover, and its puppets encrypt what Telegram sends. Needs PostgreSQL (like
 //! `pair.rs`) and encryption (like `encryption.rs`).
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use matrix_sdk::Room;
-use matrix_sdk::config::SyncSettings;
-use matrix_sdk::ruma::OwnedRoomId;
-use matrix_sdk::ruma::events::room::message::{MessageType, OriginalSyncRoomMessageEvent, RoomMessageEventContent};
+use matrix_sdk::ruma::events::room::message::{MessageType, RoomMessageEventContent};
 use serde_json::{Value, json};
 
-use crate::encryption::client_login;
+use crate::encryption::Element;
 use crate::harness::{TestApp, eventually};
-use tgmx_testkit::pair::{Instance, Pair};
+use crate::pair::{T, TAKEOVER, a_active, lease_taken};
+use tgmx_testkit::pair::Instance;
 
 both!(an_encrypted_room_is_bridged_after_a_failover);
 
-/// The longest a takeover may take (as in `pair.rs`).
-const TAKEOVER: Duration = Duration::from_secs(15);
-const T: Duration = Duration::from_secs(60);
-
-fn lease_taken(name: &str) -> String {
-    format!("lease taken: this instance ({name}) is active")
-}
-
-/// Ezra's own encrypting client, with every decrypted message it sees (as in `encryption.rs`).
-struct Element {
-    room: Room,
-    seen: Arc<Mutex<Vec<(String, MessageType)>>>,
-    _store: tempfile::TempDir,
-}
-
+/// Ezra's own encrypting client (`encryption.rs`), with what this test needs of it.
 impl Element {
-    async fn login(app: &TestApp) -> Element {
-        let (client, store) = client_login(app, &app.ezra.user_id, "element stand-in").await;
-        let seen: Arc<Mutex<Vec<(String, MessageType)>>> = Arc::default();
-        let s = seen.clone();
-        client.add_event_handler(move |ev: OriginalSyncRoomMessageEvent| {
-            let s = s.clone();
-            async move {
-                s.lock().unwrap().push((ev.sender.to_string(), ev.content.msgtype));
-            }
-        });
-        client.sync_once(SyncSettings::default()).await.unwrap();
-        let c = client.clone();
-        tokio::spawn(async move { c.sync(SyncSettings::default().timeout(Duration::from_secs(5))).await });
-        let room_id: OwnedRoomId = app.room.parse().unwrap();
-        let room = client.get_room(&room_id).expect("ezra's client knows the room");
-        assert!(room.latest_encryption_state().await.unwrap().is_encrypted());
-        Element {
-            room,
-            seen,
-            _store: store,
-        }
-    }
-
     async fn send(&self, text: &str) {
         self.room.send(RoomMessageEventContent::text_plain(text)).await.unwrap();
     }
@@ -180,14 +140,7 @@ async fn wait_on_telegram(app: &TestApp, inst: &Instance, text: &str) {
 
 async fn an_encrypted_room_is_bridged_after_a_failover() {
     let mut app = TestApp::prepare().await;
-    app.use_postgres();
-    let mut pair = Pair::new(&mut app, "A", "B").await;
-    pair.a.launch();
-    pair.a.wait_log(&lease_taken("A")).await;
-    pair.a
-        .wait_log_for("bridge ready: every configured room is set up", Duration::from_secs(90))
-        .await;
-    pair.a.wait_ready_status(200, Duration::from_secs(90)).await;
+    let mut pair = a_active(&mut app).await;
     // The room turns encryption on once A runs: turned on before, the event's push could meet the
     // Conduit stand-in just as `Pair::new` stops it, and Conduit would not push again for 30 s (the
     // whole test would then run on the bridge's fallback, /sync, instead of pushes).
