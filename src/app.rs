@@ -159,9 +159,12 @@ impl App {
         let mut shutdown = std::pin::pin!(shutdown);
 
         // PostgreSQL: the lease, waited for as a standby while another instance holds it.
-        let mut lock = match lock {
-            Some(lock) => lock,
+        // `waited`: another instance held it when this one started (not a single daemon's
+        // start, even one whose host name changed since its last run).
+        let (mut lock, waited) = match lock {
+            Some(lock) => (lock, false),
             None => {
+                *standby.lock().unwrap_or_else(|e| e.into_inner()) = Some("nobody yet (starting)".to_owned());
                 tokio::select! {
                     _ = &mut shutdown => {
                         tracing::info!("shutting down (standby)");
@@ -174,18 +177,20 @@ impl App {
             }
         };
         let previous = bridge.store().lease_taken(&instance).await?;
-        // Whether this instance waited as a standby while another one held the lease (not a
-        // single daemon's start, even one whose host name changed since its last run).
-        let waited = standby.lock().unwrap_or_else(|e| e.into_inner()).take().is_some();
+        *standby.lock().unwrap_or_else(|e| e.into_inner()) = None;
         tracing::info!(
             previous = previous.as_deref().unwrap_or("none"),
             "lease taken: this instance ({instance}) is active"
         );
-        // A standby read its file at its start; the file may have changed since.
-        let took_over_from = previous.filter(|p| waited && *p != instance);
-        if took_over_from.is_some()
-            && let Some(path) = &config_path
-        {
+        // A standby read its file at its start; the file may have changed since. (`previous` is
+        // none when the other instance predates the lease records.)
+        let took_over_from = waited.then(|| previous.unwrap_or_else(|| "the previous daemon".to_owned()));
+        if waited {
+            // The old active instance may still run for a moment if its session was ended
+            // under it (it stops as soon as it sees the lease taken): wait that out.
+            tokio::time::sleep(crate::storage::TAKEOVER_FENCE).await;
+        }
+        if waited && let Some(path) = &config_path {
             match Config::load(path) {
                 Ok(cfg) => bridge.refresh_config(&cfg),
                 Err(e) => tracing::error!("the config file is invalid; keeping the one read at the start: {e}"),
@@ -281,10 +286,26 @@ impl App {
             "storage probe",
             Box::new(move || Box::pin(probe_storage(store.clone(), s.clone()))),
         );
-        let (store, s, name) = (bridge.store().clone(), stop_rx.clone(), instance.clone());
+        // Whether a standby instance said lately that it is alive (the lease keeper gives way
+        // when it cannot confirm the lease only if one is).
+        let standby_around = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (store, s, name, around) = (
+            bridge.store().clone(),
+            stop_rx.clone(),
+            instance.clone(),
+            standby_around.clone(),
+        );
         run(
             "heartbeat",
-            Box::new(move || Box::pin(heartbeat(store.clone(), name.clone(), "active", s.clone()))),
+            Box::new(move || {
+                Box::pin(heartbeat(
+                    store.clone(),
+                    name.clone(),
+                    "active",
+                    Some(around.clone()),
+                    s.clone(),
+                ))
+            }),
         );
         let (store, s, w) = (bridge.store().clone(), stop_rx.clone(), mx_wake.clone());
         run(
@@ -296,15 +317,20 @@ impl App {
         let mut gave_up = None;
         // PostgreSQL: the lease is kept (taken again after a lost connection); lost to another
         // instance, or not confirmed for a few seconds, this daemon stops.
-        let mut keeper = std::pin::pin!(lock.keep());
+        let around = standby_around.clone();
+        let mut keeper = std::pin::pin!(lock.keep(move || around.load(std::sync::atomic::Ordering::Relaxed)));
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 kept = &mut keeper => {
                     let e = kept.err().unwrap_or_else(|| Error::Internal("daemon lock keeper ended".into()));
-                    tracing::error!("stopping: {e}");
-                    gave_up = Some(e);
-                    break;
+                    // Another instance may be bridging already: no wind-down (a send finishing
+                    // now could be the second one). The binary exits at once; what was in flight
+                    // is left as after a SIGKILL.
+                    tracing::error!("stopping at once: {e}");
+                    let _ = stop_tx.send(true);
+                    http.abort();
+                    return Err(e);
                 }
                 done = tasks.join_next() => match done {
                     Some(Ok(Err(e))) => {
@@ -345,39 +371,87 @@ async fn wait_as_standby(
     bridge: &Arc<Bridge>,
     instance: &str,
     standby: &Arc<std::sync::Mutex<Option<String>>>,
-) -> Result<crate::storage::DaemonLock> {
+) -> Result<(crate::storage::DaemonLock, bool)> {
+    let mut waited = false;
     let waiting = |holder: &str| {
         tracing::info!("standby: waiting for the lease (held by {holder})");
         *standby.lock().unwrap_or_else(|e| e.into_inner()) = Some(holder.to_owned());
+        waited = true;
     };
     let (stop_tx, stop) = watch::channel(false);
-    let beat = heartbeat(bridge.store().clone(), instance.to_owned(), "standby", stop.clone());
+    let beat = heartbeat(
+        bridge.store().clone(),
+        instance.to_owned(),
+        "standby",
+        None,
+        stop.clone(),
+    );
+    // Again every minute: a room may become encrypted, and the homeserver may be down now.
     let warm = async {
-        let warmed = async {
-            bridge.load_portals().await?;
-            bridge.refresh_encryption().await
-        };
-        if let Err(e) = warmed.await {
-            tracing::warn!("standby: cannot start the encryption devices yet: {e}");
+        let mut said = false;
+        loop {
+            let warmed = async {
+                bridge.load_portals().await?;
+                bridge.refresh_encryption().await
+            };
+            if let Err(e) = warmed.await
+                && !std::mem::replace(&mut said, true)
+            {
+                tracing::warn!("standby: cannot start the encryption devices yet (trying again every minute): {e}");
+            }
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+    };
+    // A reload signal (`systemctl reload`) must not end a standby: the file is read again when
+    // it takes over.
+    #[cfg(unix)]
+    let hup = async {
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            while hup.recv().await.is_some() {
+                tracing::info!("standby: SIGHUP: the config file is read again when this instance takes over");
+            }
         }
         std::future::pending::<()>().await
     };
+    #[cfg(not(unix))]
+    let hup = std::future::pending::<()>();
     let url = bridge.cfg().database.clone();
-    let lease = Store::acquire_lease(&url, instance, waiting);
+    let lease = Store::acquire_lease(&url, instance, bridge.cfg().instance.is_some(), waiting);
     let lock = tokio::select! {
         lock = lease => lock,
         _ = beat => unreachable!("the heartbeat runs until stopped"),
-        _ = warm => unreachable!("pending"),
+        _ = warm => unreachable!("the warm-up loops"),
+        _ = hup => unreachable!("pending"),
     };
     let _ = stop_tx.send(true);
-    lock
+    Ok((lock?, waited))
 }
 
-/// Say every few seconds that this instance is alive, in `role` (`tgmx status`).
-async fn heartbeat(store: Store, instance: String, role: &'static str, mut stop: watch::Receiver<bool>) {
+/// PostgreSQL: say every few seconds that this instance is alive, in `role` (`tgmx status`),
+/// and, for the active one, note in `standby_around` whether a standby said so lately. SQLite
+/// (one daemon, on one host): nothing to say.
+async fn heartbeat(
+    store: Store,
+    instance: String,
+    role: &'static str,
+    standby_around: Option<Arc<std::sync::atomic::AtomicBool>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    if store.backend() != crate::storage::Backend::Postgres {
+        return;
+    }
     loop {
         if let Err(e) = store.instance_alive(&instance, role).await {
             tracing::debug!("cannot record this instance as alive: {e}");
+        }
+        if let Some(flag) = &standby_around
+            && let Ok(all) = store.instances().await
+        {
+            let now = crate::storage::now_ms();
+            let seen = all
+                .iter()
+                .any(|i| i.name != instance && i.role == "standby" && now - i.seen_at <= 3 * Store::HEARTBEAT_MS);
+            flag.store(seen, std::sync::atomic::Ordering::Relaxed);
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(Store::HEARTBEAT_MS as u64)) => {},

@@ -103,7 +103,15 @@ async fn dispatch() -> anyhow::Result<()> {
             if let Some(path) = config_path(config.as_ref()) {
                 app = app.with_config_path(path);
             }
-            app.run_until_stopped(shutdown_signal()).await?;
+            match app.run_until_stopped(shutdown_signal()).await {
+                // Another instance may be bridging already: exit now, leaving nothing running
+                // (a task still sending would be a second sender).
+                Err(e @ tgmx::error::Error::LeaseLost(_)) => {
+                    eprintln!("error: {e}");
+                    std::process::exit(1);
+                }
+                r => r?,
+            }
         }
         Command::GenerateRegistration { config, output, force } => {
             let cfg = load(config.as_ref())?;
@@ -330,6 +338,15 @@ async fn primary(platform: &str, standby: bool, path: &Path) -> anyhow::Result<(
             // SAFETY: plain kill(2) on a pid; no memory is involved.
             unsafe { libc::kill(pid, libc::SIGHUP) };
             println!("signalled the running daemon (pid {pid}) to reload");
+        }
+        _ if daemon_running(&store).await? => {
+            // PostgreSQL: the active instance of a pair runs on another host, with its own file.
+            let active = store.instances().await?.into_iter().find(|i| i.role == "active");
+            println!(
+                "the active instance ({}) runs on another host and reads its own config file: make the same \
+                 change there (keep the instances' files alike; this host's daemon, if any, reads this file)",
+                active.map_or_else(|| "?".to_owned(), |i| i.name)
+            );
         }
         _ => println!("no running daemon found; the change applies when it starts (it also watches the file)"),
     }

@@ -164,6 +164,9 @@ pub async fn audit(cfg: &Config, store: &Store, since_ms: i64, daemon_running: b
 /// The instances on this database (an active/standby pair on PostgreSQL, see `app`): which one
 /// is active since when, when each was last seen, and the failovers of the last 7 days.
 async fn instance_lines(r: &mut Report, store: &Store) -> Result<()> {
+    if store.backend() != crate::storage::Backend::Postgres {
+        return Ok(());
+    }
     let now = now_ms();
     let stale = 3 * Store::HEARTBEAT_MS;
     let ago = |ms: i64| format!("{} s ago", (now - ms).max(0) / 1000);

@@ -132,6 +132,10 @@ pub struct Cutover {
     pub(super) reconsider: tokio::sync::Notify,
     /// Held while the mode is being switched (a reload and the fallback timer may race).
     pub(super) switching: tokio::sync::Mutex<()>,
+    /// The mode in force was kept against this instance's config at a takeover (the files of
+    /// the pair disagree, see [`Bridge::init_mode`]): the fallback timer leaves it alone, and the
+    /// next reload applies the file's mode even when the file did not change.
+    pub(super) pinned: std::sync::atomic::AtomicBool,
     /// Chats whose Matrix backlog from a standby is not yet dealt with (posted as a digest, or
     /// left to the lanes): their rooms' lanes wait.
     pub(super) backlog_pending: std::sync::Mutex<std::collections::HashSet<i64>>,
@@ -149,6 +153,7 @@ impl Cutover {
             resumed_at: std::sync::atomic::AtomicI64::new(0),
             reconsider: tokio::sync::Notify::new(),
             switching: tokio::sync::Mutex::new(()),
+            pinned: std::sync::atomic::AtomicBool::new(false),
             backlog_pending: std::sync::Mutex::new(std::collections::HashSet::new()),
             notice_pending: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
@@ -229,6 +234,7 @@ impl Bridge {
                         prev.as_str(),
                         prev.as_str()
                     );
+                    self.cutover.pinned.store(true, std::sync::atomic::Ordering::SeqCst);
                     return self.keep_mode_in_force(prev, &cfg).await;
                 }
                 self.switch(prev, mode, reason).await?
@@ -268,6 +274,8 @@ impl Bridge {
         let merged = self.portals.follow_upgrades(merged);
         self.tg.set_per_chat_rate(merged.gateway.telegram.per_chat_per_minute);
         self.set_cfg(merged);
+        // Rooms the standby loaded from its old file and no longer configured are forgotten.
+        self.portals.retain_configured(&self.cfg());
     }
 
     pub(super) async fn switch(&self, from: Mode, to: Mode, reason: &str) -> Result<()> {
@@ -322,7 +330,8 @@ impl Bridge {
                 "config key changed but can only change with a restart; keeping the running value"
             );
         }
-        if merged == *old {
+        let pinned = self.cutover.pinned.swap(false, std::sync::atomic::Ordering::SeqCst);
+        if merged == *old && !pinned {
             tracing::info!("config reloaded: no change");
             return Ok(());
         }

@@ -142,6 +142,7 @@ pub fn router(state: AsState) -> Router {
         .route("/rooms/{alias}", get(query_room))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
+        .route("/lease", get(lease))
         .route("/metrics", get(metrics))
         .fallback(|| async { matrix_error(StatusCode::NOT_FOUND, "M_UNRECOGNIZED", "Unrecognized request") })
         .with_state(state)
@@ -316,6 +317,26 @@ async fn ready(State(state): State<AsState>) -> Response {
             "setup": probe.setup_done,
             "storage": storage,
             "telegram": telegram,
+        })),
+    )
+        .into_response()
+}
+
+/// 200 while this instance holds the lease (the active one of an active/standby pair, or a
+/// single daemon), 503 on a standby: for a floating address (keepalived) that must follow the
+/// active instance whatever `/ready` says about Telegram or the rooms.
+async fn lease(State(state): State<AsState>) -> Response {
+    let probe = (state.probe)();
+    let status = if probe.standby.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "instance": probe.instance,
+            "role": if probe.standby.is_some() { "standby" } else { "active" },
         })),
     )
         .into_response()

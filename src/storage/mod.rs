@@ -297,65 +297,101 @@ pub fn database_file(url: &str) -> Result<std::path::PathBuf> {
 pub enum DaemonLock {
     /// SQLite: the lock file, `flock`ed while open.
     File(std::fs::File),
-    /// PostgreSQL: the connection holding the session advisory lock [`PG_DAEMON_LOCK`], the
-    /// database's URL and the instance's name (to take the lock again, see [`DaemonLock::keep`]).
+    /// PostgreSQL: the connection holding the session advisory lock [`PG_DAEMON_LOCK`], its
+    /// server process id (to tell our own session from another holder), the database's URL and
+    /// the instance's name (to take the lock again, see [`DaemonLock::keep`]).
     Postgres {
         conn: Box<PgConnection>,
+        backend_pid: i32,
         url: String,
         instance: String,
     },
 }
 
-/// How often the active instance checks the connection that holds its lease.
-const LEASE_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
-/// How long the active instance may go without confirming its lease before it gives way: the
-/// server frees the lock of a connection it finds dead within about 11 s (the keepalives set in
-/// [`Store::try_lock_postgres`]), and a standby then takes it; the active one stops first.
-const LEASE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// Who holds the PostgreSQL daemon lock: a description (application name, address, since when)
+/// and the holder's server process id.
+pub type LockHolder = (String, Option<i32>);
+
+/// How often the active instance checks the connection that holds its lease (and how long one
+/// check may take).
+const LEASE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long after the last confirmation of its lease the active instance gives way when a standby
+/// is around: well before the server frees the lock of a connection it finds dead (about 11 s,
+/// the keepalives and user timeout set in [`Store::try_lock_postgres`]), so the old active one
+/// has stopped before a standby can take the lock.
+const LEASE_GRACE: std::time::Duration = std::time::Duration::from_secs(4);
+/// How long a standby that took the lease waits before it starts bridging: longer than the old
+/// active instance needs to notice that its lease is gone (one check, [`LEASE_CHECK`], and one
+/// attempt to take it again) when its session was ended while it still ran.
+pub const TAKEOVER_FENCE: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl DaemonLock {
     /// Keep the lock while the daemon runs. SQLite: nothing to do (the `flock` lasts as long as
     /// the process; pending forever). PostgreSQL: a session lock lasts as long as its connection,
-    /// so the connection is checked every 2 s; lost (the server restarted, the session was
-    /// ended), the lock is taken again on a new connection if it is still free. Returns (an
-    /// error saying why) when another instance took it meanwhile, or when the lease could not be
-    /// confirmed for 5 s (a standby may take over once the server drops the old session): this
-    /// daemon must then stop bridging at once, or two would run.
-    pub async fn keep(&mut self) -> Result<()> {
-        let DaemonLock::Postgres { conn, url, instance } = self else {
+    /// so the connection is checked every second. A check that fails or is slow asks the server
+    /// on a new connection: our own session still holds the lock (a slow connection: fine), or
+    /// the lock is free and is taken again (a lost connection, a database restart), or another
+    /// instance holds it: then this returns [`Error::LeaseLost`](crate::error::Error::LeaseLost)
+    /// and the daemon must stop bridging at once. When the server cannot be reached at all for
+    /// [`LEASE_GRACE`] and `standby_around()` says a standby instance was seen lately, it returns
+    /// too (the standby may take over once the server drops this session); a daemon alone keeps
+    /// trying (its writes fail meanwhile, as a storage fault).
+    pub async fn keep(&mut self, standby_around: impl Fn() -> bool) -> Result<()> {
+        let DaemonLock::Postgres {
+            conn,
+            backend_pid,
+            url,
+            instance,
+        } = self
+        else {
             return std::future::pending().await;
         };
+        let mut confirmed = std::time::Instant::now();
+        let mut said = false;
         loop {
             tokio::time::sleep(LEASE_CHECK).await;
             let check = tokio::time::timeout(LEASE_CHECK, sqlx::query("SELECT 1").execute(&mut **conn)).await;
             if matches!(check, Ok(Ok(_))) {
+                confirmed = std::time::Instant::now();
+                said = false;
                 continue;
             }
-            tracing::warn!("the database connection that holds the lease was lost; taking the lease again");
-            let lost = std::time::Instant::now();
-            loop {
-                let attempt = tokio::time::timeout(LEASE_CHECK, Store::try_lock_postgres(url, instance)).await;
-                match attempt {
-                    Ok(Ok(Ok(DaemonLock::Postgres { conn: new, .. }))) => {
-                        *conn = new;
-                        tracing::info!("lease taken again");
-                        break;
+            match tokio::time::timeout(LEASE_CHECK, Store::try_lock_postgres(url, instance)).await {
+                Ok(Ok(Ok(DaemonLock::Postgres {
+                    conn: new,
+                    backend_pid: pid,
+                    ..
+                }))) => {
+                    *conn = new;
+                    *backend_pid = pid;
+                    confirmed = std::time::Instant::now();
+                    tracing::warn!("the database connection that held the lease was lost; lease taken again");
+                }
+                Ok(Ok(Ok(DaemonLock::File(_)))) => unreachable!("a PostgreSQL lock"),
+                Ok(Ok(Err((_, Some(pid))))) if pid == *backend_pid => {
+                    // Our own session still holds it: the connection is only slow.
+                    confirmed = std::time::Instant::now();
+                }
+                Ok(Ok(Err((holder, _)))) => {
+                    return Err(crate::error::Error::LeaseLost(format!("{holder} took it")));
+                }
+                Ok(Err(_)) | Err(_) => {
+                    if confirmed.elapsed() >= LEASE_GRACE {
+                        if standby_around() {
+                            return Err(crate::error::Error::LeaseLost(format!(
+                                "it could not be confirmed for {} s (the database cannot be reached) and a \
+                                 standby instance may take over",
+                                LEASE_GRACE.as_secs()
+                            )));
+                        }
+                        if !said {
+                            said = true;
+                            tracing::warn!(
+                                "cannot confirm the lease: the database cannot be reached; no standby instance \
+                                 was seen, so this daemon keeps trying"
+                            );
+                        }
                     }
-                    Ok(Ok(Ok(DaemonLock::File(_)))) => unreachable!("a PostgreSQL lock"),
-                    Ok(Ok(Err(holder))) => {
-                        return Err(crate::error::Error::Config(format!(
-                            "lost the lease of the database: {holder} took it"
-                        )));
-                    }
-                    // The server does not answer (yet).
-                    Ok(Err(_)) | Err(_) if lost.elapsed() >= LEASE_GRACE => {
-                        return Err(crate::error::Error::Config(format!(
-                            "lost the lease of the database: it could not be confirmed for {} s (the \
-                             database cannot be reached; another instance may take over)",
-                            LEASE_GRACE.as_secs()
-                        )));
-                    }
-                    Ok(Err(_)) | Err(_) => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
                 }
             }
         }
@@ -589,7 +625,7 @@ impl Store {
         if Backend::of(url) == Some(Backend::Postgres) {
             return match Self::try_lock_postgres(url, "tgmx").await? {
                 Ok(lock) => Ok(lock),
-                Err(holder) => Err(crate::error::Error::Config(format!(
+                Err((holder, _)) => Err(crate::error::Error::Config(format!(
                     "{holder} holds the tgmx daemon lock of the database {}: stop it first",
                     redacted(url)
                 ))),
@@ -629,21 +665,49 @@ impl Store {
     }
 
     /// PostgreSQL: wait for the lease (the daemon lock) as a standby instance, trying every
-    /// second; `waiting` is told who holds it each time that changes. Returns once this instance
-    /// holds it (it is then the active one), or with an error that is not the server's absence
-    /// (a refused password, a database that does not exist).
-    pub async fn acquire_lease(url: &str, instance: &str, mut waiting: impl FnMut(&str)) -> Result<DaemonLock> {
+    /// second on one connection (a new one after an error); `waiting` is told who holds it each
+    /// time that changes. Returns once this instance holds it (it is then the active one). An
+    /// instance of the same name holding it is an error (two hosts configured alike would share
+    /// encryption devices); so is waiting at all without a configured `instance` name (`named`).
+    pub async fn acquire_lease(
+        url: &str,
+        instance: &str,
+        named: bool,
+        mut waiting: impl FnMut(&str),
+    ) -> Result<DaemonLock> {
         let mut last = String::new();
+        let same_name = format!("tgmx {instance} lease ");
+        let this_host = format!(
+            " on {}",
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_default()
+        );
         loop {
-            match tokio::time::timeout(LEASE_CHECK, Self::try_lock_postgres(url, instance)).await {
+            match tokio::time::timeout(2 * LEASE_CHECK, Self::try_lock_postgres(url, instance)).await {
                 Ok(Ok(Ok(lock))) => return Ok(lock),
-                Ok(Ok(Err(holder))) => {
+                Ok(Ok(Err((holder, _)))) => {
+                    // This instance's previous run, whose session the server has not dropped
+                    // yet (a host cut off and back): wait for it.
+                    let earlier_run = holder.starts_with(&same_name) && holder.contains(&this_host);
+                    if holder.starts_with(&same_name) && !earlier_run {
+                        return Err(crate::error::Error::Config(format!(
+                            "`instance`: another instance named {instance:?} holds the lease ({holder}): give \
+                             each instance of a pair a name of its own"
+                        )));
+                    }
+                    if !named && !earlier_run {
+                        return Err(crate::error::Error::Config(format!(
+                            "`instance`: {holder} holds the lease, so this daemon would be the standby of an \
+                             active/standby pair; set `instance` to a name of its own on every instance (each \
+                             has encryption devices of its own; README \"Two hosts\")"
+                        )));
+                    }
                     if holder != last {
                         waiting(&holder);
                         last = holder;
                     }
                 }
-                Ok(Err(e)) if !e.is_transient() => return Err(e),
                 Ok(Err(e)) => {
                     let why = format!("the database cannot be reached: {e}");
                     if why != last {
@@ -653,15 +717,16 @@ impl Store {
                 }
                 Err(_) => tracing::warn!("standby: the database took over 2 s to answer"),
             }
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            tokio::time::sleep(LEASE_CHECK).await;
         }
     }
 
     /// One try at the PostgreSQL daemon lock, on a new connection named after the instance
     /// (`tgmx <instance> lease pid <pid>` in `pg_stat_activity`): the lock, or who holds it.
-    /// The connection asks the server to probe the client every 2 s after 5 s of silence, so
-    /// that a host that vanished (cut off, powered down) loses the lock within about 11 s.
-    async fn try_lock_postgres(url: &str, instance: &str) -> Result<std::result::Result<DaemonLock, String>> {
+    /// The connection asks the server to probe the client every 2 s after 5 s of silence, and to
+    /// give up on data not acknowledged for 9 s, so that a host that vanished (cut off, powered
+    /// down) loses the lock within about 11 s.
+    async fn try_lock_postgres(url: &str, instance: &str) -> Result<std::result::Result<DaemonLock, LockHolder>> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "?".to_owned());
@@ -672,6 +737,7 @@ impl Store {
             ("tcp_keepalives_idle", "5"),
             ("tcp_keepalives_interval", "2"),
             ("tcp_keepalives_count", "3"),
+            ("tcp_user_timeout", "9000"),
         ]);
         let mut conn: PgConnection = <PgConnection as sqlx::Connection>::connect_with(&opts).await?;
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
@@ -679,14 +745,18 @@ impl Store {
             .fetch_one(&mut conn)
             .await?;
         if got {
+            let backend_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(&mut conn)
+                .await?;
             return Ok(Ok(DaemonLock::Postgres {
                 conn: Box::new(conn),
+                backend_pid,
                 url: url.to_owned(),
                 instance: instance.to_owned(),
             }));
         }
-        let holder: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT a.application_name, host(a.client_addr), CAST(date_trunc('second', a.backend_start) AS TEXT)
+        let holder: Option<(String, Option<String>, Option<String>, i32)> = sqlx::query_as(
+            "SELECT a.application_name, host(a.client_addr), CAST(date_trunc('second', a.backend_start) AS TEXT), a.pid
              FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
              WHERE l.locktype = 'advisory' AND l.granted AND CAST(l.classid AS BIGINT) = 0
                AND CAST(l.objid AS BIGINT) = $1
@@ -700,13 +770,16 @@ impl Store {
         .flatten();
         let _ = sqlx::Connection::close(conn).await;
         Ok(Err(match holder {
-            Some((app, addr, since)) => format!(
-                "{} (connected from {}, since {})",
-                if app.is_empty() { "a client" } else { app.as_str() },
-                addr.as_deref().unwrap_or("a local socket"),
-                since.as_deref().unwrap_or("?")
+            Some((app, addr, since, pid)) => (
+                format!(
+                    "{} (connected from {}, since {})",
+                    if app.is_empty() { "a client" } else { app.as_str() },
+                    addr.as_deref().unwrap_or("a local socket"),
+                    since.as_deref().unwrap_or("?")
+                ),
+                Some(pid),
             ),
-            None => "another process".to_owned(),
+            None => ("another process".to_owned(), None),
         }))
     }
 
@@ -1033,7 +1106,7 @@ mod tests {
         let mut lock = Store::lock_for_daemon(&url).await.unwrap();
         kill_holder().await;
         // Within the next check (2 s) the lock is held again: a second daemon is refused.
-        let kept = tokio::time::timeout(Duration::from_secs(8), lock.keep()).await;
+        let kept = tokio::time::timeout(Duration::from_secs(8), lock.keep(|| false)).await;
         assert!(kept.is_err(), "keep returned: {kept:?}");
         assert!(Store::lock_for_daemon(&url).await.is_err(), "the lock was taken again");
 
@@ -1041,7 +1114,7 @@ mod tests {
         kill_holder().await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         let _other = Store::lock_for_daemon(&url).await.unwrap();
-        let e = tokio::time::timeout(Duration::from_secs(8), lock.keep())
+        let e = tokio::time::timeout(Duration::from_secs(8), lock.keep(|| false))
             .await
             .expect("keep returns")
             .unwrap_err()

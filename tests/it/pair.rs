@@ -17,6 +17,7 @@ both!(
     an_active_that_loses_its_database_connection_gives_way_within_15_s,
     a_transaction_the_standby_accepts_is_bridged_by_the_active_at_once,
     a_standby_whose_config_was_not_switched_keeps_the_mode_in_force,
+    a_second_instance_without_a_name_is_refused,
 );
 
 /// The longest a takeover may take (the figure).
@@ -320,6 +321,16 @@ async fn an_active_that_loses_its_database_connection_gives_way_within_15_s() {
 /// one at once (it is told: LISTEN/NOTIFY), not when something else wakes it.
 async fn a_transaction_the_standby_accepts_is_bridged_by_the_active_at_once() {
     let (app, mut pair) = active_and_standby().await;
+    // A reload signal (`systemctl reload` on the standby's host) does not end a standby.
+    let b_pid = pair.b.pid().expect("B runs");
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &b_pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    pair.b.wait_log("standby: SIGHUP").await;
     let event = json!({
         "type": "m.room.message",
         "sender": app.ezra.user_id,
@@ -343,7 +354,8 @@ async fn a_transaction_the_standby_accepts_is_bridged_by_the_active_at_once() {
     app.tg
         .wait_until(
             "the active to bridge what the standby accepted",
-            Duration::from_secs(5),
+            // Under the lanes' own 5 s round: the active one was told.
+            Duration::from_secs(3),
             |tg| {
                 tg.sent(app.chat)
                     .iter()
@@ -364,7 +376,8 @@ async fn a_transaction_the_standby_accepts_is_bridged_by_the_active_at_once() {
 
 /// The operator switched the active instance's file to cutover (a live reload) and forgot the
 /// standby's: when the standby takes over, the bridge stays in cutover (no switch back, no
-/// announcement), and the new active one says in an ERROR which file disagrees.
+/// announcement), and the new active one says in an ERROR which file disagrees; a reload of its
+/// file then applies the file's mode.
 async fn a_standby_whose_config_was_not_switched_keeps_the_mode_in_force() {
     let (app, mut pair) = active_and_standby().await;
     let switches = || app.psql("SELECT count(*) FROM mode_switches");
@@ -386,4 +399,35 @@ async fn a_standby_whose_config_was_not_switched_keeps_the_mode_in_force() {
     let (_, ready) = pair.b.ready().await;
     assert_eq!(ready["mode"], "cutover", "{ready}");
     assert_eq!(switches(), before, "no switch was recorded by the takeover");
+    // A reload of B's file (unchanged) is what applies it: the operator meant it.
+    let b_pid = pair.b.pid().expect("B runs");
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &b_pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    pair.b.wait_log("config reloaded: mode cutover -> parallel").await;
+    let (_, ready) = pair.b.ready().await;
+    assert_eq!(ready["mode"], "parallel", "{ready}");
+}
+
+/// A second daemon on the database without an `instance` name would share the first one's
+/// encryption devices: it stops with an error naming the key instead of waiting as a standby.
+async fn a_second_instance_without_a_name_is_refused() {
+    let mut app = TestApp::prepare().await;
+    let mut pair = a_active(&mut app).await;
+    let text = std::fs::read_to_string(&pair.b.config).unwrap();
+    std::fs::write(&pair.b.config, text.replace("instance: \"B\"\n", "")).unwrap();
+    pair.b.launch();
+    let status = pair.b.wait_exit(T).await;
+    assert!(!status.success(), "{}", pair.b.log());
+    assert!(
+        pair.b.log().contains("`instance`") && pair.b.log().contains("set `instance` to a name of its own"),
+        "{}",
+        pair.b.log()
+    );
+    // A is unharmed.
+    app.sentinel_from_matrix().await;
 }

@@ -90,7 +90,7 @@ pub type BridgeRun = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// Appservice slots per homeserver, one per `TestApp`. Synapse's are registered before it starts;
 /// Conduit's when a test takes one.
-const SLOTS: usize = 96;
+const SLOTS: usize = 128;
 pub const TG_TOKEN: &str = "123456:TEST-token-ABCdef_0123456789";
 /// Conduit's registration token (tests/rig/conduit.sh), asked through user-interactive auth.
 const CONDUIT_REG_TOKEN: &str = "rig-registration-token";
