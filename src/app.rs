@@ -1,6 +1,15 @@
 //! Wiring: `App::build(config)` binds the appservice port and opens the database;
 //! `run_until_stopped(shutdown)` runs the HTTP server, the Telegram poller, the two bridge
 //! workers, the announcer and the config watcher until `shutdown` resolves, then stops them.
+//!
+//! On PostgreSQL several instances may run on one database (an active/standby pair, README
+//! "Two hosts"): each serves the appservice API at once and stores what the homeserver
+//! delivers (the inbox is shared), but only the one holding the lease (a session advisory lock,
+//! see `storage::DaemonLock`) is *active*: it polls Telegram and bridges. The others are
+//! *standby*: `/ready` says so, they warm up their own encryption devices, and they try the
+//! lease every second, so one takes over within seconds of the active one's death. An active
+//! instance that loses the lease stops at once (and exits with an error: its service manager
+//! starts it again, as a standby).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -20,8 +29,9 @@ use crate::storage::{Direction, Store};
 use tracing::Instrument;
 
 pub struct App {
-    /// Keeps a second daemon off the same database for as long as this one runs.
-    _lock: crate::storage::DaemonLock,
+    /// SQLite: keeps a second daemon off the same database for as long as this one runs (taken
+    /// in `build`). PostgreSQL: `None`; the lease is waited for in `run_until_stopped`.
+    lock: Option<crate::storage::DaemonLock>,
     listener: TcpListener,
     bridge: Arc<Bridge>,
     registration: Registration,
@@ -32,7 +42,10 @@ pub struct App {
 impl App {
     pub async fn build(cfg: Config) -> Result<App> {
         let registration = Registration::load(&cfg.appservice.registration)?;
-        let lock = Store::lock_for_daemon(&cfg.database).await?;
+        let lock = match crate::storage::Backend::of(&cfg.database) {
+            Some(crate::storage::Backend::Postgres) => None,
+            _ => Some(Store::lock_for_daemon(&cfg.database).await?),
+        };
         let store = Store::open(&cfg.database).await?;
         tracing::info!(
             backend = store.backend().name(),
@@ -70,10 +83,8 @@ impl App {
             ))
         })?;
         let bridge = Arc::new(Bridge::new(cfg, store, mx, tg));
-        // Right after a start the homeserver delivers what it held back: gaps are possible.
-        bridge.suspect_gaps();
         Ok(App {
-            _lock: lock,
+            lock,
             listener,
             bridge,
             registration,
@@ -94,7 +105,7 @@ impl App {
 
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let App {
-            _lock: mut lock,
+            lock,
             listener,
             bridge,
             registration,
@@ -103,23 +114,25 @@ impl App {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mx_wake = Arc::new(Notify::new());
         let tg_wake = Arc::new(Notify::new());
-        bridge
-            .store()
-            .set_kv("daemon_pid", &std::process::id().to_string())
-            .await?;
-        bridge.load_portals().await?;
-        bridge.init_mode().await?;
+        let instance = bridge.cfg().instance_name();
+        // While this instance is a standby: who holds the lease (for `/ready`).
+        let standby: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
 
         let user_bridge = bridge.clone();
         let probe_bridge = bridge.clone();
         // Why the Bot API cannot be reached, while it cannot (set by the poller).
         let (reach_tx, probe_reach) = watch::channel(None);
         let state = AsState {
-            probe: Arc::new(move || crate::matrix::appservice::Probe {
-                mode: probe_bridge.mode().as_str(),
-                setup_done: probe_bridge.portals().is_ready(),
-                telegram: probe_reach.borrow().clone(),
-            }),
+            probe: {
+                let (instance, standby) = (instance.clone(), standby.clone());
+                Arc::new(move || crate::matrix::appservice::Probe {
+                    mode: probe_bridge.mode().as_str(),
+                    setup_done: probe_bridge.portals().is_ready(),
+                    telegram: probe_reach.borrow().clone(),
+                    instance: instance.clone(),
+                    standby: standby.lock().map(|s| s.clone()).unwrap_or_default(),
+                })
+            },
             store: bridge.store().clone(),
             hs_token: registration.hs_token.as_str().into(),
             wake: mx_wake.clone(),
@@ -143,6 +156,54 @@ impl App {
             router(state),
             stop_rx.clone(),
         ));
+        let mut shutdown = std::pin::pin!(shutdown);
+
+        // PostgreSQL: the lease, waited for as a standby while another instance holds it.
+        // `waited`: another instance held it when this one started (not a single daemon's
+        // start, even one whose host name changed since its last run).
+        let (mut lock, waited) = match lock {
+            Some(lock) => (lock, false),
+            None => {
+                *standby.lock().unwrap_or_else(|e| e.into_inner()) = Some("nobody yet (starting)".to_owned());
+                tokio::select! {
+                    _ = &mut shutdown => {
+                        tracing::info!("shutting down (standby)");
+                        let _ = stop_tx.send(true);
+                        let _ = tokio::time::timeout(Duration::from_secs(12), http).await;
+                        return Ok(());
+                    }
+                    lock = wait_as_standby(&bridge, &instance, &standby) => lock?,
+                }
+            }
+        };
+        let previous = bridge.store().lease_taken(&instance).await?;
+        *standby.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        tracing::info!(
+            previous = previous.as_deref().unwrap_or("none"),
+            "lease taken: this instance ({instance}) is active"
+        );
+        // A standby read its file at its start; the file may have changed since. (`previous` is
+        // none when the other instance predates the lease records.)
+        let took_over_from = waited.then(|| previous.unwrap_or_else(|| "the previous daemon".to_owned()));
+        if waited {
+            // The old active instance may still run for a moment if its session was ended
+            // under it (it stops as soon as it sees the lease taken): wait that out.
+            tokio::time::sleep(crate::storage::TAKEOVER_FENCE).await;
+        }
+        if waited && let Some(path) = &config_path {
+            match Config::load(path) {
+                Ok(cfg) => bridge.refresh_config(&cfg),
+                Err(e) => tracing::error!("the config file is invalid; keeping the one read at the start: {e}"),
+            }
+        }
+        // Right after a start the homeserver delivers what it held back: gaps are possible.
+        bridge.suspect_gaps();
+        bridge
+            .store()
+            .set_kv("daemon_pid", &std::process::id().to_string())
+            .await?;
+        bridge.load_portals().await?;
+        bridge.init_mode(took_over_from.as_deref()).await?;
 
         // Every long-running task runs under the supervisor: a panic is logged and the task
         // started again (see `bridge::lanes::supervise`).
@@ -225,21 +286,51 @@ impl App {
             "storage probe",
             Box::new(move || Box::pin(probe_storage(store.clone(), s.clone()))),
         );
+        // Whether a standby instance said lately that it is alive (the lease keeper gives way
+        // when it cannot confirm the lease only if one is).
+        let standby_around = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (store, s, name, around) = (
+            bridge.store().clone(),
+            stop_rx.clone(),
+            instance.clone(),
+            standby_around.clone(),
+        );
+        run(
+            "heartbeat",
+            Box::new(move || {
+                Box::pin(heartbeat(
+                    store.clone(),
+                    name.clone(),
+                    "active",
+                    Some(around.clone()),
+                    s.clone(),
+                ))
+            }),
+        );
+        let (store, s, w) = (bridge.store().clone(), stop_rx.clone(), mx_wake.clone());
+        run(
+            "inbox listener",
+            Box::new(move || Box::pin(listen_inbox(store.clone(), w.clone(), s.clone()))),
+        );
 
         // Stop on the signal, or when a task keeps crashing (restarting it cannot help).
         let mut gave_up = None;
-        let mut shutdown = std::pin::pin!(shutdown);
-        // PostgreSQL: the daemon lock is kept (taken again after a lost connection); lost to
-        // another process, this daemon stops.
-        let mut keeper = std::pin::pin!(lock.keep());
+        // PostgreSQL: the lease is kept (taken again after a lost connection); lost to another
+        // instance, or not confirmed for a few seconds, this daemon stops.
+        let around = standby_around.clone();
+        let mut keeper = std::pin::pin!(lock.keep(move || around.load(std::sync::atomic::Ordering::Relaxed)));
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 kept = &mut keeper => {
                     let e = kept.err().unwrap_or_else(|| Error::Internal("daemon lock keeper ended".into()));
-                    tracing::error!("stopping: {e}");
-                    gave_up = Some(e);
-                    break;
+                    // Another instance may be bridging already: no wind-down (a send finishing
+                    // now could be the second one). The binary exits at once; what was in flight
+                    // is left as after a SIGKILL.
+                    tracing::error!("stopping at once: {e}");
+                    let _ = stop_tx.send(true);
+                    http.abort();
+                    return Err(e);
                 }
                 done = tasks.join_next() => match done {
                     Some(Ok(Err(e))) => {
@@ -269,6 +360,123 @@ impl App {
         match tokio::time::timeout(Duration::from_secs(12), http).await {
             Ok(Ok(Err(e))) => Err(Error::Io(e)),
             _ => Ok(()),
+        }
+    }
+}
+
+/// The standby's part of an active/standby pair (PostgreSQL): say so every few seconds
+/// (`tgmx status` lists the instances), start this instance's own encryption devices so that
+/// senders share their room keys with them before they are needed, and wait for the lease.
+async fn wait_as_standby(
+    bridge: &Arc<Bridge>,
+    instance: &str,
+    standby: &Arc<std::sync::Mutex<Option<String>>>,
+) -> Result<(crate::storage::DaemonLock, bool)> {
+    let mut waited = false;
+    let waiting = |holder: &str| {
+        tracing::info!("standby: waiting for the lease (held by {holder})");
+        *standby.lock().unwrap_or_else(|e| e.into_inner()) = Some(holder.to_owned());
+        waited = true;
+    };
+    let (stop_tx, stop) = watch::channel(false);
+    let beat = heartbeat(
+        bridge.store().clone(),
+        instance.to_owned(),
+        "standby",
+        None,
+        stop.clone(),
+    );
+    // Again every minute: a room may become encrypted, and the homeserver may be down now.
+    let warm = async {
+        let mut said = false;
+        loop {
+            let warmed = async {
+                bridge.load_portals().await?;
+                bridge.refresh_encryption().await
+            };
+            if let Err(e) = warmed.await
+                && !std::mem::replace(&mut said, true)
+            {
+                tracing::warn!("standby: cannot start the encryption devices yet (trying again every minute): {e}");
+            }
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+    };
+    // A reload signal (`systemctl reload`) must not end a standby: the file is read again when
+    // it takes over.
+    #[cfg(unix)]
+    let hup = async {
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            while hup.recv().await.is_some() {
+                tracing::info!("standby: SIGHUP: the config file is read again when this instance takes over");
+            }
+        }
+        std::future::pending::<()>().await
+    };
+    #[cfg(not(unix))]
+    let hup = std::future::pending::<()>();
+    let url = bridge.cfg().database.clone();
+    let lease = Store::acquire_lease(&url, instance, bridge.cfg().instance.is_some(), waiting);
+    let lock = tokio::select! {
+        lock = lease => lock,
+        _ = beat => unreachable!("the heartbeat runs until stopped"),
+        _ = warm => unreachable!("the warm-up loops"),
+        _ = hup => unreachable!("pending"),
+    };
+    let _ = stop_tx.send(true);
+    Ok((lock?, waited))
+}
+
+/// PostgreSQL: say every few seconds that this instance is alive, in `role` (`tgmx status`),
+/// and, for the active one, note in `standby_around` whether a standby said so lately. SQLite
+/// (one daemon, on one host): nothing to say.
+async fn heartbeat(
+    store: Store,
+    instance: String,
+    role: &'static str,
+    standby_around: Option<Arc<std::sync::atomic::AtomicBool>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    if store.backend() != crate::storage::Backend::Postgres {
+        return;
+    }
+    loop {
+        if let Err(e) = store.instance_alive(&instance, role).await {
+            tracing::debug!("cannot record this instance as alive: {e}");
+        }
+        if let Some(flag) = &standby_around
+            && let Ok(all) = store.instances().await
+        {
+            let now = crate::storage::now_ms();
+            let seen = all
+                .iter()
+                .any(|i| i.name != instance && i.role == "standby" && now - i.seen_at <= 3 * Store::HEARTBEAT_MS);
+            flag.store(seen, std::sync::atomic::Ordering::Relaxed);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(Store::HEARTBEAT_MS as u64)) => {},
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// PostgreSQL: wake the Matrix lanes when any instance queues events (a standby stores what the
+/// homeserver delivered to it); after a lost connection, listen again (and wake: notifications
+/// may have been missed). SQLite: nothing to do.
+async fn listen_inbox(store: Store, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            r = store.listen_inbox(|| wake.notify_one()) => {
+                if let Err(e) = r {
+                    tracing::warn!("cannot listen for events stored by other instances: {e}; again in 2 s");
+                }
+                wake.notify_one();
+            }
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {},
+            _ = stop.wait_for(|s| *s) => return,
         }
     }
 }

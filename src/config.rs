@@ -34,6 +34,11 @@ pub struct Config {
     pub encryption: EncryptionConfig,
     #[serde(default)]
     pub logging: LoggingConfig,
+    /// This daemon's name among the instances of an active/standby pair on one PostgreSQL
+    /// database (`tgmx status` shows which one is active; default: the host name). When set, the
+    /// encryption devices are this instance's own (see `Config::device_suffix`).
+    #[serde(default)]
+    pub instance: Option<String>,
 }
 
 #[derive(Clone, Deserialize, Serialize, PartialEq)]
@@ -605,6 +610,17 @@ impl Config {
         Ok((cfg, registration))
     }
 
+    /// This instance's name (`instance`, else the host name).
+    pub fn instance_name(&self) -> String {
+        if let Some(name) = &self.instance {
+            return name.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        if host.is_empty() { "tgmx".to_owned() } else { host }
+    }
+
     /// The directory of the crypto stores (`encryption.store_dir`, see there).
     pub fn crypto_dir(&self) -> PathBuf {
         self.encryption
@@ -769,6 +785,18 @@ impl Config {
     }
 
     fn check(&self) -> std::result::Result<(), Invalid> {
+        if let Some(name) = &self.instance
+            && (name.is_empty()
+                || name.len() > 40
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return Err(invalid(
+                "instance",
+                format!("{name:?}: 1 to 40 letters, digits, '.', '_' or '-'"),
+            ));
+        }
         if self.homeserver.url.is_empty() {
             return Err(invalid(
                 "homeserver.url",

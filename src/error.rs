@@ -50,6 +50,11 @@ pub enum Error {
     /// (the inbox keeps it; what happens to it next is decided when the hold ends).
     #[error("held: {0}")]
     Held(String),
+    /// This instance no longer holds the lease of an active/standby pair (another took it, or it
+    /// could not be confirmed while a standby waits): it must stop bridging at once, without the
+    /// usual wind-down (the binary exits right away).
+    #[error("lost the lease of the database: {0}")]
+    LeaseLost(String),
     /// End-to-end encryption (a device, a crypto store, encrypting or decrypting).
     #[error("encryption: {message}")]
     Crypto { message: String, transient: bool },

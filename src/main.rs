@@ -103,7 +103,15 @@ async fn dispatch() -> anyhow::Result<()> {
             if let Some(path) = config_path(config.as_ref()) {
                 app = app.with_config_path(path);
             }
-            app.run_until_stopped(shutdown_signal()).await?;
+            match app.run_until_stopped(shutdown_signal()).await {
+                // Another instance may be bridging already: exit now, leaving nothing running
+                // (a task still sending would be a second sender).
+                Err(e @ tgmx::error::Error::LeaseLost(_)) => {
+                    eprintln!("error: {e}");
+                    std::process::exit(1);
+                }
+                r => r?,
+            }
         }
         Command::GenerateRegistration { config, output, force } => {
             let cfg = load(config.as_ref())?;
@@ -291,8 +299,19 @@ async fn dispatch() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether the daemon that uses this database is running (its recorded pid is a tgmx process).
+/// Whether the daemon that uses this database is running: on PostgreSQL, an active instance
+/// said it was alive lately (it may run on another host); on SQLite, its recorded pid is a tgmx
+/// process.
 async fn daemon_running(store: &tgmx::storage::Store) -> anyhow::Result<bool> {
+    use tgmx::storage::{Backend, Store};
+    if store.backend() == Backend::Postgres {
+        let now = tgmx::storage::now_ms();
+        return Ok(store
+            .instances()
+            .await?
+            .iter()
+            .any(|i| i.role == "active" && now - i.seen_at <= 3 * Store::HEARTBEAT_MS));
+    }
     Ok(store
         .get_kv("daemon_pid")
         .await?
@@ -319,6 +338,15 @@ async fn primary(platform: &str, standby: bool, path: &Path) -> anyhow::Result<(
             // SAFETY: plain kill(2) on a pid; no memory is involved.
             unsafe { libc::kill(pid, libc::SIGHUP) };
             println!("signalled the running daemon (pid {pid}) to reload");
+        }
+        _ if daemon_running(&store).await? => {
+            // PostgreSQL: the active instance of a pair runs on another host, with its own file.
+            let active = store.instances().await?.into_iter().find(|i| i.role == "active");
+            println!(
+                "the active instance ({}) runs on another host and reads its own config file: make the same \
+                 change there (keep the instances' files alike; this host's daemon, if any, reads this file)",
+                active.map_or_else(|| "?".to_owned(), |i| i.name)
+            );
         }
         _ => println!("no running daemon found; the change applies when it starts (it also watches the file)"),
     }

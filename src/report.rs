@@ -161,6 +161,51 @@ pub async fn audit(cfg: &Config, store: &Store, since_ms: i64, daemon_running: b
     Ok(r)
 }
 
+/// The instances on this database (an active/standby pair on PostgreSQL, see `app`): which one
+/// is active since when, when each was last seen, and the failovers of the last 7 days.
+async fn instance_lines(r: &mut Report, store: &Store) -> Result<()> {
+    if store.backend() != crate::storage::Backend::Postgres {
+        return Ok(());
+    }
+    let now = now_ms();
+    let stale = 3 * Store::HEARTBEAT_MS;
+    let ago = |ms: i64| format!("{} s ago", (now - ms).max(0) / 1000);
+    for i in store.instances().await? {
+        let seen = if now - i.seen_at > stale {
+            format!("NOT SEEN since {} ({})", fmt_ms(i.seen_at), ago(i.seen_at))
+        } else {
+            format!("seen {}", ago(i.seen_at))
+        };
+        match i.role.as_str() {
+            "active" => r.line(format!(
+                "instance {}: active since {} (pid {}), {seen}",
+                i.name,
+                fmt_ms(i.since),
+                i.pid
+            )),
+            _ => r.line(format!("instance {}: standby, {seen}", i.name)),
+        }
+    }
+    let failovers: Vec<_> = store
+        .leases_since(now - 7 * 86_400_000)
+        .await?
+        .into_iter()
+        .filter(|l| l.previous.as_ref().is_some_and(|p| *p != l.instance))
+        .collect();
+    if !failovers.is_empty() {
+        r.line("failovers (7 days):");
+        for l in failovers {
+            r.line(format!(
+                "  {}  {} -> {}",
+                fmt_ms(l.at),
+                l.previous.as_deref().unwrap_or("-"),
+                l.instance
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `tgmx status`: the mode, switch history, each room's traffic in 24 h, latencies, what was
 /// not carried in full, and whether the bridge is ready for cutover (no problem found).
 pub async fn status(cfg: &Config, store: &Store, daemon_running: bool) -> Result<Report> {
@@ -180,6 +225,7 @@ pub async fn status(cfg: &Config, store: &Store, daemon_running: bool) -> Result
                 .push("the database refuses writes: the daemon takes in nothing meanwhile".into());
         }
     }
+    instance_lines(&mut r, store).await?;
     r.line("switch history:");
     for s in store.switches().await? {
         r.line(format!(

@@ -132,6 +132,10 @@ pub struct Cutover {
     pub(super) reconsider: tokio::sync::Notify,
     /// Held while the mode is being switched (a reload and the fallback timer may race).
     pub(super) switching: tokio::sync::Mutex<()>,
+    /// The mode in force was kept against this instance's config at a takeover (the files of
+    /// the pair disagree, see [`Bridge::init_mode`]): the fallback timer leaves it alone, and the
+    /// next reload applies the file's mode even when the file did not change.
+    pub(super) pinned: std::sync::atomic::AtomicBool,
     /// Chats whose Matrix backlog from a standby is not yet dealt with (posted as a digest, or
     /// left to the lanes): their rooms' lanes wait.
     pub(super) backlog_pending: std::sync::Mutex<std::collections::HashSet<i64>>,
@@ -149,6 +153,7 @@ impl Cutover {
             resumed_at: std::sync::atomic::AtomicI64::new(0),
             reconsider: tokio::sync::Notify::new(),
             switching: tokio::sync::Mutex::new(()),
+            pinned: std::sync::atomic::AtomicBool::new(false),
             backlog_pending: std::sync::Mutex::new(std::collections::HashSet::new()),
             notice_pending: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
@@ -193,7 +198,13 @@ impl Bridge {
 
     /// At start: compare the configured mode with the last recorded one. A change made while the
     /// daemon was down is a switch like any other (announced once); the first run only records.
-    pub async fn init_mode(&self) -> Result<()> {
+    ///
+    /// `took_over_from`: this instance of an active/standby pair just took over from that one.
+    /// A configured mode that differs from the one in force is then not a change made while
+    /// stopped but, most likely, a config file that was not changed on this host when the other
+    /// one was switched: the mode in force stays (an ERROR says so; a reload of this instance's
+    /// file applies it).
+    pub async fn init_mode(&self, took_over_from: Option<&str>) -> Result<()> {
         let _switching = self.cutover.switching.lock().await;
         let cfg = self.cfg();
         let last = self.last_switch().await?;
@@ -212,12 +223,31 @@ impl Bridge {
                     (Mode::Cutover, Mode::Standby, Mode::Cutover) => super::standby::FALLBACK_ENDED,
                     _ => "config changed while stopped",
                 };
+                if let Some(other) = took_over_from
+                    && reason != super::standby::FALLBACK_ENDED
+                {
+                    tracing::error!(
+                        "this instance's config says mode {} but the bridge runs in mode {} (as instance {other} \
+                         left it): keeping {}; make the config files of the instances agree (a reload applies \
+                         this file's mode)",
+                        mode.as_str(),
+                        prev.as_str(),
+                        prev.as_str()
+                    );
+                    self.cutover.pinned.store(true, std::sync::atomic::Ordering::SeqCst);
+                    return self.keep_mode_in_force(prev, &cfg).await;
+                }
                 self.switch(prev, mode, reason).await?
             }
             Some(_) => tracing::info!(mode = mode.as_str(), "bridge mode"),
         }
-        // Stopped between a rollback from standby and its announcements: what waits still waits
-        // for them (the digest, and the notice before the Telegram backlog).
+        self.keep_mode_in_force(mode, &cfg).await
+    }
+
+    /// [`Bridge::init_mode`]'s end: put `mode` in force. Stopped between a rollback from standby
+    /// and its announcements: what waits still waits for them (the digest, and the notice before
+    /// the Telegram backlog).
+    async fn keep_mode_in_force(&self, mode: Mode, cfg: &Config) -> Result<()> {
         let rolled_back = self
             .store
             .switches()
@@ -225,9 +255,27 @@ impl Bridge {
             .pop()
             .is_some_and(|s| s.from_mode.as_deref() == Some("standby") && s.to_mode != "standby");
         if rolled_back && !self.store.pending_announcements().await?.is_empty() {
-            self.backlog_owed(&cfg);
+            self.backlog_owed(cfg);
         }
         self.put_in_force(mode).await
+    }
+
+    /// A standby instance taking over: the config file as it is now (it was read at the
+    /// instance's start, maybe days ago; a standby applies no reload). Keys that need a restart
+    /// keep their values, as in a reload; the mode is then decided by [`Bridge::init_mode`].
+    pub fn refresh_config(&self, new: &Config) {
+        let (merged, ignored) = merge_live(&self.cfg(), new);
+        for key in &ignored {
+            tracing::warn!(
+                key,
+                "config key changed but can only change with a restart; keeping the running value"
+            );
+        }
+        let merged = self.portals.follow_upgrades(merged);
+        self.tg.set_per_chat_rate(merged.gateway.telegram.per_chat_per_minute);
+        self.set_cfg(merged);
+        // Rooms the standby loaded from its old file and no longer configured are forgotten.
+        self.portals.retain_configured(&self.cfg());
     }
 
     pub(super) async fn switch(&self, from: Mode, to: Mode, reason: &str) -> Result<()> {
@@ -282,7 +330,8 @@ impl Bridge {
                 "config key changed but can only change with a restart; keeping the running value"
             );
         }
-        if merged == *old {
+        let pinned = self.cutover.pinned.swap(false, std::sync::atomic::Ordering::SeqCst);
+        if merged == *old && !pinned {
             tracing::info!("config reloaded: no change");
             return Ok(());
         }

@@ -87,7 +87,8 @@ impl Bridge {
             store.clone(),
             cfg.crypto_dir(),
             cfg.encryption.pickle_key.clone(),
-        );
+        )
+        .for_instance(cfg.instance.clone());
         let reader = crate::matrix::device::TimelineReader::new(mx.clone(), store.clone(), bot_mxid.clone());
         let intents = crate::matrix::intent::Intents::new(mx.clone(), crypto, bot_mxid.clone());
         Bridge {

@@ -150,6 +150,11 @@ impl Bridge {
     /// Switch to the mode in force now, if it changed (the fallback window ended).
     async fn reconsider_mode(&self) -> Result<()> {
         let _switching = self.cutover.switching.lock().await;
+        // Kept against this instance's config at a takeover: not recomputed from that config
+        // (it would switch to the file's mode) until a reload says what the file means.
+        if self.cutover.pinned.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
         let from = self.mode();
         let last = self.last_switch().await?;
         let to = self

@@ -119,6 +119,11 @@ pub struct Probe {
     /// Why the Telegram Bot API cannot be reached, while it cannot (`None` while it can, or
     /// while the bridge does not read Telegram).
     pub telegram: Option<String>,
+    /// This instance's name (`instance`, see `app`).
+    pub instance: String,
+    /// While this instance is the standby of an active/standby pair: who holds the lease. It
+    /// stores what the homeserver delivers but bridges nothing, so it is not ready.
+    pub standby: Option<String>,
 }
 
 /// Told of every accepted transaction's events.
@@ -137,6 +142,7 @@ pub fn router(state: AsState) -> Router {
         .route("/rooms/{alias}", get(query_room))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
+        .route("/lease", get(lease))
         .route("/metrics", get(metrics))
         .fallback(|| async { matrix_error(StatusCode::NOT_FOUND, "M_UNRECOGNIZED", "Unrecognized request") })
         .with_state(state)
@@ -283,11 +289,13 @@ pub fn parse_transaction(bytes: &[u8], own_echo: &dyn Fn(&Value) -> bool) -> Res
 }
 
 /// 200 once the bot exists and every configured room is joined, while the database takes
-/// writes and Telegram can be reached; 503 otherwise, with `storage` and `telegram` saying why.
+/// writes and Telegram can be reached; 503 otherwise, with `storage` and `telegram` saying why
+/// (and `role: standby` on the standby instance of an active/standby pair, `standby` naming
+/// the lease's holder).
 async fn ready(State(state): State<AsState>) -> Response {
     let probe = (state.probe)();
     let fault = state.store.write_fault();
-    let ready = probe.setup_done && fault.is_none() && probe.telegram.is_none();
+    let ready = probe.standby.is_none() && probe.setup_done && fault.is_none() && probe.telegram.is_none();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -302,10 +310,33 @@ async fn ready(State(state): State<AsState>) -> Response {
         status,
         Json(json!({
             "ready": ready,
+            "instance": probe.instance,
+            "role": if probe.standby.is_some() { "standby" } else { "active" },
+            "standby": probe.standby,
             "mode": probe.mode,
             "setup": probe.setup_done,
             "storage": storage,
             "telegram": telegram,
+        })),
+    )
+        .into_response()
+}
+
+/// 200 while this instance holds the lease (the active one of an active/standby pair, or a
+/// single daemon), 503 on a standby: for a floating address (keepalived) that must follow the
+/// active instance whatever `/ready` says about Telegram or the rooms.
+async fn lease(State(state): State<AsState>) -> Response {
+    let probe = (state.probe)();
+    let status = if probe.standby.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "instance": probe.instance,
+            "role": if probe.standby.is_some() { "standby" } else { "active" },
         })),
     )
         .into_response()

@@ -53,6 +53,9 @@ pub struct Crypto {
     clients: Mutex<HashMap<OwnedUserId, Client>>,
     /// Stops the sync loops ([`Crypto::shutdown`]).
     stop: watch::Sender<bool>,
+    /// `instance` of an active/standby pair: each instance has devices (and crypto stores) of its
+    /// own, since a crypto store cannot be shared between hosts.
+    instance: Option<String>,
 }
 
 /// The result of decrypting one event.
@@ -73,7 +76,14 @@ impl Crypto {
             pickle_key,
             clients: Mutex::default(),
             stop: watch::Sender::new(false),
+            instance: None,
         }
+    }
+
+    /// The devices of instance `name` (config `instance`), not the ones of a single daemon.
+    pub fn for_instance(mut self, name: Option<String>) -> Crypto {
+        self.instance = name;
+        self
     }
 
     /// Stop every sync loop (at shutdown).
@@ -105,10 +115,13 @@ impl Crypto {
             &self.mx,
             &self.store,
             user,
-            crate::matrix::device::Purpose::Encryption,
+            crate::matrix::device::Purpose::Encryption(self.instance.as_deref()),
         )
         .await?;
-        let path = self.dir.join(user.localpart());
+        let path = match &self.instance {
+            Some(name) => self.dir.join(format!("{}@{name}", user.localpart())),
+            None => self.dir.join(user.localpart()),
+        };
         std::fs::create_dir_all(&path)?;
         #[cfg(unix)]
         {

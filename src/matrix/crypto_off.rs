@@ -39,6 +39,10 @@ impl Crypto {
         Crypto
     }
 
+    pub fn for_instance(self, _name: Option<String>) -> Crypto {
+        self
+    }
+
     pub fn shutdown(&self) {}
 
     pub async fn ensure_device(&self, _user: &UserId) -> Result<()> {

@@ -21,18 +21,22 @@ use crate::storage::{E2eeDevice, Store};
 
 /// What a device of the bridge is for: each purpose has a device of its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Purpose {
-    /// The user's device in encrypted rooms (matrix-sdk's client and crypto store).
-    Encryption,
+pub enum Purpose<'a> {
+    /// The user's device in encrypted rooms (matrix-sdk's client and crypto store); with the
+    /// name of the instance of an active/standby pair whose device it is (each has its own
+    /// crypto store), or `None` for a single daemon.
+    Encryption(Option<&'a str>),
     /// Reading timelines and following rooms with `/sync`.
     Reader,
 }
 
-impl Purpose {
-    /// Its row in `e2ee_devices` (keyed by user id; the reader's key carries a suffix).
+impl Purpose<'_> {
+    /// Its row in `e2ee_devices` (keyed by user id; the reader's key and an instance's carry a
+    /// suffix).
     fn key(self, user: &UserId) -> String {
         match self {
-            Purpose::Encryption => user.to_string(),
+            Purpose::Encryption(None) => user.to_string(),
+            Purpose::Encryption(Some(name)) => format!("{user}@{name}"),
             Purpose::Reader => format!("{user}#reader"),
         }
     }
@@ -40,14 +44,19 @@ impl Purpose {
     /// Shown in device lists (Element's session list).
     fn display_name(self) -> &'static str {
         match self {
-            Purpose::Encryption => "tgmx bridge",
+            Purpose::Encryption(_) => "tgmx bridge",
             Purpose::Reader => "tgmx bridge (reader)",
         }
     }
 }
 
 /// The device of `user` for `purpose`: the stored one, or a new one (logged in and stored).
-pub async fn stored_or_login(mx: &MatrixClient, store: &Store, user: &UserId, purpose: Purpose) -> Result<E2eeDevice> {
+pub async fn stored_or_login(
+    mx: &MatrixClient,
+    store: &Store,
+    user: &UserId,
+    purpose: Purpose<'_>,
+) -> Result<E2eeDevice> {
     if let Some(d) = store.e2ee_device(&purpose.key(user)).await? {
         return Ok(d);
     }
@@ -55,7 +64,7 @@ pub async fn stored_or_login(mx: &MatrixClient, store: &Store, user: &UserId, pu
 }
 
 /// Log `user` in with `m.login.application_service` and store the new device.
-async fn login(mx: &MatrixClient, store: &Store, user: &UserId, purpose: Purpose) -> Result<E2eeDevice> {
+async fn login(mx: &MatrixClient, store: &Store, user: &UserId, purpose: Purpose<'_>) -> Result<E2eeDevice> {
     let (device_id, access_token) = mx.login_appservice(user, purpose.display_name()).await?;
     store
         .save_e2ee_device(&purpose.key(user), &device_id, &access_token)

@@ -38,6 +38,8 @@ pub const TABLES: &[&str] = &[
     "message_files",
     "rollcalls",
     "rollcall_answers",
+    "instances",
+    "leases",
 ];
 
 /// Serial keys (SQLite `AUTOINCREMENT`, PostgreSQL `BIGSERIAL`): copied as they are, and the
@@ -47,6 +49,7 @@ const SERIALS: &[(&str, &str)] = &[
     ("failures", "id"),
     ("mode_switches", "id"),
     ("rollcalls", "id"),
+    ("leases", "id"),
 ];
 
 /// One value of a row being copied.
@@ -403,6 +406,7 @@ mod tests {
         };
         old.record_rollcall(&rollcall).await.unwrap();
         old.set_kv("daemon_pid", "1").await.unwrap();
+        old.lease_taken("host-a").await.unwrap();
         let mut expected = Vec::new();
         for t in TABLES {
             expected.push((*t, count(&old, t).await.unwrap()));

@@ -76,6 +76,10 @@ async fn mark_seen(tx: &mut WriteTx, ev: &MxEvent, now: i64) -> Result<bool> {
 /// Inbox items fetched per batch (a literal in the queries, so SQLite keeps them prepared).
 pub const BATCH: usize = 64;
 
+/// The PostgreSQL notification channel told of every Matrix event queued (see
+/// [`Store::listen_inbox`]).
+const MX_INBOX_CHANNEL: &str = "tgmx_mx_inbox";
+
 impl Store {
     // ---- appservice transactions and the Matrix inbox ----
 
@@ -151,6 +155,16 @@ impl Store {
                 .execute(c)
                 .await
                 .map(|_| ()))?;
+            }
+            // PostgreSQL: tell every instance of an active/standby pair (the active one may not be
+            // the one the homeserver delivered to; see `Store::listen_inbox`). Sent on commit.
+            if queued > 0
+                && let super::Db::Postgres(c) = tx.db()
+            {
+                sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(MX_INBOX_CHANNEL)
+                    .execute(c)
+                    .await?;
             }
             Ok(inserted > 0 || queued > 0)
         })
@@ -413,6 +427,26 @@ impl Store {
         .await
         .map(|_| ()));
         self.noted(r)
+    }
+}
+
+impl Store {
+    /// PostgreSQL: call `woken` each time any instance of the database queues Matrix events
+    /// (the homeserver may deliver to a standby instance of an active/standby pair, which stores
+    /// them for the active one). Runs until an error (the caller retries); SQLite: never returns,
+    /// one daemon is the only writer and wakes its lanes itself.
+    pub async fn listen_inbox(&self, woken: impl Fn()) -> Result<()> {
+        let super::Db::Postgres(pool) = self.db() else {
+            return std::future::pending().await;
+        };
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+        listener.listen(MX_INBOX_CHANNEL).await?;
+        loop {
+            // A lost connection is re-established by the listener (notifications sent meanwhile
+            // are lost: wake anyway, the lanes then read the inbox).
+            listener.try_recv().await?;
+            woken();
+        }
     }
 }
 

@@ -15,6 +15,7 @@
 //! - [`messages`] holds `messages` (the message map), `tg_send_intents`, `reactions`;
 //! - [`inbox`] holds `mx_transactions`, `mx_seen`, `mx_inbox`, `tg_inbox` and the Telegram offset;
 //! - [`cutover`] holds `mode_switches`, `announcements`, `echo_watch`;
+//! - [`instances`] holds `instances` and `leases` (who is active in an active/standby pair);
 //! - [`audit`] holds `failures`, and for the readiness gates `message_files` (files that crossed,
 //!   by kind) and `rollcalls` / `rollcall_answers`; it reads the counts `tgmx audit` / `tgmx status`
 //!   show.
@@ -54,6 +55,7 @@ pub mod audit;
 pub mod copy;
 pub mod cutover;
 pub mod inbox;
+pub mod instances;
 pub mod messages;
 pub mod portals;
 pub mod puppets;
@@ -61,6 +63,7 @@ pub mod puppets;
 pub use audit::{Failure, Pending, Shortfall};
 pub use cutover::{PendingAnnouncement, Switch};
 pub use inbox::{BATCH, InboxItem, MxEvent, TgUpdate};
+pub use instances::{Instance, LeaseTaken};
 pub use messages::{MessageLink, MessagePart, RemovedReaction};
 pub use portals::Portal;
 pub use puppets::{E2eeDevice, Puppet};
@@ -289,49 +292,106 @@ pub fn database_file(url: &str) -> Result<std::path::PathBuf> {
     Ok(SqliteConnectOptions::from_str(url)?.get_filename().to_path_buf())
 }
 
-/// Held by the running daemon (see [`Store::lock_for_daemon`]).
+/// Held by the running daemon (see [`Store::lock_for_daemon`]); on PostgreSQL it is the lease of
+/// an active/standby pair (see [`Store::acquire_lease`]).
 pub enum DaemonLock {
     /// SQLite: the lock file, `flock`ed while open.
     File(std::fs::File),
-    /// PostgreSQL: the connection holding the session advisory lock [`PG_DAEMON_LOCK`], and the
-    /// database's URL (to take the lock again, see [`DaemonLock::keep`]).
-    Postgres { conn: Box<PgConnection>, url: String },
+    /// PostgreSQL: the connection holding the session advisory lock [`PG_DAEMON_LOCK`], its
+    /// server process id (to tell our own session from another holder), the database's URL and
+    /// the instance's name (to take the lock again, see [`DaemonLock::keep`]).
+    Postgres {
+        conn: Box<PgConnection>,
+        backend_pid: i32,
+        url: String,
+        instance: String,
+    },
 }
+
+/// Who holds the PostgreSQL daemon lock: a description (application name, address, since when)
+/// and the holder's server process id.
+pub type LockHolder = (String, Option<i32>);
+
+/// How often the active instance checks the connection that holds its lease (and how long one
+/// check may take).
+const LEASE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long after the last confirmation of its lease the active instance gives way when a standby
+/// is around: well before the server frees the lock of a connection it finds dead (about 11 s,
+/// the keepalives and user timeout set in [`Store::try_lock_postgres`]), so the old active one
+/// has stopped before a standby can take the lock.
+const LEASE_GRACE: std::time::Duration = std::time::Duration::from_secs(4);
+/// How long a standby that took the lease waits before it starts bridging: longer than the old
+/// active instance needs to notice that its lease is gone (one check, [`LEASE_CHECK`], and one
+/// attempt to take it again) when its session was ended while it still ran.
+pub const TAKEOVER_FENCE: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl DaemonLock {
     /// Keep the lock while the daemon runs. SQLite: nothing to do (the `flock` lasts as long as
     /// the process; pending forever). PostgreSQL: a session lock lasts as long as its connection,
-    /// so the connection is checked every 5 s; lost (the server restarted, the network was cut),
-    /// the lock is taken again on a new connection as soon as the server answers. Returns only
-    /// when another process took it meanwhile: the daemon must stop, or two would run.
-    pub async fn keep(&mut self) -> Result<()> {
-        let DaemonLock::Postgres { conn, url } = self else {
+    /// so the connection is checked every second. A check that fails or is slow asks the server
+    /// on a new connection: our own session still holds the lock (a slow connection: fine), or
+    /// the lock is free and is taken again (a lost connection, a database restart), or another
+    /// instance holds it: then this returns [`Error::LeaseLost`](crate::error::Error::LeaseLost)
+    /// and the daemon must stop bridging at once. When the server cannot be reached at all for
+    /// [`LEASE_GRACE`] and `standby_around()` says a standby instance was seen lately, it returns
+    /// too (the standby may take over once the server drops this session); a daemon alone keeps
+    /// trying (its writes fail meanwhile, as a storage fault).
+    pub async fn keep(&mut self, standby_around: impl Fn() -> bool) -> Result<()> {
+        let DaemonLock::Postgres {
+            conn,
+            backend_pid,
+            url,
+            instance,
+        } = self
+        else {
             return std::future::pending().await;
         };
+        let mut confirmed = std::time::Instant::now();
+        let mut said = false;
         loop {
-            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-            if sqlx::query("SELECT 1").execute(&mut **conn).await.is_ok() {
+            tokio::time::sleep(LEASE_CHECK).await;
+            let check = tokio::time::timeout(LEASE_CHECK, sqlx::query("SELECT 1").execute(&mut **conn)).await;
+            if matches!(check, Ok(Ok(_))) {
+                confirmed = std::time::Instant::now();
+                said = false;
                 continue;
             }
-            tracing::warn!(
-                "the database connection that holds the daemon lock was lost; taking the lock again (a second \
-                 daemon could start meanwhile)"
-            );
-            loop {
-                match Store::lock_postgres(url).await {
-                    Ok(DaemonLock::Postgres { conn: new, .. }) => {
-                        *conn = new;
-                        tracing::info!("daemon lock taken again");
-                        break;
+            match tokio::time::timeout(LEASE_CHECK, Store::try_lock_postgres(url, instance)).await {
+                Ok(Ok(Ok(DaemonLock::Postgres {
+                    conn: new,
+                    backend_pid: pid,
+                    ..
+                }))) => {
+                    *conn = new;
+                    *backend_pid = pid;
+                    confirmed = std::time::Instant::now();
+                    tracing::warn!("the database connection that held the lease was lost; lease taken again");
+                }
+                Ok(Ok(Ok(DaemonLock::File(_)))) => unreachable!("a PostgreSQL lock"),
+                Ok(Ok(Err((_, Some(pid))))) if pid == *backend_pid => {
+                    // Our own session still holds it: the connection is only slow.
+                    confirmed = std::time::Instant::now();
+                }
+                Ok(Ok(Err((holder, _)))) => {
+                    return Err(crate::error::Error::LeaseLost(format!("{holder} took it")));
+                }
+                Ok(Err(_)) | Err(_) => {
+                    if confirmed.elapsed() >= LEASE_GRACE {
+                        if standby_around() {
+                            return Err(crate::error::Error::LeaseLost(format!(
+                                "it could not be confirmed for {} s (the database cannot be reached) and a \
+                                 standby instance may take over",
+                                LEASE_GRACE.as_secs()
+                            )));
+                        }
+                        if !said {
+                            said = true;
+                            tracing::warn!(
+                                "cannot confirm the lease: the database cannot be reached; no standby instance \
+                                 was seen, so this daemon keeps trying"
+                            );
+                        }
                     }
-                    Ok(DaemonLock::File(_)) => unreachable!("a PostgreSQL lock"),
-                    Err(crate::error::Error::Config(why)) => {
-                        return Err(crate::error::Error::Config(format!(
-                            "lost the daemon lock of the database, and another process took it: {why}"
-                        )));
-                    }
-                    // The server does not answer yet.
-                    Err(_) => tokio::time::sleep(std::time::Duration::from_secs(2)).await,
                 }
             }
         }
@@ -560,10 +620,16 @@ impl Store {
     /// Refuse a second daemon on the same database, until the returned guard is dropped (or the
     /// process ends, however it ends). SQLite: an exclusive lock on `<database>.lock`.
     /// PostgreSQL: the session advisory lock [`PG_DAEMON_LOCK`], held by a connection of its
-    /// own (two daemons on one PostgreSQL database, active and standby, are not supported yet).
+    /// own (the daemon itself waits for it as a standby instead, see [`Store::acquire_lease`]).
     pub async fn lock_for_daemon(url: &str) -> Result<DaemonLock> {
         if Backend::of(url) == Some(Backend::Postgres) {
-            return Self::lock_postgres(url).await;
+            return match Self::try_lock_postgres(url, "tgmx").await? {
+                Ok(lock) => Ok(lock),
+                Err((holder, _)) => Err(crate::error::Error::Config(format!(
+                    "{holder} holds the tgmx daemon lock of the database {}: stop it first",
+                    redacted(url)
+                ))),
+            };
         }
         let path = SqliteConnectOptions::from_str(url)?.get_filename().to_path_buf();
         let mut lock_path = path.clone().into_os_string();
@@ -598,27 +664,99 @@ impl Store {
         Ok(DaemonLock::File(file))
     }
 
-    async fn lock_postgres(url: &str) -> Result<DaemonLock> {
+    /// PostgreSQL: wait for the lease (the daemon lock) as a standby instance, trying every
+    /// second on one connection (a new one after an error); `waiting` is told who holds it each
+    /// time that changes. Returns once this instance holds it (it is then the active one). An
+    /// instance of the same name holding it is an error (two hosts configured alike would share
+    /// encryption devices); so is waiting at all without a configured `instance` name (`named`).
+    pub async fn acquire_lease(
+        url: &str,
+        instance: &str,
+        named: bool,
+        mut waiting: impl FnMut(&str),
+    ) -> Result<DaemonLock> {
+        let mut last = String::new();
+        let same_name = format!("tgmx {instance} lease ");
+        let this_host = format!(
+            " on {}",
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_default()
+        );
+        loop {
+            match tokio::time::timeout(2 * LEASE_CHECK, Self::try_lock_postgres(url, instance)).await {
+                Ok(Ok(Ok(lock))) => return Ok(lock),
+                Ok(Ok(Err((holder, _)))) => {
+                    // This instance's previous run, whose session the server has not dropped
+                    // yet (a host cut off and back): wait for it.
+                    let earlier_run = holder.starts_with(&same_name) && holder.contains(&this_host);
+                    if holder.starts_with(&same_name) && !earlier_run {
+                        return Err(crate::error::Error::Config(format!(
+                            "`instance`: another instance named {instance:?} holds the lease ({holder}): give \
+                             each instance of a pair a name of its own"
+                        )));
+                    }
+                    if !named && !earlier_run {
+                        return Err(crate::error::Error::Config(format!(
+                            "`instance`: {holder} holds the lease, so this daemon would be the standby of an \
+                             active/standby pair; set `instance` to a name of its own on every instance (each \
+                             has encryption devices of its own; README \"Two hosts\")"
+                        )));
+                    }
+                    if holder != last {
+                        waiting(&holder);
+                        last = holder;
+                    }
+                }
+                Ok(Err(e)) => {
+                    let why = format!("the database cannot be reached: {e}");
+                    if why != last {
+                        tracing::warn!("standby: {why}");
+                        last = why;
+                    }
+                }
+                Err(_) => tracing::warn!("standby: the database took over 2 s to answer"),
+            }
+            tokio::time::sleep(LEASE_CHECK).await;
+        }
+    }
+
+    /// One try at the PostgreSQL daemon lock, on a new connection named after the instance
+    /// (`tgmx <instance> lease pid <pid>` in `pg_stat_activity`): the lock, or who holds it.
+    /// The connection asks the server to probe the client every 2 s after 5 s of silence, and to
+    /// give up on data not acknowledged for 9 s, so that a host that vanished (cut off, powered
+    /// down) loses the lock within about 11 s.
+    async fn try_lock_postgres(url: &str, instance: &str) -> Result<std::result::Result<DaemonLock, LockHolder>> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "?".to_owned());
         // Who holds the lock is read from pg_stat_activity.application_name (at most 63 bytes).
-        let mut name = format!("tgmx daemon pid {} on {host}", std::process::id());
+        let mut name = format!("tgmx {instance} lease pid {} on {host}", std::process::id());
         name.truncate(63);
-        let opts = PgConnectOptions::from_str(url)?.application_name(&name);
+        let opts = PgConnectOptions::from_str(url)?.application_name(&name).options([
+            ("tcp_keepalives_idle", "5"),
+            ("tcp_keepalives_interval", "2"),
+            ("tcp_keepalives_count", "3"),
+            ("tcp_user_timeout", "9000"),
+        ]);
         let mut conn: PgConnection = <PgConnection as sqlx::Connection>::connect_with(&opts).await?;
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(PG_DAEMON_LOCK)
             .fetch_one(&mut conn)
             .await?;
         if got {
-            return Ok(DaemonLock::Postgres {
+            let backend_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(&mut conn)
+                .await?;
+            return Ok(Ok(DaemonLock::Postgres {
                 conn: Box::new(conn),
+                backend_pid,
                 url: url.to_owned(),
-            });
+                instance: instance.to_owned(),
+            }));
         }
-        let holder: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT a.application_name, host(a.client_addr), CAST(date_trunc('second', a.backend_start) AS TEXT)
+        let holder: Option<(String, Option<String>, Option<String>, i32)> = sqlx::query_as(
+            "SELECT a.application_name, host(a.client_addr), CAST(date_trunc('second', a.backend_start) AS TEXT), a.pid
              FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
              WHERE l.locktype = 'advisory' AND l.granted AND CAST(l.classid AS BIGINT) = 0
                AND CAST(l.objid AS BIGINT) = $1
@@ -631,20 +769,18 @@ impl Store {
         .ok()
         .flatten();
         let _ = sqlx::Connection::close(conn).await;
-        let who = match holder {
-            Some((app, addr, since)) => format!(
-                "{} (connected from {}, since {})",
-                if app.is_empty() { "a client" } else { app.as_str() },
-                addr.as_deref().unwrap_or("a local socket"),
-                since.as_deref().unwrap_or("?")
+        Ok(Err(match holder {
+            Some((app, addr, since, pid)) => (
+                format!(
+                    "{} (connected from {}, since {})",
+                    if app.is_empty() { "a client" } else { app.as_str() },
+                    addr.as_deref().unwrap_or("a local socket"),
+                    since.as_deref().unwrap_or("?")
+                ),
+                Some(pid),
             ),
-            None => "another process".to_owned(),
-        };
-        Err(crate::error::Error::Config(format!(
-            "{who} holds the tgmx daemon lock of the database {}: stop it first (one daemon per \
-             database; an active/standby pair is not supported yet)",
-            redacted(url)
-        )))
+            None => ("another process".to_owned(), None),
+        }))
     }
 
     // ---- write health ----
@@ -933,7 +1069,7 @@ mod tests {
         };
         let e = e.to_string();
         assert!(
-            e.contains(&format!("tgmx daemon pid {}", std::process::id())) && e.contains("stop it first"),
+            e.contains(&format!("lease pid {}", std::process::id())) && e.contains("stop it first"),
             "{e}"
         );
         drop(first);
@@ -950,7 +1086,8 @@ mod tests {
     }
 
     /// The daemon's lock survives the loss of its connection (a database restart): taken again
-    /// on a new connection; if another process took it first, `keep` says so (the daemon stops).
+    /// on a new connection; if another process took it first, `keep` says so (the daemon stops;
+    /// a standby instance takes over).
     #[cfg(tgmx_postgres)]
     #[tokio::test]
     async fn a_daemon_lock_whose_connection_is_lost_is_taken_again_or_the_daemon_stops() {
@@ -960,7 +1097,7 @@ mod tests {
             let mut c: PgConnection = <PgConnection as sqlx::Connection>::connect(&url).await.unwrap();
             sqlx::query(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                 WHERE datname = current_database() AND application_name LIKE 'tgmx daemon%'",
+                 WHERE datname = current_database() AND application_name LIKE 'tgmx % lease pid %'",
             )
             .execute(&mut c)
             .await
@@ -968,8 +1105,8 @@ mod tests {
         };
         let mut lock = Store::lock_for_daemon(&url).await.unwrap();
         kill_holder().await;
-        // Within the next check (5 s) the lock is held again: a second daemon is refused.
-        let kept = tokio::time::timeout(Duration::from_secs(8), lock.keep()).await;
+        // Within the next check (2 s) the lock is held again: a second daemon is refused.
+        let kept = tokio::time::timeout(Duration::from_secs(8), lock.keep(|| false)).await;
         assert!(kept.is_err(), "keep returned: {kept:?}");
         assert!(Store::lock_for_daemon(&url).await.is_err(), "the lock was taken again");
 
@@ -977,11 +1114,11 @@ mod tests {
         kill_holder().await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         let _other = Store::lock_for_daemon(&url).await.unwrap();
-        let e = tokio::time::timeout(Duration::from_secs(8), lock.keep())
+        let e = tokio::time::timeout(Duration::from_secs(8), lock.keep(|| false))
             .await
             .expect("keep returns")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("lost the daemon lock") && e.contains("stop it first"), "{e}");
+        assert!(e.contains("lost the lease") && e.contains("took it"), "{e}");
     }
 }

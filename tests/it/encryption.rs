@@ -16,10 +16,11 @@ use crate::harness::{MxUser, TestApp, eventually};
 const T: Duration = Duration::from_secs(60);
 
 /// Ezra's own encrypting client, with every decrypted message it sees.
-struct Element {
-    client: Client,
-    room: Room,
-    seen: Arc<Mutex<Vec<(String, MessageType)>>>,
+pub(crate) struct Element {
+    pub(crate) client: Client,
+    pub(crate) room: Room,
+    /// (sender, content) of every decrypted message the client saw.
+    pub(crate) seen: Arc<Mutex<Vec<(String, MessageType)>>>,
     _store: tempfile::TempDir,
 }
 
@@ -45,7 +46,7 @@ pub(crate) async fn client_login(app: &TestApp, user: &str, device: &str) -> (Cl
 }
 
 impl Element {
-    async fn login(app: &TestApp) -> Element {
+    pub(crate) async fn login(app: &TestApp) -> Element {
         let (client, store) = client_login(app, &app.ezra.user_id, "element stand-in").await;
         let seen: Arc<Mutex<Vec<(String, MessageType)>>> = Arc::default();
         let s = seen.clone();

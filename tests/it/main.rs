@@ -55,6 +55,12 @@ mod long;
 mod management;
 mod media;
 mod operations;
+/// Needs PostgreSQL, as `postgres`.
+#[cfg(tgmx_postgres)]
+mod pair;
+/// Needs PostgreSQL and encryption.
+#[cfg(all(tgmx_postgres, feature = "e2ee"))]
+mod pair_e2ee;
 #[cfg(tgmx_postgres)]
 mod postgres;
 mod properties;

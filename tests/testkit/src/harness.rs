@@ -90,7 +90,7 @@ pub type BridgeRun = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// Appservice slots per homeserver, one per `TestApp`. Synapse's are registered before it starts;
 /// Conduit's when a test takes one.
-const SLOTS: usize = 96;
+const SLOTS: usize = 128;
 pub const TG_TOKEN: &str = "123456:TEST-token-ABCdef_0123456789";
 /// Conduit's registration token (tests/rig/conduit.sh), asked through user-interactive auth.
 const CONDUIT_REG_TOKEN: &str = "rig-registration-token";
@@ -153,7 +153,8 @@ static CONDUIT: OnceLock<Homeserver> = OnceLock::new();
 /// Conduit registers one appservice at a time (its answer in the admin room is matched by order).
 static CONDUIT_REGISTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn free_port() -> u16 {
+/// A free TCP port of 127.0.0.1 (free when asked).
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
