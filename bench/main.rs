@@ -1,7 +1,8 @@
-//! `cargo bench`: bridge overhead, throughput, memory and scaling against real Synapse and the
-//! fake Bot API, each figure next to a baseline measured in the same run (a direct client send to
-//! the same Synapse, or the 1-portal figure). Prints a Markdown report; `bench/RESULTS.md` holds
-//! the last one.
+//! `cargo bench`: bridge overhead, throughput, memory and scaling against a real homeserver
+//! (Synapse or Conduit, `TGMX_BENCH_HS`) and the fake Bot API, each figure next to a baseline
+//! measured in the same run (a direct client send to the same homeserver, direct Bot API calls to
+//! the same fake, or the 1-portal figure). Prints a Markdown report whose header names the
+//! homeserver and its version; `bench/RESULTS.md` holds the last ones.
 //!
 //! Arrival on Matrix is observed by one `/sync` long-poll loop per bridge for both the bridged and
 //! the direct messages, so both include the same observation delay. Direct sends go to unbridged
@@ -17,13 +18,33 @@
 //!   over 1, 10 and 100 of them, against the 1-portal figures.
 //! - `burst`: many messages at once; all counted on Matrix and in the bridge's database, time to
 //!   drain, peak RSS.
+//! - `m2t`: Matrix -> Telegram throughput with pacing off (`per_chat_per_minute: 0`, the harness's
+//!   setting, and the fake's rate limits off, its default) over 1 and 10 portals: client sends
+//!   through the homeserver (against the same sends into unbridged rooms), and events pushed
+//!   straight to the daemon's appservice endpoint (the bridge's own ceiling, against direct
+//!   `sendMessage` calls to the fake). The daemon's per-bot pacer (30 requests a second,
+//!   compiled in) stays on, so 30 msg/s is the most the bridge can do in this direction.
+//! - `limits`: the fake enforces Telegram's limits (`FakeTelegram::set_rate_limits`: 20 posts a
+//!   minute per chat, 30 a second per bot, sliding windows) and the bridge runs with
+//!   `per_chat_per_minute: 20`: a backlog into one group, then a burst spread over 10 groups;
+//!   the rate achieved against the limit, and every 429 the fake returned.
 //!
 //! For `2 × gateway.matrix.catch_up_secs` after a start the bridge looks up the timeline before
-//! every batch of Matrix events (src/bridge/catch_up.rs). `base`, `scale` and `burst` start their
-//! bridges first and measure after that window (`portals` runs meanwhile); `base` also takes a
-//! few samples inside it.
+//! every batch of Matrix events (src/bridge/catch_up.rs). `base`, `scale`, `burst`, `m2t` and
+//! `limits` start their bridges first and measure after that window (`portals` runs meanwhile);
+//! `base` also takes a few samples inside it.
 //!
 //! Environment (defaults in brackets):
+//! - `TGMX_BENCH_HS` [synapse]: the homeserver, `synapse` or `conduit` (the harness's
+//!   `TGMX_TEST_HS`, which the bench sets from it; Conduit is `CONDUIT_BIN` or
+//!   `../shared/conduit/conduit`, as for the tests).
+//! - `TGMX_BENCH_DB` [sqlite]: the bridge's storage, `sqlite`, `postgres` (every section on
+//!   PostgreSQL, through the harness's `TestApp::use_postgres`: `TGMX_TEST_POSTGRES_URL`'s server
+//!   or the throwaway cluster of `tests/rig/postgres.sh`), or `both`: `base` and `burst` run once
+//!   on each backend in the same run (side by side, measured one after the other) and the report
+//!   ends with a PostgreSQL / SQLite table (latency overhead, throughput, daemon CPU per message
+//!   from /proc/<pid>/stat, and PostgreSQL's own CPU per message); the other sections run on
+//!   SQLite. `TGMX_TEST_DB` is ignored.
 //! - `TGMX_BENCH_N` [200]: messages per series in `base`; `TGMX_BENCH_WINDOW_N` [50]: samples
 //!   inside the start-up window.
 //! - `TGMX_BENCH_BURST` [2000]: messages in `burst`. The 10,000 is
@@ -32,7 +53,14 @@
 //! - `TGMX_BENCH_PORTALS` [50], `TGMX_BENCH_PUPPETS` [500]: the `portals` configuration.
 //! - `TGMX_BENCH_SCALE` [1,10,100]: portal counts of the scale curve; `TGMX_BENCH_SCALE_N` [200]:
 //!   messages per series at each point.
-//! - `TGMX_BENCH_ONLY` [base,portals,scale,burst]: the sections to run.
+//! - `TGMX_BENCH_M2T_PORTALS` [1,10]: portal counts of `m2t`; `TGMX_BENCH_M2T_N` [400]: messages
+//!   per series; `TGMX_BENCH_M2T_INFLIGHT` [8]: client sends in flight (direct and through the
+//!   homeserver).
+//! - `TGMX_BENCH_LIMITS_N` [60]: messages into one group in `limits` (20 a minute: 60 take two
+//!   minutes; more than 20 are needed for a rate); `TGMX_BENCH_LIMITS_GROUPS` [10] and
+//!   `TGMX_BENCH_LIMITS_PER_GROUP` [20]: the spread burst (at most 20 per group, so that only the
+//!   per-bot limit applies).
+//! - `TGMX_BENCH_ONLY` [base,portals,scale,burst,m2t,limits]: the sections to run.
 //! - `TGMX_BENCH_SETTLE_MS` [30]: pause before each one-at-a-time sample.
 //! - `TGMX_BENCH_STEADY_AFTER` [125]: seconds after a start before steady-state series.
 //! - `TGMX_BENCH_GATEWAY`: more lines for the config's `gateway:` block (indented two spaces),
@@ -44,6 +72,16 @@
 //!   `m2t` (base, Matrix -> Telegram) or `burst`; stopped with SIGINT afterwards. For example
 //!   `perf stat -e task-clock -p {pid} -o target/perf-{section}.txt`. `TGMX_BENCH_ATTACH_AT`
 //!   [burst] picks the sections.
+//!
+//! Reproducing (release build; `CARGO_TARGET_DIR` as you like):
+//! - everything on Synapse, SQLite: `cargo bench --bench bridge`; on Conduit:
+//!   `TGMX_BENCH_HS=conduit cargo bench --bench bridge`.
+//! - Matrix -> Telegram ceiling: `TGMX_BENCH_ONLY=m2t cargo bench --bench bridge` (and with
+//!   `TGMX_BENCH_HS=conduit`).
+//! - Telegram's limits: `TGMX_BENCH_ONLY=limits cargo bench --bench bridge` (about 5 minutes: the
+//!   125 s start-up window, two minutes of the one-group backlog).
+//! - PostgreSQL against SQLite: `TGMX_BENCH_DB=both TGMX_BENCH_ONLY=base,burst cargo bench
+//!   --bench bridge` (and with `TGMX_BENCH_HS=conduit`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -183,21 +221,100 @@ fn cpu_ms(pid: u32) -> f64 {
     ticks as f64 * 1000.0 / hz
 }
 
-/// Synapse's process id (written by `tests/rig/synapse.sh` into this process's rig directory).
-fn synapse_pid() -> Option<u32> {
-    let f = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+/// This process's rig directory (`target/it/run-<pid>`, made by the harness).
+fn rig_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("target/it")
         .join(format!("run-{}", std::process::id()))
-        .join("synapse/synapse.pid");
+}
+
+/// The homeserver's name for the report ("Synapse" or "Conduit").
+fn hs_name() -> &'static str {
+    match harness::hs_kind() {
+        harness::HsKind::Synapse => "Synapse",
+        harness::HsKind::Conduit => "Conduit",
+    }
+}
+
+/// The homeserver's process id (written by `tests/rig/<kind>.sh` into this process's rig
+/// directory).
+fn hs_pid() -> Option<u32> {
+    let f = match harness::hs_kind() {
+        harness::HsKind::Synapse => rig_dir().join("synapse/synapse.pid"),
+        harness::HsKind::Conduit => rig_dir().join("conduit/conduit.pid"),
+    };
     std::fs::read_to_string(f).ok()?.trim().parse().ok()
 }
 
-/// CPU used by the daemon, Synapse and this process (fake Bot API, /sync observer, senders).
+/// The homeserver's name and version: Synapse's `/_synapse/admin/v1/server_version`, the
+/// federation `/version` (Conduit serves it only with federation on), else `conduit --version`.
+async fn hs_version() -> String {
+    let hs = &harness::Homeserver::get().url;
+    let c = http();
+    if let Ok(r) = c.get(format!("{hs}/_synapse/admin/v1/server_version")).send().await
+        && let Ok(v) = r.json::<Value>().await
+        && let Some(ver) = v["server_version"].as_str()
+    {
+        return format!("Synapse {ver}");
+    }
+    if let Ok(r) = c.get(format!("{hs}/_matrix/federation/v1/version")).send().await
+        && let Ok(v) = r.json::<Value>().await
+        && let Some(ver) = v["server"]["version"].as_str()
+    {
+        return format!("{} {ver}", v["server"]["name"].as_str().unwrap_or(hs_name()));
+    }
+    let bin = std::env::var("CONDUIT_BIN")
+        .ok()
+        .or(option_env!("TGMX_CONDUIT_BIN").map(str::to_owned))
+        .unwrap_or_else(|| format!("{}/../shared/conduit/conduit", env!("CARGO_MANIFEST_DIR")));
+    if harness::hs_kind() == harness::HsKind::Conduit
+        && let Ok(out) = Command::new(&bin).arg("--version").output()
+        && out.status.success()
+    {
+        return String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    }
+    format!("{} (version unknown)", hs_name())
+}
+
+/// CPU (ms) of the PostgreSQL rig's cluster: the postmaster with its reaped backends, and the
+/// live backends. 0 when the bench runs no cluster of its own (SQLite, or
+/// `TGMX_TEST_POSTGRES_URL`).
+fn pg_cpu_ms() -> f64 {
+    let Some(pm) = std::fs::read_to_string(rig_dir().join("postgres/data/postmaster.pid"))
+        .ok()
+        .and_then(|s| s.lines().next()?.trim().parse::<u32>().ok())
+    else {
+        return 0.0;
+    };
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let fields = |pid: u32| -> Vec<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        rest.split_whitespace().map(|v| v.parse().unwrap_or(0)).collect()
+    };
+    // After the command name: ppid is index 1, utime 11, stime 12, cutime 13, cstime 14.
+    let f = fields(pm);
+    let mut ticks: u64 = [11, 12, 13, 14].iter().filter_map(|&i| f.get(i)).sum();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let f = fields(pid);
+        if f.get(1) == Some(&(pm as u64)) {
+            ticks += [11, 12].iter().filter_map(|&i| f.get(i)).sum::<u64>();
+        }
+    }
+    ticks as f64 * 1000.0 / hz
+}
+
+/// CPU used by the daemon, the homeserver, this process (fake Bot API, /sync observer,
+/// senders) and the PostgreSQL rig.
 #[derive(Clone, Copy)]
 struct Cpu {
     daemon: f64,
-    synapse: f64,
+    hs: f64,
     bench: f64,
+    db: f64,
     machine: f64,
     wall: Instant,
 }
@@ -215,29 +332,35 @@ fn machine_busy_ms() -> f64 {
     busy as f64 * 1000.0 / hz
 }
 
+/// Per-message CPU ms of a series: daemon, homeserver, bench, other processes, wall, PostgreSQL.
+type CpuPer = [f64; 6];
+
 impl Cpu {
     fn now(daemon: u32) -> Cpu {
         Cpu {
             daemon: cpu_ms(daemon),
-            synapse: synapse_pid().map(cpu_ms).unwrap_or(0.0),
+            hs: hs_pid().map(cpu_ms).unwrap_or(0.0),
             bench: cpu_ms(std::process::id()),
+            db: pg_cpu_ms(),
             machine: machine_busy_ms(),
             wall: Instant::now(),
         }
     }
 
-    /// Per-message CPU ms since `self`: daemon, Synapse, bench, every other process on the
-    /// machine (the other engineer's builds and tests show here), and wall time.
-    fn per_msg(&self, daemon: u32, n: usize) -> [f64; 5] {
+    /// Per-message CPU ms since `self`: daemon, homeserver, bench, every other process on the
+    /// machine (the other engineer's builds and tests show here), wall time, and the PostgreSQL
+    /// rig (0 on SQLite).
+    fn per_msg(&self, daemon: u32, n: usize) -> CpuPer {
         let now = Cpu::now(daemon);
         let n = n.max(1) as f64;
-        let (d, s, b) = (
+        let (d, s, b, db) = (
             now.daemon - self.daemon,
-            now.synapse - self.synapse,
+            now.hs - self.hs,
             now.bench - self.bench,
+            now.db - self.db,
         );
-        let others = (now.machine - self.machine - d - s - b).max(0.0);
-        [d / n, s / n, b / n, others / n, ms(now.wall - self.wall) / n]
+        let others = (now.machine - self.machine - d - s - b - db).max(0.0);
+        [d / n, s / n, b / n, others / n, ms(now.wall - self.wall) / n, db / n]
     }
 }
 
@@ -358,7 +481,10 @@ impl Daemon {
     }
 
     /// Spawn and time: (to `/ready` true, to the first `getUpdates` call).
-    async fn start_timed(app: &TestApp, timeout: Duration) -> (Daemon, Duration, Duration) {
+    async fn start_timed(app: &mut TestApp, timeout: Duration) -> (Daemon, Duration, Duration) {
+        // Conduit: the harness's stand-in answers at the appservice port until the daemon starts.
+        app.release_stand_in().await;
+        let app = &*app;
         let polls = app.tg.calls("getUpdates");
         let t0 = Instant::now();
         let mut d = Daemon::spawn(app);
@@ -742,8 +868,22 @@ async fn control_rooms(app: &TestApp, n: usize) -> Vec<String> {
 /// block, e.g. `  matrix: {catch_up_secs: 0}`) and `TGMX_BENCH_LOG` (the log filter; the harness
 /// logs `info,tgmx=debug`).
 fn write_config(app: &TestApp, rooms: &[(String, i64)]) {
+    write_config_paced(app, rooms, 0)
+}
+
+/// [`write_config`] with `gateway.telegram.per_chat_per_minute` (0, the harness's: pacing off).
+fn write_config_paced(app: &TestApp, rooms: &[(String, i64)], per_chat_per_minute: u32) {
     let extra = std::env::var("TGMX_BENCH_GATEWAY").unwrap_or_default();
-    let mut cfg = harness::slot_config(app.slot, app.port, &app.hs_url, &app.tg.api_url(), rooms, &extra);
+    let mut cfg = harness::slot_config(app.slot, app.port, &app.hs_url, &app.tg.api_url(), rooms, &extra).replacen(
+        "database: \"sqlite://tgmx.db\"",
+        &format!("database: \"{}\"", app.database),
+        1,
+    );
+    cfg = cfg.replacen(
+        "per_chat_per_minute: 0",
+        &format!("per_chat_per_minute: {per_chat_per_minute}"),
+        1,
+    );
     if let Ok(level) = std::env::var("TGMX_BENCH_LOG") {
         cfg = cfg
             .lines()
@@ -760,6 +900,9 @@ fn write_config(app: &TestApp, rooms: &[(String, i64)]) {
 }
 
 async fn db_scalar(app: &TestApp, sql: &'static str) -> i64 {
+    if app.database.starts_with("postgres") {
+        return app.psql(sql).parse().unwrap_or(-1);
+    }
     let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(app.db_path());
     let pool = sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(1)
@@ -769,6 +912,42 @@ async fn db_scalar(app: &TestApp, sql: &'static str) -> i64 {
     let n: i64 = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
     pool.close().await;
     n
+}
+
+/// The bridge's storage backend (`TGMX_BENCH_DB`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Db {
+    Sqlite,
+    Postgres,
+}
+
+impl Db {
+    fn name(self) -> &'static str {
+        match self {
+            Db::Sqlite => "SQLite",
+            Db::Postgres => "PostgreSQL",
+        }
+    }
+
+    /// `TGMX_BENCH_DB`: `sqlite` [default], `postgres`, or `both` (`base` and `burst` run once
+    /// on each, side by side, and the report compares them; the other sections run on SQLite).
+    fn selected() -> Vec<Db> {
+        match std::env::var("TGMX_BENCH_DB").as_deref() {
+            Ok("postgres") | Ok("postgresql") => vec![Db::Postgres],
+            Ok("both") => vec![Db::Sqlite, Db::Postgres],
+            Ok("sqlite") | Err(_) => vec![Db::Sqlite],
+            Ok(other) => panic!("TGMX_BENCH_DB={other}: use sqlite, postgres or both"),
+        }
+    }
+}
+
+/// A harness app (rooms, fake Telegram, no daemon) whose bridge keeps its state in `db`.
+async fn prepare(db: Db) -> TestApp {
+    let mut app = TestApp::prepare().await;
+    if db == Db::Postgres {
+        app.use_postgres();
+    }
+    app
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -785,10 +964,32 @@ impl Report {
     }
 }
 
-type CpuRows = Vec<(String, [f64; 5])>;
+type CpuRows = Vec<(String, CpuPer)>;
+
+/// What `base` and `burst` report for the backend comparison (`TGMX_BENCH_DB=both`).
+#[derive(Clone, Copy, Default)]
+struct DbFigures {
+    /// T->M latency p50 bridged, direct, and its overhead (ms).
+    t2m_p50: f64,
+    t2m_direct_p50: f64,
+    /// T->M throughput bridged and direct (msg/s).
+    t2m_tp: f64,
+    t2m_direct_tp: f64,
+    /// M->T p50 (ms).
+    m2t_p50: f64,
+    /// CPU per message (ms) in the T->M throughput series and the M->T series: daemon, PostgreSQL.
+    t2m_cpu: (f64, f64),
+    m2t_cpu: (f64, f64),
+    /// Burst: drain rate (msg/s), CPU per message: daemon, PostgreSQL.
+    burst_tp: f64,
+    burst_cpu: (f64, f64),
+    startup_ms: f64,
+    idle_rss_mb: f64,
+}
 
 /// `base`: one portal.
 struct Base {
+    db: Db,
     app: TestApp,
     daemon: Daemon,
     started: Instant,
@@ -805,12 +1006,12 @@ struct Base {
 }
 
 impl Base {
-    async fn start() -> Base {
-        let app = TestApp::prepare().await;
+    async fn start(db: Db) -> Base {
+        let mut app = prepare(db).await;
         write_config(&app, &[(app.room.clone(), app.chat)]);
         let control = control_rooms(&app, 1).await.remove(0);
         let started = Instant::now();
-        let (daemon, startup, polling) = Daemon::start_timed(&app, Duration::from_secs(60)).await;
+        let (daemon, startup, polling) = Daemon::start_timed(&mut app, Duration::from_secs(60)).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let idle_rss = rss_kb(daemon.pid, "VmRSS:");
         let idle_split = rss_split(daemon.pid);
@@ -836,6 +1037,7 @@ impl Base {
                 .push(m2t_once(&app, &ezra, &app.room, format!("window to telegram {i}")).await);
         }
         Base {
+            db,
             app,
             daemon,
             started,
@@ -851,8 +1053,9 @@ impl Base {
         }
     }
 
-    async fn finish(self, r: &mut Report, cpu_rows: &mut CpuRows) {
+    async fn finish(self, r: &mut Report, cpu_rows: &mut CpuRows) -> DbFigures {
         let Base {
+            db,
             app,
             daemon,
             started,
@@ -907,7 +1110,7 @@ impl Base {
         assert_eq!(got, n, "direct sends lost");
         let direct_tp = n as f64 / last.unwrap().duration_since(t).as_secs_f64();
         cpu_rows.push((
-            "direct sends, control room (base throughput baseline)".into(),
+            format!("direct sends, control room (base throughput baseline, {})", db.name()),
             cpu.per_msg(pid, n),
         ));
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -922,9 +1125,10 @@ impl Base {
         let bridged_tp = got as f64 / last.unwrap().duration_since(t).as_secs_f64();
         // Let the echoes of the last messages come back before the CPU is read.
         tokio::time::sleep(Duration::from_secs(1)).await;
+        let t2m_cpu = cpu.per_msg(pid, n);
         cpu_rows.push((
-            "Telegram -> Matrix, 1 portal (base throughput series)".into(),
-            cpu.per_msg(pid, n),
+            format!("Telegram -> Matrix, 1 portal (base throughput series, {})", db.name()),
+            t2m_cpu,
         ));
         attach.finish();
 
@@ -937,9 +1141,10 @@ impl Base {
             m2t.push(m2t_once(&app, &ezra, &app.room, format!("to telegram {i}")).await);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+        let m2t_cpu = cpu.per_msg(pid, n);
         cpu_rows.push((
-            "Matrix -> Telegram, 1 portal, one at a time (m2t series)".into(),
-            cpu.per_msg(pid, n),
+            format!("Matrix -> Telegram, 1 portal, one at a time (base, {})", db.name()),
+            m2t_cpu,
         ));
         attach.finish();
         let m2t_sent = app.tg.calls("sendMessage") - sent_before;
@@ -948,7 +1153,8 @@ impl Base {
         let (fp50, fp99) = (pct(&direct_in_portal, 0.5), pct(&direct_in_portal, 0.99));
         let (bp50, bp99) = (pct(&bridged, 0.5), pct(&bridged, 0.99));
         r.line(format!(
-            "### Base: one portal ({n} messages per series, from {} s after the start)\n",
+            "### Base: one portal, {} ({n} messages per series, from {} s after the start)\n",
+            db.name(),
             steady_after().as_secs()
         ));
         r.line("| figure | tgmx | baseline (direct send, same run) | ratio / overhead |");
@@ -1016,6 +1222,18 @@ impl Base {
         assert_eq!(got, n, "messages lost in the throughput series");
         arr.stop();
         drop(daemon);
+        DbFigures {
+            t2m_p50: bp50,
+            t2m_direct_p50: dp50,
+            t2m_tp: bridged_tp,
+            t2m_direct_tp: direct_tp,
+            m2t_p50: pct(&m2t, 0.5),
+            t2m_cpu: (t2m_cpu[0], t2m_cpu[5]),
+            m2t_cpu: (m2t_cpu[0], m2t_cpu[5]),
+            startup_ms: ms(startup),
+            idle_rss_mb: mb(idle_rss),
+            ..DbFigures::default()
+        }
     }
 }
 
@@ -1023,11 +1241,11 @@ impl Base {
 async fn section_portals(r: &mut Report) {
     let portals: usize = env_or("TGMX_BENCH_PORTALS", 50);
     let puppets: usize = env_or("TGMX_BENCH_PUPPETS", 500);
-    let app = TestApp::prepare().await;
+    let mut app = prepare(primary_db()).await;
     let t = Instant::now();
     let rooms = add_portals(&app, portals).await;
     eprintln!("[bench] {portals} rooms created in {:.1} s", t.elapsed().as_secs_f64());
-    let (mut daemon, first_ready, _) = Daemon::start_timed(&app, Duration::from_secs(300)).await;
+    let (mut daemon, first_ready, _) = Daemon::start_timed(&mut app, Duration::from_secs(300)).await;
     let pid = daemon.pid;
     let arr = Arrivals::start(&app.ezra).await;
     // One message from each of `puppets` new Telegram users, spread over the portals.
@@ -1060,7 +1278,7 @@ async fn section_portals(r: &mut Report) {
 
     // Restart with the portals (and puppets) in the database.
     daemon.stop();
-    let (daemon2, restart_ready, restart_polling) = Daemon::start_timed(&app, Duration::from_secs(120)).await;
+    let (daemon2, restart_ready, restart_polling) = Daemon::start_timed(&mut app, Duration::from_secs(120)).await;
     let pid2 = daemon2.pid;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle_after_restart = rss_kb(pid2, "VmRSS:");
@@ -1093,8 +1311,12 @@ async fn section_portals(r: &mut Report) {
         ms(drain) / puppets as f64
     ));
     r.line(format!(
-        "| ... CPU per new puppet: daemon / Synapse / bench / other processes | {:.2} / {:.2} / {:.2} / {:.2} ms |",
-        c[0], c[1], c[2], c[3]
+        "| ... CPU per new puppet: daemon / {} / bench / other processes | {:.2} / {:.2} / {:.2} / {:.2} ms |",
+        hs_name(),
+        c[0],
+        c[1],
+        c[2],
+        c[3]
     ));
     r.line(format!(
         "| database after: portals, puppets, memberships | {db_portals}, {db_puppets}, {db_members} |"
@@ -1151,7 +1373,7 @@ impl Scale {
             .filter_map(|s| s.trim().parse().ok())
             .collect();
         let max = *levels.iter().max().unwrap();
-        let app = TestApp::prepare().await;
+        let mut app = prepare(primary_db()).await;
         let t = Instant::now();
         let rooms = add_portals(&app, max).await;
         let control = control_rooms(&app, max).await;
@@ -1160,7 +1382,7 @@ impl Scale {
             t.elapsed().as_secs_f64()
         );
         let started = Instant::now();
-        let (daemon, ready, _) = Daemon::start_timed(&app, Duration::from_secs(300)).await;
+        let (daemon, ready, _) = Daemon::start_timed(&mut app, Duration::from_secs(300)).await;
         let arr = Arrivals::start(&app.ezra).await;
         let ezra = Direct::new(&app.ezra);
         let user = app.tg.add_user(7001, "Bench", None, None);
@@ -1210,7 +1432,7 @@ impl Scale {
             dp50: f64,
             btp: f64,
             dtp: f64,
-            cpu: [f64; 5],
+            cpu: CpuPer,
             dsyn: f64,
             got: usize,
             dup: usize,
@@ -1275,7 +1497,7 @@ impl Scale {
             "Startup to ready with {max} rooms to join (fresh database): {:.0} ms. Direct baseline: the same number of unbridged control rooms.\n",
             ms(ready)
         ));
-        r.line("| portals active | T->M latency p50 (p99) | p50 vs 1 portal | direct p50 | overhead p50 | T->M throughput | vs 1 portal | direct throughput | bridged / direct | CPU per message: daemon / Synapse (direct: Synapse) / other processes | daemon vs 1 portal | delivered, dup |");
+        r.line(format!("| portals active | T->M latency p50 (p99) | p50 vs 1 portal | direct p50 | overhead p50 | T->M throughput | vs 1 portal | direct throughput | bridged / direct | CPU per message: daemon / {hs} (direct: {hs}) / other processes | daemon vs 1 portal | delivered, dup |", hs = hs_name()));
         r.line("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         let base = points
             .iter()
@@ -1319,6 +1541,7 @@ impl Scale {
 
 /// `burst`: many Telegram messages at once into one portal.
 struct Burst {
+    db: Db,
     app: TestApp,
     daemon: Daemon,
     started: Instant,
@@ -1327,15 +1550,16 @@ struct Burst {
 }
 
 impl Burst {
-    async fn start() -> Burst {
-        let app = TestApp::prepare().await;
+    async fn start(db: Db) -> Burst {
+        let mut app = prepare(db).await;
         write_config(&app, &[(app.room.clone(), app.chat)]);
         let started = Instant::now();
-        let (daemon, _, _) = Daemon::start_timed(&app, Duration::from_secs(60)).await;
+        let (daemon, _, _) = Daemon::start_timed(&mut app, Duration::from_secs(60)).await;
         let arr = Arrivals::start(&app.ezra).await;
         let user = app.tg.add_user(7001, "Bench", None, None);
         bridged_once(&arr, &app, app.chat, &user, "warm-up".into()).await;
         Burst {
+            db,
             app,
             daemon,
             started,
@@ -1344,8 +1568,9 @@ impl Burst {
         }
     }
 
-    async fn finish(self, r: &mut Report, cpu_rows: &mut CpuRows) {
+    async fn finish(self, r: &mut Report, cpu_rows: &mut CpuRows) -> DbFigures {
         let Burst {
+            db,
             app,
             daemon,
             started,
@@ -1372,7 +1597,10 @@ impl Burst {
         let c = cpu.per_msg(pid, burst);
         let peak = rss.finish().await;
         attach.finish();
-        cpu_rows.push((format!("Telegram -> Matrix, 1 portal, burst of {burst}"), c));
+        cpu_rows.push((
+            format!("Telegram -> Matrix, 1 portal, burst of {burst} ({})", db.name()),
+            c,
+        ));
         let hwm = rss_kb(pid, "VmHWM:");
         tokio::time::sleep(Duration::from_secs(5)).await;
         let idle_after = rss_kb(pid, "VmRSS:");
@@ -1382,7 +1610,8 @@ impl Burst {
         let db_failures = db_scalar(&app, "SELECT COUNT(*) FROM failures").await;
 
         r.line(format!(
-            "### Burst: {burst} Telegram messages at once, one portal (from {} s after the start)\n",
+            "### Burst: {burst} Telegram messages at once, one portal, {} (from {} s after the start)\n",
+            db.name(),
             steady_after().as_secs()
         ));
         r.line("| figure | value |");
@@ -1413,27 +1642,511 @@ impl Burst {
         ));
         arr.stop();
         drop(daemon);
+        DbFigures {
+            burst_tp: got as f64 / drain.as_secs_f64(),
+            burst_cpu: (c[0], c[5]),
+            ..DbFigures::default()
+        }
     }
 }
 
-#[tokio::main]
-async fn main() {
+// ---------------------------------------------------------------------------------------------
+// Matrix -> Telegram at full speed, and under Telegram's limits
+// ---------------------------------------------------------------------------------------------
+
+static NEXT_EVENT: AtomicUsize = AtomicUsize::new(0);
+
+/// Push Matrix message events straight to the daemon's appservice endpoint, as the homeserver
+/// does (transactions of at most 100 events, the homeserver's own batch size): the bridge's
+/// input without the homeserver's send rate in front of it. `msgs` are (room, body); Ezra sends.
+async fn push_events(app: &TestApp, msgs: &[(String, String)]) {
+    let c = http();
+    for chunk in msgs.chunks(100) {
+        let events: Vec<Value> = chunk
+            .iter()
+            .map(|(room, body)| {
+                let n = NEXT_EVENT.fetch_add(1, Ordering::SeqCst);
+                json!({
+                    "event_id": format!("$bench{}_{n}", std::process::id()),
+                    "room_id": room,
+                    "sender": app.ezra.user_id,
+                    "type": "m.room.message",
+                    "origin_server_ts": wall_ms(),
+                    "content": {"msgtype": "m.text", "body": body},
+                    "unsigned": {},
+                })
+            })
+            .collect();
+        let txn = format!(
+            "bench{}_{}",
+            std::process::id(),
+            NEXT_EVENT.fetch_add(1, Ordering::SeqCst)
+        );
+        let r = c
+            .put(format!("{}/_matrix/app/v1/transactions/{txn}", app.url()))
+            .bearer_auth(&app.hs_token)
+            .json(&json!({"events": events}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "pushed transaction: {}", r.status());
+    }
+}
+
+/// Wait until `method` was called `target` times on the fake, or nothing new came for `stall`.
+/// Returns the count and when it last grew.
+async fn wait_calls(app: &TestApp, method: &str, target: usize, stall: Duration) -> (usize, Instant) {
+    let (mut last, mut at) = (app.tg.calls(method), Instant::now());
+    loop {
+        let now = app.tg.calls(method);
+        if now != last {
+            (last, at) = (now, Instant::now());
+        }
+        if now >= target || at.elapsed() > stall {
+            return (now, at);
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+}
+
+/// `n` Matrix sends by `d`, `inflight` at a time, round-robin over `rooms`; the time all took.
+async fn send_many(d: &Direct, rooms: &[String], n: usize, inflight: usize, tag: &str) -> Duration {
+    let t = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let (d, room, body) = (d.clone(), rooms[i % rooms.len()].clone(), format!("{tag} {i}"));
+            async move { d.send_text(&room, &body).await }
+        })
+        .buffer_unordered(inflight.max(1))
+        .collect::<Vec<()>>()
+        .await;
+    t.elapsed()
+}
+
+/// `n` `sendMessage` calls from the bench straight to the fake Bot API, `inflight` at a time,
+/// round-robin over `chats`: the Bot API's own rate here. The time all took.
+async fn bot_api_direct(app: &TestApp, chats: &[i64], n: usize, inflight: usize) -> Duration {
+    let c = http();
+    let url = format!("{}/bot{}/sendMessage", app.tg.api_url(), harness::TG_TOKEN);
+    let t = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let (c, url, chat) = (c.clone(), url.clone(), chats[i % chats.len()]);
+            async move {
+                let r = c
+                    .post(&url)
+                    .json(&json!({"chat_id": chat, "text": format!("<b>Bench</b>: bot api {i}"), "parse_mode": "HTML"}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(r.status().is_success(), "direct sendMessage: {}", r.status());
+                let _ = r.bytes().await;
+            }
+        })
+        .buffer_unordered(inflight.max(1))
+        .collect::<Vec<()>>()
+        .await;
+    t.elapsed()
+}
+
+/// Most of `times` (sorted) inside any `window`.
+fn max_in_window(times: &[Instant], window: Duration) -> usize {
+    let (mut best, mut j) = (0, 0);
+    for i in 0..times.len() {
+        while times[i].duration_since(times[j]) >= window {
+            j += 1;
+        }
+        best = best.max(i + 1 - j);
+    }
+    best
+}
+
+/// `m2t`: Matrix -> Telegram throughput with pacing off (`per_chat_per_minute: 0`, the fake's
+/// limits off), over 1 and 10 portals (`TGMX_BENCH_M2T_PORTALS`).
+struct M2t {
+    app: TestApp,
+    daemon: Daemon,
+    started: Instant,
+    rooms: Vec<(String, i64)>,
+    control: Vec<String>,
+    ezra: Direct,
+    levels: Vec<usize>,
+}
+
+impl M2t {
+    async fn start() -> M2t {
+        let levels: Vec<usize> = std::env::var("TGMX_BENCH_M2T_PORTALS")
+            .unwrap_or_else(|_| "1,10".into())
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        let max = *levels.iter().max().unwrap();
+        let mut app = prepare(primary_db()).await;
+        let rooms = add_portals(&app, max).await;
+        let control = control_rooms(&app, max).await;
+        let started = Instant::now();
+        let (daemon, _, _) = Daemon::start_timed(&mut app, Duration::from_secs(120)).await;
+        let ezra = Direct::new(&app.ezra);
+        for (i, (room, _)) in rooms.iter().enumerate() {
+            m2t_once(&app, &ezra, room, format!("m2t warm-up {i}")).await;
+        }
+        M2t {
+            app,
+            daemon,
+            started,
+            rooms,
+            control,
+            ezra,
+            levels,
+        }
+    }
+
+    async fn finish(self, r: &mut Report, cpu_rows: &mut CpuRows) {
+        let M2t {
+            app,
+            daemon,
+            started,
+            rooms,
+            control,
+            ezra,
+            levels,
+        } = self;
+        until_steady("m2t", started).await;
+        let n: usize = env_or("TGMX_BENCH_M2T_N", 400);
+        let inflight: usize = env_or("TGMX_BENCH_M2T_INFLIGHT", 8);
+        let pid = daemon.pid;
+        let stall = Duration::from_secs(30);
+        r.line(format!(
+            "### Matrix -> Telegram throughput, pacing off ({n} messages per series; `per_chat_per_minute: 0`, the fake's rate limits off; from {} s after the start)\n",
+            steady_after().as_secs()
+        ));
+        r.line(format!(
+            "Series per point: (1) **direct**: {n} client sends, {inflight} in flight, into unbridged control rooms (the homeserver's send rate without the bridge); (2) **via {hs}**: the same sends into the portals, counted when the bridge's `sendMessage` reaches the fake Bot API; (3) **pushed**: {n} events pushed straight to the daemon's appservice endpoint in transactions of 100 (the bridge's own ceiling, no homeserver in front); (4) **Bot API direct**: {n} `sendMessage` calls from the bench to the fake, one in flight per portal (as the bridge's one lane per portal). The daemon's per-bot pacer (30 requests per second, `PER_BOT_PER_SECOND` in src/telegram/sender.rs) is compiled in and stays on.\n",
+            hs = hs_name()
+        ));
+        r.line(format!(
+            "| portals | direct sends ({hs}) | via {hs}: Matrix send rate / delivered to Bot API | via {hs} / direct | pushed to the daemon: delivered | Bot API direct | pushed / Bot API direct | pushed / 30 per s (bot pacer) | daemon CPU per message: via {hs} / pushed | delivered (via, pushed) |",
+            hs = hs_name()
+        ));
+        r.line("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        for &k in &levels {
+            let ctl: Vec<String> = control[..k].to_vec();
+            let portal_rooms: Vec<String> = rooms[..k].iter().map(|(r, _)| r.clone()).collect();
+            let chats: Vec<i64> = rooms[..k].iter().map(|(_, c)| *c).collect();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let direct = send_many(&ezra, &ctl, n, inflight, &format!("m2t{k} direct")).await;
+            let direct_tp = n as f64 / direct.as_secs_f64();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+
+            let before = app.tg.calls("sendMessage");
+            let cpu = Cpu::now(pid);
+            let t = Instant::now();
+            let sent = send_many(&ezra, &portal_rooms, n, inflight, &format!("m2t{k} via")).await;
+            let (got, last) = wait_calls(&app, "sendMessage", before + n, stall).await;
+            let via_got = got - before;
+            let via_tp = via_got as f64 / last.duration_since(t).as_secs_f64();
+            let input_tp = n as f64 / sent.as_secs_f64();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let via_cpu = cpu.per_msg(pid, n);
+            cpu_rows.push((
+                format!(
+                    "Matrix -> Telegram via {}, {k} portals, {inflight} in flight (m2t)",
+                    hs_name()
+                ),
+                via_cpu,
+            ));
+            tokio::time::sleep(Duration::from_secs(2)).await;
+
+            let msgs: Vec<(String, String)> = (0..n)
+                .map(|i| (portal_rooms[i % k].clone(), format!("m2t{k} pushed {i}")))
+                .collect();
+            let before = app.tg.calls("sendMessage");
+            let cpu = Cpu::now(pid);
+            let t = Instant::now();
+            push_events(&app, &msgs).await;
+            let (got, last) = wait_calls(&app, "sendMessage", before + n, stall).await;
+            let pushed_got = got - before;
+            let pushed_tp = pushed_got as f64 / last.duration_since(t).as_secs_f64();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let pushed_cpu = cpu.per_msg(pid, n);
+            cpu_rows.push((
+                format!("Matrix -> Telegram pushed to the daemon, {k} portals (m2t)"),
+                pushed_cpu,
+            ));
+
+            let bot = bot_api_direct(&app, &chats, n, k).await;
+            let bot_tp = n as f64 / bot.as_secs_f64();
+            r.line(format!(
+                "| {k} | {direct_tp:.1} msg/s | {input_tp:.1} / **{via_tp:.1}** msg/s | {:.0}% | **{pushed_tp:.1}** msg/s | {bot_tp:.0} msg/s | {:.0}% | {:.2}x | {:.2} / {:.2} ms | {via_got}/{n}, {pushed_got}/{n} |",
+                100.0 * via_tp / direct_tp,
+                100.0 * pushed_tp / bot_tp,
+                pushed_tp / 30.0,
+                via_cpu[0],
+                pushed_cpu[0],
+            ));
+        }
+        r.line("");
+        drop(daemon);
+    }
+}
+
+/// `limits`: the fake enforces Telegram's limits (20 posts a minute per group, 30 a second per
+/// bot) and the bridge paces at 20 a minute per chat: one group's backlog, then a burst spread
+/// over many groups; every 429 the fake returned is counted.
+struct Limits {
+    app: TestApp,
+    daemon: Daemon,
+    started: Instant,
+    rooms: Vec<(String, i64)>,
+}
+
+impl Limits {
+    async fn start() -> Limits {
+        let groups: usize = env_or("TGMX_BENCH_LIMITS_GROUPS", 10);
+        let mut app = prepare(primary_db()).await;
+        app.tg.set_rate_limits(Some(fake_telegram::RateLimits::telegram()));
+        let rooms = add_portals(&app, groups + 1).await;
+        write_config_paced(&app, &rooms, 20);
+        let started = Instant::now();
+        let (daemon, _, _) = Daemon::start_timed(&mut app, Duration::from_secs(120)).await;
+        Limits {
+            app,
+            daemon,
+            started,
+            rooms,
+        }
+    }
+
+    async fn finish(self, r: &mut Report) {
+        let Limits {
+            app,
+            daemon,
+            started,
+            rooms,
+        } = self;
+        until_steady("limits", started).await;
+        let m: usize = env_or("TGMX_BENCH_LIMITS_N", 60);
+        let per_group: usize = env_or("TGMX_BENCH_LIMITS_PER_GROUP", 20);
+        let limits = fake_telegram::RateLimits::telegram();
+        let groups = rooms.len() - 1;
+        let accepted_since = |t: Instant, chat: Option<i64>| -> Vec<Instant> {
+            let mut v: Vec<Instant> = app
+                .tg
+                .post_log()
+                .into_iter()
+                .filter(|(c, at, ok)| *ok && *at >= t && chat.is_none_or(|x| x == *c))
+                .map(|(_, at, _)| at)
+                .collect();
+            v.sort();
+            v
+        };
+        let refused_before = app.tg.rate_limited();
+
+        // One group: m messages at once; the last portal (nothing posted there before).
+        let (room, chat) = rooms[groups].clone();
+        let msgs: Vec<(String, String)> = (0..m).map(|i| (room.clone(), format!("limits one {i}"))).collect();
+        let t = Instant::now();
+        push_events(&app, &msgs).await;
+        loop {
+            if accepted_since(t, Some(chat)).len() >= m
+                || t.elapsed() > limits.chat_window * (m / limits.per_chat + 2) as u32
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let one = accepted_since(t, Some(chat));
+        let one_refused = app.tg.rate_limited() - refused_before;
+        let one_span = one.last().map(|l| l.duration_since(one[0])).unwrap_or_default();
+        // At the limit the first `per_chat` go at once and every later `per_chat` a window on:
+        // the least time from the first post to the last the limit allows, against the time taken.
+        let one_least = limits.chat_window * (one.len().saturating_sub(1) / limits.per_chat) as u32;
+        let one_ratio = one_least.as_secs_f64() / one_span.as_secs_f64().max(1e-9);
+        let one_max = max_in_window(&one, limits.chat_window);
+
+        // A burst over `groups` groups: per_group each, interleaved.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let refused_mid = app.tg.rate_limited();
+        let total = groups * per_group;
+        let msgs: Vec<(String, String)> = (0..total)
+            .map(|i| (rooms[i % groups].0.clone(), format!("limits spread {i}")))
+            .collect();
+        let t = Instant::now();
+        push_events(&app, &msgs).await;
+        loop {
+            if accepted_since(t, None).len() >= total
+                || t.elapsed() > Duration::from_secs(30) + limits.chat_window * (per_group / limits.per_chat) as u32
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let spread = accepted_since(t, None);
+        let spread_refused = app.tg.rate_limited() - refused_mid;
+        let spread_span = spread.last().map(|l| l.duration_since(spread[0])).unwrap_or_default();
+        let spread_least = limits.bot_window * (spread.len().saturating_sub(1) / limits.per_bot) as u32;
+        let spread_ratio = spread_least.as_secs_f64() / spread_span.as_secs_f64().max(1e-9);
+        let spread_max = max_in_window(&spread, limits.bot_window);
+        let spread_max_chat = (0..groups)
+            .map(|g| {
+                let v = accepted_since(t, Some(rooms[g].1));
+                max_in_window(&v, limits.chat_window)
+            })
+            .max()
+            .unwrap_or(0);
+
+        r.line(format!(
+            "### Telegram's limits enforced by the fake ({} posts a minute per group, {} a second per bot; `per_chat_per_minute: 20`; from {} s after the start)\n",
+            limits.per_chat,
+            limits.per_bot,
+            steady_after().as_secs()
+        ));
+        r.line("Input: Matrix events pushed straight to the daemon's appservice endpoint, all at once (so the homeserver's send rate does not hide the limits). Achieved / limit: the least time from the first post to the last that the limit allows (a full window goes out at once, then one window per further full window's worth) over the time taken; 1.00x is exactly at the limit. 429s: refused by the fake (the bridge must cause none).\n");
+        r.line("| series | delivered | 429s from the fake | most in any window (limit) | first to last post | least the limit allows | achieved / limit |");
+        r.line("| --- | --- | --- | --- | --- | --- | --- |");
+        r.line(format!(
+            "| one group, {m} messages at once | {}/{m} | **{one_refused}** | {one_max} per 60 s ({}) | {:.1} s | {:.1} s | **{one_ratio:.2}x** |",
+            one.len(),
+            limits.per_chat,
+            one_span.as_secs_f64(),
+            one_least.as_secs_f64(),
+        ));
+        r.line(format!(
+            "| {groups} groups x {per_group} messages at once | {}/{total} | **{spread_refused}** | {spread_max} per 1 s ({}); per group {spread_max_chat} per 60 s ({}) | {:.2} s | {:.2} s | **{spread_ratio:.2}x** |",
+            spread.len(),
+            limits.per_bot,
+            limits.per_chat,
+            spread_span.as_secs_f64(),
+            spread_least.as_secs_f64(),
+        ));
+        r.line(format!(
+            "\n429s over the whole section (warm-up included): {}.\n",
+            app.tg.rate_limited()
+        ));
+        drop(daemon);
+    }
+}
+
+/// The backend of every section but the compared `base` and `burst` (`TGMX_BENCH_DB`'s first).
+fn primary_db() -> Db {
+    Db::selected()[0]
+}
+
+/// `TGMX_BENCH_DB=both`: PostgreSQL against SQLite, same homeserver, same run.
+fn report_backends(r: &mut Report, sq: &DbFigures, pg: &DbFigures) {
+    r.line("### Storage backends: PostgreSQL / SQLite (same run, same homeserver)\n");
+    r.line("Latency overhead is bridged p50 minus the direct-send p50 of the same section. CPU per message of the daemon from /proc/<pid>/stat (utime + stime) over the measured series; PostgreSQL's own CPU (postmaster, its reaped and live backends) beside it.\n");
+    r.line("| figure | SQLite | PostgreSQL | PostgreSQL / SQLite |");
+    r.line("| --- | --- | --- | --- |");
+    fn row(r: &mut Report, what: &str, a: f64, b: f64, unit: &str) {
+        if a == 0.0 && b == 0.0 {
+            return; // a section that did not run
+        }
+        r.line(format!("| {what} | {a:.2} {unit} | {b:.2} {unit} | {:.2}x |", b / a));
+    }
+    row(r, "Telegram -> Matrix latency p50", sq.t2m_p50, pg.t2m_p50, "ms");
+    r.line(format!(
+        "| ... overhead over the direct send (p50) | {:+.1} ms (direct {:.1}) | {:+.1} ms (direct {:.1}) | {:+.1} ms |",
+        sq.t2m_p50 - sq.t2m_direct_p50,
+        sq.t2m_direct_p50,
+        pg.t2m_p50 - pg.t2m_direct_p50,
+        pg.t2m_direct_p50,
+        (pg.t2m_p50 - pg.t2m_direct_p50) - (sq.t2m_p50 - sq.t2m_direct_p50)
+    ));
+    row(r, "Matrix -> Telegram latency p50", sq.m2t_p50, pg.m2t_p50, "ms");
+    row(r, "Telegram -> Matrix throughput (base)", sq.t2m_tp, pg.t2m_tp, "msg/s");
+    row(
+        r,
+        "... bridged / direct",
+        sq.t2m_tp / sq.t2m_direct_tp,
+        pg.t2m_tp / pg.t2m_direct_tp,
+        "",
+    );
+    row(r, "burst drain rate", sq.burst_tp, pg.burst_tp, "msg/s");
+    row(
+        r,
+        "daemon CPU per message, T->M throughput",
+        sq.t2m_cpu.0,
+        pg.t2m_cpu.0,
+        "ms",
+    );
+    row(
+        r,
+        "daemon CPU per message, M->T one at a time",
+        sq.m2t_cpu.0,
+        pg.m2t_cpu.0,
+        "ms",
+    );
+    row(r, "daemon CPU per message, burst", sq.burst_cpu.0, pg.burst_cpu.0, "ms");
+    r.line(format!(
+        "| PostgreSQL server CPU per message: T->M / M->T / burst | - | {:.2} / {:.2} / {:.2} ms | - |",
+        pg.t2m_cpu.1, pg.m2t_cpu.1, pg.burst_cpu.1
+    ));
+    row(
+        r,
+        "startup to ready (fresh database)",
+        sq.startup_ms,
+        pg.startup_ms,
+        "ms",
+    );
+    row(r, "RSS idle, 1 portal", sq.idle_rss_mb, pg.idle_rss_mb, "MB");
+    r.line("");
+}
+
+/// `TGMX_BENCH_HS` picks the homeserver (the harness reads `TGMX_TEST_HS`); the bench sets the
+/// backend of each app itself, so the harness's `TGMX_TEST_DB` is cleared. Both before any thread.
+fn main() {
+    let hs = std::env::var("TGMX_BENCH_HS")
+        .or_else(|_| std::env::var("TGMX_TEST_HS"))
+        .unwrap_or_else(|_| "synapse".into());
+    assert!(
+        hs == "synapse" || hs == "conduit",
+        "TGMX_BENCH_HS={hs}: use synapse or conduit"
+    );
+    // SAFETY: no other thread runs yet.
+    unsafe {
+        std::env::set_var("TGMX_TEST_HS", &hs);
+        std::env::remove_var("TGMX_TEST_DB");
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run());
+}
+
+async fn run() {
     harness::use_binaries(env!("CARGO_BIN_EXE_tgmx"), option_env!("TGMX_CONDUIT_BIN"));
-    let only = std::env::var("TGMX_BENCH_ONLY").unwrap_or_else(|_| "base,portals,scale,burst".into());
+    let only = std::env::var("TGMX_BENCH_ONLY").unwrap_or_else(|_| "base,portals,scale,burst,m2t,limits".into());
     let run = |s: &str| only.split(',').any(|x| x.trim() == s);
+    let dbs = Db::selected();
     let started = Instant::now();
     let load0 = loadavg();
     let mut r = Report(Vec::new());
     let mut cpu_rows = Vec::new();
-    r.line("## tgmx bench\n");
+    let _ = harness::Homeserver::get();
+    let version = hs_version().await;
+    r.line(format!("## tgmx bench on {} ({version})\n", hs_name()));
     r.line(format!(
-        "Settings: TGMX_BENCH_N={}, TGMX_BENCH_BURST={}, TGMX_BENCH_PORTALS={}, TGMX_BENCH_PUPPETS={}, TGMX_BENCH_SCALE={}, TGMX_BENCH_SCALE_N={}, TGMX_BENCH_SETTLE_MS={}, TGMX_BENCH_STEADY_AFTER={}, gateway extra: {:?}, log filter: {:?}.\n",
+        "Homeserver: **{version}** (`TGMX_BENCH_HS={}`), from `tests/rig/{}.sh`; every baseline is a direct client send to this homeserver in the same run. Bridge storage: {} (`TGMX_BENCH_DB`).\n",
+        harness::hs_kind().name(),
+        harness::hs_kind().name(),
+        dbs.iter().map(|d| d.name()).collect::<Vec<_>>().join(" and ")
+    ));
+    r.line(format!(
+        "Settings: TGMX_BENCH_N={}, TGMX_BENCH_BURST={}, TGMX_BENCH_PORTALS={}, TGMX_BENCH_PUPPETS={}, TGMX_BENCH_SCALE={}, TGMX_BENCH_SCALE_N={}, TGMX_BENCH_M2T_PORTALS={}, TGMX_BENCH_M2T_N={}, TGMX_BENCH_M2T_INFLIGHT={}, TGMX_BENCH_LIMITS_N={}, TGMX_BENCH_LIMITS_GROUPS={}, TGMX_BENCH_LIMITS_PER_GROUP={}, TGMX_BENCH_SETTLE_MS={}, TGMX_BENCH_STEADY_AFTER={}, gateway extra: {:?}, log filter: {:?}.\n",
         env_or("TGMX_BENCH_N", 200),
         env_or("TGMX_BENCH_BURST", 2000),
         env_or("TGMX_BENCH_PORTALS", 50),
         env_or("TGMX_BENCH_PUPPETS", 500),
         std::env::var("TGMX_BENCH_SCALE").unwrap_or_else(|_| "1,10,100".into()),
         env_or("TGMX_BENCH_SCALE_N", 200),
+        std::env::var("TGMX_BENCH_M2T_PORTALS").unwrap_or_else(|_| "1,10".into()),
+        env_or("TGMX_BENCH_M2T_N", 400),
+        env_or("TGMX_BENCH_M2T_INFLIGHT", 8),
+        env_or("TGMX_BENCH_LIMITS_N", 60),
+        env_or("TGMX_BENCH_LIMITS_GROUPS", 10),
+        env_or("TGMX_BENCH_LIMITS_PER_GROUP", 20),
         settle().as_millis(),
         steady_after().as_secs(),
         std::env::var("TGMX_BENCH_GATEWAY").unwrap_or_default(),
@@ -1443,18 +2156,36 @@ async fn main() {
     // The sections whose series run in steady state start their bridges first; the `portals`
     // section (which measures a start) runs while their start-up windows pass.
     let t = Instant::now();
-    let base = if run("base") { Some(Base::start().await) } else { None };
+    let mut bases = Vec::new();
+    let mut bursts = Vec::new();
+    if run("base") {
+        for &db in &dbs {
+            bases.push(Base::start(db).await);
+        }
+    }
     let scale = if run("scale") { Some(Scale::start().await) } else { None };
-    let burst = if run("burst") { Some(Burst::start().await) } else { None };
+    if run("burst") {
+        for &db in &dbs {
+            bursts.push(Burst::start(db).await);
+        }
+    }
+    let m2t = if run("m2t") { Some(M2t::start().await) } else { None };
+    let limits = if run("limits") {
+        Some(Limits::start().await)
+    } else {
+        None
+    };
     times.push(("set-up", t.elapsed()));
     if run("portals") {
         let t = Instant::now();
         section_portals(&mut r).await;
         times.push(("portals", t.elapsed()));
     }
-    if let Some(b) = base {
+    let mut figures: Vec<(Db, DbFigures)> = Vec::new();
+    for b in bases {
         let t = Instant::now();
-        b.finish(&mut r, &mut cpu_rows).await;
+        let db = b.db;
+        figures.push((db, b.finish(&mut r, &mut cpu_rows).await));
         times.push(("base", t.elapsed()));
     }
     if let Some(s) = scale {
@@ -1462,22 +2193,46 @@ async fn main() {
         s.finish(&mut r, &mut cpu_rows).await;
         times.push(("scale", t.elapsed()));
     }
-    if let Some(b) = burst {
+    for b in bursts {
         let t = Instant::now();
-        b.finish(&mut r, &mut cpu_rows).await;
+        let db = b.db;
+        let f = b.finish(&mut r, &mut cpu_rows).await;
+        match figures.iter_mut().find(|(d, _)| *d == db) {
+            Some((_, g)) => {
+                g.burst_tp = f.burst_tp;
+                g.burst_cpu = f.burst_cpu;
+            }
+            None => figures.push((db, f)),
+        }
         times.push(("burst", t.elapsed()));
+    }
+    if let Some(m) = m2t {
+        let t = Instant::now();
+        m.finish(&mut r, &mut cpu_rows).await;
+        times.push(("m2t", t.elapsed()));
+    }
+    if let Some(l) = limits {
+        let t = Instant::now();
+        l.finish(&mut r).await;
+        times.push(("limits", t.elapsed()));
+    }
+    if let (Some((_, sq)), Some((_, pg))) = (
+        figures.iter().find(|(d, _)| *d == Db::Sqlite),
+        figures.iter().find(|(d, _)| *d == Db::Postgres),
+    ) {
+        report_backends(&mut r, sq, pg);
     }
     if !cpu_rows.is_empty() {
         r.line("### CPU per message (where the time goes)\n");
         r.line("CPU time (user + system, from /proc, 10 ms ticks) used during the series, divided by its messages; wall is the series' elapsed time per message.\n");
         r.line(
-            "| series | daemon ms | Synapse ms | bench (fake Bot API, observer) ms | other processes ms | wall ms |",
+            format!("| series | daemon ms | {} ms | PostgreSQL (the rig's cluster) ms | bench (fake Bot API, observer) ms | other processes ms | wall ms |", hs_name()),
         );
-        r.line("| --- | --- | --- | --- | --- | --- |");
+        r.line("| --- | --- | --- | --- | --- | --- | --- |");
         for (what, c) in &cpu_rows {
             r.line(format!(
-                "| {what} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |",
-                c[0], c[1], c[2], c[3], c[4]
+                "| {what} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |",
+                c[0], c[1], c[5], c[2], c[3], c[4]
             ));
         }
         r.line("");

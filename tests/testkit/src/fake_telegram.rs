@@ -175,6 +175,13 @@
 //!   a method fail with a given status (429 carries `parameters.retry_after`,
 //!   which teloxide turns into `RequestError::RetryAfter`). A failed call has
 //!   no side effect but is counted by [`FakeTelegram::calls`].
+//! * **Rate limits (off by default).** [`FakeTelegram::set_rate_limits`] makes the fake refuse,
+//!   with `429 Too Many Requests: retry after N`, a post (a `send*` method other than
+//!   `sendChatAction`) beyond `per_chat` posts in any `chat_window` into one chat, or beyond
+//!   `per_bot` posts in any `bot_window` in all (Telegram: about 20 a minute in a group, 30 a
+//!   second per bot). Windows slide over the arrival times of the accepted posts; refused posts
+//!   do not count. [`FakeTelegram::rate_limited`] counts the 429s, [`FakeTelegram::post_log`]
+//!   lists every post checked.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -995,6 +1002,35 @@ struct FakeState {
     /// Messages a request posted besides its sends (topic service messages), to show the other
     /// bots once the request is served.
     posted: Vec<(i64, i32)>,
+    /// Telegram's rate limits, when switched on ([`FakeTelegram::set_rate_limits`]).
+    rate_limits: Option<RateLimits>,
+    /// Every post checked against `rate_limits`: (chat, arrival, accepted).
+    post_log: Vec<(i64, std::time::Instant, bool)>,
+    /// Posts refused with 429 by `rate_limits`.
+    rate_limited: usize,
+}
+
+/// Telegram's flood limits as the fake enforces them (see [`FakeTelegram::set_rate_limits`]).
+#[derive(Clone, Copy, Debug)]
+pub struct RateLimits {
+    /// Posts into one chat in any `chat_window` (Telegram: about 20 a minute in a group).
+    pub per_chat: usize,
+    pub chat_window: Duration,
+    /// Posts of the bot in any `bot_window` (Telegram: about 30 a second).
+    pub per_bot: usize,
+    pub bot_window: Duration,
+}
+
+impl RateLimits {
+    /// Telegram's documented limits: 20 posts a minute per group, 30 a second per bot.
+    pub fn telegram() -> RateLimits {
+        RateLimits {
+            per_chat: 20,
+            chat_window: Duration::from_secs(60),
+            per_bot: 30,
+            bot_window: Duration::from_secs(1),
+        }
+    }
 }
 
 /// Another polling bot in the same fake Telegram (see [`FakeTelegram::add_bot`]).
@@ -1422,6 +1458,57 @@ impl FakeState {
             let keep = offset.unsigned_abs() as usize;
             while updates.len() > keep {
                 updates.pop_front();
+            }
+        }
+    }
+
+    /// A post against [`RateLimits`], if they are on: logged, and refused with 429 when the chat
+    /// or the bot has used its window.
+    fn check_rate(&mut self, p: &Params) -> Result<(), ApiError> {
+        let Some(limits) = self.rate_limits else {
+            return Ok(());
+        };
+        let Ok(chat) = p.chat_id() else {
+            return Ok(());
+        };
+        let now = std::time::Instant::now();
+        let accepted = self.post_log.iter().rev().filter(|(_, _, ok)| *ok);
+        let (mut in_chat, mut in_bot) = (Vec::new(), Vec::new());
+        for (c, t, _) in accepted {
+            let age = now.duration_since(*t);
+            if age >= limits.chat_window.max(limits.bot_window) {
+                break;
+            }
+            if age < limits.bot_window {
+                in_bot.push(*t);
+            }
+            if *c == chat && age < limits.chat_window {
+                in_chat.push(*t);
+            }
+        }
+        // When the post that leaves the window first does so (the lists run newest first).
+        let wait = if in_chat.len() >= limits.per_chat {
+            Some(
+                limits
+                    .chat_window
+                    .saturating_sub(now.duration_since(in_chat[limits.per_chat - 1])),
+            )
+        } else if in_bot.len() >= limits.per_bot {
+            Some(
+                limits
+                    .bot_window
+                    .saturating_sub(now.duration_since(in_bot[limits.per_bot - 1])),
+            )
+        } else {
+            None
+        };
+        self.post_log.push((chat, now, wait.is_none()));
+        match wait {
+            None => Ok(()),
+            Some(wait) => {
+                self.rate_limited += 1;
+                let secs = wait.as_secs_f64().ceil().max(1.0) as u32;
+                Err(ApiError::injected(429, Some(secs)))
             }
         }
     }
@@ -2552,6 +2639,9 @@ async fn handle_method(
         return Err(fault);
     }
     let params = params?;
+    if method.starts_with("send") && method != "sendchataction" {
+        shared.lock().check_rate(&params)?;
+    }
     if method == "getupdates" {
         get_updates(shared, &params, who).await
     } else {
@@ -3040,6 +3130,9 @@ impl FakeTelegram {
             files: HashMap::new(),
             next_file: 1,
             download_limit: DEFAULT_DOWNLOAD_LIMIT,
+            rate_limits: None,
+            post_log: Vec::new(),
+            rate_limited: 0,
             profile_photos: HashMap::new(),
             accounts: Vec::new(),
             bot_settings: HashMap::new(),
@@ -3858,6 +3951,22 @@ impl FakeTelegram {
         let mut st = self.shared.lock();
         let queue = st.faults.entry(method.to_ascii_lowercase()).or_default();
         queue.extend(std::iter::repeat_n(ApiError::injected(status, retry_after), times));
+    }
+
+    /// Enforce Telegram's flood limits from now on (`None`: off, the default); see the module
+    /// doc. Only the benchmarks switch them on.
+    pub fn set_rate_limits(&self, limits: Option<RateLimits>) {
+        self.shared.lock().rate_limits = limits;
+    }
+
+    /// Posts refused with 429 by [`FakeTelegram::set_rate_limits`]'s limits.
+    pub fn rate_limited(&self) -> usize {
+        self.shared.lock().rate_limited
+    }
+
+    /// Every post checked against the rate limits while they were on: (chat, arrival, accepted).
+    pub fn post_log(&self) -> Vec<(i64, std::time::Instant, bool)> {
+        self.shared.lock().post_log.clone()
     }
 
     /// The next call of `method` is carried out, but its answer waits until a permit is added
