@@ -597,6 +597,9 @@ impl Direct {
 /// the event's `origin_server_ts`: before it is the way to the homeserver's event creation
 /// (Telegram, bridge, or client, plus the send request), after it the homeserver's persisting
 /// and its `/sync` answer.
+/// Events a `/sync` observer was given again in a later batch (same event id): not duplicates.
+static SYNC_REPEATS: AtomicUsize = AtomicUsize::new(0);
+
 static STARTED: std::sync::LazyLock<Mutex<HashMap<String, i64>>> = std::sync::LazyLock::new(Default::default);
 
 fn wall_ms() -> i64 {
@@ -644,6 +647,10 @@ impl Arrivals {
         let task = tokio::spawn(async move {
             let c = http();
             let mut since: Option<String> = None;
+            // Event ids already counted: Conduit's `/sync` can return an event again in a later
+            // batch; that is the observer's repeat, not a second event (a duplicate the bridge
+            // sent has an id of its own).
+            let mut ids = std::collections::HashSet::new();
             loop {
                 let mut url = base.clone();
                 if let Some(s) = &since {
@@ -670,6 +677,12 @@ impl Arrivals {
                             lim.fetch_add(1, Ordering::Relaxed);
                         }
                         for e in room["timeline"]["events"].as_array().into_iter().flatten() {
+                            if let Some(id) = e["event_id"].as_str()
+                                && !ids.insert(id.to_owned())
+                            {
+                                SYNC_REPEATS.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
                             if let Some(b) = e["content"]["body"].as_str() {
                                 m.entry(b.to_owned()).or_insert((now, 0)).1 += 1;
                                 let ts = e["origin_server_ts"].as_i64().unwrap_or(0);
@@ -2241,6 +2254,12 @@ async fn run() {
         .iter()
         .map(|(s, d)| format!("{s} {:.0} s", d.as_secs_f64()))
         .collect();
+    r.line(format!(
+        "`/sync` gave the observers an event they had already seen {} times (same event id; not counted \
+         as duplicates: a duplicate is a second event with the same body).",
+        SYNC_REPEATS.load(Ordering::Relaxed)
+    ));
+    r.line("");
     r.line(format!(
         "Run time: {:.0} s ({}). Load average (1 min) at the start: {load0}, at the end: {}.",
         started.elapsed().as_secs_f64(),
