@@ -53,6 +53,18 @@ pub(crate) async fn a_active(app: &mut TestApp) -> Pair {
     pair
 }
 
+/// Send SIGHUP to an instance.
+fn hup(inst: &mut Instance) {
+    let pid = inst.pid().expect("the instance runs");
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
 async fn assert_standby(b: &mut Instance) {
     assert_eq!(b.health().await, 200, "{}", b.log());
     let ready = b.wait_ready_status(503, Duration::from_secs(10)).await;
@@ -322,14 +334,7 @@ async fn an_active_that_loses_its_database_connection_gives_way_within_15_s() {
 async fn a_transaction_the_standby_accepts_is_bridged_by_the_active_at_once() {
     let (app, mut pair) = active_and_standby().await;
     // A reload signal (`systemctl reload` on the standby's host) does not end a standby.
-    let b_pid = pair.b.pid().expect("B runs");
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-HUP", &b_pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    hup(&mut pair.b);
     pair.b.wait_log("standby: SIGHUP").await;
     let event = json!({
         "type": "m.room.message",
@@ -400,14 +405,7 @@ async fn a_standby_whose_config_was_not_switched_keeps_the_mode_in_force() {
     assert_eq!(ready["mode"], "cutover", "{ready}");
     assert_eq!(switches(), before, "no switch was recorded by the takeover");
     // A reload of B's file (unchanged) is what applies it: the operator meant it.
-    let b_pid = pair.b.pid().expect("B runs");
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-HUP", &b_pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    hup(&mut pair.b);
     pair.b.wait_log("config reloaded: mode cutover -> parallel").await;
     let (_, ready) = pair.b.ready().await;
     assert_eq!(ready["mode"], "parallel", "{ready}");
