@@ -615,10 +615,7 @@ impl Config {
         if let Some(name) = &self.instance {
             return name.clone();
         }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_default();
-        if host.is_empty() { "tgmx".to_owned() } else { host }
+        crate::storage::host_name().unwrap_or_else(|| "tgmx".to_owned())
     }
 
     /// The directory of the crypto stores (`encryption.store_dir`, see there).

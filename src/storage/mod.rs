@@ -86,6 +86,15 @@ use tokio::sync::watch;
 
 use crate::error::Result;
 
+/// This host's name (Linux: `/proc/sys/kernel/hostname`), if known: names a daemon's lease
+/// connection and, by default, its instance.
+pub fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -677,12 +686,7 @@ impl Store {
     ) -> Result<DaemonLock> {
         let mut last = String::new();
         let same_name = format!("tgmx {instance} lease ");
-        let this_host = format!(
-            " on {}",
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_owned())
-                .unwrap_or_default()
-        );
+        let this_host = format!(" on {}", host_name().unwrap_or_else(|| "?".to_owned()));
         loop {
             match tokio::time::timeout(2 * LEASE_CHECK, Self::try_lock_postgres(url, instance)).await {
                 Ok(Ok(Ok(lock))) => return Ok(lock),
@@ -727,9 +731,7 @@ impl Store {
     /// give up on data not acknowledged for 9 s, so that a host that vanished (cut off, powered
     /// down) loses the lock within about 11 s.
     async fn try_lock_postgres(url: &str, instance: &str) -> Result<std::result::Result<DaemonLock, LockHolder>> {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "?".to_owned());
+        let host = host_name().unwrap_or_else(|| "?".to_owned());
         // Who holds the lock is read from pg_stat_activity.application_name (at most 63 bytes).
         let mut name = format!("tgmx {instance} lease pid {} on {host}", std::process::id());
         name.truncate(63);
