@@ -84,7 +84,7 @@ impl Element {
 }
 
 /// The device ids `user` has, as Ezra's homeserver reports them.
-async fn devices(ezra: &MxUser, user: &str) -> Vec<String> {
+pub(crate) async fn devices(ezra: &MxUser, user: &str) -> Vec<String> {
     let v = ezra
         .call(
             "POST",

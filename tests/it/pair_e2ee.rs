@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use matrix_sdk::ruma::events::room::message::{MessageType, RoomMessageEventContent};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::encryption::Element;
 use crate::harness::{TestApp, eventually};
@@ -40,23 +40,6 @@ impl Element {
     }
 }
 
-/// The device ids `user` has keys for, as Ezra's homeserver reports them.
-async fn device_keys(app: &TestApp, user: &str) -> Vec<String> {
-    let v = app
-        .ezra
-        .call(
-            "POST",
-            "/_matrix/client/v3/keys/query",
-            Some(json!({"device_keys": {user: []}})),
-        )
-        .await
-        .unwrap();
-    v["device_keys"][user]
-        .as_object()
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default()
-}
-
 /// The device id stored for `key` in `e2ee_devices` (e.g. `@bot:localhost@B`), if any.
 fn stored_device(app: &TestApp, key: &str) -> Option<String> {
     let out = app.psql(&format!(
@@ -80,7 +63,7 @@ async fn wait_instance_device(app: &TestApp, inst: &mut Instance, user: &str) ->
             let Some(device) = stored_device(app, &key) else {
                 return Err(format!("no row {key:?} in e2ee_devices\nthe log:\n{}", inst.log()));
             };
-            let keys = device_keys(app, user).await;
+            let keys = crate::encryption::devices(&app.ezra, user).await;
             if keys.contains(&device) {
                 Ok(device)
             } else {
