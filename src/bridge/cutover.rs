@@ -341,7 +341,8 @@ impl Bridge {
         let to = self
             .effective_mode(&merged, last.as_ref().map(|(m, r)| (*m, r.as_str())))
             .await?;
-        tracing::info!(
+        // Logged once it is in force: a reader of the log (or of `/ready`) sees the new mode.
+        let summary = format!(
             "config reloaded: mode {} -> {}, rooms {} -> {}, identities {} -> {}",
             from.as_str(),
             to.as_str(),
@@ -361,7 +362,9 @@ impl Bridge {
             self.switch(from, to, "config reload").await?;
         }
         // Also when the mode stays: whether Telegram is read, or the fallback window, may change.
-        self.put_in_force(to).await
+        self.put_in_force(to).await?;
+        tracing::info!("{summary}");
+        Ok(())
     }
 
     fn announcement_text(&self, kind: &str, telegram: bool, room_link: &str) -> String {
