@@ -72,6 +72,7 @@ impl App {
             api_url,
             cfg.gateway.telegram.poll_timeout,
             cfg.gateway.telegram.per_chat_per_minute,
+            cfg.gateway.telegram.per_bot_per_second,
         );
         if cfg.gateway.telegram.enabled {
             check_bot_token(&tg).await?;
@@ -539,6 +540,9 @@ async fn run_mx_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, stop: watch::Recei
             let span = tracing::info_span!("lane", %room, chat);
             let (b, b2, b3) = (bridge.clone(), bridge.clone(), bridge.clone());
             let again = lane_wake.clone();
+            // Rows the handler removed already (with the message's link, in one commit).
+            let removed = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+            let removed2 = removed.clone();
             tokio::spawn(
                 run_worker(
                     "matrix->telegram",
@@ -568,14 +572,21 @@ async fn run_mx_lanes(bridge: Arc<Bridge>, wake: Arc<Notify>, stop: watch::Recei
                         }
                     },
                     move |item| {
-                        let b = b2.clone();
-                        async move { b.handle_mx_event(&item.json).await }
+                        let (b, removed) = (b2.clone(), removed.clone());
+                        async move {
+                            if b.handle_mx_item(&item).await? {
+                                removed.lock().expect("lock").insert(item.key);
+                            }
+                            Ok(())
+                        }
                     },
                     move |keys: Vec<i64>| {
-                        let b = b3.clone();
+                        let (b, removed) = (b3.clone(), removed2.clone());
                         async move {
                             for key in keys {
-                                b.store().done_mx_inbox(key).await?;
+                                if !removed.lock().expect("lock").remove(&key) {
+                                    b.store().done_mx_inbox(key).await?;
+                                }
                             }
                             Ok(())
                         }

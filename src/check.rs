@@ -210,7 +210,13 @@ pub async fn run(cfg: &Config, daemon_running: bool) -> Vec<Line> {
     let Ok(api) = url::Url::parse(&cfg.gateway.telegram.api_url) else {
         return out;
     };
-    let tg = crate::telegram::TelegramSender::new(token.to_owned(), api, cfg.gateway.telegram.poll_timeout, 0);
+    let tg = crate::telegram::TelegramSender::new(
+        token.to_owned(),
+        api,
+        cfg.gateway.telegram.poll_timeout,
+        0,
+        cfg.gateway.telegram.per_bot_per_second,
+    );
     match tg.get_me().await {
         Ok(me) => {
             out.push(line(true, format!("telegram token valid (@{})", me.username()), ""));

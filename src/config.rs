@@ -354,6 +354,10 @@ pub struct TelegramGateway {
     /// Sends beyond it wait; 0 disables pacing.
     #[serde(default = "default_group_rate")]
     pub per_chat_per_minute: u32,
+    /// Bot API requests per second in all (Telegram allows a bot about 30). Sends beyond it
+    /// wait; 0 disables it (a local Bot API server without limits, or a bench); changed on reload.
+    #[serde(default = "default_bot_rate")]
+    pub per_bot_per_second: u32,
     /// Largest image sent as a photo; bigger images go as documents (cloud Bot API: 10 MB).
     #[serde(default = "default_max_photo")]
     pub max_photo_bytes: u64,
@@ -361,6 +365,9 @@ pub struct TelegramGateway {
 
 fn default_group_rate() -> u32 {
     20
+}
+fn default_bot_rate() -> u32 {
+    30
 }
 fn default_max_download() -> u64 {
     20 * 1024 * 1024
@@ -680,12 +687,13 @@ impl Config {
             ),
             format!(
                 "gateway.telegram: {}, api_url {}, poll_timeout {} s, bot_token {}, per_chat_per_minute {}, \
-                 max_download_bytes {}, max_upload_bytes {}, max_photo_bytes {}",
+                 per_bot_per_second {}, max_download_bytes {}, max_upload_bytes {}, max_photo_bytes {}",
                 if t.enabled { "enabled" } else { "disabled" },
                 without_password(&t.api_url),
                 t.poll_timeout,
                 set(&t.bot_token),
                 t.per_chat_per_minute,
+                t.per_bot_per_second,
                 t.max_download_bytes,
                 t.max_upload_bytes,
                 t.max_photo_bytes
@@ -2056,6 +2064,7 @@ identities:
         let c = Config::parse(EMBEDDED_DEFAULT, Path::new("/srv")).unwrap();
         assert_eq!(c.homeserver.url, "http://127.0.0.1:8008");
         assert_eq!(c.gateway.telegram.per_chat_per_minute, 20);
+        assert_eq!(c.gateway.telegram.per_bot_per_second, 30);
         assert_eq!(c.gateway.dedupe.window_secs, 120);
         assert!(c.rooms.is_empty() && c.fleet.agents.is_empty());
     }

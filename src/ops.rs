@@ -274,7 +274,13 @@ async fn ask_on_telegram(cfg: &Config, store: &Store, room: &str, room_id: &Owne
     let place = place?;
     let token = cfg.telegram_token().ok()?.to_owned();
     let api = url::Url::parse(&cfg.gateway.telegram.api_url).ok()?;
-    let tg = crate::telegram::TelegramSender::new(token, api, cfg.gateway.telegram.poll_timeout, 0);
+    let tg = crate::telegram::TelegramSender::new(
+        token,
+        api,
+        cfg.gateway.telegram.poll_timeout,
+        0,
+        cfg.gateway.telegram.per_bot_per_second,
+    );
     let turn = tg.turn_at(place).await;
     match tg.send_plain(turn, ROLLCALL.to_owned()).await {
         Ok(_) => Some(place.chat),

@@ -273,6 +273,7 @@ impl Bridge {
         }
         let merged = self.portals.follow_upgrades(merged);
         self.tg.set_per_chat_rate(merged.gateway.telegram.per_chat_per_minute);
+        self.tg.set_per_bot_rate(merged.gateway.telegram.per_bot_per_second);
         self.set_cfg(merged);
         // Rooms the standby loaded from its old file and no longer configured are forgotten.
         self.portals.retain_configured(&self.cfg());
@@ -353,6 +354,7 @@ impl Bridge {
         );
         let rooms_changed = old.rooms != merged.rooms;
         self.tg.set_per_chat_rate(merged.gateway.telegram.per_chat_per_minute);
+        self.tg.set_per_bot_rate(merged.gateway.telegram.per_bot_per_second);
         self.set_cfg(merged);
         if rooms_changed || old.gateway.management_room != self.cfg().gateway.management_room {
             self.portals.retain_configured(&self.cfg());

@@ -38,7 +38,79 @@ impl Unlinked {
     }
 }
 
+tokio::task_local! {
+    /// The inbox row of the event a Matrix -> Telegram lane is handling ([`Bridge::handle_mx_item`]):
+    /// the message-map row that ends the event removes it in the same transaction, one commit
+    /// instead of two per message.
+    static INBOX_ROW: std::cell::RefCell<InboxRow>;
+}
+
+/// See [`INBOX_ROW`].
+struct InboxRow {
+    /// `mx_inbox.seq`.
+    seq: i64,
+    /// The event's id: only its own link removes the row.
+    event_id: Option<String>,
+    /// Removed with the link.
+    removed: bool,
+}
+
+/// Just the event id of a stored event (a full parse comes later).
+#[derive(serde::Deserialize)]
+struct EventIdOnly<'a> {
+    #[serde(borrow)]
+    event_id: Option<std::borrow::Cow<'a, str>>,
+}
+
 impl Bridge {
+    /// Handle one event of the Matrix inbox. Returns whether its inbox row was already removed
+    /// (with the event's link, see [`INBOX_ROW`]); otherwise the caller removes it.
+    pub async fn handle_mx_item(&self, item: &crate::storage::InboxItem) -> Result<bool> {
+        let event_id = serde_json::from_str::<EventIdOnly>(&item.json)
+            .ok()
+            .and_then(|e| e.event_id)
+            .map(|e| e.into_owned());
+        let row = std::cell::RefCell::new(InboxRow {
+            seq: item.key,
+            event_id,
+            removed: false,
+        });
+        INBOX_ROW
+            .scope(row, async {
+                self.handle_mx_event(&item.json).await?;
+                Ok(INBOX_ROW.with(|r| r.borrow().removed))
+            })
+            .await
+    }
+
+    /// Write the link of a Matrix event posted to Telegram; removes the event's inbox row in the
+    /// same transaction when this task handles that row.
+    #[allow(clippy::too_many_arguments)]
+    async fn link_posted(
+        &self,
+        to: Place,
+        msg: i32,
+        room: &ruma::RoomId,
+        event_id: &EventId,
+        sender: &UserId,
+        ts: i64,
+    ) -> Result<()> {
+        let seq = INBOX_ROW
+            .try_with(|r| {
+                let r = r.borrow();
+                (!r.removed && r.event_id.as_deref() == Some(event_id.as_str())).then_some(r.seq)
+            })
+            .ok()
+            .flatten();
+        self.store
+            .link_message(to, msg, room, event_id, Direction::MxToTg, sender, ts, seq)
+            .await?;
+        if seq.is_some() {
+            INBOX_ROW.with(|r| r.borrow_mut().removed = true);
+        }
+        Ok(())
+    }
+
     /// Whether a Matrix event is the bridge's own coming back: a non-state event sent by the bot
     /// or a puppet, or a double puppet's relayed post (a mapped person's event carrying the
     /// bridge's source mark; anyone else's mark is ignored, or any user could hide a message
@@ -302,11 +374,7 @@ impl Bridge {
                 }
             }
         };
-        if let Err(e) = self
-            .store
-            .link_message(to, sent, room, event_id, Direction::MxToTg, sender, ts)
-            .await
-        {
+        if let Err(e) = self.link_posted(to, sent, room, event_id, sender, ts).await {
             self.unlinked.insert(event_id, sent);
             return Err(e);
         }
@@ -473,11 +541,7 @@ impl Bridge {
             }
         };
         let ts = ev["origin_server_ts"].as_i64().unwrap_or_default();
-        if let Err(e) = self
-            .store
-            .link_message(portal, msg, room, event_id, Direction::MxToTg, sender, ts)
-            .await
-        {
+        if let Err(e) = self.link_posted(portal, msg, room, event_id, sender, ts).await {
             self.unlinked.insert(event_id, msg);
             return Err(e);
         }

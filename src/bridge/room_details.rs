@@ -290,6 +290,7 @@ pub async fn member_report(cfg: &Config, store: &Store) -> Vec<String> {
             api,
             t.poll_timeout,
             0,
+            t.per_bot_per_second,
         )),
         _ => None,
     };

@@ -330,6 +330,7 @@ impl Bridge {
                 Direction::TgToMx,
                 &sender,
                 m.date.timestamp_millis(),
+                None,
             )
             .await?;
         crate::metrics::METRICS.delivered(Direction::TgToMx, crate::storage::now_ms() - m.date.timestamp_millis());

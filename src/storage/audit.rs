@@ -392,6 +392,7 @@ mod readiness_tests {
                 Direction::TgToMx,
                 user_id!("@p:x"),
                 1,
+                None,
             )
             .await
             .unwrap();
@@ -403,6 +404,7 @@ mod readiness_tests {
                 Direction::MxToTg,
                 user_id!("@e:x"),
                 1,
+                None,
             )
             .await
             .unwrap();
@@ -421,6 +423,7 @@ mod readiness_tests {
                 Direction::MxToTg,
                 user_id!("@e:x"),
                 1,
+                None,
             )
             .await
             .unwrap();

@@ -323,6 +323,7 @@ mod tests {
                 },
                 user_id!("@telegram_42:hs"),
                 1000 + i64::from(i),
+                None,
             )
             .await
             .unwrap();

@@ -476,6 +476,31 @@ mod tests {
     }
 
     both_backends! {
+        async fn a_link_given_the_inbox_row_removes_it_in_the_same_commit() {
+            let (s, _d) = store().await;
+            s.accept_transaction("t1".into(), &[ev("$a", "{}"), ev("$b", "{}")]).await.unwrap();
+            let room = ruma::room_id!("!r:x");
+            let items = s.next_mx_lane(Some(room)).await.unwrap();
+            let (a, b) = (items[0].key, items[1].key);
+            s.begin_send(ruma::event_id!("$a"), -100, 0).await.unwrap();
+            s.link_message(
+                crate::telegram::Place::chat(-100),
+                7,
+                room,
+                ruma::event_id!("$a"),
+                crate::storage::Direction::MxToTg,
+                ruma::user_id!("@e:x"),
+                1,
+                Some(a),
+            )
+            .await
+            .unwrap();
+            let left: Vec<i64> = s.next_mx_lane(Some(room)).await.unwrap().iter().map(|i| i.key).collect();
+            assert_eq!(left, [b], "the linked event's row went with its link, the other stays");
+            assert!(s.test_strings("SELECT mx_event_id FROM tg_send_intents").await.is_empty());
+            assert!(s.link_by_event(ruma::event_id!("$a")).await.unwrap().is_some());
+        }
+
         async fn an_event_found_by_the_catch_up_is_not_queued_again() {
             let (s, _d) = store().await;
             assert!(s.mark_seen(&ev("$late", "{}")).await.unwrap());

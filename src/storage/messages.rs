@@ -74,7 +74,8 @@ impl Store {
     // ---- message map ----
 
     /// Record that a Telegram message and a Matrix event are the same message (an existing link
-    /// stays). A Matrix -> Telegram link also ends the event's send intent.
+    /// stays). A Matrix -> Telegram link also ends the event's send intent, and removes the
+    /// event's Matrix inbox row `done_inbox` if given: one commit for both.
     #[allow(clippy::too_many_arguments)]
     pub async fn link_message(
         &self,
@@ -85,6 +86,7 @@ impl Store {
         direction: Direction,
         sender: &UserId,
         sent_at: i64,
+        done_inbox: Option<i64>,
     ) -> Result<()> {
         self.write(false, async |tx| {
             on!(tx.db(), |c| sqlx::query(
@@ -112,6 +114,13 @@ impl Store {
                 .execute(c)
                 .await
                 .map(|_| ()))?;
+            }
+            if let Some(seq) = done_inbox {
+                on!(tx.db(), |c| sqlx::query("DELETE FROM mx_inbox WHERE seq = $1")
+                    .bind(seq)
+                    .execute(c)
+                    .await
+                    .map(|_| ()))?;
             }
             Ok(())
         })
@@ -364,6 +373,7 @@ mod tests {
                 Direction::TgToMx,
                 sender,
                 1,
+                None,
             )
             .await
             .unwrap();

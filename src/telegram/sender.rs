@@ -24,9 +24,6 @@ use teloxide::{ApiError, RequestError};
 
 use super::pacer::Pacer;
 
-/// Requests per second Telegram allows one bot in all (its FAQ: "about 30").
-const PER_BOT_PER_SECOND: u32 = 30;
-
 /// What a Bot API request came to when it did not succeed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TgError {
@@ -187,13 +184,20 @@ pub struct TelegramSender {
 }
 
 impl TelegramSender {
-    /// A sender for `token` at `api_url`; `poll_timeout` sizes the HTTP time-out.
-    pub fn new(token: String, api_url: url::Url, poll_timeout: u32, per_chat_per_minute: u32) -> TelegramSender {
+    /// A sender for `token` at `api_url`; `poll_timeout` sizes the HTTP time-out; the rates are
+    /// `gateway.telegram`'s `per_chat_per_minute` and `per_bot_per_second` (0: unpaced).
+    pub fn new(
+        token: String,
+        api_url: url::Url,
+        poll_timeout: u32,
+        per_chat_per_minute: u32,
+        per_bot_per_second: u32,
+    ) -> TelegramSender {
         let host = api_url.host_str().unwrap_or("?").to_owned();
         TelegramSender {
             bot: super::bot(token, api_url, poll_timeout),
             per_chat: Pacer::new(per_chat_per_minute),
-            per_bot: Pacer::per_window(PER_BOT_PER_SECOND, Duration::from_secs(1)),
+            per_bot: Pacer::per_window(per_bot_per_second, Duration::from_secs(1)),
             host,
         }
     }
@@ -203,6 +207,7 @@ impl TelegramSender {
         TelegramSender::new(
             String::new(),
             url::Url::parse("http://127.0.0.1:9/").expect("static url"),
+            0,
             0,
             0,
         )
@@ -221,6 +226,11 @@ impl TelegramSender {
     /// Change the per-chat rate (config reload).
     pub fn set_per_chat_rate(&self, per_minute: u32) {
         self.per_chat.set_rate(per_minute);
+    }
+
+    /// Change the bot's overall rate (config reload; 0: unpaced).
+    pub fn set_per_bot_rate(&self, per_second: u32) {
+        self.per_bot.set_rate(per_second);
     }
 
     fn error(&self, e: RequestError) -> TgError {
