@@ -16,23 +16,39 @@
 //!   idle RSS, and startup to ready after a restart with the portals loaded.
 //! - `scale`: 100 portals configured; latency p50 and throughput with messages spread round-robin
 //!   over 1, 10 and 100 of them, against the 1-portal figures.
-//! - `burst`: many messages at once; all counted on Matrix and in the bridge's database, time to
-//!   drain, peak RSS.
-//! - `m2t`: Matrix -> Telegram throughput with pacing off (`per_chat_per_minute: 0`, the harness's
-//!   setting, and the fake's rate limits off, its default) over 1 and 10 portals: client sends
+//! - `burst`: many Telegram messages at once (Telegram -> Matrix); all counted on Matrix and in
+//!   the bridge's database, time to drain, peak RSS.
+//! - `m2t_burst`: the same number of Matrix messages at once into one portal (Matrix ->
+//!   Telegram): client sends by one user through the homeserver, `TGMX_BENCH_M2T_INFLIGHT` in
+//!   flight, with pacing off (`per_chat_per_minute: 0`, `per_bot_per_second: 0`, the fake's
+//!   limits off); every text (`m2tburst <i>`) counted on the fake Bot API: delivered, lost,
+//!   duplicated, time to drain, msg/s, CPU per message, peak RSS, against the same sends into an
+//!   unbridged control room.
+//! - `m2t`: Matrix -> Telegram throughput with pacing off (`per_chat_per_minute: 0`, the
+//!   harness's setting, `per_bot_per_second: 0`, inserted into the config's `gateway.telegram`
+//!   block, and the fake's rate limits off, its default) over 1 and 10 portals: client sends
 //!   through the homeserver (against the same sends into unbridged rooms), and events pushed
 //!   straight to the daemon's appservice endpoint (the bridge's own ceiling, against direct
-//!   `sendMessage` calls to the fake). The daemon's per-bot pacer (30 requests a second,
-//!   compiled in) stays on, so 30 msg/s is the most the bridge can do in this direction.
+//!   `sendMessage` calls to the fake).
 //! - `limits`: the fake enforces Telegram's limits (`FakeTelegram::set_rate_limits`: 20 posts a
 //!   minute per chat, 30 a second per bot, sliding windows) and the bridge runs with
-//!   `per_chat_per_minute: 20`: a backlog into one group, then a burst spread over 10 groups;
-//!   the rate achieved against the limit, and every 429 the fake returned.
+//!   `per_chat_per_minute: 20` and the default `per_bot_per_second` (30): a backlog into one
+//!   group, then a burst spread over 10 groups; the rate achieved against the limit, and every
+//!   429 the fake returned.
+//! - `quiet`: one portal, the bridge's Telegram long poll at a real deployment's length
+//!   (`poll_timeout: 10` instead of the harness's 2; `TGMX_BENCH_QUIET_POLL_TIMEOUT`) and the
+//!   daemon's default pacing (20 a minute per chat, 30 a second per bot). Rounds of: an idle
+//!   period longer than the long poll, then one Telegram message (time until seen on Matrix) and
+//!   one more right after (hot); the idle, then a direct send into an unbridged control room
+//!   (the observation path's baseline); the idle, then one Matrix message (time until the fake
+//!   Bot API took it) and one more. Each round and the maximum against the issue's target: the
+//!   first message after an idle period longer than the long-poll timeout bridged in under 2 s;
+//!   `getUpdates` calls and daemon CPU during the idles; loss and duplicates counted.
 //!
 //! For `2 × gateway.matrix.catch_up_secs` after a start the bridge looks up the timeline before
-//! every batch of Matrix events (src/bridge/catch_up.rs). `base`, `scale`, `burst`, `m2t` and
-//! `limits` start their bridges first and measure after that window (`portals` runs meanwhile);
-//! `base` also takes a few samples inside it.
+//! every batch of Matrix events (src/bridge/catch_up.rs). `base`, `scale`, `burst`, `m2t_burst`,
+//! `m2t`, `limits` and `quiet` start their bridges first and measure after that window
+//! (`portals` runs meanwhile); `base` also takes a few samples inside it. `quiet` runs last.
 //!
 //! Environment (defaults in brackets):
 //! - `TGMX_BENCH_HS` [synapse]: the homeserver, `synapse` or `conduit` (the harness's
@@ -47,29 +63,34 @@
 //!   SQLite. `TGMX_TEST_DB` is ignored.
 //! - `TGMX_BENCH_N` [200]: messages per series in `base`; `TGMX_BENCH_WINDOW_N` [50]: samples
 //!   inside the start-up window.
-//! - `TGMX_BENCH_BURST` [2000]: messages in `burst`. The issue's 10,000 is
-//!   `TGMX_BENCH_ONLY=burst TGMX_BENCH_BURST=10000`: about 12 minutes on a 2-core machine (the
-//!   drain alone about 10), too long for the default run.
+//! - `TGMX_BENCH_BURST` [2000]: messages in `burst` and in `m2t_burst`. The issue's 10,000 each
+//!   way is `TGMX_BENCH_ONLY=burst,m2t_burst TGMX_BENCH_BURST=10000`: the Telegram -> Matrix
+//!   drain alone about 10 minutes on a 2-core machine, too long for the default run.
 //! - `TGMX_BENCH_PORTALS` [50], `TGMX_BENCH_PUPPETS` [500]: the `portals` configuration.
 //! - `TGMX_BENCH_SCALE` [1,10,100]: portal counts of the scale curve; `TGMX_BENCH_SCALE_N` [200]:
 //!   messages per series at each point.
 //! - `TGMX_BENCH_M2T_PORTALS` [1,10]: portal counts of `m2t`; `TGMX_BENCH_M2T_N` [400]: messages
 //!   per series; `TGMX_BENCH_M2T_INFLIGHT` [8]: client sends in flight (direct and through the
-//!   homeserver).
+//!   homeserver; also in `m2t_burst`).
 //! - `TGMX_BENCH_LIMITS_N` [60]: messages into one group in `limits` (20 a minute: 60 take two
 //!   minutes; more than 20 are needed for a rate); `TGMX_BENCH_LIMITS_GROUPS` [10] and
 //!   `TGMX_BENCH_LIMITS_PER_GROUP` [20]: the spread burst (at most 20 per group, so that only the
 //!   per-bot limit applies).
-//! - `TGMX_BENCH_ONLY` [base,portals,scale,burst,m2t,limits]: the sections to run.
+//! - `TGMX_BENCH_QUIET_ROUNDS` [3]: rounds of `quiet`; `TGMX_BENCH_QUIET_POLL_TIMEOUT` [10]: its
+//!   bridge's `poll_timeout` (s); `TGMX_BENCH_QUIET_IDLE_S` [the poll timeout + 5]: each idle
+//!   period (s). Three idles a round: about 50 s a round at the defaults.
+//! - `TGMX_BENCH_ONLY` [base,portals,scale,burst,m2t_burst,m2t,limits,quiet]: the sections to
+//!   run.
 //! - `TGMX_BENCH_SETTLE_MS` [30]: pause before each one-at-a-time sample.
 //! - `TGMX_BENCH_STEADY_AFTER` [125]: seconds after a start before steady-state series.
 //! - `TGMX_BENCH_GATEWAY`: more lines for the config's `gateway:` block (indented two spaces),
 //!   e.g. `  matrix: {catch_up_secs: 0}`; `TGMX_BENCH_LOG`: the log filter [info,tgmx=debug].
 //! - `TGMX_BIN`: the daemon binary to measure [this build's]; compares builds (for example one
-//!   made with `--no-default-features`) under the same bench.
+//!   made with `--no-default-features`) under the same bench. `m2t` and `m2t_burst` write
+//!   `per_bot_per_second: 0`, a key a build from before it rejects.
 //! - `TGMX_BENCH_ATTACH`: a command run while a section's measured traffic flows, `{pid}` replaced
 //!   by the daemon's process id and `{section}` by `tp` (base throughput, Telegram -> Matrix),
-//!   `m2t` (base, Matrix -> Telegram) or `burst`; stopped with SIGINT afterwards. For example
+//!   `m2t` (base, Matrix -> Telegram), `burst` or `m2t_burst`; stopped with SIGINT afterwards. For example
 //!   `perf stat -e task-clock -p {pid} -o target/perf-{section}.txt`. `TGMX_BENCH_ATTACH_AT`
 //!   [burst] picks the sections.
 //!
@@ -80,6 +101,10 @@
 //!   `TGMX_BENCH_HS=conduit`).
 //! - Telegram's limits: `TGMX_BENCH_ONLY=limits cargo bench --bench bridge` (about 5 minutes: the
 //!   125 s start-up window, two minutes of the one-group backlog).
+//! - A quiet chat after idle periods: `TGMX_BENCH_ONLY=quiet cargo bench --bench bridge` (about
+//!   4.5 minutes: the start-up window, three rounds of 45 s idle).
+//! - 10,000 messages each way: `TGMX_BENCH_ONLY=burst,m2t_burst TGMX_BENCH_BURST=10000 cargo
+//!   bench --bench bridge`.
 //! - PostgreSQL against SQLite: `TGMX_BENCH_DB=both TGMX_BENCH_ONLY=base,burst cargo bench
 //!   --bench bridge` (and with `TGMX_BENCH_HS=conduit`).
 
@@ -724,6 +749,20 @@ impl Arrivals {
         (pct(&a, 0.5), pct(&b, 0.5))
     }
 
+    /// Like [`Arrivals::wait`], but `None` after `timeout` instead of a panic.
+    async fn wait_for(&self, body: &str, timeout: Duration) -> Option<Instant> {
+        let start = Instant::now();
+        loop {
+            if let Some((t, _)) = self.seen.lock().unwrap().get(body) {
+                return Some(*t);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     async fn wait(&self, body: &str, timeout: Duration) -> Instant {
         let start = Instant::now();
         loop {
@@ -886,17 +925,48 @@ fn write_config(app: &TestApp, rooms: &[(String, i64)]) {
 
 /// [`write_config`] with `gateway.telegram.per_chat_per_minute` (0, the harness's: pacing off).
 fn write_config_paced(app: &TestApp, rooms: &[(String, i64)], per_chat_per_minute: u32) {
+    write_config_tg(app, rooms, per_chat_per_minute, None, None)
+}
+
+/// Pacing off entirely: `per_chat_per_minute: 0` (the harness's) and `per_bot_per_second: 0`
+/// (the daemon's default is 30), so Matrix -> Telegram runs at the bridge's own speed.
+fn write_config_unpaced(app: &TestApp, rooms: &[(String, i64)]) {
+    write_config_tg(app, rooms, 0, Some(0), None)
+}
+
+/// [`write_config`] with settings of the `gateway.telegram` block: `per_chat_per_minute`,
+/// `per_bot_per_second` (inserted after it; `None` leaves the daemon's default, 30) and
+/// `poll_timeout` (`None` keeps the harness's 2 s). The key `per_bot_per_second` is new: a
+/// `TGMX_BIN` built before it rejects a config that has it (`m2t`, `m2t_burst`).
+fn write_config_tg(
+    app: &TestApp,
+    rooms: &[(String, i64)],
+    per_chat_per_minute: u32,
+    per_bot_per_second: Option<u32>,
+    poll_timeout: Option<u32>,
+) {
     let extra = std::env::var("TGMX_BENCH_GATEWAY").unwrap_or_default();
     let mut cfg = harness::slot_config(app.slot, app.port, &app.hs_url, &app.tg.api_url(), rooms, &extra).replacen(
         "database: \"sqlite://tgmx.db\"",
         &format!("database: \"{}\"", app.database),
         1,
     );
-    cfg = cfg.replacen(
-        "per_chat_per_minute: 0",
-        &format!("per_chat_per_minute: {per_chat_per_minute}"),
-        1,
+    let mut telegram = format!("    per_chat_per_minute: {per_chat_per_minute}\n");
+    if let Some(n) = per_bot_per_second {
+        telegram.push_str(&format!("    per_bot_per_second: {n}\n"));
+    }
+    assert!(
+        cfg.contains("    per_chat_per_minute: 0\n"),
+        "the harness's config template changed: no `per_chat_per_minute: 0` in gateway.telegram"
     );
+    cfg = cfg.replacen("    per_chat_per_minute: 0\n", &telegram, 1);
+    if let Some(s) = poll_timeout {
+        assert!(
+            cfg.contains("    poll_timeout: 2\n"),
+            "the harness's config template changed: no `poll_timeout: 2` in gateway.telegram"
+        );
+        cfg = cfg.replacen("    poll_timeout: 2\n", &format!("    poll_timeout: {s}\n"), 1);
+    }
     if let Ok(level) = std::env::var("TGMX_BENCH_LOG") {
         cfg = cfg
             .lines()
@@ -1774,8 +1844,9 @@ fn max_in_window(times: &[Instant], window: Duration) -> usize {
     best
 }
 
-/// `m2t`: Matrix -> Telegram throughput with pacing off (`per_chat_per_minute: 0`, the fake's
-/// limits off), over 1 and 10 portals (`TGMX_BENCH_M2T_PORTALS`).
+/// `m2t`: Matrix -> Telegram throughput with pacing off (`per_chat_per_minute: 0`,
+/// `per_bot_per_second: 0`, the fake's limits off), over 1 and 10 portals
+/// (`TGMX_BENCH_M2T_PORTALS`).
 struct M2t {
     app: TestApp,
     daemon: Daemon,
@@ -1796,6 +1867,7 @@ impl M2t {
         let max = *levels.iter().max().unwrap();
         let mut app = prepare(primary_db()).await;
         let rooms = add_portals(&app, max).await;
+        write_config_unpaced(&app, &rooms);
         let control = control_rooms(&app, max).await;
         let started = Instant::now();
         let (daemon, _, _) = Daemon::start_timed(&mut app, Duration::from_secs(120)).await;
@@ -1830,15 +1902,15 @@ impl M2t {
         let pid = daemon.pid;
         let stall = Duration::from_secs(30);
         r.line(format!(
-            "### Matrix -> Telegram throughput, pacing off ({n} messages per series; `per_chat_per_minute: 0`, the fake's rate limits off; from {} s after the start)\n",
+            "### Matrix -> Telegram throughput, pacing off ({n} messages per series; `per_chat_per_minute: 0`, `per_bot_per_second: 0`, the fake's rate limits off; from {} s after the start)\n",
             steady_after().as_secs()
         ));
         r.line(format!(
-            "Series per point: (1) **direct**: {n} client sends, {inflight} in flight, into unbridged control rooms (the homeserver's send rate without the bridge); (2) **via {hs}**: the same sends into the portals, counted when the bridge's `sendMessage` reaches the fake Bot API; (3) **pushed**: {n} events pushed straight to the daemon's appservice endpoint in transactions of 100 (the bridge's own ceiling, no homeserver in front); (4) **Bot API direct**: {n} `sendMessage` calls from the bench to the fake, one in flight per portal (as the bridge's one lane per portal). The daemon's per-bot pacer (30 requests per second, `PER_BOT_PER_SECOND` in src/telegram/sender.rs) is compiled in and stays on.\n",
+            "Series per point: (1) **direct**: {n} client sends, {inflight} in flight, into unbridged control rooms (the homeserver's send rate without the bridge); (2) **via {hs}**: the same sends into the portals, counted when the bridge's `sendMessage` reaches the fake Bot API; (3) **pushed**: {n} events pushed straight to the daemon's appservice endpoint in transactions of 100 (the bridge's own ceiling, no homeserver in front); (4) **Bot API direct**: {n} `sendMessage` calls from the bench to the fake, one in flight per portal (as the bridge's one lane per portal). Pacing is off: `per_chat_per_minute: 0` and `per_bot_per_second: 0` (the daemon's default is 30 a second), so these are the bridge's own ceilings; the last ratio compares the pushed rate with Telegram's per-bot limit of 30 a second, which the default pacing keeps (see the limits section).\n",
             hs = hs_name()
         ));
         r.line(format!(
-            "| portals | direct sends ({hs}) | via {hs}: Matrix send rate / delivered to Bot API | via {hs} / direct | pushed to the daemon: delivered | Bot API direct | pushed / Bot API direct | pushed / 30 per s (bot pacer) | daemon CPU per message: via {hs} / pushed | delivered (via, pushed) |",
+            "| portals | direct sends ({hs}) | via {hs}: Matrix send rate / delivered to Bot API | via {hs} / direct | pushed to the daemon: delivered | Bot API direct | pushed / Bot API direct | pushed / 30 per s (Telegram's per-bot limit, the default `per_bot_per_second`) | daemon CPU per message: via {hs} / pushed | delivered (via, pushed) |",
             hs = hs_name()
         ));
         r.line("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
@@ -2040,6 +2112,469 @@ impl Limits {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Matrix -> Telegram burst, and a quiet chat after an idle period
+// ---------------------------------------------------------------------------------------------
+
+/// The texts `{tag} <i>` (`i < n`) the fake Bot API took in `chat`: (distinct, duplicates, when
+/// the fake took the last of the first copies).
+fn count_tagged(app: &TestApp, chat: i64, tag: &str, n: usize) -> (usize, usize, Option<Instant>) {
+    let needle = format!("{tag} ");
+    let mut first: Vec<Option<Instant>> = vec![None; n];
+    let mut dup = 0;
+    for s in app.tg.sent(chat) {
+        let Some(i) = s
+            .text
+            .rsplit_once(&needle)
+            .and_then(|(_, rest)| rest.parse::<usize>().ok())
+            .filter(|i| *i < n)
+        else {
+            continue;
+        };
+        match first[i] {
+            Some(_) => dup += 1,
+            None => first[i] = Some(s.at),
+        }
+    }
+    let got = first.iter().flatten().count();
+    (got, dup, first.iter().flatten().max().copied())
+}
+
+/// Wait until the fake took all `n` texts of [`count_tagged`], or none new came for `stall`.
+async fn wait_tagged(app: &TestApp, chat: i64, tag: &str, n: usize, stall: Duration) {
+    let (mut best, mut progress) = (0, Instant::now());
+    loop {
+        let (got, _, _) = count_tagged(app, chat, tag, n);
+        if got > best {
+            (best, progress) = (got, Instant::now());
+        }
+        if got >= n || progress.elapsed() > stall {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// `m2t_burst`: `TGMX_BENCH_BURST` Matrix messages into one portal at once, client sends through
+/// the homeserver (`TGMX_BENCH_M2T_INFLIGHT` in flight), pacing off (`per_chat_per_minute: 0`,
+/// `per_bot_per_second: 0`, the fake's limits off); every text counted on the fake Bot API.
+struct M2tBurst {
+    app: TestApp,
+    daemon: Daemon,
+    started: Instant,
+    control: String,
+    ezra: Direct,
+}
+
+impl M2tBurst {
+    async fn start() -> M2tBurst {
+        let mut app = prepare(primary_db()).await;
+        write_config_unpaced(&app, &[(app.room.clone(), app.chat)]);
+        let control = control_rooms(&app, 1).await.remove(0);
+        let started = Instant::now();
+        let (daemon, _, _) = Daemon::start_timed(&mut app, Duration::from_secs(60)).await;
+        let ezra = Direct::new(&app.ezra);
+        m2t_once(&app, &ezra, &app.room, "m2t burst warm-up".into()).await;
+        M2tBurst {
+            app,
+            daemon,
+            started,
+            control,
+            ezra,
+        }
+    }
+
+    async fn finish(self, r: &mut Report, cpu_rows: &mut CpuRows) {
+        let M2tBurst {
+            app,
+            daemon,
+            started,
+            control,
+            ezra,
+        } = self;
+        until_steady("m2t_burst", started).await;
+        let n: usize = env_or("TGMX_BENCH_BURST", 2000);
+        let inflight: usize = env_or("TGMX_BENCH_M2T_INFLIGHT", 8);
+        let pid = daemon.pid;
+        let tag = "m2tburst";
+
+        // Baseline: the same sends into the unbridged control room (the homeserver's send rate).
+        let direct = send_many(
+            &ezra,
+            std::slice::from_ref(&control),
+            n,
+            inflight,
+            &format!("{tag} direct"),
+        )
+        .await;
+        let direct_tp = n as f64 / direct.as_secs_f64();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+
+        let idle_before = rss_kb(pid, "VmRSS:");
+        let hwm_before = rss_kb(pid, "VmHWM:");
+        let calls_before = app.tg.calls("sendMessage");
+        let attach = Attach::start("m2t_burst", pid).await;
+        let rss = RssSampler::start(pid);
+        let cpu = Cpu::now(pid);
+        let t = Instant::now();
+        let sent = send_many(&ezra, std::slice::from_ref(&app.room), n, inflight, tag).await;
+        let sent_at = Instant::now();
+        wait_tagged(&app, app.chat, tag, n, Duration::from_secs(60)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let c = cpu.per_msg(pid, n);
+        let peak = rss.finish().await;
+        attach.finish();
+        // Late copies: counted after one more second.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (got, dup, last) = count_tagged(&app, app.chat, tag, n);
+        let calls = app.tg.calls("sendMessage") - calls_before;
+        let drain = last.map(|l| l.duration_since(t)).unwrap_or_default();
+        let lag = last.map(|l| l.saturating_duration_since(sent_at)).unwrap_or_default();
+        cpu_rows.push((
+            format!(
+                "Matrix -> Telegram, 1 portal, burst of {n} via {}, {inflight} in flight (m2t_burst)",
+                hs_name()
+            ),
+            c,
+        ));
+        let hwm = rss_kb(pid, "VmHWM:");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let idle_after = rss_kb(pid, "VmRSS:");
+        let db_links = db_scalar(&app, "SELECT COUNT(*) FROM messages WHERE direction = 'mx_to_tg'").await;
+        let db_mx_inbox = db_scalar(&app, "SELECT COUNT(*) FROM mx_inbox").await;
+        let db_failures = db_scalar(&app, "SELECT COUNT(*) FROM failures").await;
+        let input_tp = n as f64 / sent.as_secs_f64();
+        let drain_tp = got as f64 / drain.as_secs_f64().max(1e-9);
+
+        r.line(format!(
+            "### Matrix -> Telegram burst: {n} Matrix messages into one portal, pacing off, {} (from {} s after the start)\n",
+            primary_db().name(),
+            steady_after().as_secs()
+        ));
+        r.line(format!(
+            "Input: {n} client sends by one user through {hs}, {inflight} in flight, each text unique (`{tag} <i>`) and counted on the fake Bot API. Pacing off: `per_chat_per_minute: 0`, `per_bot_per_second: 0`, the fake's rate limits off. Baseline: the same {n} sends into an unbridged control room just before (the homeserver's send rate without the bridge).\n",
+            hs = hs_name()
+        ));
+        r.line("| figure | tgmx | baseline (same run) |");
+        r.line("| --- | --- | --- |");
+        r.line(format!(
+            "| delivered (distinct texts on the fake Bot API) / lost / duplicates | **{got}/{n}** / **{}** / **{dup}** ({calls} `sendMessage` calls) | - |",
+            n - got
+        ));
+        r.line(format!(
+            "| Matrix sends: all {n} answered by {hs} | {:.1} s ({input_tp:.1} msg/s) | {:.1} s ({direct_tp:.1} msg/s) into the control room; {:.0}% |",
+            sent.as_secs_f64(),
+            direct.as_secs_f64(),
+            100.0 * input_tp / direct_tp,
+            hs = hs_name()
+        ));
+        r.line(format!(
+            "| time to drain (first send to the last text the fake took) | **{:.1} s ({drain_tp:.1} msg/s)** | {:.0}% of the direct send rate |",
+            drain.as_secs_f64(),
+            100.0 * drain_tp / direct_tp
+        ));
+        r.line(format!(
+            "| last text on the fake after the last send was answered | {:.0} ms | - |",
+            ms(lag)
+        ));
+        r.line(format!(
+            "| CPU per message: daemon / {} / bench / other processes | **{:.2}** / {:.2} / {:.2} / {:.2} ms | - |",
+            hs_name(),
+            c[0],
+            c[1],
+            c[2],
+            c[3]
+        ));
+        r.line(format!(
+            "| RSS idle before / peak during (sampled 50 ms) / VmHWM / idle 5 s after | {:.1} / **{:.1}** / {:.1} / {:.1} MB (VmHWM before: {:.1} MB) | - |",
+            mb(idle_before),
+            mb(peak),
+            mb(hwm),
+            mb(idle_after),
+            mb(hwm_before)
+        ));
+        r.line(format!(
+            "| bridge database after the drain: links Matrix -> Telegram (incl. 1 warm-up), Matrix inbox left, failures | {db_links}, {db_mx_inbox}, {db_failures} | - |\n"
+        ));
+        if got < n || dup > 0 {
+            eprintln!(
+                "[bench] m2t_burst: {} lost, {dup} duplicated; daemon log: {}",
+                n - got,
+                app.log_path().display()
+            );
+        }
+        drop(daemon);
+    }
+}
+
+/// The bridge's Telegram long-poll timeout in `quiet`, seconds (`TGMX_BENCH_QUIET_POLL_TIMEOUT`).
+fn quiet_poll_timeout() -> u32 {
+    env_or("TGMX_BENCH_QUIET_POLL_TIMEOUT", 10)
+}
+
+/// The idle period before each `quiet` sample (`TGMX_BENCH_QUIET_IDLE_S`): the long-poll timeout
+/// and 5 s.
+fn quiet_idle() -> Duration {
+    Duration::from_secs(env_or("TGMX_BENCH_QUIET_IDLE_S", u64::from(quiet_poll_timeout()) + 5))
+}
+
+/// `quiet`: one portal with a realistic long-poll timeout; after idle periods longer than it,
+/// the first Telegram message and the first Matrix message, against the target of under 2 s.
+struct Quiet {
+    app: TestApp,
+    daemon: Daemon,
+    started: Instant,
+    arr: Arrivals,
+    ezra: Direct,
+    control: String,
+    user: fake_telegram::TgUser,
+}
+
+/// What happened in one idle period: `getUpdates` calls, daemon CPU (ms per second).
+type Idle = (usize, f64);
+
+/// One sample: ms, or `None` if it did not arrive in time.
+type Sample = Option<f64>;
+
+/// One Matrix -> Telegram sample: (the homeserver answered the send, the fake took the text), ms.
+type M2tSample = Option<(f64, f64)>;
+
+impl Quiet {
+    async fn start() -> Quiet {
+        let mut app = prepare(primary_db()).await;
+        // The daemon's own pacing defaults (20 a minute per chat, 30 a second per bot), and a
+        // long-poll timeout of a real deployment instead of the harness's 2 s.
+        write_config_tg(
+            &app,
+            &[(app.room.clone(), app.chat)],
+            20,
+            None,
+            Some(quiet_poll_timeout()),
+        );
+        let control = control_rooms(&app, 1).await.remove(0);
+        let started = Instant::now();
+        let (daemon, _, _) = Daemon::start_timed(&mut app, Duration::from_secs(60)).await;
+        let arr = Arrivals::start(&app.ezra).await;
+        let ezra = Direct::new(&app.ezra);
+        let user = app.tg.add_user(7001, "Bench", None, None);
+        bridged_once(&arr, &app, app.chat, &user, "warm-up".into()).await;
+        direct_once(&arr, &ezra, &control, "warm-up direct".into()).await;
+        m2t_once(&app, &ezra, &app.room, "warm-up to telegram".into()).await;
+        Quiet {
+            app,
+            daemon,
+            started,
+            arr,
+            ezra,
+            control,
+            user,
+        }
+    }
+
+    async fn finish(self, r: &mut Report) {
+        let Quiet {
+            app,
+            daemon,
+            started,
+            arr,
+            ezra,
+            control,
+            user,
+        } = self;
+        until_steady("quiet", started).await;
+        let rounds: usize = env_or("TGMX_BENCH_QUIET_ROUNDS", 3);
+        let (poll, idle) = (quiet_poll_timeout(), quiet_idle());
+        let pid = daemon.pid;
+        let timeout = Duration::from_secs(60) + idle;
+        let target = 2000.0;
+        // Nothing moves for `idle`.
+        let rest = async || -> Idle {
+            let (calls, cpu) = (app.tg.calls("getUpdates"), cpu_ms(pid));
+            tokio::time::sleep(idle).await;
+            (
+                app.tg.calls("getUpdates") - calls,
+                (cpu_ms(pid) - cpu) / idle.as_secs_f64(),
+            )
+        };
+        // Telegram -> Matrix: injected to seen by the `/sync` observer.
+        let t2m = async |body: &str| -> Sample {
+            STARTED.lock().unwrap().insert(body.to_owned(), wall_ms());
+            let t = Instant::now();
+            app.tg.inject_text(app.chat, &user, body);
+            arr.wait_for(body, timeout).await.map(|a| ms(a.duration_since(t)))
+        };
+        // The baseline: a direct send to the control room, seen by the same observer.
+        let direct = async |body: &str| -> Sample {
+            let t = Instant::now();
+            ezra.send_text(&control, body).await;
+            arr.wait_for(body, timeout).await.map(|a| ms(a.duration_since(t)))
+        };
+        // Matrix -> Telegram: (send answered by the homeserver, the fake took the text), ms.
+        let m2t = async |body: &str| -> M2tSample {
+            let t = Instant::now();
+            ezra.send_text(&app.room, body).await;
+            let answered = ms(t.elapsed());
+            let want = format!(": {body}");
+            loop {
+                if let Some(s) = app.tg.sent(app.chat).into_iter().find(|s| s.text.ends_with(&want)) {
+                    return Some((answered, ms(s.at.duration_since(t))));
+                }
+                if t.elapsed() > timeout {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        struct Round {
+            idles: [Idle; 3],
+            t2m: (Sample, Sample),
+            split: Option<(f64, f64)>,
+            direct: (Sample, Sample),
+            m2t: (M2tSample, M2tSample),
+        }
+        let mut all = Vec::new();
+        let (mut t2m_bodies, mut direct_bodies, mut m2t_bodies) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..rounds {
+            eprintln!("[bench] quiet: round {} of {rounds}, idle {} s", i + 1, idle.as_secs());
+            let (b_idle, b_hot) = (format!("quiet r{i} tg idle"), format!("quiet r{i} tg hot"));
+            let i0 = rest().await;
+            let t_idle = t2m(&b_idle).await;
+            tokio::time::sleep(settle()).await;
+            let t_hot = t2m(&b_hot).await;
+            let split = arr.split(&b_idle);
+            t2m_bodies.extend([b_idle, b_hot]);
+
+            let (b_idle, b_hot) = (format!("quiet r{i} direct idle"), format!("quiet r{i} direct hot"));
+            let i1 = rest().await;
+            let d_idle = direct(&b_idle).await;
+            tokio::time::sleep(settle()).await;
+            let d_hot = direct(&b_hot).await;
+            direct_bodies.extend([b_idle, b_hot]);
+
+            let (b_idle, b_hot) = (format!("quiet r{i} mx idle"), format!("quiet r{i} mx hot"));
+            let i2 = rest().await;
+            let m_idle = m2t(&b_idle).await;
+            tokio::time::sleep(settle()).await;
+            let m_hot = m2t(&b_hot).await;
+            m2t_bodies.extend([b_idle, b_hot]);
+            all.push(Round {
+                idles: [i0, i1, i2],
+                t2m: (t_idle, t_hot),
+                split,
+                direct: (d_idle, d_hot),
+                m2t: (m_idle, m_hot),
+            });
+        }
+        // Late copies: count after a pause.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (t2m_got, t2m_dup, _) = arr.wait_all(&t2m_bodies, Duration::ZERO).await;
+        let (direct_got, direct_dup, _) = arr.wait_all(&direct_bodies, Duration::ZERO).await;
+        let sent = app.tg.sent(app.chat);
+        let (mut m2t_got, mut m2t_dup) = (0, 0);
+        for b in &m2t_bodies {
+            let want = format!(": {b}");
+            let k = sent.iter().filter(|s| s.text.ends_with(&want)).count();
+            m2t_got += usize::from(k > 0);
+            m2t_dup += k.saturating_sub(1);
+        }
+
+        let f = |s: Sample| match s {
+            Some(v) => format!("{v:.1} ms"),
+            None => format!("**not seen in {} s**", timeout.as_secs()),
+        };
+        let fm = |s: M2tSample| match s {
+            Some((a, v)) => format!("{v:.1} ms (send answered {a:.1})"),
+            None => format!("**not seen in {} s**", timeout.as_secs()),
+        };
+        r.line(format!(
+            "### Quiet chat: the first message after {} s idle, long-poll timeout {poll} s, rounds: {rounds} (from {} s after the start)\n",
+            idle.as_secs(),
+            steady_after().as_secs()
+        ));
+        r.line(format!(
+            "One portal; the bridge runs with `poll_timeout: {poll}` (the harness's 2 replaced; `TGMX_BENCH_QUIET_POLL_TIMEOUT`) and the daemon's default pacing (`per_chat_per_minute: 20`, `per_bot_per_second` 30). Each round: nothing moves for {} s (`TGMX_BENCH_QUIET_IDLE_S`), then one Telegram message (injected to seen by the `/sync` observer), and at once one more (hot); the same idle, then a direct send into an unbridged control room seen by the same observer (the baseline of the observation path) and one more; the same idle, then one Matrix message in the portal (sent to the `sendMessage` the fake took) and one more. Target (the issue): the first message after an idle period longer than the long-poll timeout bridged in under 2 s.\n",
+            idle.as_secs()
+        ));
+        r.line("| round | T->M first after idle (split at `origin_server_ts`: start -> created / created -> seen) | T->M next (hot) | direct send, control room: first after idle / next | M->T first after idle | M->T next (hot) | getUpdates calls / daemon CPU (ms per s) in the three idles |");
+        r.line("| --- | --- | --- | --- | --- | --- | --- |");
+        for (i, x) in all.iter().enumerate() {
+            let split = x
+                .split
+                .map(|(a, b)| format!(" ({a:.0} / {b:.0} ms)"))
+                .unwrap_or_default();
+            let idles: Vec<String> = x.idles.iter().map(|(c, p)| format!("{c} / {p:.2}")).collect();
+            r.line(format!(
+                "| {} | {}{split} | {} | {} / {} | {} | {} | {} |",
+                i + 1,
+                f(x.t2m.0),
+                f(x.t2m.1),
+                f(x.direct.0),
+                f(x.direct.1),
+                fm(x.m2t.0),
+                fm(x.m2t.1),
+                idles.join(", ")
+            ));
+        }
+        // The worst of a series; a lost sample is the worst of all.
+        let max = |v: Vec<Sample>| -> Sample {
+            v.iter()
+                .try_fold(0.0f64, |m, s| s.map(|s| m.max(s)))
+                .filter(|_| !v.is_empty())
+        };
+        let t2m_idle = max(all.iter().map(|x| x.t2m.0).collect());
+        let t2m_hot = max(all.iter().map(|x| x.t2m.1).collect());
+        let d_idle = max(all.iter().map(|x| x.direct.0).collect());
+        let d_hot = max(all.iter().map(|x| x.direct.1).collect());
+        let m2t_idle = max(all.iter().map(|x| x.m2t.0.map(|p| p.1)).collect());
+        let m2t_hot = max(all.iter().map(|x| x.m2t.1.map(|p| p.1)).collect());
+        let m2t_answered = max(all.iter().map(|x| x.m2t.0.map(|p| p.0)).collect());
+        let verdict = |s: Sample| match s {
+            Some(v) if v < target => "**met**",
+            _ => "**NOT met**",
+        };
+        r.line(format!(
+            "| **max** | **{}** | {} | {} / {} | **{}** (send answered {}) | {} | - |\n",
+            f(t2m_idle),
+            f(t2m_hot),
+            f(d_idle),
+            f(d_hot),
+            f(m2t_idle),
+            f(m2t_answered),
+            f(m2t_hot),
+        ));
+        r.line("| figure | max after the idle | max hot (next message) | baseline after the idle (same observation path) | target under 2 s |");
+        r.line("| --- | --- | --- | --- | --- |");
+        r.line(format!(
+            "| Telegram -> Matrix | **{}** | {} | {} (direct send, control room) | {} |",
+            f(t2m_idle),
+            f(t2m_hot),
+            f(d_idle),
+            verdict(t2m_idle)
+        ));
+        r.line(format!(
+            "| Matrix -> Telegram | **{}** | {} | {} (the Matrix send's answer alone) | {} |",
+            f(m2t_idle),
+            f(m2t_hot),
+            f(m2t_answered),
+            verdict(m2t_idle)
+        ));
+        r.line(format!(
+            "| delivered / duplicates: Telegram -> Matrix, Matrix -> Telegram (direct sends) | {t2m_got}/{}, {t2m_dup}; {m2t_got}/{}, {m2t_dup} ({direct_got}/{}, {direct_dup}) | - | - | zero loss, zero duplicates |\n",
+            t2m_bodies.len(),
+            m2t_bodies.len(),
+            direct_bodies.len()
+        ));
+        if [t2m_idle, m2t_idle].iter().any(|s| s.is_none_or(|v| v >= target)) {
+            eprintln!(
+                "[bench] quiet: a first message after the idle took 2 s or more; daemon log: {}",
+                app.log_path().display()
+            );
+        }
+        arr.stop();
+        drop(daemon);
+    }
+}
+
 /// The backend of every section but the compared `base` and `burst` (`TGMX_BENCH_DB`'s first).
 fn primary_db() -> Db {
     Db::selected()[0]
@@ -2130,7 +2665,8 @@ fn main() {
 
 async fn run() {
     harness::use_binaries(env!("CARGO_BIN_EXE_tgmx"), option_env!("TGMX_CONDUIT_BIN"));
-    let only = std::env::var("TGMX_BENCH_ONLY").unwrap_or_else(|_| "base,portals,scale,burst,m2t,limits".into());
+    let only = std::env::var("TGMX_BENCH_ONLY")
+        .unwrap_or_else(|_| "base,portals,scale,burst,m2t_burst,m2t,limits,quiet".into());
     let run = |s: &str| only.split(',').any(|x| x.trim() == s);
     let dbs = Db::selected();
     let started = Instant::now();
@@ -2147,7 +2683,7 @@ async fn run() {
         dbs.iter().map(|d| d.name()).collect::<Vec<_>>().join(" and ")
     ));
     r.line(format!(
-        "Settings: TGMX_BENCH_N={}, TGMX_BENCH_BURST={}, TGMX_BENCH_PORTALS={}, TGMX_BENCH_PUPPETS={}, TGMX_BENCH_SCALE={}, TGMX_BENCH_SCALE_N={}, TGMX_BENCH_M2T_PORTALS={}, TGMX_BENCH_M2T_N={}, TGMX_BENCH_M2T_INFLIGHT={}, TGMX_BENCH_LIMITS_N={}, TGMX_BENCH_LIMITS_GROUPS={}, TGMX_BENCH_LIMITS_PER_GROUP={}, TGMX_BENCH_SETTLE_MS={}, TGMX_BENCH_STEADY_AFTER={}, gateway extra: {:?}, log filter: {:?}.\n",
+        "Settings: TGMX_BENCH_N={}, TGMX_BENCH_BURST={}, TGMX_BENCH_PORTALS={}, TGMX_BENCH_PUPPETS={}, TGMX_BENCH_SCALE={}, TGMX_BENCH_SCALE_N={}, TGMX_BENCH_M2T_PORTALS={}, TGMX_BENCH_M2T_N={}, TGMX_BENCH_M2T_INFLIGHT={}, TGMX_BENCH_LIMITS_N={}, TGMX_BENCH_LIMITS_GROUPS={}, TGMX_BENCH_LIMITS_PER_GROUP={}, TGMX_BENCH_QUIET_ROUNDS={}, TGMX_BENCH_QUIET_POLL_TIMEOUT={}, TGMX_BENCH_QUIET_IDLE_S={}, TGMX_BENCH_SETTLE_MS={}, TGMX_BENCH_STEADY_AFTER={}, gateway extra: {:?}, log filter: {:?}.\n",
         env_or("TGMX_BENCH_N", 200),
         env_or("TGMX_BENCH_BURST", 2000),
         env_or("TGMX_BENCH_PORTALS", 50),
@@ -2160,6 +2696,9 @@ async fn run() {
         env_or("TGMX_BENCH_LIMITS_N", 60),
         env_or("TGMX_BENCH_LIMITS_GROUPS", 10),
         env_or("TGMX_BENCH_LIMITS_PER_GROUP", 20),
+        env_or("TGMX_BENCH_QUIET_ROUNDS", 3),
+        quiet_poll_timeout(),
+        quiet_idle().as_secs(),
         settle().as_millis(),
         steady_after().as_secs(),
         std::env::var("TGMX_BENCH_GATEWAY").unwrap_or_default(),
@@ -2182,12 +2721,18 @@ async fn run() {
             bursts.push(Burst::start(db).await);
         }
     }
+    let m2t_burst = if run("m2t_burst") {
+        Some(M2tBurst::start().await)
+    } else {
+        None
+    };
     let m2t = if run("m2t") { Some(M2t::start().await) } else { None };
     let limits = if run("limits") {
         Some(Limits::start().await)
     } else {
         None
     };
+    let quiet = if run("quiet") { Some(Quiet::start().await) } else { None };
     times.push(("set-up", t.elapsed()));
     if run("portals") {
         let t = Instant::now();
@@ -2219,6 +2764,11 @@ async fn run() {
         }
         times.push(("burst", t.elapsed()));
     }
+    if let Some(m) = m2t_burst {
+        let t = Instant::now();
+        m.finish(&mut r, &mut cpu_rows).await;
+        times.push(("m2t_burst", t.elapsed()));
+    }
     if let Some(m) = m2t {
         let t = Instant::now();
         m.finish(&mut r, &mut cpu_rows).await;
@@ -2228,6 +2778,12 @@ async fn run() {
         let t = Instant::now();
         l.finish(&mut r).await;
         times.push(("limits", t.elapsed()));
+    }
+    // Last: while its bridge idles, the other sections' traffic is over.
+    if let Some(q) = quiet {
+        let t = Instant::now();
+        q.finish(&mut r).await;
+        times.push(("quiet", t.elapsed()));
     }
     if let (Some((_, sq)), Some((_, pg))) = (
         figures.iter().find(|(d, _)| *d == Db::Sqlite),
