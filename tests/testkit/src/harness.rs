@@ -594,11 +594,20 @@ impl MxUser {
     }
 
     pub async fn create_room(&self, invite: &[&str]) -> String {
+        // Room v12 ids are the create event's hash: two identical creates by one user in the
+        // same millisecond (rooms created concurrently) get the same room from Conduit.
+        static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nonce = NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let v = self
             .call(
                 "POST",
                 "/_matrix/client/v3/createRoom",
-                Some(json!({"preset": "private_chat", "invite": invite, "name": "test room"})),
+                Some(json!({
+                    "preset": "private_chat",
+                    "invite": invite,
+                    "name": "test room",
+                    "creation_content": {"org.tgmx.test.nonce": format!("{}-{nonce}", std::process::id())},
+                })),
             )
             .await
             .unwrap();
