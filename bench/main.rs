@@ -1519,6 +1519,8 @@ impl Scale {
             dsyn: f64,
             got: usize,
             dup: usize,
+            dgot: usize,
+            linked: i64,
         }
         let mut points = Vec::new();
         for &k in &levels {
@@ -1540,9 +1542,10 @@ impl Scale {
             for (i, b) in bodies.iter().enumerate() {
                 ezra.send_text(&control[i % k], b).await;
             }
+            // Not an assertion: on Conduit the observer's `/sync` was seen to miss direct sends
+            // with 100 rooms busy (reported in the table, with the bridged series' count).
             let (dgot, _, last) = arr.wait_all(&bodies, Duration::from_secs(60)).await;
-            assert_eq!(dgot, n, "direct sends lost");
-            let dtp = n as f64 / last.unwrap().duration_since(t).as_secs_f64();
+            let dtp = dgot as f64 / last.map_or(f64::NAN, |l| l.duration_since(t).as_secs_f64());
             let dsyn = dcpu.per_msg(pid, n)[1];
             tokio::time::sleep(Duration::from_secs(1)).await;
             let bodies: Vec<String> = (0..n).map(|i| format!("s{k} bridged tp {i}")).collect();
@@ -1552,7 +1555,8 @@ impl Scale {
                 app.tg.inject_text(rooms[i % k].1, &user, b);
             }
             let (got, dup, last) = arr.wait_all(&bodies, Duration::from_secs(60)).await;
-            let btp = got as f64 / last.unwrap().duration_since(t).as_secs_f64();
+            let btp = got as f64 / last.map_or(f64::NAN, |l| l.duration_since(t).as_secs_f64());
+            let linked = db_scalar(&app, "SELECT COUNT(*) FROM messages WHERE direction = 'tg_to_mx'").await;
             tokio::time::sleep(Duration::from_secs(1)).await;
             let c = cpu.per_msg(pid, n);
             cpu_rows.push((
@@ -1570,6 +1574,8 @@ impl Scale {
                 dsyn,
                 got,
                 dup,
+                dgot,
+                linked,
             });
         }
         r.line(format!(
@@ -1580,8 +1586,8 @@ impl Scale {
             "Startup to ready with {max} rooms to join (fresh database): {:.0} ms. Direct baseline: the same number of unbridged control rooms.\n",
             ms(ready)
         ));
-        r.line(format!("| portals active | T->M latency p50 (p99) | p50 vs 1 portal | direct p50 | overhead p50 | T->M throughput | vs 1 portal | direct throughput | bridged / direct | CPU per message: daemon / {hs} (direct: {hs}) / other processes | daemon vs 1 portal | delivered, dup |", hs = hs_name()));
-        r.line("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        r.line(format!("| portals active | T->M latency p50 (p99) | p50 vs 1 portal | direct p50 | overhead p50 | T->M throughput | vs 1 portal | direct throughput | bridged / direct | CPU per message: daemon / {hs} (direct: {hs}) / other processes | daemon vs 1 portal | delivered, dup (bridged messages in the bridge's map so far) | direct seen by the observer |", hs = hs_name()));
+        r.line("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         let base = points
             .iter()
             .find(|p| p.k == 1)
@@ -1591,7 +1597,7 @@ impl Scale {
         for p in &points {
             let (b50, btp, bcpu) = base;
             r.line(format!(
-                "| {} | {:.1} ({:.1}) ms | {:.2}x | {:.1} ms | {:+.1} ms | {:.1} msg/s | {:.2}x | {:.1} msg/s | {:.0}% | {:.2} / {:.1} ({:.1}) / {:.1} ms | {:.2}x | {}/{n}, {} |",
+                "| {} | {:.1} ({:.1}) ms | {:.2}x | {:.1} ms | {:+.1} ms | {:.1} msg/s | {:.2}x | {:.1} msg/s | {:.0}% | {:.2} / {:.1} ({:.1}) / {:.1} ms | {:.2}x | {}/{n}, {} ({}) | {}/{n} |",
                 p.k,
                 p.bp50,
                 p.bp99,
@@ -1608,7 +1614,9 @@ impl Scale {
                 p.cpu[3],
                 p.cpu[0] / bcpu,
                 p.got,
-                p.dup
+                p.dup,
+                p.linked,
+                p.dgot
             ));
         }
         r.line(format!(
