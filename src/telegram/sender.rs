@@ -13,7 +13,7 @@
 //! a Matrix event (see `storage`); with the pacing wait inside the turn, a daemon stopped while
 //! waiting leaves no record of a post it never attempted.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use teloxide::net::Download;
 use teloxide::prelude::*;
@@ -22,7 +22,7 @@ use teloxide::types::{
 };
 use teloxide::{ApiError, RequestError};
 
-use super::pacer::Pacer;
+use super::pacer::{Pacer, Slot};
 
 /// What a Bot API request came to when it did not succeed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -148,6 +148,20 @@ pub struct Turn {
     chat: ChatId,
     /// The forum topic to post in (`message_thread_id`); `None`: the chat (in a forum, General).
     thread: Option<ThreadId>,
+    /// The post's places in the chat's and the bot's windows, held until Telegram answers.
+    slots: [Slot; 2],
+}
+
+impl Turn {
+    /// Settle the turn with the post's outcome: a 429 did not count, so its places are free
+    /// again; anything else counts from now (dropping the slots).
+    fn settle<T>(self, r: &Result<T, RequestError>) {
+        if matches!(r, Err(RequestError::RetryAfter(_))) {
+            let [a, b] = self.slots;
+            a.refused();
+            b.refused();
+        }
+    }
 }
 
 /// How a file is posted (Telegram shows each kind differently).
@@ -233,15 +247,19 @@ impl TelegramSender {
         self.per_bot.set_rate(per_second);
     }
 
+    /// A post's outcome: the turn settled with it, the message id or the typed error.
+    fn answered(&self, turn: Turn, r: Result<teloxide::types::Message, RequestError>) -> Result<MessageId, TgError> {
+        turn.settle(&r);
+        r.map(|m| m.id).map_err(|e| self.error(e))
+    }
+
     fn error(&self, e: RequestError) -> TgError {
         TgError::from_request(e, &self.host)
     }
 
-    async fn wait_bot(&self) {
-        let d = self.per_bot.reserve(0, Instant::now());
-        if !d.is_zero() {
-            tokio::time::sleep(d).await;
-        }
+    /// A place in the bot's window, held for one request (dropped once it is answered).
+    async fn wait_bot(&self) -> Slot {
+        self.per_bot.take(0).await
     }
 
     /// Wait until `chat` may take another post (and the bot another request).
@@ -252,11 +270,12 @@ impl TelegramSender {
     /// Wait until `place`'s chat may take another post, to post in `place` (its topic, if any:
     /// a forum's topics share the chat's rate).
     pub async fn turn_at(&self, place: super::Place) -> Turn {
-        self.per_chat.wait(place.chat).await;
-        self.wait_bot().await;
+        let chat = self.per_chat.take(place.chat).await;
+        let bot = self.wait_bot().await;
         Turn {
             chat: ChatId(place.chat),
             thread: place.topic.map(|t| ThreadId(MessageId(t))),
+            slots: [chat, bot],
         }
     }
 
@@ -269,7 +288,7 @@ impl TelegramSender {
         if let Some(t) = turn.thread {
             req = req.message_thread_id(t);
         }
-        req.await.map(|m| m.id).map_err(|e| self.error(e))
+        self.answered(turn, req.await)
     }
 
     /// Post plain text (no markup is interpreted).
@@ -278,7 +297,7 @@ impl TelegramSender {
         if let Some(t) = turn.thread {
             req = req.message_thread_id(t);
         }
-        req.await.map(|m| m.id).map_err(|e| self.error(e))
+        self.answered(turn, req.await)
     }
 
     /// Take a turn and post Telegram HTML (notices).
@@ -323,7 +342,7 @@ impl TelegramSender {
             FileKind::Video => send!(self.bot.send_video(chat, input)),
             FileKind::Document => send!(self.bot.send_document(chat, input)),
         };
-        sent.map(|m| m.id).map_err(|e| self.error(e))
+        self.answered(turn, sent)
     }
 
     /// Post a place: `title` and `address` are plain text shown with the map.
@@ -342,7 +361,7 @@ impl TelegramSender {
         if let Some(t) = turn.thread {
             req = req.message_thread_id(t);
         }
-        req.await.map(|m| m.id).map_err(|e| self.error(e))
+        self.answered(turn, req.await)
     }
 
     /// Post a native poll (`question` 1-300 characters, 2-10 `options` of 1-100 characters;
@@ -369,24 +388,25 @@ impl TelegramSender {
         if let Some(t) = turn.thread {
             req = req.message_thread_id(t);
         }
-        req.await.map(|m| m.id).map_err(|e| self.error(e))
+        self.answered(turn, req.await)
     }
 
     /// Replace a posted message's text (Telegram HTML). [`TgError::NotModified`] when it is
     /// already so.
     pub async fn edit_html(&self, chat: ChatId, msg: MessageId, html: String) -> Result<(), TgError> {
-        let _turn = self.turn(chat).await;
-        self.bot
+        let turn = self.turn(chat).await;
+        let r = self
+            .bot
             .edit_message_text(chat, msg, html)
             .parse_mode(ParseMode::Html)
-            .await
-            .map(drop)
-            .map_err(|e| self.error(e))
+            .await;
+        turn.settle(&r);
+        r.map(drop).map_err(|e| self.error(e))
     }
 
     /// Delete a message (a Telegram user's only when the bot is an admin).
     pub async fn delete(&self, chat: ChatId, msg: MessageId) -> Result<(), TgError> {
-        self.wait_bot().await;
+        let _slot = self.wait_bot().await;
         self.bot
             .delete_message(chat, msg)
             .await
@@ -396,7 +416,7 @@ impl TelegramSender {
 
     /// Pin a message (needs admin rights).
     pub async fn pin(&self, chat: ChatId, msg: MessageId) -> Result<(), TgError> {
-        self.wait_bot().await;
+        let _slot = self.wait_bot().await;
         self.bot
             .pin_chat_message(chat, msg)
             .await
@@ -406,7 +426,7 @@ impl TelegramSender {
 
     /// Unpin one message.
     pub async fn unpin(&self, chat: ChatId, msg: MessageId) -> Result<(), TgError> {
-        self.wait_bot().await;
+        let _slot = self.wait_bot().await;
         self.bot
             .unpin_chat_message(chat)
             .message_id(msg)
@@ -418,7 +438,7 @@ impl TelegramSender {
     /// Set the bot's reaction on a message (`None`: remove it). Telegram allows a fixed set of
     /// emoji.
     pub async fn set_reaction(&self, chat: ChatId, msg: MessageId, emoji: Option<String>) -> Result<(), TgError> {
-        self.wait_bot().await;
+        let _slot = self.wait_bot().await;
         let reaction: Vec<ReactionType> = emoji.into_iter().map(|emoji| ReactionType::Emoji { emoji }).collect();
         self.bot
             .set_message_reaction(chat, msg)
@@ -431,7 +451,7 @@ impl TelegramSender {
     /// Download a file (`getFile`, then the file itself). [`TgError::TooLarge`] for a file over
     /// the Bot API's download limit.
     pub async fn download(&self, file: &FileMeta) -> Result<Vec<u8>, TgError> {
-        self.wait_bot().await;
+        let _slot = self.wait_bot().await;
         let found = self.bot.get_file(file.id.clone()).await.map_err(|e| self.error(e))?;
         // `size` is `u32::MAX` when unknown (chat photos): reserve little, grow as needed.
         let mut bytes = Vec::with_capacity(file.size.min(8 << 20) as usize);
@@ -448,7 +468,7 @@ impl TelegramSender {
 
     /// The largest size of a user's current profile photo, if any.
     pub async fn profile_photo(&self, user: UserId) -> Result<Option<PhotoSize>, TgError> {
-        self.wait_bot().await;
+        let _slot = self.wait_bot().await;
         let photos = self
             .bot
             .get_user_profile_photos(user)
@@ -464,19 +484,19 @@ impl TelegramSender {
 
     /// Who the bot is (`getMe`): checks the token.
     pub async fn get_me(&self) -> Result<Me, TgError> {
-        self.wait_bot().await;
+        let _slot = self.wait_bot().await;
         self.bot.get_me().await.map_err(|e| self.error(e))
     }
 
     /// Whether the bot can see `chat` (`getChat`).
     pub async fn chat_reachable(&self, chat: ChatId) -> Result<(), TgError> {
-        self.wait_bot().await;
+        let _slot = self.wait_bot().await;
         self.bot.get_chat(chat).await.map(drop).map_err(|e| self.error(e))
     }
 
     /// Whether `user` is an admin or the owner of `chat`.
     pub async fn is_privileged(&self, chat: ChatId, user: UserId) -> Result<bool, TgError> {
-        self.wait_bot().await;
+        let _slot = self.wait_bot().await;
         self.bot
             .get_chat_member(chat, user)
             .await
@@ -488,7 +508,7 @@ impl TelegramSender {
     /// administrator with the pin right.
     pub async fn can_pin(&self, chat: ChatId, user: UserId) -> Result<bool, TgError> {
         use teloxide::types::ChatMemberKind;
-        self.wait_bot().await;
+        let _slot = self.wait_bot().await;
         self.bot
             .get_chat_member(chat, user)
             .await
@@ -503,7 +523,7 @@ impl TelegramSender {
     /// Whether another client is polling with this token (409 Conflict). Asks `getUpdates`
     /// without an offset, so it confirms nothing and loses nothing.
     pub async fn other_poller(&self) -> bool {
-        self.wait_bot().await;
+        let _slot = self.wait_bot().await;
         match self.bot.get_updates().limit(1).timeout(0).await {
             Err(RequestError::Api(ApiError::TerminatedByOtherGetUpdates)) => true,
             // A 409 worded differently from the documented text.
@@ -514,7 +534,7 @@ impl TelegramSender {
 
     /// Remove a webhook: a webhook and `getUpdates` exclude each other.
     pub async fn delete_webhook(&self) -> Result<(), TgError> {
-        self.wait_bot().await;
+        let _slot = self.wait_bot().await;
         self.bot.delete_webhook().await.map(drop).map_err(|e| self.error(e))
     }
 }
@@ -534,7 +554,7 @@ pub struct ChatDetails {
 impl TelegramSender {
     /// A group's title, description and photo (`getChat`).
     pub async fn chat_details(&self, chat: ChatId) -> Result<ChatDetails, TgError> {
-        self.wait_bot().await;
+        let _slot = self.wait_bot().await;
         let info = self.bot.get_chat(chat).await.map_err(|e| self.error(e))?;
         Ok(ChatDetails {
             title: info.title().map(str::to_owned),
@@ -549,7 +569,7 @@ impl TelegramSender {
 
     /// Set a group's title (1-128 characters).
     pub async fn set_title(&self, chat: ChatId, title: String) -> Result<(), TgError> {
-        self.wait_bot().await;
+        let _slot = self.wait_bot().await;
         self.bot
             .set_chat_title(chat, title)
             .await
@@ -559,7 +579,7 @@ impl TelegramSender {
 
     /// Set a group's description (0-255 characters; empty clears it).
     pub async fn set_description(&self, chat: ChatId, description: String) -> Result<(), TgError> {
-        self.wait_bot().await;
+        let _slot = self.wait_bot().await;
         self.bot
             .set_chat_description(chat)
             .description(description)
@@ -570,7 +590,7 @@ impl TelegramSender {
 
     /// Set a group's photo from image bytes.
     pub async fn set_photo(&self, chat: ChatId, bytes: Vec<u8>) -> Result<(), TgError> {
-        self.wait_bot().await;
+        let _slot = self.wait_bot().await;
         let input = InputFile::memory(bytes).file_name("photo.jpg");
         self.bot
             .set_chat_photo(chat, input)
@@ -581,7 +601,7 @@ impl TelegramSender {
 
     /// Remove a group's photo.
     pub async fn delete_photo(&self, chat: ChatId) -> Result<(), TgError> {
-        self.wait_bot().await;
+        let _slot = self.wait_bot().await;
         self.bot
             .delete_chat_photo(chat)
             .await
@@ -591,7 +611,7 @@ impl TelegramSender {
 
     /// A group's administrators (bots included).
     pub async fn administrators(&self, chat: ChatId) -> Result<Vec<teloxide::types::User>, TgError> {
-        self.wait_bot().await;
+        let _slot = self.wait_bot().await;
         self.bot
             .get_chat_administrators(chat)
             .await
@@ -601,7 +621,7 @@ impl TelegramSender {
 
     /// How many members a group has.
     pub async fn member_count(&self, chat: ChatId) -> Result<u32, TgError> {
-        self.wait_bot().await;
+        let _slot = self.wait_bot().await;
         self.bot.get_chat_member_count(chat).await.map_err(|e| self.error(e))
     }
 }
