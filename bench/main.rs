@@ -634,6 +634,46 @@ fn wall_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// The `m.room.message` events of `room` before `from`, oldest first, back to the first one in
+/// `seen` (at most 2,000): what a `limited` sync timeline left out.
+async fn backfill(
+    c: &reqwest::Client,
+    token: &str,
+    room: &str,
+    from: &str,
+    seen: &std::collections::HashSet<String>,
+) -> Vec<Value> {
+    let filter = enc(&json!({"types": ["m.room.message"]}).to_string());
+    let (mut from, mut out) = (from.to_owned(), Vec::new());
+    'pages: for _ in 0..20 {
+        let url = format!(
+            "{}/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100&from={}&filter={filter}",
+            harness::Homeserver::get().url,
+            enc(room),
+            enc(&from)
+        );
+        let Ok(r) = c.get(&url).bearer_auth(token).send().await else {
+            break;
+        };
+        let Ok(v) = r.json::<Value>().await else {
+            break;
+        };
+        let chunk = v["chunk"].as_array().cloned().unwrap_or_default();
+        for e in chunk.iter() {
+            if e["event_id"].as_str().is_some_and(|id| seen.contains(id)) {
+                break 'pages;
+            }
+            out.push(e.clone());
+        }
+        match v["end"].as_str() {
+            Some(end) if !chunk.is_empty() => from = end.to_owned(),
+            _ => break,
+        }
+    }
+    out.reverse();
+    out
+}
+
 #[derive(Clone)]
 struct Arrivals {
     seen: Arc<Mutex<HashMap<String, (Instant, u32)>>>,
@@ -696,12 +736,22 @@ impl Arrivals {
                 let incremental = since.is_some();
                 since = v["next_batch"].as_str().map(str::to_owned);
                 if let Some(rooms) = v["rooms"]["join"].as_object() {
-                    let mut m = map.lock().unwrap();
-                    for room in rooms.values() {
+                    // Conduit gives few timeline events per room and sync (10 seen), not the
+                    // filter's limit: a `limited` timeline is paged back to the last event seen.
+                    let mut missed: HashMap<&String, Vec<Value>> = HashMap::new();
+                    for (room_id, room) in rooms {
                         if incremental && room["timeline"]["limited"] == true {
                             lim.fetch_add(1, Ordering::Relaxed);
+                            if let Some(prev) = room["timeline"]["prev_batch"].as_str() {
+                                missed.insert(room_id, backfill(&c, &token, room_id, prev, &ids).await);
+                            }
                         }
-                        for e in room["timeline"]["events"].as_array().into_iter().flatten() {
+                    }
+                    let mut m = map.lock().unwrap();
+                    for (room_id, room) in rooms {
+                        let earlier = missed.remove(room_id).unwrap_or_default();
+                        let timeline = room["timeline"]["events"].as_array().into_iter().flatten();
+                        for e in earlier.iter().chain(timeline) {
                             if let Some(id) = e["event_id"].as_str()
                                 && !ids.insert(id.to_owned())
                             {
