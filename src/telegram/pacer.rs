@@ -188,16 +188,16 @@ mod tests {
     fn twenty_a_minute_then_waits_for_the_first_answer() {
         let p = Pacer::new(20);
         let t0 = Instant::now();
-        let mut slots: Vec<Slot> = (0..20).map(|_| p.try_take(-1, t0).ok().expect("free")).collect();
+        let mut slots: Vec<Slot> = (0..20).map(|_| p.try_take(-1, t0).expect("free")).collect();
         // All 20 in flight: the 21st waits for an answer, whenever it comes.
         assert_eq!(p.try_take(-1, t0).err(), Some(None));
         // Other chats are not affected.
-        drop(p.try_take(-2, t0).ok().expect("another chat"));
+        drop(p.try_take(-2, t0).expect("another chat"));
         // The first is answered 2 s later: its window ends a minute after that, not after t0.
         slots.remove(0).answered_at(t0 + secs(2));
         assert_eq!(p.try_take(-1, t0 + secs(3)).err(), Some(Some(t0 + secs(62))));
         assert_eq!(p.try_take(-1, t0 + secs(61)).err(), Some(Some(t0 + secs(62))));
-        let s = p.try_take(-1, t0 + secs(62)).ok().expect("a minute after the answer");
+        let s = p.try_take(-1, t0 + secs(62)).expect("a minute after the answer");
         s.answered_at(t0 + secs(62));
         for s in slots {
             s.answered_at(t0 + secs(2));
@@ -249,11 +249,11 @@ mod tests {
     fn a_refused_send_gives_its_place_back() {
         let p = Pacer::per_window(2, secs(1));
         let t0 = Instant::now();
-        let a = p.try_take(0, t0).ok().expect("first");
-        let b = p.try_take(0, t0).ok().expect("second");
+        let a = p.try_take(0, t0).expect("first");
+        let b = p.try_take(0, t0).expect("second");
         assert!(p.try_take(0, t0).is_err());
         b.refused();
-        let c = p.try_take(0, t0).ok().expect("the refused one's place");
+        let c = p.try_take(0, t0).expect("the refused one's place");
         a.answered_at(t0);
         c.answered_at(t0);
         assert_eq!(p.try_take(0, t0).err(), Some(Some(t0 + secs(1))));
@@ -263,7 +263,7 @@ mod tests {
     fn zero_means_unlimited() {
         let p = Pacer::new(0);
         let t0 = Instant::now();
-        let slots: Vec<Slot> = (0..1000).map(|_| p.try_take(1, t0).ok().expect("unpaced")).collect();
+        let slots: Vec<Slot> = (0..1000).map(|_| p.try_take(1, t0).expect("unpaced")).collect();
         drop(slots);
         assert!(p.inner.slots.lock().expect("lock").is_empty());
     }
