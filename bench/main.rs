@@ -1902,16 +1902,45 @@ fn max_in_window(times: &[Instant], window: Duration) -> usize {
     best
 }
 
-/// `m2t`: Matrix -> Telegram throughput with pacing off (`per_chat_per_minute: 0`,
-/// `per_bot_per_second: 0`, the fake's limits off), over 1 and 10 portals
-/// (`TGMX_BENCH_M2T_PORTALS`).
-struct M2t {
+/// A bridge with pacing off (`per_chat_per_minute: 0`, `per_bot_per_second: 0`, the fake's
+/// limits off), its portals warmed up with one Matrix message each, and as many unbridged control
+/// rooms: what `m2t` and `m2t_burst` measure.
+struct Unpaced {
     app: TestApp,
     daemon: Daemon,
     started: Instant,
     rooms: Vec<(String, i64)>,
     control: Vec<String>,
     ezra: Direct,
+}
+
+impl Unpaced {
+    async fn start(portals: usize, warm_up: &str) -> Unpaced {
+        let mut app = prepare(primary_db()).await;
+        let rooms = add_portals(&app, portals).await;
+        write_config_unpaced(&app, &rooms);
+        let control = control_rooms(&app, portals).await;
+        let started = Instant::now();
+        let (daemon, _, _) = Daemon::start_timed(&mut app, Duration::from_secs(120)).await;
+        let ezra = Direct::new(&app.ezra);
+        for (i, (room, _)) in rooms.iter().enumerate() {
+            m2t_once(&app, &ezra, room, format!("{warm_up} {i}")).await;
+        }
+        Unpaced {
+            app,
+            daemon,
+            started,
+            rooms,
+            control,
+            ezra,
+        }
+    }
+}
+
+/// `m2t`: Matrix -> Telegram throughput with pacing off, over 1 and 10 portals
+/// (`TGMX_BENCH_M2T_PORTALS`).
+struct M2t {
+    bridge: Unpaced,
     levels: Vec<usize>,
 }
 
@@ -1923,35 +1952,23 @@ impl M2t {
             .filter_map(|s| s.trim().parse().ok())
             .collect();
         let max = *levels.iter().max().unwrap();
-        let mut app = prepare(primary_db()).await;
-        let rooms = add_portals(&app, max).await;
-        write_config_unpaced(&app, &rooms);
-        let control = control_rooms(&app, max).await;
-        let started = Instant::now();
-        let (daemon, _, _) = Daemon::start_timed(&mut app, Duration::from_secs(120)).await;
-        let ezra = Direct::new(&app.ezra);
-        for (i, (room, _)) in rooms.iter().enumerate() {
-            m2t_once(&app, &ezra, room, format!("m2t warm-up {i}")).await;
-        }
         M2t {
-            app,
-            daemon,
-            started,
-            rooms,
-            control,
-            ezra,
+            bridge: Unpaced::start(max, "m2t warm-up").await,
             levels,
         }
     }
 
     async fn finish(self, r: &mut Report, cpu_rows: &mut CpuRows) {
         let M2t {
-            app,
-            daemon,
-            started,
-            rooms,
-            control,
-            ezra,
+            bridge:
+                Unpaced {
+                    app,
+                    daemon,
+                    started,
+                    rooms,
+                    control,
+                    ezra,
+                },
             levels,
         } = self;
         until_steady("m2t", started).await;
@@ -2214,42 +2231,25 @@ async fn wait_tagged(app: &TestApp, chat: i64, tag: &str, n: usize, stall: Durat
 }
 
 /// `m2t_burst`: `TGMX_BENCH_BURST` Matrix messages into one portal at once, client sends through
-/// the homeserver (`TGMX_BENCH_M2T_INFLIGHT` in flight), pacing off (`per_chat_per_minute: 0`,
-/// `per_bot_per_second: 0`, the fake's limits off); every text counted on the fake Bot API.
-struct M2tBurst {
-    app: TestApp,
-    daemon: Daemon,
-    started: Instant,
-    control: String,
-    ezra: Direct,
-}
+/// the homeserver (`TGMX_BENCH_M2T_INFLIGHT` in flight), pacing off; every text counted on the
+/// fake Bot API.
+struct M2tBurst(Unpaced);
 
 impl M2tBurst {
     async fn start() -> M2tBurst {
-        let mut app = prepare(primary_db()).await;
-        write_config_unpaced(&app, &[(app.room.clone(), app.chat)]);
-        let control = control_rooms(&app, 1).await.remove(0);
-        let started = Instant::now();
-        let (daemon, _, _) = Daemon::start_timed(&mut app, Duration::from_secs(60)).await;
-        let ezra = Direct::new(&app.ezra);
-        m2t_once(&app, &ezra, &app.room, "m2t burst warm-up".into()).await;
-        M2tBurst {
-            app,
-            daemon,
-            started,
-            control,
-            ezra,
-        }
+        M2tBurst(Unpaced::start(1, "m2t burst warm-up").await)
     }
 
     async fn finish(self, r: &mut Report, cpu_rows: &mut CpuRows) {
-        let M2tBurst {
+        let M2tBurst(Unpaced {
             app,
             daemon,
             started,
+            rooms,
             control,
             ezra,
-        } = self;
+        }) = self;
+        let ((room, chat), control) = (rooms[0].clone(), control[0].clone());
         until_steady("m2t_burst", started).await;
         let n: usize = env_or("TGMX_BENCH_BURST", 2000);
         let inflight: usize = env_or("TGMX_BENCH_M2T_INFLIGHT", 8);
@@ -2275,16 +2275,16 @@ impl M2tBurst {
         let rss = RssSampler::start(pid);
         let cpu = Cpu::now(pid);
         let t = Instant::now();
-        let sent = send_many(&ezra, std::slice::from_ref(&app.room), n, inflight, tag).await;
+        let sent = send_many(&ezra, std::slice::from_ref(&room), n, inflight, tag).await;
         let sent_at = Instant::now();
-        wait_tagged(&app, app.chat, tag, n, Duration::from_secs(60)).await;
+        wait_tagged(&app, chat, tag, n, Duration::from_secs(60)).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let c = cpu.per_msg(pid, n);
         let peak = rss.finish().await;
         attach.finish();
         // Late copies: counted after one more second.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let (got, dup, last) = count_tagged(&app, app.chat, tag, n);
+        let (got, dup, last) = count_tagged(&app, chat, tag, n);
         let calls = app.tg.calls("sendMessage") - calls_before;
         let drain = last.map(|l| l.duration_since(t)).unwrap_or_default();
         let lag = last.map(|l| l.saturating_duration_since(sent_at)).unwrap_or_default();
