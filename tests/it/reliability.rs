@@ -283,6 +283,49 @@ async fn a_paced_group_does_not_hold_up_another_room() {
     assert_eq!(app.tg.sent(app.chat).len(), 5);
 }
 
+/// The fake refuses with 429 like Telegram (per-bot window, counted on arrival) and the bridge
+/// paces at the same rate: a burst into three groups goes out whole, in order, without one 429.
+async fn a_burst_at_the_bots_rate_limit_draws_no_429() {
+    let mut app = TestApp::prepare().await;
+    let mut rooms = vec![(app.room.clone(), app.chat)];
+    for i in 1..3 {
+        let chat = app.chat - 700 - i;
+        app.tg.add_chat(chat, &format!("fleet-{i}"));
+        rooms.push((app.ezra.create_room(&[&app.bot]).await, chat));
+    }
+    let extra: String = rooms[1..]
+        .iter()
+        .map(|(room, chat)| format!("  - {{matrix: \"{room}\", telegram: {chat}}}\n"))
+        .collect();
+    app.edit_config(|c| {
+        c.replace(
+            "per_chat_per_minute: 0\n",
+            "per_chat_per_minute: 0\n    per_bot_per_second: 10\n",
+        )
+        .replace("rooms:\n", &format!("rooms:\n{extra}"))
+    });
+    app.tg.set_rate_limits(Some(tgmx_testkit::fake_telegram::RateLimits {
+        per_chat: 1000,
+        chat_window: Duration::from_secs(60),
+        per_bot: 10,
+        bot_window: Duration::from_secs(1),
+    }));
+    app.start().await;
+    const N: usize = 15;
+    for i in 0..N {
+        for (k, (room, _)) in rooms.iter().enumerate() {
+            app.ezra.send_text(room, &format!("paced {k}.{i}")).await;
+        }
+    }
+    for (k, (_, chat)) in rooms.iter().enumerate() {
+        let sent = app.tg.wait_sent(*chat, N, T).await;
+        let got: Vec<&str> = sent.iter().map(|s| s.text.as_str()).collect();
+        let want: Vec<String> = (0..N).map(|i| format!("<b>Ezra</b>: paced {k}.{i}")).collect();
+        assert_eq!(got, want, "chat {chat}");
+    }
+    assert_eq!(app.tg.rate_limited(), 0, "the fake refused posts with 429");
+}
+
 both!(
     homeserver_down_for_a_while_loses_nothing,
     bot_api_429_and_5xx_are_retried_in_order,
@@ -290,4 +333,5 @@ both!(
     a_burst_into_one_group_is_paced_not_dropped,
     bad_input_is_refused_clearly_and_loses_nothing,
     a_paced_group_does_not_hold_up_another_room,
+    a_burst_at_the_bots_rate_limit_draws_no_429,
 );
