@@ -1513,11 +1513,7 @@ struct Scale {
 
 impl Scale {
     async fn start() -> Scale {
-        let levels: Vec<usize> = std::env::var("TGMX_BENCH_SCALE")
-            .unwrap_or_else(|_| "1,10,100".into())
-            .split(',')
-            .filter_map(|s| s.trim().parse().ok())
-            .collect();
+        let levels = portal_counts("TGMX_BENCH_SCALE", "1,10,100");
         let max = *levels.iter().max().unwrap();
         let mut app = prepare(primary_db()).await;
         let t = Instant::now();
@@ -1934,6 +1930,15 @@ fn max_in_window(times: &[Instant], window: Duration) -> usize {
     best
 }
 
+/// The portal counts a section measures at: the comma-separated list in `var`, else `default`.
+fn portal_counts(var: &str, default: &str) -> Vec<usize> {
+    std::env::var(var)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
 /// A bridge with pacing off (`per_chat_per_minute: 0`, `per_bot_per_second: 0`, the fake's
 /// limits off), its portals warmed up with one Matrix message each, and as many unbridged control
 /// rooms: what `m2t` and `m2t_burst` measure.
@@ -1978,11 +1983,7 @@ struct M2t {
 
 impl M2t {
     async fn start() -> M2t {
-        let levels: Vec<usize> = std::env::var("TGMX_BENCH_M2T_PORTALS")
-            .unwrap_or_else(|_| "1,10".into())
-            .split(',')
-            .filter_map(|s| s.trim().parse().ok())
-            .collect();
+        let levels = portal_counts("TGMX_BENCH_M2T_PORTALS", "1,10");
         let max = *levels.iter().max().unwrap();
         M2t {
             bridge: Unpaced::start(max, "m2t warm-up").await,
