@@ -85,7 +85,7 @@ impl MatrixClient {
             .timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(10))
             // Idle connections kept for reuse hold their buffers. Unbounded (reqwest's default),
-            // 500 new puppets over 50 portals left 115 open for the next 90 s; with 16 the idle
+            // 500 new puppets over 50 portals left 89 open for the next 90 s; with 16 the idle
             // daemon's anonymous memory after that burst fell from 7.6 to 5.0 MB (bench
             // `portals`, Conduit). 16 cover the lanes of a typical fleet without reconnecting.
             .pool_max_idle_per_host(IDLE_CONNECTIONS)
