@@ -153,8 +153,31 @@ static CONDUIT: OnceLock<Homeserver> = OnceLock::new();
 /// Conduit registers one appservice at a time (its answer in the admin room is matched by order).
 static CONDUIT_REGISTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A free TCP port of 127.0.0.1 (free when asked).
+/// A free TCP port of 127.0.0.1 (free when asked) for a server the tests stop and start again
+/// on the same port (the daemon's appservice endpoint, a homeserver). It lies below the kernel's
+/// range for outgoing connections' source ports: a port from that range, left free while its
+/// server is down, was taken as the source port of some connection, and the restarted daemon
+/// could not bind it ("Address already in use"; seen once in CI, in a SIGKILL test).
 pub(crate) fn free_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (low, span) = (
+        ephemeral_low.saturating_sub(12_000).max(1024),
+        12_000.min(ephemeral_low.saturating_sub(1024)),
+    );
+    if span > 0 {
+        // Processes (the tests, a bench) start at different places of the span.
+        let start = std::process::id().wrapping_mul(7919);
+        for _ in 0..span {
+            let port = low + start.wrapping_add(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) % span;
+            if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+                return port as u16;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
